@@ -1,0 +1,116 @@
+//! The envelope every diagon file has: a header naming the file kind and
+//! format version, and a footer with a CRC32 of everything before it.
+//!
+//! ```text
+//! "DIAG" | kind [u8; 4] | version u16 | reserved u16      (12 bytes)
+//! body ...
+//! crc32 u32 (of header and body) | "GAID"                  (8 bytes)
+//! ```
+//! A reader rejects a file whose version is newer than it understands, so a
+//! later format adds a version rather than silently misreading old readers.
+
+use crate::error::{Error, Result};
+
+pub const ENVELOPE_HEADER_LEN: usize = 12;
+pub const ENVELOPE_FOOTER_LEN: usize = 8;
+const MAGIC: &[u8; 4] = b"DIAG";
+const END_MAGIC: &[u8; 4] = b"GAID";
+
+/// What a file holds; stored in its header so a misplaced file is detected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// One entry of a table's commit log.
+    Commit,
+    /// A part's metadata: schema, granules, marks, primary index, column stats.
+    PartIndex,
+    /// A column's compressed blocks, one per granule.
+    ColumnData,
+}
+
+impl FileKind {
+    fn tag(self) -> &'static [u8; 4] {
+        match self {
+            FileKind::Commit => b"CMIT",
+            FileKind::PartIndex => b"PIDX",
+            FileKind::ColumnData => b"COLD",
+        }
+    }
+
+    /// The newest format version of this kind that this build reads and writes.
+    pub fn current_version(self) -> u16 {
+        1
+    }
+}
+
+/// The header bytes of a new file of `kind`.
+pub fn header(kind: FileKind) -> [u8; ENVELOPE_HEADER_LEN] {
+    let mut h = [0u8; ENVELOPE_HEADER_LEN];
+    h[..4].copy_from_slice(MAGIC);
+    h[4..8].copy_from_slice(kind.tag());
+    h[8..10].copy_from_slice(&kind.current_version().to_le_bytes());
+    h
+}
+
+/// Appends the footer to a file whose header and body are in `file`.
+pub fn append_footer(file: &mut Vec<u8>) {
+    let crc = crc32fast::hash(file);
+    file.extend_from_slice(&crc.to_le_bytes());
+    file.extend_from_slice(END_MAGIC);
+}
+
+/// Wraps `body` in a header and footer.
+pub fn seal(kind: FileKind, body: &[u8]) -> Vec<u8> {
+    let mut file = Vec::with_capacity(ENVELOPE_HEADER_LEN + body.len() + ENVELOPE_FOOTER_LEN);
+    file.extend_from_slice(&header(kind));
+    file.extend_from_slice(body);
+    append_footer(&mut file);
+    file
+}
+
+/// Checks a file's header, version and footer checksum, returning its body.
+pub fn open<'a>(name: &str, kind: FileKind, file: &'a [u8]) -> Result<&'a [u8]> {
+    check_header(name, kind, file)?;
+    if file.len() < ENVELOPE_HEADER_LEN + ENVELOPE_FOOTER_LEN {
+        return Err(Error::corrupt(name, "truncated: no footer"));
+    }
+    let body_end = file.len() - ENVELOPE_FOOTER_LEN;
+    if &file[body_end + 4..] != END_MAGIC {
+        return Err(Error::corrupt(name, "truncated or damaged footer"));
+    }
+    let stored = u32::from_le_bytes(file[body_end..body_end + 4].try_into().unwrap());
+    if crc32fast::hash(&file[..body_end]) != stored {
+        return Err(Error::corrupt(name, "checksum mismatch"));
+    }
+    Ok(&file[ENVELOPE_HEADER_LEN..body_end])
+}
+
+/// Checks only the header: magic, kind and a version this build can read.
+pub fn check_header(name: &str, kind: FileKind, file: &[u8]) -> Result<u16> {
+    if file.len() < ENVELOPE_HEADER_LEN {
+        return Err(Error::corrupt(name, "truncated: no header"));
+    }
+    if &file[..4] != MAGIC {
+        return Err(Error::corrupt(name, "not a diagon file (bad magic)"));
+    }
+    if &file[4..8] != kind.tag() {
+        return Err(Error::corrupt(
+            name,
+            format!(
+                "expected a {:?} file, found kind '{}'",
+                kind,
+                String::from_utf8_lossy(&file[4..8])
+            ),
+        ));
+    }
+    let version = u16::from_le_bytes(file[8..10].try_into().unwrap());
+    if version == 0 || version > kind.current_version() {
+        return Err(Error::corrupt(
+            name,
+            format!(
+                "format version {version} is not supported (this build reads up to {})",
+                kind.current_version()
+            ),
+        ));
+    }
+    Ok(version)
+}

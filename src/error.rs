@@ -1,0 +1,117 @@
+//! One error type for the storage layers; the SQL glue converts it into
+//! `DataFusionError` at the boundary.
+
+use std::fmt;
+
+/// What went wrong, with enough context (table, part, file, option, column)
+/// for a user to act on it.
+#[derive(Debug)]
+pub enum Error {
+    /// A file's bytes do not match its magic, version, length or checksum.
+    Corrupt { file: String, reason: String },
+    /// An option given at CREATE, or stored in a table, is unknown or malformed.
+    InvalidOption { option: String, reason: String },
+    /// A column type this format version does not store.
+    UnsupportedType { column: String, data_type: String },
+    /// A schema or value that does not fit the table.
+    Schema(String),
+    /// Another writer committed the version this writer meant to commit.
+    CommitConflict { table: String, version: u64 },
+    /// The table directory holds no diagon table (or one already exists).
+    Table(String),
+    /// The object store failed.
+    Store { path: String, source: object_store::Error },
+    /// An Arrow kernel failed.
+    Arrow(arrow::error::ArrowError),
+    /// Adds context (table, part) to an inner error.
+    Context { context: String, source: Box<Error> },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn corrupt(file: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Corrupt {
+            file: file.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub fn option(option: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::InvalidOption {
+            option: option.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Wraps this error with a prefix such as `table 'docs'` or `part 'p_..'`.
+    pub fn context(self, context: impl Into<String>) -> Self {
+        Error::Context {
+            context: context.into(),
+            source: Box::new(self),
+        }
+    }
+
+    /// True when the error, under any context, says data on disk is damaged.
+    pub fn is_corruption(&self) -> bool {
+        match self {
+            Error::Corrupt { .. } => true,
+            Error::Context { source, .. } => source.is_corruption(),
+            _ => false,
+        }
+    }
+
+    /// True when the error, under any context, is a lost commit race.
+    pub fn is_conflict(&self) -> bool {
+        match self {
+            Error::CommitConflict { .. } => true,
+            Error::Context { source, .. } => source.is_conflict(),
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Corrupt { file, reason } => write!(f, "corrupt file '{file}': {reason}"),
+            Error::InvalidOption { option, reason } => write!(f, "option '{option}': {reason}"),
+            Error::UnsupportedType { column, data_type } => write!(
+                f,
+                "column '{column}' has type {data_type}, which diagon does not support"
+            ),
+            Error::Schema(msg) => write!(f, "{msg}"),
+            Error::CommitConflict { table, version } => write!(
+                f,
+                "commit conflict on table '{table}': version {version} was committed by another writer"
+            ),
+            Error::Table(msg) => write!(f, "{msg}"),
+            Error::Store { path, source } => write!(f, "storage error at '{path}': {source}"),
+            Error::Arrow(e) => write!(f, "{e}"),
+            Error::Context { context, source } => write!(f, "{context}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Store { source, .. } => Some(source),
+            Error::Arrow(e) => Some(e),
+            Error::Context { source, .. } => Some(source.as_ref()),
+            _ => None,
+        }
+    }
+}
+
+impl From<arrow::error::ArrowError> for Error {
+    fn from(e: arrow::error::ArrowError) -> Self {
+        Error::Arrow(e)
+    }
+}
+
+impl From<Error> for datafusion::error::DataFusionError {
+    fn from(e: Error) -> Self {
+        datafusion::error::DataFusionError::External(Box::new(e))
+    }
+}

@@ -1,0 +1,20 @@
+//! diagon: a persistent, indexed table format for Apache DataFusion.
+//!
+//! Layers, lowest first (a layer never imports a higher one):
+//! - [`storage`]: one object-store-shaped interface (local, memory, S3, ...)
+//! - [`encoding`]: file envelopes, checksummed compressed blocks, codecs
+//! - [`part`]: immutable parts cut into granules, with marks and statistics
+//! - [`table`]: the commit log, snapshots, inserts
+//! - [`sql`]: the DataFusion glue (table factory, provider, scan, sink)
+
+pub mod encoding;
+pub mod error;
+pub mod part;
+pub mod sql;
+pub mod storage;
+pub mod table;
+
+pub use datafusion;
+pub use error::{Error, Result};
+pub use sql::register;
+pub use table::{Table, TableOptions};

@@ -1,0 +1,237 @@
+//! A part's index file (`index.dgi`): everything a planner needs without
+//! touching column data.
+//!
+//! The body is a JSON [`PartMeta`] (columns, codecs, files) followed by an
+//! Arrow IPC stream holding one row per granule:
+//!
+//! | column        | meaning                                              |
+//! |---------------|------------------------------------------------------|
+//! | `rows`        | rows in the granule                                  |
+//! | `pk.{j}`      | sparse primary index: first value of key column j    |
+//! | `min.{i}`     | minimum of column i in the granule (null: unknown)   |
+//! | `max.{i}`     | maximum of column i                                  |
+//! | `nulls.{i}`   | null count of column i                               |
+//! | `mark.{i}`    | offset of the granule's block in column i's file     |
+//!
+//! Storing statistics as Arrow arrays of the column's own type means the
+//! pruning code compares them with the same kernels as the query would.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt32Type, UInt64Type};
+use serde::{Deserialize, Serialize};
+
+use crate::encoding::envelope::{self, FileKind};
+use crate::error::{Error, Result};
+
+pub const INDEX_FILE: &str = "index.dgi";
+
+/// One column of a part, as stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ColumnMeta {
+    pub name: String,
+    /// Arrow type in its `Display` form, parsed back with `DataType::from_str`.
+    pub data_type: String,
+    pub nullable: bool,
+    pub codec: String,
+    /// File name inside the part directory.
+    pub file: String,
+    /// Total length of the column file, envelope included.
+    pub file_len: u64,
+    /// Offset just past the last block (where the footer starts).
+    pub data_end: u64,
+    pub compressed_bytes: u64,
+    pub uncompressed_bytes: u64,
+}
+
+/// The JSON half of the index file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PartMeta {
+    pub name: String,
+    pub rows: u64,
+    /// 0 for parts written by INSERT; merges (a later format feature) raise it.
+    pub level: u32,
+    pub granularity: u32,
+    /// Names of the sort-key columns, in key order.
+    pub order_by: Vec<String>,
+    pub columns: Vec<ColumnMeta>,
+}
+
+/// A loaded part index: metadata plus the per-granule table.
+#[derive(Debug, Clone)]
+pub struct PartIndex {
+    pub meta: PartMeta,
+    pub granules: RecordBatch,
+    /// Row offset of each granule inside the part (prefix sums of `rows`).
+    pub granule_starts: Vec<u64>,
+}
+
+/// The schema of the per-granule table for a part's columns and key.
+pub fn granule_schema(columns: &[(String, DataType)], key: &[usize]) -> SchemaRef {
+    let mut fields = vec![Field::new("rows", DataType::UInt32, false)];
+    for (j, &k) in key.iter().enumerate() {
+        fields.push(Field::new(format!("pk.{j}"), columns[k].1.clone(), true));
+    }
+    for (i, (_, data_type)) in columns.iter().enumerate() {
+        fields.push(Field::new(format!("min.{i}"), data_type.clone(), true));
+        fields.push(Field::new(format!("max.{i}"), data_type.clone(), true));
+        fields.push(Field::new(format!("nulls.{i}"), DataType::UInt32, false));
+        fields.push(Field::new(format!("mark.{i}"), DataType::UInt64, false));
+    }
+    Arc::new(Schema::new(fields))
+}
+
+impl PartIndex {
+    pub fn new(meta: PartMeta, granules: RecordBatch) -> Result<Self> {
+        let mut starts = Vec::with_capacity(granules.num_rows() + 1);
+        let mut at = 0u64;
+        for rows in granule_rows(&granules)?.values() {
+            starts.push(at);
+            at += u64::from(*rows);
+        }
+        starts.push(at);
+        if at != meta.rows {
+            return Err(Error::Schema(format!(
+                "part '{}' granules hold {at} rows, metadata says {}",
+                meta.name, meta.rows
+            )));
+        }
+        Ok(PartIndex {
+            meta,
+            granules,
+            granule_starts: starts,
+        })
+    }
+
+    pub fn num_granules(&self) -> usize {
+        self.granules.num_rows()
+    }
+
+    pub fn granule_rows(&self, granule: usize) -> u64 {
+        self.granule_starts[granule + 1] - self.granule_starts[granule]
+    }
+
+    fn column(&self, name: &str) -> &ArrayRef {
+        // The schema is validated when the index is decoded.
+        self.granules.column_by_name(name).expect("granule table column")
+    }
+
+    pub fn min(&self, column: usize) -> &ArrayRef {
+        self.column(&format!("min.{column}"))
+    }
+
+    pub fn max(&self, column: usize) -> &ArrayRef {
+        self.column(&format!("max.{column}"))
+    }
+
+    pub fn null_counts(&self, column: usize) -> &UInt32Array {
+        self.column(&format!("nulls.{column}")).as_primitive::<UInt32Type>()
+    }
+
+    pub fn primary_key(&self, key_position: usize) -> &ArrayRef {
+        self.column(&format!("pk.{key_position}"))
+    }
+
+    /// Byte range of granules `first..last` (exclusive) in column `column`'s file.
+    pub fn mark_range(&self, column: usize, first: usize, last: usize) -> std::ops::Range<u64> {
+        let marks = self.column(&format!("mark.{column}")).as_primitive::<UInt64Type>();
+        let end = if last < marks.len() {
+            marks.value(last)
+        } else {
+            self.meta.columns[column].data_end
+        };
+        marks.value(first)..end
+    }
+
+    pub fn data_type(&self, column: usize) -> Result<DataType> {
+        parse_type(&self.meta.columns[column].data_type)
+    }
+
+    pub fn column_position(&self, name: &str) -> Option<usize> {
+        self.meta.columns.iter().position(|c| c.name == name)
+    }
+
+    /// Serialises the index into a sealed file.
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        let json = serde_json::to_vec(&self.meta)
+            .map_err(|e| Error::Schema(format!("cannot serialise part metadata: {e}")))?;
+        let mut body = Vec::new();
+        body.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        body.extend_from_slice(&json);
+        let mut writer =
+            arrow::ipc::writer::StreamWriter::try_new(&mut body, &self.granules.schema())?;
+        writer.write(&self.granules)?;
+        writer.finish()?;
+        drop(writer);
+        Ok(envelope::seal(FileKind::PartIndex, &body))
+    }
+
+    /// Parses and validates a sealed index file; `file` names it in errors.
+    pub fn decode(file: &str, bytes: &[u8]) -> Result<Self> {
+        let body = envelope::open(file, FileKind::PartIndex, bytes)?;
+        let corrupt = |reason: String| Error::corrupt(file, reason);
+        if body.len() < 4 {
+            return Err(corrupt("index body truncated".into()));
+        }
+        let json_len = u32::from_le_bytes(body[..4].try_into().unwrap()) as usize;
+        let json = body
+            .get(4..4 + json_len)
+            .ok_or_else(|| corrupt("index metadata truncated".into()))?;
+        let meta: PartMeta =
+            serde_json::from_slice(json).map_err(|e| corrupt(format!("bad part metadata: {e}")))?;
+        let mut reader =
+            arrow::ipc::reader::StreamReader::try_new(Cursor::new(&body[4 + json_len..]), None)
+                .map_err(|e| corrupt(format!("bad granule table: {e}")))?;
+        let granules = reader
+            .next()
+            .ok_or_else(|| corrupt("granule table missing".into()))?
+            .map_err(|e| corrupt(format!("bad granule table: {e}")))?;
+        let types = meta
+            .columns
+            .iter()
+            .map(|c| Ok((c.name.clone(), parse_type(&c.data_type)?)))
+            .collect::<Result<Vec<_>>>()
+            .map_err(|e| corrupt(e.to_string()))?;
+        let key = meta
+            .order_by
+            .iter()
+            .map(|k| types.iter().position(|(n, _)| n == k))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| corrupt("sort key names a column the part lacks".into()))?;
+        let expected = granule_schema(&types, &key);
+        if granules.schema().fields() != expected.fields() {
+            return Err(corrupt("granule table does not match the part's columns".into()));
+        }
+        PartIndex::new(meta, granules).map_err(|e| corrupt(e.to_string()))
+    }
+}
+
+fn granule_rows(granules: &RecordBatch) -> Result<&UInt32Array> {
+    granules
+        .column_by_name("rows")
+        .and_then(|c| c.as_primitive_opt::<UInt32Type>())
+        .ok_or_else(|| Error::Schema("granule table lacks 'rows'".into()))
+}
+
+/// Parses a stored type name.
+pub fn parse_type(name: &str) -> Result<DataType> {
+    name.parse::<DataType>()
+        .map_err(|e| Error::Schema(format!("unknown stored type '{name}': {e}")))
+}
+
+/// Builds the `mark.{i}` column from block offsets.
+pub fn marks_array(offsets: Vec<u64>) -> ArrayRef {
+    Arc::new(UInt64Array::from(offsets))
+}
+
+/// Builds a `nulls.{i}` or `rows` column.
+pub fn counts_array(counts: Vec<u32>) -> ArrayRef {
+    Arc::new(UInt32Array::from(counts))
+}
+
+/// Number of values in an array that are not null (for statistics).
+pub fn non_null(array: &dyn Array) -> usize {
+    array.len() - array.null_count()
+}

@@ -1,0 +1,98 @@
+//! Reads a part: its index file, and ranges of granules of some columns.
+//!
+//! The reader does no planning: it is told which granules to read.
+
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
+use arrow::datatypes::SchemaRef;
+use bytes::Bytes;
+
+use super::column;
+use super::index::{INDEX_FILE, PartIndex};
+use super::writer::part_dir;
+use crate::encoding::decode_block;
+use crate::error::{Error, Result};
+use crate::storage::Storage;
+
+/// Work done by reads, for scan metrics.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ReadStats {
+    pub bytes_read: u64,
+    pub rows_read: u64,
+    pub decode_time: Duration,
+}
+
+/// Loads and validates a part's index file.
+pub async fn read_index(storage: &Storage, part: &str) -> Result<PartIndex> {
+    let name = format!("{}/{INDEX_FILE}", part_dir(part));
+    let bytes = storage.get(&name).await.map_err(|e| match e {
+        Error::Store {
+            source: object_store::Error::NotFound { .. },
+            ..
+        } => Error::corrupt(storage.location(&name), "index file is missing"),
+        other => other,
+    })?;
+    PartIndex::decode(&storage.location(&name), &bytes)
+}
+
+/// Reads granules `granules` of columns `projection` (positions in the part),
+/// returning one batch per granule with `schema` (the projected table schema).
+pub async fn read_granules(
+    storage: &Storage,
+    part: &PartIndex,
+    projection: &[usize],
+    schema: &SchemaRef,
+    granules: Range<usize>,
+    stats: &mut ReadStats,
+) -> Result<Vec<RecordBatch>> {
+    let dir = part_dir(&part.meta.name);
+    let fetches = projection.iter().map(|&c| {
+        let meta = &part.meta.columns[c];
+        let file = format!("{dir}/{}", meta.file);
+        let range = part.mark_range(c, granules.start, granules.end);
+        async move { storage.get_range(&file, range, meta.file_len).await }
+    });
+    let column_bytes: Vec<Bytes> = futures::future::try_join_all(fetches).await?;
+    stats.bytes_read += column_bytes.iter().map(|b| b.len() as u64).sum::<u64>();
+
+    let started = Instant::now();
+    let mut columns: Vec<Vec<ArrayRef>> = Vec::with_capacity(projection.len());
+    for (&c, bytes) in projection.iter().zip(&column_bytes) {
+        let file = storage.location(&format!("{dir}/{}", part.meta.columns[c].file));
+        let data_type = part.data_type(c)?;
+        let mut arrays = Vec::with_capacity(granules.len());
+        let mut pos = 0;
+        for g in granules.clone() {
+            let corrupt = |reason: String| Error::corrupt(&file, format!("granule {g}: {reason}"));
+            let (payload, used) = decode_block(&bytes[pos..]).map_err(corrupt)?;
+            pos += used;
+            let array = column::decode(&payload, &data_type).map_err(corrupt)?;
+            if array.len() as u64 != part.granule_rows(g) {
+                return Err(corrupt(format!(
+                    "{} rows, index says {}",
+                    array.len(),
+                    part.granule_rows(g)
+                )));
+            }
+            arrays.push(array);
+        }
+        columns.push(arrays);
+    }
+    stats.decode_time += started.elapsed();
+
+    let mut batches = Vec::with_capacity(granules.len());
+    for (i, g) in granules.enumerate() {
+        let rows = part.granule_rows(g) as usize;
+        let arrays: Vec<ArrayRef> = columns.iter().map(|c| c[i].clone()).collect();
+        let options = RecordBatchOptions::new().with_row_count(Some(rows));
+        batches.push(RecordBatch::try_new_with_options(
+            schema.clone(),
+            arrays,
+            &options,
+        )?);
+        stats.rows_read += rows as u64;
+    }
+    Ok(batches)
+}

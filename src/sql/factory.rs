@@ -1,0 +1,133 @@
+//! `CREATE EXTERNAL TABLE ... STORED AS DIAGON`: creates a table, or reopens
+//! the one at LOCATION when no columns are given.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::datatypes::{Schema, SchemaRef};
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider, TableProviderFactory};
+use datafusion::datasource::listing::ListingTableUrl;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::CreateExternalTable;
+
+use super::provider::DiagonTableProvider;
+use crate::error::Error;
+use crate::storage::Storage;
+use crate::table::{Table, TableOptions};
+
+/// Option namespaces that configure object stores, not the table; the CLI
+/// consumes them when it registers the store for LOCATION.
+const STORE_OPTION_PREFIXES: &[&str] = &["aws.", "gcp.", "azure.", "http."];
+
+#[derive(Debug, Default)]
+pub struct DiagonTableFactory;
+
+/// Resolves LOCATION (a path or a URL) to storage through the session's
+/// object-store registry.
+pub fn resolve_storage(state: &dyn Session, location: &str) -> Result<Storage> {
+    let url = ListingTableUrl::parse(location)?;
+    let store = state.runtime_env().object_store(url.object_store())?;
+    Ok(Storage::new(store, url.prefix().clone(), url.as_str()))
+}
+
+/// The table's own options, with DataFusion's `format.` prefix removed.
+fn table_options(cmd: &CreateExternalTable) -> HashMap<String, String> {
+    cmd.options
+        .iter()
+        .filter(|(k, _)| !STORE_OPTION_PREFIXES.iter().any(|p| k.starts_with(p)))
+        .map(|(k, v)| (k.strip_prefix("format.").unwrap_or(k).to_string(), v.clone()))
+        .collect()
+}
+
+fn plan_error(table: &str, e: Error) -> DataFusionError {
+    DataFusionError::Plan(format!("table '{table}': {e}"))
+}
+
+#[async_trait]
+impl TableProviderFactory for DiagonTableFactory {
+    async fn create(&self, state: &dyn Session, cmd: &CreateExternalTable) -> Result<Arc<dyn TableProvider>> {
+        let name = cmd.name.table().to_string();
+        let location = match cmd.locations.as_slice() {
+            [one] => one,
+            _ => {
+                return Err(DataFusionError::Plan(format!(
+                    "table '{name}': a diagon table has exactly one LOCATION"
+                )));
+            }
+        };
+        if !cmd.table_partition_cols.is_empty() {
+            return Err(DataFusionError::Plan(format!(
+                "table '{name}': PARTITIONED BY is not supported by diagon tables"
+            )));
+        }
+        if !cmd.order_exprs.is_empty() {
+            return Err(DataFusionError::Plan(format!(
+                "table '{name}': WITH ORDER is not supported; declare the sort key with OPTIONS ('order_by' 'col1,col2')"
+            )));
+        }
+        let storage = resolve_storage(state, location)?;
+        let options = table_options(cmd);
+        let schema: SchemaRef = Arc::new(cmd.schema.as_arrow().clone());
+        let existing = Table::open(&name, storage.clone()).await?;
+        let table = match existing {
+            Some(table) => {
+                check_reopen(&name, &table, &schema, &options)?;
+                table
+            }
+            None if schema.fields().is_empty() => {
+                return Err(DataFusionError::Plan(format!(
+                    "table '{name}': no diagon table at '{}'; list the columns to create one",
+                    storage.display()
+                )));
+            }
+            None => {
+                let parsed = TableOptions::parse(&options, &schema).map_err(|e| plan_error(&name, e))?;
+                Table::create(&name, storage, schema, parsed).await?
+            }
+        };
+        Ok(Arc::new(DiagonTableProvider::new(table)))
+    }
+}
+
+/// A reopen may restate the columns and options, but must not contradict
+/// what the table stores: diagon never silently ignores a declaration.
+fn check_reopen(name: &str, table: &Table, schema: &Schema, options: &HashMap<String, String>) -> Result<()> {
+    let snapshot = table.cached_snapshot();
+    if !schema.fields().is_empty() {
+        let stored = snapshot.schema.fields();
+        let same = stored.len() == schema.fields().len()
+            && stored.iter().zip(schema.fields()).all(|(a, b)| {
+                a.name() == b.name() && a.data_type() == b.data_type() && a.is_nullable() == b.is_nullable()
+            });
+        if !same {
+            return Err(DataFusionError::Plan(format!(
+                "table '{name}': the columns given differ from the existing table at '{}' ({}); omit the column list to reopen it",
+                table.storage().display(),
+                describe(&snapshot.schema)
+            )));
+        }
+    }
+    if !options.is_empty() {
+        let given = TableOptions::parse(options, &snapshot.schema).map_err(|e| plan_error(name, e))?;
+        let stored = snapshot.options.to_map();
+        for (key, value) in given.to_map() {
+            if options.keys().any(|k| k.eq_ignore_ascii_case(&key)) && stored.get(&key) != Some(&value) {
+                return Err(DataFusionError::Plan(format!(
+                    "table '{name}': option '{key}' is '{value}' but the existing table has '{}'",
+                    stored.get(&key).map(String::as_str).unwrap_or("(unset)")
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn describe(schema: &Schema) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| format!("{} {}{}", f.name(), f.data_type(), if f.is_nullable() { "" } else { " NOT NULL" }))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,56 @@
+//! The DataFusion glue: the only layer that knows about `Expr`,
+//! `ExecutionPlan` and `SessionContext`.
+
+pub mod config;
+pub mod factory;
+pub mod plan;
+pub mod provider;
+pub mod pruning;
+pub mod scan;
+pub mod sink;
+
+use std::sync::Arc;
+
+use datafusion::execution::SessionStateBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+pub use config::DiagonConfig;
+pub use factory::DiagonTableFactory;
+pub use provider::DiagonTableProvider;
+
+/// The name after `STORED AS`.
+pub const FORMAT_NAME: &str = "DIAGON";
+
+/// Installs diagon on a session: the `STORED AS DIAGON` table factory and
+/// the `diagon.*` settings.
+pub fn register(ctx: &SessionContext) {
+    let state = ctx.state_ref();
+    let mut state = state.write();
+    state
+        .table_factories_mut()
+        .insert(FORMAT_NAME.to_string(), Arc::new(DiagonTableFactory));
+    if state
+        .config()
+        .options()
+        .extensions
+        .get::<DiagonConfig>()
+        .is_none()
+    {
+        state
+            .config_mut()
+            .options_mut()
+            .extensions
+            .insert(DiagonConfig::default());
+    }
+}
+
+/// A new session with diagon installed and DataFusion's defaults.
+pub fn new_context(config: SessionConfig) -> SessionContext {
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .build();
+    let ctx = SessionContext::new_with_state(state);
+    register(&ctx);
+    ctx
+}

@@ -1,0 +1,181 @@
+//! INSERT: buffers incoming batches up to a bounded size, sorts each buffer
+//! by the table key, writes it as a part, and commits all parts of the
+//! statement as one new version.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::compute::{SortColumn, SortOptions, concat_batches, lexsort_to_indices, take_record_batch};
+
+use super::log::{PartEntry, now_ms};
+use super::{Snapshot, Table};
+use crate::error::{Error, Result};
+use crate::part::{PartLayout, write_part};
+
+/// An insert in progress. Dropping it without [`commit`](Self::commit)
+/// leaves the table unchanged (written parts stay unreferenced).
+pub struct InsertWriter {
+    table: Arc<Table>,
+    base: Arc<Snapshot>,
+    layout: PartLayout,
+    buffer: Vec<RecordBatch>,
+    buffered_rows: usize,
+    buffered_bytes: usize,
+    parts: Vec<PartEntry>,
+    rows: u64,
+}
+
+impl InsertWriter {
+    pub(super) fn new(table: Arc<Table>, base: Arc<Snapshot>) -> Self {
+        let schema = &base.schema;
+        let layout = PartLayout {
+            granularity: base.options.granularity,
+            // Options were validated against this schema when the table was opened.
+            key: base.options.key_positions(schema).unwrap_or_default(),
+            codecs: schema
+                .fields()
+                .iter()
+                .map(|f| base.options.codec(f.name()))
+                .collect(),
+        };
+        InsertWriter {
+            table,
+            base,
+            layout,
+            buffer: Vec::new(),
+            buffered_rows: 0,
+            buffered_bytes: 0,
+            parts: Vec::new(),
+            rows: 0,
+        }
+    }
+
+    fn context(&self, e: Error) -> Error {
+        e.context(format!("table '{}'", self.table.name()))
+    }
+
+    /// Adds rows; writes a part whenever the buffer reaches its bound.
+    pub async fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        self.check(&batch).map_err(|e| self.context(e))?;
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.buffered_rows += batch.num_rows();
+        self.buffered_bytes += batch.get_array_memory_size();
+        self.buffer.push(batch);
+        let options = &self.base.options;
+        if self.buffered_rows >= options.insert_block_rows
+            || self.buffered_bytes >= options.insert_block_bytes
+        {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Rejects batches whose columns do not match the table, and NULLs in
+    /// NOT NULL columns.
+    fn check(&self, batch: &RecordBatch) -> Result<()> {
+        let schema = &self.base.schema;
+        if batch.num_columns() != schema.fields().len() {
+            return Err(Error::Schema(format!(
+                "insert has {} columns, the table has {}",
+                batch.num_columns(),
+                schema.fields().len()
+            )));
+        }
+        for (field, column) in schema.fields().iter().zip(batch.columns()) {
+            if column.data_type() != field.data_type() {
+                return Err(Error::Schema(format!(
+                    "column '{}' expects {}, insert gives {}",
+                    field.name(),
+                    field.data_type(),
+                    column.data_type()
+                )));
+            }
+            if !field.is_nullable() && column.null_count() > 0 {
+                return Err(Error::Schema(format!(
+                    "column '{}' is NOT NULL but the insert has NULLs",
+                    field.name()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sorts the buffered rows and writes them as one part.
+    async fn flush(&mut self) -> Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let batches = std::mem::take(&mut self.buffer);
+        self.buffered_rows = 0;
+        self.buffered_bytes = 0;
+        let schema = self.base.schema.clone();
+        // The batches' own schemas may differ in metadata or nullability flags.
+        let batches = batches
+            .into_iter()
+            .map(|b| RecordBatch::try_new(schema.clone(), b.columns().to_vec()))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let batch = concat_batches(&schema, &batches)?;
+        drop(batches);
+        let batch = self.sort(batch)?;
+        let part = write_part(self.table.storage(), &batch, &self.layout, 0)
+            .await
+            .map_err(|e| self.context(e))?;
+        let bytes = part.meta.columns.iter().map(|c| c.file_len).sum::<u64>();
+        self.rows += part.meta.rows;
+        self.parts.push(PartEntry {
+            name: part.meta.name.clone(),
+            rows: part.meta.rows,
+            bytes,
+            level: 0,
+            created_ms: now_ms(),
+        });
+        Ok(())
+    }
+
+    fn sort(&self, batch: RecordBatch) -> Result<RecordBatch> {
+        if self.layout.key.is_empty() || batch.num_rows() < 2 {
+            return Ok(batch);
+        }
+        let columns: Vec<SortColumn> = self
+            .layout
+            .key
+            .iter()
+            .map(|&k| SortColumn {
+                values: batch.column(k).clone(),
+                // ASC NULLS LAST: what SQL's `ORDER BY key` means, so scans can
+                // declare this ordering to DataFusion.
+                options: Some(SortOptions {
+                    descending: false,
+                    nulls_first: false,
+                }),
+            })
+            .collect();
+        let indices = lexsort_to_indices(&columns, None)?;
+        Ok(take_record_batch(&batch, &indices)?)
+    }
+
+    /// Parts written so far, plus one if rows are still buffered.
+    pub fn pending_parts(&self) -> usize {
+        self.parts.len() + usize::from(!self.buffer.is_empty())
+    }
+
+    /// Writes what is buffered and commits the statement's parts as one
+    /// version. Returns the number of rows inserted.
+    pub async fn commit(mut self) -> Result<u64> {
+        self.flush().await?;
+        if self.parts.is_empty() {
+            return Ok(0);
+        }
+        let current = self.table.snapshot().await?;
+        if current.schema != self.base.schema || current.options != self.base.options {
+            return Err(self.context(Error::Table(
+                "the table's schema or options changed during the insert".into(),
+            )));
+        }
+        let parts = std::mem::take(&mut self.parts);
+        self.table.commit_append("INSERT", parts).await?;
+        Ok(self.rows)
+    }
+}

@@ -1,0 +1,92 @@
+//! The commit log: `_log/<version>.commit`, one sealed JSON file per version.
+//!
+//! Each entry holds the whole state of the table at that version (schema,
+//! options, live parts), so opening a table reads one file. A version is
+//! committed by creating its file with create-if-absent semantics: exactly
+//! one writer wins, a loser sees a conflict and never overwrites. Part files
+//! are written before the entry that names them, so a crash at any point
+//! leaves either the old or the new version readable.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::schema::FieldDef;
+use crate::encoding::envelope::{self, FileKind};
+use crate::error::{Error, Result};
+use crate::storage::Storage;
+
+pub const LOG_DIR: &str = "_log";
+const SUFFIX: &str = ".commit";
+
+/// A part as the log knows it: enough to list and plan without its index.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PartEntry {
+    pub name: String,
+    pub rows: u64,
+    /// Bytes of all the part's files.
+    pub bytes: u64,
+    pub level: u32,
+    pub created_ms: i64,
+}
+
+/// One version of the table.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Commit {
+    pub version: u64,
+    pub timestamp_ms: i64,
+    /// What produced this version: `CREATE`, `INSERT`.
+    pub operation: String,
+    pub schema: Vec<FieldDef>,
+    pub options: BTreeMap<String, String>,
+    pub parts: Vec<PartEntry>,
+}
+
+pub fn commit_file(version: u64) -> String {
+    format!("{LOG_DIR}/{version:020}{SUFFIX}")
+}
+
+fn parse_version(name: &str) -> Option<u64> {
+    name.strip_prefix(LOG_DIR)?
+        .strip_prefix('/')?
+        .strip_suffix(SUFFIX)?
+        .parse()
+        .ok()
+}
+
+/// The newest committed version, or `None` if the directory holds no table.
+pub async fn latest_version(storage: &Storage) -> Result<Option<u64>> {
+    let files = storage.list(LOG_DIR).await?;
+    Ok(files.iter().filter_map(|f| parse_version(&f.name)).max())
+}
+
+pub async fn read_commit(storage: &Storage, version: u64) -> Result<Commit> {
+    let name = commit_file(version);
+    let location = storage.location(&name);
+    let bytes = storage.get(&name).await?;
+    let body = envelope::open(&location, FileKind::Commit, &bytes)?;
+    let commit: Commit = serde_json::from_slice(body)
+        .map_err(|e| Error::corrupt(&location, format!("bad commit entry: {e}")))?;
+    if commit.version != version {
+        return Err(Error::corrupt(
+            &location,
+            format!("holds version {}, expected {version}", commit.version),
+        ));
+    }
+    Ok(commit)
+}
+
+/// Publishes `commit`; returns `false` if its version already exists.
+pub async fn write_commit(storage: &Storage, commit: &Commit) -> Result<bool> {
+    let json = serde_json::to_vec_pretty(commit)
+        .map_err(|e| Error::Schema(format!("cannot serialise commit: {e}")))?;
+    let file = envelope::seal(FileKind::Commit, &json);
+    storage.put_if_absent(&commit_file(commit.version), file).await
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,163 @@
+//! Table options: what `OPTIONS (...)` may say at CREATE, validated against
+//! the schema, and stored in every commit so a reopen needs none of them.
+
+use std::collections::{BTreeMap, HashMap};
+
+use arrow::datatypes::Schema;
+
+use crate::encoding::Codec;
+use crate::error::{Error, Result};
+
+pub const DEFAULT_GRANULARITY: usize = 8192;
+pub const DEFAULT_INSERT_BLOCK_ROWS: usize = 1 << 20;
+pub const DEFAULT_INSERT_BLOCK_BYTES: usize = 256 << 20;
+const MAX_GRANULARITY: usize = 1 << 20;
+
+/// The option names a table accepts (`codec.<column>` is a family).
+pub const KNOWN_OPTIONS: &[&str] = &[
+    "order_by",
+    "granularity",
+    "codec.<column>",
+    "insert_block_rows",
+    "insert_block_bytes",
+];
+
+/// Validated table options.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableOptions {
+    /// Sort-key columns; empty means rows keep insertion order.
+    pub order_by: Vec<String>,
+    /// Rows per granule.
+    pub granularity: usize,
+    /// Codecs chosen per column; other columns use [`Codec::default`].
+    pub codecs: BTreeMap<String, Codec>,
+    /// An insert cuts a new part after this many buffered rows...
+    pub insert_block_rows: usize,
+    /// ...or after this many buffered bytes (in memory), whichever comes first.
+    pub insert_block_bytes: usize,
+}
+
+impl Default for TableOptions {
+    fn default() -> Self {
+        TableOptions {
+            order_by: Vec::new(),
+            granularity: DEFAULT_GRANULARITY,
+            codecs: BTreeMap::new(),
+            insert_block_rows: DEFAULT_INSERT_BLOCK_ROWS,
+            insert_block_bytes: DEFAULT_INSERT_BLOCK_BYTES,
+        }
+    }
+}
+
+impl TableOptions {
+    /// Parses user options (keys are case-insensitive) against `schema`.
+    pub fn parse(options: &HashMap<String, String>, schema: &Schema) -> Result<Self> {
+        let mut parsed = TableOptions::default();
+        let mut keys: Vec<_> = options.iter().collect();
+        keys.sort();
+        for (key, value) in keys {
+            let key_lower = key.to_ascii_lowercase();
+            match key_lower.as_str() {
+                "order_by" => parsed.order_by = parse_order_by(value, schema)?,
+                "granularity" => {
+                    parsed.granularity = parse_count(key, value, 1, MAX_GRANULARITY)?;
+                }
+                "insert_block_rows" => {
+                    parsed.insert_block_rows = parse_count(key, value, 1, usize::MAX)?;
+                }
+                "insert_block_bytes" => {
+                    parsed.insert_block_bytes = parse_count(key, value, 1024, usize::MAX)?;
+                }
+                _ => {
+                    let Some(column) = key_lower.strip_prefix("codec.") else {
+                        return Err(Error::option(
+                            key,
+                            format!("unknown option (known: {})", KNOWN_OPTIONS.join(", ")),
+                        ));
+                    };
+                    let column = find_column(key, column, schema)?;
+                    let codec = value.parse::<Codec>().map_err(|e| Error::option(key, e))?;
+                    parsed.codecs.insert(column, codec);
+                }
+            }
+        }
+        Ok(parsed)
+    }
+
+    /// The canonical string form stored in the commit log.
+    pub fn to_map(&self) -> BTreeMap<String, String> {
+        let mut map = BTreeMap::new();
+        if !self.order_by.is_empty() {
+            map.insert("order_by".into(), self.order_by.join(","));
+        }
+        map.insert("granularity".into(), self.granularity.to_string());
+        map.insert("insert_block_rows".into(), self.insert_block_rows.to_string());
+        map.insert("insert_block_bytes".into(), self.insert_block_bytes.to_string());
+        for (column, codec) in &self.codecs {
+            map.insert(format!("codec.{column}"), codec.to_string());
+        }
+        map
+    }
+
+    /// Parses options read back from the log.
+    pub fn from_map(map: &BTreeMap<String, String>, schema: &Schema) -> Result<Self> {
+        let options: HashMap<String, String> =
+            map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        Self::parse(&options, schema)
+    }
+
+    /// The codec of `column`.
+    pub fn codec(&self, column: &str) -> Codec {
+        self.codecs.get(column).copied().unwrap_or_default()
+    }
+
+    /// Positions of the sort-key columns in `schema`.
+    pub fn key_positions(&self, schema: &Schema) -> Result<Vec<usize>> {
+        self.order_by
+            .iter()
+            .map(|name| {
+                schema
+                    .index_of(name)
+                    .map_err(|_| Error::option("order_by", format!("no column '{name}'")))
+            })
+            .collect()
+    }
+}
+
+fn parse_count(key: &str, value: &str, min: usize, max: usize) -> Result<usize> {
+    let n: usize = value
+        .trim()
+        .parse()
+        .map_err(|_| Error::option(key, format!("'{value}' is not a positive integer")))?;
+    if n < min || n > max {
+        return Err(Error::option(
+            key,
+            format!("{n} is outside the allowed range {min}..={max}"),
+        ));
+    }
+    Ok(n)
+}
+
+fn find_column(key: &str, name: &str, schema: &Schema) -> Result<String> {
+    schema
+        .fields()
+        .iter()
+        .find(|f| f.name().eq_ignore_ascii_case(name))
+        .map(|f| f.name().clone())
+        .ok_or_else(|| Error::option(key, format!("the table has no column '{name}'")))
+}
+
+fn parse_order_by(value: &str, schema: &Schema) -> Result<Vec<String>> {
+    let mut columns = Vec::new();
+    for name in value.split(',').map(str::trim) {
+        if name.is_empty() {
+            return Err(Error::option("order_by", format!("'{value}' has an empty column name")));
+        }
+        let column = find_column("order_by", name, schema)?;
+        if columns.contains(&column) {
+            return Err(Error::option("order_by", format!("column '{column}' appears twice")));
+        }
+        columns.push(column);
+    }
+    Ok(columns)
+}

@@ -4,7 +4,8 @@
 //! new session over the same directory (how reopening is tested).
 //!
 //! `cargo test --test sqllogictests -- NAME` runs only files whose path
-//! contains NAME.
+//! contains NAME; `--complete` rewrites the expected results of those files
+//! from what diagon returns (review the diff before committing it).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -140,7 +141,11 @@ fn normalizer(s: &String) -> String {
 
 fn validator(normalizer: Normalizer, actual: &[Vec<String>], expected: &[String]) -> bool {
     let expected: Vec<String> = expected.iter().map(normalizer).collect();
-    let actual: Vec<String> = actual.iter().map(|r| r.join(" ").trim_end().to_string()).collect();
+    // A multi-line cell (an EXPLAIN plan) is compared line by line.
+    let actual: Vec<String> = actual
+        .iter()
+        .flat_map(|r| r.join(" ").lines().map(|l| l.trim_end().to_string()).collect::<Vec<_>>())
+        .collect();
     actual == expected
 }
 
@@ -156,7 +161,9 @@ fn slt_files(dir: &Path) -> Vec<PathBuf> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let complete = args.iter().any(|a| a == "--complete");
+    let filters: Vec<String> = args.into_iter().filter(|a| !a.starts_with('-')).collect();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("sql-tests");
     let (mut passed, mut failed) = (0, 0);
     for path in slt_files(&dir) {
@@ -167,6 +174,19 @@ async fn main() -> ExitCode {
         let mut runner = Runner::new(|| async { Ok(Diagon::new()) });
         runner.with_normalizer(normalizer);
         runner.with_validator(validator);
+        if complete {
+            let result = runner
+                .update_test_file(&path, " ", validator, normalizer, sqllogictest::default_column_validator)
+                .await;
+            match result {
+                Ok(()) => println!("completed {}", path.display()),
+                Err(e) => {
+                    failed += 1;
+                    println!("FAILED to complete {}: {e}", path.display());
+                }
+            }
+            continue;
+        }
         match runner.run_file_async(&path).await {
             Ok(()) => {
                 passed += 1;

@@ -54,7 +54,8 @@ impl InsertWriter {
         e.context(format!("table '{}'", self.table.name()))
     }
 
-    /// Adds rows; writes a part whenever the buffer reaches its bound.
+    /// Adds rows; writes a part whenever the buffer reaches its bound, so
+    /// memory stays bounded whatever the size of the input.
     pub async fn write(&mut self, batch: RecordBatch) -> Result<()> {
         self.check(&batch).map_err(|e| self.context(e))?;
         if batch.num_rows() == 0 {
@@ -63,11 +64,9 @@ impl InsertWriter {
         self.buffered_rows += batch.num_rows();
         self.buffered_bytes += batch.get_array_memory_size();
         self.buffer.push(batch);
-        let options = &self.base.options;
-        if self.buffered_rows >= options.insert_block_rows
-            || self.buffered_bytes >= options.insert_block_bytes
-        {
-            self.flush().await?;
+        let (max_rows, max_bytes) = (self.base.options.insert_block_rows, self.base.options.insert_block_bytes);
+        while self.buffered_rows >= max_rows || self.buffered_bytes >= max_bytes {
+            self.flush(max_rows).await?;
         }
         Ok(())
     }
@@ -102,23 +101,28 @@ impl InsertWriter {
         Ok(())
     }
 
-    /// Sorts the buffered rows and writes them as one part.
-    async fn flush(&mut self) -> Result<()> {
+    /// Writes the first `max_rows` buffered rows, sorted, as one part and
+    /// keeps the rest buffered.
+    async fn flush(&mut self, max_rows: usize) -> Result<()> {
         if self.buffer.is_empty() {
             return Ok(());
         }
-        let batches = std::mem::take(&mut self.buffer);
-        self.buffered_rows = 0;
-        self.buffered_bytes = 0;
         let schema = self.base.schema.clone();
         // The batches' own schemas may differ in metadata or nullability flags.
-        let batches = batches
+        let batches = std::mem::take(&mut self.buffer)
             .into_iter()
             .map(|b| RecordBatch::try_new(schema.clone(), b.columns().to_vec()))
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        let batch = concat_batches(&schema, &batches)?;
+        let all = concat_batches(&schema, &batches)?;
         drop(batches);
-        let batch = self.sort(batch)?;
+        let take = all.num_rows().min(max_rows);
+        let rest = all.num_rows() - take;
+        if rest > 0 {
+            self.buffer.push(all.slice(take, rest));
+        }
+        self.buffered_bytes = self.buffered_bytes * rest / all.num_rows();
+        self.buffered_rows = rest;
+        let batch = self.sort(all.slice(0, take))?;
         let part = write_part(self.table.storage(), &batch, &self.layout, 0)
             .await
             .map_err(|e| self.context(e))?;
@@ -164,7 +168,9 @@ impl InsertWriter {
     /// Writes what is buffered and commits the statement's parts as one
     /// version. Returns the number of rows inserted.
     pub async fn commit(mut self) -> Result<u64> {
-        self.flush().await?;
+        while !self.buffer.is_empty() {
+            self.flush(self.base.options.insert_block_rows).await?;
+        }
         if self.parts.is_empty() {
             return Ok(0);
         }

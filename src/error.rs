@@ -20,7 +20,10 @@ pub enum Error {
     /// The table directory holds no diagon table (or one already exists).
     Table(String),
     /// The object store failed.
-    Store { path: String, source: object_store::Error },
+    Store {
+        path: String,
+        source: object_store::Error,
+    },
     /// An Arrow kernel failed.
     Arrow(arrow::error::ArrowError),
     /// Adds context (table, part) to an inner error.

@@ -12,12 +12,16 @@ use datafusion::common::config_err;
 use datafusion::config::ConfigOptions;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
-use datafusion::execution::memory_pool::{FairSpillPool, GreedyMemoryPool, MemoryPool, TrackConsumersPool};
+use datafusion::execution::memory_pool::{
+    FairSpillPool, GreedyMemoryPool, MemoryPool, TrackConsumersPool,
+};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::ExplainFormat;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_cli::catalog::DynamicObjectStoreCatalog;
-use datafusion_cli::functions::{ListFilesCacheFunc, MetadataCacheFunc, ParquetMetadataFunc, StatisticsCacheFunc};
+use datafusion_cli::functions::{
+    ListFilesCacheFunc, MetadataCacheFunc, ParquetMetadataFunc, StatisticsCacheFunc,
+};
 use datafusion_cli::object_storage::StdinCarriesCommands;
 use datafusion_cli::object_storage::instrumented::InstrumentedObjectStoreRegistry;
 use datafusion_cli::pool_type::PoolType;
@@ -89,7 +93,8 @@ fn session_config(args: &Args) -> Result<SessionConfig> {
         if batch_size == 0 {
             return config_err!("batch_size must be greater than 0");
         }
-        options.execution.batch_size = datafusion::common::config::ConfigNonZeroUsize::try_new(batch_size)?;
+        options.execution.batch_size =
+            datafusion::common::config::ConfigNonZeroUsize::try_new(batch_size)?;
     }
     if env::var_os("DATAFUSION_EXPLAIN_FORMAT").is_none() {
         options.explain.format = ExplainFormat::Tree;
@@ -106,14 +111,20 @@ fn session_config(args: &Args) -> Result<SessionConfig> {
 
 /// The session datafusion-cli would build, with diagon registered; also
 /// returns the object-store registry that `--object-store-profiling` reads.
-async fn session_context(args: &Args) -> Result<(SessionContext, Arc<InstrumentedObjectStoreRegistry>)> {
+async fn session_context(
+    args: &Args,
+) -> Result<(SessionContext, Arc<InstrumentedObjectStoreRegistry>)> {
     let mut runtime = RuntimeEnvBuilder::new();
     if let Some(limit) = args.memory_limit {
         let pool: Arc<dyn MemoryPool> = match (&args.mem_pool_type, args.top_memory_consumers()) {
             (PoolType::Fair, None) => Arc::new(FairSpillPool::new(limit)),
-            (PoolType::Fair, Some(top)) => Arc::new(TrackConsumersPool::new(FairSpillPool::new(limit), top)),
+            (PoolType::Fair, Some(top)) => {
+                Arc::new(TrackConsumersPool::new(FairSpillPool::new(limit), top))
+            }
             (PoolType::Greedy, None) => Arc::new(GreedyMemoryPool::new(limit)),
-            (PoolType::Greedy, Some(top)) => Arc::new(TrackConsumersPool::new(GreedyMemoryPool::new(limit), top)),
+            (PoolType::Greedy, Some(top)) => {
+                Arc::new(TrackConsumersPool::new(GreedyMemoryPool::new(limit), top))
+            }
         };
         runtime = runtime.with_memory_pool(pool);
     }
@@ -123,8 +134,12 @@ async fn session_context(args: &Args) -> Result<(SessionContext, Arc<Instrumente
             .with_max_temp_directory_size(limit as u64);
         runtime = runtime.with_disk_manager_builder(disk);
     }
-    let registry = Arc::new(InstrumentedObjectStoreRegistry::new().with_profile_mode(args.object_store_profiling));
-    let runtime = runtime.with_object_store_registry(registry.clone()).build_arc()?;
+    let registry = Arc::new(
+        InstrumentedObjectStoreRegistry::new().with_profile_mode(args.object_store_profiling),
+    );
+    let runtime = runtime
+        .with_object_store_registry(registry.clone())
+        .build_arc()?;
     let ctx = SessionContext::new_with_config_rt(session_config(args)?, runtime).enable_url_table();
     ctx.refresh_catalogs().await?;
     ctx.register_catalog_list(Arc::new(DynamicObjectStoreCatalog::new(
@@ -133,8 +148,14 @@ async fn session_context(args: &Args) -> Result<(SessionContext, Arc<Instrumente
     )));
     let cache = ctx.task_ctx().runtime_env().cache_manager.clone();
     ctx.register_udtf("parquet_metadata", Arc::new(ParquetMetadataFunc {}));
-    ctx.register_udtf("metadata_cache", Arc::new(MetadataCacheFunc::new(cache.clone())));
-    ctx.register_udtf("statistics_cache", Arc::new(StatisticsCacheFunc::new(cache.clone())));
+    ctx.register_udtf(
+        "metadata_cache",
+        Arc::new(MetadataCacheFunc::new(cache.clone())),
+    );
+    ctx.register_udtf(
+        "statistics_cache",
+        Arc::new(StatisticsCacheFunc::new(cache.clone())),
+    );
     ctx.register_udtf("list_files_cache", Arc::new(ListFilesCacheFunc::new(cache)));
     diagon::register(&ctx);
     Ok((ctx, registry))

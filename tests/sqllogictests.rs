@@ -41,7 +41,12 @@ impl AsyncDB for Diagon {
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, DataFusionError> {
         let df = self.ctx.sql(sql).await?;
-        let types: Vec<_> = df.schema().fields().iter().map(|f| column_type(f.data_type())).collect();
+        let types: Vec<_> = df
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| column_type(f.data_type()))
+            .collect();
         let mut rows = Vec::new();
         for batch in df.collect().await? {
             for row in 0..batch.num_rows() {
@@ -74,7 +79,9 @@ impl AsyncDB for Diagon {
 fn column_type(data_type: &DataType) -> DefaultColumnType {
     use DataType::*;
     match data_type {
-        Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64 => DefaultColumnType::Integer,
+        Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64 => {
+            DefaultColumnType::Integer
+        }
         Float16 | Float32 | Float64 | Decimal128(..) => DefaultColumnType::FloatingPoint,
         Utf8 | LargeUtf8 | Utf8View => DefaultColumnType::Text,
         _ => DefaultColumnType::Any,
@@ -89,14 +96,19 @@ fn cell(column: &ArrayRef, row: usize) -> Result<String, DataFusionError> {
     }
     Ok(match column.data_type() {
         DataType::Boolean => column.as_boolean().value(row).to_string(),
-        DataType::Float32 => float(f64::from(column.as_primitive::<Float32Type>().value(row)), column.as_primitive::<Float32Type>().value(row).to_string()),
+        DataType::Float32 => float(
+            f64::from(column.as_primitive::<Float32Type>().value(row)),
+            column.as_primitive::<Float32Type>().value(row).to_string(),
+        ),
         DataType::Float64 => {
             let v = column.as_primitive::<Float64Type>().value(row);
             float(v, v.to_string())
         }
-        DataType::Decimal128(p, s) => {
-            trim_number(Decimal128Type::format_decimal(column.as_primitive::<Decimal128Type>().value(row), *p, *s))
-        }
+        DataType::Decimal128(p, s) => trim_number(Decimal128Type::format_decimal(
+            column.as_primitive::<Decimal128Type>().value(row),
+            *p,
+            *s,
+        )),
         DataType::Utf8 => text(column.as_string::<i32>().value(row)),
         DataType::LargeUtf8 => text(column.as_string::<i64>().value(row)),
         DataType::Utf8View => text(column.as_string_view().value(row)),
@@ -135,6 +147,7 @@ fn text(s: &str) -> String {
     }
 }
 
+#[allow(clippy::ptr_arg)] // the signature sqllogictest's Normalizer requires
 fn normalizer(s: &String) -> String {
     s.trim_end().to_string()
 }
@@ -144,7 +157,12 @@ fn validator(normalizer: Normalizer, actual: &[Vec<String>], expected: &[String]
     // A multi-line cell (an EXPLAIN plan) is compared line by line.
     let actual: Vec<String> = actual
         .iter()
-        .flat_map(|r| r.join(" ").lines().map(|l| l.trim_end().to_string()).collect::<Vec<_>>())
+        .flat_map(|r| {
+            r.join(" ")
+                .lines()
+                .map(|l| l.trim_end().to_string())
+                .collect::<Vec<_>>()
+        })
         .collect();
     actual == expected
 }
@@ -176,7 +194,13 @@ async fn main() -> ExitCode {
         runner.with_validator(validator);
         if complete {
             let result = runner
-                .update_test_file(&path, " ", validator, normalizer, sqllogictest::default_column_validator)
+                .update_test_file(
+                    &path,
+                    " ",
+                    validator,
+                    normalizer,
+                    sqllogictest::default_column_validator,
+                )
                 .await;
             match result {
                 Ok(()) => println!("completed {}", path.display()),
@@ -200,5 +224,9 @@ async fn main() -> ExitCode {
         runner.shutdown_async().await;
     }
     println!("{passed} passed, {failed} failed");
-    if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

@@ -14,16 +14,31 @@ use datafusion_cli::print_options::MaxRows;
 #[derive(Debug, Parser, PartialEq)]
 #[clap(author, version, about = "diagon: DataFusion's SQL CLI with diagon tables (STORED AS DIAGON)", long_about = None)]
 pub struct Args {
-    #[clap(short = 'p', long, help = "Path to your data, default to current directory", value_parser(parse_valid_data_dir))]
+    #[clap(
+        short = 'p',
+        long,
+        help = "Path to your data, default to current directory",
+        value_parser(parse_valid_data_dir)
+    )]
     pub data_path: Option<String>,
 
-    #[clap(short = 'b', long, help = "The batch size of each query, or use DataFusion default", value_parser(parse_batch_size))]
+    #[clap(
+        short = 'b',
+        long,
+        help = "The batch size of each query, or use DataFusion default",
+        value_parser(parse_batch_size)
+    )]
     pub batch_size: Option<usize>,
 
     #[clap(short = 'c', long, num_args = 0.., help = "Execute the given command string(s), then exit. Commands are expected to be non empty.", value_parser(parse_command))]
     pub command: Vec<String>,
 
-    #[clap(short = 'm', long, help = "The memory pool limitation (e.g. '10g'), default to None (no limit)", value_parser(parse_memory_limit))]
+    #[clap(
+        short = 'm',
+        long,
+        help = "The memory pool limitation (e.g. '10g'), default to None (no limit)",
+        value_parser(parse_memory_limit)
+    )]
     pub memory_limit: Option<usize>,
 
     #[clap(short, long, num_args = 0.., help = "Execute commands from file(s), then exit", value_parser(parse_valid_file))]
@@ -35,22 +50,39 @@ pub struct Args {
     #[clap(long, value_enum, default_value_t = PrintFormat::Automatic)]
     pub format: PrintFormat,
 
-    #[clap(short, long, help = "Reduce printing other than the results and work quietly")]
+    #[clap(
+        short,
+        long,
+        help = "Reduce printing other than the results and work quietly"
+    )]
     pub quiet: bool,
 
     #[clap(long, help = "Specify the memory pool type 'greedy' or 'fair'", default_value_t = PoolType::Greedy)]
     pub mem_pool_type: PoolType,
 
-    #[clap(long, help = "The number of top memory consumers to display when query fails due to memory exhaustion. To disable memory consumer tracking, set this value to 0", default_value = "3")]
+    #[clap(
+        long,
+        help = "The number of top memory consumers to display when query fails due to memory exhaustion. To disable memory consumer tracking, set this value to 0",
+        default_value = "3"
+    )]
     pub top_memory_consumers: usize,
 
-    #[clap(long, help = "The max number of rows to display for 'Table' format\n[possible values: numbers(0/10/...), inf(no limit)]", default_value = "40")]
+    #[clap(
+        long,
+        help = "The max number of rows to display for 'Table' format\n[possible values: numbers(0/10/...), inf(no limit)]",
+        default_value = "40"
+    )]
     pub maxrows: MaxRows,
 
     #[clap(long, help = "Enables console syntax highlighting")]
     pub color: bool,
 
-    #[clap(short = 'd', long, help = "Available disk space for spilling queries (e.g. '10g'), default to None (uses DataFusion's default value of '100g')", value_parser(parse_disk_limit))]
+    #[clap(
+        short = 'd',
+        long,
+        help = "Available disk space for spilling queries (e.g. '10g'), default to None (uses DataFusion's default value of '100g')",
+        value_parser(parse_disk_limit)
+    )]
     pub disk_limit: Option<usize>,
 
     #[clap(long, help = "Specify the default object_store_profiling mode, defaults to 'disabled'.\n[possible values: disabled, summary, trace]", default_value_t = InstrumentedObjectStoreMode::Disabled)]
@@ -113,7 +145,9 @@ fn parse_disk_limit(size: &str) -> Result<usize, String> {
 /// Parses sizes such as `512`, `64k`, `10g` (binary units, as datafusion-cli).
 fn parse_size(size: &str, label: &str) -> Result<usize, String> {
     let lower = size.trim().to_ascii_lowercase();
-    let digits = lower.find(|c: char| !c.is_ascii_digit()).unwrap_or(lower.len());
+    let digits = lower
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(lower.len());
     if digits == 0 {
         return Err(format!("Invalid {label} '{size}'"));
     }

@@ -27,11 +27,12 @@ fn is_diagon_create(statement: &Statement) -> bool {
 /// Executes `sql` (one or more statements) and prints the results.
 pub async fn exec_sql(ctx: &SessionContext, print_options: &PrintOptions, sql: &str) -> Result<()> {
     let dialect_name = ctx.state().config().options().sql_parser.dialect;
-    let dialect = datafusion::sql::sqlparser::dialect::dialect_from_str(&dialect_name)
+    let dialect = datafusion::sql::sqlparser::dialect::dialect_from_str(dialect_name)
         .ok_or_else(|| plan_datafusion_err!("Unsupported SQL dialect: {dialect_name}"))?;
     let statements = DFParser::parse_sql_with_dialect(sql, dialect.as_ref())?;
     if !statements.iter().any(is_diagon_create) {
-        return datafusion_cli::exec::exec_from_commands(ctx, vec![sql.to_string()], print_options).await;
+        return datafusion_cli::exec::exec_from_commands(ctx, vec![sql.to_string()], print_options)
+            .await;
     }
     for statement in statements {
         if is_diagon_create(&statement) {
@@ -39,16 +40,28 @@ pub async fn exec_sql(ctx: &SessionContext, print_options: &PrintOptions, sql: &
             let plan = ctx.state().statement_to_plan(statement).await?;
             ctx.execute_logical_plan(plan).await?.collect().await?;
             if !print_options.quiet {
-                println!("0 row(s) fetched. \nElapsed {:.3} seconds.\n", started.elapsed().as_secs_f64());
+                println!(
+                    "0 row(s) fetched. \nElapsed {:.3} seconds.\n",
+                    started.elapsed().as_secs_f64()
+                );
             }
         } else {
-            datafusion_cli::exec::exec_from_commands(ctx, vec![statement.to_string()], print_options).await?;
+            datafusion_cli::exec::exec_from_commands(
+                ctx,
+                vec![statement.to_string()],
+                print_options,
+            )
+            .await?;
         }
     }
     Ok(())
 }
 
-pub async fn exec_from_commands(ctx: &SessionContext, commands: Vec<String>, print_options: &PrintOptions) -> Result<()> {
+pub async fn exec_from_commands(
+    ctx: &SessionContext,
+    commands: Vec<String>,
+    print_options: &PrintOptions,
+) -> Result<()> {
     for command in commands {
         exec_sql(ctx, print_options, &command).await?;
     }
@@ -58,13 +71,18 @@ pub async fn exec_from_commands(ctx: &SessionContext, commands: Vec<String>, pri
 /// Runs files statement by statement: `--` comment lines are skipped, a
 /// statement ends with `;`. An error in a terminated statement is printed
 /// and the file goes on; an error in a trailing unterminated one is returned.
-pub async fn exec_from_files(ctx: &SessionContext, files: Vec<String>, print_options: &PrintOptions) -> Result<()> {
+pub async fn exec_from_files(
+    ctx: &SessionContext,
+    files: Vec<String>,
+    print_options: &PrintOptions,
+) -> Result<()> {
     for file in files {
         let handle = std::fs::File::open(&file)
             .map_err(|e| DataFusionError::Execution(format!("cannot open '{file}': {e}")))?;
         let mut query = String::new();
         for line in BufReader::new(handle).lines() {
-            let line = line.map_err(|e| DataFusionError::Execution(format!("cannot read '{file}': {e}")))?;
+            let line =
+                line.map_err(|e| DataFusionError::Execution(format!("cannot read '{file}': {e}")))?;
             if line.starts_with("#!") || line.trim_start().starts_with("--") {
                 continue;
             }
@@ -88,7 +106,10 @@ pub async fn exec_from_files(ctx: &SessionContext, files: Vec<String>, print_opt
 
 /// The interactive loop: SQL terminated by `;`, and datafusion-cli's
 /// backslash commands (`\d`, `\q`, `\pset`, ...).
-pub async fn exec_from_repl(ctx: &SessionContext, print_options: &mut PrintOptions) -> rustyline::Result<()> {
+pub async fn exec_from_repl(
+    ctx: &SessionContext,
+    print_options: &mut PrintOptions,
+) -> rustyline::Result<()> {
     let dialect = ctx.state().config().options().sql_parser.dialect;
     let mut editor = Editor::new()?;
     editor.set_helper(Some(CliHelper::new(&dialect, print_options.color)));
@@ -106,15 +127,23 @@ pub async fn exec_from_repl(ctx: &SessionContext, print_options: &mut PrintOptio
                                 eprintln!("{e}")
                             }
                         }
-                        Err(_) => eprintln!("'\\{}' is not a valid command, you can use '\\?' to see all commands", &line[1..]),
+                        Err(_) => eprintln!(
+                            "'\\{}' is not a valid command, you can use '\\?' to see all commands",
+                            &line[1..]
+                        ),
                     },
-                    Ok(Command::OutputFormat(None)) => println!("Output format is {:?}.", print_options.format),
+                    Ok(Command::OutputFormat(None)) => {
+                        println!("Output format is {:?}.", print_options.format)
+                    }
                     Ok(cmd) => {
                         if let Err(e) = cmd.execute(ctx, print_options).await {
                             eprintln!("{e}")
                         }
                     }
-                    Err(_) => eprintln!("'\\{}' is not a valid command, you can use '\\?' to see all commands", &line[1..]),
+                    Err(_) => eprintln!(
+                        "'\\{}' is not a valid command, you can use '\\?' to see all commands",
+                        &line[1..]
+                    ),
                 }
             }
             Ok(line) => {

@@ -45,7 +45,10 @@ impl Codec {
         match self {
             Codec::Lz4 => {
                 let start = out.len();
-                out.resize(start + lz4_flex::block::get_maximum_output_size(input.len()), 0);
+                out.resize(
+                    start + lz4_flex::block::get_maximum_output_size(input.len()),
+                    0,
+                );
                 let written = lz4_flex::block::compress_into(input, &mut out[start..])
                     .map_err(|e| Error::Schema(format!("lz4 compression failed: {e}")))?;
                 out.truncate(start + written);
@@ -63,12 +66,12 @@ impl Codec {
     /// Returns a description of the failure; the caller names the file.
     pub fn decompress(self, input: &[u8], out: &mut [u8]) -> std::result::Result<(), String> {
         let written = match self {
-            Codec::Lz4 => lz4_flex::block::decompress_into(input, out).map_err(|e| e.to_string())?,
-            Codec::Zstd(_) => {
-                zstd::bulk::Decompressor::new()
-                    .and_then(|mut d| d.decompress_to_buffer(input, out))
-                    .map_err(|e| e.to_string())?
+            Codec::Lz4 => {
+                lz4_flex::block::decompress_into(input, out).map_err(|e| e.to_string())?
             }
+            Codec::Zstd(_) => zstd::bulk::Decompressor::new()
+                .and_then(|mut d| d.decompress_to_buffer(input, out))
+                .map_err(|e| e.to_string())?,
         };
         if written != out.len() {
             return Err(format!(

@@ -84,6 +84,11 @@ pub fn open<'a>(name: &str, kind: FileKind, file: &'a [u8]) -> Result<&'a [u8]> 
     Ok(&file[ENVELOPE_HEADER_LEN..body_end])
 }
 
+/// True if `tail` (the last 4 bytes of a file) is the end magic.
+pub fn is_end_magic(tail: &[u8]) -> bool {
+    tail == END_MAGIC
+}
+
 /// Checks only the header: magic, kind and a version this build can read.
 pub fn check_header(name: &str, kind: FileKind, file: &[u8]) -> Result<u16> {
     if file.len() < ENVELOPE_HEADER_LEN {

@@ -5,6 +5,6 @@ pub mod block;
 pub mod codec;
 pub mod envelope;
 
-pub use block::{decode_block, encode_block, BLOCK_HEADER_LEN};
+pub use block::{BLOCK_HEADER_LEN, decode_block, encode_block};
 pub use codec::Codec;
-pub use envelope::{FileKind, ENVELOPE_FOOTER_LEN, ENVELOPE_HEADER_LEN};
+pub use envelope::{ENVELOPE_FOOTER_LEN, ENVELOPE_HEADER_LEN, FileKind};

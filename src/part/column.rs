@@ -58,9 +58,8 @@ fn push_padded(out: &mut Vec<u8>, bytes: &[u8]) {
 
 /// Serialises `array` (any offset, any length) into `out`.
 pub fn encode(array: &dyn Array, out: &mut Vec<u8>) -> Result<()> {
-    let layout = layout_of(array.data_type()).ok_or_else(|| {
-        Error::Schema(format!("cannot encode type {}", array.data_type()))
-    })?;
+    let layout = layout_of(array.data_type())
+        .ok_or_else(|| Error::Schema(format!("cannot encode type {}", array.data_type())))?;
     let rows = array.len();
     let validity = match array.logical_nulls() {
         Some(nulls) if nulls.null_count() > 0 => Some(nulls),
@@ -98,13 +97,34 @@ pub fn encode(array: &dyn Array, out: &mut Vec<u8>) -> Result<()> {
 /// representation (i32 or i64 offsets, or views).
 fn encode_varlen(array: &dyn Array, out: &mut Vec<u8>) -> Result<()> {
     let values: Box<dyn Iterator<Item = &[u8]>> = match array.data_type() {
-        DataType::Utf8 => Box::new(array.as_string::<i32>().iter().map(|v| v.unwrap_or("").as_bytes())),
-        DataType::LargeUtf8 => Box::new(array.as_string::<i64>().iter().map(|v| v.unwrap_or("").as_bytes())),
-        DataType::Utf8View => Box::new(array.as_string_view().iter().map(|v| v.unwrap_or("").as_bytes())),
+        DataType::Utf8 => Box::new(
+            array
+                .as_string::<i32>()
+                .iter()
+                .map(|v| v.unwrap_or("").as_bytes()),
+        ),
+        DataType::LargeUtf8 => Box::new(
+            array
+                .as_string::<i64>()
+                .iter()
+                .map(|v| v.unwrap_or("").as_bytes()),
+        ),
+        DataType::Utf8View => Box::new(
+            array
+                .as_string_view()
+                .iter()
+                .map(|v| v.unwrap_or("").as_bytes()),
+        ),
         DataType::Binary => Box::new(array.as_binary::<i32>().iter().map(|v| v.unwrap_or(b""))),
-        DataType::LargeBinary => Box::new(array.as_binary::<i64>().iter().map(|v| v.unwrap_or(b""))),
+        DataType::LargeBinary => {
+            Box::new(array.as_binary::<i64>().iter().map(|v| v.unwrap_or(b"")))
+        }
         DataType::BinaryView => Box::new(array.as_binary_view().iter().map(|v| v.unwrap_or(b""))),
-        other => return Err(Error::Schema(format!("{other} is not a variable-length type"))),
+        other => {
+            return Err(Error::Schema(format!(
+                "{other} is not a variable-length type"
+            )));
+        }
     };
     let offsets_start = out.len();
     out.resize(offsets_start + (array.len() + 1) * 4, 0);
@@ -113,7 +133,10 @@ fn encode_varlen(array: &dyn Array, out: &mut Vec<u8>) -> Result<()> {
     for (i, value) in values.enumerate() {
         data.extend_from_slice(value);
         let end = i32::try_from(data.len()).map_err(|_| {
-            Error::Schema("a granule of one column holds more than 2 GiB of values; lower 'granularity'".into())
+            Error::Schema(
+                "a granule of one column holds more than 2 GiB of values; lower 'granularity'"
+                    .into(),
+            )
         })?;
         let at = offsets_start + (i + 1) * 4;
         out[at..at + 4].copy_from_slice(&end.to_le_bytes());
@@ -125,7 +148,8 @@ fn encode_varlen(array: &dyn Array, out: &mut Vec<u8>) -> Result<()> {
 /// Rebuilds an array of `data_type` from a decoded block payload.
 /// Errors are descriptions; the caller names the file and granule.
 pub fn decode(payload: &Buffer, data_type: &DataType) -> std::result::Result<ArrayRef, String> {
-    let layout = layout_of(data_type).ok_or_else(|| format!("type {data_type} cannot be decoded"))?;
+    let layout =
+        layout_of(data_type).ok_or_else(|| format!("type {data_type} cannot be decoded"))?;
     let bytes = payload.as_slice();
     if bytes.len() < HEADER_LEN {
         return Err("column block shorter than its header".into());
@@ -138,7 +162,9 @@ pub fn decode(payload: &Buffer, data_type: &DataType) -> std::result::Result<Arr
         Layout::VarLen => LAYOUT_VARLEN,
     };
     if layout_id != expected_id {
-        return Err(format!("block layout {layout_id} does not match type {data_type}"));
+        return Err(format!(
+            "block layout {layout_id} does not match type {data_type}"
+        ));
     }
     let mut pos = HEADER_LEN;
     let nulls = if validity_len > 0 {
@@ -160,16 +186,16 @@ pub fn decode(payload: &Buffer, data_type: &DataType) -> std::result::Result<Arr
     };
     let need = |pos: usize, len: usize| {
         if pos + len > bytes.len() {
-            Err(format!("values truncated: need {} bytes, have {}", pos + len, bytes.len()))
+            Err(format!(
+                "values truncated: need {} bytes, have {}",
+                pos + len,
+                bytes.len()
+            ))
         } else {
             Ok(())
         }
     };
-    let builder = |dt: DataType| {
-        ArrayData::builder(dt)
-            .len(rows)
-            .nulls(nulls.clone())
-    };
+    let builder = |dt: DataType| ArrayData::builder(dt).len(rows).nulls(nulls.clone());
     let data = match layout {
         Layout::Fixed(width) => {
             need(pos, rows * width)?;
@@ -188,7 +214,8 @@ pub fn decode(payload: &Buffer, data_type: &DataType) -> std::result::Result<Arr
             need(pos, offsets_len)?;
             let offsets = payload.slice_with_length(pos, offsets_len);
             let values_start = pad16(pos + offsets_len);
-            let end = i32::from_le_bytes(bytes[pos + rows * 4..pos + offsets_len].try_into().unwrap());
+            let end =
+                i32::from_le_bytes(bytes[pos + rows * 4..pos + offsets_len].try_into().unwrap());
             let values_len = usize::try_from(end).map_err(|_| "negative offset".to_string())?;
             need(values_start, values_len)?;
             let values = payload.slice_with_length(values_start, values_len);
@@ -196,7 +223,10 @@ pub fn decode(payload: &Buffer, data_type: &DataType) -> std::result::Result<Arr
                 DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => DataType::Utf8,
                 _ => DataType::Binary,
             };
-            builder(narrow).add_buffer(offsets).add_buffer(values).build()
+            builder(narrow)
+                .add_buffer(offsets)
+                .add_buffer(values)
+                .build()
         }
     }
     .map_err(|e| format!("invalid column block: {e}"))?;
@@ -209,5 +239,6 @@ fn widen(array: ArrayRef, data_type: &DataType) -> std::result::Result<ArrayRef,
     if array.data_type() == data_type {
         return Ok(array);
     }
-    arrow::compute::cast(&array, data_type).map_err(|e| format!("cannot convert to {data_type}: {e}"))
+    arrow::compute::cast(&array, data_type)
+        .map_err(|e| format!("cannot convert to {data_type}: {e}"))
 }

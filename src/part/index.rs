@@ -60,12 +60,15 @@ pub struct PartMeta {
 }
 
 /// A loaded part index: metadata plus the per-granule table.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct PartIndex {
     pub meta: PartMeta,
     pub granules: RecordBatch,
     /// Row offset of each granule inside the part (prefix sums of `rows`).
     pub granule_starts: Vec<u64>,
+    /// Set once a column file's envelope (magic, kind, version, length) has
+    /// been checked, so each file is checked once per process.
+    pub(crate) envelope_checked: Vec<std::sync::OnceLock<()>>,
 }
 
 /// The schema of the per-granule table for a part's columns and key.
@@ -98,10 +101,16 @@ impl PartIndex {
                 meta.name, meta.rows
             )));
         }
+        let envelope_checked = meta
+            .columns
+            .iter()
+            .map(|_| std::sync::OnceLock::new())
+            .collect();
         Ok(PartIndex {
             meta,
             granules,
             granule_starts: starts,
+            envelope_checked,
         })
     }
 
@@ -115,7 +124,9 @@ impl PartIndex {
 
     fn column(&self, name: &str) -> &ArrayRef {
         // The schema is validated when the index is decoded.
-        self.granules.column_by_name(name).expect("granule table column")
+        self.granules
+            .column_by_name(name)
+            .expect("granule table column")
     }
 
     pub fn min(&self, column: usize) -> &ArrayRef {
@@ -127,7 +138,8 @@ impl PartIndex {
     }
 
     pub fn null_counts(&self, column: usize) -> &UInt32Array {
-        self.column(&format!("nulls.{column}")).as_primitive::<UInt32Type>()
+        self.column(&format!("nulls.{column}"))
+            .as_primitive::<UInt32Type>()
     }
 
     pub fn primary_key(&self, key_position: usize) -> &ArrayRef {
@@ -136,7 +148,9 @@ impl PartIndex {
 
     /// Byte range of granules `first..last` (exclusive) in column `column`'s file.
     pub fn mark_range(&self, column: usize, first: usize, last: usize) -> std::ops::Range<u64> {
-        let marks = self.column(&format!("mark.{column}")).as_primitive::<UInt64Type>();
+        let marks = self
+            .column(&format!("mark.{column}"))
+            .as_primitive::<UInt64Type>();
         let end = if last < marks.len() {
             marks.value(last)
         } else {
@@ -202,7 +216,9 @@ impl PartIndex {
             .ok_or_else(|| corrupt("sort key names a column the part lacks".into()))?;
         let expected = granule_schema(&types, &key);
         if granules.schema().fields() != expected.fields() {
-            return Err(corrupt("granule table does not match the part's columns".into()));
+            return Err(corrupt(
+                "granule table does not match the part's columns".into(),
+            ));
         }
         PartIndex::new(meta, granules).map_err(|e| corrupt(e.to_string()))
     }

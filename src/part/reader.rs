@@ -13,6 +13,7 @@ use super::column;
 use super::index::{INDEX_FILE, PartIndex};
 use super::writer::part_dir;
 use crate::encoding::decode_block;
+use crate::encoding::envelope::{self, ENVELOPE_FOOTER_LEN, ENVELOPE_HEADER_LEN, FileKind};
 use crate::error::{Error, Result};
 use crate::storage::Storage;
 
@@ -37,6 +38,31 @@ pub async fn read_index(storage: &Storage, part: &str) -> Result<PartIndex> {
     PartIndex::decode(&storage.location(&name), &bytes)
 }
 
+/// Checks a column file's header and footer magic and its length, which
+/// granule reads alone would not notice (a truncated footer, a file of the
+/// wrong kind or a newer format version).
+async fn check_column_envelope(storage: &Storage, file: &str, file_len: u64) -> Result<()> {
+    let location = storage.location(file);
+    let min_len = (ENVELOPE_HEADER_LEN + ENVELOPE_FOOTER_LEN) as u64;
+    if file_len < min_len {
+        return Err(Error::corrupt(
+            &location,
+            "recorded length is shorter than the envelope",
+        ));
+    }
+    let header = storage
+        .get_range(file, 0..ENVELOPE_HEADER_LEN as u64, file_len)
+        .await?;
+    envelope::check_header(&location, FileKind::ColumnData, &header)?;
+    let footer = storage
+        .get_range(file, file_len - 4..file_len, file_len)
+        .await?;
+    if !envelope::is_end_magic(&footer) {
+        return Err(Error::corrupt(&location, "truncated or damaged footer"));
+    }
+    Ok(())
+}
+
 /// Reads granules `granules` of columns `projection` (positions in the part),
 /// returning one batch per granule with `schema` (the projected table schema).
 pub async fn read_granules(
@@ -52,7 +78,13 @@ pub async fn read_granules(
         let meta = &part.meta.columns[c];
         let file = format!("{dir}/{}", meta.file);
         let range = part.mark_range(c, granules.start, granules.end);
-        async move { storage.get_range(&file, range, meta.file_len).await }
+        async move {
+            if part.envelope_checked[c].get().is_none() {
+                check_column_envelope(storage, &file, meta.file_len).await?;
+                let _ = part.envelope_checked[c].set(());
+            }
+            storage.get_range(&file, range, meta.file_len).await
+        }
     });
     let column_bytes: Vec<Bytes> = futures::future::try_join_all(fetches).await?;
     stats.bytes_read += column_bytes.iter().map(|b| b.len() as u64).sum::<u64>();

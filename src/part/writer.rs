@@ -91,7 +91,11 @@ pub async fn write_part(
         rows: batch.num_rows() as u64,
         level,
         granularity: granularity as u32,
-        order_by: layout.key.iter().map(|&k| schema.field(k).name().clone()).collect(),
+        order_by: layout
+            .key
+            .iter()
+            .map(|&k| schema.field(k).name().clone())
+            .collect(),
         columns: column_metas,
     };
     let part = PartIndex::new(meta, granule_table)?;
@@ -101,7 +105,9 @@ pub async fn write_part(
         .buffer_unordered(4)
         .try_collect::<Vec<_>>()
         .await?;
-    storage.put(&format!("{dir}/{INDEX_FILE}"), part.encode()?).await?;
+    storage
+        .put(&format!("{dir}/{INDEX_FILE}"), part.encode()?)
+        .await?;
     Ok(part)
 }
 
@@ -167,7 +173,9 @@ fn build_granule_table(
         .map(|g| granularity.min(batch.num_rows() - g * granularity) as u32)
         .collect();
     let mut arrays: Vec<ArrayRef> = vec![index::counts_array(rows)];
-    let first_rows: Vec<u32> = (0..granule_count).map(|g| (g * granularity) as u32).collect();
+    let first_rows: Vec<u32> = (0..granule_count)
+        .map(|g| (g * granularity) as u32)
+        .collect();
     let first_rows = arrow::array::UInt32Array::from(first_rows);
     for &k in &layout.key {
         arrays.push(arrow::compute::take(batch.column(k), &first_rows, None)?);

@@ -36,7 +36,12 @@ fn table_options(cmd: &CreateExternalTable) -> HashMap<String, String> {
     cmd.options
         .iter()
         .filter(|(k, _)| !STORE_OPTION_PREFIXES.iter().any(|p| k.starts_with(p)))
-        .map(|(k, v)| (k.strip_prefix("format.").unwrap_or(k).to_string(), v.clone()))
+        .map(|(k, v)| {
+            (
+                k.strip_prefix("format.").unwrap_or(k).to_string(),
+                v.clone(),
+            )
+        })
         .collect()
 }
 
@@ -46,7 +51,11 @@ fn plan_error(table: &str, e: Error) -> DataFusionError {
 
 #[async_trait]
 impl TableProviderFactory for DiagonTableFactory {
-    async fn create(&self, state: &dyn Session, cmd: &CreateExternalTable) -> Result<Arc<dyn TableProvider>> {
+    async fn create(
+        &self,
+        state: &dyn Session,
+        cmd: &CreateExternalTable,
+    ) -> Result<Arc<dyn TableProvider>> {
         let name = cmd.name.table().to_string();
         let location = match cmd.locations.as_slice() {
             [one] => one,
@@ -82,7 +91,8 @@ impl TableProviderFactory for DiagonTableFactory {
                 )));
             }
             None => {
-                let parsed = TableOptions::parse(&options, &schema).map_err(|e| plan_error(&name, e))?;
+                let parsed =
+                    TableOptions::parse(&options, &schema).map_err(|e| plan_error(&name, e))?;
                 Table::create(&name, storage, schema, parsed).await?
             }
         };
@@ -92,13 +102,20 @@ impl TableProviderFactory for DiagonTableFactory {
 
 /// A reopen may restate the columns and options, but must not contradict
 /// what the table stores: diagon never silently ignores a declaration.
-fn check_reopen(name: &str, table: &Table, schema: &Schema, options: &HashMap<String, String>) -> Result<()> {
+fn check_reopen(
+    name: &str,
+    table: &Table,
+    schema: &Schema,
+    options: &HashMap<String, String>,
+) -> Result<()> {
     let snapshot = table.cached_snapshot();
     if !schema.fields().is_empty() {
         let stored = snapshot.schema.fields();
         let same = stored.len() == schema.fields().len()
             && stored.iter().zip(schema.fields()).all(|(a, b)| {
-                a.name() == b.name() && a.data_type() == b.data_type() && a.is_nullable() == b.is_nullable()
+                a.name() == b.name()
+                    && a.data_type() == b.data_type()
+                    && a.is_nullable() == b.is_nullable()
             });
         if !same {
             return Err(DataFusionError::Plan(format!(
@@ -109,10 +126,13 @@ fn check_reopen(name: &str, table: &Table, schema: &Schema, options: &HashMap<St
         }
     }
     if !options.is_empty() {
-        let given = TableOptions::parse(options, &snapshot.schema).map_err(|e| plan_error(name, e))?;
+        let given =
+            TableOptions::parse(options, &snapshot.schema).map_err(|e| plan_error(name, e))?;
         let stored = snapshot.options.to_map();
         for (key, value) in given.to_map() {
-            if options.keys().any(|k| k.eq_ignore_ascii_case(&key)) && stored.get(&key) != Some(&value) {
+            if options.keys().any(|k| k.eq_ignore_ascii_case(&key))
+                && stored.get(&key) != Some(&value)
+            {
                 return Err(DataFusionError::Plan(format!(
                     "table '{name}': option '{key}' is '{value}' but the existing table has '{}'",
                     stored.get(&key).map(String::as_str).unwrap_or("(unset)")
@@ -127,7 +147,14 @@ fn describe(schema: &Schema) -> String {
     schema
         .fields()
         .iter()
-        .map(|f| format!("{} {}{}", f.name(), f.data_type(), if f.is_nullable() { "" } else { " NOT NULL" }))
+        .map(|f| {
+            format!(
+                "{} {}{}",
+                f.name(),
+                f.data_type(),
+                if f.is_nullable() { "" } else { " NOT NULL" }
+            )
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -82,7 +82,11 @@ impl ScanPlan {
     pub fn rows_selected(&self) -> u64 {
         self.parts
             .iter()
-            .flat_map(|p| p.ranges.iter().map(move |r| p.part.granule_starts[r.end] - p.part.granule_starts[r.start]))
+            .flat_map(|p| {
+                p.ranges
+                    .iter()
+                    .map(move |r| p.part.granule_starts[r.end] - p.part.granule_starts[r.start])
+            })
             .sum()
     }
 }
@@ -138,7 +142,9 @@ pub fn split_tasks(plan: &ScanPlan, target: usize) -> Vec<ScanTask> {
     let mut tasks = Vec::new();
     for scan in &plan.parts {
         let granules = scan.granule_count();
-        let pieces = (target * granules).div_ceil(total).clamp(1, granules.max(1));
+        let pieces = (target * granules)
+            .div_ceil(total)
+            .clamp(1, granules.max(1));
         let per_piece = granules.div_ceil(pieces);
         let mut current = ScanTask { reads: Vec::new() };
         let mut in_current = 0;
@@ -150,7 +156,10 @@ pub fn split_tasks(plan: &ScanPlan, target: usize) -> Vec<ScanTask> {
                 in_current += take;
                 start += take;
                 if in_current == per_piece {
-                    tasks.push(std::mem::replace(&mut current, ScanTask { reads: Vec::new() }));
+                    tasks.push(std::mem::replace(
+                        &mut current,
+                        ScanTask { reads: Vec::new() },
+                    ));
                     in_current = 0;
                 }
             }

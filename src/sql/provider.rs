@@ -97,7 +97,10 @@ impl TableProvider for DiagonTableProvider {
         TableType::Base
     }
 
-    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
         // Filters prune granules; rows of kept granules are filtered above.
         Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
     }
@@ -111,7 +114,10 @@ impl TableProvider for DiagonTableProvider {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let snapshot = self.table.snapshot().await?;
         let parts = futures::future::try_join_all(
-            snapshot.parts.iter().map(|p| self.table.part_index(&p.name)),
+            snapshot
+                .parts
+                .iter()
+                .map(|p| self.table.part_index(&p.name)),
         )
         .await?;
         let pruning_enabled = state
@@ -122,7 +128,10 @@ impl TableProvider for DiagonTableProvider {
         let pruners = if pruning_enabled {
             self.pruners(state, filters, &snapshot.options.order_by)?
         } else {
-            Pruners { primary: None, minmax: None }
+            Pruners {
+                primary: None,
+                minmax: None,
+            }
         };
         let plan = Arc::new(ScanPlan::build(parts, &pruners)?);
         let target = state.config_options().execution.target_partitions;

@@ -66,7 +66,11 @@ pub struct PrimaryIndexStats<'a> {
 
 impl PrimaryIndexStats<'_> {
     fn key_position(&self, column: &Column) -> Option<usize> {
-        self.part.meta.order_by.iter().position(|k| *k == column.name)
+        self.part
+            .meta
+            .order_by
+            .iter()
+            .position(|k| *k == column.name)
     }
 
     fn granules(&self) -> GranuleStats<'_> {

@@ -19,11 +19,14 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::projection::ProjectionExprs;
 use datafusion::physical_expr::{
-    DynamicFilterTracking, EquivalenceProperties, LexOrdering, Partitioning, PhysicalExpr, PhysicalSortExpr,
+    DynamicFilterTracking, EquivalenceProperties, LexOrdering, Partitioning, PhysicalExpr,
+    PhysicalSortExpr,
 };
 use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
 use datafusion::physical_plan::filter_pushdown::{FilterPushdownPropagation, PushedDown};
-use datafusion::physical_plan::metrics::{BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, Time};
+use datafusion::physical_plan::metrics::{
+    BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, Time,
+};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayFormatType, SortOrderPushdownResult};
 use datafusion_functions_aggregate_common::min_max::{max_batch, min_batch};
@@ -60,7 +63,9 @@ impl DiagonSource {
     pub(crate) fn record_plan_metrics(&self) {
         let c = self.plan.counts;
         let counter = |name: &'static str, value: usize| {
-            MetricBuilder::new(&self.metrics).global_counter(name).add(value);
+            MetricBuilder::new(&self.metrics)
+                .global_counter(name)
+                .add(value);
         };
         counter("parts_total", c.parts_total);
         counter("parts_pruned", c.parts_pruned);
@@ -95,7 +100,10 @@ impl DiagonSource {
             .collect()
     }
 
-    fn statistics_of<'a>(&self, reads: impl Iterator<Item = (&'a Arc<PartIndex>, Range<usize>)>) -> Result<Statistics> {
+    fn statistics_of<'a>(
+        &self,
+        reads: impl Iterator<Item = (&'a Arc<PartIndex>, Range<usize>)>,
+    ) -> Result<Statistics> {
         let reads: Vec<_> = reads.collect();
         let rows: u64 = reads
             .iter()
@@ -112,7 +120,10 @@ impl DiagonSource {
 
 /// Exact min/max/null count of one column over granule ranges, or unknown
 /// where a granule's statistics are missing.
-fn column_statistics(reads: &[(&Arc<PartIndex>, Range<usize>)], name: &str) -> Result<ColumnStatistics> {
+fn column_statistics(
+    reads: &[(&Arc<PartIndex>, Range<usize>)],
+    name: &str,
+) -> Result<ColumnStatistics> {
     let mut nulls = 0usize;
     let mut mins = Vec::new();
     let mut maxs = Vec::new();
@@ -153,8 +164,16 @@ fn column_statistics(reads: &[(&Arc<PartIndex>, Range<usize>)], name: &str) -> R
 }
 
 impl DataSource for DiagonSource {
-    fn open(&self, partition: usize, _context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
-        let task = self.tasks.get(partition).cloned().unwrap_or(ScanTask { reads: Vec::new() });
+    fn open(
+        &self,
+        partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let task = self
+            .tasks
+            .get(partition)
+            .cloned()
+            .unwrap_or(ScanTask { reads: Vec::new() });
         let reads = read_order(&task, self.reverse);
         let metrics = PartitionMetrics::new(&self.metrics, partition);
         let state = ReadState {
@@ -177,7 +196,11 @@ impl DataSource for DiagonSource {
 
     fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let c = self.plan.counts;
-        let sep = if matches!(t, DisplayFormatType::TreeRender) { "\n" } else { ", " };
+        let sep = if matches!(t, DisplayFormatType::TreeRender) {
+            "\n"
+        } else {
+            ", "
+        };
         write!(
             f,
             "table={}{sep}parts={}/{}{sep}granules={}/{}{sep}pruned_by_primary_key={}{sep}pruned_by_minmax={}",
@@ -196,7 +219,15 @@ impl DataSource for DiagonSource {
             write!(f, "{sep}reverse=true")?;
         }
         if matches!(t, DisplayFormatType::Verbose) {
-            write!(f, ", projection={:?}", self.projected_schema.fields().iter().map(|f| f.name()).collect::<Vec<_>>())?;
+            write!(
+                f,
+                ", projection={:?}",
+                self.projected_schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name())
+                    .collect::<Vec<_>>()
+            )?;
         }
         Ok(())
     }
@@ -245,7 +276,10 @@ impl DataSource for DiagonSource {
         self.metrics.clone()
     }
 
-    fn try_swapping_with_projection(&self, _projection: &ProjectionExprs) -> Result<Option<Arc<dyn DataSource>>> {
+    fn try_swapping_with_projection(
+        &self,
+        _projection: &ProjectionExprs,
+    ) -> Result<Option<Arc<dyn DataSource>>> {
         Ok(None)
     }
 
@@ -274,7 +308,10 @@ impl DataSource for DiagonSource {
         }) as Arc<dyn DataSource>))
     }
 
-    fn try_pushdown_sort(&self, order: &[PhysicalSortExpr]) -> Result<SortOrderPushdownResult<Arc<dyn DataSource>>> {
+    fn try_pushdown_sort(
+        &self,
+        order: &[PhysicalSortExpr],
+    ) -> Result<SortOrderPushdownResult<Arc<dyn DataSource>>> {
         let Some(requested) = LexOrdering::new(order.iter().cloned()) else {
             return Ok(SortOrderPushdownResult::Unsupported);
         };
@@ -343,7 +380,8 @@ impl PartitionMetrics {
             baseline: BaselineMetrics::new(metrics, partition),
             bytes_read: MetricBuilder::new(metrics).counter("bytes_read", partition),
             granules_read: MetricBuilder::new(metrics).counter("granules_read", partition),
-            granules_pruned_dynamic: MetricBuilder::new(metrics).counter("granules_pruned_by_dynamic_filter", partition),
+            granules_pruned_dynamic: MetricBuilder::new(metrics)
+                .counter("granules_pruned_by_dynamic_filter", partition),
             decode_time: MetricBuilder::new(metrics).subset_time("decode_time", partition),
         }
     }
@@ -363,7 +401,7 @@ impl ReadState {
             if self.remaining == Some(0) {
                 return Ok(None);
             }
-            let Some((part, range)) = self.reads.pop_front() else {
+            let Some((part, range)) = self.next_read() else {
                 self.metrics.baseline.done();
                 return Ok(None);
             };
@@ -375,7 +413,11 @@ impl ReadState {
                     batches.reverse();
                 }
                 for batch in batches {
-                    let batch = if self.source.reverse { reverse_rows(&batch)? } else { batch };
+                    let batch = if self.source.reverse {
+                        reverse_rows(&batch)?
+                    } else {
+                        batch
+                    };
                     let batch = match &mut self.remaining {
                         Some(remaining) => {
                             let keep = batch.num_rows().min(*remaining);
@@ -395,6 +437,46 @@ impl ReadState {
                 return Ok(Some(out));
             }
         }
+    }
+
+    /// The next granules to read. Under a LIMIT, only as many granules as
+    /// the remaining rows need (from the end when reading backwards), so an
+    /// `ORDER BY key LIMIT n` reads about n rows per partition.
+    fn next_read(&mut self) -> Option<(Arc<PartIndex>, Range<usize>)> {
+        let (part, range) = self.reads.pop_front()?;
+        let Some(remaining) = self.remaining else {
+            return Some((part, range));
+        };
+        let mut rows = 0;
+        let mut needed = 0;
+        let granules: Box<dyn Iterator<Item = usize>> = if self.source.reverse {
+            Box::new(range.clone().rev())
+        } else {
+            Box::new(range.clone())
+        };
+        for g in granules {
+            needed += 1;
+            rows += part.granule_rows(g) as usize;
+            if rows >= remaining {
+                break;
+            }
+        }
+        if needed == range.len() {
+            return Some((part, range));
+        }
+        let (now, later) = if self.source.reverse {
+            (
+                range.end - needed..range.end,
+                range.start..range.end - needed,
+            )
+        } else {
+            (
+                range.start..range.start + needed,
+                range.start + needed..range.end,
+            )
+        };
+        self.reads.push_front((part.clone(), later));
+        Some((part, now))
     }
 
     async fn read(&self, part: &Arc<PartIndex>, range: Range<usize>) -> Result<Vec<RecordBatch>> {
@@ -422,7 +504,8 @@ impl ReadState {
         if self.source.runtime_filters.is_empty() {
             return Ok(vec![range]);
         }
-        let predicate = datafusion::physical_expr::conjunction(self.source.runtime_filters.iter().cloned());
+        let predicate =
+            datafusion::physical_expr::conjunction(self.source.runtime_filters.iter().cloned());
         let Some(pruning) = PruningPredicateBuilder::new()
             .with_file_schema(self.source.projected_schema.clone())
             .build(predicate)

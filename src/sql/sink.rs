@@ -48,15 +48,23 @@ impl DataSink for DiagonSink {
         &self.schema
     }
 
-    async fn write_all(&self, mut data: SendableRecordBatchStream, _context: &Arc<TaskContext>) -> Result<u64> {
+    async fn write_all(
+        &self,
+        mut data: SendableRecordBatchStream,
+        _context: &Arc<TaskContext>,
+    ) -> Result<u64> {
         let mut writer = self.table.insert();
         while let Some(batch) = data.next().await {
             writer.write(batch?).await?;
         }
         let parts = writer.pending_parts();
         let rows = writer.commit().await?;
-        MetricBuilder::new(&self.metrics).global_counter("parts_written").add(parts);
-        MetricBuilder::new(&self.metrics).global_counter("rows_written").add(rows as usize);
+        MetricBuilder::new(&self.metrics)
+            .global_counter("parts_written")
+            .add(parts);
+        MetricBuilder::new(&self.metrics)
+            .global_counter("rows_written")
+            .add(rows as usize);
         Ok(rows)
     }
 }

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::compute::{SortColumn, SortOptions, concat_batches, lexsort_to_indices, take_record_batch};
+use arrow::compute::{
+    SortColumn, SortOptions, concat_batches, lexsort_to_indices, take_record_batch,
+};
 
 use super::log::{PartEntry, now_ms};
 use super::{Snapshot, Table};
@@ -64,7 +66,10 @@ impl InsertWriter {
         self.buffered_rows += batch.num_rows();
         self.buffered_bytes += batch.get_array_memory_size();
         self.buffer.push(batch);
-        let (max_rows, max_bytes) = (self.base.options.insert_block_rows, self.base.options.insert_block_bytes);
+        let (max_rows, max_bytes) = (
+            self.base.options.insert_block_rows,
+            self.base.options.insert_block_bytes,
+        );
         while self.buffered_rows >= max_rows || self.buffered_bytes >= max_bytes {
             self.flush(max_rows).await?;
         }

@@ -81,7 +81,9 @@ pub async fn write_commit(storage: &Storage, commit: &Commit) -> Result<bool> {
     let json = serde_json::to_vec_pretty(commit)
         .map_err(|e| Error::Schema(format!("cannot serialise commit: {e}")))?;
     let file = envelope::seal(FileKind::Commit, &json);
-    storage.put_if_absent(&commit_file(commit.version), file).await
+    storage
+        .put_if_absent(&commit_file(commit.version), file)
+        .await
 }
 
 pub fn now_ms() -> i64 {

@@ -86,7 +86,11 @@ impl Table {
                 version: 0,
             }));
         }
-        Ok(Arc::new(Table::new(name, storage, Snapshot::from_commit(&commit)?)))
+        Ok(Arc::new(Table::new(
+            name,
+            storage,
+            Snapshot::from_commit(&commit)?,
+        )))
     }
 
     /// Opens the table at `storage`, or returns `None` if there is none.
@@ -168,7 +172,11 @@ impl Table {
 
     /// Commits `new_parts` on top of the newest version, retrying when another
     /// writer committed first (appends never conflict with appends).
-    pub(crate) async fn commit_append(&self, operation: &str, new_parts: Vec<PartEntry>) -> Result<u64> {
+    pub(crate) async fn commit_append(
+        &self,
+        operation: &str,
+        new_parts: Vec<PartEntry>,
+    ) -> Result<u64> {
         const MAX_ATTEMPTS: usize = 16;
         let ctx = |e: Error| e.context(format!("table '{}'", self.name));
         for _ in 0..MAX_ATTEMPTS {
@@ -183,7 +191,10 @@ impl Table {
                 options: base.options.to_map(),
                 parts,
             };
-            if log::write_commit(&self.storage, &commit).await.map_err(ctx)? {
+            if log::write_commit(&self.storage, &commit)
+                .await
+                .map_err(ctx)?
+            {
                 self.install(Arc::new(Snapshot::from_commit(&commit)?));
                 return Ok(commit.version);
             }

@@ -91,8 +91,14 @@ impl TableOptions {
             map.insert("order_by".into(), self.order_by.join(","));
         }
         map.insert("granularity".into(), self.granularity.to_string());
-        map.insert("insert_block_rows".into(), self.insert_block_rows.to_string());
-        map.insert("insert_block_bytes".into(), self.insert_block_bytes.to_string());
+        map.insert(
+            "insert_block_rows".into(),
+            self.insert_block_rows.to_string(),
+        );
+        map.insert(
+            "insert_block_bytes".into(),
+            self.insert_block_bytes.to_string(),
+        );
         for (column, codec) in &self.codecs {
             map.insert(format!("codec.{column}"), codec.to_string());
         }
@@ -151,11 +157,17 @@ fn parse_order_by(value: &str, schema: &Schema) -> Result<Vec<String>> {
     let mut columns = Vec::new();
     for name in value.split(',').map(str::trim) {
         if name.is_empty() {
-            return Err(Error::option("order_by", format!("'{value}' has an empty column name")));
+            return Err(Error::option(
+                "order_by",
+                format!("'{value}' has an empty column name"),
+            ));
         }
         let column = find_column("order_by", name, schema)?;
         if columns.contains(&column) {
-            return Err(Error::option("order_by", format!("column '{column}' appears twice")));
+            return Err(Error::option(
+                "order_by",
+                format!("column '{column}' appears twice"),
+            ));
         }
         columns.push(column);
     }

@@ -1,1 +1,8 @@
+//! Integration tests: one binary, one module per concern.
 
+mod common;
+mod corruption;
+mod crash;
+mod differential;
+mod encoding;
+mod scan;

@@ -1,0 +1,60 @@
+//! Helpers shared by the integration tests.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use arrow::util::pretty::pretty_format_batches;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use diagon::storage::Storage;
+use diagon::{Table, TableOptions};
+use object_store::ObjectStore;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+
+/// A session with diagon registered.
+pub fn context(target_partitions: usize) -> SessionContext {
+    diagon::sql::new_context(SessionConfig::new().with_target_partitions(target_partitions))
+}
+
+/// Storage over a local directory.
+pub fn local_storage(dir: &std::path::Path) -> Storage {
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new());
+    let path = Path::from_filesystem_path(dir).expect("path");
+    Storage::new(store, path, dir.display().to_string())
+}
+
+/// Creates a table and inserts `batches`, one commit per batch.
+pub async fn table_with(
+    storage: Storage,
+    schema: SchemaRef,
+    options: TableOptions,
+    batches: &[RecordBatch],
+) -> Arc<Table> {
+    let table = Table::create("t", storage, schema, options)
+        .await
+        .expect("create");
+    for batch in batches {
+        let mut writer = table.insert();
+        writer.write(batch.clone()).await.expect("write");
+        writer.commit().await.expect("commit");
+    }
+    table
+}
+
+/// Runs `sql` and formats the result as a table (for comparing answers).
+pub async fn query(ctx: &SessionContext, sql: &str) -> String {
+    let batches = ctx
+        .sql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    pretty_format_batches(&batches).expect("format").to_string()
+}
+
+/// Total rows in `batches`.
+pub fn rows(batches: &[RecordBatch]) -> usize {
+    batches.iter().map(|b| b.num_rows()).sum()
+}

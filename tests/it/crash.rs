@@ -1,0 +1,284 @@
+//! Crash safety: a commit interrupted at each write (an I/O error before or
+//! after the write lands, and nothing written after it) leaves a table that
+//! opens and returns exactly the rows of a committed version.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use arrow::array::{Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use async_trait::async_trait;
+use diagon::sql::DiagonTableProvider;
+use diagon::storage::Storage;
+use diagon::{Table, TableOptions};
+use futures::stream::BoxStream;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
+
+/// Where the injected failure strikes relative to the write it interrupts.
+#[derive(Debug, Clone, Copy)]
+enum Strike {
+    /// The write never reaches the store.
+    Before,
+    /// The write lands but the writer is told it failed.
+    After,
+}
+
+/// An object store that fails its `fail_at`-th write, and every write after
+/// it, as a process that dies mid-commit would.
+#[derive(Debug)]
+struct FaultyStore {
+    inner: Arc<dyn ObjectStore>,
+    writes: AtomicUsize,
+    fail_at: usize,
+    strike: Strike,
+    dead: AtomicBool,
+}
+
+impl fmt::Display for FaultyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FaultyStore({})", self.inner)
+    }
+}
+
+fn injected() -> object_store::Error {
+    object_store::Error::Generic {
+        store: "faulty",
+        source: "injected I/O failure".into(),
+    }
+}
+
+#[async_trait]
+impl ObjectStore for FaultyStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        if self.dead.load(Ordering::SeqCst) {
+            return Err(injected());
+        }
+        let n = self.writes.fetch_add(1, Ordering::SeqCst);
+        if n != self.fail_at {
+            return self.inner.put_opts(location, payload, opts).await;
+        }
+        self.dead.store(true, Ordering::SeqCst);
+        if let Strike::After = self.strike {
+            self.inner.put_opts(location, payload, opts).await?;
+        }
+        Err(injected())
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("s", DataType::Utf8, true),
+    ]))
+}
+
+fn batch(from: i64, n: i64) -> RecordBatch {
+    let ids: Vec<i64> = (from..from + n).rev().collect();
+    let strings: Vec<Option<String>> = ids
+        .iter()
+        .map(|i| (i % 5 != 0).then(|| format!("s{i}")))
+        .collect();
+    RecordBatch::try_new(
+        schema(),
+        vec![
+            Arc::new(Int64Array::from(ids)),
+            Arc::new(StringArray::from(strings)),
+        ],
+    )
+    .unwrap()
+}
+
+async fn sum_and_count(storage: Storage) -> (i64, i64) {
+    let table = Table::open("t", storage)
+        .await
+        .expect("reopen")
+        .expect("table exists");
+    let ctx = crate::common::context(2);
+    ctx.register_table("t", Arc::new(DiagonTableProvider::new(table)))
+        .unwrap();
+    let batches = ctx
+        .sql("SELECT count(*), coalesce(sum(id), 0), count(s) FROM t")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let row = &batches[0];
+    let count = row
+        .column(0)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap()
+        .value(0);
+    let sum = row
+        .column(1)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap()
+        .value(0);
+    (count, sum)
+}
+
+fn expected(batches: &[(i64, i64)]) -> (i64, i64) {
+    let count = batches.iter().map(|(_, n)| n).sum();
+    let sum = batches.iter().flat_map(|&(from, n)| from..from + n).sum();
+    (count, sum)
+}
+
+/// Runs one insert of several parts with a failure at write `fail_at`.
+async fn interrupted_insert(fail_at: usize, strike: Strike) -> bool {
+    let dir = tempfile::tempdir().unwrap();
+    let clean = crate::common::local_storage(dir.path());
+    let options = TableOptions {
+        order_by: vec!["id".into()],
+        granularity: 16,
+        insert_block_rows: 100,
+        ..TableOptions::default()
+    };
+    // A committed first version that must survive whatever happens next.
+    crate::common::table_with(clean.clone(), schema(), options, &[batch(0, 150)]).await;
+
+    let faulty = Arc::new(FaultyStore {
+        inner: clean.object_store().clone(),
+        writes: AtomicUsize::new(0),
+        fail_at,
+        strike,
+        dead: AtomicBool::new(false),
+    });
+    let storage = Storage::new(
+        faulty.clone(),
+        Path::from_filesystem_path(dir.path()).unwrap(),
+        "faulty",
+    );
+    let table = Table::open("t", storage).await.unwrap().unwrap();
+    let mut writer = table.insert();
+    let mut result = writer.write(batch(1000, 250)).await;
+    if result.is_ok() {
+        result = writer.commit().await.map(|_| ());
+    }
+    let reached = faulty.writes.load(Ordering::SeqCst) > fail_at;
+
+    let old = expected(&[(0, 150)]);
+    let new = expected(&[(0, 150), (1000, 250)]);
+    let seen = sum_and_count(clean).await;
+    match (&result, strike) {
+        (Ok(()), _) => assert_eq!(seen, new, "a successful insert is visible"),
+        (Err(_), Strike::Before) => {
+            assert_eq!(seen, old, "failure at write {fail_at} before it landed")
+        }
+        (Err(_), Strike::After) => assert!(
+            seen == old || seen == new,
+            "failure at write {fail_at} after it landed left {seen:?}"
+        ),
+    }
+    reached
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_write_at_any_step_keeps_a_committed_version() {
+    for strike in [Strike::Before, Strike::After] {
+        let mut fail_at = 0;
+        // Each part writes 3 files (2 columns + index); the commit is the last
+        // write. Stop once an insert completes without reaching the failure.
+        while interrupted_insert(fail_at, strike).await {
+            fail_at += 1;
+            assert!(fail_at < 100, "insert kept writing");
+        }
+        assert!(
+            fail_at >= 10,
+            "expected at least 3 parts and a commit, saw {fail_at} writes"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_second_writer_never_corrupts_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = crate::common::local_storage(dir.path());
+    let options = TableOptions {
+        order_by: vec!["id".into()],
+        ..TableOptions::default()
+    };
+    crate::common::table_with(storage.clone(), schema(), options, &[]).await;
+    // Two handles, as two processes would have, insert concurrently.
+    let a = Table::open("t", storage.clone()).await.unwrap().unwrap();
+    let b = Table::open("t", storage.clone()).await.unwrap().unwrap();
+    let insert = |table: Arc<Table>, from: i64| async move {
+        for i in 0..5 {
+            let mut writer = table.insert();
+            writer.write(batch(from + i * 10, 10)).await.unwrap();
+            writer.commit().await.unwrap();
+        }
+    };
+    tokio::join!(insert(a, 0), insert(b, 1000));
+    let want = expected(&[(0, 50), (1000, 50)]);
+    assert_eq!(sum_and_count(storage).await, want);
+}
+
+#[tokio::test]
+async fn creating_over_an_existing_table_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = crate::common::local_storage(dir.path());
+    crate::common::table_with(
+        storage.clone(),
+        schema(),
+        TableOptions::default(),
+        &[batch(0, 3)],
+    )
+    .await;
+    let err = Table::create("t", storage.clone(), schema(), TableOptions::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("already exists"), "{err}");
+    assert_eq!(sum_and_count(storage).await, expected(&[(0, 3)]));
+}

@@ -19,7 +19,7 @@
 use std::io::Cursor;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array, UInt64Array};
+use arrow::array::{ArrayRef, AsArray, RecordBatch, UInt32Array, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt32Type, UInt64Type};
 use serde::{Deserialize, Serialize};
 
@@ -66,6 +66,8 @@ pub struct PartIndex {
     pub granules: RecordBatch,
     /// Row offset of each granule inside the part (prefix sums of `rows`).
     pub granule_starts: Vec<u64>,
+    /// Column types, parsed once from `meta`.
+    types: Vec<DataType>,
     /// Set once a column file's envelope (magic, kind, version, length) has
     /// been checked, so each file is checked once per process.
     pub(crate) envelope_checked: Vec<std::sync::OnceLock<()>>,
@@ -101,6 +103,11 @@ impl PartIndex {
                 meta.name, meta.rows
             )));
         }
+        let types = meta
+            .columns
+            .iter()
+            .map(|c| parse_type(&c.data_type))
+            .collect::<Result<Vec<_>>>()?;
         let envelope_checked = meta
             .columns
             .iter()
@@ -110,6 +117,7 @@ impl PartIndex {
             meta,
             granules,
             granule_starts: starts,
+            types,
             envelope_checked,
         })
     }
@@ -159,8 +167,8 @@ impl PartIndex {
         marks.value(first)..end
     }
 
-    pub fn data_type(&self, column: usize) -> Result<DataType> {
-        parse_type(&self.meta.columns[column].data_type)
+    pub fn data_type(&self, column: usize) -> &DataType {
+        &self.types[column]
     }
 
     pub fn column_position(&self, name: &str) -> Option<usize> {
@@ -245,9 +253,4 @@ pub fn marks_array(offsets: Vec<u64>) -> ArrayRef {
 /// Builds a `nulls.{i}` or `rows` column.
 pub fn counts_array(counts: Vec<u32>) -> ArrayRef {
     Arc::new(UInt32Array::from(counts))
-}
-
-/// Number of values in an array that are not null (for statistics).
-pub fn non_null(array: &dyn Array) -> usize {
-    array.len() - array.null_count()
 }

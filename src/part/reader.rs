@@ -93,14 +93,14 @@ pub async fn read_granules(
     let mut columns: Vec<Vec<ArrayRef>> = Vec::with_capacity(projection.len());
     for (&c, bytes) in projection.iter().zip(&column_bytes) {
         let file = storage.location(&format!("{dir}/{}", part.meta.columns[c].file));
-        let data_type = part.data_type(c)?;
+        let data_type = part.data_type(c);
         let mut arrays = Vec::with_capacity(granules.len());
         let mut pos = 0;
         for g in granules.clone() {
             let corrupt = |reason: String| Error::corrupt(&file, format!("granule {g}: {reason}"));
             let (payload, used) = decode_block(&bytes[pos..]).map_err(corrupt)?;
             pos += used;
-            let array = column::decode(&payload, &data_type).map_err(corrupt)?;
+            let array = column::decode(&payload, data_type).map_err(corrupt)?;
             if array.len() as u64 != part.granule_rows(g) {
                 return Err(corrupt(format!(
                     "{} rows, index says {}",

@@ -5,6 +5,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
+use datafusion::common::ScalarValue;
 use datafusion::error::Result;
 use datafusion::physical_optimizer::pruning::{PruningPredicate, PruningStatistics};
 
@@ -78,17 +79,6 @@ impl ScanPlan {
     pub fn granules_selected(&self) -> usize {
         self.parts.iter().map(PartScan::granule_count).sum()
     }
-
-    pub fn rows_selected(&self) -> u64 {
-        self.parts
-            .iter()
-            .flat_map(|p| {
-                p.ranges
-                    .iter()
-                    .map(move |r| p.part.granule_starts[r.end] - p.part.granule_starts[r.start])
-            })
-            .sum()
-    }
 }
 
 /// Clears `keep` where the predicate proves a granule cannot match; returns
@@ -135,32 +125,46 @@ pub struct ScanTask {
     pub reads: Vec<(Arc<PartIndex>, Range<usize>)>,
 }
 
-/// Splits the plan into about `target` tasks. A task never spans two parts,
-/// so each task's rows stay sorted by the key when the table has one.
-pub fn split_tasks(plan: &ScanPlan, target: usize) -> Vec<ScanTask> {
+/// Splits the plan into about `target` tasks whose rows stay sorted by the
+/// table key.
+///
+/// Parts whose key ranges follow one another are chained into sorted runs
+/// (a part must start at or after the previous one's last key), and each run
+/// is cut into contiguous pieces. Reading a run backwards is then a descending
+/// scan, and `ORDER BY key DESC LIMIT n` touches one granule per piece rather
+/// than one per part.
+pub fn split_tasks(plan: &ScanPlan, target: usize, keyed: bool) -> Vec<ScanTask> {
+    let runs = if keyed {
+        sorted_runs(&plan.parts)
+    } else {
+        vec![plan.parts.iter().collect()]
+    };
     let total = plan.granules_selected().max(1);
     let mut tasks = Vec::new();
-    for scan in &plan.parts {
-        let granules = scan.granule_count();
-        let pieces = (target * granules)
-            .div_ceil(total)
-            .clamp(1, granules.max(1));
+    for run in runs {
+        let granules: usize = run.iter().map(|s| s.granule_count()).sum();
+        if granules == 0 {
+            continue;
+        }
+        let pieces = (target * granules).div_ceil(total).clamp(1, granules);
         let per_piece = granules.div_ceil(pieces);
         let mut current = ScanTask { reads: Vec::new() };
         let mut in_current = 0;
-        for range in &scan.ranges {
-            let mut start = range.start;
-            while start < range.end {
-                let take = (per_piece - in_current).min(range.end - start);
-                current.reads.push((scan.part.clone(), start..start + take));
-                in_current += take;
-                start += take;
-                if in_current == per_piece {
-                    tasks.push(std::mem::replace(
-                        &mut current,
-                        ScanTask { reads: Vec::new() },
-                    ));
-                    in_current = 0;
+        for scan in run {
+            for range in &scan.ranges {
+                let mut start = range.start;
+                while start < range.end {
+                    let take = (per_piece - in_current).min(range.end - start);
+                    current.reads.push((scan.part.clone(), start..start + take));
+                    in_current += take;
+                    start += take;
+                    if in_current == per_piece {
+                        tasks.push(std::mem::replace(
+                            &mut current,
+                            ScanTask { reads: Vec::new() },
+                        ));
+                        in_current = 0;
+                    }
                 }
             }
         }
@@ -169,4 +173,88 @@ pub fn split_tasks(plan: &ScanPlan, target: usize) -> Vec<ScanTask> {
         }
     }
     tasks
+}
+
+/// The first sort-key column's range in a part. NULLs sort last, so a part
+/// with NULL keys ends its run.
+struct KeySpan {
+    first: ScalarValue,
+    last: ScalarValue,
+    has_nulls: bool,
+}
+
+fn key_span(part: &PartIndex) -> Option<KeySpan> {
+    let column = part.column_position(part.meta.order_by.first()?)?;
+    let last_granule = part.num_granules().checked_sub(1)?;
+    let first = ScalarValue::try_from_array(part.primary_key(0), 0).ok()?;
+    let last = ScalarValue::try_from_array(part.max(column), last_granule).ok()?;
+    if first.is_null() || last.is_null() {
+        return None;
+    }
+    let has_nulls = part.null_counts(column).iter().any(|n| n.unwrap_or(0) > 0);
+    Some(KeySpan {
+        first,
+        last,
+        has_nulls,
+    })
+}
+
+/// Parts chained in key order, and the span of the last one.
+struct Run<'a> {
+    parts: Vec<&'a PartScan>,
+    tail: Option<KeySpan>,
+}
+
+impl Run<'_> {
+    /// Whether a part spanning `next` may follow this run. A single-column
+    /// key may continue on an equal key; with more key columns the rest of
+    /// the tuple is unknown, so the next part must start strictly after.
+    fn accepts(&self, next: &KeySpan, single_key: bool) -> bool {
+        match &self.tail {
+            Some(tail) if !tail.has_nulls => match tail.last.partial_cmp(&next.first) {
+                Some(std::cmp::Ordering::Less) => true,
+                Some(std::cmp::Ordering::Equal) => single_key,
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
+/// Groups parts into runs that can be read one after another in key order.
+fn sorted_runs(parts: &[PartScan]) -> Vec<Vec<&PartScan>> {
+    let mut spans: Vec<_> = parts.iter().map(|p| (p, key_span(&p.part))).collect();
+    spans.sort_by(|a, b| match (&a.1, &b.1) {
+        (Some(x), Some(y)) => x
+            .first
+            .partial_cmp(&y.first)
+            .unwrap_or(std::cmp::Ordering::Equal),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => std::cmp::Ordering::Equal,
+    });
+    let single_key = parts
+        .first()
+        .is_some_and(|p| p.part.meta.order_by.len() == 1);
+    let mut runs: Vec<Run> = Vec::new();
+    for (scan, span) in spans {
+        let Some(span) = span else {
+            runs.push(Run {
+                parts: vec![scan],
+                tail: None,
+            });
+            continue;
+        };
+        match runs.iter_mut().find(|run| run.accepts(&span, single_key)) {
+            Some(run) => {
+                run.parts.push(scan);
+                run.tail = Some(span);
+            }
+            None => runs.push(Run {
+                parts: vec![scan],
+                tail: Some(span),
+            }),
+        }
+    }
+    runs.into_iter().map(|run| run.parts).collect()
 }

@@ -135,7 +135,11 @@ impl TableProvider for DiagonTableProvider {
         };
         let plan = Arc::new(ScanPlan::build(parts, &pruners)?);
         let target = state.config_options().execution.target_partitions;
-        let tasks = Arc::new(split_tasks(&plan, target));
+        let tasks = Arc::new(split_tasks(
+            &plan,
+            target,
+            !snapshot.options.order_by.is_empty(),
+        ));
         let projection: Vec<usize> = match projection {
             Some(p) => p.clone(),
             None => (0..self.schema.fields().len()).collect(),

@@ -369,6 +369,7 @@ fn read_order(task: &ScanTask, reverse: bool) -> VecDeque<(Arc<PartIndex>, Range
 struct PartitionMetrics {
     baseline: BaselineMetrics,
     bytes_read: Count,
+    rows_read: Count,
     granules_read: Count,
     granules_pruned_dynamic: Count,
     decode_time: Time,
@@ -379,6 +380,7 @@ impl PartitionMetrics {
         PartitionMetrics {
             baseline: BaselineMetrics::new(metrics, partition),
             bytes_read: MetricBuilder::new(metrics).counter("bytes_read", partition),
+            rows_read: MetricBuilder::new(metrics).counter("rows_read", partition),
             granules_read: MetricBuilder::new(metrics).counter("granules_read", partition),
             granules_pruned_dynamic: MetricBuilder::new(metrics)
                 .counter("granules_pruned_by_dynamic_filter", partition),
@@ -494,6 +496,7 @@ impl ReadState {
         .await
         .map_err(|e| e.context(format!("table '{}'", self.source.table_name)))?;
         self.metrics.bytes_read.add(stats.bytes_read as usize);
+        self.metrics.rows_read.add(stats.rows_read as usize);
         self.metrics.granules_read.add(granules);
         self.metrics.decode_time.add_duration(stats.decode_time);
         Ok(batches)

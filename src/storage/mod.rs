@@ -41,15 +41,6 @@ impl Storage {
         }
     }
 
-    /// A storage over a fresh in-memory store, for tests and examples.
-    pub fn in_memory() -> Self {
-        Storage::new(
-            Arc::new(object_store::memory::InMemory::new()),
-            Path::from("table"),
-            "memory:///table",
-        )
-    }
-
     pub fn display(&self) -> &str {
         &self.display
     }
@@ -176,13 +167,5 @@ impl Storage {
                 size: meta.size,
             })
             .collect())
-    }
-
-    /// Deletes a file; a file already gone is not an error.
-    pub async fn delete(&self, name: &str) -> Result<()> {
-        match self.store.delete(&self.path(name)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(self.store_error(name, e)),
-        }
     }
 }

@@ -30,10 +30,6 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn total_rows(&self) -> u64 {
-        self.parts.iter().map(|p| p.rows).sum()
-    }
-
     fn from_commit(commit: &Commit) -> Result<Self> {
         let schema = schema::from_defs(&commit.schema)?;
         let options = TableOptions::from_map(&commit.options, &schema)?;

@@ -36,6 +36,8 @@ const TYPES: &[fn() -> DataType] = &[
     || DataType::Date64,
     || DataType::Timestamp(TimeUnit::Millisecond, None),
     || DataType::Timestamp(TimeUnit::Nanosecond, Some("+02:00".into())),
+    || DataType::Timestamp(TimeUnit::Second, Some("UTC".into())),
+    || DataType::Timestamp(TimeUnit::Microsecond, None),
     || DataType::Decimal128(12, 2),
     || DataType::Time64(TimeUnit::Microsecond),
 ];

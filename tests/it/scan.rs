@@ -134,3 +134,42 @@ async fn topk_on_a_non_key_column_prunes_with_the_dynamic_filter() {
         "the TopK bound on v should skip most granules, skipped {pruned}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_lives_in_any_registered_object_store() {
+    let ctx = crate::common::context(2);
+    let url = url::Url::parse("memory://bucket").unwrap();
+    ctx.register_object_store(&url, Arc::new(object_store::memory::InMemory::new()));
+    ctx.sql(
+        "CREATE EXTERNAL TABLE m (k INT, v VARCHAR) STORED AS DIAGON \
+         LOCATION 'memory://bucket/tables/m' OPTIONS ('order_by' 'k')",
+    )
+    .await
+    .unwrap();
+    ctx.sql("INSERT INTO m VALUES (2, 'b'), (1, 'a')")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    // A second session over the same store reopens the table.
+    let other = crate::common::context(2);
+    other.register_object_store(
+        &url,
+        ctx.runtime_env()
+            .object_store(
+                datafusion::execution::object_store::ObjectStoreUrl::parse("memory://bucket")
+                    .unwrap(),
+            )
+            .unwrap(),
+    );
+    other
+        .sql("CREATE EXTERNAL TABLE m STORED AS DIAGON LOCATION 'memory://bucket/tables/m'")
+        .await
+        .unwrap();
+    let text = crate::common::query(&other, "SELECT k, v FROM m ORDER BY k").await;
+    assert!(
+        text.contains("| 1 | a |") && text.contains("| 2 | b |"),
+        "{text}"
+    );
+}

@@ -1,0 +1,85 @@
+//! The `diagon` binary: datafusion-cli flags, diagon tables with OPTIONS,
+//! and the quick start script.
+
+use std::path::Path;
+use std::process::Command;
+
+fn diagon(cwd: &Path, args: &[&str]) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_diagon"))
+        .current_dir(cwd)
+        .args(args)
+        .output()
+        .expect("run diagon");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[test]
+fn quickstart_runs_and_shows_pruning() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart.sql");
+    let (ok, out) = diagon(
+        dir.path(),
+        &["-q", "--format", "csv", "-f", script.to_str().unwrap()],
+    );
+    assert!(ok, "{out}");
+    assert!(!out.contains("Error"), "{out}");
+    assert!(
+        out.contains("200000,1,200000"),
+        "row count and key range: {out}"
+    );
+    assert!(out.contains("1001,"), "1001 rows in the key range: {out}");
+    assert!(out.contains("granules_pruned_by_primary_key=24"), "{out}");
+    assert!(out.contains("200000,"), "{out}");
+    assert!(dir.path().join("target/quickstart/events/_log").is_dir());
+}
+
+#[test]
+fn commands_and_reopen_across_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let create = "CREATE EXTERNAL TABLE t (a INT, b VARCHAR) STORED AS DIAGON LOCATION 'tbl' OPTIONS ('order_by' 'a', 'codec.b' 'zstd(2)')";
+    let (ok, out) = diagon(
+        dir.path(),
+        &[
+            "-q",
+            "-c",
+            create,
+            "-c",
+            "INSERT INTO t VALUES (2, 'x'), (1, 'y')",
+        ],
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = diagon(
+        dir.path(),
+        &[
+            "-q",
+            "--format",
+            "csv",
+            "-c",
+            "CREATE EXTERNAL TABLE t STORED AS DIAGON LOCATION 'tbl'",
+            "-c",
+            "SELECT * FROM t",
+        ],
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("a,b\n1,y\n2,x"), "{out}");
+}
+
+#[test]
+fn a_bad_option_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out) = diagon(
+        dir.path(),
+        &[
+            "-q",
+            "-c",
+            "CREATE EXTERNAL TABLE t (a INT) STORED AS DIAGON LOCATION 'tbl' OPTIONS ('granularity' 'x')",
+        ],
+    );
+    assert!(!ok, "{out}");
+    assert!(out.contains("option 'granularity'"), "{out}");
+}

@@ -228,7 +228,39 @@ impl PartIndex {
                 "granule table does not match the part's columns".into(),
             ));
         }
-        PartIndex::new(meta, granules).map_err(|e| corrupt(e.to_string()))
+        let index = PartIndex::new(meta, granules).map_err(|e| corrupt(e.to_string()))?;
+        index.check_marks().map_err(corrupt)?;
+        Ok(index)
+    }
+
+    /// Marks must rise from just after the file header to the end of the
+    /// data, which must lie inside the file, so every range read is valid.
+    fn check_marks(&self) -> std::result::Result<(), String> {
+        let header = crate::encoding::ENVELOPE_HEADER_LEN as u64;
+        let footer = crate::encoding::ENVELOPE_FOOTER_LEN as u64;
+        for (c, column) in self.meta.columns.iter().enumerate() {
+            if column.data_end + footer != column.file_len {
+                return Err(format!(
+                    "column '{}': data end and file length disagree",
+                    column.name
+                ));
+            }
+            let marks = self
+                .column(&format!("mark.{c}"))
+                .as_primitive::<UInt64Type>();
+            let mut previous = header;
+            for (g, mark) in marks.values().iter().enumerate() {
+                let expected_first = g > 0 || *mark == header;
+                if *mark < previous || *mark > column.data_end || !expected_first {
+                    return Err(format!(
+                        "column '{}': mark {g} ({mark}) out of order",
+                        column.name
+                    ));
+                }
+                previous = *mark;
+            }
+        }
+        Ok(())
     }
 }
 

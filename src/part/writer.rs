@@ -100,14 +100,17 @@ pub async fn write_part(
     };
     let part = PartIndex::new(meta, granule_table)?;
 
+    let mut names: Vec<String> = files.iter().map(|(path, _)| path.clone()).collect();
     futures::stream::iter(files)
         .map(|(path, bytes)| async move { storage.put(&path, bytes).await })
         .buffer_unordered(4)
         .try_collect::<Vec<_>>()
         .await?;
-    storage
-        .put(&format!("{dir}/{INDEX_FILE}"), part.encode()?)
-        .await?;
+    let index = format!("{dir}/{INDEX_FILE}");
+    storage.put(&index, part.encode()?).await?;
+    // Durable before any commit can name the part.
+    names.push(index);
+    storage.sync(names).await?;
     Ok(part)
 }
 
@@ -173,12 +176,14 @@ fn build_granule_table(
         .map(|g| granularity.min(batch.num_rows() - g * granularity) as u32)
         .collect();
     let mut arrays: Vec<ArrayRef> = vec![index::counts_array(rows)];
-    let first_rows: Vec<u32> = (0..granule_count)
-        .map(|g| (g * granularity) as u32)
-        .collect();
-    let first_rows = arrow::array::UInt32Array::from(first_rows);
+    // Built from scalars, not `take`: a taken view array would share (and
+    // the IPC writer would store) the whole column's string buffers.
     for &k in &layout.key {
-        arrays.push(arrow::compute::take(batch.column(k), &first_rows, None)?);
+        let firsts = (0..granule_count)
+            .map(|g| ScalarValue::try_from_array(batch.column(k), g * granularity))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::Schema(format!("cannot build the primary index: {e}")))?;
+        arrays.push(scalars_to_array(&firsts)?);
     }
     for column in columns {
         arrays.push(scalars_to_array(&column.mins)?);

@@ -28,7 +28,14 @@ pub struct DiagonTableFactory;
 pub fn resolve_storage(state: &dyn Session, location: &str) -> Result<Storage> {
     let url = ListingTableUrl::parse(location)?;
     let store = state.runtime_env().object_store(url.object_store())?;
-    Ok(Storage::new(store, url.prefix().clone(), url.as_str()))
+    let storage = Storage::new(store, url.prefix().clone(), url.as_str());
+    Ok(match url.scheme() {
+        "file" => match AsRef::<url::Url>::as_ref(&url).to_file_path() {
+            Ok(dir) => storage.with_local_dir(dir),
+            Err(()) => storage,
+        },
+        _ => storage,
+    })
 }
 
 /// The table's own options, with DataFusion's `format.` prefix removed.

@@ -133,12 +133,22 @@ pub struct ScanTask {
 /// is cut into contiguous pieces. Reading a run backwards is then a descending
 /// scan, and `ORDER BY key DESC LIMIT n` touches one granule per piece rather
 /// than one per part.
-pub fn split_tasks(plan: &ScanPlan, target: usize, keyed: bool) -> Vec<ScanTask> {
-    let runs = if keyed {
+///
+/// Returns the tasks and whether each is sorted. When parts overlap so much
+/// that there are more runs than `target`, runs are packed together to keep
+/// the number of partitions (and the memory they hold) bounded, and the scan
+/// then declares no order.
+pub fn split_tasks(plan: &ScanPlan, target: usize, keyed: bool) -> (Vec<ScanTask>, bool) {
+    let target = target.max(1);
+    let mut runs = if keyed {
         sorted_runs(&plan.parts)
     } else {
         vec![plan.parts.iter().collect()]
     };
+    let sorted = keyed && runs.len() <= target;
+    if runs.len() > target {
+        runs = pack(runs, target);
+    }
     let total = plan.granules_selected().max(1);
     let mut tasks = Vec::new();
     for run in runs {
@@ -172,7 +182,27 @@ pub fn split_tasks(plan: &ScanPlan, target: usize, keyed: bool) -> Vec<ScanTask>
             tasks.push(current);
         }
     }
-    tasks
+    (tasks, sorted)
+}
+
+/// Packs runs into `target` groups of similar granule counts.
+fn pack(runs: Vec<Vec<&PartScan>>, target: usize) -> Vec<Vec<&PartScan>> {
+    let mut groups: Vec<(usize, Vec<&PartScan>)> = (0..target).map(|_| (0, Vec::new())).collect();
+    let mut parts: Vec<&PartScan> = runs.into_iter().flatten().collect();
+    parts.sort_by_key(|p| std::cmp::Reverse(p.granule_count()));
+    for part in parts {
+        let lightest = groups
+            .iter_mut()
+            .min_by_key(|(granules, _)| *granules)
+            .expect("target >= 1");
+        lightest.0 += part.granule_count();
+        lightest.1.push(part);
+    }
+    groups
+        .into_iter()
+        .map(|(_, g)| g)
+        .filter(|g| !g.is_empty())
+        .collect()
 }
 
 /// The first sort-key column's range in a part. NULLs sort last, so a part

@@ -135,11 +135,8 @@ impl TableProvider for DiagonTableProvider {
         };
         let plan = Arc::new(ScanPlan::build(parts, &pruners)?);
         let target = state.config_options().execution.target_partitions;
-        let tasks = Arc::new(split_tasks(
-            &plan,
-            target,
-            !snapshot.options.order_by.is_empty(),
-        ));
+        let keyed = !snapshot.options.order_by.is_empty();
+        let (tasks, sorted) = split_tasks(&plan, target, keyed);
         let projection: Vec<usize> = match projection {
             Some(p) => p.clone(),
             None => (0..self.schema.fields().len()).collect(),
@@ -149,8 +146,11 @@ impl TableProvider for DiagonTableProvider {
             table_name: self.table.name().to_string(),
             storage: self.table.storage().clone(),
             plan,
-            tasks,
-            key_ordering: Self::key_ordering(&snapshot.options.order_by, &projected_schema),
+            tasks: Arc::new(tasks),
+            key_ordering: match sorted {
+                true => Self::key_ordering(&snapshot.options.order_by, &projected_schema),
+                false => None,
+            },
             projected_schema,
             reverse: false,
             fetch: limit,

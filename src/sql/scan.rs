@@ -100,9 +100,25 @@ impl DiagonSource {
             .collect()
     }
 
+    /// Statistics of the whole scan: every partition may emit `fetch` rows.
+    fn statistics_of_all<'a>(
+        &self,
+        reads: impl Iterator<Item = (&'a Arc<PartIndex>, Range<usize>)>,
+    ) -> Result<Statistics> {
+        self.statistics_with(reads, self.tasks.len().max(1))
+    }
+
     fn statistics_of<'a>(
         &self,
         reads: impl Iterator<Item = (&'a Arc<PartIndex>, Range<usize>)>,
+    ) -> Result<Statistics> {
+        self.statistics_with(reads, 1)
+    }
+
+    fn statistics_with<'a>(
+        &self,
+        reads: impl Iterator<Item = (&'a Arc<PartIndex>, Range<usize>)>,
+        partitions: usize,
     ) -> Result<Statistics> {
         let reads: Vec<_> = reads.collect();
         let rows: u64 = reads
@@ -114,7 +130,7 @@ impl DiagonSource {
         for (i, field) in self.projected_schema.fields().iter().enumerate() {
             stats.column_statistics[i] = column_statistics(&reads, field.name())?;
         }
-        stats.with_fetch(self.fetch, 0, 1)
+        stats.with_fetch(self.fetch, 0, partitions)
     }
 }
 
@@ -247,7 +263,7 @@ impl DataSource for DiagonSource {
 
     fn partition_statistics(&self, partition: Option<usize>) -> Result<Arc<Statistics>> {
         let stats = match partition {
-            None => self.statistics_of(
+            None => self.statistics_of_all(
                 self.plan
                     .parts
                     .iter()
@@ -262,8 +278,14 @@ impl DataSource for DiagonSource {
     }
 
     fn with_fetch(&self, limit: Option<usize>) -> Option<Arc<dyn DataSource>> {
+        // A fetch already pushed here came from a LIMIT below whatever asks
+        // now; the scan must honour the smaller of the two.
+        let fetch = match (self.fetch, limit) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         Some(Arc::new(DiagonSource {
-            fetch: limit,
+            fetch,
             ..self.clone()
         }))
     }
@@ -320,7 +342,8 @@ impl DataSource for DiagonSource {
                 inner: Arc::new(self.clone()),
             });
         }
-        if self.key_ordering.is_none() {
+        // Flipping the direction changes which rows a pushed LIMIT keeps.
+        if self.key_ordering.is_none() || self.fetch.is_some() {
             return Ok(SortOrderPushdownResult::Unsupported);
         }
         let flipped = DiagonSource {
@@ -407,9 +430,15 @@ impl ReadState {
                 self.metrics.baseline.done();
                 return Ok(None);
             };
-            let ranges = self.runtime_prune(&part, range)?;
+            let mut ranges = self.runtime_prune(&part, range)?;
+            if self.source.reverse {
+                ranges.reverse();
+            }
             let mut out = Vec::new();
             for range in ranges {
+                if self.remaining == Some(0) {
+                    break;
+                }
                 let mut batches = self.read(&part, range).await?;
                 if self.source.reverse {
                     batches.reverse();

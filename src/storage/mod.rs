@@ -6,6 +6,7 @@
 //! `parts/p_…/index.dgi`; every error names the full location.
 
 use std::ops::Range;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -22,6 +23,9 @@ pub struct Storage {
     root: Path,
     /// How the root is shown in messages, e.g. `file:///data/docs`.
     display: String,
+    /// The root as a local directory, when the store is the local file
+    /// system: writes are then made durable with fsync before a commit.
+    local_dir: Option<PathBuf>,
 }
 
 /// A file found by [`Storage::list`].
@@ -38,7 +42,15 @@ impl Storage {
             store,
             root,
             display: display.into(),
+            local_dir: None,
         }
+    }
+
+    /// Declares that the root is the local directory `dir`, so that files and
+    /// commits are fsynced (object_store's local backend does not).
+    pub fn with_local_dir(mut self, dir: PathBuf) -> Self {
+        self.local_dir = Some(dir);
+        self
     }
 
     pub fn display(&self) -> &str {
@@ -82,7 +94,7 @@ impl Storage {
     /// Reads `range` of a file whose expected length is `file_len`; a file that
     /// is shorter than recorded is reported as truncated, not as an I/O error.
     pub async fn get_range(&self, name: &str, range: Range<u64>, file_len: u64) -> Result<Bytes> {
-        if range.end > file_len {
+        if range.start > range.end || range.end > file_len {
             return Err(Error::corrupt(
                 self.location(name),
                 format!("read of {range:?} beyond recorded length {file_len}"),
@@ -129,6 +141,13 @@ impl Storage {
     /// Writes a file only if no file of that name exists. Returns `false` when
     /// another writer got there first. This is the commit point of the log.
     pub async fn put_if_absent(&self, name: &str, bytes: Vec<u8>) -> Result<bool> {
+        if let Some(dir) = &self.local_dir {
+            let (path, location) = (dir.join(name), self.location(name));
+            return tokio::task::spawn_blocking(move || durable_create(&path, &bytes))
+                .await
+                .map_err(|e| Error::Table(format!("commit task failed: {e}")))?
+                .map_err(|e| io_error(location, e));
+        }
         let options = PutOptions {
             mode: PutMode::Create,
             ..Default::default()
@@ -142,6 +161,33 @@ impl Storage {
             Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
             Err(e) => Err(self.store_error(name, e)),
         }
+    }
+
+    /// Makes written files and the directories naming them durable (local
+    /// file system only; object stores are durable once a write returns).
+    pub async fn sync(&self, names: Vec<String>) -> Result<()> {
+        let Some(dir) = self.local_dir.clone() else {
+            return Ok(());
+        };
+        let display = self.display.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut dirs = std::collections::BTreeSet::new();
+            for name in &names {
+                let path = dir.join(name);
+                std::fs::File::open(&path)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| io_error(path.display().to_string(), e))?;
+                if let Some(parent) = path.parent() {
+                    dirs.insert(parent.to_path_buf());
+                }
+            }
+            for parent in dirs {
+                sync_dir(&parent).map_err(|e| io_error(parent.display().to_string(), e))?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::Table(format!("sync of '{display}' failed: {e}")))?
     }
 
     /// Lists the files under directory `dir` (recursively), relative to the root.
@@ -168,4 +214,51 @@ impl Storage {
             })
             .collect())
     }
+}
+
+fn io_error(path: String, e: std::io::Error) -> Error {
+    Error::Store {
+        path,
+        source: object_store::Error::Generic {
+            store: "local",
+            source: Box::new(e),
+        },
+    }
+}
+
+/// fsyncs a directory so the names it holds survive a power loss.
+fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Creates `path` with `bytes` durably and atomically, failing (returning
+/// `false`) if it exists: the bytes go to a temporary file that is fsynced,
+/// then hard-linked to the final name, which fails if the name is taken.
+fn durable_create(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<bool> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(
+        ".{file_name}.{}.tmp",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        match std::fs::hard_link(&tmp, path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        }
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    if let Ok(true) = result {
+        sync_dir(dir)?;
+    }
+    result
 }

@@ -64,7 +64,7 @@ impl InsertWriter {
             return Ok(());
         }
         self.buffered_rows += batch.num_rows();
-        self.buffered_bytes += batch.get_array_memory_size();
+        self.buffered_bytes += sliced_bytes(&batch);
         self.buffer.push(batch);
         let (max_rows, max_bytes) = (
             self.base.options.insert_block_rows,
@@ -189,4 +189,18 @@ impl InsertWriter {
         self.table.commit_append("INSERT", parts).await?;
         Ok(self.rows)
     }
+}
+
+/// Bytes of the rows in `batch`, counting only the slices it uses (a batch
+/// sliced from a larger one does not own the larger one's memory).
+fn sliced_bytes(batch: &RecordBatch) -> usize {
+    batch
+        .columns()
+        .iter()
+        .map(|c| {
+            c.to_data()
+                .get_slice_memory_size()
+                .unwrap_or_else(|_| c.get_array_memory_size())
+        })
+        .sum()
 }

@@ -177,6 +177,15 @@ impl Table {
         let ctx = |e: Error| e.context(format!("table '{}'", self.name));
         for _ in 0..MAX_ATTEMPTS {
             let base = self.snapshot().await?;
+            // A store may report a lost race for a write that landed (a
+            // conditional PUT retried after its response was lost): our
+            // fresh part names in the newest version mean it is committed.
+            if new_parts
+                .iter()
+                .all(|p| base.parts.iter().any(|b| b.name == p.name))
+            {
+                return Ok(base.version);
+            }
             let mut parts = base.parts.clone();
             parts.extend(new_parts.iter().cloned());
             let commit = Commit {

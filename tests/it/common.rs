@@ -21,7 +21,7 @@ pub fn context(target_partitions: usize) -> SessionContext {
 pub fn local_storage(dir: &std::path::Path) -> Storage {
     let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new());
     let path = Path::from_filesystem_path(dir).expect("path");
-    Storage::new(store, path, dir.display().to_string())
+    Storage::new(store, path, dir.display().to_string()).with_local_dir(dir.to_path_buf())
 }
 
 /// Creates a table and inserts `batches`, one commit per batch.

@@ -28,6 +28,9 @@ use crate::error::{Error, Result};
 
 pub const INDEX_FILE: &str = "index.dgi";
 
+/// Columns per table column in the granule table: min, max, nulls, mark.
+const STATS_PER_COLUMN: usize = 4;
+
 /// One column of a part, as stored.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ColumnMeta {
@@ -68,6 +71,10 @@ pub struct PartIndex {
     pub granule_starts: Vec<u64>,
     /// Column types, parsed once from `meta`.
     types: Vec<DataType>,
+    /// Derived once for pruning: see [`Self::row_counts`].
+    row_counts: ArrayRef,
+    /// Derived once for pruning: see [`Self::primary_key_upper`].
+    primary_upper: Option<ArrayRef>,
     /// Set once a column file's envelope (magic, kind, version, length) has
     /// been checked, so each file is checked once per process.
     pub(crate) envelope_checked: Vec<std::sync::OnceLock<()>>,
@@ -113,13 +120,36 @@ impl PartIndex {
             .iter()
             .map(|_| std::sync::OnceLock::new())
             .collect();
-        Ok(PartIndex {
+        let row_counts: ArrayRef = Arc::new(UInt64Array::from_iter_values(
+            starts.windows(2).map(|w| w[1] - w[0]),
+        ));
+        let mut index = PartIndex {
             meta,
             granules,
             granule_starts: starts,
             types,
+            row_counts,
+            primary_upper: None,
             envelope_checked,
-        })
+        };
+        index.primary_upper = index.compute_primary_upper()?;
+        Ok(index)
+    }
+
+    fn compute_primary_upper(&self) -> Result<Option<ArrayRef>> {
+        let Some(first_key) = self.meta.order_by.first() else {
+            return Ok(None);
+        };
+        let n = self.num_granules();
+        let Some(column) = self.column_position(first_key).filter(|_| n > 0) else {
+            return Ok(None);
+        };
+        let pk = self.primary_key(0);
+        let last = self.max(column).slice(n - 1, 1);
+        Ok(Some(arrow::compute::concat(&[
+            pk.slice(1, n - 1).as_ref(),
+            last.as_ref(),
+        ])?))
     }
 
     pub fn num_granules(&self) -> usize {
@@ -130,35 +160,50 @@ impl PartIndex {
         self.granule_starts[granule + 1] - self.granule_starts[granule]
     }
 
-    fn column(&self, name: &str) -> &ArrayRef {
-        // The schema is validated when the index is decoded.
+    /// Column `offset` (min, max, nulls, mark) of table column `column` in
+    /// the granule table, whose layout [`granule_schema`] fixes and decoding
+    /// validates.
+    fn stat(&self, column: usize, offset: usize) -> &ArrayRef {
         self.granules
-            .column_by_name(name)
-            .expect("granule table column")
+            .column(1 + self.meta.order_by.len() + STATS_PER_COLUMN * column + offset)
     }
 
     pub fn min(&self, column: usize) -> &ArrayRef {
-        self.column(&format!("min.{column}"))
+        self.stat(column, 0)
     }
 
     pub fn max(&self, column: usize) -> &ArrayRef {
-        self.column(&format!("max.{column}"))
+        self.stat(column, 1)
     }
 
     pub fn null_counts(&self, column: usize) -> &UInt32Array {
-        self.column(&format!("nulls.{column}"))
-            .as_primitive::<UInt32Type>()
+        self.stat(column, 2).as_primitive::<UInt32Type>()
     }
 
+    fn marks(&self, column: usize) -> &UInt64Array {
+        self.stat(column, 3).as_primitive::<UInt64Type>()
+    }
+
+    /// The sparse primary index: first value of key column `key_position`
+    /// in each granule.
     pub fn primary_key(&self, key_position: usize) -> &ArrayRef {
-        self.column(&format!("pk.{key_position}"))
+        self.granules.column(1 + key_position)
+    }
+
+    /// Upper bound of the first key column in each granule: the next
+    /// granule's first key, and the part's last key for the last granule.
+    pub fn primary_key_upper(&self) -> Option<&ArrayRef> {
+        self.primary_upper.as_ref()
+    }
+
+    /// Rows per granule, as the UInt64 array pruning statistics use.
+    pub fn row_counts(&self) -> &ArrayRef {
+        &self.row_counts
     }
 
     /// Byte range of granules `first..last` (exclusive) in column `column`'s file.
     pub fn mark_range(&self, column: usize, first: usize, last: usize) -> std::ops::Range<u64> {
-        let marks = self
-            .column(&format!("mark.{column}"))
-            .as_primitive::<UInt64Type>();
+        let marks = self.marks(column);
         let end = if last < marks.len() {
             marks.value(last)
         } else {
@@ -245,9 +290,7 @@ impl PartIndex {
                     column.name
                 ));
             }
-            let marks = self
-                .column(&format!("mark.{c}"))
-                .as_primitive::<UInt64Type>();
+            let marks = self.marks(c);
             let mut previous = header;
             for (g, mark) in marks.values().iter().enumerate() {
                 let expected_first = g > 0 || *mark == header;

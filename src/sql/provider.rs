@@ -156,6 +156,7 @@ impl TableProvider for DiagonTableProvider {
             fetch: limit,
             runtime_filters: Vec::new(),
             metrics: ExecutionPlanMetricsSet::new(),
+            statistics: Default::default(),
         };
         source.record_plan_metrics();
         Ok(DataSourceExec::from_data_source(source))

@@ -5,14 +5,12 @@
 //! column. Pruning with them separately lets EXPLAIN ANALYZE say which index
 //! skipped a granule.
 
-use std::collections::HashSet;
-use std::sync::Arc;
-
-use arrow::array::{Array, ArrayRef, BooleanArray, UInt64Array};
+use arrow::array::{ArrayRef, BooleanArray};
 use arrow::compute::cast;
 use arrow::datatypes::DataType;
 use datafusion::common::{Column, ScalarValue};
 use datafusion::physical_optimizer::pruning::PruningStatistics;
+use std::collections::HashSet;
 
 use crate::part::PartIndex;
 
@@ -46,10 +44,7 @@ impl PruningStatistics for GranuleStats<'_> {
     }
 
     fn row_counts(&self) -> Option<ArrayRef> {
-        let rows: Vec<u64> = (0..self.part.num_granules())
-            .map(|g| self.part.granule_rows(g))
-            .collect();
-        Some(Arc::new(UInt64Array::from(rows)))
+        Some(self.part.row_counts().clone())
     }
 
     fn contained(&self, _column: &Column, _values: &HashSet<ScalarValue>) -> Option<BooleanArray> {
@@ -88,18 +83,8 @@ impl PruningStatistics for PrimaryIndexStats<'_> {
 
     fn max_values(&self, column: &Column) -> Option<ArrayRef> {
         match self.key_position(column)? {
-            0 => {
-                // Granule g ends at or before the first key of granule g + 1;
-                // the last granule ends at its own max.
-                let pk = self.part.primary_key(0);
-                let n = pk.len();
-                if n == 0 {
-                    return Some(pk.clone());
-                }
-                let key = self.part.column_position(&column.name)?;
-                let last = self.part.max(key).slice(n - 1, 1);
-                arrow::compute::concat(&[pk.slice(1, n - 1).as_ref(), last.as_ref()]).ok()
-            }
+            // Granule g ends at or before the first key of granule g + 1.
+            0 => self.part.primary_key_upper().cloned(),
             _ => self.granules().max_values(column),
         }
     }

@@ -2,10 +2,10 @@
 //! behind `DataSourceExec`, so projection, limit, sort and filter pushdown
 //! follow DataFusion's own contract.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arrow::array::{RecordBatch, UInt32Array};
 use arrow::compute::take_record_batch;
@@ -56,6 +56,9 @@ pub struct DiagonSource {
     /// Dynamic filters (TopK, joins) checked against granule min/max at read time.
     pub(crate) runtime_filters: Vec<Arc<dyn PhysicalExpr>>,
     pub(crate) metrics: ExecutionPlanMetricsSet,
+    /// Shared by the clones that pushdowns make; valid because they all read
+    /// the same granules (only fetch, direction and runtime filters change).
+    pub(crate) statistics: Arc<StatisticsCache>,
 }
 
 impl DiagonSource {
@@ -100,27 +103,22 @@ impl DiagonSource {
             .collect()
     }
 
-    /// Statistics of the whole scan: every partition may emit `fetch` rows.
-    fn statistics_of_all<'a>(
-        &self,
-        reads: impl Iterator<Item = (&'a Arc<PartIndex>, Range<usize>)>,
-    ) -> Result<Statistics> {
-        self.statistics_with(reads, self.tasks.len().max(1))
-    }
-
-    fn statistics_of<'a>(
-        &self,
-        reads: impl Iterator<Item = (&'a Arc<PartIndex>, Range<usize>)>,
-    ) -> Result<Statistics> {
-        self.statistics_with(reads, 1)
-    }
-
-    fn statistics_with<'a>(
-        &self,
-        reads: impl Iterator<Item = (&'a Arc<PartIndex>, Range<usize>)>,
-        partitions: usize,
-    ) -> Result<Statistics> {
-        let reads: Vec<_> = reads.collect();
+    /// Statistics of what the scan emits before any LIMIT: the rows of the
+    /// granules it reads. `partition` None is the whole scan.
+    fn unlimited_statistics(&self, partition: Option<usize>) -> Result<Statistics> {
+        let reads: Vec<(&Arc<PartIndex>, Range<usize>)> = match partition {
+            None => self
+                .plan
+                .parts
+                .iter()
+                .flat_map(|p| p.ranges.iter().map(move |r| (&p.part, r.clone())))
+                .collect(),
+            Some(i) => self
+                .tasks
+                .get(i)
+                .map(|t| t.reads.iter().map(|(p, r)| (p, r.clone())).collect())
+                .unwrap_or_default(),
+        };
         let rows: u64 = reads
             .iter()
             .map(|(p, r)| p.granule_starts[r.end] - p.granule_starts[r.start])
@@ -130,8 +128,16 @@ impl DiagonSource {
         for (i, field) in self.projected_schema.fields().iter().enumerate() {
             stats.column_statistics[i] = column_statistics(&reads, field.name())?;
         }
-        stats.with_fetch(self.fetch, 0, partitions)
+        Ok(stats)
     }
+}
+
+/// Statistics computed once per scan plan: the optimizer asks for them many
+/// times while planning one query.
+#[derive(Debug, Default)]
+pub(crate) struct StatisticsCache {
+    all: OnceLock<Statistics>,
+    partitions: Mutex<HashMap<usize, Statistics>>,
 }
 
 /// Exact min/max/null count of one column over granule ranges, or unknown
@@ -262,19 +268,43 @@ impl DataSource for DiagonSource {
     }
 
     fn partition_statistics(&self, partition: Option<usize>) -> Result<Arc<Statistics>> {
-        let stats = match partition {
-            None => self.statistics_of_all(
-                self.plan
-                    .parts
-                    .iter()
-                    .flat_map(|p| p.ranges.iter().map(move |r| (&p.part, r.clone()))),
-            )?,
-            Some(i) => match self.tasks.get(i) {
-                Some(task) => self.statistics_of(task.reads.iter().map(|(p, r)| (p, r.clone())))?,
-                None => self.statistics_of(std::iter::empty())?,
+        let cache = &self.statistics;
+        let base = match partition {
+            None => match cache.all.get() {
+                Some(stats) => stats.clone(),
+                None => {
+                    let stats = self.unlimited_statistics(None)?;
+                    cache.all.get_or_init(|| stats).clone()
+                }
             },
+            Some(i) => {
+                let cached = cache
+                    .partitions
+                    .lock()
+                    .expect("stats lock")
+                    .get(&i)
+                    .cloned();
+                match cached {
+                    Some(stats) => stats,
+                    None => {
+                        let stats = self.unlimited_statistics(Some(i))?;
+                        cache
+                            .partitions
+                            .lock()
+                            .expect("stats lock")
+                            .insert(i, stats.clone());
+                        stats
+                    }
+                }
+            }
         };
-        Ok(Arc::new(stats))
+        // Under a LIMIT every partition may emit `fetch` rows.
+        let partitions = if partition.is_none() {
+            self.tasks.len().max(1)
+        } else {
+            1
+        };
+        Ok(Arc::new(base.with_fetch(self.fetch, 0, partitions)?))
     }
 
     fn with_fetch(&self, limit: Option<usize>) -> Option<Arc<dyn DataSource>> {

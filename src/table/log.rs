@@ -55,7 +55,15 @@ fn parse_version(name: &str) -> Option<u64> {
 }
 
 /// The newest committed version, or `None` if the directory holds no table.
-pub async fn latest_version(storage: &Storage) -> Result<Option<u64>> {
+///
+/// Versions are contiguous, so when `known` is a committed version, one
+/// existence check of the next version usually answers without a listing.
+pub async fn latest_version(storage: &Storage, known: Option<u64>) -> Result<Option<u64>> {
+    if let Some(known) = known
+        && !storage.exists(&commit_file(known + 1)).await?
+    {
+        return Ok(Some(known));
+    }
     let files = storage.list(LOG_DIR).await?;
     Ok(files.iter().filter_map(|f| parse_version(&f.name)).max())
 }

@@ -62,7 +62,11 @@ impl Table {
     ) -> Result<Arc<Table>> {
         let ctx = |e: Error| e.context(format!("table '{name}'"));
         schema::check_supported(&schema).map_err(ctx)?;
-        if log::latest_version(&storage).await.map_err(ctx)?.is_some() {
+        if log::latest_version(&storage, None)
+            .await
+            .map_err(ctx)?
+            .is_some()
+        {
             return Err(ctx(Error::Table(format!(
                 "a diagon table already exists at '{}'",
                 storage.display()
@@ -92,7 +96,7 @@ impl Table {
     /// Opens the table at `storage`, or returns `None` if there is none.
     pub async fn open(name: &str, storage: Storage) -> Result<Option<Arc<Table>>> {
         let ctx = |e: Error| e.context(format!("table '{name}'"));
-        let Some(version) = log::latest_version(&storage).await.map_err(ctx)? else {
+        let Some(version) = log::latest_version(&storage, None).await.map_err(ctx)? else {
             return Ok(None);
         };
         let commit = log::read_commit(&storage, version).await.map_err(ctx)?;
@@ -126,7 +130,9 @@ impl Table {
     pub async fn snapshot(&self) -> Result<Arc<Snapshot>> {
         let cached = self.cached_snapshot();
         let ctx = |e: Error| e.context(format!("table '{}'", self.name));
-        let latest = log::latest_version(&self.storage).await.map_err(ctx)?;
+        let latest = log::latest_version(&self.storage, Some(cached.version))
+            .await
+            .map_err(ctx)?;
         match latest {
             Some(v) if v > cached.version => {
                 let commit = log::read_commit(&self.storage, v).await.map_err(ctx)?;

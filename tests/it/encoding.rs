@@ -134,3 +134,15 @@ fn codec_names_parse_and_print() {
     assert!("zstd(0)".parse::<Codec>().is_err());
     assert!("gzip".parse::<Codec>().is_err());
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Decompressors see only CRC-verified blocks, but must still fail
+    /// cleanly (never read out of bounds) on arbitrary input.
+    #[test]
+    fn decompressing_garbage_fails_cleanly(codec in codecs(), input in proptest::collection::vec(any::<u8>(), 0..600), out_len in 0usize..4096) {
+        let mut out = vec![0u8; out_len];
+        let _ = codec.decompress(&input, &mut out);
+    }
+}

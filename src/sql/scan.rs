@@ -25,7 +25,7 @@ use datafusion::physical_expr::{
 use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
 use datafusion::physical_plan::filter_pushdown::{FilterPushdownPropagation, PushedDown};
 use datafusion::physical_plan::metrics::{
-    BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, Time,
+    BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, RecordOutput, Time,
 };
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayFormatType, SortOrderPushdownResult};
@@ -487,7 +487,7 @@ impl ReadState {
                         }
                         None => batch,
                     };
-                    self.metrics.baseline.record_output(batch.num_rows());
+                    let batch = batch.record_output(&self.metrics.baseline);
                     out.push(batch);
                     if self.remaining == Some(0) {
                         break;
@@ -558,6 +558,11 @@ impl ReadState {
         self.metrics.rows_read.add(stats.rows_read as usize);
         self.metrics.granules_read.add(granules);
         self.metrics.decode_time.add_duration(stats.decode_time);
+        // Decoding is this operator's CPU work.
+        self.metrics
+            .baseline
+            .elapsed_compute()
+            .add_duration(stats.decode_time);
         Ok(batches)
     }
 

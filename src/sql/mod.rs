@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod factory;
+pub mod functions;
 pub mod plan;
 pub mod provider;
 pub mod pruning;
@@ -21,9 +22,18 @@ pub use provider::DiagonTableProvider;
 /// The name after `STORED AS`.
 pub const FORMAT_NAME: &str = "DIAGON";
 
-/// Installs diagon on a session: the `STORED AS DIAGON` table factory and
-/// the `diagon.*` settings.
+/// Installs diagon on a session: the `STORED AS DIAGON` table factory, the
+/// `diagon_parts` and `diagon_columns` table functions, and the `diagon.*`
+/// settings.
 pub fn register(ctx: &SessionContext) {
+    ctx.register_udtf(
+        "diagon_parts",
+        Arc::new(functions::DiagonListingFunction::parts()),
+    );
+    ctx.register_udtf(
+        "diagon_columns",
+        Arc::new(functions::DiagonListingFunction::columns()),
+    );
     let state = ctx.state_ref();
     let mut state = state.write();
     state

@@ -1,0 +1,246 @@
+//! Operations as table functions: `diagon_parts('t')` lists a table's live
+//! parts, `diagon_columns('t')` its columns with their codecs and sizes.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, RecordBatch, StringArray, TimestampMillisecondArray, UInt32Array, UInt64Array,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::common::{ScalarValue, TableReference, plan_err};
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::{Expr, TableType};
+use datafusion::physical_plan::ExecutionPlan;
+
+use super::provider::DiagonTableProvider;
+use crate::part::PartIndex;
+use crate::table::{PartEntry, Snapshot, Table};
+
+/// Which listing a function produces.
+#[derive(Debug, Clone, Copy)]
+enum Listing {
+    Parts,
+    Columns,
+}
+
+/// `diagon_parts('t')` or `diagon_columns('t')`.
+#[derive(Debug)]
+pub struct DiagonListingFunction {
+    listing: Listing,
+}
+
+impl DiagonListingFunction {
+    pub fn parts() -> Self {
+        DiagonListingFunction {
+            listing: Listing::Parts,
+        }
+    }
+
+    pub fn columns() -> Self {
+        DiagonListingFunction {
+            listing: Listing::Columns,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self.listing {
+            Listing::Parts => "diagon_parts",
+            Listing::Columns => "diagon_columns",
+        }
+    }
+}
+
+impl TableFunctionImpl for DiagonListingFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        let table = match args.exprs() {
+            [
+                Expr::Literal(ScalarValue::Utf8(Some(name)) | ScalarValue::Utf8View(Some(name)), _),
+            ] => name.clone(),
+            _ => {
+                return plan_err!(
+                    "{}() takes one argument: a table name as a string, e.g. {}('docs')",
+                    self.name(),
+                    self.name()
+                );
+            }
+        };
+        Ok(Arc::new(ListingTable {
+            listing: self.listing,
+            table: TableReference::from(table.as_str()),
+        }))
+    }
+}
+
+/// The table a listing function returns; it reads the named table when scanned.
+#[derive(Debug)]
+struct ListingTable {
+    listing: Listing,
+    table: TableReference,
+}
+
+fn parts_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("part", DataType::Utf8, false),
+        Field::new("level", DataType::UInt32, false),
+        Field::new("rows", DataType::UInt64, false),
+        Field::new("granules", DataType::UInt64, false),
+        Field::new("bytes_on_disk", DataType::UInt64, false),
+        Field::new("key_min", DataType::Utf8, true),
+        Field::new("key_max", DataType::Utf8, true),
+        Field::new(
+            "created",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            false,
+        ),
+    ]))
+}
+
+fn columns_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("column", DataType::Utf8, false),
+        Field::new("type", DataType::Utf8, false),
+        Field::new("codec", DataType::Utf8, false),
+        Field::new("compressed_bytes", DataType::UInt64, false),
+        Field::new("uncompressed_bytes", DataType::UInt64, false),
+    ]))
+}
+
+impl ListingTable {
+    /// Finds the diagon table the function names in the session's catalog.
+    async fn resolve(&self, state: &dyn Session) -> Result<Arc<Table>> {
+        let options = state.config_options();
+        let resolved = self.table.clone().resolve(
+            &options.catalog.default_catalog,
+            &options.catalog.default_schema,
+        );
+        let provider = state
+            .catalog_list()
+            .catalog(&resolved.catalog)
+            .and_then(|c| c.schema(&resolved.schema));
+        let provider = match provider {
+            Some(schema) => schema.table(&resolved.table).await?,
+            None => None,
+        };
+        let Some(provider) = provider else {
+            return plan_err!("table '{}' not found", self.table);
+        };
+        match (provider.as_ref() as &dyn std::any::Any).downcast_ref::<DiagonTableProvider>() {
+            Some(diagon) => Ok(diagon.table().clone()),
+            None => plan_err!("table '{}' is not a diagon table", self.table),
+        }
+    }
+}
+
+#[async_trait]
+impl TableProvider for ListingTable {
+    fn schema(&self) -> SchemaRef {
+        match self.listing {
+            Listing::Parts => parts_schema(),
+            Listing::Columns => columns_schema(),
+        }
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let table = self.resolve(state).await?;
+        let snapshot = table.snapshot().await?;
+        let indexes =
+            futures::future::try_join_all(snapshot.parts.iter().map(|p| table.part_index(&p.name)))
+                .await?;
+        let batch = match self.listing {
+            Listing::Parts => parts_batch(&snapshot, &indexes)?,
+            Listing::Columns => columns_batch(&snapshot, &indexes)?,
+        };
+        let exec =
+            MemorySourceConfig::try_new_exec(&[vec![batch]], self.schema(), projection.cloned())?;
+        Ok(exec)
+    }
+}
+
+fn parts_batch(snapshot: &Snapshot, indexes: &[Arc<PartIndex>]) -> Result<RecordBatch> {
+    let entries: &[PartEntry] = &snapshot.parts;
+    let key_range = |index: &PartIndex| -> Result<(Option<String>, Option<String>)> {
+        let Some(column) = index
+            .meta
+            .order_by
+            .first()
+            .and_then(|k| index.column_position(k))
+        else {
+            return Ok((None, None));
+        };
+        let min = datafusion_functions_aggregate_common::min_max::min_batch(index.min(column))?;
+        let max = datafusion_functions_aggregate_common::min_max::max_batch(index.max(column))?;
+        let show = |v: ScalarValue| (!v.is_null()).then(|| v.to_string());
+        Ok((show(min), show(max)))
+    };
+    let ranges = indexes
+        .iter()
+        .map(|i| key_range(i))
+        .collect::<Result<Vec<_>>>()?;
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(
+            entries.iter().map(|p| p.name.as_str()),
+        )),
+        Arc::new(UInt32Array::from_iter_values(
+            entries.iter().map(|p| p.level),
+        )),
+        Arc::new(UInt64Array::from_iter_values(
+            entries.iter().map(|p| p.rows),
+        )),
+        Arc::new(UInt64Array::from_iter_values(
+            indexes.iter().map(|i| i.num_granules() as u64),
+        )),
+        Arc::new(UInt64Array::from_iter_values(
+            entries.iter().map(|p| p.bytes),
+        )),
+        Arc::new(StringArray::from_iter(ranges.iter().map(|r| r.0.clone()))),
+        Arc::new(StringArray::from_iter(ranges.iter().map(|r| r.1.clone()))),
+        Arc::new(
+            TimestampMillisecondArray::from_iter_values(entries.iter().map(|p| p.created_ms))
+                .with_timezone("UTC"),
+        ),
+    ];
+    RecordBatch::try_new(parts_schema(), columns).map_err(DataFusionError::from)
+}
+
+fn columns_batch(snapshot: &Snapshot, indexes: &[Arc<PartIndex>]) -> Result<RecordBatch> {
+    let fields = snapshot.schema.fields();
+    let mut compressed = vec![0u64; fields.len()];
+    let mut uncompressed = vec![0u64; fields.len()];
+    for index in indexes {
+        for (i, field) in fields.iter().enumerate() {
+            if let Some(c) = index.column_position(field.name()) {
+                compressed[i] += index.meta.columns[c].compressed_bytes;
+                uncompressed[i] += index.meta.columns[c].uncompressed_bytes;
+            }
+        }
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(
+            fields.iter().map(|f| f.name().as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            fields.iter().map(|f| f.data_type().to_string()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            fields
+                .iter()
+                .map(|f| snapshot.options.codec(f.name()).to_string()),
+        )),
+        Arc::new(UInt64Array::from(compressed)),
+        Arc::new(UInt64Array::from(uncompressed)),
+    ];
+    RecordBatch::try_new(columns_schema(), columns).map_err(DataFusionError::from)
+}

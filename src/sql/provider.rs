@@ -18,12 +18,13 @@ use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
 use datafusion::physical_optimizer::pruning::{PruningPredicate, PruningPredicateBuilder};
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 
 use super::config::DiagonConfig;
 use super::plan::{Pruners, ScanPlan, split_tasks};
 use super::scan::DiagonSource;
-use super::sink::DiagonSink;
+use super::sink::{DiagonSink, TruncateSink};
 use crate::table::Table;
 
 #[derive(Debug)]
@@ -160,6 +161,12 @@ impl TableProvider for DiagonTableProvider {
         };
         source.record_plan_metrics();
         Ok(DataSourceExec::from_data_source(source))
+    }
+
+    async fn truncate(&self, _state: &dyn Session) -> Result<Arc<dyn ExecutionPlan>> {
+        let empty = Arc::new(EmptyExec::new(self.schema.clone()));
+        let sink = TruncateSink::new(self.table.clone(), self.schema.clone());
+        Ok(Arc::new(DataSinkExec::new(empty, Arc::new(sink), None)))
     }
 
     async fn insert_into(

@@ -179,21 +179,50 @@ impl Table {
         operation: &str,
         new_parts: Vec<PartEntry>,
     ) -> Result<u64> {
+        self.commit_with(operation, |base| {
+            // A store may report a lost race for a write that landed (a
+            // conditional PUT retried after its response was lost): our
+            // fresh part names in the newest version mean it is committed.
+            let landed = !new_parts.is_empty()
+                && new_parts
+                    .iter()
+                    .all(|p| base.parts.iter().any(|b| b.name == p.name));
+            (!landed).then(|| {
+                let mut parts = base.parts.clone();
+                parts.extend(new_parts.iter().cloned());
+                parts
+            })
+        })
+        .await
+    }
+
+    /// Removes every row (TRUNCATE): commits a version with no parts.
+    /// Returns the number of rows removed.
+    pub async fn truncate(&self) -> Result<u64> {
+        let mut removed = 0;
+        self.commit_with("TRUNCATE", |base| {
+            removed = base.parts.iter().map(|p| p.rows).sum();
+            Some(Vec::new())
+        })
+        .await?;
+        Ok(removed)
+    }
+
+    /// Commits the part list `next` derives from the newest version, retrying
+    /// on a newer version when another writer commits first. `next` returns
+    /// `None` when the change is already in the version it is given.
+    async fn commit_with(
+        &self,
+        operation: &str,
+        mut next: impl FnMut(&Snapshot) -> Option<Vec<PartEntry>>,
+    ) -> Result<u64> {
         const MAX_ATTEMPTS: usize = 16;
         let ctx = |e: Error| e.context(format!("table '{}'", self.name));
         for _ in 0..MAX_ATTEMPTS {
             let base = self.snapshot().await?;
-            // A store may report a lost race for a write that landed (a
-            // conditional PUT retried after its response was lost): our
-            // fresh part names in the newest version mean it is committed.
-            if new_parts
-                .iter()
-                .all(|p| base.parts.iter().any(|b| b.name == p.name))
-            {
+            let Some(parts) = next(&base) else {
                 return Ok(base.version);
-            }
-            let mut parts = base.parts.clone();
-            parts.extend(new_parts.iter().cloned());
+            };
             let commit = Commit {
                 version: base.version + 1,
                 timestamp_ms: log::now_ms(),

@@ -248,6 +248,15 @@ impl PartIndex {
             .ok_or_else(|| corrupt("index metadata truncated".into()))?;
         let meta: PartMeta =
             serde_json::from_slice(json).map_err(|e| corrupt(format!("bad part metadata: {e}")))?;
+        let names = std::iter::once(&meta.name).chain(meta.columns.iter().map(|c| &c.file));
+        if let Some(bad) = names
+            .into_iter()
+            .find(|n| !crate::storage::is_plain_name(n))
+        {
+            return Err(corrupt(format!(
+                "invalid file name '{bad}' in part metadata"
+            )));
+        }
         let mut reader =
             arrow::ipc::reader::StreamReader::try_new(Cursor::new(&body[4 + json_len..]), None)
                 .map_err(|e| corrupt(format!("bad granule table: {e}")))?;

@@ -35,7 +35,14 @@ pub async fn read_index(storage: &Storage, part: &str) -> Result<PartIndex> {
         } => Error::corrupt(storage.location(&name), "index file is missing"),
         other => other,
     })?;
-    PartIndex::decode(&storage.location(&name), &bytes)
+    let index = PartIndex::decode(&storage.location(&name), &bytes)?;
+    if index.meta.name != part {
+        return Err(Error::corrupt(
+            storage.location(&name),
+            format!("belongs to part '{}', not '{part}'", index.meta.name),
+        ));
+    }
+    Ok(index)
 }
 
 /// Checks a column file's header and footer magic and its length, which

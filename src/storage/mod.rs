@@ -28,6 +28,13 @@ pub struct Storage {
     local_dir: Option<PathBuf>,
 }
 
+/// Whether `name` can name a file or directory inside a table: one path
+/// segment, never `.` or `..`. Names read from table files are checked with
+/// this, so a crafted table cannot point reads outside its directory.
+pub fn is_plain_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0'])
+}
+
 /// A file found by [`Storage::list`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileInfo {
@@ -102,8 +109,10 @@ impl Storage {
         }
         #[cfg(unix)]
         if let Some(dir) = &self.local_dir {
-            return read_local_range(&dir.join(name), range, file_len)
-                .map_err(|reason| Error::corrupt(self.location(name), reason));
+            return read_local_range(&dir.join(name), range, file_len).map_err(|e| match e {
+                LocalReadError::Damaged(reason) => Error::corrupt(self.location(name), reason),
+                LocalReadError::Io(e) => io_error(self.location(name), e),
+            });
         }
         match self.store.get_range(&self.path(name), range.clone()).await {
             Ok(bytes) if bytes.len() as u64 == range.end - range.start => Ok(bytes),
@@ -136,7 +145,7 @@ impl Storage {
     /// Whether a file exists.
     pub async fn exists(&self, name: &str) -> Result<bool> {
         if let Some(dir) = &self.local_dir {
-            return Ok(dir.join(name).exists());
+            return std::fs::exists(dir.join(name)).map_err(|e| io_error(self.location(name), e));
         }
         match self.store.head(&self.path(name)).await {
             Ok(_) => Ok(true),
@@ -159,8 +168,8 @@ impl Storage {
     /// another writer got there first. This is the commit point of the log.
     pub async fn put_if_absent(&self, name: &str, bytes: Vec<u8>) -> Result<bool> {
         if let Some(dir) = &self.local_dir {
-            let (path, location) = (dir.join(name), self.location(name));
-            return tokio::task::spawn_blocking(move || durable_create(&path, &bytes))
+            let (path, location, root) = (dir.join(name), self.location(name), dir.clone());
+            return tokio::task::spawn_blocking(move || durable_create(&path, &bytes, &root))
                 .await
                 .map_err(|e| Error::Table(format!("commit task failed: {e}")))?
                 .map_err(|e| io_error(location, e));
@@ -194,7 +203,15 @@ impl Storage {
                 std::fs::File::open(&path)
                     .and_then(|f| f.sync_all())
                     .map_err(|e| io_error(path.display().to_string(), e))?;
-                if let Some(parent) = path.parent() {
+                // Every directory from the file up to the table root's parent
+                // may have gained an entry (a new part directory, a new table).
+                dirs.extend(
+                    path.ancestors()
+                        .skip(1)
+                        .take_while(|a| a.starts_with(&dir))
+                        .map(|a| a.to_path_buf()),
+                );
+                if let Some(parent) = dir.parent() {
                     dirs.insert(parent.to_path_buf());
                 }
             }
@@ -251,7 +268,11 @@ fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
 /// Creates `path` with `bytes` durably and atomically, failing (returning
 /// `false`) if it exists: the bytes go to a temporary file that is fsynced,
 /// then hard-linked to the final name, which fails if the name is taken.
-fn durable_create(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<bool> {
+fn durable_create(
+    path: &std::path::Path,
+    bytes: &[u8],
+    root: &std::path::Path,
+) -> std::io::Result<bool> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(std::path::Path::new("."));
     std::fs::create_dir_all(dir)?;
@@ -275,33 +296,49 @@ fn durable_create(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<bool>
     })();
     let _ = std::fs::remove_file(&tmp);
     if let Ok(true) = result {
-        sync_dir(dir)?;
+        // The new name, and any directories created for it, up to the table
+        // root's parent.
+        for ancestor in path.ancestors().skip(1).take_while(|a| a.starts_with(root)) {
+            sync_dir(ancestor)?;
+        }
+        if let Some(parent) = root.parent() {
+            sync_dir(parent)?;
+        }
     }
     result
+}
+
+/// Why a local read failed: the file is damaged (missing, short), or the
+/// file system failed.
+#[cfg(unix)]
+enum LocalReadError {
+    Damaged(String),
+    Io(std::io::Error),
 }
 
 /// Reads a byte range of a local file directly. Column files are immutable
 /// and usually in the page cache, so a `pread` on the calling thread beats a
 /// hop through a blocking-task pool (measured on the lineitem benchmark).
-/// Errors are descriptions; a short file is reported as truncated.
 #[cfg(unix)]
 fn read_local_range(
     path: &std::path::Path,
     range: Range<u64>,
     file_len: u64,
-) -> std::result::Result<Bytes, String> {
+) -> std::result::Result<Bytes, LocalReadError> {
     use std::os::unix::fs::FileExt;
     let file = std::fs::File::open(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => "file is missing".to_string(),
-        _ => format!("cannot open: {e}"),
+        std::io::ErrorKind::NotFound => LocalReadError::Damaged("file is missing".to_string()),
+        _ => LocalReadError::Io(e),
     })?;
     let mut buffer = vec![0u8; (range.end - range.start) as usize];
     match file.read_exact_at(&mut buffer, range.start) {
         Ok(()) => Ok(Bytes::from(buffer)),
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
             let actual = file.metadata().map(|m| m.len()).unwrap_or(0);
-            Err(format!("truncated: {actual} bytes, expected {file_len}"))
+            Err(LocalReadError::Damaged(format!(
+                "truncated: {actual} bytes, expected {file_len}"
+            )))
         }
-        Err(e) => Err(format!("read of {range:?} failed: {e}")),
+        Err(e) => Err(LocalReadError::Io(e)),
     }
 }

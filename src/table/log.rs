@@ -40,6 +40,10 @@ pub struct Commit {
     pub schema: Vec<FieldDef>,
     pub options: BTreeMap<String, String>,
     pub parts: Vec<PartEntry>,
+    /// A random id of the writer's attempt, so a writer told its commit
+    /// failed can tell whether the version it wrote is its own.
+    #[serde(default)]
+    pub txn: String,
 }
 
 pub fn commit_file(version: u64) -> String {
@@ -75,6 +79,16 @@ pub async fn read_commit(storage: &Storage, version: u64) -> Result<Commit> {
     let body = envelope::open(&location, FileKind::Commit, &bytes)?;
     let commit: Commit = serde_json::from_slice(body)
         .map_err(|e| Error::corrupt(&location, format!("bad commit entry: {e}")))?;
+    if let Some(bad) = commit
+        .parts
+        .iter()
+        .find(|p| !crate::storage::is_plain_name(&p.name))
+    {
+        return Err(Error::corrupt(
+            &location,
+            format!("invalid part name '{}'", bad.name),
+        ));
+    }
     if commit.version != version {
         return Err(Error::corrupt(
             &location,

@@ -79,6 +79,7 @@ impl Table {
             schema: schema::to_defs(&schema),
             options: options.to_map(),
             parts: Vec::new(),
+            txn: uuid::Uuid::new_v4().simple().to_string(),
         };
         if !log::write_commit(&storage, &commit).await.map_err(ctx)? {
             return Err(ctx(Error::CommitConflict {
@@ -180,18 +181,9 @@ impl Table {
         new_parts: Vec<PartEntry>,
     ) -> Result<u64> {
         self.commit_with(operation, |base| {
-            // A store may report a lost race for a write that landed (a
-            // conditional PUT retried after its response was lost): our
-            // fresh part names in the newest version mean it is committed.
-            let landed = !new_parts.is_empty()
-                && new_parts
-                    .iter()
-                    .all(|p| base.parts.iter().any(|b| b.name == p.name));
-            (!landed).then(|| {
-                let mut parts = base.parts.clone();
-                parts.extend(new_parts.iter().cloned());
-                parts
-            })
+            let mut parts = base.parts.clone();
+            parts.extend(new_parts.iter().cloned());
+            parts
         })
         .await
     }
@@ -202,39 +194,44 @@ impl Table {
         let mut removed = 0;
         self.commit_with("TRUNCATE", |base| {
             removed = base.parts.iter().map(|p| p.rows).sum();
-            Some(Vec::new())
+            Vec::new()
         })
         .await?;
         Ok(removed)
     }
 
     /// Commits the part list `next` derives from the newest version, retrying
-    /// on a newer version when another writer commits first. `next` returns
-    /// `None` when the change is already in the version it is given.
+    /// on a newer version when another writer commits first.
     async fn commit_with(
         &self,
         operation: &str,
-        mut next: impl FnMut(&Snapshot) -> Option<Vec<PartEntry>>,
+        mut next: impl FnMut(&Snapshot) -> Vec<PartEntry>,
     ) -> Result<u64> {
         const MAX_ATTEMPTS: usize = 16;
         let ctx = |e: Error| e.context(format!("table '{}'", self.name));
+        let txn = uuid::Uuid::new_v4().simple().to_string();
         for _ in 0..MAX_ATTEMPTS {
             let base = self.snapshot().await?;
-            let Some(parts) = next(&base) else {
-                return Ok(base.version);
-            };
             let commit = Commit {
                 version: base.version + 1,
                 timestamp_ms: log::now_ms(),
                 operation: operation.into(),
                 schema: schema::to_defs(&base.schema),
                 options: base.options.to_map(),
-                parts,
+                parts: next(&base),
+                txn: txn.clone(),
             };
-            if log::write_commit(&self.storage, &commit)
+            let won = log::write_commit(&self.storage, &commit)
                 .await
-                .map_err(ctx)?
-            {
+                .map_err(ctx)?;
+            // A store may report a lost race for a write that landed (a
+            // conditional PUT retried after its response was lost): the
+            // version then carries our transaction id.
+            let ours = won
+                || log::read_commit(&self.storage, commit.version)
+                    .await
+                    .is_ok_and(|c| c.txn == txn);
+            if ours {
                 self.install(Arc::new(Snapshot::from_commit(&commit)?));
                 return Ok(commit.version);
             }

@@ -201,3 +201,21 @@ async fn a_missing_part_file_is_reported() {
         std::fs::write(&file, original).unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_index_cannot_point_outside_the_table() {
+    let (dir, intact) = fixture().await;
+    let file = files(dir.path(), "index.dgi").remove(0);
+    let original = std::fs::read(&file).unwrap();
+    let location = file.display().to_string();
+    let mut index = diagon::part::PartIndex::decode(&location, &original).unwrap();
+    index.meta.columns[1].file = "../../../elsewhere/c1.bin".into();
+    std::fs::write(&file, index.encode().unwrap()).unwrap();
+    let result = answer(dir.path()).await;
+    assert!(
+        matches!(&result, Err(e) if e.contains("invalid file name")),
+        "{result:?}"
+    );
+    std::fs::write(&file, &original).unwrap();
+    assert_eq!(answer(dir.path()).await.unwrap(), intact);
+}

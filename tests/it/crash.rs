@@ -26,6 +26,10 @@ enum Strike {
     Before,
     /// The write lands but the writer is told it failed.
     After,
+    /// Every create-if-absent write lands but reports that the object
+    /// already existed, as a retried conditional PUT whose first reply was
+    /// lost does. Nothing else fails.
+    LostReply,
 }
 
 /// An object store that fails its `fail_at`-th write, and every write after
@@ -60,6 +64,17 @@ impl ObjectStore for FaultyStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
+        if let Strike::LostReply = self.strike {
+            let create = matches!(opts.mode, object_store::PutMode::Create);
+            let result = self.inner.put_opts(location, payload, opts).await;
+            return match (create, result) {
+                (true, Ok(_)) => Err(object_store::Error::AlreadyExists {
+                    path: location.to_string(),
+                    source: "reply lost".into(),
+                }),
+                (_, result) => result,
+            };
+        }
         if self.dead.load(Ordering::SeqCst) {
             return Err(injected());
         }
@@ -216,6 +231,7 @@ async fn interrupted_insert(fail_at: usize, strike: Strike) -> bool {
         (Err(_), Strike::Before) => {
             assert_eq!(seen, old, "failure at write {fail_at} before it landed")
         }
+        (Err(_), Strike::LostReply) => panic!("a landed commit was reported as failed"),
         (Err(_), Strike::After) => assert!(
             seen == old || seen == new,
             "failure at write {fail_at} after it landed left {seen:?}"
@@ -281,4 +297,11 @@ async fn creating_over_an_existing_table_is_an_error() {
         .unwrap_err();
     assert!(err.to_string().contains("already exists"), "{err}");
     assert_eq!(sum_and_count(storage).await, expected(&[(0, 3)]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_reply_was_lost_counts_once() {
+    // The writer sees AlreadyExists for its own commit, recognises its
+    // transaction id in that version, and neither fails nor appends twice.
+    assert!(!interrupted_insert(usize::MAX, Strike::LostReply).await);
 }

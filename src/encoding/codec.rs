@@ -15,6 +15,8 @@ pub enum Codec {
     Lz4,
     /// Zstandard at a level in 1..=22.
     Zstd(i8),
+    /// Stored as is: for data that does not compress, or is compressed already.
+    None,
 }
 
 impl Codec {
@@ -22,12 +24,13 @@ impl Codec {
         match self {
             Codec::Lz4 => 1,
             Codec::Zstd(_) => 2,
+            Codec::None => 3,
         }
     }
 
     pub(crate) fn level(self) -> i8 {
         match self {
-            Codec::Lz4 => 0,
+            Codec::Lz4 | Codec::None => 0,
             Codec::Zstd(level) => level,
         }
     }
@@ -36,6 +39,7 @@ impl Codec {
         match id {
             1 => Some(Codec::Lz4),
             2 => Some(Codec::Zstd(level)),
+            3 => Some(Codec::None),
             _ => None,
         }
     }
@@ -53,6 +57,7 @@ impl Codec {
                     .map_err(|e| Error::Schema(format!("lz4 compression failed: {e}")))?;
                 out.truncate(start + written);
             }
+            Codec::None => out.extend_from_slice(input),
             Codec::Zstd(level) => {
                 let compressed = zstd::bulk::compress(input, i32::from(level))
                     .map_err(|e| Error::Schema(format!("zstd compression failed: {e}")))?;
@@ -68,6 +73,17 @@ impl Codec {
         let written = match self {
             Codec::Lz4 => {
                 lz4_flex::block::decompress_into(input, out).map_err(|e| e.to_string())?
+            }
+            Codec::None => {
+                if input.len() != out.len() {
+                    return Err(format!(
+                        "stored block has {} bytes, expected {}",
+                        input.len(),
+                        out.len()
+                    ));
+                }
+                out.copy_from_slice(input);
+                input.len()
             }
             Codec::Zstd(_) => zstd::bulk::Decompressor::new()
                 .and_then(|mut d| d.decompress_to_buffer(input, out))
@@ -88,6 +104,7 @@ impl fmt::Display for Codec {
         match self {
             Codec::Lz4 => write!(f, "lz4"),
             Codec::Zstd(level) => write!(f, "zstd({level})"),
+            Codec::None => write!(f, "none"),
         }
     }
 }
@@ -95,11 +112,14 @@ impl fmt::Display for Codec {
 impl FromStr for Codec {
     type Err = String;
 
-    /// Parses `lz4`, `zstd` (level 3) or `zstd(N)` with N in 1..=22.
+    /// Parses `lz4`, `none`, `zstd` (level 3) or `zstd(N)` with N in 1..=22.
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         let s = s.trim().to_ascii_lowercase();
         if s == "lz4" {
             return Ok(Codec::Lz4);
+        }
+        if s == "none" {
+            return Ok(Codec::None);
         }
         if s == "zstd" {
             return Ok(Codec::Zstd(3));
@@ -115,7 +135,7 @@ impl FromStr for Codec {
             return Ok(Codec::Zstd(level));
         }
         Err(format!(
-            "unknown codec '{s}' (expected lz4, zstd or zstd(level))"
+            "unknown codec '{s}' (expected lz4, none, zstd or zstd(level))"
         ))
     }
 }

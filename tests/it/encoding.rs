@@ -14,7 +14,11 @@ use diagon::part::column;
 use proptest::prelude::*;
 
 fn codecs() -> impl Strategy<Value = Codec> {
-    prop_oneof![Just(Codec::Lz4), (1i8..=22).prop_map(Codec::Zstd)]
+    prop_oneof![
+        Just(Codec::Lz4),
+        Just(Codec::None),
+        (1i8..=22).prop_map(Codec::Zstd)
+    ]
 }
 
 fn roundtrip(codec: Codec, array: &ArrayRef) -> ArrayRef {
@@ -131,6 +135,8 @@ fn codec_names_parse_and_print() {
     assert_eq!("ZSTD(7)".parse::<Codec>().unwrap(), Codec::Zstd(7));
     assert_eq!("zstd".parse::<Codec>().unwrap(), Codec::Zstd(3));
     assert_eq!(Codec::Zstd(9).to_string(), "zstd(9)");
+    assert_eq!("None".parse::<Codec>().unwrap(), Codec::None);
+    assert_eq!(Codec::None.to_string(), "none");
     assert!("zstd(0)".parse::<Codec>().is_err());
     assert!("gzip".parse::<Codec>().is_err());
 }

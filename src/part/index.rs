@@ -299,17 +299,22 @@ impl PartIndex {
                     column.name
                 ));
             }
-            let marks = self.marks(c);
+            // The first block starts right after the header; the others in
+            // order, none past the end of the data.
             let mut previous = header;
-            for (g, mark) in marks.values().iter().enumerate() {
-                let expected_first = g > 0 || *mark == header;
-                if *mark < previous || *mark > column.data_end || !expected_first {
+            for (g, &mark) in self.marks(c).values().iter().enumerate() {
+                let misplaced = if g == 0 {
+                    mark != header
+                } else {
+                    mark < previous
+                };
+                if misplaced || mark > column.data_end {
                     return Err(format!(
                         "column '{}': mark {g} ({mark}) out of order",
                         column.name
                     ));
                 }
-                previous = *mark;
+                previous = mark;
             }
         }
         Ok(())

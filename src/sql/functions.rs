@@ -156,9 +156,7 @@ impl TableProvider for ListingTable {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let table = self.resolve(state).await?;
         let snapshot = table.snapshot().await?;
-        let indexes =
-            futures::future::try_join_all(snapshot.parts.iter().map(|p| table.part_index(&p.name)))
-                .await?;
+        let indexes = table.part_indexes(&snapshot).await?;
         let batch = match self.listing {
             Listing::Parts => parts_batch(&snapshot, &indexes)?,
             Listing::Columns => columns_batch(&snapshot, &indexes)?,

@@ -114,13 +114,7 @@ impl TableProvider for DiagonTableProvider {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let snapshot = self.table.snapshot().await?;
-        let parts = futures::future::try_join_all(
-            snapshot
-                .parts
-                .iter()
-                .map(|p| self.table.part_index(&p.name)),
-        )
-        .await?;
+        let parts = self.table.part_indexes(&snapshot).await?;
         let pruning_enabled = state
             .config_options()
             .extensions

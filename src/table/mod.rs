@@ -152,6 +152,11 @@ impl Table {
         }
     }
 
+    /// The indexes of every part of `snapshot`, in snapshot order.
+    pub async fn part_indexes(&self, snapshot: &Snapshot) -> Result<Vec<Arc<PartIndex>>> {
+        futures::future::try_join_all(snapshot.parts.iter().map(|p| self.part_index(&p.name))).await
+    }
+
     /// The index of a live part, loaded once.
     pub async fn part_index(&self, part: &str) -> Result<Arc<PartIndex>> {
         if let Some(index) = self.part_cache.lock().expect("cache lock").get(part) {

@@ -219,3 +219,34 @@ async fn a_part_index_cannot_point_outside_the_table() {
     std::fs::write(&file, &original).unwrap();
     assert_eq!(answer(dir.path()).await.unwrap(), intact);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn marks_out_of_order_are_rejected() {
+    let (dir, intact) = fixture().await;
+    let file = files(dir.path(), "index.dgi").remove(0);
+    let original = std::fs::read(&file).unwrap();
+    let index = diagon::part::PartIndex::decode(&file.display().to_string(), &original).unwrap();
+    // A sealed, checksummed index whose marks for column 1 run backwards.
+    let granules = &index.granules;
+    let at = granules.schema().index_of("mark.1").unwrap();
+    let mut marks: Vec<u64> = granules
+        .column(at)
+        .as_any()
+        .downcast_ref::<arrow::array::UInt64Array>()
+        .unwrap()
+        .values()
+        .to_vec();
+    marks.swap(1, 2);
+    let mut columns = granules.columns().to_vec();
+    columns[at] = Arc::new(arrow::array::UInt64Array::from(marks));
+    let damaged = RecordBatch::try_new(granules.schema(), columns).unwrap();
+    let damaged = diagon::part::PartIndex::new(index.meta.clone(), damaged).unwrap();
+    std::fs::write(&file, damaged.encode().unwrap()).unwrap();
+    let result = answer(dir.path()).await;
+    assert!(
+        matches!(&result, Err(e) if e.contains("out of order")),
+        "{result:?}"
+    );
+    std::fs::write(&file, &original).unwrap();
+    assert_eq!(answer(dir.path()).await.unwrap(), intact);
+}

@@ -182,7 +182,12 @@ async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let complete = args.iter().any(|a| a == "--complete");
     let filters: Vec<String> = args.into_iter().filter(|a| !a.starts_with('-')).collect();
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("sql-tests");
+    // The runtime variable, not `env!`: a shared target directory may hold a
+    // binary built from another checkout of the same sources.
+    let root = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    let dir = root.join("sql-tests");
     let (mut passed, mut failed) = (0, 0);
     for path in slt_files(&dir) {
         let name = path.to_string_lossy().to_string();

@@ -21,7 +21,7 @@ fn diagon(cwd: &Path, args: &[&str]) -> (bool, String) {
 #[test]
 fn quickstart_runs_and_shows_pruning() {
     let dir = tempfile::tempdir().unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart.sql");
+    let script = crate::common::manifest_dir().join("examples/quickstart.sql");
     let (ok, out) = diagon(
         dir.path(),
         &["-q", "--format", "csv", "-f", script.to_str().unwrap()],

@@ -58,3 +58,12 @@ pub async fn query(ctx: &SessionContext, sql: &str) -> String {
 pub fn rows(batches: &[RecordBatch]) -> usize {
     batches.iter().map(|b| b.num_rows()).sum()
 }
+
+/// The crate root at run time. `cargo test` sets `CARGO_MANIFEST_DIR` for
+/// the test process; the compile-time value can name another checkout when
+/// a target directory is shared between clones (as CI does).
+pub fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
+}

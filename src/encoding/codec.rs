@@ -1,9 +1,15 @@
-//! Compression codecs selectable per column (`'codec.<col>' 'zstd(3)'`).
+//! Compression codecs selectable per column (`'codec.<col>' 'zstd(3)'`), and
+//! codec chains: type-aware transforms followed by a compressor
+//! (`'codec.ts' 'doubledelta,lz4'`).
 
 use std::fmt;
 use std::str::FromStr;
 
+use arrow::datatypes::DataType;
+
+use super::transform::{Transform, ValueKind};
 use crate::error::{Error, Result};
+use crate::part::column::{Layout, layout_of};
 
 /// A general-purpose compression codec applied to a whole block.
 ///
@@ -135,7 +141,122 @@ impl FromStr for Codec {
             return Ok(Codec::Zstd(level));
         }
         Err(format!(
-            "unknown codec '{s}' (expected lz4, none, zstd or zstd(level))"
+            "unknown codec '{s}' (transforms: delta, doubledelta, gorilla, t64; \
+             compressors: lz4, none, zstd, zstd(level))"
+        ))
+    }
+}
+
+/// At most this many transforms precede the compressor (the granule header
+/// has room for three ids).
+pub const MAX_TRANSFORMS: usize = 3;
+
+/// A column's codec: transforms applied in order to the fixed-width values of
+/// each granule, then a compressor over the whole granule block.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CodecChain {
+    pub transforms: Vec<Transform>,
+    pub compressor: Codec,
+}
+
+impl CodecChain {
+    pub fn new(transforms: Vec<Transform>, compressor: Codec) -> Self {
+        CodecChain {
+            transforms,
+            compressor,
+        }
+    }
+
+    /// The default for a type, chosen by measurement on TPC-H columns (see
+    /// BENCHMARKS.md, "codecs").
+    pub fn default_for(data_type: &DataType) -> CodecChain {
+        match value_kind(data_type) {
+            Some(ValueKind::Float) | None => CodecChain::new(vec![], Codec::Lz4),
+            Some(_) => CodecChain::new(vec![], Codec::Lz4),
+        }
+    }
+
+    /// Checks that every transform can encode `data_type`; the message names
+    /// the transform and the type.
+    pub fn check(&self, data_type: &DataType) -> std::result::Result<(), String> {
+        let Some(first) = self.transforms.first() else {
+            return Ok(());
+        };
+        let Some(mut kind) = value_kind(data_type) else {
+            return Err(format!(
+                "'{first}' needs fixed-width numeric values; {data_type} has none \
+                 (use a compressor alone: lz4, zstd or none)"
+            ));
+        };
+        for (i, t) in self.transforms.iter().enumerate() {
+            if !t.accepts(kind) {
+                let wants = if *t == Transform::Gorilla {
+                    "floating-point"
+                } else {
+                    "integer, decimal, date or time"
+                };
+                return Err(format!("'{t}' encodes {wants} values, not {data_type}"));
+            }
+            if i + 1 < self.transforms.len() && !t.keeps_width() {
+                return Err(format!(
+                    "'{t}' must be the last transform (only delta can be followed by another)"
+                ));
+            }
+            kind = t.output_kind();
+        }
+        Ok(())
+    }
+}
+
+/// How the values of a fixed-width type are interpreted by transforms;
+/// `None` for types without fixed-width values (strings, binary, booleans).
+pub fn value_kind(data_type: &DataType) -> Option<ValueKind> {
+    use DataType::*;
+    if !matches!(layout_of(data_type), Some(Layout::Fixed(_))) {
+        return None;
+    }
+    Some(match data_type {
+        UInt8 | UInt16 | UInt32 | UInt64 => ValueKind::Unsigned,
+        Float16 | Float32 | Float64 => ValueKind::Float,
+        _ => ValueKind::Signed,
+    })
+}
+
+impl fmt::Display for CodecChain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for t in &self.transforms {
+            write!(f, "{t},")?;
+        }
+        write!(f, "{}", self.compressor)
+    }
+}
+
+impl FromStr for CodecChain {
+    type Err = String;
+
+    /// Parses `[transform,]... [compressor]`, for example `delta,t64,zstd(1)`.
+    /// Without a compressor the chain ends in `none`, as in ClickHouse.
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let mut transforms = Vec::new();
+        let mut compressor = None;
+        for item in s.split(',').map(|i| i.trim().to_ascii_lowercase()) {
+            if compressor.is_some() {
+                return Err(format!(
+                    "'{item}' follows the compressor; a compressor ends the chain"
+                ));
+            }
+            if let Some(t) = Transform::from_name(&item) {
+                transforms.push(t);
+                continue;
+            }
+            compressor = Some(item.parse::<Codec>()?);
+        }
+        if transforms.len() > MAX_TRANSFORMS {
+            return Err(format!("at most {MAX_TRANSFORMS} transforms in a chain"));
+        }
+        Ok(CodecChain::new(
+            transforms,
+            compressor.unwrap_or(Codec::None),
         ))
     }
 }

@@ -4,17 +4,24 @@
 //! rows u32 | null_count u32 | validity_len u32 | layout u32     (16 bytes)
 //! validity bitmap (validity_len bytes, 0 when there are no nulls), padded to 16
 //! values:
-//!   fixed    rows × width little-endian values
+//!   fixed    rows × width little-endian values, or with transforms the
+//!            output of the last transform (up to the end of the block)
 //!   boolean  bit-packed values
 //!   varlen   (rows + 1) i32 offsets, padded to 16, then the bytes
 //! ```
 //! Sections start at 16-byte boundaries of a 64-byte aligned buffer, so the
 //! decoder hands Arrow the decompressed memory without copying it.
+//!
+//! The layout word holds the layout id in its low byte and the ids of up to
+//! three transforms (applied in order) in the bytes above; blocks written
+//! before transforms existed have zeros there.
 
 use arrow::array::{Array, ArrayData, ArrayRef, AsArray, make_array};
-use arrow::buffer::{BooleanBuffer, Buffer, NullBuffer};
+use arrow::buffer::{BooleanBuffer, Buffer, MutableBuffer, NullBuffer};
 use arrow::datatypes::{DataType, TimeUnit};
 
+use crate::encoding::codec::{MAX_TRANSFORMS, value_kind};
+use crate::encoding::{Transform, ValueKind};
 use crate::error::{Error, Result};
 
 const HEADER_LEN: usize = 16;
@@ -56,8 +63,9 @@ fn push_padded(out: &mut Vec<u8>, bytes: &[u8]) {
     out.resize(pad16(out.len()), 0);
 }
 
-/// Serialises `array` (any offset, any length) into `out`.
-pub fn encode(array: &dyn Array, out: &mut Vec<u8>) -> Result<()> {
+/// Serialises `array` (any offset, any length) into `out`, passing fixed-width
+/// values through `transforms` (checked against the type at CREATE).
+pub fn encode(array: &dyn Array, transforms: &[Transform], out: &mut Vec<u8>) -> Result<()> {
     let layout = layout_of(array.data_type())
         .ok_or_else(|| Error::Schema(format!("cannot encode type {}", array.data_type())))?;
     let rows = array.len();
@@ -74,7 +82,23 @@ pub fn encode(array: &dyn Array, out: &mut Vec<u8>) -> Result<()> {
     out.extend_from_slice(&(rows as u32).to_le_bytes());
     out.extend_from_slice(&(array.null_count() as u32).to_le_bytes());
     out.extend_from_slice(&(validity_bytes.as_ref().map_or(0, |b| b.len()) as u32).to_le_bytes());
-    out.extend_from_slice(&layout_id.to_le_bytes());
+    let transforms = match (layout, value_kind(array.data_type())) {
+        (Layout::Fixed(_), Some(kind)) if transforms.len() <= MAX_TRANSFORMS => {
+            transforms.iter().map(|t| (*t, kind)).collect::<Vec<_>>()
+        }
+        _ if transforms.is_empty() => Vec::new(),
+        _ => {
+            return Err(Error::Schema(format!(
+                "transforms cannot encode {}",
+                array.data_type()
+            )));
+        }
+    };
+    let mut word = layout_id;
+    for (i, (t, _)) in transforms.iter().enumerate() {
+        word |= u32::from(t.id()) << (8 * (i + 1));
+    }
+    out.extend_from_slice(&word.to_le_bytes());
     if let Some(bytes) = &validity_bytes {
         push_padded(out, bytes.as_slice());
     }
@@ -82,7 +106,7 @@ pub fn encode(array: &dyn Array, out: &mut Vec<u8>) -> Result<()> {
         Layout::Fixed(width) => {
             let data = array.to_data();
             let values = &data.buffers()[0].as_slice()[data.offset() * width..][..rows * width];
-            out.extend_from_slice(values);
+            encode_values(values, width, &transforms, out);
         }
         Layout::Boolean => {
             let values = array.as_boolean().values().sliced();
@@ -91,6 +115,56 @@ pub fn encode(array: &dyn Array, out: &mut Vec<u8>) -> Result<()> {
         Layout::VarLen => encode_varlen(array, out)?,
     }
     Ok(())
+}
+
+/// Runs the transform chain over `values`; each stage after the first sees
+/// the previous stage's output (delta yields signed values).
+fn encode_values(
+    values: &[u8],
+    width: usize,
+    transforms: &[(Transform, ValueKind)],
+    out: &mut Vec<u8>,
+) {
+    let Some(((last, _), init)) = transforms.split_last() else {
+        out.extend_from_slice(values);
+        return;
+    };
+    let mut current = values.to_vec();
+    let mut kind = transforms[0].1;
+    for (t, _) in init {
+        let mut next = Vec::with_capacity(current.len());
+        t.encode(&current, width, kind, &mut next);
+        kind = t.output_kind();
+        current = next;
+    }
+    last.encode(&current, width, kind, out);
+}
+
+/// Inverts [`encode_values`] into an aligned buffer of `rows * width` bytes.
+fn decode_values(
+    input: &[u8],
+    rows: usize,
+    width: usize,
+    kind: ValueKind,
+    transforms: &[Transform],
+) -> std::result::Result<Buffer, String> {
+    let kinds: Vec<ValueKind> = std::iter::once(kind)
+        .chain(transforms.iter().map(|t| t.output_kind()))
+        .collect();
+    let mut current: Option<MutableBuffer> = None;
+    for (i, t) in transforms.iter().enumerate().rev() {
+        if i + 1 < transforms.len() && !transforms[i].keeps_width() {
+            return Err(format!("'{t}' cannot precede another transform"));
+        }
+        let mut out = MutableBuffer::from_len_zeroed(rows * width);
+        let source = current.as_ref().map_or(input, |b| b.as_slice());
+        t.decode(source, width, kinds[i], out.as_slice_mut())
+            .map_err(|e| format!("{t}: {e}"))?;
+        current = Some(out);
+    }
+    Ok(current
+        .map(Buffer::from)
+        .unwrap_or_else(|| Buffer::from(input)))
 }
 
 /// Writes offsets rebased to zero, then the value bytes, whatever the source
@@ -155,7 +229,15 @@ pub fn decode(payload: &Buffer, data_type: &DataType) -> std::result::Result<Arr
         return Err("column block shorter than its header".into());
     }
     let word = |i: usize| u32::from_le_bytes(bytes[i * 4..i * 4 + 4].try_into().unwrap()) as usize;
-    let (rows, null_count, validity_len, layout_id) = (word(0), word(1), word(2), word(3) as u32);
+    let (rows, null_count, validity_len, layout_word) = (word(0), word(1), word(2), word(3) as u32);
+    let layout_id = layout_word & 0xff;
+    let transforms = layout_word
+        .to_le_bytes()
+        .iter()
+        .skip(1)
+        .take_while(|id| **id != 0)
+        .map(|id| Transform::from_id(*id).ok_or_else(|| format!("unknown transform id {id}")))
+        .collect::<std::result::Result<Vec<_>, String>>()?;
     let expected_id = match layout {
         Layout::Fixed(_) => LAYOUT_FIXED,
         Layout::Boolean => LAYOUT_BOOLEAN,
@@ -197,11 +279,21 @@ pub fn decode(payload: &Buffer, data_type: &DataType) -> std::result::Result<Arr
     };
     let builder = |dt: DataType| ArrayData::builder(dt).len(rows).nulls(nulls.clone());
     let data = match layout {
+        Layout::Fixed(width) if !transforms.is_empty() => {
+            let kind = value_kind(data_type).unwrap_or(ValueKind::Unsigned);
+            let values = decode_values(&bytes[pos..], rows, width, kind, &transforms)?;
+            builder(data_type.clone()).add_buffer(values).build()
+        }
         Layout::Fixed(width) => {
             need(pos, rows * width)?;
             builder(data_type.clone())
                 .add_buffer(payload.slice_with_length(pos, rows * width))
                 .build()
+        }
+        _ if !transforms.is_empty() => {
+            return Err(format!(
+                "transforms on {data_type}, which has no fixed-width values"
+            ));
         }
         Layout::Boolean => {
             need(pos, rows.div_ceil(8))?;

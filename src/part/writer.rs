@@ -12,7 +12,7 @@ use futures::{StreamExt, TryStreamExt};
 use super::column;
 use super::index::{self, ColumnMeta, INDEX_FILE, PartIndex, PartMeta};
 use crate::encoding::envelope::{self, FileKind};
-use crate::encoding::{Codec, encode_block};
+use crate::encoding::{CodecChain, encode_block};
 use crate::error::{Error, Result};
 use crate::storage::Storage;
 
@@ -24,7 +24,7 @@ pub struct PartLayout {
     /// Positions of the sort-key columns in the batch schema.
     pub key: Vec<usize>,
     /// Codec of each column, by position.
-    pub codecs: Vec<Codec>,
+    pub codecs: Vec<CodecChain>,
 }
 
 /// Directory of a part inside the table.
@@ -65,7 +65,7 @@ pub async fn write_part(
     let mut encoded = Vec::new();
     for (i, array) in batch.columns().iter().enumerate() {
         let field = schema.field(i);
-        let codec = layout.codecs[i];
+        let codec = &layout.codecs[i];
         let mut column = encode_column(array, granularity, codec)
             .map_err(|e| e.context(format!("column '{}'", field.name())))?;
         let file = format!("c{i}.bin");
@@ -114,7 +114,11 @@ pub async fn write_part(
     Ok(part)
 }
 
-fn encode_column(array: &ArrayRef, granularity: usize, codec: Codec) -> Result<EncodedColumn> {
+fn encode_column(
+    array: &ArrayRef,
+    granularity: usize,
+    codec: &CodecChain,
+) -> Result<EncodedColumn> {
     let mut bytes = envelope::header(FileKind::ColumnData).to_vec();
     let mut payload = Vec::new();
     let mut out = EncodedColumn {
@@ -130,10 +134,10 @@ fn encode_column(array: &ArrayRef, granularity: usize, codec: Codec) -> Result<E
         let len = granularity.min(array.len() - offset);
         let granule = array.slice(offset, len);
         payload.clear();
-        column::encode(granule.as_ref(), &mut payload)?;
+        column::encode(granule.as_ref(), &codec.transforms, &mut payload)?;
         out.uncompressed += payload.len() as u64;
         out.marks.push(bytes.len() as u64);
-        encode_block(codec, &payload, &mut bytes)?;
+        encode_block(codec.compressor, &payload, &mut bytes)?;
         let (min, max) = min_max(&granule)?;
         out.mins.push(min);
         out.maxs.push(max);

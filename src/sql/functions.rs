@@ -233,9 +233,7 @@ fn columns_batch(snapshot: &Snapshot, indexes: &[Arc<PartIndex>]) -> Result<Reco
             fields.iter().map(|f| f.data_type().to_string()),
         )),
         Arc::new(StringArray::from_iter_values(
-            fields
-                .iter()
-                .map(|f| snapshot.options.codec(f.name()).to_string()),
+            fields.iter().map(|f| snapshot.options.codec(f).to_string()),
         )),
         Arc::new(UInt64Array::from(compressed)),
         Arc::new(UInt64Array::from(uncompressed)),

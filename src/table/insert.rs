@@ -37,7 +37,7 @@ impl InsertWriter {
             codecs: schema
                 .fields()
                 .iter()
-                .map(|f| base.options.codec(f.name()))
+                .map(|f| base.options.codec(f))
                 .collect(),
         };
         InsertWriter {

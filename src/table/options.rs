@@ -3,9 +3,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use arrow::datatypes::Schema;
+use arrow::datatypes::{Field, Schema};
 
-use crate::encoding::Codec;
+use crate::encoding::CodecChain;
 use crate::error::{Error, Result};
 
 pub const DEFAULT_GRANULARITY: usize = 8192;
@@ -29,8 +29,9 @@ pub struct TableOptions {
     pub order_by: Vec<String>,
     /// Rows per granule.
     pub granularity: usize,
-    /// Codecs chosen per column; other columns use [`Codec::default`].
-    pub codecs: BTreeMap<String, Codec>,
+    /// Codecs chosen per column; other columns use their type's default,
+    /// [`CodecChain::default_for`].
+    pub codecs: BTreeMap<String, CodecChain>,
     /// An insert cuts a new part after this many buffered rows...
     pub insert_block_rows: usize,
     /// ...or after this many buffered bytes (in memory), whichever comes first.
@@ -76,7 +77,13 @@ impl TableOptions {
                         ));
                     };
                     let column = find_column(key, column, schema)?;
-                    let codec = value.parse::<Codec>().map_err(|e| Error::option(key, e))?;
+                    let codec = value
+                        .parse::<CodecChain>()
+                        .map_err(|e| Error::option(key, e))?;
+                    let field = schema.field_with_name(&column).expect("found above");
+                    codec
+                        .check(field.data_type())
+                        .map_err(|e| Error::option(key, format!("column '{column}': {e}")))?;
                     parsed.codecs.insert(column, codec);
                 }
             }
@@ -112,9 +119,12 @@ impl TableOptions {
         Self::parse(&options, schema)
     }
 
-    /// The codec of `column`.
-    pub fn codec(&self, column: &str) -> Codec {
-        self.codecs.get(column).copied().unwrap_or_default()
+    /// The codec of a column: the declared one or its type's default.
+    pub fn codec(&self, field: &Field) -> CodecChain {
+        self.codecs
+            .get(field.name())
+            .cloned()
+            .unwrap_or_else(|| CodecChain::default_for(field.data_type()))
     }
 
     /// Positions of the sort-key columns in `schema`.

@@ -533,6 +533,9 @@ fn encode_t64<W: Word>(values: &[u8], kind: ValueKind, out: &mut Vec<u8>) {
 
 fn decode_t64<W: Word>(input: &[u8], kind: ValueKind, out: &mut [u8]) -> Result<(), String> {
     let mut pos = 0;
+    // The packed bits of one frame, copied with 16 bytes of zero padding so
+    // the unpacking loop can load whole words without bounds checks.
+    let mut padded = Vec::with_capacity(T64_FRAME * W::BYTES + 16);
     for frame in out.chunks_mut(T64_FRAME * W::BYTES) {
         let n = frame.len() / W::BYTES;
         if input.len() < pos + W::BYTES + 1 {
@@ -541,10 +544,7 @@ fn decode_t64<W: Word>(input: &[u8], kind: ValueKind, out: &mut [u8]) -> Result<
         let min = W::load(&input[pos..]);
         let width = u32::from(input[pos + W::BYTES]);
         if width > W::BITS {
-            return Err(format!(
-                "t64 frame of {width} bits in a {}-bit type",
-                W::BITS
-            ));
+            return Err(format!("t64 frame of {width} bits in a {}-bit type", W::BITS));
         }
         pos += W::BYTES + 1;
         let len = (n * width as usize).div_ceil(8);
@@ -552,16 +552,34 @@ fn decode_t64<W: Word>(input: &[u8], kind: ValueKind, out: &mut [u8]) -> Result<
             .get(pos..pos + len)
             .ok_or("t64 frame values truncated")?;
         pos += len;
-        let mut bits = BitReader::new(packed);
-        for slot in frame.chunks_exact_mut(W::BYTES) {
-            let v = min.add(W::from_u128(bits.get(width)?));
-            let v = if kind == ValueKind::Signed {
-                v.flip_sign()
-            } else {
-                v
-            };
-            v.store(slot);
+        let signed = kind == ValueKind::Signed;
+        if width <= 57 {
+            padded.clear();
+            padded.extend_from_slice(packed);
+            padded.resize(len + 16, 0);
+            unpack_frame(&padded, width, min, signed, frame);
+        } else {
+            let mut bits = BitReader::new(packed);
+            for slot in frame.chunks_exact_mut(W::BYTES) {
+                let v = min.add(W::from_u128(bits.get(width)?));
+                let v = if signed { v.flip_sign() } else { v };
+                v.store(slot);
+            }
         }
     }
     expect_consumed(input, pos)
+}
+
+/// Unpacks one frame of `width` ≤ 57 bits a value: any such field lies
+/// within the 8 bytes starting at its first byte, so one load suffices.
+#[inline]
+fn unpack_frame<W: Word>(padded: &[u8], width: u32, min: W, signed: bool, frame: &mut [u8]) {
+    let mask = (1u64 << width) - 1;
+    for (i, slot) in frame.chunks_exact_mut(W::BYTES).enumerate() {
+        let bit = i * width as usize;
+        let word = u64::from_le_bytes(padded[bit / 8..bit / 8 + 8].try_into().unwrap());
+        let v = min.add(W::from_u128(u128::from((word >> (bit % 8)) & mask)));
+        let v = if signed { v.flip_sign() } else { v };
+        v.store(slot);
+    }
 }

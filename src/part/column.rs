@@ -7,7 +7,8 @@
 //!   fixed    rows × width little-endian values, or with transforms the
 //!            output of the last transform (up to the end of the block)
 //!   boolean  bit-packed values
-//!   varlen   (rows + 1) i32 offsets, padded to 16, then the bytes
+//!   varlen   rows u32 lengths, padded to 16, then the bytes
+//!            (layout 2, written before lengths, has (rows + 1) i32 offsets)
 //! ```
 //! Sections start at 16-byte boundaries of a 64-byte aligned buffer, so the
 //! decoder hands Arrow the decompressed memory without copying it.
@@ -27,7 +28,11 @@ use crate::error::{Error, Result};
 const HEADER_LEN: usize = 16;
 const LAYOUT_FIXED: u32 = 0;
 const LAYOUT_BOOLEAN: u32 = 1;
-const LAYOUT_VARLEN: u32 = 2;
+/// Varlen with offsets (format v1 writers); still read.
+const LAYOUT_VARLEN_OFFSETS: u32 = 2;
+/// Varlen with lengths: runs of equal lengths compress far better than
+/// ever-growing offsets (a one-letter flag column shrinks about 10×).
+const LAYOUT_VARLEN: u32 = 3;
 
 /// How a type's values are stored; `None` for types diagon does not store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,7 +172,7 @@ fn decode_values(
         .unwrap_or_else(|| Buffer::from(input)))
 }
 
-/// Writes offsets rebased to zero, then the value bytes, whatever the source
+/// Writes each value's length, then the value bytes, whatever the source
 /// representation (i32 or i64 offsets, or views).
 fn encode_varlen(array: &dyn Array, out: &mut Vec<u8>) -> Result<()> {
     let values: Box<dyn Iterator<Item = &[u8]>> = match array.data_type() {
@@ -200,20 +205,20 @@ fn encode_varlen(array: &dyn Array, out: &mut Vec<u8>) -> Result<()> {
             )));
         }
     };
-    let offsets_start = out.len();
-    out.resize(offsets_start + (array.len() + 1) * 4, 0);
+    let lengths_start = out.len();
+    out.resize(lengths_start + array.len() * 4, 0);
     out.resize(pad16(out.len()), 0);
     let mut data = Vec::new();
     for (i, value) in values.enumerate() {
         data.extend_from_slice(value);
-        let end = i32::try_from(data.len()).map_err(|_| {
-            Error::Schema(
+        if i32::try_from(data.len()).is_err() {
+            return Err(Error::Schema(
                 "a granule of one column holds more than 2 GiB of values; lower 'granularity'"
                     .into(),
-            )
-        })?;
-        let at = offsets_start + (i + 1) * 4;
-        out[at..at + 4].copy_from_slice(&end.to_le_bytes());
+            ));
+        }
+        let at = lengths_start + i * 4;
+        out[at..at + 4].copy_from_slice(&(value.len() as u32).to_le_bytes());
     }
     out.extend_from_slice(&data);
     Ok(())
@@ -241,6 +246,7 @@ pub fn decode(payload: &Buffer, data_type: &DataType) -> std::result::Result<Arr
     let expected_id = match layout {
         Layout::Fixed(_) => LAYOUT_FIXED,
         Layout::Boolean => LAYOUT_BOOLEAN,
+        Layout::VarLen if layout_id == LAYOUT_VARLEN_OFFSETS => LAYOUT_VARLEN_OFFSETS,
         Layout::VarLen => LAYOUT_VARLEN,
     };
     if layout_id != expected_id {
@@ -302,13 +308,21 @@ pub fn decode(payload: &Buffer, data_type: &DataType) -> std::result::Result<Arr
                 .build()
         }
         Layout::VarLen => {
-            let offsets_len = (rows + 1) * 4;
-            need(pos, offsets_len)?;
-            let offsets = payload.slice_with_length(pos, offsets_len);
-            let values_start = pad16(pos + offsets_len);
-            let end =
-                i32::from_le_bytes(bytes[pos + rows * 4..pos + offsets_len].try_into().unwrap());
-            let values_len = usize::try_from(end).map_err(|_| "negative offset".to_string())?;
+            let (offsets, values_start, values_len) = if layout_id == LAYOUT_VARLEN_OFFSETS {
+                let offsets_len = (rows + 1) * 4;
+                need(pos, offsets_len)?;
+                let end = i32::from_le_bytes(
+                    bytes[pos + rows * 4..pos + offsets_len].try_into().unwrap(),
+                );
+                let values_len =
+                    usize::try_from(end).map_err(|_| "negative offset".to_string())?;
+                let offsets = payload.slice_with_length(pos, offsets_len);
+                (offsets, pad16(pos + offsets_len), values_len)
+            } else {
+                need(pos, rows * 4)?;
+                let (offsets, values_len) = offsets_from_lengths(&bytes[pos..pos + rows * 4])?;
+                (offsets, pad16(pos + rows * 4), values_len)
+            };
             need(values_start, values_len)?;
             let values = payload.slice_with_length(values_start, values_len);
             let narrow = match data_type {
@@ -324,6 +338,22 @@ pub fn decode(payload: &Buffer, data_type: &DataType) -> std::result::Result<Arr
     .map_err(|e| format!("invalid column block: {e}"))?;
     let array = make_array(data);
     widen(array, data_type)
+}
+
+/// Arrow i32 offsets from stored u32 lengths, and the total value bytes.
+fn offsets_from_lengths(lengths: &[u8]) -> std::result::Result<(Buffer, usize), String> {
+    let mut offsets = MutableBuffer::with_capacity((lengths.len() / 4 + 1) * 4);
+    let mut end: i32 = 0;
+    offsets.push(end);
+    for length in lengths.chunks_exact(4) {
+        let length = u32::from_le_bytes(length.try_into().unwrap());
+        end = i32::try_from(length)
+            .ok()
+            .and_then(|l| end.checked_add(l))
+            .ok_or("value lengths exceed 2 GiB")?;
+        offsets.push(end);
+    }
+    Ok((offsets.into(), end as usize))
 }
 
 /// Converts the stored i32-offset representation into the table's type.

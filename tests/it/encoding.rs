@@ -331,3 +331,20 @@ proptest! {
         let _ = codec.decompress(&input, &mut out);
     }
 }
+
+/// Blocks written before lengths replaced offsets (layout 2) stay readable.
+#[test]
+fn offset_layout_strings_from_format_v1_still_decode() {
+    let mut payload = Vec::new();
+    for word in [2u32, 0, 0, 2] {
+        payload.extend_from_slice(&word.to_le_bytes()); // rows, nulls, validity, layout
+    }
+    for offset in [0i32, 1, 3] {
+        payload.extend_from_slice(&offset.to_le_bytes());
+    }
+    payload.resize(32, 0);
+    payload.extend_from_slice(b"abc");
+    let decoded = column::decode(&arrow::buffer::Buffer::from(payload), &DataType::Utf8).unwrap();
+    let expected: ArrayRef = Arc::new(StringArray::from(vec!["a", "bc"]));
+    assert_eq!(decoded.as_ref(), expected.as_ref());
+}

@@ -544,7 +544,10 @@ fn decode_t64<W: Word>(input: &[u8], kind: ValueKind, out: &mut [u8]) -> Result<
         let min = W::load(&input[pos..]);
         let width = u32::from(input[pos + W::BYTES]);
         if width > W::BITS {
-            return Err(format!("t64 frame of {width} bits in a {}-bit type", W::BITS));
+            return Err(format!(
+                "t64 frame of {width} bits in a {}-bit type",
+                W::BITS
+            ));
         }
         pos += W::BYTES + 1;
         let len = (n * width as usize).div_ceil(8);

@@ -314,8 +314,7 @@ pub fn decode(payload: &Buffer, data_type: &DataType) -> std::result::Result<Arr
                 let end = i32::from_le_bytes(
                     bytes[pos + rows * 4..pos + offsets_len].try_into().unwrap(),
                 );
-                let values_len =
-                    usize::try_from(end).map_err(|_| "negative offset".to_string())?;
+                let values_len = usize::try_from(end).map_err(|_| "negative offset".to_string())?;
                 let offsets = payload.slice_with_length(pos, offsets_len);
                 (offsets, pad16(pos + offsets_len), values_len)
             } else {

@@ -121,10 +121,10 @@ impl TableOptions {
 
     /// The codec of a column: the declared one or its type's default.
     pub fn codec(&self, field: &Field) -> CodecChain {
-        self.codecs
-            .get(field.name())
-            .cloned()
-            .unwrap_or_else(|| CodecChain::default_for(field.data_type()))
+        self.codecs.get(field.name()).cloned().unwrap_or_else(|| {
+            let leading_key = self.order_by.first() == Some(field.name());
+            CodecChain::default_for(field.data_type(), leading_key)
+        })
     }
 
     /// Positions of the sort-key columns in `schema`.

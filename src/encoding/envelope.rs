@@ -25,6 +25,8 @@ pub enum FileKind {
     PartIndex,
     /// A column's compressed blocks, one per granule.
     ColumnData,
+    /// Which rows of a part are deleted, as of some version.
+    DeletionMask,
 }
 
 impl FileKind {
@@ -33,6 +35,7 @@ impl FileKind {
             FileKind::Commit => b"CMIT",
             FileKind::PartIndex => b"PIDX",
             FileKind::ColumnData => b"COLD",
+            FileKind::DeletionMask => b"DELM",
         }
     }
 

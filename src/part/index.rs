@@ -17,6 +17,7 @@
 //! pruning code compares them with the same kernels as the query would.
 
 use std::io::Cursor;
+use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, AsArray, RecordBatch, UInt32Array, UInt64Array};
@@ -342,4 +343,24 @@ pub fn marks_array(offsets: Vec<u64>) -> ArrayRef {
 /// Builds a `nulls.{i}` or `rows` column.
 pub fn counts_array(counts: Vec<u32>) -> ArrayRef {
     Arc::new(UInt32Array::from(counts))
+}
+
+/// Maximal runs of `true` as ranges.
+pub fn ranges_of(keep: &[bool]) -> Vec<Range<usize>> {
+    let mut ranges = Vec::new();
+    let mut start = None;
+    for (i, &k) in keep.iter().enumerate() {
+        match (k, start) {
+            (true, None) => start = Some(i),
+            (false, Some(s)) => {
+                ranges.push(s..i);
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        ranges.push(s..keep.len());
+    }
+    ranges
 }

@@ -1,5 +1,6 @@
 //! Operations as table functions: `diagon_parts('t')` lists a table's live
-//! parts, `diagon_columns('t')` its columns with their codecs and sizes.
+//! parts, `diagon_columns('t')` its columns with their codecs and sizes, and
+//! `diagon_optimize('t' [, final])` merges parts when executed.
 
 use std::sync::Arc;
 
@@ -12,8 +13,12 @@ use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TablePr
 use datafusion::common::{ScalarValue, TableReference, plan_err};
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, TableType};
+use datafusion::physical_expr::LexOrdering;
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 
 use super::provider::DiagonTableProvider;
 use crate::part::PartIndex;
@@ -24,6 +29,8 @@ use crate::table::{PartEntry, Snapshot, Table};
 enum Listing {
     Parts,
     Columns,
+    /// Merge now; `true` merges everything into one part.
+    Optimize(bool),
 }
 
 /// `diagon_parts('t')` or `diagon_columns('t')`.
@@ -45,20 +52,42 @@ impl DiagonListingFunction {
         }
     }
 
+    pub fn optimize() -> Self {
+        DiagonListingFunction {
+            listing: Listing::Optimize(false),
+        }
+    }
+
     fn name(&self) -> &'static str {
         match self.listing {
             Listing::Parts => "diagon_parts",
             Listing::Columns => "diagon_columns",
+            Listing::Optimize(_) => "diagon_optimize",
         }
     }
 }
 
 impl TableFunctionImpl for DiagonListingFunction {
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
-        let table = match args.exprs() {
-            [
-                Expr::Literal(ScalarValue::Utf8(Some(name)) | ScalarValue::Utf8View(Some(name)), _),
-            ] => name.clone(),
+        let name = |e: &Expr| match e {
+            Expr::Literal(ScalarValue::Utf8(Some(n)) | ScalarValue::Utf8View(Some(n)), _) => {
+                Some(n.clone())
+            }
+            _ => None,
+        };
+        let (table, listing) = match (args.exprs(), self.listing) {
+            ([t], listing) if name(t).is_some() => (name(t), listing),
+            ([t, Expr::Literal(ScalarValue::Boolean(Some(full)), _)], Listing::Optimize(_))
+                if name(t).is_some() =>
+            {
+                (name(t), Listing::Optimize(*full))
+            }
+            (_, Listing::Optimize(_)) => {
+                return plan_err!(
+                    "diagon_optimize() takes a table name as a string and optionally \
+                     true to merge into one part, e.g. diagon_optimize('docs', true)"
+                );
+            }
             _ => {
                 return plan_err!(
                     "{}() takes one argument: a table name as a string, e.g. {}('docs')",
@@ -67,8 +96,9 @@ impl TableFunctionImpl for DiagonListingFunction {
                 );
             }
         };
+        let table = table.expect("matched above");
         Ok(Arc::new(ListingTable {
-            listing: self.listing,
+            listing,
             table: TableReference::from(table.as_str()),
         }))
     }
@@ -86,6 +116,7 @@ fn parts_schema() -> SchemaRef {
         Field::new("part", DataType::Utf8, false),
         Field::new("level", DataType::UInt32, false),
         Field::new("rows", DataType::UInt64, false),
+        Field::new("deleted_rows", DataType::UInt64, false),
         Field::new("granules", DataType::UInt64, false),
         Field::new("bytes_on_disk", DataType::UInt64, false),
         Field::new("key_min", DataType::Utf8, true),
@@ -95,6 +126,15 @@ fn parts_schema() -> SchemaRef {
             DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
             false,
         ),
+    ]))
+}
+
+fn optimize_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("table", DataType::Utf8, false),
+        Field::new("merges", DataType::UInt64, false),
+        Field::new("parts_before", DataType::UInt64, false),
+        Field::new("parts_after", DataType::UInt64, false),
     ]))
 }
 
@@ -140,6 +180,7 @@ impl TableProvider for ListingTable {
         match self.listing {
             Listing::Parts => parts_schema(),
             Listing::Columns => columns_schema(),
+            Listing::Optimize(_) => optimize_schema(),
         }
     }
 
@@ -155,15 +196,60 @@ impl TableProvider for ListingTable {
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let table = self.resolve(state).await?;
+        if let Listing::Optimize(full) = self.listing {
+            let stream = Arc::new(OptimizeStream { table, full });
+            return Ok(Arc::new(StreamingTableExec::try_new(
+                optimize_schema(),
+                vec![stream],
+                projection,
+                Vec::<LexOrdering>::new(),
+                false,
+                None,
+            )?));
+        }
         let snapshot = table.snapshot().await?;
         let indexes = table.part_indexes(&snapshot).await?;
         let batch = match self.listing {
             Listing::Parts => parts_batch(&snapshot, &indexes)?,
             Listing::Columns => columns_batch(&snapshot, &indexes)?,
+            Listing::Optimize(_) => unreachable!("handled above"),
         };
         let exec =
             MemorySourceConfig::try_new_exec(&[vec![batch]], self.schema(), projection.cloned())?;
         Ok(exec)
+    }
+}
+
+/// Runs the merge when the plan executes, not when it is planned, so
+/// EXPLAIN of `diagon_optimize` changes nothing.
+#[derive(Debug)]
+struct OptimizeStream {
+    table: Arc<Table>,
+    full: bool,
+}
+
+impl PartitionStream for OptimizeStream {
+    fn schema(&self) -> &SchemaRef {
+        static SCHEMA: std::sync::OnceLock<SchemaRef> = std::sync::OnceLock::new();
+        SCHEMA.get_or_init(optimize_schema)
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let (table, full) = (self.table.clone(), self.full);
+        let run = async move {
+            let (merges, before, after) = table.optimize(full).await?;
+            let columns: Vec<ArrayRef> = vec![
+                Arc::new(StringArray::from(vec![table.name().to_string()])),
+                Arc::new(UInt64Array::from(vec![merges as u64])),
+                Arc::new(UInt64Array::from(vec![before as u64])),
+                Arc::new(UInt64Array::from(vec![after as u64])),
+            ];
+            Ok(RecordBatch::try_new(optimize_schema(), columns)?)
+        };
+        Box::pin(RecordBatchStreamAdapter::new(
+            optimize_schema(),
+            futures::stream::once(run),
+        ))
     }
 }
 
@@ -196,6 +282,9 @@ fn parts_batch(snapshot: &Snapshot, indexes: &[Arc<PartIndex>]) -> Result<Record
         )),
         Arc::new(UInt64Array::from_iter_values(
             entries.iter().map(|p| p.rows),
+        )),
+        Arc::new(UInt64Array::from_iter_values(
+            entries.iter().map(|p| p.rows - p.live_rows()),
         )),
         Arc::new(UInt64Array::from_iter_values(
             indexes.iter().map(|i| i.num_granules() as u64),

@@ -2,6 +2,7 @@
 //! `ExecutionPlan` and `SessionContext`.
 
 pub mod config;
+pub mod dml;
 pub mod factory;
 pub mod functions;
 pub mod plan;
@@ -23,7 +24,7 @@ pub use provider::DiagonTableProvider;
 pub const FORMAT_NAME: &str = "DIAGON";
 
 /// Installs diagon on a session: the `STORED AS DIAGON` table factory, the
-/// `diagon_parts` and `diagon_columns` table functions, and the `diagon.*`
+/// `diagon_parts`, `diagon_columns` and `diagon_optimize` table functions, and the `diagon.*`
 /// settings.
 pub fn register(ctx: &SessionContext) {
     ctx.register_udtf(
@@ -33,6 +34,10 @@ pub fn register(ctx: &SessionContext) {
     ctx.register_udtf(
         "diagon_columns",
         Arc::new(functions::DiagonListingFunction::columns()),
+    );
+    ctx.register_udtf(
+        "diagon_optimize",
+        Arc::new(functions::DiagonListingFunction::optimize()),
     );
     let state = ctx.state_ref();
     let mut state = state.write();

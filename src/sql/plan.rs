@@ -39,6 +39,10 @@ impl PartScan {
 pub struct ScanPlan {
     pub parts: Vec<PartScan>,
     pub counts: PruneCounts,
+    /// Deletion masks of the parts that have deleted rows, by part name.
+    pub masks: HashMap<String, Arc<BooleanBuffer>>,
+    /// Keeps the snapshot's files from being deleted while the plan lives.
+    pub pin: Option<Arc<SnapshotPin>>,
 }
 
 /// Predicates derived from the query's filters.
@@ -49,23 +53,31 @@ pub struct Pruners {
     pub minmax: Option<Arc<PruningPredicate>>,
 }
 
+impl Pruners {
+    /// Which granules of `part` may hold matching rows; counts what each
+    /// index excluded.
+    pub fn keep_granules(&self, part: &PartIndex, counts: &mut PruneCounts) -> Result<Vec<bool>> {
+        let n = part.num_granules();
+        counts.granules_total += n;
+        let mut keep = vec![true; n];
+        if let Some(primary) = &self.primary {
+            counts.granules_pruned_primary +=
+                apply(primary, &PrimaryIndexStats { part }, &mut keep)?;
+        }
+        if let Some(minmax) = &self.minmax {
+            counts.granules_pruned_minmax += apply(minmax, &GranuleStats { part }, &mut keep)?;
+        }
+        Ok(keep)
+    }
+}
+
 impl ScanPlan {
     /// Plans a scan of `parts` with `pruners` (indexes disabled: both `None`).
     pub fn build(parts: Vec<Arc<PartIndex>>, pruners: &Pruners) -> Result<ScanPlan> {
         let mut plan = ScanPlan::default();
         for part in parts {
-            let n = part.num_granules();
             plan.counts.parts_total += 1;
-            plan.counts.granules_total += n;
-            let mut keep = vec![true; n];
-            if let Some(primary) = &pruners.primary {
-                let pruned = apply(primary, &PrimaryIndexStats { part: &part }, &mut keep)?;
-                plan.counts.granules_pruned_primary += pruned;
-            }
-            if let Some(minmax) = &pruners.minmax {
-                let pruned = apply(minmax, &GranuleStats { part: &part }, &mut keep)?;
-                plan.counts.granules_pruned_minmax += pruned;
-            }
+            let keep = pruners.keep_granules(&part, &mut plan.counts)?;
             let ranges = ranges_of(&keep);
             if ranges.is_empty() {
                 plan.counts.parts_pruned += 1;
@@ -99,25 +111,10 @@ fn apply(
     Ok(pruned)
 }
 
-/// Maximal runs of `true` as ranges.
-pub fn ranges_of(keep: &[bool]) -> Vec<Range<usize>> {
-    let mut ranges = Vec::new();
-    let mut start = None;
-    for (i, &k) in keep.iter().enumerate() {
-        match (k, start) {
-            (true, None) => start = Some(i),
-            (false, Some(s)) => {
-                ranges.push(s..i);
-                start = None;
-            }
-            _ => {}
-        }
-    }
-    if let Some(s) = start {
-        ranges.push(s..keep.len());
-    }
-    ranges
-}
+pub use crate::part::index::ranges_of;
+use crate::table::SnapshotPin;
+use arrow::buffer::BooleanBuffer;
+use std::collections::HashMap;
 
 /// A unit of work for one output partition: granule ranges read in order.
 #[derive(Debug, Clone)]

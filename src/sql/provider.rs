@@ -7,7 +7,7 @@ use arrow::compute::SortOptions;
 use arrow::datatypes::{Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::{DFSchema, SchemaExt, not_impl_err};
+use datafusion::common::{DFSchema, SchemaExt, not_impl_err, plan_err};
 use datafusion::datasource::sink::DataSinkExec;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result;
@@ -22,6 +22,7 @@ use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 
 use super::config::DiagonConfig;
+use super::dml::{ExprMatcher, MutationSink};
 use super::plan::{Pruners, ScanPlan, split_tasks};
 use super::scan::DiagonSource;
 use super::sink::{DiagonSink, TruncateSink};
@@ -67,6 +68,48 @@ impl DiagonTableProvider {
             primary: build(on_key)?,
             minmax: build(filters.to_vec())?,
         })
+    }
+
+    /// Physical forms of a DELETE's or UPDATE's WHERE clause and SET list.
+    fn matcher(
+        &self,
+        state: &dyn Session,
+        filters: Vec<Expr>,
+        assignments: Option<Vec<(String, Expr)>>,
+    ) -> Result<ExprMatcher> {
+        let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
+        let key = self.table.cached_snapshot().options.order_by.clone();
+        let pruners = self.pruners(state, &filters, &key)?;
+        let filter = conjunction(filters)
+            .map(|f| state.create_physical_expr(f, &df_schema))
+            .transpose()?;
+        let assignments = assignments
+            .map(|list| {
+                list.into_iter()
+                    .map(|(name, expr)| {
+                        let Ok(i) = self.schema.index_of(&name) else {
+                            return plan_err!(
+                                "table '{}' has no column '{name}'",
+                                self.table.name()
+                            );
+                        };
+                        Ok((i, state.create_physical_expr(expr, &df_schema)?))
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .transpose()?;
+        Ok(ExprMatcher {
+            schema: self.schema.clone(),
+            filter,
+            pruners,
+            assignments,
+        })
+    }
+
+    fn mutation_plan(&self, matcher: ExprMatcher) -> Result<Arc<dyn ExecutionPlan>> {
+        let empty = Arc::new(EmptyExec::new(self.schema.clone()));
+        let sink = MutationSink::new(self.table.clone(), self.schema.clone(), matcher);
+        Ok(Arc::new(DataSinkExec::new(empty, Arc::new(sink), None)))
     }
 
     /// The ascending key ordering over the projected columns: the longest
@@ -128,7 +171,14 @@ impl TableProvider for DiagonTableProvider {
                 minmax: None,
             }
         };
-        let plan = Arc::new(ScanPlan::build(parts, &pruners)?);
+        let mut plan = ScanPlan::build(parts, &pruners)?;
+        plan.pin = Some(Arc::new(self.table.pin(snapshot.version)));
+        for entry in &snapshot.parts {
+            if let Some(mask) = self.table.deletion_mask(entry).await? {
+                plan.masks.insert(entry.name.clone(), mask);
+            }
+        }
+        let plan = Arc::new(plan);
         let target = state.config_options().execution.target_partitions;
         let keyed = !snapshot.options.order_by.is_empty();
         let (tasks, sorted) = split_tasks(&plan, target, keyed);
@@ -155,6 +205,25 @@ impl TableProvider for DiagonTableProvider {
         };
         source.record_plan_metrics();
         Ok(DataSourceExec::from_data_source(source))
+    }
+
+    async fn delete_from(
+        &self,
+        state: &dyn Session,
+        filters: Vec<Expr>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let matcher = self.matcher(state, filters, None)?;
+        self.mutation_plan(matcher)
+    }
+
+    async fn update(
+        &self,
+        state: &dyn Session,
+        assignments: Vec<(String, Expr)>,
+        filters: Vec<Expr>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let matcher = self.matcher(state, filters, Some(assignments))?;
+        self.mutation_plan(matcher)
     }
 
     async fn truncate(&self, _state: &dyn Session) -> Result<Arc<dyn ExecutionPlan>> {

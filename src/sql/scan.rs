@@ -36,6 +36,7 @@ use super::plan::{ScanPlan, ScanTask};
 use super::pruning::GranuleStats;
 use crate::part::{PartIndex, ReadStats, read_granules};
 use crate::storage::Storage;
+use crate::table::deletes::apply_mask;
 
 /// Granules fetched per read request; bounds memory per partition while
 /// keeping requests large enough for object stores.
@@ -119,14 +120,26 @@ impl DiagonSource {
                 .map(|t| t.reads.iter().map(|(p, r)| (p, r.clone())).collect())
                 .unwrap_or_default(),
         };
-        let rows: u64 = reads
-            .iter()
-            .map(|(p, r)| p.granule_starts[r.end] - p.granule_starts[r.start])
-            .sum();
+        let mut rows: u64 = 0;
+        let mut deleted: u64 = 0;
+        for (p, r) in &reads {
+            let (start, end) = (p.granule_starts[r.start], p.granule_starts[r.end]);
+            rows += end - start;
+            if let Some(mask) = self.plan.masks.get(&p.meta.name) {
+                let slice = mask.slice(start as usize, (end - start) as usize);
+                deleted += slice.count_set_bits() as u64;
+            }
+        }
         let mut stats = Statistics::new_unknown(&self.projected_schema)
-            .with_num_rows(Precision::Exact(rows as usize));
+            .with_num_rows(Precision::Exact((rows - deleted) as usize));
         for (i, field) in self.projected_schema.fields().iter().enumerate() {
-            stats.column_statistics[i] = column_statistics(&reads, field.name())?;
+            let column = column_statistics(&reads, field.name())?;
+            // Granule statistics still count deleted rows: with deletions
+            // they are bounds, not exact values.
+            stats.column_statistics[i] = match deleted {
+                0 => column,
+                _ => column.to_inexact(),
+            };
         }
         Ok(stats)
     }
@@ -549,11 +562,20 @@ impl ReadState {
             part,
             &columns,
             &self.source.projected_schema,
-            range,
+            range.clone(),
             &mut stats,
         )
         .await
         .map_err(|e| e.context(format!("table '{}'", self.source.table_name)))?;
+        let batches = match self.source.plan.masks.get(&part.meta.name) {
+            None => batches,
+            Some(mask) => range
+                .clone()
+                .zip(batches)
+                .map(|(g, batch)| apply_mask(batch, mask, part.granule_starts[g] as usize))
+                .filter(|b| b.as_ref().map_or(true, |b| b.num_rows() > 0))
+                .collect::<crate::Result<Vec<_>>>()?,
+        };
         self.metrics.bytes_read.add(stats.bytes_read as usize);
         self.metrics.rows_read.add(stats.rows_read as usize);
         self.metrics.granules_read.add(granules);

@@ -41,6 +41,8 @@ pub struct FileInfo {
     /// Path relative to the table root.
     pub name: String,
     pub size: u64,
+    /// Milliseconds since the Unix epoch.
+    pub modified_ms: i64,
 }
 
 impl Storage {
@@ -224,6 +226,22 @@ impl Storage {
         .map_err(|e| Error::Table(format!("sync of '{display}' failed: {e}")))?
     }
 
+    /// Deletes a file; a file already gone is not an error.
+    pub async fn delete(&self, name: &str) -> Result<()> {
+        match self.store.delete(&self.path(name)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.store_error(name, e)),
+        }
+    }
+
+    /// Removes directory `dir` if it is empty and the store is a local
+    /// directory (object stores have no directories to remove).
+    pub fn remove_empty_dir(&self, dir: &str) {
+        if let Some(local) = &self.local_dir {
+            let _ = std::fs::remove_dir(local.join(dir));
+        }
+    }
+
     /// Lists the files under directory `dir` (recursively), relative to the root.
     pub async fn list(&self, dir: &str) -> Result<Vec<FileInfo>> {
         let prefix = self.path(dir);
@@ -245,6 +263,7 @@ impl Storage {
                     .collect::<Vec<_>>()
                     .join("/"),
                 size: meta.size,
+                modified_ms: meta.last_modified.timestamp_millis(),
             })
             .collect())
     }

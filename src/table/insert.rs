@@ -25,6 +25,10 @@ pub struct InsertWriter {
     buffered_bytes: usize,
     parts: Vec<PartEntry>,
     rows: u64,
+    /// Merge level of the parts written (0 for inserts).
+    level: u32,
+    /// Write everything as one part, ignoring the insert block bounds (merges).
+    single_part: bool,
 }
 
 impl InsertWriter {
@@ -49,7 +53,15 @@ impl InsertWriter {
             buffered_bytes: 0,
             parts: Vec::new(),
             rows: 0,
+            level: 0,
+            single_part: false,
         }
+    }
+
+    /// A writer that produces exactly one part from all its rows.
+    pub(super) fn into_single_part(mut self) -> Self {
+        self.single_part = true;
+        self
     }
 
     fn context(&self, e: Error) -> Error {
@@ -66,6 +78,9 @@ impl InsertWriter {
         self.buffered_rows += batch.num_rows();
         self.buffered_bytes += sliced_bytes(&batch);
         self.buffer.push(batch);
+        if self.single_part {
+            return Ok(());
+        }
         let (max_rows, max_bytes) = (
             self.base.options.insert_block_rows,
             self.base.options.insert_block_bytes,
@@ -128,17 +143,19 @@ impl InsertWriter {
         self.buffered_bytes = self.buffered_bytes * rest / all.num_rows();
         self.buffered_rows = rest;
         let batch = self.sort(all.slice(0, take))?;
-        let part = write_part(self.table.storage(), &batch, &self.layout, 0)
+        let part = write_part(self.table.storage(), &batch, &self.layout, self.level)
             .await
             .map_err(|e| self.context(e))?;
+        self.table.begin_write(&part.meta.name);
         let bytes = part.meta.columns.iter().map(|c| c.file_len).sum::<u64>();
         self.rows += part.meta.rows;
         self.parts.push(PartEntry {
             name: part.meta.name.clone(),
             rows: part.meta.rows,
             bytes,
-            level: 0,
+            level: self.level,
             created_ms: now_ms(),
+            deletes: None,
         });
         Ok(())
     }
@@ -173,9 +190,7 @@ impl InsertWriter {
     /// Writes what is buffered and commits the statement's parts as one
     /// version. Returns the number of rows inserted.
     pub async fn commit(mut self) -> Result<u64> {
-        while !self.buffer.is_empty() {
-            self.flush(self.base.options.insert_block_rows).await?;
-        }
+        self.flush_all().await?;
         if self.parts.is_empty() {
             return Ok(0);
         }
@@ -186,8 +201,37 @@ impl InsertWriter {
             )));
         }
         let parts = std::mem::take(&mut self.parts);
-        self.table.commit_append("INSERT", parts).await?;
+        let committed = self.table.commit_append("INSERT", parts.clone()).await;
+        self.table.end_writes(parts.iter().map(|p| &p.name));
+        committed?;
+        self.table.schedule_merge();
         Ok(self.rows)
+    }
+
+    async fn flush_all(&mut self) -> Result<()> {
+        let max_rows = match self.single_part {
+            true => usize::MAX,
+            false => self.base.options.insert_block_rows,
+        };
+        while !self.buffer.is_empty() {
+            self.flush(max_rows).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is buffered and returns the parts written, uncommitted
+    /// (for mutations and merges, which commit them with other changes).
+    pub(super) async fn finish_parts(mut self) -> Result<Vec<PartEntry>> {
+        self.flush_all().await?;
+        Ok(std::mem::take(&mut self.parts))
+    }
+}
+
+impl Drop for InsertWriter {
+    /// An insert abandoned before its commit: its parts are garbage, which
+    /// the next cleanup may take.
+    fn drop(&mut self) {
+        self.table.end_writes(self.parts.iter().map(|p| &p.name));
     }
 }
 

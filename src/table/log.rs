@@ -28,6 +28,24 @@ pub struct PartEntry {
     pub bytes: u64,
     pub level: u32,
     pub created_ms: i64,
+    /// The part's deletion mask as of this version, if rows were deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletes: Option<Deletes>,
+}
+
+/// A deletion mask file of a part and how many rows it deletes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Deletes {
+    /// File name inside the part's directory.
+    pub file: String,
+    pub rows: u64,
+}
+
+impl PartEntry {
+    /// Rows a scan of this part returns.
+    pub fn live_rows(&self) -> u64 {
+        self.rows - self.deletes.as_ref().map_or(0, |d| d.rows.min(self.rows))
+    }
 }
 
 /// One version of the table.
@@ -35,7 +53,8 @@ pub struct PartEntry {
 pub struct Commit {
     pub version: u64,
     pub timestamp_ms: i64,
-    /// What produced this version: `CREATE`, `INSERT`.
+    /// What produced this version: `CREATE`, `INSERT`, `DELETE`, `UPDATE`,
+    /// `MERGE`, `TRUNCATE`.
     pub operation: String,
     pub schema: Vec<FieldDef>,
     pub options: BTreeMap<String, String>,
@@ -79,15 +98,17 @@ pub async fn read_commit(storage: &Storage, version: u64) -> Result<Commit> {
     let body = envelope::open(&location, FileKind::Commit, &bytes)?;
     let commit: Commit = serde_json::from_slice(body)
         .map_err(|e| Error::corrupt(&location, format!("bad commit entry: {e}")))?;
-    if let Some(bad) = commit
+    let names = commit
         .parts
         .iter()
-        .find(|p| !crate::storage::is_plain_name(&p.name))
-    {
-        return Err(Error::corrupt(
-            &location,
-            format!("invalid part name '{}'", bad.name),
-        ));
+        .flat_map(|p| std::iter::once(&p.name).chain(p.deletes.as_ref().map(|d| &d.file)));
+    for name in names {
+        if !crate::storage::is_plain_name(name) {
+            return Err(Error::corrupt(
+                &location,
+                format!("invalid part or file name '{name}'"),
+            ));
+        }
     }
     if commit.version != version {
         return Err(Error::corrupt(

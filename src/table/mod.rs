@@ -2,19 +2,27 @@
 //! ones. Readers work on a [`Snapshot`]; writers add parts and commit a new
 //! version atomically.
 
+pub mod deletes;
+pub mod gc;
 pub mod insert;
 pub mod log;
+pub mod merge;
+pub mod mutate;
 pub mod options;
 pub mod schema;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 
+use arrow::buffer::BooleanBuffer;
 use arrow::datatypes::SchemaRef;
 
+pub use gc::SnapshotPin;
 pub use insert::InsertWriter;
-pub use log::{Commit, PartEntry};
-pub use options::TableOptions;
+pub use log::{Commit, Deletes, PartEntry};
+pub use merge::set_background_merge_threads;
+pub use mutate::RowMatcher;
+pub use options::{MergeOptions, TableOptions};
 
 use crate::error::{Error, Result};
 use crate::part::{PartIndex, read_index};
@@ -50,6 +58,16 @@ pub struct Table {
     current: RwLock<Arc<Snapshot>>,
     /// Part indexes are immutable, so a loaded one serves every later query.
     part_cache: Mutex<HashMap<String, Arc<PartIndex>>>,
+    /// Deletion masks by file path; also immutable.
+    mask_cache: Mutex<HashMap<String, Arc<BooleanBuffer>>>,
+    /// Versions readers of this process are using.
+    pins: gc::Pins,
+    /// Files replaced by commits of this process, awaiting their readers.
+    retired: Mutex<gc::Retired>,
+    /// Parts this process is writing and has not committed yet.
+    inflight: Mutex<HashSet<String>>,
+    /// One merge at a time per table handle.
+    merge_lock: tokio::sync::Mutex<()>,
 }
 
 impl Table {
@@ -111,6 +129,11 @@ impl Table {
             storage,
             current: RwLock::new(Arc::new(snapshot)),
             part_cache: Mutex::new(HashMap::new()),
+            mask_cache: Mutex::new(HashMap::new()),
+            pins: Default::default(),
+            retired: Default::default(),
+            inflight: Default::default(),
+            merge_lock: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -173,9 +196,34 @@ impl Table {
         Ok(index)
     }
 
+    /// The deletion mask of a part as of the entry's version, loaded once.
+    pub async fn deletion_mask(&self, entry: &PartEntry) -> Result<Option<Arc<BooleanBuffer>>> {
+        let Some(deletes) = &entry.deletes else {
+            return Ok(None);
+        };
+        let path = deletes::mask_path(&entry.name, &deletes.file);
+        if let Some(mask) = self.mask_cache.lock().expect("cache lock").get(&path) {
+            return Ok(Some(mask.clone()));
+        }
+        let mask = deletes::read_mask(&self.storage, &entry.name, deletes, entry.rows)
+            .await
+            .map_err(|e| e.context(format!("table '{}', part '{}'", self.name, entry.name)))?;
+        let mask = Arc::new(mask);
+        self.mask_cache
+            .lock()
+            .expect("cache lock")
+            .insert(path, mask.clone());
+        Ok(Some(mask))
+    }
+
     /// Starts an insert; nothing is visible until [`InsertWriter::commit`].
     pub fn insert(self: &Arc<Self>) -> InsertWriter {
         InsertWriter::new(self.clone(), self.cached_snapshot())
+    }
+
+    /// A writer of new parts laid out as of `base`.
+    pub(crate) fn insert_on(self: &Arc<Self>, base: Arc<Snapshot>) -> InsertWriter {
+        InsertWriter::new(self.clone(), base)
     }
 
     /// Commits `new_parts` on top of the newest version, retrying when another
@@ -212,18 +260,43 @@ impl Table {
         operation: &str,
         mut next: impl FnMut(&Snapshot) -> Vec<PartEntry>,
     ) -> Result<u64> {
+        let version = self
+            .commit_checked(operation, |base| Some(next(base)))
+            .await?;
+        Ok(version.expect("an unconditional commit is never refused"))
+    }
+
+    /// Like `commit_with`, but `next` may refuse a newer version (a part it
+    /// changes was changed by someone else): then nothing is committed and
+    /// the result is `None`.
+    pub(crate) async fn commit_checked(
+        &self,
+        operation: &str,
+        mut next: impl FnMut(&Snapshot) -> Option<Vec<PartEntry>>,
+    ) -> Result<Option<u64>> {
+        self.commit_attempts(operation, &mut next).await
+    }
+
+    async fn commit_attempts(
+        &self,
+        operation: &str,
+        next: &mut impl FnMut(&Snapshot) -> Option<Vec<PartEntry>>,
+    ) -> Result<Option<u64>> {
         const MAX_ATTEMPTS: usize = 16;
         let ctx = |e: Error| e.context(format!("table '{}'", self.name));
         let txn = uuid::Uuid::new_v4().simple().to_string();
         for _ in 0..MAX_ATTEMPTS {
             let base = self.snapshot().await?;
+            let Some(parts) = next(&base) else {
+                return Ok(None);
+            };
             let commit = Commit {
                 version: base.version + 1,
                 timestamp_ms: log::now_ms(),
                 operation: operation.into(),
                 schema: schema::to_defs(&base.schema),
                 options: base.options.to_map(),
-                parts: next(&base),
+                parts,
                 txn: txn.clone(),
             };
             let won = log::write_commit(&self.storage, &commit)
@@ -238,7 +311,7 @@ impl Table {
                     .is_ok_and(|c| c.txn == txn);
             if ours {
                 self.install(Arc::new(Snapshot::from_commit(&commit)?));
-                return Ok(commit.version);
+                return Ok(Some(commit.version));
             }
         }
         Err(ctx(Error::CommitConflict {

@@ -20,7 +20,49 @@ pub const KNOWN_OPTIONS: &[&str] = &[
     "codec.<column>",
     "insert_block_rows",
     "insert_block_bytes",
+    "merge.background",
+    "merge.size_ratio",
+    "merge.parts_per_merge",
+    "merge.max_part_bytes",
+    "merge.min_part_bytes",
+    "old_parts_lifetime",
 ];
+
+/// The merge policy's parameters (`merge.*` options); see `table::merge`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MergeOptions {
+    /// Merge in the background after inserts (default true).
+    pub background: bool,
+    /// Each size tier holds parts up to this many times larger than the
+    /// tier below (default 10).
+    pub size_ratio: u64,
+    /// Parts of one tier merged together (default 10); also how many parts
+    /// a tier may hold before it is merged.
+    pub parts_per_merge: usize,
+    /// Parts this large are not merged further, and merges stop short of
+    /// producing larger ones (default 1 GiB; merges hold their rows in memory).
+    pub max_part_bytes: u64,
+    /// Parts smaller than this count as this large (default 1 MiB), so tiny
+    /// parts share the lowest tier.
+    pub min_part_bytes: u64,
+}
+
+impl Default for MergeOptions {
+    fn default() -> Self {
+        MergeOptions {
+            background: true,
+            size_ratio: 10,
+            parts_per_merge: 10,
+            max_part_bytes: 1 << 30,
+            min_part_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Seconds an unreferenced part (one replaced by a merge, or left by a
+/// writer that died) is kept for readers in other processes (default 480,
+/// as ClickHouse's `old_parts_lifetime`).
+pub const DEFAULT_OLD_PARTS_LIFETIME: u64 = 480;
 
 /// Validated table options.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,6 +78,9 @@ pub struct TableOptions {
     pub insert_block_rows: usize,
     /// ...or after this many buffered bytes (in memory), whichever comes first.
     pub insert_block_bytes: usize,
+    pub merge: MergeOptions,
+    /// Seconds before unreferenced part files are deleted.
+    pub old_parts_lifetime: u64,
 }
 
 impl Default for TableOptions {
@@ -46,6 +91,8 @@ impl Default for TableOptions {
             codecs: BTreeMap::new(),
             insert_block_rows: DEFAULT_INSERT_BLOCK_ROWS,
             insert_block_bytes: DEFAULT_INSERT_BLOCK_BYTES,
+            merge: MergeOptions::default(),
+            old_parts_lifetime: DEFAULT_OLD_PARTS_LIFETIME,
         }
     }
 }
@@ -68,6 +115,22 @@ impl TableOptions {
                 }
                 "insert_block_bytes" => {
                     parsed.insert_block_bytes = parse_count(key, value, 1024, usize::MAX)?;
+                }
+                "merge.background" => parsed.merge.background = parse_bool(key, value)?,
+                "merge.size_ratio" => {
+                    parsed.merge.size_ratio = parse_count(key, value, 2, 1000)? as u64;
+                }
+                "merge.parts_per_merge" => {
+                    parsed.merge.parts_per_merge = parse_count(key, value, 2, 1000)?;
+                }
+                "merge.max_part_bytes" => {
+                    parsed.merge.max_part_bytes = parse_count(key, value, 1, usize::MAX)? as u64;
+                }
+                "merge.min_part_bytes" => {
+                    parsed.merge.min_part_bytes = parse_count(key, value, 1, usize::MAX)? as u64;
+                }
+                "old_parts_lifetime" => {
+                    parsed.old_parts_lifetime = parse_count(key, value, 0, usize::MAX)? as u64;
                 }
                 _ => {
                     let Some(column) = key_lower.strip_prefix("codec.") else {
@@ -105,6 +168,19 @@ impl TableOptions {
         map.insert(
             "insert_block_bytes".into(),
             self.insert_block_bytes.to_string(),
+        );
+        let m = &self.merge;
+        map.insert("merge.background".into(), m.background.to_string());
+        map.insert("merge.size_ratio".into(), m.size_ratio.to_string());
+        map.insert(
+            "merge.parts_per_merge".into(),
+            m.parts_per_merge.to_string(),
+        );
+        map.insert("merge.max_part_bytes".into(), m.max_part_bytes.to_string());
+        map.insert("merge.min_part_bytes".into(), m.min_part_bytes.to_string());
+        map.insert(
+            "old_parts_lifetime".into(),
+            self.old_parts_lifetime.to_string(),
         );
         for (column, codec) in &self.codecs {
             map.insert(format!("codec.{column}"), codec.to_string());
@@ -152,6 +228,17 @@ fn parse_count(key: &str, value: &str, min: usize, max: usize) -> Result<usize> 
         ));
     }
     Ok(n)
+}
+
+fn parse_bool(key: &str, value: &str) -> Result<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "on" => Ok(true),
+        "false" | "0" | "off" => Ok(false),
+        _ => Err(Error::option(
+            key,
+            format!("'{value}' is not true or false"),
+        )),
+    }
 }
 
 fn find_column(key: &str, name: &str, schema: &Schema) -> Result<String> {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::TableProvider;
 use datafusion::common::ScalarValue;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::{Expr, SessionContext, col, lit};
@@ -51,6 +52,25 @@ struct Case {
     keyed: bool,
     granularity: usize,
     predicates: Vec<Pred>,
+    /// Applied to both tables before the queries.
+    mutations: Vec<Mutation>,
+}
+
+#[derive(Debug, Clone)]
+enum Mutation {
+    Delete(Pred),
+    /// `UPDATE SET column = <a value of that column from some row> WHERE pred`.
+    Update(Pred, usize, usize),
+    /// `diagon_optimize`, by the policy or into one part (diagon only).
+    Optimize(bool),
+}
+
+fn mutation(columns: usize) -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        pred(columns).prop_map(Mutation::Delete),
+        (pred(columns), 0..columns, any::<usize>()).prop_map(|(p, c, r)| Mutation::Update(p, c, r)),
+        any::<bool>().prop_map(Mutation::Optimize),
+    ]
 }
 
 #[derive(Debug, Clone)]
@@ -114,15 +134,19 @@ fn case() -> impl Strategy<Value = Case> {
             any::<bool>(),
             1usize..40,
             proptest::collection::vec(pred(n + 1), 3),
+            proptest::collection::vec(mutation(n + 1), 0..4),
         )
             .prop_map(
-                |(types, commits, order_by_extra, keyed, granularity, predicates)| Case {
-                    types,
-                    commits,
-                    order_by_extra,
-                    keyed,
-                    granularity,
-                    predicates,
+                |(types, commits, order_by_extra, keyed, granularity, predicates, mutations)| {
+                    Case {
+                        types,
+                        commits,
+                        order_by_extra,
+                        keyed,
+                        granularity,
+                        predicates,
+                        mutations,
+                    }
                 },
             )
     })
@@ -298,13 +322,46 @@ async fn check(case: Case) {
         .collect();
 
     let ctx = crate::common::context(3);
-    ctx.register_table("d", Arc::new(DiagonTableProvider::new(table)))
-        .unwrap();
-    ctx.register_table(
-        "m",
-        Arc::new(MemTable::try_new(schema.clone(), vec![batches.clone()]).unwrap()),
-    )
-    .unwrap();
+    let diagon = Arc::new(DiagonTableProvider::new(table.clone()));
+    let memory = Arc::new(MemTable::try_new(schema.clone(), vec![batches.clone()]).unwrap());
+    ctx.register_table("d", diagon.clone()).unwrap();
+    ctx.register_table("m", memory.clone()).unwrap();
+    let state = ctx.state();
+    for m in &case.mutations {
+        let providers: [Arc<dyn TableProvider>; 2] = [diagon.clone(), memory.clone()];
+        let mut counts = Vec::new();
+        for provider in providers {
+            let plan = match m {
+                Mutation::Delete(p) => provider
+                    .delete_from(&state, vec![to_expr(p, &schema, &all)])
+                    .await
+                    .unwrap(),
+                Mutation::Update(p, column, row) => {
+                    let name = schema.field(*column).name().clone();
+                    let value = Expr::Literal(literal(&all, *column, *row), None);
+                    provider
+                        .update(&state, vec![(name, value)], vec![to_expr(p, &schema, &all)])
+                        .await
+                        .unwrap()
+                }
+                Mutation::Optimize(full) => {
+                    table.optimize(*full).await.unwrap();
+                    break;
+                }
+            };
+            let out = datafusion::physical_plan::collect(plan, ctx.task_ctx())
+                .await
+                .unwrap();
+            counts.push(
+                arrow::util::pretty::pretty_format_batches(&out)
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+        if counts.len() == 2 {
+            assert_eq!(counts[0], counts[1], "rows matched by {m:?}");
+        }
+    }
 
     for pruning in ["true", "false"] {
         ctx.sql(&format!("SET diagon.enable_pruning = {pruning}"))

@@ -1,0 +1,142 @@
+//! DELETE and UPDATE through DataFusion: the provider turns the statement's
+//! filters and assignments into physical expressions at planning time, and a
+//! sink applies them when executed (so EXPLAIN changes nothing), reporting
+//! the rows matched as DataFusion's `count`.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch};
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::datasource::sink::DataSink;
+use datafusion::error::Result;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType};
+
+use super::plan::{PruneCounts, Pruners};
+use crate::error::Error;
+use crate::part::PartIndex;
+use crate::table::{RowMatcher, Table};
+
+/// A WHERE clause (and for UPDATE its SET list) over the table's schema.
+pub struct ExprMatcher {
+    pub schema: SchemaRef,
+    /// `None` matches every row.
+    pub filter: Option<Arc<dyn PhysicalExpr>>,
+    pub pruners: Pruners,
+    /// UPDATE's assignments by column position; `None` for DELETE.
+    pub assignments: Option<Vec<(usize, Arc<dyn PhysicalExpr>)>>,
+}
+
+impl fmt::Debug for ExprMatcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExprMatcher")
+            .field("filter", &self.filter)
+            .finish()
+    }
+}
+
+fn df(e: datafusion::error::DataFusionError) -> Error {
+    Error::Table(e.to_string())
+}
+
+impl RowMatcher for ExprMatcher {
+    fn granules(&self, part: &PartIndex) -> crate::Result<Vec<bool>> {
+        let mut counts = PruneCounts::default();
+        self.pruners.keep_granules(part, &mut counts).map_err(df)
+    }
+
+    fn matches(&self, batch: &RecordBatch) -> crate::Result<BooleanArray> {
+        let Some(filter) = &self.filter else {
+            return Ok(BooleanArray::from(vec![true; batch.num_rows()]));
+        };
+        let value = filter.evaluate(batch).map_err(df)?;
+        let array = value.into_array(batch.num_rows()).map_err(df)?;
+        match array.as_boolean_opt() {
+            Some(b) => Ok(b.clone()),
+            None => Err(Error::Schema(format!(
+                "WHERE clause is {}, not boolean",
+                array.data_type()
+            ))),
+        }
+    }
+
+    fn update(&self, matched: &RecordBatch) -> Option<crate::Result<RecordBatch>> {
+        let assignments = self.assignments.as_ref()?;
+        Some(self.assign(assignments, matched))
+    }
+}
+
+impl ExprMatcher {
+    fn assign(
+        &self,
+        assignments: &[(usize, Arc<dyn PhysicalExpr>)],
+        matched: &RecordBatch,
+    ) -> crate::Result<RecordBatch> {
+        let mut columns: Vec<ArrayRef> = matched.columns().to_vec();
+        for (i, expr) in assignments {
+            let field = self.schema.field(*i);
+            let value = expr.evaluate(matched).map_err(df)?;
+            let array = value.into_array(matched.num_rows()).map_err(df)?;
+            let array = match array.data_type() == field.data_type() {
+                true => array,
+                false => arrow::compute::cast(&array, field.data_type())
+                    .map_err(|e| Error::Schema(format!("column '{}': {e}", field.name())))?,
+            };
+            columns[*i] = array;
+        }
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+}
+
+/// DELETE or UPDATE as a sink over an empty input.
+#[derive(Debug)]
+pub struct MutationSink {
+    table: Arc<Table>,
+    schema: SchemaRef,
+    matcher: ExprMatcher,
+}
+
+impl MutationSink {
+    pub fn new(table: Arc<Table>, schema: SchemaRef, matcher: ExprMatcher) -> Self {
+        MutationSink {
+            table,
+            schema,
+            matcher,
+        }
+    }
+
+    fn operation(&self) -> &'static str {
+        match self.matcher.assignments {
+            Some(_) => "UPDATE",
+            None => "DELETE",
+        }
+    }
+}
+
+impl DisplayAs for MutationSink {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "Diagon{}: table={}", self.operation(), self.table.name())?;
+        if let Some(filter) = &self.matcher.filter {
+            write!(f, ", filter={filter}")?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl DataSink for MutationSink {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    async fn write_all(
+        &self,
+        _data: SendableRecordBatchStream,
+        _context: &Arc<TaskContext>,
+    ) -> Result<u64> {
+        Ok(self.table.mutate(self.operation(), &self.matcher).await?)
+    }
+}

@@ -1,0 +1,182 @@
+//! Garbage: files no version references any more (parts replaced by merges,
+//! superseded deletion masks, leftovers of writers that died).
+//!
+//! A reader in this process pins its snapshot's version; a replaced file is
+//! deleted only once no pin older than its replacement remains and it has
+//! been unreferenced for `old_parts_lifetime` seconds, the grace period that
+//! protects readers in other processes, which this one cannot see. Part
+//! files an insert of this process is still writing are never touched.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use super::Table;
+use super::deletes::mask_path;
+use super::log::now_ms;
+use crate::error::Result;
+
+/// Versions pinned by live readers, with reference counts.
+pub(crate) type Pins = Arc<Mutex<BTreeMap<u64, usize>>>;
+
+/// Keeps the files of one version alive while a reader uses it.
+#[derive(Debug)]
+pub struct SnapshotPin {
+    pins: Pins,
+    version: u64,
+}
+
+impl Drop for SnapshotPin {
+    fn drop(&mut self) {
+        let mut pins = self.pins.lock().expect("pins lock");
+        if let Some(count) = pins.get_mut(&self.version) {
+            *count -= 1;
+            if *count == 0 {
+                pins.remove(&self.version);
+            }
+        }
+    }
+}
+
+/// Files replaced at some version, waiting for their readers.
+#[derive(Debug, Default)]
+pub(crate) struct Retired {
+    /// Part directory name or mask file path → version that replaced it.
+    pub entries: HashMap<String, u64>,
+}
+
+impl Table {
+    /// Pins `version` until the returned guard is dropped.
+    pub fn pin(&self, version: u64) -> SnapshotPin {
+        *self
+            .pins
+            .lock()
+            .expect("pins lock")
+            .entry(version)
+            .or_default() += 1;
+        SnapshotPin {
+            pins: self.pins.clone(),
+            version,
+        }
+    }
+
+    fn oldest_pin(&self) -> Option<u64> {
+        self.pins.lock().expect("pins lock").keys().next().copied()
+    }
+
+    /// Records that `files` (paths) and `parts` (names) stopped being
+    /// referenced by the newest version.
+    pub(crate) fn retire(&self, files: Vec<String>, parts: Vec<String>) {
+        let version = self.cached_snapshot().version;
+        let mut retired = self.retired.lock().expect("retired lock");
+        for name in files.into_iter().chain(parts) {
+            retired.entries.insert(name, version);
+        }
+    }
+
+    /// Marks part names as being written by this process.
+    pub(crate) fn begin_write(&self, part: &str) {
+        self.inflight
+            .lock()
+            .expect("inflight lock")
+            .insert(part.to_string());
+    }
+
+    pub(crate) fn end_writes<'a>(&self, parts: impl IntoIterator<Item = &'a String>) {
+        let mut inflight = self.inflight.lock().expect("inflight lock");
+        for p in parts {
+            inflight.remove(p);
+        }
+    }
+
+    /// Deletes files this process wrote for a change that was not committed.
+    /// Failures are left for [`Table::collect_garbage`].
+    pub(crate) async fn delete_files(&self, files: Vec<String>, parts: &[super::PartEntry]) {
+        for f in files {
+            let _ = self.storage().delete(&f).await;
+        }
+        for p in parts {
+            let _ = self.delete_part_files(&p.name).await;
+        }
+        self.end_writes(parts.iter().map(|p| &p.name));
+    }
+
+    async fn delete_part_files(&self, part: &str) -> Result<()> {
+        let dir = crate::part::part_dir(part);
+        for f in self.storage().list(&dir).await? {
+            self.storage().delete(&f.name).await?;
+        }
+        self.storage().remove_empty_dir(&dir);
+        Ok(())
+    }
+
+    /// Deletes unreferenced files that no reader can need any more: replaced
+    /// ones whose readers in this process are gone, and anything
+    /// unreferenced for longer than `old_parts_lifetime`. Returns the number
+    /// of files deleted.
+    pub async fn collect_garbage(&self) -> Result<usize> {
+        let snapshot = self.snapshot().await?;
+        let lifetime_ms = snapshot.options.old_parts_lifetime as i64 * 1000;
+        let now = now_ms();
+        let mut referenced: HashSet<String> = HashSet::new();
+        for p in &snapshot.parts {
+            referenced.insert(p.name.clone());
+            if let Some(d) = &p.deletes {
+                referenced.insert(mask_path(&p.name, &d.file));
+            }
+        }
+        let oldest_pin = self.oldest_pin();
+        let protected = |name: &str| {
+            let retired = self.retired.lock().expect("retired lock");
+            retired
+                .entries
+                .get(name)
+                .is_some_and(|&at| oldest_pin.is_some_and(|pin| pin < at))
+        };
+        let inflight = self.inflight.lock().expect("inflight lock").clone();
+
+        // Files by part directory, with the newest modification time.
+        let mut dirs: BTreeMap<String, (Vec<String>, i64)> = BTreeMap::new();
+        for f in self.storage().list("parts").await? {
+            let Some(part) = f.name.split('/').nth(1) else {
+                continue;
+            };
+            let entry = dirs.entry(part.to_string()).or_default();
+            entry.0.push(f.name.clone());
+            entry.1 = entry.1.max(f.modified_ms);
+        }
+        let old = |modified: i64| now - modified >= lifetime_ms;
+        let mut deleted = Vec::new();
+        for (part, (files, newest)) in dirs {
+            if inflight.contains(&part) {
+                continue;
+            }
+            if referenced.contains(&part) {
+                // A live part: only superseded deletion masks can go.
+                for f in files {
+                    let is_mask = f.rsplit('/').next().is_some_and(|n| n.starts_with("del_"));
+                    if is_mask && !referenced.contains(&f) && !protected(&f) && old(newest) {
+                        self.storage().delete(&f).await?;
+                        deleted.push(f);
+                    }
+                }
+            } else if !protected(&part) && old(newest) {
+                for f in &files {
+                    self.storage().delete(f).await?;
+                }
+                self.storage()
+                    .remove_empty_dir(&crate::part::part_dir(&part));
+                deleted.extend(files);
+                self.retired
+                    .lock()
+                    .expect("retired lock")
+                    .entries
+                    .remove(&part);
+            }
+        }
+        let mut retired = self.retired.lock().expect("retired lock");
+        for f in &deleted {
+            retired.entries.remove(f);
+        }
+        Ok(deleted.len())
+    }
+}

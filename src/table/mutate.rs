@@ -1,0 +1,198 @@
+//! DELETE and UPDATE: find the rows a predicate matches, part by part, mark
+//! them in new deletion masks and (for UPDATE) write their new versions as
+//! new parts; then commit all of it as one version.
+//!
+//! Parts are immutable, so a mutation never rewrites data in place (Delta
+//! Lake's deletion vectors, ClickHouse's lightweight deletes). A concurrent
+//! commit that changed a touched part (another DELETE, a merge) makes the
+//! mutation start over on the newer version; untouched parts never conflict.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use arrow::array::{Array, BooleanArray, RecordBatch};
+use arrow::compute::filter_record_batch;
+
+use super::Table;
+use super::deletes::{self, union};
+use super::log::Deletes;
+use crate::error::{Error, Result};
+use crate::part::index::ranges_of as ranges;
+use crate::part::{PartIndex, ReadStats, read_granules};
+
+/// What a mutation matches and how it changes matched rows. Implemented by
+/// the SQL layer over DataFusion expressions.
+pub trait RowMatcher: Send + Sync {
+    /// Granules of `part` that may hold matching rows (`true` = read it).
+    fn granules(&self, part: &PartIndex) -> Result<Vec<bool>>;
+    /// Which rows of `batch` (the full table schema) match; NULL is no match.
+    fn matches(&self, batch: &RecordBatch) -> Result<BooleanArray>;
+    /// For UPDATE, the new version of matched rows; `None` for DELETE.
+    fn update(&self, _matched: &RecordBatch) -> Option<Result<RecordBatch>> {
+        None
+    }
+}
+
+/// One part's change: its new mask.
+struct Touched {
+    name: String,
+    before: Option<Deletes>,
+    after: Deletes,
+}
+
+const MAX_ATTEMPTS: usize = 8;
+
+impl Table {
+    /// Deletes (or, with [`RowMatcher::update`], updates) the matching rows
+    /// and commits. Returns the number of rows matched.
+    pub async fn mutate(
+        self: &Arc<Self>,
+        operation: &str,
+        matcher: &dyn RowMatcher,
+    ) -> Result<u64> {
+        for _ in 0..MAX_ATTEMPTS {
+            if let Some(count) = self.try_mutate(operation, matcher).await? {
+                return Ok(count);
+            }
+        }
+        Err(Error::CommitConflict {
+            table: self.name().to_string(),
+            version: self.cached_snapshot().version + 1,
+        })
+    }
+
+    /// One attempt; `None` when a concurrent commit changed a touched part.
+    async fn try_mutate(
+        self: &Arc<Self>,
+        operation: &str,
+        matcher: &dyn RowMatcher,
+    ) -> Result<Option<u64>> {
+        let base = self.snapshot().await?;
+        let mut touched = Vec::new();
+        let mut updated = Vec::new();
+        let mut matched_total = 0u64;
+        for entry in &base.parts {
+            let index = self.part_index(&entry.name).await?;
+            let mask = self.deletion_mask(entry).await?;
+            let keep = matcher.granules(&index)?;
+            let mut matched_rows = Vec::new();
+            for (start, batch) in self.read_part(&index, &ranges(&keep)).await? {
+                let hits = matcher.matches(&batch)?;
+                let mut hit_mask = Vec::with_capacity(batch.num_rows());
+                for i in 0..batch.num_rows() {
+                    let hit = hits.is_valid(i)
+                        && hits.value(i)
+                        && !mask.as_ref().is_some_and(|m| m.value(start + i));
+                    if hit {
+                        matched_rows.push(start + i);
+                    }
+                    hit_mask.push(hit);
+                }
+                if let Some(update) =
+                    matcher.update(&filter_record_batch(&batch, &BooleanArray::from(hit_mask))?)
+                {
+                    let rows = update?;
+                    if rows.num_rows() > 0 {
+                        updated.push(rows);
+                    }
+                }
+            }
+            if matched_rows.is_empty() {
+                continue;
+            }
+            matched_total += matched_rows.len() as u64;
+            let new_mask = union(mask.as_deref(), entry.rows as usize, &matched_rows);
+            let after = deletes::write_mask(self.storage(), &entry.name, &new_mask).await?;
+            touched.push(Touched {
+                name: entry.name.clone(),
+                before: entry.deletes.clone(),
+                after,
+            });
+        }
+        if touched.is_empty() {
+            return Ok(Some(0));
+        }
+        let new_parts = match updated.is_empty() {
+            true => Vec::new(),
+            false => {
+                let mut writer = self.insert_on(base.clone());
+                for batch in updated {
+                    writer.write(batch).await?;
+                }
+                writer.finish_parts().await?
+            }
+        };
+        let committed = self
+            .commit_checked(operation, |current| {
+                let mut parts = current.parts.clone();
+                for t in &touched {
+                    let p = parts.iter_mut().find(|p| p.name == t.name)?;
+                    if p.deletes != t.before {
+                        return None;
+                    }
+                    p.deletes = Some(t.after.clone());
+                }
+                parts.extend(new_parts.iter().cloned());
+                Some(parts)
+            })
+            .await?;
+        self.end_writes(new_parts.iter().map(|p| &p.name));
+        if committed.is_none() {
+            // Lost to a concurrent change of a touched part: what this attempt
+            // wrote is garbage now.
+            let files = touched
+                .iter()
+                .map(|t| deletes::mask_path(&t.name, &t.after.file));
+            self.delete_files(files.collect(), &new_parts).await;
+            return Ok(None);
+        }
+        let superseded = touched.iter().filter_map(|t| {
+            t.before
+                .as_ref()
+                .map(|d| deletes::mask_path(&t.name, &d.file))
+        });
+        self.retire(superseded.collect(), Vec::new());
+        Ok(Some(matched_total))
+    }
+
+    /// Reads every column of the granule `ranges` of a part (deleted rows
+    /// included), each batch with the part row number of its first row.
+    pub(crate) async fn read_part(
+        &self,
+        index: &PartIndex,
+        ranges: &[Range<usize>],
+    ) -> Result<Vec<(usize, RecordBatch)>> {
+        let schema = self.cached_snapshot().schema.clone();
+        let projection = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                index.column_position(f.name()).ok_or_else(|| {
+                    Error::corrupt(
+                        self.storage()
+                            .location(&crate::part::part_dir(&index.meta.name)),
+                        format!("part has no column '{}'", f.name()),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut out = Vec::new();
+        for range in ranges {
+            let mut stats = ReadStats::default();
+            let batches = read_granules(
+                self.storage(),
+                index,
+                &projection,
+                &schema,
+                range.clone(),
+                &mut stats,
+            )
+            .await
+            .map_err(|e| e.context(format!("table '{}'", self.name())))?;
+            for (g, batch) in range.clone().zip(batches) {
+                out.push((index.granule_starts[g] as usize, batch));
+            }
+        }
+        Ok(out)
+    }
+}

@@ -17,4 +17,4 @@ pub mod table;
 pub use datafusion;
 pub use error::{Error, Result};
 pub use sql::register;
-pub use table::{Table, TableOptions};
+pub use table::{MergeOptions, Table, TableOptions};

@@ -305,3 +305,169 @@ async fn a_commit_whose_reply_was_lost_counts_once() {
     // transaction id in that version, and neither fails nor appends twice.
     assert!(!interrupted_insert(usize::MAX, Strike::LostReply).await);
 }
+
+/// The part and mask files under `parts/` of a table directory.
+fn part_files(dir: &std::path::Path) -> Vec<String> {
+    let mut files = Vec::new();
+    let parts = dir.join("parts");
+    for part in std::fs::read_dir(&parts).into_iter().flatten().flatten() {
+        for file in std::fs::read_dir(part.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            files.push(format!(
+                "{}/{}",
+                part.file_name().to_string_lossy(),
+                file.file_name().to_string_lossy()
+            ));
+        }
+    }
+    files.sort();
+    files
+}
+
+/// Files the newest version references (each part's columns and index, and
+/// its deletion mask).
+async fn referenced_files(storage: Storage, dir: &std::path::Path) -> Vec<String> {
+    let table = Table::open("t", storage).await.unwrap().unwrap();
+    let snapshot = table.snapshot().await.unwrap();
+    let mut files = Vec::new();
+    for entry in &snapshot.parts {
+        for file in std::fs::read_dir(dir.join("parts").join(&entry.name))
+            .unwrap()
+            .flatten()
+        {
+            let name = file.file_name().to_string_lossy().to_string();
+            let is_mask = name.starts_with("del_");
+            let live_mask = entry.deletes.as_ref().is_some_and(|d| d.file == name);
+            if !is_mask || live_mask {
+                files.push(format!("{}/{name}", entry.name));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// A merge (with a deletion to purge) interrupted at write `fail_at`.
+async fn interrupted_merge(fail_at: usize, strike: Strike) -> bool {
+    let dir = tempfile::tempdir().unwrap();
+    let clean = crate::common::local_storage(dir.path());
+    let options = TableOptions {
+        order_by: vec!["id".into()],
+        granularity: 16,
+        old_parts_lifetime: 0,
+        merge: diagon::MergeOptions {
+            background: false,
+            ..Default::default()
+        },
+        ..TableOptions::default()
+    };
+    let batches = [batch(0, 100), batch(500, 60), batch(900, 40)];
+    let table = crate::common::table_with(clean.clone(), schema(), options, &batches).await;
+    let ctx = crate::common::context(2);
+    ctx.register_table("t", Arc::new(DiagonTableProvider::new(table)))
+        .unwrap();
+    crate::common::query(&ctx, "DELETE FROM t WHERE id >= 900").await;
+
+    let faulty = Arc::new(FaultyStore {
+        inner: clean.object_store().clone(),
+        writes: AtomicUsize::new(0),
+        fail_at,
+        strike,
+        dead: AtomicBool::new(false),
+    });
+    let storage = Storage::new(
+        faulty.clone(),
+        Path::from_filesystem_path(dir.path()).unwrap(),
+        "faulty",
+    );
+    let table = Table::open("t", storage).await.unwrap().unwrap();
+    let _ = table.optimize(true).await;
+    let reached = faulty.writes.load(Ordering::SeqCst) > fail_at;
+
+    // Whatever happened, the rows are those of the last committed version.
+    let seen = sum_and_count(clean.clone()).await;
+    assert_eq!(
+        seen,
+        expected(&[(0, 100), (500, 60)]),
+        "merge failed at write {fail_at}"
+    );
+    // And a reopen's cleanup leaves exactly the referenced files.
+    let reopened = Table::open("t", clean.clone()).await.unwrap().unwrap();
+    reopened.collect_garbage().await.unwrap();
+    assert_eq!(
+        part_files(dir.path()),
+        referenced_files(clean, dir.path()).await,
+        "garbage left after a merge failed at write {fail_at} ({strike:?})"
+    );
+    reached
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merge_failing_at_any_step_loses_nothing_and_leaves_no_garbage() {
+    for strike in [Strike::Before, Strike::After] {
+        let mut fail_at = 0;
+        while interrupted_merge(fail_at, strike).await {
+            fail_at += 1;
+            assert!(fail_at < 100, "merge kept writing");
+        }
+        assert!(
+            fail_at >= 4,
+            "a merge writes columns, an index and a commit"
+        );
+    }
+}
+
+/// Parts replaced by a merge stay on disk while a reader planned on the old
+/// version is alive, and go once it is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaced_parts_outlive_their_last_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = crate::common::local_storage(dir.path());
+    let options = TableOptions {
+        order_by: vec!["id".into()],
+        old_parts_lifetime: 0,
+        merge: diagon::MergeOptions {
+            background: false,
+            ..Default::default()
+        },
+        ..TableOptions::default()
+    };
+    let batches = [batch(0, 50), batch(100, 50)];
+    let table = crate::common::table_with(storage, schema(), options, &batches).await;
+    let ctx = crate::common::context(2);
+    ctx.register_table("t", Arc::new(DiagonTableProvider::new(table.clone())))
+        .unwrap();
+    // Planned (snapshot pinned) before the merge, executed after it.
+    let pending = ctx
+        .sql("SELECT sum(id) FROM t WHERE id >= 0")
+        .await
+        .unwrap();
+    let plan = pending.create_physical_plan().await.unwrap();
+    let before = part_files(dir.path());
+    table.optimize(true).await.unwrap();
+    assert!(
+        before.iter().all(|f| part_files(dir.path()).contains(f)),
+        "a pinned reader's parts were deleted"
+    );
+    let out = datafusion::physical_plan::collect(plan.clone(), ctx.task_ctx())
+        .await
+        .unwrap();
+    let expected_sum: i64 = (0..50).chain(100..150).sum();
+    let sum = out[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap()
+        .value(0);
+    assert_eq!(sum, expected_sum);
+    drop(plan);
+    table.collect_garbage().await.unwrap();
+    assert_eq!(
+        part_files(dir.path()).len(),
+        3,
+        "one part: two columns and an index"
+    );
+}

@@ -8,7 +8,9 @@
 //! - `gorilla`: Facebook Gorilla's XOR encoding of floats: each value is
 //!   XORed with the previous one and only the meaningful bits are written.
 //! - `t64`: frame-of-reference bit packing: per frame of 256 values, the
-//!   minimum and then each value's offset from it in as few bits as needed.
+//!   minimum, the offsets' greatest common divisor, and each offset divided
+//!   by it in as few bits as needed (decimal quantities stored in cents,
+//!   timestamps in whole seconds as nanoseconds, pack to their real range).
 //!
 //! All four are lossless on any bit pattern (null slots included) and never
 //! panic on corrupt input: decoding reports a description instead.
@@ -139,6 +141,7 @@ trait Word: Copy + Eq + Ord + Default + 'static {
     fn from_u128(v: u128) -> Self;
     fn sub(self, other: Self) -> Self;
     fn add(self, other: Self) -> Self;
+    fn mul(self, other: Self) -> Self;
     fn xor(self, other: Self) -> Self;
     fn leading_zeros(self) -> u32;
     fn trailing_zeros(self) -> u32;
@@ -174,6 +177,10 @@ macro_rules! impl_word {
             #[inline]
             fn add(self, other: Self) -> Self {
                 self.wrapping_add(other)
+            }
+            #[inline]
+            fn mul(self, other: Self) -> Self {
+                self.wrapping_mul(other)
             }
             #[inline]
             fn xor(self, other: Self) -> Self {
@@ -517,18 +524,52 @@ fn encode_t64<W: Word>(values: &[u8], kind: ValueKind, out: &mut Vec<u8>) {
     let all: Vec<W> = words::<W>(values).map(order).collect();
     for frame in all.chunks(T64_FRAME) {
         let min = *frame.iter().min().unwrap();
+        let divisor = frame_gcd(frame.iter().map(|v| v.sub(min).to_u128()));
         let max = *frame.iter().max().unwrap();
-        let width = bit_width(max.sub(min).to_u128());
+        let width = bit_width(max.sub(min).to_u128() / divisor);
         let start = out.len();
         out.resize(start + W::BYTES, 0);
         min.store(&mut out[start..]);
         out.push(width as u8);
+        put_varint(divisor, out);
         let mut bits = BitWriter::new(out);
         for &v in frame {
-            bits.put(v.sub(min).to_u128(), width);
+            bits.put(v.sub(min).to_u128() / divisor, width);
         }
         bits.finish();
     }
+}
+
+/// The greatest common divisor of a frame's offsets from its minimum (1 when
+/// all are zero, so the divisor is never 0).
+fn frame_gcd(offsets: impl Iterator<Item = u128>) -> u128 {
+    let mut g: u128 = 0;
+    for d in offsets {
+        if g == 1 {
+            return 1;
+        }
+        // Most offsets are multiples of the running divisor: one remainder.
+        if g == 0 || rem(d, g) != 0 {
+            g = gcd(g, d);
+        }
+    }
+    g.max(1)
+}
+
+/// `a % b` (b > 0), in 64-bit arithmetic when both fit: u128 division is
+/// several times slower.
+fn rem(a: u128, b: u128) -> u128 {
+    match (u64::try_from(a), u64::try_from(b)) {
+        (Ok(a), Ok(b)) => u128::from(a % b),
+        _ => a % b,
+    }
+}
+
+fn gcd(mut a: u128, mut b: u128) -> u128 {
+    while b != 0 {
+        (a, b) = (b, rem(a, b));
+    }
+    a
 }
 
 fn decode_t64<W: Word>(input: &[u8], kind: ValueKind, out: &mut [u8]) -> Result<(), String> {
@@ -550,6 +591,7 @@ fn decode_t64<W: Word>(input: &[u8], kind: ValueKind, out: &mut [u8]) -> Result<
             ));
         }
         pos += W::BYTES + 1;
+        let divisor = W::from_u128(get_varint(input, &mut pos)?);
         let len = (n * width as usize).div_ceil(8);
         let packed = input
             .get(pos..pos + len)
@@ -560,11 +602,11 @@ fn decode_t64<W: Word>(input: &[u8], kind: ValueKind, out: &mut [u8]) -> Result<
             padded.clear();
             padded.extend_from_slice(packed);
             padded.resize(len + 16, 0);
-            unpack_frame(&padded, width, min, signed, frame);
+            unpack_frame(&padded, width, min, divisor, signed, frame);
         } else {
             let mut bits = BitReader::new(packed);
             for slot in frame.chunks_exact_mut(W::BYTES) {
-                let v = min.add(W::from_u128(bits.get(width)?));
+                let v = min.add(W::from_u128(bits.get(width)?).mul(divisor));
                 let v = if signed { v.flip_sign() } else { v };
                 v.store(slot);
             }
@@ -576,12 +618,19 @@ fn decode_t64<W: Word>(input: &[u8], kind: ValueKind, out: &mut [u8]) -> Result<
 /// Unpacks one frame of `width` ≤ 57 bits a value: any such field lies
 /// within the 8 bytes starting at its first byte, so one load suffices.
 #[inline]
-fn unpack_frame<W: Word>(padded: &[u8], width: u32, min: W, signed: bool, frame: &mut [u8]) {
+fn unpack_frame<W: Word>(
+    padded: &[u8],
+    width: u32,
+    min: W,
+    divisor: W,
+    signed: bool,
+    frame: &mut [u8],
+) {
     let mask = (1u64 << width) - 1;
     for (i, slot) in frame.chunks_exact_mut(W::BYTES).enumerate() {
         let bit = i * width as usize;
         let word = u64::from_le_bytes(padded[bit / 8..bit / 8 + 8].try_into().unwrap());
-        let v = min.add(W::from_u128(u128::from((word >> (bit % 8)) & mask)));
+        let v = min.add(W::from_u128(u128::from((word >> (bit % 8)) & mask)).mul(divisor));
         let v = if signed { v.flip_sign() } else { v };
         v.store(slot);
     }

@@ -9,6 +9,10 @@
 //!   boolean  bit-packed values
 //!   varlen   rows u32 lengths, padded to 16, then the bytes
 //!            (layout 2, written before lengths, has (rows + 1) i32 offsets)
+//!   dict     entries u32 | index width u32, padded to 16; entries u32
+//!            lengths, padded to 16; entry bytes, padded to 16; rows indices
+//!            of 1 or 2 bytes. Chosen per granule when few distinct values
+//!            repeat (flags, modes, categories), as Parquet's dictionary pages.
 //! ```
 //! Sections start at 16-byte boundaries of a 64-byte aligned buffer, so the
 //! decoder hands Arrow the decompressed memory without copying it.
@@ -33,6 +37,11 @@ const LAYOUT_VARLEN_OFFSETS: u32 = 2;
 /// Varlen with lengths: runs of equal lengths compress far better than
 /// ever-growing offsets (a one-letter flag column shrinks about 10×).
 const LAYOUT_VARLEN: u32 = 3;
+const LAYOUT_VARLEN_DICT: u32 = 4;
+
+/// A granule is dictionary-encoded when its dictionary and indices take at
+/// most this fraction of the plain layout.
+const DICT_MAX_FRACTION: f64 = 0.5;
 
 /// How a type's values are stored; `None` for types diagon does not store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,9 +88,15 @@ pub fn encode(array: &dyn Array, transforms: &[Transform], out: &mut Vec<u8>) ->
         _ => None,
     };
     let validity_bytes = validity.as_ref().map(|n| n.inner().sliced());
+    let varlen = match layout {
+        Layout::VarLen => Some(varlen_values(array)?),
+        _ => None,
+    };
+    let dictionary = varlen.as_deref().and_then(Dictionary::build);
     let layout_id = match layout {
         Layout::Fixed(_) => LAYOUT_FIXED,
         Layout::Boolean => LAYOUT_BOOLEAN,
+        Layout::VarLen if dictionary.is_some() => LAYOUT_VARLEN_DICT,
         Layout::VarLen => LAYOUT_VARLEN,
     };
     out.extend_from_slice(&(rows as u32).to_le_bytes());
@@ -117,9 +132,71 @@ pub fn encode(array: &dyn Array, transforms: &[Transform], out: &mut Vec<u8>) ->
             let values = array.as_boolean().values().sliced();
             out.extend_from_slice(values.as_slice());
         }
-        Layout::VarLen => encode_varlen(array, out)?,
+        Layout::VarLen => match dictionary {
+            Some(dictionary) => dictionary.encode(out),
+            None => encode_varlen(varlen.as_deref().unwrap_or_default(), out)?,
+        },
     }
     Ok(())
+}
+
+/// The distinct values of a granule and each row's index into them.
+struct Dictionary<'a> {
+    entries: Vec<&'a [u8]>,
+    indices: Vec<u16>,
+}
+
+impl<'a> Dictionary<'a> {
+    /// A dictionary when it pays: at most 65,536 entries taking at most
+    /// [`DICT_MAX_FRACTION`] of the plain layout.
+    fn build(values: &[&'a [u8]]) -> Option<Self> {
+        let plain: usize = values.iter().map(|v| v.len() + 4).sum();
+        let mut seen: std::collections::HashMap<&[u8], u16> = std::collections::HashMap::new();
+        let mut entries = Vec::new();
+        let mut entry_bytes = 0;
+        let mut indices = Vec::with_capacity(values.len());
+        for v in values {
+            let next = entries.len();
+            let index = match seen.get(v) {
+                Some(&i) => i,
+                None => {
+                    let i = u16::try_from(next).ok()?;
+                    entry_bytes += v.len() + 4;
+                    if entry_bytes as f64 > plain as f64 * DICT_MAX_FRACTION {
+                        return None;
+                    }
+                    seen.insert(v, i);
+                    entries.push(*v);
+                    i
+                }
+            };
+            indices.push(index);
+        }
+        let width = if entries.len() <= 256 { 1 } else { 2 };
+        let size = entry_bytes + values.len() * width;
+        (size as f64 <= plain as f64 * DICT_MAX_FRACTION).then_some(Dictionary { entries, indices })
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        let width: u32 = if self.entries.len() <= 256 { 1 } else { 2 };
+        out.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
+        out.extend_from_slice(&width.to_le_bytes());
+        out.resize(pad16(out.len()), 0);
+        for e in &self.entries {
+            out.extend_from_slice(&(e.len() as u32).to_le_bytes());
+        }
+        out.resize(pad16(out.len()), 0);
+        for e in &self.entries {
+            out.extend_from_slice(e);
+        }
+        out.resize(pad16(out.len()), 0);
+        for &i in &self.indices {
+            match width {
+                1 => out.push(i as u8),
+                _ => out.extend_from_slice(&i.to_le_bytes()),
+            }
+        }
+    }
 }
 
 /// Runs the transform chain over `values`; each stage after the first sees
@@ -172,9 +249,9 @@ fn decode_values(
         .unwrap_or_else(|| Buffer::from(input)))
 }
 
-/// Writes each value's length, then the value bytes, whatever the source
+/// The bytes of each value (empty for NULL), whatever the source
 /// representation (i32 or i64 offsets, or views).
-fn encode_varlen(array: &dyn Array, out: &mut Vec<u8>) -> Result<()> {
+fn varlen_values(array: &dyn Array) -> Result<Vec<&[u8]>> {
     let values: Box<dyn Iterator<Item = &[u8]>> = match array.data_type() {
         DataType::Utf8 => Box::new(
             array
@@ -205,11 +282,16 @@ fn encode_varlen(array: &dyn Array, out: &mut Vec<u8>) -> Result<()> {
             )));
         }
     };
+    Ok(values.collect())
+}
+
+/// Writes each value's length, then the value bytes.
+fn encode_varlen(values: &[&[u8]], out: &mut Vec<u8>) -> Result<()> {
     let lengths_start = out.len();
-    out.resize(lengths_start + array.len() * 4, 0);
+    out.resize(lengths_start + values.len() * 4, 0);
     out.resize(pad16(out.len()), 0);
     let mut data = Vec::new();
-    for (i, value) in values.enumerate() {
+    for (i, value) in values.iter().enumerate() {
         data.extend_from_slice(value);
         if i32::try_from(data.len()).is_err() {
             return Err(Error::Schema(
@@ -247,6 +329,7 @@ pub fn decode(payload: &Buffer, data_type: &DataType) -> std::result::Result<Arr
         Layout::Fixed(_) => LAYOUT_FIXED,
         Layout::Boolean => LAYOUT_BOOLEAN,
         Layout::VarLen if layout_id == LAYOUT_VARLEN_OFFSETS => LAYOUT_VARLEN_OFFSETS,
+        Layout::VarLen if layout_id == LAYOUT_VARLEN_DICT => LAYOUT_VARLEN_DICT,
         Layout::VarLen => LAYOUT_VARLEN,
     };
     if layout_id != expected_id {
@@ -307,6 +390,10 @@ pub fn decode(payload: &Buffer, data_type: &DataType) -> std::result::Result<Arr
                 .add_buffer(payload.slice_with_length(pos, rows.div_ceil(8)))
                 .build()
         }
+        Layout::VarLen if layout_id == LAYOUT_VARLEN_DICT => {
+            let array = decode_dictionary(payload, pos, rows, nulls.clone(), data_type)?;
+            return widen(array, data_type);
+        }
         Layout::VarLen => {
             let (offsets, values_start, values_len) = if layout_id == LAYOUT_VARLEN_OFFSETS {
                 let offsets_len = (rows + 1) * 4;
@@ -337,6 +424,62 @@ pub fn decode(payload: &Buffer, data_type: &DataType) -> std::result::Result<Arr
     .map_err(|e| format!("invalid column block: {e}"))?;
     let array = make_array(data);
     widen(array, data_type)
+}
+
+/// Rebuilds a dictionary-encoded granule: the entries as an array, gathered
+/// by index with `take` (NULL rows take the validity bitmap).
+fn decode_dictionary(
+    payload: &Buffer,
+    pos: usize,
+    rows: usize,
+    nulls: Option<NullBuffer>,
+    data_type: &DataType,
+) -> std::result::Result<ArrayRef, String> {
+    let bytes = payload.as_slice();
+    let word = |at: usize| -> std::result::Result<usize, String> {
+        bytes
+            .get(at..at + 4)
+            .map(|w| u32::from_le_bytes(w.try_into().unwrap()) as usize)
+            .ok_or_else(|| "dictionary header truncated".to_string())
+    };
+    let (count, width) = (word(pos)?, word(pos + 4)?);
+    if width != 1 && width != 2 {
+        return Err(format!("dictionary index width {width}"));
+    }
+    let lengths_at = pad16(pos + 8);
+    let lengths = bytes
+        .get(lengths_at..lengths_at + count * 4)
+        .ok_or("dictionary lengths truncated")?;
+    let (offsets, entry_bytes) = offsets_from_lengths(lengths)?;
+    let entries_at = pad16(lengths_at + count * 4);
+    let indices_at = pad16(entries_at + entry_bytes);
+    if indices_at + rows * width > bytes.len() {
+        return Err("dictionary indices truncated".into());
+    }
+    let text = matches!(
+        data_type,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    );
+    let entries = ArrayData::builder(if text { DataType::Utf8 } else { DataType::Binary })
+        .len(count)
+        .add_buffer(offsets)
+        .add_buffer(payload.slice_with_length(entries_at, entry_bytes))
+        .build()
+        .map_err(|e| format!("invalid dictionary: {e}"))?;
+    let index = |i: usize| -> usize {
+        match width {
+            1 => bytes[indices_at + i] as usize,
+            _ => u16::from_le_bytes([bytes[indices_at + 2 * i], bytes[indices_at + 2 * i + 1]])
+                as usize,
+        }
+    };
+    if let Some(bad) = (0..rows).map(index).find(|&i| i >= count) {
+        return Err(format!("dictionary index {bad} of {count} entries"));
+    }
+    let indices = arrow::array::UInt32Array::from_iter_values((0..rows).map(|i| index(i) as u32));
+    let indices = arrow::array::UInt32Array::new(indices.values().clone(), nulls);
+    let entries = make_array(entries);
+    arrow::compute::take(&entries, &indices, None).map_err(|e| e.to_string())
 }
 
 /// Arrow i32 offsets from stored u32 lengths, and the total value bytes.

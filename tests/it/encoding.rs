@@ -231,6 +231,41 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Few distinct values take the dictionary layout (1-byte indices up to
+    /// 256 entries, 2-byte beyond); every representation round-trips.
+    #[test]
+    fn repeated_strings_roundtrip_through_the_dictionary(codec in codecs(), pool in 1usize..600, picks in proptest::collection::vec(proptest::option::weighted(0.9, any::<usize>()), 0..2000), offset in 0usize..3) {
+        let values: Vec<Option<String>> = picks.iter().map(|p| p.map(|i| format!("value-{}", i % pool))).collect();
+        let refs: Vec<Option<&str>> = values.iter().map(|v| v.as_deref()).collect();
+        let arrays: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(refs.clone())),
+            Arc::new(StringViewArray::from(refs.clone())),
+            Arc::new(LargeBinaryArray::from(refs.iter().map(|v| v.map(str::as_bytes)).collect::<Vec<_>>())),
+        ];
+        for array in arrays {
+            let start = offset.min(array.len());
+            let sliced = array.slice(start, array.len() - start);
+            let back = roundtrip(codec, &sliced);
+            prop_assert_eq!(back.as_ref(), sliced.as_ref());
+        }
+    }
+}
+
+#[test]
+fn a_low_cardinality_column_is_dictionary_encoded() {
+    let modes = ["AIR", "MAIL", "RAIL", "SHIP", "TRUCK", "FOB", "REG AIR"];
+    let values: Vec<&str> = (0..8192).map(|i| modes[(i * 7919) % modes.len()]).collect();
+    let array: ArrayRef = Arc::new(StringArray::from(values));
+    let mut payload = Vec::new();
+    column::encode(array.as_ref(), &[], &mut payload).unwrap();
+    // Dictionary: 7 entries and one byte a row, against 4 + ~4 bytes a row.
+    assert!(payload.len() < 8192 + 200, "{} bytes", payload.len());
+    assert_eq!(roundtrip(Codec::Lz4, &array).as_ref(), array.as_ref());
+}
+
 #[test]
 fn t64_packs_narrow_ranges_into_few_bits() {
     // 1,000 values within 0..16 need 4 bits each: about 500 bytes plus
@@ -347,4 +382,18 @@ fn offset_layout_strings_from_format_v1_still_decode() {
     let decoded = column::decode(&arrow::buffer::Buffer::from(payload), &DataType::Utf8).unwrap();
     let expected: ArrayRef = Arc::new(StringArray::from(vec!["a", "bc"]));
     assert_eq!(decoded.as_ref(), expected.as_ref());
+}
+
+#[test]
+fn t64_divides_by_the_common_step() {
+    // Quantities in cents: multiples of 100 pack like 1..=50 (6 bits).
+    let values: Vec<u8> = (0..2048i128)
+        .flat_map(|i| ((1 + (i * 37) % 50) * 100).to_le_bytes())
+        .collect();
+    let mut out = Vec::new();
+    Transform::T64.encode(&values, 16, ValueKind::Signed, &mut out);
+    assert!(out.len() < 2048 * 6 / 8 + 8 * 40, "{} bytes", out.len());
+    let mut back = vec![0u8; values.len()];
+    Transform::T64.decode(&out, 16, ValueKind::Signed, &mut back).unwrap();
+    assert_eq!(back, values);
 }

@@ -46,32 +46,68 @@ fn data_dir() -> PathBuf {
 
 type Batches = Box<dyn Iterator<Item = RecordBatch>>;
 
-/// Each table: name, sort key, schema and a generator of its rows.
-fn tables() -> Vec<(&'static str, &'static str, SchemaRef, fn(f64) -> Batches)> {
+/// A table: name, sort key, schema and a generator of its rows.
+type TpchTable = (&'static str, &'static str, SchemaRef, fn(f64) -> Batches);
+
+fn tables() -> Vec<TpchTable> {
     vec![
-        ("lineitem", "l_orderkey", LineItemArrow::schema_ref(), |sf| {
-            Box::new(LineItemArrow::new(LineItemGenerator::new(sf, 1, 1)).with_batch_size(8192))
-        }),
+        (
+            "lineitem",
+            "l_orderkey",
+            LineItemArrow::schema_ref(),
+            |sf| {
+                Box::new(
+                    LineItemArrow::new(LineItemGenerator::new(sf, 1, 1))
+                        .with_batch_size(8192)
+                        .map(Result::unwrap),
+                )
+            },
+        ),
         ("orders", "o_orderkey", OrderArrow::schema_ref(), |sf| {
-            Box::new(OrderArrow::new(OrderGenerator::new(sf, 1, 1)).with_batch_size(8192))
+            Box::new(
+                OrderArrow::new(OrderGenerator::new(sf, 1, 1))
+                    .with_batch_size(8192)
+                    .map(Result::unwrap),
+            )
         }),
         ("customer", "c_custkey", CustomerArrow::schema_ref(), |sf| {
-            Box::new(CustomerArrow::new(CustomerGenerator::new(sf, 1, 1)).with_batch_size(8192))
+            Box::new(
+                CustomerArrow::new(CustomerGenerator::new(sf, 1, 1))
+                    .with_batch_size(8192)
+                    .map(Result::unwrap),
+            )
         }),
         ("part", "p_partkey", PartArrow::schema_ref(), |sf| {
-            Box::new(PartArrow::new(PartGenerator::new(sf, 1, 1)).with_batch_size(8192))
+            Box::new(
+                PartArrow::new(PartGenerator::new(sf, 1, 1))
+                    .with_batch_size(8192)
+                    .map(Result::unwrap),
+            )
         }),
-        ("partsupp", "ps_partkey", PartSuppArrow::schema_ref(), |sf| {
-            Box::new(PartSuppArrow::new(PartSuppGenerator::new(sf, 1, 1)).with_batch_size(8192))
-        }),
+        (
+            "partsupp",
+            "ps_partkey",
+            PartSuppArrow::schema_ref(),
+            |sf| {
+                Box::new(
+                    PartSuppArrow::new(PartSuppGenerator::new(sf, 1, 1))
+                        .with_batch_size(8192)
+                        .map(Result::unwrap),
+                )
+            },
+        ),
         ("supplier", "s_suppkey", SupplierArrow::schema_ref(), |sf| {
-            Box::new(SupplierArrow::new(SupplierGenerator::new(sf, 1, 1)).with_batch_size(8192))
+            Box::new(
+                SupplierArrow::new(SupplierGenerator::new(sf, 1, 1))
+                    .with_batch_size(8192)
+                    .map(Result::unwrap),
+            )
         }),
         ("nation", "n_nationkey", NationArrow::schema_ref(), |sf| {
-            Box::new(NationArrow::new(NationGenerator::new(sf, 1, 1)))
+            Box::new(NationArrow::new(NationGenerator::new(sf, 1, 1)).map(Result::unwrap))
         }),
         ("region", "r_regionkey", RegionArrow::schema_ref(), |sf| {
-            Box::new(RegionArrow::new(RegionGenerator::new(sf, 1, 1)))
+            Box::new(RegionArrow::new(RegionGenerator::new(sf, 1, 1)).map(Result::unwrap))
         }),
     ]
 }
@@ -184,7 +220,10 @@ fn bench(c: &mut Criterion) {
     let (d, p) = contexts(&runtime, &dir);
     let only = std::env::var("DIAGON_BENCH_QUERIES").ok();
     for (name, sql) in QUERIES {
-        if only.as_ref().is_some_and(|q| !q.split(',').any(|q| q == name)) {
+        if only
+            .as_ref()
+            .is_some_and(|q| !q.split(',').any(|q| q == name))
+        {
             continue;
         }
         let text = |batches: &[RecordBatch]| {
@@ -196,7 +235,11 @@ fn bench(c: &mut Criterion) {
             runtime.block_on(run(&d, sql)),
             runtime.block_on(run(&p, sql)),
         );
-        assert_eq!(text(&ours), text(&theirs), "{name}: diagon and parquet disagree");
+        assert_eq!(
+            text(&ours),
+            text(&theirs),
+            "{name}: diagon and parquet disagree"
+        );
         let mut group = c.benchmark_group(name);
         group.sample_size(10);
         group.bench_function("diagon", |b| b.iter(|| runtime.block_on(run(&d, sql))));

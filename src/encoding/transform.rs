@@ -574,9 +574,8 @@ fn gcd(mut a: u128, mut b: u128) -> u128 {
 
 fn decode_t64<W: Word>(input: &[u8], kind: ValueKind, out: &mut [u8]) -> Result<(), String> {
     let mut pos = 0;
-    // The packed bits of one frame, copied with 16 bytes of zero padding so
-    // the unpacking loop can load whole words without bounds checks.
-    let mut padded = Vec::with_capacity(T64_FRAME * W::BYTES + 16);
+    // The last bytes of a frame, zero-padded (see `unpack_frame`).
+    let mut tail = Vec::with_capacity(16);
     for frame in out.chunks_mut(T64_FRAME * W::BYTES) {
         let n = frame.len() / W::BYTES;
         if input.len() < pos + W::BYTES + 1 {
@@ -599,10 +598,7 @@ fn decode_t64<W: Word>(input: &[u8], kind: ValueKind, out: &mut [u8]) -> Result<
         pos += len;
         let signed = kind == ValueKind::Signed;
         if width <= 57 {
-            padded.clear();
-            padded.extend_from_slice(packed);
-            padded.resize(len + 16, 0);
-            unpack_frame(&padded, width, min, divisor, signed, frame);
+            unpack_frame(packed, &mut tail, width, min, divisor, signed, frame);
         } else {
             let mut bits = BitReader::new(packed);
             for slot in frame.chunks_exact_mut(W::BYTES) {
@@ -617,9 +613,12 @@ fn decode_t64<W: Word>(input: &[u8], kind: ValueKind, out: &mut [u8]) -> Result<
 
 /// Unpacks one frame of `width` ≤ 57 bits a value: any such field lies
 /// within the 8 bytes starting at its first byte, so one load suffices.
+/// Only the last few values, whose 8 bytes would run past the frame, are
+/// read from a zero-padded copy (`tail`).
 #[inline]
 fn unpack_frame<W: Word>(
-    padded: &[u8],
+    packed: &[u8],
+    tail: &mut Vec<u8>,
     width: u32,
     min: W,
     divisor: W,
@@ -627,9 +626,18 @@ fn unpack_frame<W: Word>(
     frame: &mut [u8],
 ) {
     let mask = (1u64 << width) - 1;
+    let tail_start = packed.len().saturating_sub(8);
+    tail.clear();
+    tail.extend_from_slice(&packed[tail_start..]);
+    tail.resize(16, 0);
     for (i, slot) in frame.chunks_exact_mut(W::BYTES).enumerate() {
         let bit = i * width as usize;
-        let word = u64::from_le_bytes(padded[bit / 8..bit / 8 + 8].try_into().unwrap());
+        let byte = bit / 8;
+        let bytes = match packed.get(byte..byte + 8) {
+            Some(b) => b,
+            None => &tail[byte - tail_start..byte - tail_start + 8],
+        };
+        let word = u64::from_le_bytes(bytes.try_into().unwrap());
         let v = min.add(W::from_u128(u128::from((word >> (bit % 8)) & mask)).mul(divisor));
         let v = if signed { v.flip_sign() } else { v };
         v.store(slot);

@@ -21,7 +21,13 @@
 //! three transforms (applied in order) in the bytes above; blocks written
 //! before transforms existed have zeros there.
 
-use arrow::array::{Array, ArrayData, ArrayRef, AsArray, make_array};
+use std::sync::Arc;
+
+use arrow::array::builder::make_view;
+use arrow::array::{
+    Array, ArrayData, ArrayRef, AsArray, BinaryViewArray, StringViewArray, make_array,
+};
+use arrow::buffer::ScalarBuffer;
 use arrow::buffer::{BooleanBuffer, Buffer, MutableBuffer, NullBuffer};
 use arrow::datatypes::{DataType, TimeUnit};
 
@@ -460,12 +466,16 @@ fn decode_dictionary(
         data_type,
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
     );
-    let entries = ArrayData::builder(if text { DataType::Utf8 } else { DataType::Binary })
-        .len(count)
-        .add_buffer(offsets)
-        .add_buffer(payload.slice_with_length(entries_at, entry_bytes))
-        .build()
-        .map_err(|e| format!("invalid dictionary: {e}"))?;
+    let entries = ArrayData::builder(if text {
+        DataType::Utf8
+    } else {
+        DataType::Binary
+    })
+    .len(count)
+    .add_buffer(offsets)
+    .add_buffer(payload.slice_with_length(entries_at, entry_bytes))
+    .build()
+    .map_err(|e| format!("invalid dictionary: {e}"))?;
     let index = |i: usize| -> usize {
         match width {
             1 => bytes[indices_at + i] as usize,
@@ -476,10 +486,49 @@ fn decode_dictionary(
     if let Some(bad) = (0..rows).map(index).find(|&i| i >= count) {
         return Err(format!("dictionary index {bad} of {count} entries"));
     }
+    if matches!(data_type, DataType::Utf8View | DataType::BinaryView) {
+        return Ok(dictionary_views(
+            &entries,
+            (0..rows).map(index),
+            payload.slice_with_length(entries_at, entry_bytes),
+            nulls,
+            text,
+        ));
+    }
     let indices = arrow::array::UInt32Array::from_iter_values((0..rows).map(|i| index(i) as u32));
     let indices = arrow::array::UInt32Array::new(indices.values().clone(), nulls);
     let entries = make_array(entries);
     arrow::compute::take(&entries, &indices, None).map_err(|e| e.to_string())
+}
+
+/// A view array whose views point into the dictionary's bytes: one view per
+/// entry, copied per row, and no value bytes copied at all.
+fn dictionary_views(
+    entries: &ArrayData,
+    indices: impl Iterator<Item = usize>,
+    bytes: Buffer,
+    nulls: Option<NullBuffer>,
+    text: bool,
+) -> ArrayRef {
+    let offsets = entries.buffer::<i32>(0);
+    let data = bytes.as_slice();
+    let entry_views: Vec<u128> = offsets
+        .windows(2)
+        .map(|w| {
+            let (start, end) = (w[0] as usize, w[1] as usize);
+            make_view(&data[start..end], 0, start as u32)
+        })
+        .collect();
+    let views: ScalarBuffer<u128> = indices.map(|i| entry_views[i]).collect();
+    // SAFETY: `entries` passed ArrayData validation (offsets in bounds and,
+    // for text, UTF-8 between them), and every view is a copy of a view
+    // made from one of those entries over the same bytes.
+    unsafe {
+        match text {
+            true => Arc::new(StringViewArray::new_unchecked(views, vec![bytes], nulls)),
+            false => Arc::new(BinaryViewArray::new_unchecked(views, vec![bytes], nulls)),
+        }
+    }
 }
 
 /// Arrow i32 offsets from stored u32 lengths, and the total value bytes.

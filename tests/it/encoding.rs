@@ -394,6 +394,8 @@ fn t64_divides_by_the_common_step() {
     Transform::T64.encode(&values, 16, ValueKind::Signed, &mut out);
     assert!(out.len() < 2048 * 6 / 8 + 8 * 40, "{} bytes", out.len());
     let mut back = vec![0u8; values.len()];
-    Transform::T64.decode(&out, 16, ValueKind::Signed, &mut back).unwrap();
+    Transform::T64
+        .decode(&out, 16, ValueKind::Signed, &mut back)
+        .unwrap();
     assert_eq!(back, values);
 }

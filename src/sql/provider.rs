@@ -192,6 +192,7 @@ impl TableProvider for DiagonTableProvider {
             storage: self.table.storage().clone(),
             plan,
             tasks: Arc::new(tasks),
+            declare_ordering: false,
             key_ordering: match sorted {
                 true => Self::key_ordering(&snapshot.options.order_by, &projected_schema),
                 false => None,

@@ -255,6 +255,13 @@ fn decode_values(
         .unwrap_or_else(|| Buffer::from(input)))
 }
 
+/// The byte length of each value of a variable-length array (0 for NULL).
+pub fn value_lengths(array: &dyn Array) -> Vec<usize> {
+    varlen_values(array)
+        .map(|values| values.iter().map(|v| v.len()).collect())
+        .unwrap_or_else(|_| vec![0; array.len()])
+}
+
 /// The bytes of each value (empty for NULL), whatever the source
 /// representation (i32 or i64 offsets, or views).
 fn varlen_values(array: &dyn Array) -> Result<Vec<&[u8]>> {

@@ -44,10 +44,18 @@ pub struct ColumnMeta {
     pub file: String,
     /// Total length of the column file, envelope included.
     pub file_len: u64,
-    /// Offset just past the last block (where the footer starts).
+    /// Offset of the column's first block: right after the header in a
+    /// wide part's own file, anywhere in a compact part's shared file.
+    #[serde(default = "header_len")]
+    pub data_start: u64,
+    /// Offset just past the column's last block.
     pub data_end: u64,
     pub compressed_bytes: u64,
     pub uncompressed_bytes: u64,
+}
+
+fn header_len() -> u64 {
+    crate::encoding::ENVELOPE_HEADER_LEN as u64
 }
 
 /// The JSON half of the index file.
@@ -294,18 +302,21 @@ impl PartIndex {
         let header = crate::encoding::ENVELOPE_HEADER_LEN as u64;
         let footer = crate::encoding::ENVELOPE_FOOTER_LEN as u64;
         for (c, column) in self.meta.columns.iter().enumerate() {
-            if column.data_end + footer != column.file_len {
+            if column.data_start < header
+                || column.data_start > column.data_end
+                || column.data_end + footer > column.file_len
+            {
                 return Err(format!(
-                    "column '{}': data end and file length disagree",
+                    "column '{}': data range and file length disagree",
                     column.name
                 ));
             }
-            // The first block starts right after the header; the others in
+            // The first block starts at the column's data; the others in
             // order, none past the end of the data.
-            let mut previous = header;
+            let mut previous = column.data_start;
             for (g, &mark) in self.marks(c).values().iter().enumerate() {
                 let misplaced = if g == 0 {
-                    mark != header
+                    mark != column.data_start
                 } else {
                     mark < previous
                 };

@@ -19,8 +19,14 @@ use crate::storage::Storage;
 /// How to lay out a part: the table options that matter to the writer.
 #[derive(Debug, Clone)]
 pub struct PartLayout {
-    /// Rows per granule.
+    /// Rows per granule, at most.
     pub granularity: usize,
+    /// Uncompressed bytes per granule, at most (a granule has at least one
+    /// row): wide strings make granules of fewer rows, not huge ones.
+    pub granularity_bytes: usize,
+    /// Parts whose rows take fewer bytes (in memory) than this are written
+    /// compact: all columns in one data file.
+    pub min_bytes_for_wide_part: usize,
     /// Positions of the sort-key columns in the batch schema.
     pub key: Vec<usize>,
     /// Codec of each column, by position.
@@ -35,6 +41,49 @@ pub fn part_dir(name: &str) -> String {
 /// A fresh, unique part name.
 pub fn new_part_name() -> String {
     format!("p_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// The data file of a compact part.
+pub const COMPACT_FILE: &str = "data.bin";
+
+/// Row counts of the granules of `batch`: up to `granularity` rows, and
+/// up to `granularity_bytes` bytes of values (at least one row each).
+fn granule_sizes(batch: &RecordBatch, granularity: usize, granularity_bytes: usize) -> Vec<usize> {
+    let rows = batch.num_rows();
+    let fixed: usize = batch
+        .columns()
+        .iter()
+        .map(|c| match column::layout_of(c.data_type()) {
+            Some(column::Layout::Fixed(width)) => width,
+            _ => 1,
+        })
+        .sum();
+    let varlen: Vec<Vec<usize>> = batch
+        .columns()
+        .iter()
+        .filter(|c| {
+            matches!(
+                column::layout_of(c.data_type()),
+                Some(column::Layout::VarLen)
+            )
+        })
+        .map(|c| column::value_lengths(c.as_ref()))
+        .collect();
+    let mut sizes = Vec::new();
+    let (mut count, mut bytes) = (0, 0);
+    for row in 0..rows {
+        let row_bytes = fixed + varlen.iter().map(|l| l[row] + 4).sum::<usize>();
+        if count > 0 && (count == granularity || bytes + row_bytes > granularity_bytes) {
+            sizes.push(count);
+            (count, bytes) = (0, 0);
+        }
+        count += 1;
+        bytes += row_bytes;
+    }
+    if count > 0 {
+        sizes.push(count);
+    }
+    sizes
 }
 
 /// One column's encoded file and what the index records about it.
@@ -57,35 +106,64 @@ pub async fn write_part(
     let name = new_part_name();
     let dir = part_dir(&name);
     let granularity = layout.granularity.max(1);
-    let granule_count = batch.num_rows().div_ceil(granularity);
+    let sizes = granule_sizes(batch, granularity, layout.granularity_bytes.max(1));
     let schema = batch.schema();
+    let compact = batch.get_array_memory_size() < layout.min_bytes_for_wide_part;
 
-    let mut files = Vec::new();
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     let mut column_metas = Vec::new();
     let mut encoded = Vec::new();
+    // A compact part's data file: every column's blocks, one column after
+    // the other, in one envelope.
+    let mut shared = envelope::header(FileKind::ColumnData).to_vec();
     for (i, array) in batch.columns().iter().enumerate() {
         let field = schema.field(i);
         let codec = &layout.codecs[i];
-        let mut column = encode_column(array, granularity, codec)
+        let mut column = encode_column(array, &sizes, codec)
             .map_err(|e| e.context(format!("column '{}'", field.name())))?;
-        let file = format!("c{i}.bin");
-        let file_len = column.bytes.len() as u64;
+        let blocks = &column.bytes[envelope::ENVELOPE_HEADER_LEN..];
+        let (file, data_start, data_end) = if compact {
+            let start = shared.len() as u64;
+            let shift = start - envelope::ENVELOPE_HEADER_LEN as u64;
+            column.marks.iter_mut().for_each(|m| *m += shift);
+            shared.extend_from_slice(blocks);
+            (COMPACT_FILE.to_string(), start, shared.len() as u64)
+        } else {
+            let header = envelope::ENVELOPE_HEADER_LEN as u64;
+            let end = header + blocks.len() as u64;
+            let mut bytes = std::mem::take(&mut column.bytes);
+            envelope::append_footer(&mut bytes);
+            let file = format!("c{i}.bin");
+            files.push((format!("{dir}/{file}"), bytes));
+            (file, header, end)
+        };
         column_metas.push(ColumnMeta {
             name: field.name().clone(),
             data_type: field.data_type().to_string(),
             nullable: field.is_nullable(),
             codec: codec.to_string(),
-            file: file.clone(),
-            file_len,
-            data_end: file_len - envelope::ENVELOPE_FOOTER_LEN as u64,
-            compressed_bytes: file_len,
+            file,
+            file_len: 0, // set below, once the file is complete
+            data_start,
+            data_end,
+            compressed_bytes: data_end - data_start,
             uncompressed_bytes: column.uncompressed,
         });
-        files.push((format!("{dir}/{file}"), std::mem::take(&mut column.bytes)));
         encoded.push(column);
     }
+    if compact {
+        envelope::append_footer(&mut shared);
+        files.push((format!("{dir}/{COMPACT_FILE}"), shared));
+    }
+    for meta in &mut column_metas {
+        let path = format!("{dir}/{}", meta.file);
+        meta.file_len = files
+            .iter()
+            .find(|(p, _)| *p == path)
+            .map_or(0, |(_, bytes)| bytes.len() as u64);
+    }
 
-    let granule_table = build_granule_table(batch, layout, granularity, granule_count, &encoded)?;
+    let granule_table = build_granule_table(batch, layout, &sizes, &encoded)?;
     let meta = PartMeta {
         name: name.clone(),
         rows: batch.num_rows() as u64,
@@ -114,11 +192,9 @@ pub async fn write_part(
     Ok(part)
 }
 
-fn encode_column(
-    array: &ArrayRef,
-    granularity: usize,
-    codec: &CodecChain,
-) -> Result<EncodedColumn> {
+/// A column's blocks after an envelope header (no footer yet), one block
+/// per granule of `sizes` rows.
+fn encode_column(array: &ArrayRef, sizes: &[usize], codec: &CodecChain) -> Result<EncodedColumn> {
     let mut bytes = envelope::header(FileKind::ColumnData).to_vec();
     let mut payload = Vec::new();
     let mut out = EncodedColumn {
@@ -130,8 +206,7 @@ fn encode_column(
         uncompressed: 0,
     };
     let mut offset = 0;
-    while offset < array.len() {
-        let len = granularity.min(array.len() - offset);
+    for &len in sizes {
         let granule = array.slice(offset, len);
         payload.clear();
         column::encode(granule.as_ref(), &codec.transforms, &mut payload)?;
@@ -144,7 +219,6 @@ fn encode_column(
         out.nulls.push(granule.null_count() as u32);
         offset += len;
     }
-    envelope::append_footer(&mut bytes);
     out.bytes = bytes;
     Ok(out)
 }
@@ -165,8 +239,7 @@ fn min_max(granule: &ArrayRef) -> Result<(ScalarValue, ScalarValue)> {
 fn build_granule_table(
     batch: &RecordBatch,
     layout: &PartLayout,
-    granularity: usize,
-    granule_count: usize,
+    sizes: &[usize],
     columns: &[EncodedColumn],
 ) -> Result<RecordBatch> {
     let types: Vec<(String, DataType)> = batch
@@ -176,15 +249,22 @@ fn build_granule_table(
         .map(|f| (f.name().clone(), f.data_type().clone()))
         .collect();
     let schema = index::granule_schema(&types, &layout.key);
-    let rows: Vec<u32> = (0..granule_count)
-        .map(|g| granularity.min(batch.num_rows() - g * granularity) as u32)
+    let rows: Vec<u32> = sizes.iter().map(|&n| n as u32).collect();
+    let starts: Vec<usize> = sizes
+        .iter()
+        .scan(0, |start, &n| {
+            let first = *start;
+            *start += n;
+            Some(first)
+        })
         .collect();
     let mut arrays: Vec<ArrayRef> = vec![index::counts_array(rows)];
     // Built from scalars, not `take`: a taken view array would share (and
     // the IPC writer would store) the whole column's string buffers.
     for &k in &layout.key {
-        let firsts = (0..granule_count)
-            .map(|g| ScalarValue::try_from_array(batch.column(k), g * granularity))
+        let firsts = starts
+            .iter()
+            .map(|&row| ScalarValue::try_from_array(batch.column(k), row))
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| Error::Schema(format!("cannot build the primary index: {e}")))?;
         arrays.push(scalars_to_array(&firsts)?);

@@ -118,6 +118,7 @@ fn parts_schema() -> SchemaRef {
         Field::new("rows", DataType::UInt64, false),
         Field::new("deleted_rows", DataType::UInt64, false),
         Field::new("granules", DataType::UInt64, false),
+        Field::new("layout", DataType::Utf8, false),
         Field::new("bytes_on_disk", DataType::UInt64, false),
         Field::new("key_min", DataType::Utf8, true),
         Field::new("key_max", DataType::Utf8, true),
@@ -289,6 +290,14 @@ fn parts_batch(snapshot: &Snapshot, indexes: &[Arc<PartIndex>]) -> Result<Record
         Arc::new(UInt64Array::from_iter_values(
             indexes.iter().map(|i| i.num_granules() as u64),
         )),
+        Arc::new(StringArray::from_iter_values(indexes.iter().map(|i| {
+            let compact = i
+                .meta
+                .columns
+                .iter()
+                .all(|c| c.file == crate::part::writer::COMPACT_FILE);
+            if compact { "compact" } else { "wide" }
+        }))),
         Arc::new(UInt64Array::from_iter_values(
             entries.iter().map(|p| p.bytes),
         )),

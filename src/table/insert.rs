@@ -36,6 +36,8 @@ impl InsertWriter {
         let schema = &base.schema;
         let layout = PartLayout {
             granularity: base.options.granularity,
+            granularity_bytes: base.options.granularity_bytes,
+            min_bytes_for_wide_part: base.options.min_bytes_for_wide_part,
             // Options were validated against this schema when the table was opened.
             key: base.options.key_positions(schema).unwrap_or_default(),
             codecs: schema

@@ -9,6 +9,10 @@ use crate::encoding::CodecChain;
 use crate::error::{Error, Result};
 
 pub const DEFAULT_GRANULARITY: usize = 8192;
+/// As ClickHouse's `index_granularity_bytes`.
+pub const DEFAULT_GRANULARITY_BYTES: usize = 10 << 20;
+/// As ClickHouse's `min_bytes_for_wide_part`.
+pub const DEFAULT_MIN_BYTES_FOR_WIDE_PART: usize = 10 << 20;
 pub const DEFAULT_INSERT_BLOCK_ROWS: usize = 1 << 20;
 pub const DEFAULT_INSERT_BLOCK_BYTES: usize = 256 << 20;
 const MAX_GRANULARITY: usize = 1 << 20;
@@ -17,6 +21,8 @@ const MAX_GRANULARITY: usize = 1 << 20;
 pub const KNOWN_OPTIONS: &[&str] = &[
     "order_by",
     "granularity",
+    "granularity_bytes",
+    "min_bytes_for_wide_part",
     "codec.<column>",
     "insert_block_rows",
     "insert_block_bytes",
@@ -69,8 +75,12 @@ pub const DEFAULT_OLD_PARTS_LIFETIME: u64 = 480;
 pub struct TableOptions {
     /// Sort-key columns; empty means rows keep insertion order.
     pub order_by: Vec<String>,
-    /// Rows per granule.
+    /// Rows per granule, at most.
     pub granularity: usize,
+    /// Uncompressed bytes per granule, at most (adaptive granularity).
+    pub granularity_bytes: usize,
+    /// Parts smaller than this (uncompressed) are compact: one data file.
+    pub min_bytes_for_wide_part: usize,
     /// Codecs chosen per column; other columns use their type's default,
     /// [`CodecChain::default_for`].
     pub codecs: BTreeMap<String, CodecChain>,
@@ -88,6 +98,8 @@ impl Default for TableOptions {
         TableOptions {
             order_by: Vec::new(),
             granularity: DEFAULT_GRANULARITY,
+            granularity_bytes: DEFAULT_GRANULARITY_BYTES,
+            min_bytes_for_wide_part: DEFAULT_MIN_BYTES_FOR_WIDE_PART,
             codecs: BTreeMap::new(),
             insert_block_rows: DEFAULT_INSERT_BLOCK_ROWS,
             insert_block_bytes: DEFAULT_INSERT_BLOCK_BYTES,
@@ -109,6 +121,12 @@ impl TableOptions {
                 "order_by" => parsed.order_by = parse_order_by(value, schema)?,
                 "granularity" => {
                     parsed.granularity = parse_count(key, value, 1, MAX_GRANULARITY)?;
+                }
+                "granularity_bytes" => {
+                    parsed.granularity_bytes = parse_count(key, value, 1024, usize::MAX)?;
+                }
+                "min_bytes_for_wide_part" => {
+                    parsed.min_bytes_for_wide_part = parse_count(key, value, 0, usize::MAX)?;
                 }
                 "insert_block_rows" => {
                     parsed.insert_block_rows = parse_count(key, value, 1, usize::MAX)?;
@@ -161,6 +179,14 @@ impl TableOptions {
             map.insert("order_by".into(), self.order_by.join(","));
         }
         map.insert("granularity".into(), self.granularity.to_string());
+        map.insert(
+            "granularity_bytes".into(),
+            self.granularity_bytes.to_string(),
+        );
+        map.insert(
+            "min_bytes_for_wide_part".into(),
+            self.min_bytes_for_wide_part.to_string(),
+        );
         map.insert(
             "insert_block_rows".into(),
             self.insert_block_rows.to_string(),

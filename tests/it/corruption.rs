@@ -36,10 +36,25 @@ fn batch() -> RecordBatch {
 
 /// Writes a table, returns its directory and the answer of `SQL` over it.
 async fn fixture() -> (tempfile::TempDir, String) {
+    fixture_with(Layout::Wide).await
+}
+
+/// Part layouts: a file per column, or one data file for all (compact).
+#[derive(Debug, Clone, Copy)]
+enum Layout {
+    Wide,
+    Compact,
+}
+
+async fn fixture_with(layout: Layout) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     let options = TableOptions {
         order_by: vec!["id".into()],
         granularity: 64,
+        min_bytes_for_wide_part: match layout {
+            Layout::Wide => 0,
+            Layout::Compact => usize::MAX,
+        },
         ..TableOptions::default()
     };
     crate::common::table_with(
@@ -132,7 +147,12 @@ fn assert_named_error(result: Result<String, String>, intact: &str, file: &Path,
 }
 
 async fn damage_each_byte(suffix: &str, name_part: bool) {
-    let (dir, intact) = fixture().await;
+    damage_each_byte_in(Layout::Wide, suffix, name_part).await
+}
+
+async fn damage_each_byte_in(layout: Layout, suffix: &str, name_part: bool) {
+    let (dir, intact) = fixture_with(layout).await;
+    assert!(!files(dir.path(), suffix).is_empty(), "no {suffix} file");
     for file in files(dir.path(), suffix) {
         let original = std::fs::read(&file).unwrap();
         for at in positions(original.len()) {
@@ -188,13 +208,20 @@ async fn damaged_part_indexes_are_reported() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn damaged_column_files_are_reported() {
-    damage_each_byte(".bin", true).await;
+    damage_each_byte_in(Layout::Wide, ".bin", true).await;
+    damage_each_byte_in(Layout::Compact, "data.bin", true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_part_file_is_reported() {
-    let (dir, intact) = fixture().await;
-    for file in [files(dir.path(), "c1.bin"), files(dir.path(), "index.dgi")].concat() {
+    for (layout, data) in [(Layout::Wide, "c1.bin"), (Layout::Compact, "data.bin")] {
+        missing_files_are_reported_in(layout, data).await;
+    }
+}
+
+async fn missing_files_are_reported_in(layout: Layout, data: &str) {
+    let (dir, intact) = fixture_with(layout).await;
+    for file in [files(dir.path(), data), files(dir.path(), "index.dgi")].concat() {
         let original = std::fs::read(&file).unwrap();
         std::fs::remove_file(&file).unwrap();
         assert_named_error(answer(dir.path()).await, &intact, &file, "missing file");

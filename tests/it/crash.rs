@@ -191,13 +191,18 @@ fn expected(batches: &[(i64, i64)]) -> (i64, i64) {
 }
 
 /// Runs one insert of several parts with a failure at write `fail_at`.
-async fn interrupted_insert(fail_at: usize, strike: Strike) -> bool {
+async fn interrupted_insert(
+    fail_at: usize,
+    strike: Strike,
+    min_bytes_for_wide_part: usize,
+) -> bool {
     let dir = tempfile::tempdir().unwrap();
     let clean = crate::common::local_storage(dir.path());
     let options = TableOptions {
         order_by: vec!["id".into()],
         granularity: 16,
         insert_block_rows: 100,
+        min_bytes_for_wide_part,
         ..TableOptions::default()
     };
     // A committed first version that must survive whatever happens next.
@@ -242,18 +247,21 @@ async fn interrupted_insert(fail_at: usize, strike: Strike) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_write_at_any_step_keeps_a_committed_version() {
-    for strike in [Strike::Before, Strike::After] {
-        let mut fail_at = 0;
-        // Each part writes 3 files (2 columns + index); the commit is the last
-        // write. Stop once an insert completes without reaching the failure.
-        while interrupted_insert(fail_at, strike).await {
-            fail_at += 1;
-            assert!(fail_at < 100, "insert kept writing");
+    // Wide parts write 3 files (2 columns + index), compact ones 2 (data +
+    // index); the commit is the last write. Stop once an insert completes
+    // without reaching the failure.
+    for (wide_from, files_per_part) in [(0, 3), (usize::MAX, 2)] {
+        for strike in [Strike::Before, Strike::After] {
+            let mut fail_at = 0;
+            while interrupted_insert(fail_at, strike, wide_from).await {
+                fail_at += 1;
+                assert!(fail_at < 100, "insert kept writing");
+            }
+            assert!(
+                fail_at > 3 * files_per_part,
+                "expected at least 3 parts and a commit, saw {fail_at} writes"
+            );
         }
-        assert!(
-            fail_at >= 10,
-            "expected at least 3 parts and a commit, saw {fail_at} writes"
-        );
     }
 }
 
@@ -303,7 +311,7 @@ async fn creating_over_an_existing_table_is_an_error() {
 async fn a_commit_whose_reply_was_lost_counts_once() {
     // The writer sees AlreadyExists for its own commit, recognises its
     // transaction id in that version, and neither fails nor appends twice.
-    assert!(!interrupted_insert(usize::MAX, Strike::LostReply).await);
+    assert!(!interrupted_insert(usize::MAX, Strike::LostReply, 0).await);
 }
 
 /// The part and mask files under `parts/` of a table directory.
@@ -414,8 +422,8 @@ async fn a_merge_failing_at_any_step_loses_nothing_and_leaves_no_garbage() {
             assert!(fail_at < 100, "merge kept writing");
         }
         assert!(
-            fail_at >= 4,
-            "a merge writes columns, an index and a commit"
+            fail_at >= 3,
+            "a merge writes its data, an index and a commit"
         );
     }
 }
@@ -429,6 +437,7 @@ async fn replaced_parts_outlive_their_last_reader() {
     let options = TableOptions {
         order_by: vec!["id".into()],
         old_parts_lifetime: 0,
+        min_bytes_for_wide_part: 0,
         merge: diagon::MergeOptions {
             background: false,
             ..Default::default()

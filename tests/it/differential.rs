@@ -303,8 +303,20 @@ async fn check(case: Case) {
     let schema = schema(&case);
     let batches = batches(&case, &schema);
     let dir = tempfile::tempdir().unwrap();
+    // Layouts and adaptive granularity vary with the case (without growing
+    // the strategy): wide or compact parts, byte-cut granules or not.
     let mut options = TableOptions {
         granularity: case.granularity,
+        min_bytes_for_wide_part: if case.granularity.is_multiple_of(2) {
+            0
+        } else {
+            usize::MAX
+        },
+        granularity_bytes: if case.granularity.is_multiple_of(3) {
+            1024
+        } else {
+            10 << 20
+        },
         ..TableOptions::default()
     };
     if case.keyed {

@@ -142,6 +142,9 @@ async fn session_context(
         .build_arc()?;
     let ctx = SessionContext::new_with_config_rt(session_config(args)?, runtime).enable_url_table();
     ctx.refresh_catalogs().await?;
+    if let Some(dir) = &args.data_dir {
+        diagon::sql::use_data_dir(&ctx, dir)?;
+    }
     ctx.register_catalog_list(Arc::new(DynamicObjectStoreCatalog::new(
         ctx.state().catalog_list().clone(),
         ctx.state_weak_ref(),

@@ -24,14 +24,35 @@ struct Diagon {
 }
 
 impl Diagon {
-    fn new() -> Self {
+    /// A session; with `data_dir`, plain tables are diagon tables stored
+    /// there (every connection of a file shares it, as a restarted CLI would).
+    fn new(data_dir: Option<&Path>) -> Self {
         let config = SessionConfig::new()
             .with_information_schema(true)
             .with_target_partitions(4);
-        Diagon {
-            ctx: diagon::sql::new_context(config),
+        let ctx = diagon::sql::new_context(config);
+        if let Some(dir) = data_dir {
+            diagon::sql::use_data_dir(&ctx, dir).expect("data directory");
         }
+        Diagon { ctx }
     }
+}
+
+/// How a file runs: `sql-tests/catalog/*.slt` run twice, over in-memory
+/// tables (DataFusion's own answers, the oracle) and over diagon tables in
+/// a data directory; the other files once.
+fn modes(path: &Path) -> &'static [Mode] {
+    if path.parent().is_some_and(|p| p.ends_with("catalog")) {
+        &[Mode::Memory, Mode::DataDir]
+    } else {
+        &[Mode::Memory]
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Mode {
+    Memory,
+    DataDir,
 }
 
 #[async_trait]
@@ -168,11 +189,17 @@ fn validator(normalizer: Normalizer, actual: &[Vec<String>], expected: &[String]
 }
 
 fn slt_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+    let mut files: Vec<PathBuf> = Vec::new();
+    for path in std::fs::read_dir(dir)
         .expect("sql-tests directory")
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "slt"))
-        .collect();
+    {
+        if path.is_dir() {
+            files.extend(slt_files(&path));
+        } else if path.extension().is_some_and(|x| x == "slt") {
+            files.push(path);
+        }
+    }
     files.sort();
     files
 }
@@ -194,39 +221,53 @@ async fn main() -> ExitCode {
         if !filters.is_empty() && !filters.iter().any(|f| name.contains(f)) {
             continue;
         }
-        let mut runner = Runner::new(|| async { Ok(Diagon::new()) });
-        runner.with_normalizer(normalizer);
-        runner.with_validator(validator);
-        if complete {
-            let result = runner
-                .update_test_file(
-                    &path,
-                    " ",
-                    validator,
-                    normalizer,
-                    sqllogictest::default_column_validator,
-                )
-                .await;
-            match result {
-                Ok(()) => println!("completed {}", path.display()),
+        for &mode in modes(&path) {
+            let data_dir = tempfile::tempdir().expect("temporary directory");
+            let dir = (mode == Mode::DataDir).then(|| data_dir.path().to_path_buf());
+            let mut runner = Runner::new(move || {
+                let dir = dir.clone();
+                async move { Ok(Diagon::new(dir.as_deref())) }
+            });
+            runner.with_normalizer(normalizer);
+            runner.with_validator(validator);
+            let label = match mode {
+                Mode::Memory => String::new(),
+                Mode::DataDir => " (diagon data dir)".to_string(),
+            };
+            if complete && mode == Mode::Memory {
+                let result = runner
+                    .update_test_file(
+                        &path,
+                        " ",
+                        validator,
+                        normalizer,
+                        sqllogictest::default_column_validator,
+                    )
+                    .await;
+                match result {
+                    Ok(()) => println!("completed {}", path.display()),
+                    Err(e) => {
+                        failed += 1;
+                        println!("FAILED to complete {}: {e}", path.display());
+                    }
+                }
+                continue;
+            }
+            if complete {
+                continue;
+            }
+            match runner.run_file_async(&path).await {
+                Ok(()) => {
+                    passed += 1;
+                    println!("ok     {}{label}", path.display());
+                }
                 Err(e) => {
                     failed += 1;
-                    println!("FAILED to complete {}: {e}", path.display());
+                    println!("FAILED {}{label}\n{}", path.display(), e.display(false));
                 }
             }
-            continue;
+            runner.shutdown_async().await;
         }
-        match runner.run_file_async(&path).await {
-            Ok(()) => {
-                passed += 1;
-                println!("ok     {}", path.display());
-            }
-            Err(e) => {
-                failed += 1;
-                println!("FAILED {}\n{}", path.display(), e.display(false));
-            }
-        }
-        runner.shutdown_async().await;
     }
     println!("{passed} passed, {failed} failed");
     if failed == 0 {

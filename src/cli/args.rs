@@ -23,6 +23,12 @@ pub struct Args {
     pub data_path: Option<String>,
 
     #[clap(
+        long,
+        help = "Keep tables in this directory: plain CREATE TABLE, CREATE TABLE AS, CREATE SCHEMA and DROP TABLE act on diagon tables stored there, so a restarted CLI finds them (created if missing)"
+    )]
+    pub data_dir: Option<std::path::PathBuf>,
+
+    #[clap(
         short = 'b',
         long,
         help = "The batch size of each query, or use DataFusion default",

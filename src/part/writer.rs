@@ -96,14 +96,16 @@ struct EncodedColumn {
     uncompressed: u64,
 }
 
-/// Writes `batch` (sorted) as a new part and returns its index.
+/// Writes `batch` (sorted) as the new part `name` (from [`new_part_name`])
+/// and returns its index.
 pub async fn write_part(
     storage: &Storage,
+    name: &str,
     batch: &RecordBatch,
     layout: &PartLayout,
     level: u32,
 ) -> Result<PartIndex> {
-    let name = new_part_name();
+    let name = name.to_string();
     let dir = part_dir(&name);
     let granularity = layout.granularity.max(1);
     let sizes = granule_sizes(batch, granularity, layout.granularity_bytes.max(1));

@@ -1,6 +1,7 @@
 //! The DataFusion glue: the only layer that knows about `Expr`,
 //! `ExecutionPlan` and `SessionContext`.
 
+pub mod catalog;
 pub mod config;
 pub mod dml;
 pub mod factory;
@@ -68,4 +69,16 @@ pub fn new_context(config: SessionConfig) -> SessionContext {
     let ctx = SessionContext::new_with_state(state);
     register(&ctx);
     ctx
+}
+
+/// Makes the session's default catalog a [`catalog::DiagonCatalog`] over
+/// `dir` (created if missing): plain `CREATE TABLE`, `CREATE TABLE ... AS`,
+/// `CREATE SCHEMA` and `DROP TABLE` then act on diagon tables stored there.
+pub fn use_data_dir(
+    ctx: &SessionContext,
+    dir: impl Into<std::path::PathBuf>,
+) -> datafusion::error::Result<()> {
+    let name = ctx.state().config_options().catalog.default_catalog.clone();
+    ctx.register_catalog(name, Arc::new(catalog::DiagonCatalog::open(dir)?));
+    Ok(())
 }

@@ -156,7 +156,7 @@ impl TableProvider for DiagonTableProvider {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let snapshot = self.table.snapshot().await?;
+        let (pin, snapshot) = self.table.pinned_snapshot().await?;
         let parts = self.table.part_indexes(&snapshot).await?;
         let pruning_enabled = state
             .config_options()
@@ -172,7 +172,7 @@ impl TableProvider for DiagonTableProvider {
             }
         };
         let mut plan = ScanPlan::build(parts, &pruners)?;
-        plan.pin = Some(Arc::new(self.table.pin(snapshot.version)));
+        plan.pin = Some(Arc::new(pin));
         for entry in &snapshot.parts {
             if let Some(mask) = self.table.deletion_mask(entry).await? {
                 plan.masks.insert(entry.name.clone(), mask);

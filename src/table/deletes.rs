@@ -22,10 +22,20 @@ pub fn mask_path(part: &str, file: &str) -> String {
     format!("{}/{file}", part_dir(part))
 }
 
-/// Writes `mask` (bit set = deleted) for `part`, durably, and returns the
-/// entry naming it. The file is new: a committed mask is never overwritten.
-pub async fn write_mask(storage: &Storage, part: &str, mask: &BooleanBuffer) -> Result<Deletes> {
-    let file = format!("del_{}.dgm", uuid::Uuid::new_v4().simple());
+/// A fresh mask file name: a committed mask is never overwritten.
+pub fn new_mask_file() -> String {
+    format!("del_{}.dgm", uuid::Uuid::new_v4().simple())
+}
+
+/// Writes `mask` (bit set = deleted) for `part` as `file`, durably, and
+/// returns the entry naming it.
+pub async fn write_mask(
+    storage: &Storage,
+    part: &str,
+    file: &str,
+    mask: &BooleanBuffer,
+) -> Result<Deletes> {
+    let file = file.to_string();
     let deleted = mask.count_set_bits() as u64;
     let mut body = Vec::with_capacity(16 + mask.len().div_ceil(8));
     body.extend_from_slice(&(mask.len() as u64).to_le_bytes());

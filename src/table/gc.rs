@@ -45,6 +45,14 @@ pub(crate) struct Retired {
 }
 
 impl Table {
+    /// Pins the version this handle last saw, then returns the newest
+    /// snapshot: files of that snapshot cannot be deleted (replacements of
+    /// them come after the pinned version) until the guard is dropped.
+    pub async fn pinned_snapshot(&self) -> Result<(SnapshotPin, Arc<super::Snapshot>)> {
+        let pin = self.pin(self.cached_snapshot().version);
+        Ok((pin, self.snapshot().await?))
+    }
+
     /// Pins `version` until the returned guard is dropped.
     pub fn pin(&self, version: u64) -> SnapshotPin {
         *self
@@ -73,7 +81,7 @@ impl Table {
         }
     }
 
-    /// Marks part names as being written by this process.
+    /// Marks part names (or mask file paths) as being written by this process.
     pub(crate) fn begin_write(&self, part: &str) {
         self.inflight
             .lock()
@@ -114,27 +122,10 @@ impl Table {
     /// unreferenced for longer than `old_parts_lifetime`. Returns the number
     /// of files deleted.
     pub async fn collect_garbage(&self) -> Result<usize> {
-        let snapshot = self.snapshot().await?;
-        let lifetime_ms = snapshot.options.old_parts_lifetime as i64 * 1000;
-        let now = now_ms();
-        let mut referenced: HashSet<String> = HashSet::new();
-        for p in &snapshot.parts {
-            referenced.insert(p.name.clone());
-            if let Some(d) = &p.deletes {
-                referenced.insert(mask_path(&p.name, &d.file));
-            }
-        }
-        let oldest_pin = self.oldest_pin();
-        let protected = |name: &str| {
-            let retired = self.retired.lock().expect("retired lock");
-            retired
-                .entries
-                .get(name)
-                .is_some_and(|&at| oldest_pin.is_some_and(|pin| pin < at))
-        };
-        let inflight = self.inflight.lock().expect("inflight lock").clone();
-
-        // Files by part directory, with the newest modification time.
+        // The order matters. A file listed here was written by a writer that
+        // had registered it as in flight; if it is no longer in flight when
+        // the set is copied, its commit (if any) is in the snapshot read
+        // after that. So nothing committed or being written is deleted.
         let mut dirs: BTreeMap<String, (Vec<String>, i64)> = BTreeMap::new();
         for f in self.storage().list("parts").await? {
             let Some(part) = f.name.split('/').nth(1) else {
@@ -144,6 +135,26 @@ impl Table {
             entry.0.push(f.name.clone());
             entry.1 = entry.1.max(f.modified_ms);
         }
+        let inflight = self.inflight.lock().expect("inflight lock").clone();
+        let snapshot = self.snapshot().await?;
+        let oldest_pin = self.oldest_pin();
+
+        let lifetime_ms = snapshot.options.old_parts_lifetime as i64 * 1000;
+        let now = now_ms();
+        let mut referenced: HashSet<String> = HashSet::new();
+        for p in &snapshot.parts {
+            referenced.insert(p.name.clone());
+            if let Some(d) = &p.deletes {
+                referenced.insert(mask_path(&p.name, &d.file));
+            }
+        }
+        let protected = |name: &str| {
+            let retired = self.retired.lock().expect("retired lock");
+            retired
+                .entries
+                .get(name)
+                .is_some_and(|&at| oldest_pin.is_some_and(|pin| pin < at))
+        };
         let old = |modified: i64| now - modified >= lifetime_ms;
         let mut deleted = Vec::new();
         for (part, (files, newest)) in dirs {
@@ -154,7 +165,8 @@ impl Table {
                 // A live part: only superseded deletion masks can go.
                 for f in files {
                     let is_mask = f.rsplit('/').next().is_some_and(|n| n.starts_with("del_"));
-                    if is_mask && !referenced.contains(&f) && !protected(&f) && old(newest) {
+                    let keep = referenced.contains(&f) || inflight.contains(&f) || protected(&f);
+                    if is_mask && !keep && old(newest) {
                         self.storage().delete(&f).await?;
                         deleted.push(f);
                     }

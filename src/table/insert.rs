@@ -12,6 +12,7 @@ use arrow::compute::{
 use super::log::{PartEntry, now_ms};
 use super::{Snapshot, Table};
 use crate::error::{Error, Result};
+use crate::part::writer::new_part_name;
 use crate::part::{PartLayout, write_part};
 
 /// An insert in progress. Dropping it without [`commit`](Self::commit)
@@ -145,10 +146,25 @@ impl InsertWriter {
         self.buffered_bytes = self.buffered_bytes * rest / all.num_rows();
         self.buffered_rows = rest;
         let batch = self.sort(all.slice(0, take))?;
-        let part = write_part(self.table.storage(), &batch, &self.layout, self.level)
-            .await
-            .map_err(|e| self.context(e))?;
-        self.table.begin_write(&part.meta.name);
+        // Registered before the first file lands, so a concurrent cleanup
+        // never takes the files of a part still being written.
+        let name = new_part_name();
+        self.table.begin_write(&name);
+        let part = match write_part(
+            self.table.storage(),
+            &name,
+            &batch,
+            &self.layout,
+            self.level,
+        )
+        .await
+        {
+            Ok(part) => part,
+            Err(e) => {
+                self.table.end_writes([&name]);
+                return Err(self.context(e));
+            }
+        };
         let bytes = part.meta.columns.iter().map(|c| c.file_len).sum::<u64>();
         self.rows += part.meta.rows;
         self.parts.push(PartEntry {

@@ -89,7 +89,7 @@ impl Table {
         let _running = self.merge_lock.lock().await;
         let mut merges = 0;
         loop {
-            let snapshot = self.snapshot().await?;
+            let (_pin, snapshot) = self.pinned_snapshot().await?;
             let Some(names) = choose_merge(&snapshot.parts, &snapshot.options.merge) else {
                 return Ok(merges);
             };
@@ -106,7 +106,7 @@ impl Table {
         let before = self.snapshot().await?.parts.len();
         let merges = if full {
             let _running = self.merge_lock.lock().await;
-            let snapshot = self.snapshot().await?;
+            let (_pin, snapshot) = self.pinned_snapshot().await?;
             let all: Vec<String> = snapshot.parts.iter().map(|p| p.name.clone()).collect();
             let needed = all.len() > 1 || snapshot.parts.iter().any(|p| p.deletes.is_some());
             match needed && self.merge_parts(&snapshot, &all).await?.is_some() {

@@ -67,10 +67,11 @@ impl Table {
         operation: &str,
         matcher: &dyn RowMatcher,
     ) -> Result<Option<u64>> {
-        let base = self.snapshot().await?;
+        let (_pin, base) = self.pinned_snapshot().await?;
         let mut touched = Vec::new();
         let mut updated = Vec::new();
         let mut matched_total = 0u64;
+        let mut mask_paths = Vec::new();
         for entry in &base.parts {
             let index = self.part_index(&entry.name).await?;
             let mask = self.deletion_mask(entry).await?;
@@ -102,7 +103,11 @@ impl Table {
             }
             matched_total += matched_rows.len() as u64;
             let new_mask = union(mask.as_deref(), entry.rows as usize, &matched_rows);
-            let after = deletes::write_mask(self.storage(), &entry.name, &new_mask).await?;
+            let file = deletes::new_mask_file();
+            let path = deletes::mask_path(&entry.name, &file);
+            self.begin_write(&path);
+            mask_paths.push(path);
+            let after = deletes::write_mask(self.storage(), &entry.name, &file, &new_mask).await?;
             touched.push(Touched {
                 name: entry.name.clone(),
                 before: entry.deletes.clone(),
@@ -136,7 +141,7 @@ impl Table {
                 Some(parts)
             })
             .await?;
-        self.end_writes(new_parts.iter().map(|p| &p.name));
+        self.end_writes(new_parts.iter().map(|p| &p.name).chain(&mask_paths));
         if committed.is_none() {
             // Lost to a concurrent change of a touched part: what this attempt
             // wrote is garbage now.

@@ -83,3 +83,73 @@ fn a_bad_option_is_an_error_naming_it() {
     assert!(!ok, "{out}");
     assert!(out.contains("option 'granularity'"), "{out}");
 }
+
+/// With `--data-dir`, plain tables are diagon tables a restarted CLI finds
+/// again, and DROP TABLE deletes them.
+#[test]
+fn a_data_dir_keeps_tables_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let (ok, out) = diagon(
+        dir.path(),
+        &[
+            "-q",
+            "--format",
+            "csv",
+            "--data-dir",
+            data,
+            "-c",
+            "CREATE TABLE t (id INT, s VARCHAR)",
+            "-c",
+            "INSERT INTO t VALUES (1, 'a'), (2, 'b')",
+            "-c",
+            "CREATE SCHEMA s2",
+            "-c",
+            "CREATE TABLE s2.u AS SELECT id * 10 AS x FROM t",
+        ],
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = diagon(
+        dir.path(),
+        &[
+            "-q",
+            "--format",
+            "csv",
+            "--data-dir",
+            data,
+            "-c",
+            "SELECT sum(id), string_agg(s, '') FROM t",
+            "-c",
+            "SELECT sum(x) FROM s2.u",
+            "-c",
+            "DROP TABLE s2.u",
+        ],
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("3,ab"), "rows of t after a restart: {out}");
+    assert!(out.contains("30"), "rows of s2.u after a restart: {out}");
+    let (ok, out) = diagon(
+        dir.path(),
+        &[
+            "-q",
+            "--format",
+            "csv",
+            "--data-dir",
+            data,
+            "-c",
+            "SELECT * FROM s2.u",
+        ],
+    );
+    assert!(
+        !ok || out.contains("not found"),
+        "dropped table still there: {out}"
+    );
+    assert!(
+        !dir.path().join("data/s2/u").exists(),
+        "dropped table's files remain"
+    );
+    // Without --data-dir the CLI is datafusion-cli: nothing persists.
+    let (ok, out) = diagon(dir.path(), &["-q", "-c", "SELECT * FROM t"]);
+    assert!(!ok || out.contains("not found"), "{out}");
+}

@@ -1,0 +1,116 @@
+//! Many small inserts: 10,000 inserts of 100 rows each into one table with
+//! background merges on, reporting every 500 inserts the live part count
+//! and the median latency of a point query (`WHERE id = ?` through
+//! DataFusion). With merges off, the same run shows what they prevent.
+//!
+//! `cargo bench --bench merges` (`DIAGON_BENCH_INSERTS` changes the
+//! number of inserts; `DIAGON_BENCH_MERGES=off` turns merges off).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use diagon::sql::DiagonTableProvider;
+use diagon::{MergeOptions, Table, TableOptions};
+
+const ROWS_PER_INSERT: i64 = 100;
+const REPORT_EVERY: usize = 500;
+
+fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("payload", DataType::Utf8, false),
+    ]))
+}
+
+fn batch(insert: i64) -> RecordBatch {
+    let ids: Vec<i64> = (0..ROWS_PER_INSERT)
+        .map(|i| insert * ROWS_PER_INSERT + i)
+        .collect();
+    let payload: Vec<String> = ids.iter().map(|i| format!("event {i}")).collect();
+    RecordBatch::try_new(
+        schema(),
+        vec![
+            Arc::new(Int64Array::from(ids)),
+            Arc::new(StringArray::from(payload)),
+        ],
+    )
+    .unwrap()
+}
+
+fn storage(dir: &std::path::Path) -> diagon::storage::Storage {
+    let store = Arc::new(object_store::local::LocalFileSystem::new());
+    let path = object_store::path::Path::from_filesystem_path(dir).unwrap();
+    diagon::storage::Storage::new(store, path, dir.display().to_string())
+        .with_local_dir(dir.to_path_buf())
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let inserts: usize = std::env::var("DIAGON_BENCH_INSERTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000);
+    let merges = std::env::var("DIAGON_BENCH_MERGES").map_or(true, |v| v != "off");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    runtime.block_on(async {
+        let options = TableOptions {
+            order_by: vec!["id".into()],
+            old_parts_lifetime: 0,
+            merge: MergeOptions {
+                background: merges,
+                ..MergeOptions::default()
+            },
+            ..TableOptions::default()
+        };
+        let table = Table::create("events", storage(dir.path()), schema(), options)
+            .await
+            .unwrap();
+        let ctx = diagon::sql::new_context(
+            datafusion::prelude::SessionConfig::new().with_target_partitions(2),
+        );
+        ctx.register_table("events", Arc::new(DiagonTableProvider::new(table.clone())))
+            .unwrap();
+        println!("merges {}", if merges { "on" } else { "off" });
+        println!("| inserts | rows | live parts | point query (median of 21) | insert (mean) |");
+        println!("|---:|---:|---:|---:|---:|");
+        let mut insert_time = Duration::ZERO;
+        for i in 0..inserts {
+            let started = Instant::now();
+            let mut writer = table.insert();
+            writer.write(batch(i as i64)).await.unwrap();
+            writer.commit().await.unwrap();
+            insert_time += started.elapsed();
+            let done = i + 1;
+            if done % REPORT_EVERY == 0 {
+                let rows = done as i64 * ROWS_PER_INSERT;
+                let mut times = Vec::new();
+                for q in 0..21 {
+                    let id = (q * 7919 + done as i64 * 31) % rows;
+                    let sql = format!("SELECT * FROM events WHERE id = {id}");
+                    let started = Instant::now();
+                    let out = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+                    times.push(started.elapsed());
+                    let found: usize = out.iter().map(|b| b.num_rows()).sum();
+                    assert_eq!(found, 1, "id {id} after {done} inserts");
+                }
+                times.sort();
+                let parts = table.snapshot().await.unwrap().parts.len();
+                println!(
+                    "| {done} | {rows} | {parts} | {:.2} ms | {:.2} ms |",
+                    times[10].as_secs_f64() * 1e3,
+                    insert_time.as_secs_f64() * 1e3 / REPORT_EVERY as f64
+                );
+                insert_time = Duration::ZERO;
+            }
+        }
+    });
+}

@@ -150,9 +150,10 @@ impl DiagonSchema {
         self.dir.join(name)
     }
 
-    /// Whether `name` is a diagon table stored in this schema's directory.
+    /// Whether `name` is a diagon table stored in this schema's directory
+    /// (never for a name that is not a plain directory name).
     fn stored(&self, name: &str) -> bool {
-        self.table_dir(name).join(LOG_DIR).is_dir()
+        check_name("table", name).is_ok() && self.table_dir(name).join(LOG_DIR).is_dir()
     }
 
     fn storage(&self, name: &str) -> Result<Storage> {
@@ -167,6 +168,19 @@ impl DiagonSchema {
     async fn persist(&self, name: &str, memory: &MemTable) -> Result<Arc<dyn TableProvider>> {
         let dir = self.table_dir(name);
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        let created = self.create_with_rows(name, memory).await;
+        if created.is_err() {
+            // A failed CREATE TABLE AS leaves no table behind.
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        created
+    }
+
+    async fn create_with_rows(
+        &self,
+        name: &str,
+        memory: &MemTable,
+    ) -> Result<Arc<dyn TableProvider>> {
         let schema = memory.schema();
         let table =
             Table::create(name, self.storage(name)?, schema, TableOptions::default()).await?;
@@ -272,6 +286,12 @@ impl SchemaProvider for DiagonSchema {
         let registered = self.tables.write().expect("lock").remove(name);
         if !self.stored(name) {
             return Ok(registered);
+        }
+        if let Some(diagon) = registered
+            .as_ref()
+            .and_then(|p| (p.as_ref() as &dyn std::any::Any).downcast_ref::<DiagonTableProvider>())
+        {
+            diagon.table().mark_dropped();
         }
         // DROP TABLE of a table this schema stores deletes its data.
         let dir = self.table_dir(name);

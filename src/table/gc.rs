@@ -71,13 +71,39 @@ impl Table {
         self.pins.lock().expect("pins lock").keys().next().copied()
     }
 
-    /// Records that `files` (paths) and `parts` (names) stopped being
-    /// referenced by the newest version.
-    pub(crate) fn retire(&self, files: Vec<String>, parts: Vec<String>) {
-        let version = self.cached_snapshot().version;
+    /// Records the parts and masks of `base` that `next` (committed as
+    /// `version`) no longer references: readers of older versions may
+    /// still need them.
+    pub(crate) fn retire_replaced(
+        &self,
+        base: &super::Snapshot,
+        next: &[super::PartEntry],
+        version: u64,
+    ) {
+        let kept: HashSet<(&str, Option<&str>)> = next
+            .iter()
+            .map(|p| (p.name.as_str(), p.deletes.as_ref().map(|d| d.file.as_str())))
+            .collect();
+        let names: HashSet<&str> = next.iter().map(|p| p.name.as_str()).collect();
+        let now = now_ms();
         let mut retired = self.retired.lock().expect("retired lock");
-        for name in files.into_iter().chain(parts) {
-            retired.entries.insert(name, version);
+        let mut since = self.unreferenced_since.lock().expect("since lock");
+        for p in &base.parts {
+            let mask = p.deletes.as_ref().map(|d| d.file.as_str());
+            if kept.contains(&(p.name.as_str(), mask)) {
+                continue;
+            }
+            let mut gone = Vec::new();
+            if let Some(file) = mask {
+                gone.push(mask_path(&p.name, file));
+            }
+            if !names.contains(p.name.as_str()) {
+                gone.push(p.name.clone());
+            }
+            for name in gone {
+                retired.entries.insert(name.clone(), version);
+                since.entry(name).or_insert(now);
+            }
         }
     }
 
@@ -139,7 +165,10 @@ impl Table {
         let snapshot = self.snapshot().await?;
         let oldest_pin = self.oldest_pin();
 
-        let lifetime_ms = snapshot.options.old_parts_lifetime as i64 * 1000;
+        let lifetime_ms = i64::try_from(snapshot.options.old_parts_lifetime)
+            .ok()
+            .and_then(|s| s.checked_mul(1000))
+            .unwrap_or(i64::MAX);
         let now = now_ms();
         let mut referenced: HashSet<String> = HashSet::new();
         for p in &snapshot.parts {
@@ -155,7 +184,15 @@ impl Table {
                 .get(name)
                 .is_some_and(|&at| oldest_pin.is_some_and(|pin| pin < at))
         };
-        let old = |modified: i64| now - modified >= lifetime_ms;
+        // Old enough: the files were written, and this handle has known them
+        // unreferenced, at least `old_parts_lifetime` ago. The second clock
+        // protects readers in other processes of parts replaced just now.
+        let mut since = self.unreferenced_since.lock().expect("since lock").clone();
+        let mut old = |name: &str, modified: i64| {
+            let first_seen = *since.entry(name.to_string()).or_insert(now);
+            now.saturating_sub(modified) >= lifetime_ms
+                && now.saturating_sub(first_seen) >= lifetime_ms
+        };
         let mut deleted = Vec::new();
         for (part, (files, newest)) in dirs {
             if inflight.contains(&part) {
@@ -166,29 +203,29 @@ impl Table {
                 for f in files {
                     let is_mask = f.rsplit('/').next().is_some_and(|n| n.starts_with("del_"));
                     let keep = referenced.contains(&f) || inflight.contains(&f) || protected(&f);
-                    if is_mask && !keep && old(newest) {
+                    if is_mask && !keep && old(&f, newest) {
                         self.storage().delete(&f).await?;
                         deleted.push(f);
                     }
                 }
-            } else if !protected(&part) && old(newest) {
+            } else if !protected(&part) && old(&part, newest) {
                 for f in &files {
                     self.storage().delete(f).await?;
                 }
                 self.storage()
                     .remove_empty_dir(&crate::part::part_dir(&part));
                 deleted.extend(files);
-                self.retired
-                    .lock()
-                    .expect("retired lock")
-                    .entries
-                    .remove(&part);
+                deleted.push(part);
             }
         }
         let mut retired = self.retired.lock().expect("retired lock");
         for f in &deleted {
             retired.entries.remove(f);
+            since.remove(f);
         }
-        Ok(deleted.len())
+        // Remembered first sightings, minus what is gone or referenced again.
+        since.retain(|name, _| !referenced.contains(name));
+        *self.unreferenced_since.lock().expect("since lock") = since;
+        Ok(deleted.iter().filter(|f| f.contains('/')).count())
     }
 }

@@ -219,11 +219,33 @@ impl InsertWriter {
             )));
         }
         let parts = std::mem::take(&mut self.parts);
+        self.check_parts_exist(&parts).await?;
         let committed = self.table.commit_append("INSERT", parts.clone()).await;
         self.table.end_writes(parts.iter().map(|p| &p.name));
         committed?;
         self.table.schedule_merge();
         Ok(self.rows)
+    }
+
+    /// A cleanup in another process deletes unreferenced parts older than
+    /// `old_parts_lifetime`; an insert that ran longer must fail, not commit
+    /// parts whose files are gone.
+    async fn check_parts_exist(&self, parts: &[PartEntry]) -> Result<()> {
+        for p in parts {
+            let index = format!(
+                "{}/{}",
+                crate::part::part_dir(&p.name),
+                crate::part::index::INDEX_FILE
+            );
+            if !self.table.storage().exists(&index).await? {
+                return Err(self.context(Error::Table(format!(
+                    "part '{}' was deleted before the insert committed (the insert ran longer \
+                     than 'old_parts_lifetime' and another process cleaned it up)",
+                    p.name
+                ))));
+            }
+        }
+        Ok(())
     }
 
     async fn flush_all(&mut self) -> Result<()> {

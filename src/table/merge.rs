@@ -214,13 +214,6 @@ impl Table {
             self.delete_files(Vec::new(), merged.as_slice()).await;
             return Ok(None);
         };
-        let mut files = Vec::new();
-        for s in &sources {
-            if let Some(d) = &s.deletes {
-                files.push(super::deletes::mask_path(&s.name, &d.file));
-            }
-        }
-        self.retire(files, names.to_vec());
         Ok(Some(version))
     }
 

@@ -68,6 +68,10 @@ pub struct Table {
     inflight: Mutex<HashSet<String>>,
     /// One merge at a time per table handle.
     merge_lock: tokio::sync::Mutex<()>,
+    /// When this handle first saw each unreferenced file (ms), for cleanup.
+    unreferenced_since: Mutex<HashMap<String, i64>>,
+    /// Set by DROP TABLE: no commit may land after it.
+    dropped: std::sync::atomic::AtomicBool,
 }
 
 impl Table {
@@ -134,7 +138,16 @@ impl Table {
             retired: Default::default(),
             inflight: Default::default(),
             merge_lock: tokio::sync::Mutex::new(()),
+            unreferenced_since: Mutex::new(HashMap::new()),
+            dropped: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Refuses every later commit through this handle (DROP TABLE), so a
+    /// merge or insert still running cannot bring the table back.
+    pub fn mark_dropped(&self) {
+        self.dropped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn name(&self) -> &str {
@@ -205,9 +218,20 @@ impl Table {
         if let Some(mask) = self.mask_cache.lock().expect("cache lock").get(&path) {
             return Ok(Some(mask.clone()));
         }
+        let ctx = |e: Error| e.context(format!("table '{}', part '{}'", self.name, entry.name));
+        let index = self.part_index(&entry.name).await?;
+        if index.meta.rows != entry.rows {
+            return Err(ctx(Error::corrupt(
+                self.storage.location(&crate::part::part_dir(&entry.name)),
+                format!(
+                    "the log says {} rows, the part index {}",
+                    entry.rows, index.meta.rows
+                ),
+            )));
+        }
         let mask = deletes::read_mask(&self.storage, &entry.name, deletes, entry.rows)
             .await
-            .map_err(|e| e.context(format!("table '{}', part '{}'", self.name, entry.name)))?;
+            .map_err(ctx)?;
         let mask = Arc::new(mask);
         self.mask_cache
             .lock()
@@ -287,6 +311,9 @@ impl Table {
         let txn = uuid::Uuid::new_v4().simple().to_string();
         for _ in 0..MAX_ATTEMPTS {
             let base = self.snapshot().await?;
+            if self.dropped.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(ctx(Error::Table("the table was dropped".into())));
+            }
             let Some(parts) = next(&base) else {
                 return Ok(None);
             };
@@ -305,11 +332,18 @@ impl Table {
             // A store may report a lost race for a write that landed (a
             // conditional PUT retried after its response was lost): the
             // version then carries our transaction id.
+            // A failed read is passed on: guessing "not ours" could apply
+            // the change twice.
             let ours = won
                 || log::read_commit(&self.storage, commit.version)
                     .await
-                    .is_ok_and(|c| c.txn == txn);
+                    .map_err(ctx)?
+                    .txn
+                    == txn;
             if ours {
+                // Retired before the new version is visible, so a cleanup
+                // never sees these files unreferenced yet unprotected.
+                self.retire_replaced(&base, &commit.parts, commit.version);
                 self.install(Arc::new(Snapshot::from_commit(&commit)?));
                 return Ok(Some(commit.version));
             }

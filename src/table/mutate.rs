@@ -151,12 +151,6 @@ impl Table {
             self.delete_files(files.collect(), &new_parts).await;
             return Ok(None);
         }
-        let superseded = touched.iter().filter_map(|t| {
-            t.before
-                .as_ref()
-                .map(|d| deletes::mask_path(&t.name, &d.file))
-        });
-        self.retire(superseded.collect(), Vec::new());
         Ok(Some(matched_total))
     }
 

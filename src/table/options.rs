@@ -148,7 +148,8 @@ impl TableOptions {
                     parsed.merge.min_part_bytes = parse_count(key, value, 1, usize::MAX)? as u64;
                 }
                 "old_parts_lifetime" => {
-                    parsed.old_parts_lifetime = parse_count(key, value, 0, usize::MAX)? as u64;
+                    // Up to ten years.
+                    parsed.old_parts_lifetime = parse_count(key, value, 0, 315_360_000)? as u64;
                 }
                 _ => {
                     let Some(column) = key_lower.strip_prefix("codec.") else {

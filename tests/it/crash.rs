@@ -480,3 +480,36 @@ async fn replaced_parts_outlive_their_last_reader() {
         "one part: two columns and an index"
     );
 }
+
+/// Readers in other processes are protected only by time: a replaced part
+/// stays until it has been unreferenced for `old_parts_lifetime`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaced_parts_wait_for_old_parts_lifetime() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = crate::common::local_storage(dir.path());
+    let options = TableOptions {
+        order_by: vec!["id".into()],
+        old_parts_lifetime: 3600,
+        merge: diagon::MergeOptions {
+            background: false,
+            ..Default::default()
+        },
+        ..TableOptions::default()
+    };
+    let batches = [batch(0, 50), batch(100, 50)];
+    let table = crate::common::table_with(storage, schema(), options, &batches).await;
+    let before = part_files(dir.path());
+    table.optimize(true).await.unwrap();
+    assert_eq!(table.collect_garbage().await.unwrap(), 0);
+    let after = part_files(dir.path());
+    assert!(
+        before.iter().all(|f| after.contains(f)),
+        "replaced parts deleted early"
+    );
+    assert_eq!(
+        sum_and_count(crate::common::local_storage(dir.path()))
+            .await
+            .0,
+        100
+    );
+}

@@ -27,6 +27,8 @@ pub enum FileKind {
     ColumnData,
     /// Which rows of a part are deleted, as of some version.
     DeletionMask,
+    /// A skip index of one column of a part.
+    SkipIndex,
 }
 
 impl FileKind {
@@ -36,6 +38,7 @@ impl FileKind {
             FileKind::PartIndex => b"PIDX",
             FileKind::ColumnData => b"COLD",
             FileKind::DeletionMask => b"DELM",
+            FileKind::SkipIndex => b"SKIP",
         }
     }
 

@@ -69,6 +69,19 @@ pub struct PartMeta {
     /// Names of the sort-key columns, in key order.
     pub order_by: Vec<String>,
     pub columns: Vec<ColumnMeta>,
+    /// Skip indexes built for this part (none before they were declared).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skip_indexes: Vec<SkipIndexMeta>,
+}
+
+/// One skip index file of a part.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SkipIndexMeta {
+    pub column: String,
+    /// The declaration, as `SkipSpec` prints it.
+    pub spec: String,
+    /// File name inside the part directory.
+    pub file: String,
 }
 
 /// A loaded part index: metadata plus the per-granule table.

@@ -8,6 +8,7 @@
 pub mod column;
 pub mod index;
 pub mod reader;
+pub mod skip;
 pub mod writer;
 
 pub use index::{PartIndex, PartMeta};

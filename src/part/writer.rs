@@ -10,7 +10,8 @@ use datafusion_functions_aggregate_common::min_max::{max_batch, min_batch};
 use futures::{StreamExt, TryStreamExt};
 
 use super::column;
-use super::index::{self, ColumnMeta, INDEX_FILE, PartIndex, PartMeta};
+use super::index::{self, ColumnMeta, INDEX_FILE, PartIndex, PartMeta, SkipIndexMeta};
+use super::skip::{Block, SkipIndex, SkipSpec};
 use crate::encoding::envelope::{self, FileKind};
 use crate::encoding::{CodecChain, encode_block};
 use crate::error::{Error, Result};
@@ -31,6 +32,8 @@ pub struct PartLayout {
     pub key: Vec<usize>,
     /// Codec of each column, by position.
     pub codecs: Vec<CodecChain>,
+    /// Skip indexes: column position and declaration.
+    pub skip_indexes: Vec<(usize, SkipSpec)>,
 }
 
 /// Directory of a part inside the table.
@@ -165,6 +168,25 @@ pub async fn write_part(
             .map_or(0, |(_, bytes)| bytes.len() as u64);
     }
 
+    let mut skip_metas = Vec::new();
+    for &(c, spec) in &layout.skip_indexes {
+        let column = batch.column(c);
+        let mut blocks = Vec::new();
+        let mut start = 0;
+        for block in sizes.chunks(spec.granularity.max(1)) {
+            let rows: usize = block.iter().sum();
+            blocks.push(Block::build(&spec, &column.slice(start, rows))?);
+            start += rows;
+        }
+        let file = format!("k{c}.skp");
+        files.push((format!("{dir}/{file}"), SkipIndex { spec, blocks }.encode()));
+        skip_metas.push(SkipIndexMeta {
+            column: schema.field(c).name().clone(),
+            spec: spec.to_string(),
+            file,
+        });
+    }
+
     let granule_table = build_granule_table(batch, layout, &sizes, &encoded)?;
     let meta = PartMeta {
         name: name.clone(),
@@ -177,6 +199,7 @@ pub async fn write_part(
             .map(|&k| schema.field(k).name().clone())
             .collect(),
         columns: column_metas,
+        skip_indexes: skip_metas,
     };
     let part = PartIndex::new(meta, granule_table)?;
 

@@ -13,6 +13,7 @@ use datafusion::logical_expr::CreateExternalTable;
 
 use super::provider::DiagonTableProvider;
 use crate::error::Error;
+use crate::part::skip::SkipSpec;
 use crate::storage::Storage;
 use crate::table::{Table, TableOptions};
 
@@ -88,7 +89,10 @@ impl TableProviderFactory for DiagonTableFactory {
         let existing = Table::open(&name, storage.clone()).await?;
         let table = match existing {
             Some(table) => {
-                check_reopen(&name, &table, &schema, &options)?;
+                let added = check_reopen(&name, &table, &schema, &options)?;
+                if !added.is_empty() {
+                    table.add_skip_indexes(&added).await?;
+                }
                 table
             }
             None if schema.fields().is_empty() => {
@@ -108,13 +112,16 @@ impl TableProviderFactory for DiagonTableFactory {
 }
 
 /// A reopen may restate the columns and options, but must not contradict
-/// what the table stores: diagon never silently ignores a declaration.
+/// what the table stores: diagon never silently ignores a declaration. The
+/// one change a reopen may make is to declare new skip indexes, which are
+/// returned to be added.
 fn check_reopen(
     name: &str,
     table: &Table,
     schema: &Schema,
     options: &HashMap<String, String>,
-) -> Result<()> {
+) -> Result<Vec<(String, SkipSpec)>> {
+    let mut added = Vec::new();
     let snapshot = table.cached_snapshot();
     if !schema.fields().is_empty() {
         let stored = snapshot.schema.fields();
@@ -136,9 +143,18 @@ fn check_reopen(
         let given =
             TableOptions::parse(options, &snapshot.schema).map_err(|e| plan_error(name, e))?;
         let stored = snapshot.options.to_map();
+        for (column, spec) in &given.skip_indexes {
+            if !snapshot.options.skip_indexes.contains_key(column) {
+                added.push((column.clone(), *spec));
+            }
+        }
         for (key, value) in given.to_map() {
+            let is_new_index = key
+                .strip_prefix("skip_index.")
+                .is_some_and(|c| added.iter().any(|(a, _)| a == c));
             if options.keys().any(|k| k.eq_ignore_ascii_case(&key))
                 && stored.get(&key) != Some(&value)
+                && !is_new_index
             {
                 return Err(DataFusionError::Plan(format!(
                     "table '{name}': option '{key}' is '{value}' but the existing table has '{}'",
@@ -147,7 +163,7 @@ fn check_reopen(
             }
         }
     }
-    Ok(())
+    Ok(added)
 }
 
 fn describe(schema: &Schema) -> String {

@@ -11,6 +11,7 @@ pub mod provider;
 pub mod pruning;
 pub mod scan;
 pub mod sink;
+pub mod skipping;
 
 use std::sync::Arc;
 

@@ -10,7 +10,9 @@ use datafusion::error::Result;
 use datafusion::physical_optimizer::pruning::{PruningPredicate, PruningStatistics};
 
 use super::pruning::{GranuleStats, PrimaryIndexStats};
+use super::skipping::ColumnIndex;
 use crate::part::PartIndex;
+use crate::part::skip::SkipIndex;
 
 /// What the indexes did, for EXPLAIN and metrics.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +22,7 @@ pub struct PruneCounts {
     pub granules_total: usize,
     pub granules_pruned_primary: usize,
     pub granules_pruned_minmax: usize,
+    pub granules_pruned_skip: usize,
 }
 
 /// The granules to read from one part, as ascending mark ranges.
@@ -43,6 +46,8 @@ pub struct ScanPlan {
     pub masks: HashMap<String, Arc<BooleanBuffer>>,
     /// Keeps the snapshot's files from being deleted while the plan lives.
     pub pin: Option<Arc<SnapshotPin>>,
+    /// Granules each skip index pruned, by column.
+    pub skip_pruned: std::collections::BTreeMap<String, usize>,
 }
 
 /// Predicates derived from the query's filters.
@@ -51,7 +56,12 @@ pub struct Pruners {
     pub primary: Option<Arc<PruningPredicate>>,
     /// All conjuncts, checked against per-granule min/max.
     pub minmax: Option<Arc<PruningPredicate>>,
+    /// The query's filters, for skip indexes; empty when pruning is off.
+    pub filters: Vec<datafusion::logical_expr::Expr>,
 }
+
+/// The skip indexes loaded for one part: column, its type, the index.
+pub type PartSkipIndexes = Vec<(String, arrow::datatypes::DataType, Arc<SkipIndex>)>;
 
 impl Pruners {
     /// Which granules of `part` may hold matching rows; counts what each
@@ -69,15 +79,60 @@ impl Pruners {
         }
         Ok(keep)
     }
+
+    /// Clears `keep` for blocks a skip index proves cannot match; returns
+    /// the granules each index newly excluded.
+    pub fn apply_skip_indexes(
+        &self,
+        indexes: &PartSkipIndexes,
+        keep: &mut [bool],
+    ) -> Vec<(String, usize)> {
+        let mut pruned = Vec::new();
+        if self.filters.is_empty() {
+            return pruned;
+        }
+        for (column, data_type, index) in indexes {
+            let evaluator = ColumnIndex {
+                column,
+                data_type,
+                kind: index.spec.kind,
+            };
+            let step = index.spec.granularity.max(1);
+            let mut count = 0;
+            for (b, block) in index.blocks.iter().enumerate() {
+                let granules = (b * step).min(keep.len())..((b + 1) * step).min(keep.len());
+                if granules.clone().any(|g| keep[g]) && !evaluator.may_match(&self.filters, block) {
+                    for g in granules {
+                        if keep[g] {
+                            keep[g] = false;
+                            count += 1;
+                        }
+                    }
+                }
+            }
+            pruned.push((column.clone(), count));
+        }
+        pruned
+    }
 }
 
 impl ScanPlan {
     /// Plans a scan of `parts` with `pruners` (indexes disabled: both `None`).
-    pub fn build(parts: Vec<Arc<PartIndex>>, pruners: &Pruners) -> Result<ScanPlan> {
+    pub fn build(
+        parts: Vec<Arc<PartIndex>>,
+        skip: &HashMap<String, PartSkipIndexes>,
+        pruners: &Pruners,
+    ) -> Result<ScanPlan> {
         let mut plan = ScanPlan::default();
         for part in parts {
             plan.counts.parts_total += 1;
-            let keep = pruners.keep_granules(&part, &mut plan.counts)?;
+            let mut keep = pruners.keep_granules(&part, &mut plan.counts)?;
+            if let Some(indexes) = skip.get(&part.meta.name) {
+                for (column, n) in pruners.apply_skip_indexes(indexes, &mut keep) {
+                    plan.counts.granules_pruned_skip += n;
+                    *plan.skip_pruned.entry(column).or_default() += n;
+                }
+            }
             let ranges = ranges_of(&keep);
             if ranges.is_empty() {
                 plan.counts.parts_pruned += 1;

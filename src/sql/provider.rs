@@ -23,10 +23,11 @@ use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 
 use super::config::DiagonConfig;
 use super::dml::{ExprMatcher, MutationSink};
-use super::plan::{Pruners, ScanPlan, split_tasks};
+use super::plan::{PartSkipIndexes, Pruners, ScanPlan, split_tasks};
 use super::scan::DiagonSource;
 use super::sink::{DiagonSink, TruncateSink};
 use crate::table::Table;
+use std::collections::HashMap;
 
 #[derive(Debug)]
 pub struct DiagonTableProvider {
@@ -67,7 +68,43 @@ impl DiagonTableProvider {
         Ok(Pruners {
             primary: build(on_key)?,
             minmax: build(filters.to_vec())?,
+            filters: filters.to_vec(),
         })
+    }
+
+    /// The skip indexes of `parts` on columns the filters mention.
+    async fn skip_indexes(
+        &self,
+        parts: &[Arc<crate::part::PartIndex>],
+        pruners: &Pruners,
+    ) -> Result<HashMap<String, PartSkipIndexes>> {
+        let mut loaded = HashMap::new();
+        let columns: Vec<String> = pruners
+            .filters
+            .iter()
+            .flat_map(|f| f.column_refs().into_iter().map(|c| c.name.clone()))
+            .collect();
+        if columns.is_empty() {
+            return Ok(loaded);
+        }
+        for part in parts {
+            let mut indexes = Vec::new();
+            for meta in &part.meta.skip_indexes {
+                if !columns.contains(&meta.column) {
+                    continue;
+                }
+                let Ok(field) = self.schema.field_with_name(&meta.column) else {
+                    continue;
+                };
+                if let Some(index) = self.table.skip_index(part, meta).await? {
+                    indexes.push((meta.column.clone(), field.data_type().clone(), index));
+                }
+            }
+            if !indexes.is_empty() {
+                loaded.insert(part.meta.name.clone(), indexes);
+            }
+        }
+        Ok(loaded)
     }
 
     /// Physical forms of a DELETE's or UPDATE's WHERE clause and SET list.
@@ -169,9 +206,11 @@ impl TableProvider for DiagonTableProvider {
             Pruners {
                 primary: None,
                 minmax: None,
+                filters: Vec::new(),
             }
         };
-        let mut plan = ScanPlan::build(parts, &pruners)?;
+        let skip = self.skip_indexes(&parts, &pruners).await?;
+        let mut plan = ScanPlan::build(parts, &skip, &pruners)?;
         plan.pin = Some(Arc::new(pin));
         for entry in &snapshot.parts {
             if let Some(mask) = self.table.deletion_mask(entry).await? {

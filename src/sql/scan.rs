@@ -81,6 +81,11 @@ impl DiagonSource {
         counter("granules_total", c.granules_total);
         counter("granules_pruned_by_primary_key", c.granules_pruned_primary);
         counter("granules_pruned_by_minmax", c.granules_pruned_minmax);
+        for (column, pruned) in &self.plan.skip_pruned {
+            MetricBuilder::new(&self.metrics)
+                .global_counter(format!("granules_pruned_by_skip_index_{column}"))
+                .add(*pruned);
+        }
     }
 
     fn ordering(&self) -> Option<LexOrdering> {
@@ -260,6 +265,9 @@ impl DataSource for DiagonSource {
             c.granules_pruned_primary,
             c.granules_pruned_minmax,
         )?;
+        for (column, pruned) in &self.plan.skip_pruned {
+            write!(f, "{sep}pruned_by_skip_index_{column}={pruned}")?;
+        }
         if let Some(fetch) = self.fetch {
             write!(f, "{sep}fetch={fetch}")?;
         }

@@ -46,6 +46,12 @@ impl InsertWriter {
                 .iter()
                 .map(|f| base.options.codec(f))
                 .collect(),
+            skip_indexes: base
+                .options
+                .skip_indexes
+                .iter()
+                .filter_map(|(column, spec)| schema.index_of(column).ok().map(|c| (c, *spec)))
+                .collect(),
         };
         InsertWriter {
             table,

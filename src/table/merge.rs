@@ -108,7 +108,17 @@ impl Table {
             let _running = self.merge_lock.lock().await;
             let (_pin, snapshot) = self.pinned_snapshot().await?;
             let all: Vec<String> = snapshot.parts.iter().map(|p| p.name.clone()).collect();
-            let needed = all.len() > 1 || snapshot.parts.iter().any(|p| p.deletes.is_some());
+            let mut needed = all.len() > 1 || snapshot.parts.iter().any(|p| p.deletes.is_some());
+            // A part lacking a declared skip index is rewritten to build it.
+            for entry in &snapshot.parts {
+                let index = self.part_index(&entry.name).await?;
+                let missing = snapshot
+                    .options
+                    .skip_indexes
+                    .keys()
+                    .any(|column| !index.meta.skip_indexes.iter().any(|s| &s.column == column));
+                needed |= missing;
+            }
             match needed && self.merge_parts(&snapshot, &all).await?.is_some() {
                 true => 1,
                 false => 0,

@@ -60,6 +60,8 @@ pub struct Table {
     part_cache: Mutex<HashMap<String, Arc<PartIndex>>>,
     /// Deletion masks by file path; also immutable.
     mask_cache: Mutex<HashMap<String, Arc<BooleanBuffer>>>,
+    /// Skip indexes by file path.
+    skip_cache: Mutex<HashMap<String, Arc<crate::part::skip::SkipIndex>>>,
     /// Versions readers of this process are using.
     pins: gc::Pins,
     /// Files replaced by commits of this process, awaiting their readers.
@@ -134,6 +136,7 @@ impl Table {
             current: RwLock::new(Arc::new(snapshot)),
             part_cache: Mutex::new(HashMap::new()),
             mask_cache: Mutex::new(HashMap::new()),
+            skip_cache: Mutex::new(HashMap::new()),
             pins: Default::default(),
             retired: Default::default(),
             inflight: Default::default(),
@@ -240,6 +243,39 @@ impl Table {
         Ok(Some(mask))
     }
 
+    /// The skip index `meta` of `part`, loaded once; `None` when its
+    /// declaration is not one this build reads.
+    pub async fn skip_index(
+        &self,
+        part: &PartIndex,
+        meta: &crate::part::index::SkipIndexMeta,
+    ) -> Result<Option<Arc<crate::part::skip::SkipIndex>>> {
+        let Ok(spec) = meta.spec.parse::<crate::part::skip::SkipSpec>() else {
+            return Ok(None);
+        };
+        if !crate::storage::is_plain_name(&meta.file) {
+            return Err(Error::corrupt(
+                self.storage
+                    .location(&crate::part::part_dir(&part.meta.name)),
+                format!("invalid skip index file name '{}'", meta.file),
+            ));
+        }
+        let path = format!("{}/{}", crate::part::part_dir(&part.meta.name), meta.file);
+        if let Some(index) = self.skip_cache.lock().expect("cache lock").get(&path) {
+            return Ok(Some(index.clone()));
+        }
+        let location = self.storage.location(&path);
+        let bytes = self.storage.get(&path).await?;
+        let index = crate::part::skip::SkipIndex::decode(&location, spec, &bytes)
+            .map_err(|e| e.context(format!("table '{}', part '{}'", self.name, part.meta.name)))?;
+        let index = Arc::new(index);
+        self.skip_cache
+            .lock()
+            .expect("cache lock")
+            .insert(path, index.clone());
+        Ok(Some(index))
+    }
+
     /// Starts an insert; nothing is visible until [`InsertWriter::commit`].
     pub fn insert(self: &Arc<Self>) -> InsertWriter {
         InsertWriter::new(self.clone(), self.cached_snapshot())
@@ -298,13 +334,34 @@ impl Table {
         operation: &str,
         mut next: impl FnMut(&Snapshot) -> Option<Vec<PartEntry>>,
     ) -> Result<Option<u64>> {
-        self.commit_attempts(operation, &mut next).await
+        self.commit_attempts(operation, &mut next, &|o| o.clone())
+            .await
+    }
+
+    /// Adds skip indexes to the table's options (existing parts get them
+    /// when merged; `diagon_optimize('t', true)` builds them for all).
+    pub async fn add_skip_indexes(
+        &self,
+        indexes: &[(String, crate::part::skip::SkipSpec)],
+    ) -> Result<u64> {
+        let add = |o: &TableOptions| {
+            let mut o = o.clone();
+            for (column, spec) in indexes {
+                o.skip_indexes.insert(column.clone(), *spec);
+            }
+            o
+        };
+        let version = self
+            .commit_attempts("ALTER", &mut |base| Some(base.parts.clone()), &add)
+            .await?;
+        Ok(version.expect("an unconditional commit is never refused"))
     }
 
     async fn commit_attempts(
         &self,
         operation: &str,
         next: &mut impl FnMut(&Snapshot) -> Option<Vec<PartEntry>>,
+        options: &(dyn Fn(&TableOptions) -> TableOptions + Sync),
     ) -> Result<Option<u64>> {
         const MAX_ATTEMPTS: usize = 16;
         let ctx = |e: Error| e.context(format!("table '{}'", self.name));
@@ -322,7 +379,7 @@ impl Table {
                 timestamp_ms: log::now_ms(),
                 operation: operation.into(),
                 schema: schema::to_defs(&base.schema),
-                options: base.options.to_map(),
+                options: options(&base.options).to_map(),
                 parts,
                 txn: txn.clone(),
             };

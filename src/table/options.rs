@@ -7,6 +7,7 @@ use arrow::datatypes::{Field, Schema};
 
 use crate::encoding::CodecChain;
 use crate::error::{Error, Result};
+use crate::part::skip::SkipSpec;
 
 pub const DEFAULT_GRANULARITY: usize = 8192;
 /// As ClickHouse's `index_granularity_bytes`.
@@ -24,6 +25,7 @@ pub const KNOWN_OPTIONS: &[&str] = &[
     "granularity_bytes",
     "min_bytes_for_wide_part",
     "codec.<column>",
+    "skip_index.<column>",
     "insert_block_rows",
     "insert_block_bytes",
     "merge.background",
@@ -84,6 +86,8 @@ pub struct TableOptions {
     /// Codecs chosen per column; other columns use their type's default,
     /// [`CodecChain::default_for`].
     pub codecs: BTreeMap<String, CodecChain>,
+    /// Skip indexes by column.
+    pub skip_indexes: BTreeMap<String, SkipSpec>,
     /// An insert cuts a new part after this many buffered rows...
     pub insert_block_rows: usize,
     /// ...or after this many buffered bytes (in memory), whichever comes first.
@@ -101,6 +105,7 @@ impl Default for TableOptions {
             granularity_bytes: DEFAULT_GRANULARITY_BYTES,
             min_bytes_for_wide_part: DEFAULT_MIN_BYTES_FOR_WIDE_PART,
             codecs: BTreeMap::new(),
+            skip_indexes: BTreeMap::new(),
             insert_block_rows: DEFAULT_INSERT_BLOCK_ROWS,
             insert_block_bytes: DEFAULT_INSERT_BLOCK_BYTES,
             merge: MergeOptions::default(),
@@ -150,6 +155,16 @@ impl TableOptions {
                 "old_parts_lifetime" => {
                     // Up to ten years.
                     parsed.old_parts_lifetime = parse_count(key, value, 0, 315_360_000)? as u64;
+                }
+                _ if key_lower.starts_with("skip_index.") => {
+                    let column = find_column(key, &key_lower["skip_index.".len()..], schema)?;
+                    let spec = value
+                        .parse::<SkipSpec>()
+                        .map_err(|e| Error::option(key, e))?;
+                    let field = schema.field_with_name(&column).expect("found above");
+                    spec.check(field.data_type())
+                        .map_err(|e| Error::option(key, format!("column '{column}': {e}")))?;
+                    parsed.skip_indexes.insert(column, spec);
                 }
                 _ => {
                     let Some(column) = key_lower.strip_prefix("codec.") else {
@@ -209,6 +224,9 @@ impl TableOptions {
             "old_parts_lifetime".into(),
             self.old_parts_lifetime.to_string(),
         );
+        for (column, spec) in &self.skip_indexes {
+            map.insert(format!("skip_index.{column}"), spec.to_string());
+        }
         for (column, codec) in &self.codecs {
             map.insert(format!("codec.{column}"), codec.to_string());
         }

@@ -7,3 +7,4 @@ mod crash;
 mod differential;
 mod encoding;
 mod scan;
+mod skip;

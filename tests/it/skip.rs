@@ -1,0 +1,96 @@
+//! Skip index blocks: never a false negative, declarations parse and print,
+//! files round-trip and reject damage; LIKE patterns yield only whole words.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int64Array, StringArray};
+use datafusion::common::ScalarValue;
+use diagon::part::skip::{Block, SkipIndex, SkipSpec, hash_scalar, tokens};
+use diagon::sql::skipping::whole_words;
+use proptest::prelude::*;
+
+fn specs() -> impl Strategy<Value = SkipSpec> {
+    prop_oneof![
+        Just("set(3)"),
+        Just("set(1000)"),
+        Just("bloom_filter(0.01)"),
+        Just("bloom_filter(0.3) granularity 2"),
+    ]
+    .prop_map(|s| s.parse().unwrap())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Every value of a block is reported as possibly present (no false
+    /// negatives), for integers and strings, through encode and decode.
+    #[test]
+    fn a_block_contains_every_value_it_summarises(spec in specs(), values in proptest::collection::vec(proptest::option::of(-50i64..50), 0..300)) {
+        let ints: ArrayRef = Arc::new(Int64Array::from(values.clone()));
+        let strings: ArrayRef = Arc::new(StringArray::from(values.iter().map(|v| v.map(|x| format!("v{x}"))).collect::<Vec<_>>()));
+        for array in [ints, strings] {
+            let block = Block::build(&spec, &array).unwrap();
+            let index = SkipIndex { spec, blocks: vec![block] };
+            let back = SkipIndex::decode("test", spec, &index.encode()).unwrap();
+            prop_assert_eq!(&back, &index);
+            for i in 0..array.len() {
+                let value = ScalarValue::try_from_array(&array, i).unwrap();
+                if let Some(h) = hash_scalar(&value) {
+                    prop_assert!(back.blocks[0].may_contain(h), "{:?} missing from {}", value, spec);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn damaged_skip_index_files_are_errors(spec in specs(), at in any::<prop::sample::Index>(), values in proptest::collection::vec(-5i64..5, 1..50)) {
+        let array: ArrayRef = Arc::new(Int64Array::from(values));
+        let index = SkipIndex { spec, blocks: vec![Block::build(&spec, &array).unwrap()] };
+        let mut file = index.encode();
+        let i = at.index(file.len());
+        file[i] ^= 0x40;
+        prop_assert!(SkipIndex::decode("test", spec, &file).is_err());
+    }
+}
+
+#[test]
+fn a_set_that_overflows_prunes_nothing() {
+    let spec: SkipSpec = "set(2)".parse().unwrap();
+    let array: ArrayRef = Arc::new(Int64Array::from(vec![1, 2, 3]));
+    let block = Block::build(&spec, &array).unwrap();
+    assert!(
+        block.may_contain(12345),
+        "an overflowed set must keep every block"
+    );
+    let small: ArrayRef = Arc::new(Int64Array::from(vec![1, 1, 2]));
+    let block = Block::build(&spec, &small).unwrap();
+    let absent = hash_scalar(&ScalarValue::Int64(Some(7))).unwrap();
+    assert!(!block.may_contain(absent));
+}
+
+#[test]
+fn declarations_parse_and_print() {
+    let spec: SkipSpec = "Bloom_Filter(0.01) GRANULARITY 4".parse().unwrap();
+    assert_eq!(spec.to_string(), "bloom_filter(0.01) granularity 4");
+    assert_eq!(spec.to_string().parse::<SkipSpec>().unwrap(), spec);
+    assert_eq!("tokenbf".parse::<SkipSpec>().unwrap().granularity, 1);
+    assert!("set(0)".parse::<SkipSpec>().is_err());
+    assert!("bloom_filter(1.5)".parse::<SkipSpec>().is_err());
+    assert!("set(3) granularity 0".parse::<SkipSpec>().is_err());
+    assert!("minhash".parse::<SkipSpec>().is_err());
+}
+
+#[test]
+fn like_patterns_yield_only_whole_words() {
+    assert!(
+        whole_words("%failure%").is_empty(),
+        "could be part of a longer word"
+    );
+    assert_eq!(whole_words("% disk failure %"), vec!["disk", "failure"]);
+    assert_eq!(whole_words("%disk failure on%"), vec!["failure"]);
+    assert!(whole_words("disk failure").is_empty());
+    assert_eq!(
+        tokens("a-b  c42").collect::<Vec<_>>(),
+        vec!["a", "b", "c42"]
+    );
+}

@@ -1,6 +1,7 @@
 -- diagon quick start: run with `cargo run -- -f examples/quickstart.sql`.
 -- Creates a table under ./target/quickstart, loads 200,000 rows, and shows
--- how the sparse primary index and min/max statistics prune granules.
+-- how the sparse primary index, min/max statistics and a skip index prune
+-- granules, then deletes rows and merges parts.
 -- Running it again appends another copy; delete ./target/quickstart to reset.
 
 CREATE EXTERNAL TABLE events (
@@ -12,12 +13,13 @@ CREATE EXTERNAL TABLE events (
 )
 STORED AS DIAGON
 LOCATION 'target/quickstart/events'
-OPTIONS ('order_by' 'id', 'granularity' '8192', 'codec.kind' 'zstd(3)');
+OPTIONS ('order_by' 'id', 'granularity' '8192', 'codec.ts' 'doubledelta,lz4',
+         'skip_index.user_id' 'bloom_filter(0.01)');
 
 INSERT INTO events
 SELECT value,
        to_timestamp(1700000000 + value * 60),
-       CAST(value % 1000 AS INT),
+       CAST((value * 7919) % 100003 AS INT),
        CASE value % 4 WHEN 0 THEN 'click' WHEN 1 THEN 'view' WHEN 2 THEN 'cart' ELSE 'buy' END,
        (value % 997) * 0.25
 FROM generate_series(1, 200000);
@@ -37,3 +39,20 @@ EXPLAIN ANALYZE SELECT count(*) FROM events WHERE ts >= '2024-02-01' AND ts < '2
 -- The newest rows: read backwards from the last granule, no sort.
 SELECT * FROM events ORDER BY id DESC LIMIT 5;
 EXPLAIN ANALYZE SELECT * FROM events ORDER BY id DESC LIMIT 5;
+
+-- user_id is scattered, so every granule's min/max spans all users; its
+-- Bloom filter skip index finds the granules that may hold one user:
+-- see granules_pruned_by_skip_index_user_id.
+SELECT count(*) FROM events WHERE user_id = 42;
+EXPLAIN ANALYZE SELECT count(*) FROM events WHERE user_id = 42;
+
+-- Codecs chosen per column, and sizes.
+SELECT "column", codec, compressed_bytes, uncompressed_bytes FROM diagon_columns('events');
+
+-- Delete rows: masked at once, purged by the next merge.
+DELETE FROM events WHERE kind = 'view' AND id <= 1000;
+SELECT count(*) FROM events WHERE id <= 1000;
+
+-- Merge every part into one (drops the deleted rows).
+SELECT * FROM diagon_optimize('events', true);
+SELECT part, rows, deleted_rows, level, layout FROM diagon_parts('events');

@@ -122,6 +122,32 @@ impl Table {
         }
     }
 
+    /// Forgets cached indexes, masks and skip indexes of deleted files, so a
+    /// long-running process does not keep every merged-away part in memory.
+    fn evict(&self, deleted: &[String]) {
+        let parts: HashSet<&str> = deleted
+            .iter()
+            .filter(|d| !d.contains('/'))
+            .map(String::as_str)
+            .collect();
+        let gone = |path: &str| {
+            deleted.iter().any(|d| d == path)
+                || path.split('/').nth(1).is_some_and(|p| parts.contains(p))
+        };
+        self.part_cache
+            .lock()
+            .expect("cache lock")
+            .retain(|name, _| !parts.contains(name.as_str()));
+        self.mask_cache
+            .lock()
+            .expect("cache lock")
+            .retain(|path, _| !gone(path));
+        self.skip_cache
+            .lock()
+            .expect("cache lock")
+            .retain(|path, _| !gone(path));
+    }
+
     /// Deletes files this process wrote for a change that was not committed.
     /// Failures are left for [`Table::collect_garbage`].
     pub(crate) async fn delete_files(&self, files: Vec<String>, parts: &[super::PartEntry]) {
@@ -223,6 +249,8 @@ impl Table {
             retired.entries.remove(f);
             since.remove(f);
         }
+        drop(retired);
+        self.evict(&deleted);
         // Remembered first sightings, minus what is gone or referenced again.
         since.retain(|name, _| !referenced.contains(name));
         *self.unreferenced_since.lock().expect("since lock") = since;

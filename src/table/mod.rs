@@ -57,11 +57,11 @@ pub struct Table {
     storage: Storage,
     current: RwLock<Arc<Snapshot>>,
     /// Part indexes are immutable, so a loaded one serves every later query.
-    part_cache: Mutex<HashMap<String, Arc<PartIndex>>>,
+    pub(crate) part_cache: Mutex<HashMap<String, Arc<PartIndex>>>,
     /// Deletion masks by file path; also immutable.
-    mask_cache: Mutex<HashMap<String, Arc<BooleanBuffer>>>,
+    pub(crate) mask_cache: Mutex<HashMap<String, Arc<BooleanBuffer>>>,
     /// Skip indexes by file path.
-    skip_cache: Mutex<HashMap<String, Arc<crate::part::skip::SkipIndex>>>,
+    pub(crate) skip_cache: Mutex<HashMap<String, Arc<crate::part::skip::SkipIndex>>>,
     /// Versions readers of this process are using.
     pins: gc::Pins,
     /// Files replaced by commits of this process, awaiting their readers.

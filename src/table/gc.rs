@@ -37,6 +37,39 @@ impl Drop for SnapshotPin {
     }
 }
 
+/// Names this process is writing, released when the guard drops: after the
+/// commit, or on any error path, so cleanup can take abandoned files.
+pub(crate) struct InFlight<'a> {
+    table: &'a Table,
+    names: Vec<String>,
+}
+
+impl<'a> InFlight<'a> {
+    pub(crate) fn new(table: &'a Table) -> Self {
+        InFlight {
+            table,
+            names: Vec::new(),
+        }
+    }
+
+    /// Registers a name before its first byte is written.
+    pub(crate) fn begin(&mut self, name: String) {
+        self.table.begin_write(&name);
+        self.names.push(name);
+    }
+
+    /// Takes over names registered elsewhere (parts of an insert writer).
+    pub(crate) fn adopt(&mut self, names: impl IntoIterator<Item = String>) {
+        self.names.extend(names);
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.table.end_writes(&self.names);
+    }
+}
+
 /// Files replaced at some version, waiting for their readers.
 #[derive(Debug, Default)]
 pub(crate) struct Retired {

@@ -191,6 +191,8 @@ impl Table {
             true => None,
             false => Some(self.write_merged(base, batches, level).await?),
         };
+        let mut in_flight = super::gc::InFlight::new(self);
+        in_flight.adopt(merged.iter().map(|p| p.name.clone()));
         let committed = self
             .commit_checked("MERGE", |current| {
                 let unchanged = sources.iter().all(|s| {
@@ -219,7 +221,6 @@ impl Table {
                 Some(parts)
             })
             .await?;
-        self.end_writes(merged.iter().map(|p| &p.name));
         let Some(version) = committed else {
             self.delete_files(Vec::new(), merged.as_slice()).await;
             return Ok(None);

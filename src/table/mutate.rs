@@ -71,7 +71,7 @@ impl Table {
         let mut touched = Vec::new();
         let mut updated = Vec::new();
         let mut matched_total = 0u64;
-        let mut mask_paths = Vec::new();
+        let mut in_flight = super::gc::InFlight::new(self);
         for entry in &base.parts {
             let index = self.part_index(&entry.name).await?;
             let mask = self.deletion_mask(entry).await?;
@@ -105,8 +105,7 @@ impl Table {
             let new_mask = union(mask.as_deref(), entry.rows as usize, &matched_rows);
             let file = deletes::new_mask_file();
             let path = deletes::mask_path(&entry.name, &file);
-            self.begin_write(&path);
-            mask_paths.push(path);
+            in_flight.begin(path);
             let after = deletes::write_mask(self.storage(), &entry.name, &file, &new_mask).await?;
             touched.push(Touched {
                 name: entry.name.clone(),
@@ -127,6 +126,7 @@ impl Table {
                 writer.finish_parts().await?
             }
         };
+        in_flight.adopt(new_parts.iter().map(|p| p.name.clone()));
         let committed = self
             .commit_checked(operation, |current| {
                 let mut parts = current.parts.clone();
@@ -141,7 +141,6 @@ impl Table {
                 Some(parts)
             })
             .await?;
-        self.end_writes(new_parts.iter().map(|p| &p.name).chain(&mask_paths));
         if committed.is_none() {
             // Lost to a concurrent change of a touched part: what this attempt
             // wrote is garbage now.

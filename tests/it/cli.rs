@@ -153,3 +153,51 @@ fn a_data_dir_keeps_tables_across_restarts() {
     let (ok, out) = diagon(dir.path(), &["-q", "-c", "SELECT * FROM t"]);
     assert!(!ok || out.contains("not found"), "{out}");
 }
+
+/// Table names in a data directory cannot reach outside it: a quoted path
+/// as a table name finds nothing and deletes nothing.
+#[test]
+fn data_dir_table_names_stay_inside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(outside.join("_log")).unwrap();
+    let escape = format!("DROP TABLE \"{}\"", outside.display());
+    let (_, out) = diagon(
+        dir.path(),
+        &["-q", "--data-dir", data.to_str().unwrap(), "-c", &escape],
+    );
+    assert!(
+        outside.join("_log").exists(),
+        "a directory outside was deleted: {out}"
+    );
+    let (_, out) = diagon(
+        dir.path(),
+        &[
+            "-q",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "-c",
+            "DROP TABLE \"../outside\"",
+        ],
+    );
+    assert!(
+        outside.join("_log").exists(),
+        "a relative name escaped: {out}"
+    );
+    let (ok, out) = diagon(
+        dir.path(),
+        &[
+            "-q",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "-c",
+            "CREATE TABLE \"../x\" (a INT)",
+        ],
+    );
+    assert!(!ok || out.contains("cannot be a directory name"), "{out}");
+    assert!(
+        !dir.path().join("x").exists(),
+        "a table was created outside: {out}"
+    );
+}

@@ -16,6 +16,15 @@ pub const BLOCK_HEADER_LEN: usize = 16;
 
 /// Appends `payload`, compressed with `codec`, as one framed block to `out`.
 pub fn encode_block(codec: Codec, payload: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    if codec == Codec::Auto {
+        let mut lz4 = Vec::new();
+        encode_block(Codec::Lz4, payload, &mut lz4)?;
+        let mut zstd = Vec::new();
+        encode_block(Codec::Zstd(1), payload, &mut zstd)?;
+        let zstd_pays = zstd.len() as f64 <= lz4.len() as f64 * super::codec::AUTO_ZSTD_GAIN;
+        out.extend_from_slice(if zstd_pays { &zstd } else { &lz4 });
+        return Ok(());
+    }
     let start = out.len();
     out.extend_from_slice(&[codec.id(), codec.level() as u8, 0, 0]);
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());

@@ -28,12 +28,22 @@ pub enum Codec {
     Zstd(i8),
     /// Stored as is: for data that does not compress, or is compressed already.
     None,
+    /// Per block, `zstd(1)` where it is at least [`AUTO_ZSTD_GAIN`] smaller
+    /// than `lz4`, else `lz4`: zstd's entropy coding pays on narrow values
+    /// (flags, small counts), lz4 decodes dense bit-packed values faster at
+    /// the same size. Each block records the codec it got, so this never
+    /// reaches the file.
+    Auto,
 }
+
+/// `auto` picks zstd(1) when its block is at most this fraction of lz4's.
+pub const AUTO_ZSTD_GAIN: f64 = 0.85;
 
 impl Codec {
     pub(crate) fn id(self) -> u8 {
         match self {
-            Codec::Lz4 => 1,
+            // `Auto` is resolved per block before anything is written.
+            Codec::Lz4 | Codec::Auto => 1,
             Codec::Zstd(_) => 2,
             Codec::None => 3,
         }
@@ -41,7 +51,7 @@ impl Codec {
 
     pub(crate) fn level(self) -> i8 {
         match self {
-            Codec::Lz4 | Codec::None => 0,
+            Codec::Lz4 | Codec::None | Codec::Auto => 0,
             Codec::Zstd(level) => level,
         }
     }
@@ -58,7 +68,7 @@ impl Codec {
     /// Appends the compressed form of `input` to `out`.
     pub fn compress(self, input: &[u8], out: &mut Vec<u8>) -> Result<()> {
         match self {
-            Codec::Lz4 => {
+            Codec::Lz4 | Codec::Auto => {
                 let start = out.len();
                 out.resize(
                     start + lz4_flex::block::get_maximum_output_size(input.len()),
@@ -82,7 +92,7 @@ impl Codec {
     /// Returns a description of the failure; the caller names the file.
     pub fn decompress(self, input: &[u8], out: &mut [u8]) -> std::result::Result<(), String> {
         let written = match self {
-            Codec::Lz4 => {
+            Codec::Lz4 | Codec::Auto => {
                 lz4_flex::block::decompress_into(input, out).map_err(|e| e.to_string())?
             }
             Codec::None => {
@@ -127,6 +137,7 @@ impl fmt::Display for Codec {
             Codec::Lz4 => write!(f, "lz4"),
             Codec::Zstd(level) => write!(f, "zstd({level})"),
             Codec::None => write!(f, "none"),
+            Codec::Auto => write!(f, "auto"),
         }
     }
 }
@@ -143,6 +154,9 @@ impl FromStr for Codec {
         if s == "none" {
             return Ok(Codec::None);
         }
+        if s == "auto" {
+            return Ok(Codec::Auto);
+        }
         if s == "zstd" {
             return Ok(Codec::Zstd(3));
         }
@@ -158,7 +172,7 @@ impl FromStr for Codec {
         }
         Err(format!(
             "unknown codec '{s}' (transforms: delta, doubledelta, gorilla, t64; \
-             compressors: lz4, none, zstd, zstd(level))"
+             compressors: lz4, none, zstd, zstd(level), auto)"
         ))
     }
 }
@@ -201,7 +215,7 @@ impl CodecChain {
         match value_kind(data_type) {
             Some(ValueKind::Float) => CodecChain::new(vec![], Codec::Lz4),
             Some(_) if leading_key => CodecChain::new(vec![Delta, T64], Codec::Lz4),
-            Some(_) => CodecChain::new(vec![T64], Codec::Lz4),
+            Some(_) => CodecChain::new(vec![T64], Codec::Auto),
             None if *data_type == DataType::Boolean => CodecChain::new(vec![], Codec::Lz4),
             None => CodecChain::new(vec![], Codec::Zstd(3)),
         }

@@ -45,6 +45,10 @@ const LAYOUT_VARLEN_OFFSETS: u32 = 2;
 const LAYOUT_VARLEN: u32 = 3;
 const LAYOUT_VARLEN_DICT: u32 = 4;
 
+/// Dictionary index encodings (the "index width" word): 1 and 2 are raw
+/// bytes per index (written first), 3 is t64-packed u16 indices.
+const DICT_INDEX_PACKED: u32 = 3;
+
 /// A granule is dictionary-encoded when its dictionary and indices take at
 /// most this fraction of the plain layout.
 const DICT_MAX_FRACTION: f64 = 0.5;
@@ -184,9 +188,8 @@ impl<'a> Dictionary<'a> {
     }
 
     fn encode(&self, out: &mut Vec<u8>) {
-        let width: u32 = if self.entries.len() <= 256 { 1 } else { 2 };
         out.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
-        out.extend_from_slice(&width.to_le_bytes());
+        out.extend_from_slice(&DICT_INDEX_PACKED.to_le_bytes());
         out.resize(pad16(out.len()), 0);
         for e in &self.entries {
             out.extend_from_slice(&(e.len() as u32).to_le_bytes());
@@ -196,12 +199,10 @@ impl<'a> Dictionary<'a> {
             out.extend_from_slice(e);
         }
         out.resize(pad16(out.len()), 0);
-        for &i in &self.indices {
-            match width {
-                1 => out.push(i as u8),
-                _ => out.extend_from_slice(&i.to_le_bytes()),
-            }
-        }
+        // Indices bit-packed (t64 over u16): 2 bits a row for four values,
+        // which byte-wide indices under zstd's Huffman coding cannot reach.
+        let raw: Vec<u8> = self.indices.iter().flat_map(|i| i.to_le_bytes()).collect();
+        Transform::T64.encode(&raw, 2, ValueKind::Unsigned, out);
     }
 }
 
@@ -456,7 +457,7 @@ fn decode_dictionary(
             .ok_or_else(|| "dictionary header truncated".to_string())
     };
     let (count, width) = (word(pos)?, word(pos + 4)?);
-    if width != 1 && width != 2 {
+    if !(1..=DICT_INDEX_PACKED as usize).contains(&width) {
         return Err(format!("dictionary index width {width}"));
     }
     let lengths_at = pad16(pos + 8);
@@ -466,9 +467,31 @@ fn decode_dictionary(
     let (offsets, entry_bytes) = offsets_from_lengths(lengths)?;
     let entries_at = pad16(lengths_at + count * 4);
     let indices_at = pad16(entries_at + entry_bytes);
-    if indices_at + rows * width > bytes.len() {
-        return Err("dictionary indices truncated".into());
-    }
+    let packed = bytes
+        .get(indices_at..)
+        .ok_or("dictionary indices truncated")?;
+    let indices: Vec<usize> = match width {
+        1 | 2 => {
+            if packed.len() < rows * width {
+                return Err("dictionary indices truncated".into());
+            }
+            (0..rows)
+                .map(|i| match width {
+                    1 => packed[i] as usize,
+                    _ => u16::from_le_bytes([packed[2 * i], packed[2 * i + 1]]) as usize,
+                })
+                .collect()
+        }
+        _ => {
+            let mut raw = vec![0u8; rows * 2];
+            Transform::T64
+                .decode(packed, 2, ValueKind::Unsigned, &mut raw)
+                .map_err(|e| format!("dictionary indices: {e}"))?;
+            raw.chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]) as usize)
+                .collect()
+        }
+    };
     let text = matches!(
         data_type,
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
@@ -483,13 +506,7 @@ fn decode_dictionary(
     .add_buffer(payload.slice_with_length(entries_at, entry_bytes))
     .build()
     .map_err(|e| format!("invalid dictionary: {e}"))?;
-    let index = |i: usize| -> usize {
-        match width {
-            1 => bytes[indices_at + i] as usize,
-            _ => u16::from_le_bytes([bytes[indices_at + 2 * i], bytes[indices_at + 2 * i + 1]])
-                as usize,
-        }
-    };
+    let index = |i: usize| indices[i];
     if let Some(bad) = (0..rows).map(index).find(|&i| i >= count) {
         return Err(format!("dictionary index {bad} of {count} entries"));
     }

@@ -17,6 +17,7 @@ fn codecs() -> impl Strategy<Value = Codec> {
     prop_oneof![
         Just(Codec::Lz4),
         Just(Codec::None),
+        Just(Codec::Auto),
         (1i8..=22).prop_map(Codec::Zstd)
     ]
 }
@@ -351,6 +352,7 @@ fn codec_names_parse_and_print() {
     assert_eq!(Codec::Zstd(9).to_string(), "zstd(9)");
     assert_eq!("None".parse::<Codec>().unwrap(), Codec::None);
     assert_eq!(Codec::None.to_string(), "none");
+    assert_eq!("auto".parse::<Codec>().unwrap(), Codec::Auto);
     assert!("zstd(0)".parse::<Codec>().is_err());
     assert!("gzip".parse::<Codec>().is_err());
 }
@@ -398,4 +400,26 @@ fn t64_divides_by_the_common_step() {
         .decode(&out, 16, ValueKind::Signed, &mut back)
         .unwrap();
     assert_eq!(back, values);
+}
+
+/// Dictionary granules with byte-wide indices (written before indices were
+/// bit-packed) stay readable.
+#[test]
+fn byte_indexed_dictionaries_still_decode() {
+    let mut payload = Vec::new();
+    for word in [3u32, 0, 0, 4] {
+        payload.extend_from_slice(&word.to_le_bytes()); // rows, nulls, validity, layout
+    }
+    payload.extend_from_slice(&2u32.to_le_bytes()); // entries
+    payload.extend_from_slice(&1u32.to_le_bytes()); // one byte per index
+    payload.resize(32, 0);
+    payload.extend_from_slice(&1u32.to_le_bytes());
+    payload.extend_from_slice(&2u32.to_le_bytes());
+    payload.resize(48, 0);
+    payload.extend_from_slice(b"abc");
+    payload.resize(64, 0);
+    payload.extend_from_slice(&[1, 0, 1]);
+    let decoded = column::decode(&arrow::buffer::Buffer::from(payload), &DataType::Utf8).unwrap();
+    let expected: ArrayRef = Arc::new(StringArray::from(vec!["bc", "a", "bc"]));
+    assert_eq!(decoded.as_ref(), expected.as_ref());
 }

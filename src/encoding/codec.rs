@@ -200,8 +200,9 @@ impl CodecChain {
     /// The default for a column of `data_type`, chosen by measurement on
     /// TPC-H columns (`cargo bench --bench codecs`, BENCHMARKS.md "Codecs"):
     ///
-    /// - integers, decimals, dates and times: `t64,lz4`, within a few percent
-    ///   of the best ratio on every TPC-H column and the fastest to decode;
+    /// - integers, decimals, dates and times: `t64,auto`: bit packing, then
+    ///   lz4 (fastest to decode) unless zstd(1) is clearly smaller, as on
+    ///   narrow skewed columns (flags, small counts);
     ///   the leading sort-key column (`leading_key`) adds `delta` first,
     ///   since sorted keys differ by small steps (l_orderkey 11× → 18×);
     /// - floats: `lz4`. Gorilla loses on TPC-H's money columns read as

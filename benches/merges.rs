@@ -40,10 +40,7 @@ fn batch(insert: i64) -> RecordBatch {
 }
 
 fn storage(dir: &std::path::Path) -> diagon::storage::Storage {
-    let store = Arc::new(object_store::local::LocalFileSystem::new());
-    let path = object_store::path::Path::from_filesystem_path(dir).unwrap();
-    diagon::storage::Storage::new(store, path, dir.display().to_string())
-        .with_local_dir(dir.to_path_buf())
+    diagon::storage::Storage::local(dir).unwrap()
 }
 
 fn main() {

@@ -128,10 +128,7 @@ fn dir_bytes(path: &Path) -> u64 {
 
 fn diagon_storage(dir: &Path) -> diagon::storage::Storage {
     std::fs::create_dir_all(dir).unwrap();
-    let store = Arc::new(object_store::local::LocalFileSystem::new());
-    let path = object_store::path::Path::from_filesystem_path(dir).unwrap();
-    diagon::storage::Storage::new(store, path, dir.display().to_string())
-        .with_local_dir(dir.to_path_buf())
+    diagon::storage::Storage::local(dir).unwrap()
 }
 
 /// Writes every table in both formats unless present; prints the bytes.

@@ -108,10 +108,7 @@ fn prepare(runtime: &tokio::runtime::Runtime) -> (PathBuf, PathBuf) {
 
 fn diagon_storage(dir: &Path) -> diagon::storage::Storage {
     std::fs::create_dir_all(dir).unwrap();
-    let store = Arc::new(object_store::local::LocalFileSystem::new());
-    let path = object_store::path::Path::from_filesystem_path(dir).unwrap();
-    diagon::storage::Storage::new(store, path, dir.display().to_string())
-        .with_local_dir(dir.to_path_buf())
+    diagon::storage::Storage::local(dir).unwrap()
 }
 
 fn contexts(

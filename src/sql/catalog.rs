@@ -157,11 +157,7 @@ impl DiagonSchema {
     }
 
     fn storage(&self, name: &str) -> Result<Storage> {
-        let dir = self.table_dir(name);
-        let store = Arc::new(object_store::local::LocalFileSystem::new());
-        let path = object_store::path::Path::from_filesystem_path(&dir)
-            .map_err(|e| DataFusionError::Execution(format!("table '{name}': {e}")))?;
-        Ok(Storage::new(store, path, dir.display().to_string()).with_local_dir(dir))
+        Ok(Storage::local(&self.table_dir(name))?)
     }
 
     /// Creates the diagon table `name` with the rows of an in-memory table.

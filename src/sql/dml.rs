@@ -63,20 +63,13 @@ impl RowMatcher for ExprMatcher {
         }
     }
 
-    fn update(&self, matched: &RecordBatch) -> Option<crate::Result<RecordBatch>> {
-        let assignments = self.assignments.as_ref()?;
-        Some(self.assign(assignments, matched))
+    fn is_update(&self) -> bool {
+        self.assignments.is_some()
     }
-}
 
-impl ExprMatcher {
-    fn assign(
-        &self,
-        assignments: &[(usize, Arc<dyn PhysicalExpr>)],
-        matched: &RecordBatch,
-    ) -> crate::Result<RecordBatch> {
+    fn update(&self, matched: &RecordBatch) -> crate::Result<RecordBatch> {
         let mut columns: Vec<ArrayRef> = matched.columns().to_vec();
-        for (i, expr) in assignments {
+        for (i, expr) in self.assignments.iter().flatten() {
             let field = self.schema.field(*i);
             let value = expr.evaluate(matched).map_err(df)?;
             let array = value.into_array(matched.num_rows()).map_err(df)?;
@@ -91,27 +84,39 @@ impl ExprMatcher {
     }
 }
 
-/// DELETE or UPDATE as a sink over an empty input.
+/// A statement that changes a table from no input rows.
+#[derive(Debug)]
+pub enum Mutation {
+    /// DELETE (no assignments) or UPDATE.
+    Rows(ExprMatcher),
+    /// Every row: a version with no parts.
+    Truncate,
+}
+
+/// DELETE, UPDATE or TRUNCATE as a sink over an empty input: it acts when
+/// executed (not planned, so EXPLAIN changes nothing) and reports the rows
+/// matched or removed as DataFusion's `count`.
 #[derive(Debug)]
 pub struct MutationSink {
     table: Arc<Table>,
     schema: SchemaRef,
-    matcher: ExprMatcher,
+    mutation: Mutation,
 }
 
 impl MutationSink {
-    pub fn new(table: Arc<Table>, schema: SchemaRef, matcher: ExprMatcher) -> Self {
+    pub fn new(table: Arc<Table>, schema: SchemaRef, mutation: Mutation) -> Self {
         MutationSink {
             table,
             schema,
-            matcher,
+            mutation,
         }
     }
 
     fn operation(&self) -> &'static str {
-        match self.matcher.assignments {
-            Some(_) => "UPDATE",
-            None => "DELETE",
+        match &self.mutation {
+            Mutation::Rows(m) if m.assignments.is_some() => "UPDATE",
+            Mutation::Rows(_) => "DELETE",
+            Mutation::Truncate => "TRUNCATE",
         }
     }
 }
@@ -119,7 +124,11 @@ impl MutationSink {
 impl DisplayAs for MutationSink {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "Diagon{}: table={}", self.operation(), self.table.name())?;
-        if let Some(filter) = &self.matcher.filter {
+        if let Mutation::Rows(ExprMatcher {
+            filter: Some(filter),
+            ..
+        }) = &self.mutation
+        {
             write!(f, ", filter={filter}")?;
         }
         Ok(())
@@ -137,6 +146,10 @@ impl DataSink for MutationSink {
         _data: SendableRecordBatchStream,
         _context: &Arc<TaskContext>,
     ) -> Result<u64> {
-        Ok(self.table.mutate(self.operation(), &self.matcher).await?)
+        let rows = match &self.mutation {
+            Mutation::Rows(matcher) => self.table.mutate(self.operation(), matcher).await?,
+            Mutation::Truncate => self.table.truncate().await?,
+        };
+        Ok(rows)
     }
 }

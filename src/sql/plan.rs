@@ -2,8 +2,12 @@
 //! rest were skipped. Built once in `TableProvider::scan`, printed by
 //! EXPLAIN, executed by readers that do no planning of their own.
 
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::sync::Arc;
+
+use arrow::buffer::BooleanBuffer;
+use arrow::datatypes::DataType;
 
 use datafusion::common::ScalarValue;
 use datafusion::error::Result;
@@ -13,6 +17,7 @@ use super::pruning::{GranuleStats, PrimaryIndexStats};
 use super::skipping::ColumnIndex;
 use crate::part::PartIndex;
 use crate::part::skip::SkipIndex;
+use crate::table::SnapshotPin;
 
 /// What the indexes did, for EXPLAIN and metrics.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -22,7 +27,6 @@ pub struct PruneCounts {
     pub granules_total: usize,
     pub granules_pruned_primary: usize,
     pub granules_pruned_minmax: usize,
-    pub granules_pruned_skip: usize,
 }
 
 /// The granules to read from one part, as ascending mark ranges.
@@ -47,7 +51,7 @@ pub struct ScanPlan {
     /// Keeps the snapshot's files from being deleted while the plan lives.
     pub pin: Option<Arc<SnapshotPin>>,
     /// Granules each skip index pruned, by column.
-    pub skip_pruned: std::collections::BTreeMap<String, usize>,
+    pub skip_pruned: BTreeMap<String, usize>,
 }
 
 /// Predicates derived from the query's filters.
@@ -61,7 +65,7 @@ pub struct Pruners {
 }
 
 /// The skip indexes loaded for one part: column, its type, the index.
-pub type PartSkipIndexes = Vec<(String, arrow::datatypes::DataType, Arc<SkipIndex>)>;
+pub type PartSkipIndexes = Vec<(String, DataType, Arc<SkipIndex>)>;
 
 impl Pruners {
     /// Which granules of `part` may hold matching rows; counts what each
@@ -129,7 +133,6 @@ impl ScanPlan {
             let mut keep = pruners.keep_granules(&part, &mut plan.counts)?;
             if let Some(indexes) = skip.get(&part.meta.name) {
                 for (column, n) in pruners.apply_skip_indexes(indexes, &mut keep) {
-                    plan.counts.granules_pruned_skip += n;
                     *plan.skip_pruned.entry(column).or_default() += n;
                 }
             }
@@ -167,9 +170,6 @@ fn apply(
 }
 
 pub use crate::part::index::ranges_of;
-use crate::table::SnapshotPin;
-use arrow::buffer::BooleanBuffer;
-use std::collections::HashMap;
 
 /// A unit of work for one output partition: granule ranges read in order.
 #[derive(Debug, Clone)]

@@ -22,10 +22,10 @@ use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 
 use super::config::DiagonConfig;
-use super::dml::{ExprMatcher, MutationSink};
+use super::dml::{ExprMatcher, Mutation, MutationSink};
 use super::plan::{PartSkipIndexes, Pruners, ScanPlan, split_tasks};
 use super::scan::DiagonSource;
-use super::sink::{DiagonSink, TruncateSink};
+use super::sink::DiagonSink;
 use crate::table::Table;
 use std::collections::HashMap;
 
@@ -143,9 +143,9 @@ impl DiagonTableProvider {
         })
     }
 
-    fn mutation_plan(&self, matcher: ExprMatcher) -> Result<Arc<dyn ExecutionPlan>> {
+    fn mutation_plan(&self, mutation: Mutation) -> Result<Arc<dyn ExecutionPlan>> {
         let empty = Arc::new(EmptyExec::new(self.schema.clone()));
-        let sink = MutationSink::new(self.table.clone(), self.schema.clone(), matcher);
+        let sink = MutationSink::new(self.table.clone(), self.schema.clone(), mutation);
         Ok(Arc::new(DataSinkExec::new(empty, Arc::new(sink), None)))
     }
 
@@ -253,7 +253,7 @@ impl TableProvider for DiagonTableProvider {
         filters: Vec<Expr>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let matcher = self.matcher(state, filters, None)?;
-        self.mutation_plan(matcher)
+        self.mutation_plan(Mutation::Rows(matcher))
     }
 
     async fn update(
@@ -263,13 +263,11 @@ impl TableProvider for DiagonTableProvider {
         filters: Vec<Expr>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let matcher = self.matcher(state, filters, Some(assignments))?;
-        self.mutation_plan(matcher)
+        self.mutation_plan(Mutation::Rows(matcher))
     }
 
     async fn truncate(&self, _state: &dyn Session) -> Result<Arc<dyn ExecutionPlan>> {
-        let empty = Arc::new(EmptyExec::new(self.schema.clone()));
-        let sink = TruncateSink::new(self.table.clone(), self.schema.clone());
-        Ok(Arc::new(DataSinkExec::new(empty, Arc::new(sink), None)))
+        self.mutation_plan(Mutation::Truncate)
     }
 
     async fn insert_into(

@@ -68,38 +68,3 @@ impl DataSink for DiagonSink {
         Ok(rows)
     }
 }
-
-/// TRUNCATE as a sink: executing it (not planning it, so EXPLAIN is safe)
-/// commits a version with no parts; it reports the rows removed.
-#[derive(Debug)]
-pub struct TruncateSink {
-    table: Arc<Table>,
-    schema: SchemaRef,
-}
-
-impl TruncateSink {
-    pub fn new(table: Arc<Table>, schema: SchemaRef) -> Self {
-        TruncateSink { table, schema }
-    }
-}
-
-impl DisplayAs for TruncateSink {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "DiagonTruncate: table={}", self.table.name())
-    }
-}
-
-#[async_trait]
-impl DataSink for TruncateSink {
-    fn schema(&self) -> &SchemaRef {
-        &self.schema
-    }
-
-    async fn write_all(
-        &self,
-        _data: SendableRecordBatchStream,
-        _context: &Arc<TaskContext>,
-    ) -> Result<u64> {
-        Ok(self.table.truncate().await?)
-    }
-}

@@ -55,6 +55,19 @@ impl Storage {
         }
     }
 
+    /// Storage rooted at the local directory `dir` (fsynced writes, `pread`
+    /// reads).
+    pub fn local(dir: &std::path::Path) -> Result<Self> {
+        let path = Path::from_filesystem_path(dir).map_err(|e| {
+            Error::Table(format!(
+                "'{}' is not a usable directory: {e}",
+                dir.display()
+            ))
+        })?;
+        let store = Arc::new(object_store::local::LocalFileSystem::new());
+        Ok(Storage::new(store, path, dir.display().to_string()).with_local_dir(dir.to_path_buf()))
+    }
+
     /// Declares that the root is the local directory `dir`, so that files and
     /// commits are fsynced (object_store's local backend does not).
     pub fn with_local_dir(mut self, dir: PathBuf) -> Self {

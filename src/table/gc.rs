@@ -157,14 +157,10 @@ impl Table {
 
     /// Forgets cached indexes, masks and skip indexes of deleted files, so a
     /// long-running process does not keep every merged-away part in memory.
-    fn evict(&self, deleted: &[String]) {
-        let parts: HashSet<&str> = deleted
-            .iter()
-            .filter(|d| !d.contains('/'))
-            .map(String::as_str)
-            .collect();
+    fn evict(&self, files: &[String], parts: &[String]) {
+        let parts: HashSet<&str> = parts.iter().map(String::as_str).collect();
         let gone = |path: &str| {
-            deleted.iter().any(|d| d == path)
+            files.iter().any(|f| f == path)
                 || path.split('/').nth(1).is_some_and(|p| parts.contains(p))
         };
         self.part_cache
@@ -190,7 +186,6 @@ impl Table {
         for p in parts {
             let _ = self.delete_part_files(&p.name).await;
         }
-        self.end_writes(parts.iter().map(|p| &p.name));
     }
 
     async fn delete_part_files(&self, part: &str) -> Result<()> {
@@ -252,7 +247,8 @@ impl Table {
             now.saturating_sub(modified) >= lifetime_ms
                 && now.saturating_sub(first_seen) >= lifetime_ms
         };
-        let mut deleted = Vec::new();
+        let mut deleted = Vec::new(); // file paths
+        let mut deleted_parts = Vec::new();
         for (part, (files, newest)) in dirs {
             if inflight.contains(&part) {
                 continue;
@@ -274,19 +270,19 @@ impl Table {
                 self.storage()
                     .remove_empty_dir(&crate::part::part_dir(&part));
                 deleted.extend(files);
-                deleted.push(part);
+                deleted_parts.push(part);
             }
         }
         let mut retired = self.retired.lock().expect("retired lock");
-        for f in &deleted {
-            retired.entries.remove(f);
-            since.remove(f);
+        for name in deleted.iter().chain(&deleted_parts) {
+            retired.entries.remove(name);
+            since.remove(name);
         }
         drop(retired);
-        self.evict(&deleted);
+        self.evict(&deleted, &deleted_parts);
         // Remembered first sightings, minus what is gone or referenced again.
         since.retain(|name, _| !referenced.contains(name));
         *self.unreferenced_since.lock().expect("since lock") = since;
-        Ok(deleted.iter().filter(|f| f.contains('/')).count())
+        Ok(deleted.len())
     }
 }

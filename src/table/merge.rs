@@ -221,11 +221,10 @@ impl Table {
                 Some(parts)
             })
             .await?;
-        let Some(version) = committed else {
+        if committed.is_none() {
             self.delete_files(Vec::new(), merged.as_slice()).await;
-            return Ok(None);
-        };
-        Ok(Some(version))
+        }
+        Ok(committed)
     }
 
     /// Writes the rows of merged parts, sorted by the key, as one part.

@@ -27,10 +27,10 @@ pub trait RowMatcher: Send + Sync {
     fn granules(&self, part: &PartIndex) -> Result<Vec<bool>>;
     /// Which rows of `batch` (the full table schema) match; NULL is no match.
     fn matches(&self, batch: &RecordBatch) -> Result<BooleanArray>;
-    /// For UPDATE, the new version of matched rows; `None` for DELETE.
-    fn update(&self, _matched: &RecordBatch) -> Option<Result<RecordBatch>> {
-        None
-    }
+    /// Whether this is an UPDATE (matched rows get new versions).
+    fn is_update(&self) -> bool;
+    /// For UPDATE, the new version of the matched rows.
+    fn update(&self, matched: &RecordBatch) -> Result<RecordBatch>;
 }
 
 /// One part's change: its new mask.
@@ -79,23 +79,24 @@ impl Table {
             let mut matched_rows = Vec::new();
             for (start, batch) in self.read_part(&index, &ranges(&keep)).await? {
                 let hits = matcher.matches(&batch)?;
-                let mut hit_mask = Vec::with_capacity(batch.num_rows());
-                for i in 0..batch.num_rows() {
-                    let hit = hits.is_valid(i)
-                        && hits.value(i)
-                        && !mask.as_ref().is_some_and(|m| m.value(start + i));
-                    if hit {
-                        matched_rows.push(start + i);
-                    }
-                    hit_mask.push(hit);
-                }
-                if let Some(update) =
-                    matcher.update(&filter_record_batch(&batch, &BooleanArray::from(hit_mask))?)
-                {
-                    let rows = update?;
-                    if rows.num_rows() > 0 {
-                        updated.push(rows);
-                    }
+                let before = matched_rows.len();
+                let hit_mask: Vec<bool> = (0..batch.num_rows())
+                    .map(|i| {
+                        hits.is_valid(i)
+                            && hits.value(i)
+                            && !mask.as_ref().is_some_and(|m| m.value(start + i))
+                    })
+                    .collect();
+                matched_rows.extend(
+                    hit_mask
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, h)| **h)
+                        .map(|(i, _)| start + i),
+                );
+                if matcher.is_update() && matched_rows.len() > before {
+                    let matched = filter_record_batch(&batch, &BooleanArray::from(hit_mask))?;
+                    updated.push(matcher.update(&matched)?);
                 }
             }
             if matched_rows.is_empty() {

@@ -8,9 +8,6 @@ use arrow::util::pretty::pretty_format_batches;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use diagon::storage::Storage;
 use diagon::{Table, TableOptions};
-use object_store::ObjectStore;
-use object_store::local::LocalFileSystem;
-use object_store::path::Path;
 
 /// A session with diagon registered.
 pub fn context(target_partitions: usize) -> SessionContext {
@@ -19,9 +16,7 @@ pub fn context(target_partitions: usize) -> SessionContext {
 
 /// Storage over a local directory.
 pub fn local_storage(dir: &std::path::Path) -> Storage {
-    let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new());
-    let path = Path::from_filesystem_path(dir).expect("path");
-    Storage::new(store, path, dir.display().to_string()).with_local_dir(dir.to_path_buf())
+    Storage::local(dir).expect("local storage")
 }
 
 /// Creates a table and inserts `batches`, one commit per batch.

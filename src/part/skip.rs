@@ -155,15 +155,24 @@ pub fn hash_scalar(value: &ScalarValue) -> Option<u64> {
     })
 }
 
-/// Hashes of the non-null values of `array`.
-fn value_hashes(array: &ArrayRef) -> Result<Vec<u64>> {
-    let strings: Option<Box<dyn Iterator<Item = Option<&str>>>> = match array.data_type() {
+/// The values of a string array, whatever its representation.
+fn strings(array: &ArrayRef) -> Option<Box<dyn Iterator<Item = Option<&str>> + '_>> {
+    match array.data_type() {
         DataType::Utf8 => Some(Box::new(array.as_string::<i32>().iter())),
         DataType::LargeUtf8 => Some(Box::new(array.as_string::<i64>().iter())),
         DataType::Utf8View => Some(Box::new(array.as_string_view().iter())),
         _ => None,
-    };
-    if let Some(strings) = strings {
+    }
+}
+
+/// The hash of one word, as `tokenbf` indexes it.
+pub fn hash_token(word: &str) -> u64 {
+    xxh64(word.as_bytes(), 0)
+}
+
+/// Hashes of the non-null values of `array`.
+fn value_hashes(array: &ArrayRef) -> Result<Vec<u64>> {
+    if let Some(strings) = strings(array) {
         return Ok(strings.flatten().map(|s| xxh64(s.as_bytes(), 0)).collect());
     }
     let mut hashes = Vec::with_capacity(array.len());

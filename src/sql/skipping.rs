@@ -8,7 +8,7 @@ use arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
 
-use crate::part::skip::{Block, SkipKind, hash_scalar, tokens};
+use crate::part::skip::{Block, SkipKind, hash_scalar, hash_token, tokens};
 
 /// One column's skip index, as a filter evaluator sees it.
 pub struct ColumnIndex<'a> {
@@ -53,7 +53,7 @@ impl ColumnIndex<'_> {
                     (SkipKind::TokenBloom(_), Some(pattern)) => match text(pattern) {
                         Some(p) => whole_words(p)
                             .iter()
-                            .all(|w| block.may_contain(hash_text(w))),
+                            .all(|w| block.may_contain(hash_token(w))),
                         None => true,
                     },
                     _ => true,
@@ -78,7 +78,7 @@ impl ColumnIndex<'_> {
         match self.kind {
             SkipKind::TokenBloom(_) => match text(&value) {
                 // Every word of the value is a word of the row.
-                Some(s) => tokens(s).all(|w| block.may_contain(hash_text(w))),
+                Some(s) => tokens(s).all(|w| block.may_contain(hash_token(w))),
                 None => true,
             },
             _ => hash_scalar(&value).is_none_or(|h| block.may_contain(h)),
@@ -100,10 +100,6 @@ fn text(value: &ScalarValue) -> Option<&str> {
         | ScalarValue::Utf8View(Some(s)) => Some(s),
         _ => None,
     }
-}
-
-fn hash_text(word: &str) -> u64 {
-    xxhash_rust::xxh64::xxh64(word.as_bytes(), 0)
 }
 
 /// Words of a LIKE pattern that any matching value must contain whole: runs

@@ -513,3 +513,35 @@ async fn replaced_parts_wait_for_old_parts_lifetime() {
         100
     );
 }
+
+/// With background merges on (the default), inserts past the policy's
+/// threshold are merged without anyone asking, and no row is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_merges_bound_the_part_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = crate::common::local_storage(dir.path());
+    let options = TableOptions {
+        order_by: vec!["id".into()],
+        merge: diagon::MergeOptions {
+            parts_per_merge: 4,
+            ..Default::default()
+        },
+        ..TableOptions::default()
+    };
+    let batches: Vec<RecordBatch> = (0..12).map(|i| batch(i * 100, 100)).collect();
+    let table = crate::common::table_with(storage, schema(), options, &batches).await;
+    let mut parts = usize::MAX;
+    for _ in 0..100 {
+        parts = table.snapshot().await.unwrap().parts.len();
+        if parts < 4 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(parts < 4, "12 inserts left {parts} parts");
+    let all: Vec<(i64, i64)> = (0..12).map(|i| (i * 100, 100)).collect();
+    assert_eq!(
+        sum_and_count(crate::common::local_storage(dir.path())).await,
+        expected(&all)
+    );
+}

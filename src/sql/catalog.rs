@@ -3,13 +3,22 @@
 //! diagon tables, so a restarted session finds the same tables and rows.
 //!
 //! ```text
-//! <data dir>/<schema>/<table>/   a diagon table (_log, parts)
+//! <data dir>/<schema>/<table>/<id>/         a diagon table (_log, parts)
+//! <data dir>/<schema>/<table>/<id>.dropped  its files await deletion
 //! ```
 //!
 //! DataFusion creates a plain table as an in-memory table and registers it
 //! with the schema; [`DiagonSchema::register_table`] turns that into a
-//! diagon table at `<schema>/<table>` holding the same rows. Views and
-//! external tables registered in a data-dir schema live for the session only.
+//! diagon table in a new `<schema>/<table>/<id>` directory holding the same
+//! rows. Views and external tables registered in a data-dir schema live for
+//! the session only.
+//!
+//! Each incarnation of a name has its own id because DataFusion runs
+//! `CREATE OR REPLACE TABLE t AS SELECT ... FROM t` as "deregister `t`, run
+//! the query, register the result": the old table must stay readable until
+//! the query is done. DROP TABLE therefore marks the directory dropped and
+//! deletes it when the last handle of the table goes; a marker left by a
+//! crash is swept when the catalog is next opened.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -46,7 +55,9 @@ impl DiagonCatalog {
             let entry = entry.map_err(|e| io(&root, e))?;
             if entry.path().is_dir() {
                 let name = entry.file_name().to_string_lossy().to_string();
-                schemas.insert(name, Arc::new(DiagonSchema::new(entry.path())));
+                let schema = DiagonSchema::new(entry.path());
+                schema.sweep_dropped();
+                schemas.insert(name, Arc::new(schema));
             }
         }
         Ok(DiagonCatalog {
@@ -146,28 +157,60 @@ impl DiagonSchema {
         }
     }
 
-    fn table_dir(&self, name: &str) -> PathBuf {
+    fn home(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
 
-    /// Whether `name` is a diagon table stored in this schema's directory
-    /// (never for a name that is not a plain directory name).
-    fn stored(&self, name: &str) -> bool {
-        check_name("table", name).is_ok() && self.table_dir(name).join(LOG_DIR).is_dir()
+    /// The directory of the live table `name` (never for a name that is not
+    /// a plain directory name): the newest incarnation not marked dropped.
+    fn live_dir(&self, name: &str) -> Option<PathBuf> {
+        check_name("table", name).ok()?;
+        let home = self.home(name);
+        let mut live: Vec<String> = std::fs::read_dir(&home)
+            .ok()?
+            .flatten()
+            .map(|entry| entry.file_name().to_string_lossy().to_string())
+            .filter(|id| {
+                home.join(id).join(LOG_DIR).is_dir() && !dropped_marker(&home, id).exists()
+            })
+            .collect();
+        live.sort();
+        live.pop().map(|id| home.join(id))
     }
 
-    fn storage(&self, name: &str) -> Result<Storage> {
-        Ok(Storage::local(&self.table_dir(name))?)
+    /// Deletes incarnations left marked dropped, by a crash or by a process
+    /// that ended while a plan still held them.
+    fn sweep_dropped(&self) {
+        let Ok(homes) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for home in homes.flatten() {
+            let Ok(entries) = std::fs::read_dir(home.path()) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let marker = entry.path();
+                let name = marker.file_name().and_then(|n| n.to_str());
+                if let Some(id) = name.and_then(|n| n.strip_suffix(DROPPED_SUFFIX)) {
+                    drop(DroppedTable {
+                        dir: home.path().join(id),
+                        marker: marker.clone(),
+                    });
+                }
+            }
+        }
     }
 
-    /// Creates the diagon table `name` with the rows of an in-memory table.
+    /// Creates the diagon table `name` with the rows of an in-memory table,
+    /// in a new incarnation directory.
     async fn persist(&self, name: &str, memory: &MemTable) -> Result<Arc<dyn TableProvider>> {
-        let dir = self.table_dir(name);
+        let dir = self.home(name).join(new_incarnation_id());
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
-        let created = self.create_with_rows(name, memory).await;
+        let created = self.create_with_rows(name, &dir, memory).await;
         if created.is_err() {
             // A failed CREATE TABLE AS leaves no table behind.
             let _ = std::fs::remove_dir_all(&dir);
+            let _ = std::fs::remove_dir(self.home(name));
         }
         created
     }
@@ -175,11 +218,12 @@ impl DiagonSchema {
     async fn create_with_rows(
         &self,
         name: &str,
+        dir: &Path,
         memory: &MemTable,
     ) -> Result<Arc<dyn TableProvider>> {
         let schema = memory.schema();
-        let table =
-            Table::create(name, self.storage(name)?, schema, TableOptions::default()).await?;
+        let storage = Storage::local(dir)?;
+        let table = Table::create(name, storage, schema, TableOptions::default()).await?;
         let mut batches: Vec<RecordBatch> = Vec::new();
         for partition in &memory.batches {
             batches.extend(partition.read().await.iter().cloned());
@@ -231,7 +275,7 @@ impl SchemaProvider for DiagonSchema {
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().to_string();
-                if self.stored(&name) && !names.contains(&name) {
+                if !names.contains(&name) && self.live_dir(&name).is_some() {
                     names.push(name);
                 }
             }
@@ -244,10 +288,10 @@ impl SchemaProvider for DiagonSchema {
         if let Some(table) = self.tables.read().expect("lock").get(name) {
             return Ok(Some(table.clone()));
         }
-        if !self.stored(name) {
+        let Some(dir) = self.live_dir(name) else {
             return Ok(None);
-        }
-        let Some(table) = Table::open(name, self.storage(name)?).await? else {
+        };
+        let Some(table) = Table::open(name, Storage::local(&dir)?).await? else {
             return Ok(None);
         };
         let provider: Arc<dyn TableProvider> = Arc::new(DiagonTableProvider::new(table));
@@ -280,22 +324,67 @@ impl SchemaProvider for DiagonSchema {
 
     fn deregister_table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
         let registered = self.tables.write().expect("lock").remove(name);
-        if !self.stored(name) {
+        let Some(dir) = self.live_dir(name) else {
             return Ok(registered);
-        }
-        if let Some(diagon) = registered
+        };
+        // DROP TABLE of a table this schema stores deletes its data, once
+        // nothing reads it any more.
+        let home = self.home(name);
+        let id = dir
+            .file_name()
+            .expect("an incarnation id")
+            .to_string_lossy();
+        let marker = dropped_marker(&home, &id);
+        std::fs::write(&marker, b"").map_err(|e| io(&marker, e))?;
+        let dropped = DroppedTable { dir, marker };
+        match registered
             .as_ref()
             .and_then(|p| (p.as_ref() as &dyn std::any::Any).downcast_ref::<DiagonTableProvider>())
         {
-            diagon.table().mark_dropped();
+            Some(diagon) => {
+                diagon.table().mark_dropped();
+                diagon.table().on_release(dropped);
+            }
+            None => drop(dropped),
         }
-        // DROP TABLE of a table this schema stores deletes its data.
-        let dir = self.table_dir(name);
-        std::fs::remove_dir_all(&dir).map_err(|e| io(&dir, e))?;
         Ok(registered)
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.tables.read().expect("lock").contains_key(name) || self.stored(name)
+        self.tables.read().expect("lock").contains_key(name) || self.live_dir(name).is_some()
+    }
+}
+
+const DROPPED_SUFFIX: &str = ".dropped";
+
+fn dropped_marker(home: &Path, id: &str) -> PathBuf {
+    home.join(format!("{id}{DROPPED_SUFFIX}"))
+}
+
+/// A fresh incarnation id; ids sort by creation time.
+fn new_incarnation_id() -> String {
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("{micros:016x}{}", &random[..8])
+}
+
+/// The files of a dropped table, deleted when this is dropped.
+#[derive(Debug)]
+struct DroppedTable {
+    dir: PathBuf,
+    marker: PathBuf,
+}
+
+impl Drop for DroppedTable {
+    fn drop(&mut self) {
+        // The marker goes last: a crash before it leaves the sweep to finish.
+        if std::fs::remove_dir_all(&self.dir).is_ok() || !self.dir.exists() {
+            let _ = std::fs::remove_file(&self.marker);
+            if let Some(home) = self.marker.parent() {
+                let _ = std::fs::remove_dir(home);
+            }
+        }
     }
 }

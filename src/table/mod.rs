@@ -74,6 +74,19 @@ pub struct Table {
     unreferenced_since: Mutex<HashMap<String, i64>>,
     /// Set by DROP TABLE: no commit may land after it.
     dropped: std::sync::atomic::AtomicBool,
+    /// Dropped with the last handle of this table; see [`Table::on_release`].
+    released: Mutex<Vec<Released>>,
+}
+
+/// Something a table keeps until its last handle goes.
+struct Released {
+    _guard: Box<dyn std::any::Any + Send + Sync>,
+}
+
+impl std::fmt::Debug for Released {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Released")
+    }
 }
 
 impl Table {
@@ -143,6 +156,7 @@ impl Table {
             merge_lock: tokio::sync::Mutex::new(()),
             unreferenced_since: Mutex::new(HashMap::new()),
             dropped: std::sync::atomic::AtomicBool::new(false),
+            released: Mutex::new(Vec::new()),
         }
     }
 
@@ -151,6 +165,16 @@ impl Table {
     pub fn mark_dropped(&self) {
         self.dropped
             .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Keeps `guard` until the last handle of this table is dropped. A
+    /// catalog hangs the deletion of a dropped table's files here, so that
+    /// plans still holding the table (`CREATE OR REPLACE TABLE t AS SELECT
+    /// ... FROM t`) finish reading it first.
+    pub fn on_release(&self, guard: impl std::any::Any + Send + Sync) {
+        self.released.lock().expect("release lock").push(Released {
+            _guard: Box::new(guard),
+        });
     }
 
     pub fn name(&self) -> &str {

@@ -124,11 +124,19 @@ fn a_data_dir_keeps_tables_across_restarts() {
             "SELECT sum(x) FROM s2.u",
             "-c",
             "DROP TABLE s2.u",
+            "-c",
+            "CREATE OR REPLACE TABLE t AS SELECT id + 10 AS id, s FROM t",
         ],
     );
     assert!(ok, "{out}");
     assert!(out.contains("3,ab"), "rows of t after a restart: {out}");
     assert!(out.contains("30"), "rows of s2.u after a restart: {out}");
+    // The replaced table's files are gone; only the new one remains.
+    let incarnations: Vec<_> = std::fs::read_dir(dir.path().join("data/public/t"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(incarnations.len(), 1, "{incarnations:?}");
     let (ok, out) = diagon(
         dir.path(),
         &[
@@ -145,6 +153,19 @@ fn a_data_dir_keeps_tables_across_restarts() {
         !ok || out.contains("not found"),
         "dropped table still there: {out}"
     );
+    let (ok, out) = diagon(
+        dir.path(),
+        &[
+            "-q",
+            "--format",
+            "csv",
+            "--data-dir",
+            data,
+            "-c",
+            "SELECT sum(id) FROM t",
+        ],
+    );
+    assert!(ok && out.contains("23"), "t replaced by itself: {out}");
     assert!(
         !dir.path().join("data/s2/u").exists(),
         "dropped table's files remain"

@@ -545,3 +545,43 @@ async fn background_merges_bound_the_part_count() {
         expected(&all)
     );
 }
+
+/// A DROP TABLE interrupted after its marker (the process died while a plan
+/// still held the table) is finished when the data directory is next opened,
+/// and a table created in the meantime under the same name is kept.
+#[tokio::test]
+async fn an_interrupted_drop_is_finished_at_the_next_open() {
+    use datafusion::prelude::SessionContext;
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = SessionContext::new();
+    diagon::sql::use_data_dir(&ctx, dir.path()).unwrap();
+    ctx.sql("CREATE TABLE t AS VALUES (1), (2)").await.unwrap();
+    // Hold the table the way a running plan does, then drop and recreate it.
+    let held = ctx.table_provider("t").await.unwrap();
+    ctx.sql("DROP TABLE t").await.unwrap();
+    ctx.sql("CREATE TABLE t AS VALUES (3)").await.unwrap();
+    let home = dir.path().join("public/t");
+    let entries = |path: &std::path::Path| std::fs::read_dir(path).unwrap().count();
+    assert_eq!(entries(&home), 3, "old table, its marker, new table");
+    // The process "dies" with the plan still holding the old table.
+    std::mem::forget(held);
+
+    let ctx = SessionContext::new();
+    diagon::sql::use_data_dir(&ctx, dir.path()).unwrap();
+    assert_eq!(entries(&home), 1, "the dropped table is swept at open");
+    let rows = ctx
+        .sql("SELECT * FROM t")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let values: Vec<String> = datafusion::arrow::util::pretty::pretty_format_batches(&rows)
+        .unwrap()
+        .to_string()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert!(values.iter().any(|l| l.contains("| 3 ")), "{values:?}");
+    assert!(!values.iter().any(|l| l.contains("| 1 ")), "{values:?}");
+}

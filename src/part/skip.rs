@@ -3,6 +3,9 @@
 //! a block holds no row matching `=`, `IN` or (token bloom filter) a
 //! `LIKE` pattern's whole words.
 //!
+//! - `minmax`: accepted for ClickHouse users, but built in: every part keeps
+//!   the min/max of every column for every granule (a finer granularity than
+//!   any declared one), so it has no file of its own;
 //! - `set(N)`: the hashes of the block's distinct values, or "too many"
 //!   past N (then the block is always read);
 //! - `bloom_filter(p)`: a Bloom filter of value hashes, false-positive rate p;
@@ -34,6 +37,8 @@ use crate::error::{Error, Result};
 /// What a skip index summarises.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum SkipKind {
+    /// Kept for every column in the part index; no file.
+    MinMax,
     Set(usize),
     Bloom(f64),
     TokenBloom(f64),
@@ -50,6 +55,7 @@ pub struct SkipSpec {
 impl fmt::Display for SkipSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.kind {
+            SkipKind::MinMax => write!(f, "minmax")?,
             SkipKind::Set(n) => write!(f, "set({n})")?,
             SkipKind::Bloom(p) => write!(f, "bloom_filter({p})")?,
             SkipKind::TokenBloom(p) => write!(f, "tokenbf({p})")?,
@@ -89,7 +95,9 @@ impl FromStr for SkipSpec {
                 .filter(|p| *p > 0.0 && *p < 1.0)
                 .ok_or_else(|| format!("false-positive rate '{text}' is not between 0 and 1"))
         };
-        let kind = if kind == "bloom_filter" {
+        let kind = if kind == "minmax" {
+            SkipKind::MinMax
+        } else if kind == "bloom_filter" {
             SkipKind::Bloom(0.025)
         } else if kind == "tokenbf" {
             SkipKind::TokenBloom(0.025)
@@ -106,7 +114,7 @@ impl FromStr for SkipSpec {
             SkipKind::Set(n)
         } else {
             return Err(format!(
-                "unknown skip index '{kind}' (expected set(N), bloom_filter[(p)], tokenbf[(p)], \
+                "unknown skip index '{kind}' (expected minmax, set(N), bloom_filter[(p)], tokenbf[(p)], \
                  optionally followed by 'granularity N')"
             ));
         };
@@ -115,6 +123,12 @@ impl FromStr for SkipSpec {
 }
 
 impl SkipSpec {
+    /// Whether the index is a file of its own (`minmax` lives in the part
+    /// index).
+    pub fn has_file(&self) -> bool {
+        self.kind != SkipKind::MinMax
+    }
+
     /// Checks the index can summarise `data_type`.
     pub fn check(&self, data_type: &DataType) -> std::result::Result<(), String> {
         let text = matches!(
@@ -126,16 +140,17 @@ impl SkipSpec {
             DataType::Float16 | DataType::Float32 | DataType::Float64
         );
         match self.kind {
+            _ if crate::part::column::layout_of(data_type).is_none() => {
+                Err(format!("no skip index for {data_type}"))
+            }
+            SkipKind::MinMax => Ok(()),
             SkipKind::TokenBloom(_) if !text => {
                 Err(format!("tokenbf indexes words of strings, not {data_type}"))
             }
             // -0.0 and 0.0, or NaN payloads, would need a canonical form.
             _ if float => Err(format!(
-                "no skip index for {data_type} (use min/max pruning)"
+                "no skip index for {data_type} but minmax (built in)"
             )),
-            _ if crate::part::column::layout_of(data_type).is_none() => {
-                Err(format!("no skip index for {data_type}"))
-            }
             _ => Ok(()),
         }
     }
@@ -224,6 +239,11 @@ impl Block {
     /// Builds the summary of `values` (one block's rows of the column).
     pub fn build(spec: &SkipSpec, values: &ArrayRef) -> Result<Block> {
         Ok(match spec.kind {
+            SkipKind::MinMax => {
+                return Err(Error::Table(
+                    "minmax is kept in the part index, not built as a block".into(),
+                ));
+            }
             SkipKind::Set(limit) => {
                 let mut hashes = value_hashes(values)?;
                 hashes.sort_unstable();
@@ -296,6 +316,7 @@ impl Block {
                 .ok_or_else(|| "skip index block truncated".to_string())
         };
         match kind {
+            SkipKind::MinMax => Err("minmax has no skip index file".into()),
             SkipKind::Set(_) => {
                 let overflow = *bytes.first().ok_or("skip index block truncated")? == 1;
                 let count = word(1)? as usize;

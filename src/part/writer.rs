@@ -169,7 +169,7 @@ pub async fn write_part(
     }
 
     let mut skip_metas = Vec::new();
-    for &(c, spec) in &layout.skip_indexes {
+    for &(c, spec) in layout.skip_indexes.iter().filter(|(_, s)| s.has_file()) {
         let column = batch.column(c);
         let mut blocks = Vec::new();
         let mut start = 0;

@@ -115,8 +115,11 @@ impl Table {
                 let missing = snapshot
                     .options
                     .skip_indexes
-                    .keys()
-                    .any(|column| !index.meta.skip_indexes.iter().any(|s| &s.column == column));
+                    .iter()
+                    .filter(|(_, spec)| spec.has_file())
+                    .any(|(column, _)| {
+                        !index.meta.skip_indexes.iter().any(|s| &s.column == column)
+                    });
                 needed |= missing;
             }
             match needed && self.merge_parts(&snapshot, &all).await?.is_some() {

@@ -94,3 +94,44 @@ fn like_patterns_yield_only_whole_words() {
         vec!["a", "b", "c42"]
     );
 }
+
+/// `minmax` is accepted like any declaration but is built in (every granule
+/// keeps every column's min/max), so parts get no file for it.
+#[tokio::test]
+async fn minmax_is_declared_but_writes_no_file() {
+    let spec: SkipSpec = "MINMAX granularity 4".parse().unwrap();
+    assert_eq!(spec.to_string(), "minmax granularity 4");
+    assert!(!spec.has_file());
+    assert!(spec.check(&arrow::datatypes::DataType::Float64).is_ok());
+
+    let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+        arrow::datatypes::Field::new("a", arrow::datatypes::DataType::Int64, false),
+        arrow::datatypes::Field::new("b", arrow::datatypes::DataType::Int64, false),
+    ]));
+    let options: std::collections::HashMap<String, String> =
+        [("skip_index.a", "minmax"), ("skip_index.b", "set(8)")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    let options = diagon::TableOptions::parse(&options, &schema).unwrap();
+    let column: ArrayRef = Arc::new(Int64Array::from_iter_values(0..100));
+    let batch =
+        arrow::array::RecordBatch::try_new(schema.clone(), vec![column.clone(), column]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let storage = crate::common::local_storage(dir.path());
+    let table = crate::common::table_with(storage.clone(), schema, options, &[batch]).await;
+    let snapshot = table.snapshot().await.unwrap();
+    let index = table.part_index(&snapshot.parts[0].name).await.unwrap();
+    let files: Vec<(&str, &str)> = index
+        .meta
+        .skip_indexes
+        .iter()
+        .map(|s| (s.column.as_str(), s.file.as_str()))
+        .collect();
+    assert_eq!(files, vec![("b", "k1.skp")]);
+    assert_eq!(
+        table.optimize(true).await.unwrap().0,
+        0,
+        "a table with every file-backed index built needs no rewrite"
+    );
+}

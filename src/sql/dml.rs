@@ -18,6 +18,7 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType};
 use super::plan::{PruneCounts, Pruners};
 use crate::error::Error;
 use crate::part::PartIndex;
+use crate::part::skip::SkipIndex;
 use crate::table::{RowMatcher, Table};
 
 /// A WHERE clause (and for UPDATE its SET list) over the table's schema.
@@ -43,9 +44,20 @@ fn df(e: datafusion::error::DataFusionError) -> Error {
 }
 
 impl RowMatcher for ExprMatcher {
-    fn granules(&self, part: &PartIndex) -> crate::Result<Vec<bool>> {
+    fn skip_columns(&self) -> Vec<String> {
+        self.pruners.filter_columns()
+    }
+
+    fn granules(
+        &self,
+        part: &PartIndex,
+        skip: Vec<(String, Arc<SkipIndex>)>,
+    ) -> crate::Result<Vec<bool>> {
         let mut counts = PruneCounts::default();
-        self.pruners.keep_granules(part, &mut counts).map_err(df)
+        let mut keep = self.pruners.keep_granules(part, &mut counts).map_err(df)?;
+        let indexes = self.pruners.typed(&self.schema, skip);
+        self.pruners.apply_skip_indexes(&indexes, &mut keep);
+        Ok(keep)
     }
 
     fn matches(&self, batch: &RecordBatch) -> crate::Result<BooleanArray> {

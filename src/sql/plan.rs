@@ -68,6 +68,33 @@ pub struct Pruners {
 pub type PartSkipIndexes = Vec<(String, DataType, Arc<SkipIndex>)>;
 
 impl Pruners {
+    /// The columns the filters mention: those whose skip indexes may help.
+    pub fn filter_columns(&self) -> Vec<String> {
+        let mut columns: Vec<String> = self
+            .filters
+            .iter()
+            .flat_map(|f| f.column_refs().into_iter().map(|c| c.name.clone()))
+            .collect();
+        columns.sort();
+        columns.dedup();
+        columns
+    }
+
+    /// Pairs loaded skip indexes with their column's type in `schema`.
+    pub fn typed(
+        &self,
+        schema: &arrow::datatypes::Schema,
+        found: Vec<(String, Arc<SkipIndex>)>,
+    ) -> PartSkipIndexes {
+        found
+            .into_iter()
+            .filter_map(|(column, index)| {
+                let data_type = schema.field_with_name(&column).ok()?.data_type().clone();
+                Some((column, data_type, index))
+            })
+            .collect()
+    }
+
     /// Which granules of `part` may hold matching rows; counts what each
     /// index excluded.
     pub fn keep_granules(&self, part: &PartIndex, counts: &mut PruneCounts) -> Result<Vec<bool>> {

@@ -79,27 +79,13 @@ impl DiagonTableProvider {
         pruners: &Pruners,
     ) -> Result<HashMap<String, PartSkipIndexes>> {
         let mut loaded = HashMap::new();
-        let columns: Vec<String> = pruners
-            .filters
-            .iter()
-            .flat_map(|f| f.column_refs().into_iter().map(|c| c.name.clone()))
-            .collect();
+        let columns = pruners.filter_columns();
         if columns.is_empty() {
             return Ok(loaded);
         }
         for part in parts {
-            let mut indexes = Vec::new();
-            for meta in &part.meta.skip_indexes {
-                if !columns.contains(&meta.column) {
-                    continue;
-                }
-                let Ok(field) = self.schema.field_with_name(&meta.column) else {
-                    continue;
-                };
-                if let Some(index) = self.table.skip_index(part, meta).await? {
-                    indexes.push((meta.column.clone(), field.data_type().clone(), index));
-                }
-            }
+            let found = self.table.skip_indexes_on(part, &columns).await?;
+            let indexes = pruners.typed(&self.schema, found);
             if !indexes.is_empty() {
                 loaded.insert(part.meta.name.clone(), indexes);
             }

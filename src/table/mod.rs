@@ -267,6 +267,23 @@ impl Table {
         Ok(Some(mask))
     }
 
+    /// The skip indexes `part` has on any of `columns`, loaded once each.
+    pub async fn skip_indexes_on(
+        &self,
+        part: &PartIndex,
+        columns: &[String],
+    ) -> Result<Vec<(String, Arc<crate::part::skip::SkipIndex>)>> {
+        let mut found = Vec::new();
+        for meta in &part.meta.skip_indexes {
+            if columns.contains(&meta.column)
+                && let Some(index) = self.skip_index(part, meta).await?
+            {
+                found.push((meta.column.clone(), index));
+            }
+        }
+        Ok(found)
+    }
+
     /// The skip index `meta` of `part`, loaded once; `None` when its
     /// declaration is not one this build reads.
     pub async fn skip_index(

@@ -18,13 +18,17 @@ use super::deletes::{self, union};
 use super::log::Deletes;
 use crate::error::{Error, Result};
 use crate::part::index::ranges_of as ranges;
+use crate::part::skip::SkipIndex;
 use crate::part::{PartIndex, ReadStats, read_granules};
 
 /// What a mutation matches and how it changes matched rows. Implemented by
 /// the SQL layer over DataFusion expressions.
 pub trait RowMatcher: Send + Sync {
-    /// Granules of `part` that may hold matching rows (`true` = read it).
-    fn granules(&self, part: &PartIndex) -> Result<Vec<bool>>;
+    /// Columns whose skip indexes may prove a granule holds no match.
+    fn skip_columns(&self) -> Vec<String>;
+    /// Granules of `part` that may hold matching rows (`true` = read it),
+    /// given its skip indexes on [`RowMatcher::skip_columns`].
+    fn granules(&self, part: &PartIndex, skip: Vec<(String, Arc<SkipIndex>)>) -> Result<Vec<bool>>;
     /// Which rows of `batch` (the full table schema) match; NULL is no match.
     fn matches(&self, batch: &RecordBatch) -> Result<BooleanArray>;
     /// Whether this is an UPDATE (matched rows get new versions).
@@ -72,10 +76,12 @@ impl Table {
         let mut updated = Vec::new();
         let mut matched_total = 0u64;
         let mut in_flight = super::gc::InFlight::new(self);
+        let skip_columns = matcher.skip_columns();
         for entry in &base.parts {
             let index = self.part_index(&entry.name).await?;
             let mask = self.deletion_mask(entry).await?;
-            let keep = matcher.granules(&index)?;
+            let skip = self.skip_indexes_on(&index, &skip_columns).await?;
+            let keep = matcher.granules(&index, skip)?;
             let mut matched_rows = Vec::new();
             for (start, batch) in self.read_part(&index, &ranges(&keep)).await? {
                 let hits = matcher.matches(&batch)?;

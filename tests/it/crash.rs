@@ -35,9 +35,11 @@ enum Strike {
 /// An object store that fails its `fail_at`-th write, and every write after
 /// it, as a process that dies mid-commit would.
 #[derive(Debug)]
-struct FaultyStore {
+pub(crate) struct FaultyStore {
     inner: Arc<dyn ObjectStore>,
     writes: AtomicUsize,
+    /// Bytes returned by reads, for tests of what a statement reads.
+    pub(crate) bytes_read: AtomicUsize,
     fail_at: usize,
     strike: Strike,
     dead: AtomicBool,
@@ -102,7 +104,10 @@ impl ObjectStore for FaultyStore {
         location: &Path,
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
-        self.inner.get_opts(location, options).await
+        let result = self.inner.get_opts(location, options).await?;
+        let len = result.range.end - result.range.start;
+        self.bytes_read.fetch_add(len as usize, Ordering::SeqCst);
+        Ok(result)
     }
 
     fn delete_stream(
@@ -128,6 +133,20 @@ impl ObjectStore for FaultyStore {
     ) -> object_store::Result<()> {
         self.inner.copy_opts(from, to, options).await
     }
+}
+
+/// Storage over `dir` through a store that never fails but counts reads.
+pub(crate) fn counting_storage(dir: &std::path::Path) -> (Storage, Arc<FaultyStore>) {
+    let store = Arc::new(FaultyStore {
+        inner: crate::common::local_storage(dir).object_store().clone(),
+        writes: AtomicUsize::new(0),
+        bytes_read: AtomicUsize::new(0),
+        fail_at: usize::MAX,
+        strike: Strike::Before,
+        dead: AtomicBool::new(false),
+    });
+    let root = Path::from_filesystem_path(dir).expect("a directory path");
+    (Storage::new(store.clone(), root, "counting"), store)
 }
 
 fn schema() -> SchemaRef {
@@ -211,6 +230,7 @@ async fn interrupted_insert(
     let faulty = Arc::new(FaultyStore {
         inner: clean.object_store().clone(),
         writes: AtomicUsize::new(0),
+        bytes_read: AtomicUsize::new(0),
         fail_at,
         strike,
         dead: AtomicBool::new(false),
@@ -382,6 +402,7 @@ async fn interrupted_merge(fail_at: usize, strike: Strike) -> bool {
     let faulty = Arc::new(FaultyStore {
         inner: clean.object_store().clone(),
         writes: AtomicUsize::new(0),
+        bytes_read: AtomicUsize::new(0),
         fail_at,
         strike,
         dead: AtomicBool::new(false),

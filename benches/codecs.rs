@@ -16,6 +16,10 @@ use tpchgen::generators::{
 };
 use tpchgen_arrow::{CustomerArrow, LineItemArrow, OrderArrow, PartArrow, PartSuppArrow};
 
+/// The allocator the diagon CLI (like datafusion-cli) runs with.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const GRANULE: usize = 8192;
 
 fn scale_factor() -> f64 {

@@ -14,6 +14,10 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use diagon::sql::DiagonTableProvider;
 use diagon::{MergeOptions, Table, TableOptions};
 
+/// The allocator the diagon CLI (like datafusion-cli) runs with.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ROWS_PER_INSERT: i64 = 100;
 const REPORT_EVERY: usize = 500;
 

@@ -22,6 +22,11 @@ use diagon::{Table, TableOptions};
 use tpchgen::generators::*;
 use tpchgen_arrow::*;
 
+/// Both engines run on the allocator datafusion-cli and DataFusion's own
+/// benchmarks use.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const QUERIES: [(&str, &str); 8] = [
     ("q1", include_str!("tpch/q1.sql")),
     ("q3", include_str!("tpch/q3.sql")),

@@ -20,6 +20,11 @@ use diagon::{Table, TableOptions};
 use tpchgen::generators::LineItemGenerator;
 use tpchgen_arrow::LineItemArrow;
 
+/// Both engines run on the allocator datafusion-cli and DataFusion's own
+/// benchmarks use.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn scale_factor() -> f64 {
     std::env::var("DIAGON_BENCH_SF")
         .ok()

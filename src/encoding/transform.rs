@@ -17,6 +17,8 @@
 
 use std::fmt;
 
+use arrow::buffer::Buffer;
+
 /// The numeric ids are part of the on-disk format: never renumber them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transform {
@@ -109,15 +111,38 @@ impl Transform {
         kind: ValueKind,
         out: &mut [u8],
     ) -> Result<(), String> {
-        match width {
-            1 => decode_words::<u8>(self, input, kind, out),
-            2 => decode_words::<u16>(self, input, kind, out),
-            4 => decode_words::<u32>(self, input, kind, out),
-            8 => decode_words::<u64>(self, input, kind, out),
-            16 => decode_words::<u128>(self, input, kind, out),
-            _ => Err(format!("no transform for {width}-byte values")),
+        if width == 0 || !out.len().is_multiple_of(width) {
+            return Err("output is not a whole number of values".into());
         }
+        let values = decode_chain(&[self], input, out.len() / width, width, kind)?;
+        out.copy_from_slice(values.as_slice());
+        Ok(())
     }
+}
+
+/// Decodes `rows` values of `width` bytes that were encoded by `transforms`
+/// (in the order they were applied) straight into an Arrow buffer: each
+/// value is written once, into memory never zeroed first.
+pub fn decode_chain(
+    transforms: &[Transform],
+    input: &[u8],
+    rows: usize,
+    width: usize,
+    kind: ValueKind,
+) -> Result<Buffer, String> {
+    match width {
+        1 => decode_words::<u8>(transforms, input, rows, kind).map(u8::into_buffer),
+        2 => decode_words::<u16>(transforms, input, rows, kind).map(u16::into_buffer),
+        4 => decode_words::<u32>(transforms, input, rows, kind).map(u32::into_buffer),
+        8 => decode_words::<u64>(transforms, input, rows, kind).map(u64::into_buffer),
+        16 => decode_words::<u128>(transforms, input, rows, kind).map(u128::into_buffer),
+        _ => Err(format!("no transform for {width}-byte values")),
+    }
+}
+
+/// Unpacks `rows` t64-packed unsigned 16-bit values (dictionary indices).
+pub fn decode_t64_u16(input: &[u8], rows: usize) -> Result<Vec<u16>, String> {
+    decode_t64::<u16>(input, ValueKind::Unsigned, rows)
 }
 
 impl fmt::Display for Transform {
@@ -147,10 +172,14 @@ trait Word: Copy + Eq + Ord + Default + 'static {
     fn trailing_zeros(self) -> u32;
     /// Flips the sign bit: maps two's complement order onto unsigned order.
     fn flip_sign(self) -> Self;
+    fn from_u64(v: u64) -> Self;
+    /// The values as an Arrow buffer, without copying them.
+    fn into_buffer(values: Vec<Self>) -> Buffer;
 }
 
 macro_rules! impl_word {
-    ($t:ty) => {
+    // `$native`: the Arrow native type of the same layout.
+    ($t:ty, $native:ty) => {
         impl Word for $t {
             const BYTES: usize = std::mem::size_of::<$t>();
             const BITS: u32 = <$t>::BITS;
@@ -198,14 +227,23 @@ macro_rules! impl_word {
             fn flip_sign(self) -> Self {
                 self ^ (1 << (Self::BITS - 1))
             }
+            #[inline]
+            fn from_u64(v: u64) -> Self {
+                v as $t
+            }
+            fn into_buffer(values: Vec<Self>) -> Buffer {
+                // Same size and alignment: the conversion happens in place.
+                let native: Vec<$native> = values.into_iter().map(|v| v as $native).collect();
+                Buffer::from_vec(native)
+            }
         }
     };
 }
-impl_word!(u8);
-impl_word!(u16);
-impl_word!(u32);
-impl_word!(u64);
-impl_word!(u128);
+impl_word!(u8, u8);
+impl_word!(u16, u16);
+impl_word!(u32, u32);
+impl_word!(u64, u64);
+impl_word!(u128, i128);
 
 fn words<W: Word>(values: &[u8]) -> impl Iterator<Item = W> + '_ {
     values.chunks_exact(W::BYTES).map(W::load)
@@ -228,34 +266,63 @@ fn encode_words<W: Word>(t: Transform, values: &[u8], kind: ValueKind, out: &mut
     }
 }
 
+/// Decodes through the chain: the last transform applied reads the bytes,
+/// and any before it (only `delta` may precede another) work in place.
 fn decode_words<W: Word>(
+    transforms: &[Transform],
+    input: &[u8],
+    rows: usize,
+    kind: ValueKind,
+) -> Result<Vec<W>, String> {
+    let Some((&last, rest)) = transforms.split_last() else {
+        return Err("no transform to decode".into());
+    };
+    // The kind each transform saw when encoding.
+    let kind_before = |i: usize| match i {
+        0 => kind,
+        _ => transforms[i - 1].output_kind(),
+    };
+    let mut values = decode_stage::<W>(last, input, rows, kind_before(rest.len()))
+        .map_err(|e| format!("{last}: {e}"))?;
+    for &t in rest.iter().rev() {
+        if !t.keeps_width() {
+            return Err(format!("'{t}' cannot precede another transform"));
+        }
+        undo_delta(&mut values);
+    }
+    Ok(values)
+}
+
+fn decode_stage<W: Word>(
     t: Transform,
     input: &[u8],
+    rows: usize,
     kind: ValueKind,
-    out: &mut [u8],
-) -> Result<(), String> {
-    if !out.len().is_multiple_of(W::BYTES) {
-        return Err("output is not a whole number of values".into());
-    }
+) -> Result<Vec<W>, String> {
     match t {
         Transform::Delta => {
-            if input.len() != out.len() {
+            if Some(input.len()) != rows.checked_mul(W::BYTES) {
                 return Err(format!(
-                    "delta block has {} bytes, expected {}",
-                    input.len(),
-                    out.len()
+                    "delta block has {} bytes, expected {rows} values",
+                    input.len()
                 ));
             }
-            let mut prev = W::default();
-            for (d, o) in words::<W>(input).zip(out.chunks_exact_mut(W::BYTES)) {
-                prev = prev.add(d);
-                prev.store(o);
-            }
-            Ok(())
+            let mut values: Vec<W> = words::<W>(input).collect();
+            undo_delta(&mut values);
+            Ok(values)
         }
-        Transform::DoubleDelta => decode_double_delta::<W>(input, out),
-        Transform::Gorilla => decode_gorilla::<W>(input, out),
-        Transform::T64 => decode_t64::<W>(input, kind, out),
+        Transform::DoubleDelta => decode_double_delta::<W>(input, rows),
+        Transform::Gorilla => decode_gorilla::<W>(input, rows),
+        Transform::T64 => decode_t64::<W>(input, kind, rows),
+    }
+}
+
+/// Running sums: each delta becomes the value it was taken from.
+fn undo_delta<W: Word>(values: &mut [W]) {
+    let mut prev = W::default();
+    for v in values {
+        prev = prev.add(*v);
+        *v = prev;
     }
 }
 
@@ -311,25 +378,27 @@ fn encode_double_delta<W: Word>(values: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-fn decode_double_delta<W: Word>(input: &[u8], out: &mut [u8]) -> Result<(), String> {
-    let mut slots = out.chunks_exact_mut(W::BYTES);
-    let Some(first) = slots.next() else {
-        return expect_consumed(input, 0);
-    };
+fn decode_double_delta<W: Word>(input: &[u8], rows: usize) -> Result<Vec<W>, String> {
+    let mut values = Vec::with_capacity(rows.min(input.len() + 1));
+    if rows == 0 {
+        expect_consumed(input, 0)?;
+        return Ok(values);
+    }
     if input.len() < W::BYTES {
         return Err("doubledelta block truncated".into());
     }
     let mut prev = W::load(input);
-    prev.store(first);
+    values.push(prev);
     let mut pos = W::BYTES;
     let mut delta = W::default();
-    for slot in slots {
+    for _ in 1..rows {
         let dd = W::from_u128(unzigzag(get_varint(input, &mut pos)?) as u128);
         delta = delta.add(dd);
         prev = prev.add(delta);
-        prev.store(slot);
+        values.push(prev);
     }
-    expect_consumed(input, pos)
+    expect_consumed(input, pos)?;
+    Ok(values)
 }
 
 fn expect_consumed(input: &[u8], pos: usize) -> Result<(), String> {
@@ -479,12 +548,14 @@ fn encode_gorilla<W: Word>(values: &[u8], out: &mut Vec<u8>) {
     bits.finish();
 }
 
-fn decode_gorilla<W: Word>(input: &[u8], out: &mut [u8]) -> Result<(), String> {
+fn decode_gorilla<W: Word>(input: &[u8], rows: usize) -> Result<Vec<W>, String> {
     let field = W::BITS.trailing_zeros();
     let mut bits = BitReader::new(input);
     let mut prev = W::default();
     let mut window: Option<(u32, u32)> = None;
-    for (i, slot) in out.chunks_exact_mut(W::BYTES).enumerate() {
+    // Every value takes at least a bit: a corrupt count cannot over-allocate.
+    let mut values = Vec::with_capacity(rows.min(input.len() * 8));
+    for i in 0..rows {
         if i > 0 && bits.get64(1)? == 1 {
             let (lead, trail) = if bits.get64(1)? == 0 {
                 window.ok_or("gorilla block reuses a window it never set")?
@@ -503,9 +574,10 @@ fn decode_gorilla<W: Word>(input: &[u8], out: &mut [u8]) -> Result<(), String> {
         } else if i == 0 {
             prev = W::from_u128(bits.get(W::BITS)?);
         }
-        prev.store(slot);
+        values.push(prev);
     }
-    bits.finish()
+    bits.finish()?;
+    Ok(values)
 }
 
 /// Bits needed to hold `v`.
@@ -572,12 +644,15 @@ fn gcd(mut a: u128, mut b: u128) -> u128 {
     a
 }
 
-fn decode_t64<W: Word>(input: &[u8], kind: ValueKind, out: &mut [u8]) -> Result<(), String> {
+fn decode_t64<W: Word>(input: &[u8], kind: ValueKind, rows: usize) -> Result<Vec<W>, String> {
     let mut pos = 0;
-    // The last bytes of a frame, zero-padded (see `unpack_frame`).
-    let mut tail = Vec::with_capacity(16);
-    for frame in out.chunks_mut(T64_FRAME * W::BYTES) {
-        let n = frame.len() / W::BYTES;
+    // A frame header takes at least 2 bytes: a corrupt count cannot
+    // over-allocate.
+    let mut values = Vec::with_capacity(rows.min(input.len() / 2 * T64_FRAME));
+    let mut remaining = rows;
+    while remaining > 0 {
+        let n = remaining.min(T64_FRAME);
+        remaining -= n;
         if input.len() < pos + W::BYTES + 1 {
             return Err("t64 frame header truncated".into());
         }
@@ -596,50 +671,65 @@ fn decode_t64<W: Word>(input: &[u8], kind: ValueKind, out: &mut [u8]) -> Result<
             .get(pos..pos + len)
             .ok_or("t64 frame values truncated")?;
         pos += len;
-        let signed = kind == ValueKind::Signed;
-        if width <= 57 {
-            unpack_frame(packed, &mut tail, width, min, divisor, signed, frame);
-        } else {
+        // Adding the sign bit flips it: the signed flip folds into the base.
+        let base = match kind {
+            ValueKind::Signed => min.flip_sign(),
+            _ => min,
+        };
+        if width > 57 {
             let mut bits = BitReader::new(packed);
-            for slot in frame.chunks_exact_mut(W::BYTES) {
-                let v = min.add(W::from_u128(bits.get(width)?).mul(divisor));
-                let v = if signed { v.flip_sign() } else { v };
-                v.store(slot);
+            for _ in 0..n {
+                values.push(base.add(W::from_u128(bits.get(width)?).mul(divisor)));
             }
+        } else if divisor == W::from_u64(1) {
+            unpack_frame(packed, n, width, &mut values, |offset| {
+                base.add(W::from_u64(offset))
+            });
+        } else {
+            unpack_frame(packed, n, width, &mut values, |offset| {
+                base.add(W::from_u64(offset).mul(divisor))
+            });
         }
     }
-    expect_consumed(input, pos)
+    expect_consumed(input, pos)?;
+    Ok(values)
 }
 
-/// Unpacks one frame of `width` ≤ 57 bits a value: any such field lies
-/// within the 8 bytes starting at its first byte, so one load suffices.
-/// Only the last few values, whose 8 bytes would run past the frame, are
-/// read from a zero-padded copy (`tail`).
+/// Unpacks one frame of `n` offsets of `width` ≤ 57 bits and appends
+/// `value(offset)` for each. Any such field lies within the 8 bytes from its
+/// first byte, so one load reads it; the last few values, whose 8 bytes would
+/// run past the frame, are read from a zero-padded copy.
 #[inline]
 fn unpack_frame<W: Word>(
     packed: &[u8],
-    tail: &mut Vec<u8>,
+    n: usize,
     width: u32,
-    min: W,
-    divisor: W,
-    signed: bool,
-    frame: &mut [u8],
+    values: &mut Vec<W>,
+    value: impl Fn(u64) -> W,
 ) {
-    let mask = (1u64 << width) - 1;
-    let tail_start = packed.len().saturating_sub(8);
-    tail.clear();
-    tail.extend_from_slice(&packed[tail_start..]);
-    tail.resize(16, 0);
-    for (i, slot) in frame.chunks_exact_mut(W::BYTES).enumerate() {
-        let bit = i * width as usize;
-        let byte = bit / 8;
-        let bytes = match packed.get(byte..byte + 8) {
-            Some(b) => b,
-            None => &tail[byte - tail_start..byte - tail_start + 8],
-        };
-        let word = u64::from_le_bytes(bytes.try_into().unwrap());
-        let v = min.add(W::from_u128(u128::from((word >> (bit % 8)) & mask)).mul(divisor));
-        let v = if signed { v.flip_sign() } else { v };
-        v.store(slot);
+    if width == 0 {
+        values.extend(std::iter::repeat_n(value(0), n));
+        return;
     }
+    let width = width as usize;
+    let mask = (1u64 << width) - 1;
+    // Values whose 8-byte load stays inside `packed`.
+    let direct = match packed.len() {
+        len if len >= 8 => (((len - 7) * 8 - 1) / width + 1).min(n),
+        _ => 0,
+    };
+    values.extend((0..direct).map(|i| {
+        let bit = i * width;
+        let word = u64::from_le_bytes(packed[bit / 8..bit / 8 + 8].try_into().unwrap());
+        value((word >> (bit % 8)) & mask)
+    }));
+    let tail_start = packed.len().saturating_sub(8);
+    let mut tail = [0u8; 16];
+    tail[..packed.len() - tail_start].copy_from_slice(&packed[tail_start..]);
+    values.extend((direct..n).map(|i| {
+        let bit = i * width;
+        let at = bit / 8 - tail_start;
+        let word = u64::from_le_bytes(tail[at..at + 8].try_into().unwrap());
+        value((word >> (bit % 8)) & mask)
+    }));
 }

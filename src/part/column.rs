@@ -237,23 +237,10 @@ fn decode_values(
     kind: ValueKind,
     transforms: &[Transform],
 ) -> std::result::Result<Buffer, String> {
-    let kinds: Vec<ValueKind> = std::iter::once(kind)
-        .chain(transforms.iter().map(|t| t.output_kind()))
-        .collect();
-    let mut current: Option<MutableBuffer> = None;
-    for (i, t) in transforms.iter().enumerate().rev() {
-        if i + 1 < transforms.len() && !transforms[i].keeps_width() {
-            return Err(format!("'{t}' cannot precede another transform"));
-        }
-        let mut out = MutableBuffer::from_len_zeroed(rows * width);
-        let source = current.as_ref().map_or(input, |b| b.as_slice());
-        t.decode(source, width, kinds[i], out.as_slice_mut())
-            .map_err(|e| format!("{t}: {e}"))?;
-        current = Some(out);
+    if transforms.is_empty() {
+        return Ok(Buffer::from(input));
     }
-    Ok(current
-        .map(Buffer::from)
-        .unwrap_or_else(|| Buffer::from(input)))
+    crate::encoding::transform::decode_chain(transforms, input, rows, width, kind)
 }
 
 /// The byte length of each value of a variable-length array (0 for NULL).
@@ -470,27 +457,21 @@ fn decode_dictionary(
     let packed = bytes
         .get(indices_at..)
         .ok_or("dictionary indices truncated")?;
-    let indices: Vec<usize> = match width {
-        1 | 2 => {
-            if packed.len() < rows * width {
-                return Err("dictionary indices truncated".into());
-            }
-            (0..rows)
-                .map(|i| match width {
-                    1 => packed[i] as usize,
-                    _ => u16::from_le_bytes([packed[2 * i], packed[2 * i + 1]]) as usize,
-                })
-                .collect()
-        }
-        _ => {
-            let mut raw = vec![0u8; rows * 2];
-            Transform::T64
-                .decode(packed, 2, ValueKind::Unsigned, &mut raw)
-                .map_err(|e| format!("dictionary indices: {e}"))?;
-            raw.chunks_exact(2)
-                .map(|c| u16::from_le_bytes([c[0], c[1]]) as usize)
-                .collect()
-        }
+    let indices: Vec<u16> = match width {
+        1 => packed
+            .get(..rows)
+            .ok_or("dictionary indices truncated")?
+            .iter()
+            .map(|&i| u16::from(i))
+            .collect(),
+        2 => packed
+            .get(..rows * 2)
+            .ok_or("dictionary indices truncated")?
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect(),
+        _ => crate::encoding::transform::decode_t64_u16(packed, rows)
+            .map_err(|e| format!("dictionary indices: {e}"))?,
     };
     let text = matches!(
         data_type,
@@ -506,20 +487,24 @@ fn decode_dictionary(
     .add_buffer(payload.slice_with_length(entries_at, entry_bytes))
     .build()
     .map_err(|e| format!("invalid dictionary: {e}"))?;
-    let index = |i: usize| indices[i];
-    if let Some(bad) = (0..rows).map(index).find(|&i| i >= count) {
+    if let Some(&bad) = indices
+        .iter()
+        .max()
+        .filter(|&&max| usize::from(max) >= count)
+    {
         return Err(format!("dictionary index {bad} of {count} entries"));
     }
     if matches!(data_type, DataType::Utf8View | DataType::BinaryView) {
         return Ok(dictionary_views(
             &entries,
-            (0..rows).map(index),
+            &indices,
             payload.slice_with_length(entries_at, entry_bytes),
             nulls,
             text,
         ));
     }
-    let indices = arrow::array::UInt32Array::from_iter_values((0..rows).map(|i| index(i) as u32));
+    let indices =
+        arrow::array::UInt32Array::from_iter_values(indices.iter().map(|&i| u32::from(i)));
     let indices = arrow::array::UInt32Array::new(indices.values().clone(), nulls);
     let entries = make_array(entries);
     arrow::compute::take(&entries, &indices, None).map_err(|e| e.to_string())
@@ -529,7 +514,7 @@ fn decode_dictionary(
 /// entry, copied per row, and no value bytes copied at all.
 fn dictionary_views(
     entries: &ArrayData,
-    indices: impl Iterator<Item = usize>,
+    indices: &[u16],
     bytes: Buffer,
     nulls: Option<NullBuffer>,
     text: bool,
@@ -543,7 +528,10 @@ fn dictionary_views(
             make_view(&data[start..end], 0, start as u32)
         })
         .collect();
-    let views: ScalarBuffer<u128> = indices.map(|i| entry_views[i]).collect();
+    let views: ScalarBuffer<u128> = indices
+        .iter()
+        .map(|&i| entry_views[usize::from(i)])
+        .collect();
     // SAFETY: `entries` passed ArrayData validation (offsets in bounds and,
     // for text, UTF-8 between them), and every view is a copy of a view
     // made from one of those entries over the same bytes.

@@ -201,6 +201,12 @@ fn value_hashes(array: &ArrayRef) -> Result<Vec<u64>> {
     Ok(hashes)
 }
 
+fn distinct(mut hashes: Vec<u64>) -> Vec<u64> {
+    hashes.sort_unstable();
+    hashes.dedup();
+    hashes
+}
+
 /// Words of a string: maximal runs of letters and digits.
 pub fn tokens(text: &str) -> impl Iterator<Item = &str> {
     text.split(|c: char| !c.is_alphanumeric())
@@ -250,19 +256,21 @@ impl Block {
                 hashes.dedup();
                 Block::Set((hashes.len() <= limit).then_some(hashes))
             }
-            SkipKind::Bloom(p) => Block::bloom(&value_hashes(values)?, p),
-            SkipKind::TokenBloom(p) => Block::bloom(&token_hashes(values), p),
+            SkipKind::Bloom(p) => Block::bloom(distinct(value_hashes(values)?), p),
+            SkipKind::TokenBloom(p) => Block::bloom(distinct(token_hashes(values)), p),
         })
     }
 
-    fn bloom(hashes: &[u64], fpr: f64) -> Block {
+    /// A filter sized for `hashes`, which must be distinct: a value or
+    /// word repeated in every row must not grow it.
+    fn bloom(hashes: Vec<u64>, fpr: f64) -> Block {
         let n = hashes.len().max(1) as f64;
         let ln2 = std::f64::consts::LN_2;
         let bits = ((-n * fpr.ln()) / (ln2 * ln2)).ceil().max(64.0) as usize;
         let k = ((bits as f64 / n) * ln2).round().clamp(1.0, 16.0) as u32;
         let mut filter = vec![0u8; bits.div_ceil(8)];
         let m = (filter.len() * 8) as u64;
-        for &h in hashes {
+        for h in hashes {
             for i in 0..k {
                 let bit = probe(h, i, m);
                 filter[(bit / 8) as usize] |= 1 << (bit % 8);

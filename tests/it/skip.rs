@@ -190,3 +190,30 @@ async fn delete_and_update_read_less_with_a_skip_index() {
         read[0]
     );
 }
+
+/// A Bloom filter is sized by the distinct values (or words) of its block:
+/// a value repeated in every row costs what one value costs.
+#[test]
+fn bloom_filters_are_sized_by_distinct_values() {
+    let size = |spec: &str, values: Vec<&str>| {
+        let spec: SkipSpec = spec.parse().unwrap();
+        let array: ArrayRef = Arc::new(StringArray::from(values));
+        match Block::build(&spec, &array).unwrap() {
+            Block::Bloom { bits, .. } => bits.len(),
+            other => panic!("not a bloom filter: {other:?}"),
+        }
+    };
+    let one = size("bloom_filter(0.01)", vec!["a"]);
+    assert_eq!(size("bloom_filter(0.01)", vec!["a"; 8192]), one);
+    let words = size("tokenbf(0.01)", vec!["GET /api ok"]);
+    assert_eq!(size("tokenbf(0.01)", vec!["GET /api ok"; 8192]), words);
+    let distinct: Vec<String> = (0..1000).map(|i| format!("v{i}")).collect();
+    let many = size(
+        "bloom_filter(0.01)",
+        distinct.iter().map(String::as_str).collect(),
+    );
+    assert!(
+        many > 100 * one,
+        "1,000 distinct values: {many} bytes, one: {one}"
+    );
+}

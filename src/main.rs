@@ -28,12 +28,12 @@ use datafusion_cli::pool_type::PoolType;
 use datafusion_cli::print_options::PrintOptions;
 
 use cli::args::Args;
+use cli::exec;
 
 /// The allocator datafusion-cli uses: decoding allocates a buffer per
 /// granule and column, which the system allocator serves from fresh pages.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use cli::exec;
 
 #[tokio::main]
 async fn main() -> ExitCode {

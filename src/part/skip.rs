@@ -165,7 +165,7 @@ pub fn hash_scalar(value: &ScalarValue) -> Option<u64> {
     Some(match value {
         ScalarValue::Utf8(Some(s))
         | ScalarValue::LargeUtf8(Some(s))
-        | ScalarValue::Utf8View(Some(s)) => xxh64(s.as_bytes(), 0),
+        | ScalarValue::Utf8View(Some(s)) => hash_str(s),
         other => xxh64(other.to_string().as_bytes(), 0),
     })
 }
@@ -180,15 +180,19 @@ fn strings(array: &ArrayRef) -> Option<Box<dyn Iterator<Item = Option<&str>> + '
     }
 }
 
+fn hash_str(s: &str) -> u64 {
+    xxh64(s.as_bytes(), 0)
+}
+
 /// The hash of one word, as `tokenbf` indexes it.
 pub fn hash_token(word: &str) -> u64 {
-    xxh64(word.as_bytes(), 0)
+    hash_str(word)
 }
 
 /// Hashes of the non-null values of `array`.
 fn value_hashes(array: &ArrayRef) -> Result<Vec<u64>> {
     if let Some(strings) = strings(array) {
-        return Ok(strings.flatten().map(|s| xxh64(s.as_bytes(), 0)).collect());
+        return Ok(strings.flatten().map(hash_str).collect());
     }
     let mut hashes = Vec::with_capacity(array.len());
     for i in 0..array.len() {
@@ -201,6 +205,7 @@ fn value_hashes(array: &ArrayRef) -> Result<Vec<u64>> {
     Ok(hashes)
 }
 
+/// Sorted, without repeats.
 fn distinct(mut hashes: Vec<u64>) -> Vec<u64> {
     hashes.sort_unstable();
     hashes.dedup();
@@ -214,19 +219,12 @@ pub fn tokens(text: &str) -> impl Iterator<Item = &str> {
 }
 
 fn token_hashes(array: &ArrayRef) -> Vec<u64> {
-    let strings: Box<dyn Iterator<Item = Option<&str>>> = match array.data_type() {
-        DataType::Utf8 => Box::new(array.as_string::<i32>().iter()),
-        DataType::LargeUtf8 => Box::new(array.as_string::<i64>().iter()),
-        DataType::Utf8View => Box::new(array.as_string_view().iter()),
-        _ => Box::new(std::iter::empty()),
-    };
-    strings
+    strings(array)
+        .into_iter()
         .flatten()
-        .flat_map(|s| {
-            tokens(s)
-                .map(|t| xxh64(t.as_bytes(), 0))
-                .collect::<Vec<_>>()
-        })
+        .flatten()
+        .flat_map(tokens)
+        .map(hash_token)
         .collect()
 }
 
@@ -251,9 +249,7 @@ impl Block {
                 ));
             }
             SkipKind::Set(limit) => {
-                let mut hashes = value_hashes(values)?;
-                hashes.sort_unstable();
-                hashes.dedup();
+                let hashes = distinct(value_hashes(values)?);
                 Block::Set((hashes.len() <= limit).then_some(hashes))
             }
             SkipKind::Bloom(p) => Block::bloom(distinct(value_hashes(values)?), p),

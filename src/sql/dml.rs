@@ -15,7 +15,7 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType};
 
-use super::plan::{PruneCounts, Pruners};
+use super::plan::{PruneCounts, Pruners, with_types};
 use crate::error::Error;
 use crate::part::PartIndex;
 use crate::part::skip::SkipIndex;
@@ -55,7 +55,7 @@ impl RowMatcher for ExprMatcher {
     ) -> crate::Result<Vec<bool>> {
         let mut counts = PruneCounts::default();
         let mut keep = self.pruners.keep_granules(part, &mut counts).map_err(df)?;
-        let indexes = self.pruners.typed(&self.schema, skip);
+        let indexes = with_types(&self.schema, skip);
         self.pruners.apply_skip_indexes(&indexes, &mut keep);
         Ok(keep)
     }

@@ -67,6 +67,20 @@ pub struct Pruners {
 /// The skip indexes loaded for one part: column, its type, the index.
 pub type PartSkipIndexes = Vec<(String, DataType, Arc<SkipIndex>)>;
 
+/// Pairs loaded skip indexes with their column's type in `schema`.
+pub fn with_types(
+    schema: &arrow::datatypes::Schema,
+    found: Vec<(String, Arc<SkipIndex>)>,
+) -> PartSkipIndexes {
+    found
+        .into_iter()
+        .filter_map(|(column, index)| {
+            let data_type = schema.field_with_name(&column).ok()?.data_type().clone();
+            Some((column, data_type, index))
+        })
+        .collect()
+}
+
 impl Pruners {
     /// The columns the filters mention: those whose skip indexes may help.
     pub fn filter_columns(&self) -> Vec<String> {
@@ -78,21 +92,6 @@ impl Pruners {
         columns.sort();
         columns.dedup();
         columns
-    }
-
-    /// Pairs loaded skip indexes with their column's type in `schema`.
-    pub fn typed(
-        &self,
-        schema: &arrow::datatypes::Schema,
-        found: Vec<(String, Arc<SkipIndex>)>,
-    ) -> PartSkipIndexes {
-        found
-            .into_iter()
-            .filter_map(|(column, index)| {
-                let data_type = schema.field_with_name(&column).ok()?.data_type().clone();
-                Some((column, data_type, index))
-            })
-            .collect()
     }
 
     /// Which granules of `part` may hold matching rows; counts what each

@@ -23,7 +23,7 @@ use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 
 use super::config::DiagonConfig;
 use super::dml::{ExprMatcher, Mutation, MutationSink};
-use super::plan::{PartSkipIndexes, Pruners, ScanPlan, split_tasks};
+use super::plan::{PartSkipIndexes, Pruners, ScanPlan, split_tasks, with_types};
 use super::scan::DiagonSource;
 use super::sink::DiagonSink;
 use crate::table::Table;
@@ -85,7 +85,7 @@ impl DiagonTableProvider {
         }
         for part in parts {
             let found = self.table.skip_indexes_on(part, &columns).await?;
-            let indexes = pruners.typed(&self.schema, found);
+            let indexes = with_types(&self.schema, found);
             if !indexes.is_empty() {
                 loaded.insert(part.meta.name.clone(), indexes);
             }

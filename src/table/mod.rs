@@ -57,11 +57,11 @@ pub struct Table {
     storage: Storage,
     current: RwLock<Arc<Snapshot>>,
     /// Part indexes are immutable, so a loaded one serves every later query.
-    pub(crate) part_cache: Mutex<HashMap<String, Arc<PartIndex>>>,
+    part_cache: Mutex<HashMap<String, Arc<PartIndex>>>,
     /// Deletion masks by file path; also immutable.
-    pub(crate) mask_cache: Mutex<HashMap<String, Arc<BooleanBuffer>>>,
+    mask_cache: Mutex<HashMap<String, Arc<BooleanBuffer>>>,
     /// Skip indexes by file path.
-    pub(crate) skip_cache: Mutex<HashMap<String, Arc<crate::part::skip::SkipIndex>>>,
+    skip_cache: Mutex<HashMap<String, Arc<crate::part::skip::SkipIndex>>>,
     /// Versions readers of this process are using.
     pins: gc::Pins,
     /// Files replaced by commits of this process, awaiting their readers.
@@ -286,7 +286,7 @@ impl Table {
 
     /// The skip index `meta` of `part`, loaded once; `None` when its
     /// declaration is not one this build reads.
-    pub async fn skip_index(
+    async fn skip_index(
         &self,
         part: &PartIndex,
         meta: &crate::part::index::SkipIndexMeta,

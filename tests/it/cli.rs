@@ -90,86 +90,50 @@ fn a_bad_option_is_an_error_naming_it() {
 fn a_data_dir_keeps_tables_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let data = data.to_str().unwrap();
-    let (ok, out) = diagon(
-        dir.path(),
-        &[
+    // One CLI process per call, each `-c` a statement, CSV output.
+    let session = |statements: &[&str]| {
+        let mut args = vec![
             "-q",
             "--format",
             "csv",
             "--data-dir",
-            data,
-            "-c",
-            "CREATE TABLE t (id INT, s VARCHAR)",
-            "-c",
-            "INSERT INTO t VALUES (1, 'a'), (2, 'b')",
-            "-c",
-            "CREATE SCHEMA s2",
-            "-c",
-            "CREATE TABLE s2.u AS SELECT id * 10 AS x FROM t",
-        ],
-    );
+            data.to_str().unwrap(),
+        ];
+        for statement in statements {
+            args.extend(["-c", statement]);
+        }
+        diagon(dir.path(), &args)
+    };
+    let (ok, out) = session(&[
+        "CREATE TABLE t (id INT, s VARCHAR)",
+        "INSERT INTO t VALUES (1, 'a'), (2, 'b')",
+        "CREATE SCHEMA s2",
+        "CREATE TABLE s2.u AS SELECT id * 10 AS x FROM t",
+    ]);
     assert!(ok, "{out}");
-    let (ok, out) = diagon(
-        dir.path(),
-        &[
-            "-q",
-            "--format",
-            "csv",
-            "--data-dir",
-            data,
-            "-c",
-            "SELECT sum(id), string_agg(s, '') FROM t",
-            "-c",
-            "SELECT sum(x) FROM s2.u",
-            "-c",
-            "DROP TABLE s2.u",
-            "-c",
-            "CREATE OR REPLACE TABLE t AS SELECT id + 10 AS id, s FROM t",
-        ],
-    );
+    let (ok, out) = session(&[
+        "SELECT sum(id), string_agg(s, '') FROM t",
+        "SELECT sum(x) FROM s2.u",
+        "DROP TABLE s2.u",
+        "CREATE OR REPLACE TABLE t AS SELECT id + 10 AS id, s FROM t",
+    ]);
     assert!(ok, "{out}");
     assert!(out.contains("3,ab"), "rows of t after a restart: {out}");
     assert!(out.contains("30"), "rows of s2.u after a restart: {out}");
     // The replaced table's files are gone; only the new one remains.
-    let incarnations: Vec<_> = std::fs::read_dir(dir.path().join("data/public/t"))
+    let incarnations: Vec<_> = std::fs::read_dir(data.join("public/t"))
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(incarnations.len(), 1, "{incarnations:?}");
-    let (ok, out) = diagon(
-        dir.path(),
-        &[
-            "-q",
-            "--format",
-            "csv",
-            "--data-dir",
-            data,
-            "-c",
-            "SELECT * FROM s2.u",
-        ],
-    );
+    let (ok, out) = session(&["SELECT * FROM s2.u"]);
     assert!(
         !ok || out.contains("not found"),
         "dropped table still there: {out}"
     );
-    let (ok, out) = diagon(
-        dir.path(),
-        &[
-            "-q",
-            "--format",
-            "csv",
-            "--data-dir",
-            data,
-            "-c",
-            "SELECT sum(id) FROM t",
-        ],
-    );
+    let (ok, out) = session(&["SELECT sum(id) FROM t"]);
     assert!(ok && out.contains("23"), "t replaced by itself: {out}");
-    assert!(
-        !dir.path().join("data/s2/u").exists(),
-        "dropped table's files remain"
-    );
+    assert!(!data.join("s2/u").exists(), "dropped table's files remain");
     // Without --data-dir the CLI is datafusion-cli: nothing persists.
     let (ok, out) = diagon(dir.path(), &["-q", "-c", "SELECT * FROM t"]);
     assert!(!ok || out.contains("not found"), "{out}");

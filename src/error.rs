@@ -1,5 +1,5 @@
 //! One error type for the storage layers; the SQL glue converts it into
-//! `DataFusionError` at the boundary.
+//! `DataFusionError` at the boundary (`sql::mod`).
 
 use std::fmt;
 
@@ -19,10 +19,12 @@ pub enum Error {
     CommitConflict { table: String, version: u64 },
     /// The table directory holds no diagon table (or one already exists).
     Table(String),
-    /// The object store failed.
+    /// A file that should exist does not.
+    NotFound { path: String },
+    /// The storage backend failed (I/O, network, the object store).
     Store {
         path: String,
-        source: object_store::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// An Arrow kernel failed.
     Arrow(arrow::error::ArrowError),
@@ -64,6 +66,26 @@ impl Error {
         }
     }
 
+    /// True when the error, under any context, says a file does not exist.
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            Error::NotFound { .. } => true,
+            Error::Context { source, .. } => source.is_not_found(),
+            _ => false,
+        }
+    }
+
+    /// A storage failure at `path`.
+    pub fn store(
+        path: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Error::Store {
+            path: path.into(),
+            source: source.into(),
+        }
+    }
+
     /// True when the error, under any context, is a lost commit race.
     pub fn is_conflict(&self) -> bool {
         match self {
@@ -89,6 +111,7 @@ impl fmt::Display for Error {
                 "commit conflict on table '{table}': version {version} was committed by another writer"
             ),
             Error::Table(msg) => write!(f, "{msg}"),
+            Error::NotFound { path } => write!(f, "'{path}' does not exist"),
             Error::Store { path, source } => write!(f, "storage error at '{path}': {source}"),
             Error::Arrow(e) => write!(f, "{e}"),
             Error::Context { context, source } => write!(f, "{context}: {source}"),
@@ -99,7 +122,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Store { source, .. } => Some(source),
+            Error::Store { source, .. } => Some(source.as_ref()),
             Error::Arrow(e) => Some(e),
             Error::Context { source, .. } => Some(source.as_ref()),
             _ => None,
@@ -110,11 +133,5 @@ impl std::error::Error for Error {
 impl From<arrow::error::ArrowError> for Error {
     fn from(e: arrow::error::ArrowError) -> Self {
         Error::Arrow(e)
-    }
-}
-
-impl From<Error> for datafusion::error::DataFusionError {
-    fn from(e: Error) -> Self {
-        datafusion::error::DataFusionError::External(Box::new(e))
     }
 }

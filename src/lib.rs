@@ -12,6 +12,7 @@ pub mod error;
 pub mod part;
 pub mod sql;
 pub mod storage;
+pub(crate) mod sync;
 pub mod table;
 
 pub use datafusion;

@@ -66,7 +66,11 @@ pub fn decode_block(bytes: &[u8]) -> std::result::Result<(Buffer, usize), String
     }
     let codec = Codec::from_id(bytes[0], bytes[1] as i8)
         .ok_or_else(|| format!("unknown codec id {}", bytes[0]))?;
+    let payload = &bytes[BLOCK_HEADER_LEN..end];
+    // The header's length is only believed as far as the codec allows, so a
+    // damaged or crafted header cannot make the reader allocate gigabytes.
+    codec.check_uncompressed_len(payload, uncompressed)?;
     let mut out = MutableBuffer::from_len_zeroed(uncompressed);
-    codec.decompress(&bytes[BLOCK_HEADER_LEN..end], out.as_slice_mut())?;
+    codec.decompress(payload, out.as_slice_mut())?;
     Ok((out.into(), end))
 }

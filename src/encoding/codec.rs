@@ -7,9 +7,9 @@ use std::str::FromStr;
 
 use arrow::datatypes::DataType;
 
+use super::layout::{Layout, layout_of};
 use super::transform::{Transform, ValueKind};
 use crate::error::{Error, Result};
-use crate::part::column::{Layout, layout_of};
 
 thread_local! {
     static ZSTD_CONTEXT: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
@@ -86,6 +86,33 @@ impl Codec {
             }
         }
         Ok(())
+    }
+
+    /// Checks that `input`, compressed with this codec, can decompress to
+    /// `len` bytes: what `none` stores is the data; LZ4 expands at most 255
+    /// times; a zstd frame records its content size.
+    pub fn check_uncompressed_len(
+        self,
+        input: &[u8],
+        len: usize,
+    ) -> std::result::Result<(), String> {
+        let fits = match self {
+            Codec::None => input.len() == len,
+            Codec::Lz4 | Codec::Auto => len <= input.len().saturating_mul(255).saturating_add(16),
+            Codec::Zstd(_) => {
+                zstd::zstd_safe::get_frame_content_size(input)
+                    .ok()
+                    .flatten()
+                    == Some(len as u64)
+            }
+        };
+        match fits {
+            true => Ok(()),
+            false => Err(format!(
+                "block claims {len} bytes uncompressed, which its {} compressed bytes cannot hold",
+                input.len()
+            )),
+        }
     }
 
     /// Decompresses `input` into `out`, which has exactly the uncompressed length.

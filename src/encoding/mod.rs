@@ -5,9 +5,11 @@
 pub mod block;
 pub mod codec;
 pub mod envelope;
+pub mod layout;
 pub mod transform;
 
 pub use block::{BLOCK_HEADER_LEN, decode_block, encode_block};
 pub use codec::{Codec, CodecChain};
 pub use envelope::{ENVELOPE_FOOTER_LEN, ENVELOPE_HEADER_LEN, FileKind};
+pub use layout::{Layout, layout_of};
 pub use transform::{Transform, ValueKind};

@@ -29,13 +29,18 @@ use arrow::array::{
 };
 use arrow::buffer::ScalarBuffer;
 use arrow::buffer::{BooleanBuffer, Buffer, MutableBuffer, NullBuffer};
-use arrow::datatypes::{DataType, TimeUnit};
+use arrow::datatypes::DataType;
 
 use crate::encoding::codec::{MAX_TRANSFORMS, value_kind};
 use crate::encoding::{Transform, ValueKind};
 use crate::error::{Error, Result};
 
 const HEADER_LEN: usize = 16;
+
+/// Rows a granule may hold at most (the largest `granularity`). A block
+/// header claiming more is damaged, and is rejected before its rows size
+/// any allocation.
+pub const MAX_GRANULE_ROWS: usize = 1 << 20;
 const LAYOUT_FIXED: u32 = 0;
 const LAYOUT_BOOLEAN: u32 = 1;
 /// Varlen with offsets (format v1 writers); still read.
@@ -53,30 +58,7 @@ const DICT_INDEX_PACKED: u32 = 3;
 /// most this fraction of the plain layout.
 const DICT_MAX_FRACTION: f64 = 0.5;
 
-/// How a type's values are stored; `None` for types diagon does not store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Layout {
-    Fixed(usize),
-    Boolean,
-    VarLen,
-}
-
-/// The layout of `data_type`, or `None` if this format version cannot store it.
-pub fn layout_of(data_type: &DataType) -> Option<Layout> {
-    use DataType::*;
-    Some(match data_type {
-        Boolean => Layout::Boolean,
-        Int8 | UInt8 => Layout::Fixed(1),
-        Int16 | UInt16 | Float16 => Layout::Fixed(2),
-        Int32 | UInt32 | Float32 | Date32 => Layout::Fixed(4),
-        Time32(TimeUnit::Second | TimeUnit::Millisecond) => Layout::Fixed(4),
-        Int64 | UInt64 | Float64 | Date64 | Timestamp(_, _) | Duration(_) => Layout::Fixed(8),
-        Time64(TimeUnit::Microsecond | TimeUnit::Nanosecond) => Layout::Fixed(8),
-        Decimal128(_, _) => Layout::Fixed(16),
-        Utf8 | LargeUtf8 | Utf8View | Binary | LargeBinary | BinaryView => Layout::VarLen,
-        _ => return None,
-    })
-}
+pub use crate::encoding::layout::{Layout, layout_of};
 
 fn pad16(n: usize) -> usize {
     n.div_ceil(16) * 16
@@ -318,6 +300,11 @@ pub fn decode(payload: &Buffer, data_type: &DataType) -> std::result::Result<Arr
     }
     let word = |i: usize| u32::from_le_bytes(bytes[i * 4..i * 4 + 4].try_into().unwrap()) as usize;
     let (rows, null_count, validity_len, layout_word) = (word(0), word(1), word(2), word(3) as u32);
+    if rows > MAX_GRANULE_ROWS {
+        return Err(format!(
+            "block claims {rows} rows; a granule holds at most {MAX_GRANULE_ROWS}"
+        ));
+    }
     let layout_id = layout_word & 0xff;
     let transforms = layout_word
         .to_le_bytes()
@@ -344,7 +331,7 @@ pub fn decode(payload: &Buffer, data_type: &DataType) -> std::result::Result<Arr
             return Err("validity bitmap truncated".into());
         }
         let bits = BooleanBuffer::new(payload.slice_with_length(pos, validity_len), 0, rows);
-        pos = pad16(pos + validity_len);
+        pos = pad16(pos + validity_len).min(bytes.len());
         let nulls = NullBuffer::new(bits);
         if nulls.null_count() != null_count {
             return Err("null count does not match validity bitmap".into());

@@ -122,6 +122,12 @@ impl PartIndex {
         let mut starts = Vec::with_capacity(granules.num_rows() + 1);
         let mut at = 0u64;
         for rows in granule_rows(&granules)?.values() {
+            if *rows as usize > crate::part::column::MAX_GRANULE_ROWS {
+                return Err(Error::Schema(format!(
+                    "part '{}' has a granule of {rows} rows",
+                    meta.name
+                )));
+            }
             starts.push(at);
             at += u64::from(*rows);
         }
@@ -279,9 +285,10 @@ impl PartIndex {
                 "invalid file name '{bad}' in part metadata"
             )));
         }
-        let mut reader =
-            arrow::ipc::reader::StreamReader::try_new(Cursor::new(&body[4 + json_len..]), None)
-                .map_err(|e| corrupt(format!("bad granule table: {e}")))?;
+        let stream = &body[4 + json_len..];
+        check_ipc_lengths(stream).map_err(|e| corrupt(format!("bad granule table: {e}")))?;
+        let mut reader = arrow::ipc::reader::StreamReader::try_new(Cursor::new(stream), None)
+            .map_err(|e| corrupt(format!("bad granule table: {e}")))?;
         let granules = reader
             .next()
             .ok_or_else(|| corrupt("granule table missing".into()))?
@@ -317,7 +324,10 @@ impl PartIndex {
         for (c, column) in self.meta.columns.iter().enumerate() {
             if column.data_start < header
                 || column.data_start > column.data_end
-                || column.data_end + footer > column.file_len
+                || column
+                    .data_end
+                    .checked_add(footer)
+                    .is_none_or(|end| end > column.file_len)
             {
                 return Err(format!(
                     "column '{}': data range and file length disagree",
@@ -343,6 +353,43 @@ impl PartIndex {
             }
         }
         Ok(())
+    }
+}
+
+/// Checks that every message of an Arrow IPC stream lies inside `stream`
+/// before the IPC reader, which allocates what a message's header claims,
+/// sees it.
+fn check_ipc_lengths(stream: &[u8]) -> std::result::Result<(), String> {
+    let mut pos = 0usize;
+    let word = |at: usize| -> std::result::Result<u32, String> {
+        stream
+            .get(at..at + 4)
+            .map(|w| u32::from_le_bytes(w.try_into().unwrap()))
+            .ok_or_else(|| "stream truncated".to_string())
+    };
+    loop {
+        let mut len = word(pos)?;
+        pos += 4;
+        if len == 0xFFFF_FFFF {
+            len = word(pos)?;
+            pos += 4;
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        let header = stream
+            .get(pos..pos + len as usize)
+            .ok_or("message header runs past the end")?;
+        let message = arrow::ipc::root_as_message(header).map_err(|e| e.to_string())?;
+        let body = usize::try_from(message.bodyLength()).map_err(|_| "negative body length")?;
+        pos += len as usize;
+        if body > stream.len() - pos {
+            return Err(format!(
+                "message body of {body} bytes runs past the end ({} left)",
+                stream.len() - pos
+            ));
+        }
+        pos += body;
     }
 }
 

@@ -29,10 +29,7 @@ pub struct ReadStats {
 pub async fn read_index(storage: &Storage, part: &str) -> Result<PartIndex> {
     let name = format!("{}/{INDEX_FILE}", part_dir(part));
     let bytes = storage.get(&name).await.map_err(|e| match e {
-        Error::Store {
-            source: object_store::Error::NotFound { .. },
-            ..
-        } => Error::corrupt(storage.location(&name), "index file is missing"),
+        Error::NotFound { path } => Error::corrupt(path, "index file is missing"),
         other => other,
     })?;
     let index = PartIndex::decode(&storage.location(&name), &bytes)?;

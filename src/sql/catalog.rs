@@ -88,13 +88,13 @@ fn check_name(kind: &str, name: &str) -> Result<()> {
 
 impl CatalogProvider for DiagonCatalog {
     fn schema_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.schemas.read().expect("lock").keys().cloned().collect();
+        let mut names: Vec<String> = crate::sync::read(&self.schemas).keys().cloned().collect();
         names.sort();
         names
     }
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
-        let schemas = self.schemas.read().expect("lock");
+        let schemas = crate::sync::read(&self.schemas);
         schemas
             .get(name)
             .map(|s| s.clone() as Arc<dyn SchemaProvider>)
@@ -109,11 +109,7 @@ impl CatalogProvider for DiagonCatalog {
         let dir = self.root.join(name);
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
         let schema = Arc::new(DiagonSchema::new(dir));
-        let previous = self
-            .schemas
-            .write()
-            .expect("lock")
-            .insert(name.to_string(), schema);
+        let previous = crate::sync::write(&self.schemas).insert(name.to_string(), schema);
         Ok(previous.map(|s| s as Arc<dyn SchemaProvider>))
     }
 
@@ -122,7 +118,7 @@ impl CatalogProvider for DiagonCatalog {
         name: &str,
         cascade: bool,
     ) -> Result<Option<Arc<dyn SchemaProvider>>> {
-        let Some(schema) = self.schemas.read().expect("lock").get(name).cloned() else {
+        let Some(schema) = crate::sync::read(&self.schemas).get(name).cloned() else {
             return Ok(None);
         };
         let tables = schema.table_names();
@@ -136,7 +132,7 @@ impl CatalogProvider for DiagonCatalog {
             schema.deregister_table(&table)?;
         }
         std::fs::remove_dir_all(&schema.dir).map_err(|e| io(&schema.dir, e))?;
-        self.schemas.write().expect("lock").remove(name);
+        crate::sync::write(&self.schemas).remove(name);
         Ok(Some(schema))
     }
 }
@@ -271,7 +267,7 @@ where
 #[async_trait]
 impl SchemaProvider for DiagonSchema {
     fn table_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.tables.read().expect("lock").keys().cloned().collect();
+        let mut names: Vec<String> = crate::sync::read(&self.tables).keys().cloned().collect();
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().to_string();
@@ -285,7 +281,7 @@ impl SchemaProvider for DiagonSchema {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        if let Some(table) = self.tables.read().expect("lock").get(name) {
+        if let Some(table) = crate::sync::read(&self.tables).get(name) {
             return Ok(Some(table.clone()));
         }
         let Some(dir) = self.live_dir(name) else {
@@ -295,7 +291,7 @@ impl SchemaProvider for DiagonSchema {
             return Ok(None);
         };
         let provider: Arc<dyn TableProvider> = Arc::new(DiagonTableProvider::new(table));
-        let mut tables = self.tables.write().expect("lock");
+        let mut tables = crate::sync::write(&self.tables);
         Ok(Some(
             tables.entry(name.to_string()).or_insert(provider).clone(),
         ))
@@ -318,12 +314,12 @@ impl SchemaProvider for DiagonSchema {
             }
             None => table,
         };
-        self.tables.write().expect("lock").insert(name, provider);
+        crate::sync::write(&self.tables).insert(name, provider);
         Ok(None)
     }
 
     fn deregister_table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        let registered = self.tables.write().expect("lock").remove(name);
+        let registered = crate::sync::write(&self.tables).remove(name);
         let Some(dir) = self.live_dir(name) else {
             return Ok(registered);
         };
@@ -351,7 +347,7 @@ impl SchemaProvider for DiagonSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.tables.read().expect("lock").contains_key(name) || self.live_dir(name).is_some()
+        crate::sync::read(&self.tables).contains_key(name) || self.live_dir(name).is_some()
     }
 }
 

@@ -28,15 +28,15 @@ pub struct DiagonTableFactory;
 /// object-store registry.
 pub fn resolve_storage(state: &dyn Session, location: &str) -> Result<Storage> {
     let url = ListingTableUrl::parse(location)?;
+    // Local directories get the local backend (pread, fsync); anything else
+    // goes through the object store the session registered for the URL.
+    if url.scheme() == "file"
+        && let Ok(dir) = AsRef::<url::Url>::as_ref(&url).to_file_path()
+    {
+        return Ok(Storage::local(&dir)?);
+    }
     let store = state.runtime_env().object_store(url.object_store())?;
-    let storage = Storage::new(store, url.prefix().clone(), url.as_str());
-    Ok(match url.scheme() {
-        "file" => match AsRef::<url::Url>::as_ref(&url).to_file_path() {
-            Ok(dir) => storage.with_local_dir(dir),
-            Err(()) => storage,
-        },
-        _ => storage,
-    })
+    Ok(Storage::new(store, url.prefix().clone(), url.as_str()))
 }
 
 /// The table's own options, with DataFusion's `format.` prefix removed.

@@ -22,6 +22,13 @@ pub use config::DiagonConfig;
 pub use factory::DiagonTableFactory;
 pub use provider::DiagonTableProvider;
 
+/// diagon's errors cross into DataFusion here, at the glue, and nowhere else.
+impl From<crate::error::Error> for datafusion::error::DataFusionError {
+    fn from(e: crate::error::Error) -> Self {
+        datafusion::error::DataFusionError::External(Box::new(e))
+    }
+}
+
 /// The name after `STORED AS`.
 pub const FORMAT_NAME: &str = "DIAGON";
 

@@ -312,21 +312,12 @@ impl DataSource for DiagonSource {
                 }
             },
             Some(i) => {
-                let cached = cache
-                    .partitions
-                    .lock()
-                    .expect("stats lock")
-                    .get(&i)
-                    .cloned();
+                let cached = crate::sync::lock(&cache.partitions).get(&i).cloned();
                 match cached {
                     Some(stats) => stats,
                     None => {
                         let stats = self.unlimited_statistics(Some(i))?;
-                        cache
-                            .partitions
-                            .lock()
-                            .expect("stats lock")
-                            .insert(i, stats.clone());
+                        crate::sync::lock(&cache.partitions).insert(i, stats.clone());
                         stats
                     }
                 }

@@ -1,32 +1,36 @@
-//! One object-store-shaped interface for everything diagon reads and writes.
+//! Every byte diagon reads or writes goes through [`Storage`].
 //!
-//! A table lives under a root path of an [`ObjectStore`]: the local file
-//! system, memory (tests), or any store registered with the session (S3, GCS,
-//! Azure). Paths inside the table are relative names such as
-//! `parts/p_…/index.dgi`; every error names the full location.
+//! A [`Backend`] is a flat namespace of immutable files: the local file
+//! system ([`local`]: `pread`, fsync), any `object_store` store ([`object`]:
+//! S3, GCS, Azure, ...) or memory ([`memory`], for tests). Decorators wrap
+//! any backend and are backends themselves: a read-through cache bounded in
+//! bytes ([`cache::CachedBackend`]) and fault injection ([`fault`]). A
+//! [`Storage`] is a handle on one directory of a backend (a table, or a
+//! catalog of tables); paths inside it are relative names such as
+//! `parts/p_…/index.dgi`, and every error names the full location.
+//!
+//! Files are written once under fresh names and never modified; the only
+//! names written twice are the commit log's (create-if-absent, exactly one
+//! writer wins) and pointers that are hints (`_log/_last_checkpoint`).
 
+pub mod cache;
+pub mod fault;
+pub mod local;
+pub mod memory;
+pub mod object;
+
+use std::fmt;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use bytes::Bytes;
-use futures::TryStreamExt;
-use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 use crate::error::{Error, Result};
 
-/// A table's directory in an object store.
-#[derive(Debug, Clone)]
-pub struct Storage {
-    store: Arc<dyn ObjectStore>,
-    root: Path,
-    /// How the root is shown in messages, e.g. `file:///data/docs`.
-    display: String,
-    /// The root as a local directory, when the store is the local file
-    /// system: writes are then made durable with fsync before a commit.
-    local_dir: Option<PathBuf>,
-}
+pub use cache::{Cache, CachedBackend};
+pub use fault::{FaultInjection, Faults, Strike};
 
 /// Whether `name` can name a file or directory inside a table: one path
 /// segment, never `.` or `..`. Names read from table files are checked with
@@ -35,60 +39,162 @@ pub fn is_plain_name(name: &str) -> bool {
     !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0'])
 }
 
-/// A file found by [`Storage::list`].
+/// A file found by a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileInfo {
-    /// Path relative to the table root.
+    /// Path relative to the directory listed from (the storage's root).
     pub name: String,
     pub size: u64,
     /// Milliseconds since the Unix epoch.
     pub modified_ms: i64,
 }
 
+/// The immediate children of a directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DirListing {
+    /// Names of subdirectories (one segment each).
+    pub dirs: Vec<String>,
+    /// Names of files (one segment each).
+    pub files: Vec<String>,
+}
+
+/// A file being written in pieces (a part's column file, which may be far
+/// larger than memory should hold). Nothing is visible under its name
+/// until [`FileWriter::finish`]; dropping the writer abandons the file.
+#[async_trait]
+pub trait FileWriter: Send {
+    /// Appends `bytes`.
+    async fn write(&mut self, bytes: Bytes) -> Result<()>;
+    /// Completes the file; returns its length.
+    async fn finish(self: Box<Self>) -> Result<u64>;
+}
+
+/// A flat namespace of immutable files. Paths are `/`-separated and
+/// relative to the backend's root; errors name the full location.
+#[async_trait]
+pub trait Backend: fmt::Debug + Send + Sync {
+    /// The root as shown in messages, e.g. `/data/docs` or `s3://bucket/docs`.
+    fn describe(&self) -> &str;
+
+    /// Reads a whole file. A missing file is [`Error::NotFound`].
+    async fn get(&self, path: &str) -> Result<Bytes>;
+
+    /// Reads exactly `range` of a file. A missing file is
+    /// [`Error::NotFound`]; a file shorter than the range is corrupt.
+    async fn get_range(&self, path: &str, range: Range<u64>) -> Result<Bytes>;
+
+    /// The length of a file, or `None` if it does not exist.
+    async fn size(&self, path: &str) -> Result<Option<u64>>;
+
+    /// Writes a whole file, replacing any file of that name atomically.
+    async fn put(&self, path: &str, bytes: Bytes) -> Result<()>;
+
+    /// Starts writing a file in pieces.
+    async fn create(&self, path: &str) -> Result<Box<dyn FileWriter>>;
+
+    /// Writes a file only if no file of that name exists; `false` when
+    /// another writer got there first. The commit point of the log.
+    async fn put_if_absent(&self, path: &str, bytes: Bytes) -> Result<bool>;
+
+    /// Makes written files and the directories naming them durable
+    /// (object stores are durable once a write returns).
+    async fn sync(&self, paths: &[String]) -> Result<()>;
+
+    /// Deletes a file; a file already gone is not an error.
+    async fn delete(&self, path: &str) -> Result<()>;
+
+    /// Every file under directory `dir`, recursively, named relative to
+    /// the backend's root.
+    async fn list(&self, dir: &str) -> Result<Vec<FileInfo>>;
+
+    /// The immediate children of directory `dir`.
+    async fn list_dir(&self, dir: &str) -> Result<DirListing>;
+
+    /// Removes directory `dir` if it is empty (a no-op where directories
+    /// are implicit).
+    async fn remove_dir(&self, dir: &str) -> Result<()>;
+
+    /// The local directory of the root, for a backend on the local file
+    /// system (decorators pass it through).
+    fn local_root(&self) -> Option<&std::path::Path> {
+        None
+    }
+}
+
+/// A directory of a backend: a table's, or a catalog's.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    backend: Arc<dyn Backend>,
+    /// This directory inside the backend: empty, or ending in `/`.
+    prefix: String,
+    /// How the directory is shown in messages.
+    display: String,
+}
+
 impl Storage {
-    pub fn new(store: Arc<dyn ObjectStore>, root: Path, display: impl Into<String>) -> Self {
+    /// Storage over `backend`'s root.
+    pub fn from_backend(backend: Arc<dyn Backend>) -> Self {
+        let display = backend.describe().to_string();
         Storage {
-            store,
-            root,
-            display: display.into(),
-            local_dir: None,
+            backend,
+            prefix: String::new(),
+            display,
         }
     }
 
-    /// Storage rooted at the local directory `dir` (fsynced writes, `pread`
-    /// reads).
-    pub fn local(dir: &std::path::Path) -> Result<Self> {
-        let path = Path::from_filesystem_path(dir).map_err(|e| {
-            Error::Table(format!(
-                "'{}' is not a usable directory: {e}",
-                dir.display()
-            ))
-        })?;
-        let store = Arc::new(object_store::local::LocalFileSystem::new());
-        Ok(Storage::new(store, path, dir.display().to_string()).with_local_dir(dir.to_path_buf()))
+    /// Storage at `root` of an object store, shown as `display`.
+    pub fn new(
+        store: Arc<dyn object_store::ObjectStore>,
+        root: object_store::path::Path,
+        display: impl Into<String>,
+    ) -> Self {
+        Self::from_backend(Arc::new(object::ObjectBackend::new(store, root, display)))
     }
 
-    /// Declares that the root is the local directory `dir`, so that files and
-    /// commits are fsynced (object_store's local backend does not).
-    pub fn with_local_dir(mut self, dir: PathBuf) -> Self {
-        self.local_dir = Some(dir);
-        self
+    /// Storage at the local directory `dir` (`pread` reads, fsynced writes).
+    pub fn local(dir: &std::path::Path) -> Result<Self> {
+        Ok(Self::from_backend(Arc::new(local::LocalBackend::new(dir)?)))
+    }
+
+    /// Storage in memory, empty, shown as `display`.
+    pub fn memory(display: impl Into<String>) -> Self {
+        Self::from_backend(Arc::new(memory::MemoryBackend::new(display)))
+    }
+
+    /// The same directory with every read served through `cache` first.
+    pub fn with_read_cache(&self, cache: Arc<Cache>) -> Self {
+        let backend = Arc::new(CachedBackend::new(self.backend.clone(), cache));
+        Storage {
+            backend,
+            ..self.clone()
+        }
+    }
+
+    /// The same directory through a backend that fails as `faults` says.
+    pub fn with_faults(&self, faults: Arc<Faults>) -> Self {
+        let backend = Arc::new(FaultInjection::new(self.backend.clone(), faults));
+        Storage {
+            backend,
+            ..self.clone()
+        }
+    }
+
+    /// The subdirectory `dir` (one or more plain segments).
+    pub fn at(&self, dir: &str) -> Storage {
+        let dir = dir.trim_matches('/');
+        Storage {
+            backend: self.backend.clone(),
+            prefix: format!("{}{dir}/", self.prefix),
+            display: self.location(dir),
+        }
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
     }
 
     pub fn display(&self) -> &str {
         &self.display
-    }
-
-    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
-        &self.store
-    }
-
-    fn path(&self, name: &str) -> Path {
-        let mut path = self.root.clone();
-        for segment in name.split('/') {
-            path = path.clone().join(segment);
-        }
-        path
     }
 
     /// The location of `name` as shown to users.
@@ -96,25 +202,34 @@ impl Storage {
         format!("{}/{}", self.display.trim_end_matches('/'), name)
     }
 
-    fn store_error(&self, name: &str, source: object_store::Error) -> Error {
-        Error::Store {
-            path: self.location(name),
-            source,
-        }
+    /// A key naming `name` uniquely in this process (for caches).
+    pub fn cache_key(&self, name: &str) -> String {
+        format!(
+            "{:p}/{}{name}",
+            Arc::as_ptr(&self.backend) as *const (),
+            self.prefix
+        )
+    }
+
+    fn path(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// Names under this directory from backend paths.
+    fn relative(&self, path: String) -> String {
+        path.strip_prefix(&self.prefix)
+            .map(str::to_string)
+            .unwrap_or(path)
     }
 
     /// Reads a whole file.
     pub async fn get(&self, name: &str) -> Result<Bytes> {
-        let result = self
-            .store
-            .get(&self.path(name))
-            .await
-            .map_err(|e| self.store_error(name, e))?;
-        result.bytes().await.map_err(|e| self.store_error(name, e))
+        self.backend.get(&self.path(name)).await
     }
 
-    /// Reads `range` of a file whose expected length is `file_len`; a file that
-    /// is shorter than recorded is reported as truncated, not as an I/O error.
+    /// Reads `range` of a file whose recorded length is `file_len`: a range
+    /// beyond it, a missing file and a short file are all reported as damage
+    /// to the table, before anything is allocated for the read.
     pub async fn get_range(&self, name: &str, range: Range<u64>, file_len: u64) -> Result<Bytes> {
         if range.start > range.end || range.end > file_len {
             return Err(Error::corrupt(
@@ -122,255 +237,119 @@ impl Storage {
                 format!("read of {range:?} beyond recorded length {file_len}"),
             ));
         }
-        #[cfg(unix)]
-        if let Some(dir) = &self.local_dir {
-            return read_local_range(&dir.join(name), range, file_len).map_err(|e| match e {
-                LocalReadError::Damaged(reason) => Error::corrupt(self.location(name), reason),
-                LocalReadError::Io(e) => io_error(self.location(name), e),
-            });
+        match self.backend.get_range(&self.path(name), range).await {
+            Err(Error::NotFound { path }) => Err(Error::corrupt(path, "file is missing")),
+            other => other,
         }
-        match self.store.get_range(&self.path(name), range.clone()).await {
-            Ok(bytes) if bytes.len() as u64 == range.end - range.start => Ok(bytes),
-            Ok(bytes) => Err(Error::corrupt(
-                self.location(name),
-                format!(
-                    "truncated: read {} of {} bytes at offset {}",
-                    bytes.len(),
-                    range.end - range.start,
-                    range.start
-                ),
-            )),
-            Err(object_store::Error::NotFound { .. }) => {
-                Err(Error::corrupt(self.location(name), "file is missing"))
-            }
-            Err(e) => {
-                // Ranges past the end of a shorter file come back as errors whose
-                // kind differs between stores; the recorded length decides.
-                match self.store.head(&self.path(name)).await {
-                    Ok(meta) if meta.size < file_len => Err(Error::corrupt(
-                        self.location(name),
-                        format!("truncated: {} bytes, expected {file_len}", meta.size),
-                    )),
-                    _ => Err(self.store_error(name, e)),
-                }
-            }
-        }
+    }
+
+    /// The length of a file, or `None` if there is none.
+    pub async fn size(&self, name: &str) -> Result<Option<u64>> {
+        self.backend.size(&self.path(name)).await
     }
 
     /// Whether a file exists.
     pub async fn exists(&self, name: &str) -> Result<bool> {
-        if let Some(dir) = &self.local_dir {
-            return std::fs::exists(dir.join(name)).map_err(|e| io_error(self.location(name), e));
-        }
-        match self.store.head(&self.path(name)).await {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(self.store_error(name, e)),
-        }
+        Ok(self.size(name).await?.is_some())
     }
 
-    /// Writes a whole file, replacing any file of that name. Used only for
-    /// files with fresh unique names (part files), never to modify data.
-    pub async fn put(&self, name: &str, bytes: Vec<u8>) -> Result<()> {
-        self.store
-            .put(&self.path(name), PutPayload::from(bytes))
+    /// Writes a whole file. Used for files with fresh unique names (part
+    /// files) and for hints, never to modify data.
+    pub async fn put(&self, name: &str, bytes: impl Into<Bytes>) -> Result<()> {
+        self.backend.put(&self.path(name), bytes.into()).await
+    }
+
+    /// Starts writing a file in pieces.
+    pub async fn create(&self, name: &str) -> Result<Box<dyn FileWriter>> {
+        self.backend.create(&self.path(name)).await
+    }
+
+    /// Writes a file only if none of that name exists; `false` when another
+    /// writer got there first.
+    pub async fn put_if_absent(&self, name: &str, bytes: impl Into<Bytes>) -> Result<bool> {
+        self.backend
+            .put_if_absent(&self.path(name), bytes.into())
             .await
-            .map_err(|e| self.store_error(name, e))?;
-        Ok(())
     }
 
-    /// Writes a file only if no file of that name exists. Returns `false` when
-    /// another writer got there first. This is the commit point of the log.
-    pub async fn put_if_absent(&self, name: &str, bytes: Vec<u8>) -> Result<bool> {
-        if let Some(dir) = &self.local_dir {
-            let (path, location, root) = (dir.join(name), self.location(name), dir.clone());
-            return tokio::task::spawn_blocking(move || durable_create(&path, &bytes, &root))
-                .await
-                .map_err(|e| Error::Table(format!("commit task failed: {e}")))?
-                .map_err(|e| io_error(location, e));
-        }
-        let options = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
-        };
-        match self
-            .store
-            .put_opts(&self.path(name), PutPayload::from(bytes), options)
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
-            Err(e) => Err(self.store_error(name, e)),
-        }
-    }
-
-    /// Makes written files and the directories naming them durable (local
-    /// file system only; object stores are durable once a write returns).
+    /// Makes written files and the directories naming them durable.
     pub async fn sync(&self, names: Vec<String>) -> Result<()> {
-        let Some(dir) = self.local_dir.clone() else {
-            return Ok(());
-        };
-        let display = self.display.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut dirs = std::collections::BTreeSet::new();
-            for name in &names {
-                let path = dir.join(name);
-                std::fs::File::open(&path)
-                    .and_then(|f| f.sync_all())
-                    .map_err(|e| io_error(path.display().to_string(), e))?;
-                // Every directory from the file up to the table root's parent
-                // may have gained an entry (a new part directory, a new table).
-                dirs.extend(
-                    path.ancestors()
-                        .skip(1)
-                        .take_while(|a| a.starts_with(&dir))
-                        .map(|a| a.to_path_buf()),
-                );
-                if let Some(parent) = dir.parent() {
-                    dirs.insert(parent.to_path_buf());
-                }
-            }
-            for parent in dirs {
-                sync_dir(&parent).map_err(|e| io_error(parent.display().to_string(), e))?;
-            }
-            Ok(())
-        })
-        .await
-        .map_err(|e| Error::Table(format!("sync of '{display}' failed: {e}")))?
+        let paths: Vec<String> = names.iter().map(|n| self.path(n)).collect();
+        self.backend.sync(&paths).await
     }
 
     /// Deletes a file; a file already gone is not an error.
     pub async fn delete(&self, name: &str) -> Result<()> {
-        match self.store.delete(&self.path(name)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(self.store_error(name, e)),
-        }
+        self.backend.delete(&self.path(name)).await
     }
 
-    /// Removes directory `dir` if it is empty and the store is a local
-    /// directory (object stores have no directories to remove).
-    pub fn remove_empty_dir(&self, dir: &str) {
-        if let Some(local) = &self.local_dir {
-            let _ = std::fs::remove_dir(local.join(dir));
-        }
+    /// Removes directory `dir` if it is empty.
+    pub async fn remove_empty_dir(&self, dir: &str) -> Result<()> {
+        self.backend.remove_dir(&self.path(dir)).await
     }
 
-    /// Lists the files under directory `dir` (recursively), relative to the root.
+    /// Lists the files under directory `dir` (recursively), relative to
+    /// this storage's directory.
     pub async fn list(&self, dir: &str) -> Result<Vec<FileInfo>> {
-        let prefix = self.path(dir);
-        let root_parts = self.root.parts().count();
-        let metas: Vec<_> = self
-            .store
-            .list(Some(&prefix))
-            .try_collect()
-            .await
-            .map_err(|e| self.store_error(dir, e))?;
-        Ok(metas
+        let files = self.backend.list(&self.path(dir)).await?;
+        Ok(files
             .into_iter()
-            .map(|meta| FileInfo {
-                name: meta
-                    .location
-                    .parts()
-                    .skip(root_parts)
-                    .map(|p| p.as_ref().to_string())
-                    .collect::<Vec<_>>()
-                    .join("/"),
-                size: meta.size,
-                modified_ms: meta.last_modified.timestamp_millis(),
+            .map(|f| FileInfo {
+                name: self.relative(f.name),
+                ..f
             })
             .collect())
     }
-}
 
-fn io_error(path: String, e: std::io::Error) -> Error {
-    Error::Store {
-        path,
-        source: object_store::Error::Generic {
-            store: "local",
-            source: Box::new(e),
-        },
+    /// The immediate children of directory `dir` ("" for this directory).
+    pub async fn list_dir(&self, dir: &str) -> Result<DirListing> {
+        let path = match dir {
+            "" => self.prefix.trim_end_matches('/').to_string(),
+            dir => self.path(dir),
+        };
+        self.backend.list_dir(&path).await
+    }
+
+    /// Deletes every file under directory `dir` and the directory itself.
+    pub async fn delete_dir(&self, dir: &str) -> Result<()> {
+        let mut dirs = std::collections::BTreeSet::new();
+        for file in self.list(dir).await? {
+            self.delete(&file.name).await?;
+            let mut parent = file.name.as_str();
+            while let Some((up, _)) = parent.rsplit_once('/') {
+                dirs.insert(up.to_string());
+                parent = up;
+            }
+        }
+        dirs.insert(dir.trim_matches('/').to_string());
+        // Deepest first.
+        for d in dirs.iter().rev() {
+            if d.starts_with(dir.trim_matches('/')) {
+                self.remove_empty_dir(d).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The local directory behind this storage, if it is on the local file
+    /// system (for callers that must hand a path to another program).
+    pub fn local_dir(&self) -> Option<PathBuf> {
+        let root = self.backend.local_root()?;
+        Some(root.join(self.prefix.trim_end_matches('/')))
     }
 }
 
-/// fsyncs a directory so the names it holds survive a power loss.
-fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
-}
-
-/// Creates `path` with `bytes` durably and atomically, failing (returning
-/// `false`) if it exists: the bytes go to a temporary file that is fsynced,
-/// then hard-linked to the final name, which fails if the name is taken.
-fn durable_create(
-    path: &std::path::Path,
-    bytes: &[u8],
-    root: &std::path::Path,
-) -> std::io::Result<bool> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(std::path::Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(
-        ".{file_name}.{}.tmp",
-        uuid::Uuid::new_v4().simple()
-    ));
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        match std::fs::hard_link(&tmp, path) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-            Err(e) => Err(e),
-        }
-    })();
-    let _ = std::fs::remove_file(&tmp);
-    if let Ok(true) = result {
-        // The new name, and any directories created for it, up to the table
-        // root's parent.
-        for ancestor in path.ancestors().skip(1).take_while(|a| a.starts_with(root)) {
-            sync_dir(ancestor)?;
-        }
-        if let Some(parent) = root.parent() {
-            sync_dir(parent)?;
-        }
-    }
-    result
-}
-
-/// Why a local read failed: the file is damaged (missing, short), or the
-/// file system failed.
-#[cfg(unix)]
-enum LocalReadError {
-    Damaged(String),
-    Io(std::io::Error),
-}
-
-/// Reads a byte range of a local file directly. Column files are immutable
-/// and usually in the page cache, so a `pread` on the calling thread beats a
-/// hop through a blocking-task pool (measured on the lineitem benchmark).
-#[cfg(unix)]
-fn read_local_range(
-    path: &std::path::Path,
-    range: Range<u64>,
-    file_len: u64,
-) -> std::result::Result<Bytes, LocalReadError> {
-    use std::os::unix::fs::FileExt;
-    let file = std::fs::File::open(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => LocalReadError::Damaged("file is missing".to_string()),
-        _ => LocalReadError::Io(e),
-    })?;
-    let mut buffer = vec![0u8; (range.end - range.start) as usize];
-    match file.read_exact_at(&mut buffer, range.start) {
-        Ok(()) => Ok(Bytes::from(buffer)),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-            let actual = file.metadata().map(|m| m.len()).unwrap_or(0);
-            Err(LocalReadError::Damaged(format!(
-                "truncated: {actual} bytes, expected {file_len}"
-            )))
-        }
-        Err(e) => Err(LocalReadError::Io(e)),
+/// A blocking file-system call made from async code, on tokio's blocking
+/// pool when a runtime is running.
+pub(crate) async fn blocking<T: Send + 'static>(
+    what: String,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => handle
+            .spawn_blocking(f)
+            .await
+            .map_err(|e| Error::store(what, format!("I/O task failed: {e}")))?,
+        Err(_) => f(),
     }
 }

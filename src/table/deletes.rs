@@ -63,10 +63,7 @@ pub async fn read_mask(
     let path = mask_path(part, &deletes.file);
     let location = storage.location(&path);
     let bytes = storage.get(&path).await.map_err(|e| match e {
-        Error::Store {
-            source: object_store::Error::NotFound { .. },
-            ..
-        } => Error::corrupt(&location, "deletion mask is missing"),
+        Error::NotFound { .. } => Error::corrupt(&location, "deletion mask is missing"),
         other => other,
     })?;
     let body = envelope::open(&location, FileKind::DeletionMask, &bytes)?;

@@ -27,7 +27,7 @@ pub struct SnapshotPin {
 
 impl Drop for SnapshotPin {
     fn drop(&mut self) {
-        let mut pins = self.pins.lock().expect("pins lock");
+        let mut pins = crate::sync::lock(&self.pins);
         if let Some(count) = pins.get_mut(&self.version) {
             *count -= 1;
             if *count == 0 {
@@ -88,12 +88,7 @@ impl Table {
 
     /// Pins `version` until the returned guard is dropped.
     pub fn pin(&self, version: u64) -> SnapshotPin {
-        *self
-            .pins
-            .lock()
-            .expect("pins lock")
-            .entry(version)
-            .or_default() += 1;
+        *crate::sync::lock(&self.pins).entry(version).or_default() += 1;
         SnapshotPin {
             pins: self.pins.clone(),
             version,
@@ -101,7 +96,7 @@ impl Table {
     }
 
     fn oldest_pin(&self) -> Option<u64> {
-        self.pins.lock().expect("pins lock").keys().next().copied()
+        crate::sync::lock(&self.pins).keys().next().copied()
     }
 
     /// Records the parts and masks of `base` that `next` (committed as
@@ -119,8 +114,8 @@ impl Table {
             .collect();
         let names: HashSet<&str> = next.iter().map(|p| p.name.as_str()).collect();
         let now = now_ms();
-        let mut retired = self.retired.lock().expect("retired lock");
-        let mut since = self.unreferenced_since.lock().expect("since lock");
+        let mut retired = crate::sync::lock(&self.retired);
+        let mut since = crate::sync::lock(&self.unreferenced_since);
         for p in &base.parts {
             let mask = p.deletes.as_ref().map(|d| d.file.as_str());
             if kept.contains(&(p.name.as_str(), mask)) {
@@ -142,14 +137,11 @@ impl Table {
 
     /// Marks part names (or mask file paths) as being written by this process.
     pub(crate) fn begin_write(&self, part: &str) {
-        self.inflight
-            .lock()
-            .expect("inflight lock")
-            .insert(part.to_string());
+        crate::sync::lock(&self.inflight).insert(part.to_string());
     }
 
     pub(crate) fn end_writes<'a>(&self, parts: impl IntoIterator<Item = &'a String>) {
-        let mut inflight = self.inflight.lock().expect("inflight lock");
+        let mut inflight = crate::sync::lock(&self.inflight);
         for p in parts {
             inflight.remove(p);
         }
@@ -163,18 +155,9 @@ impl Table {
             files.iter().any(|f| f == path)
                 || path.split('/').nth(1).is_some_and(|p| parts.contains(p))
         };
-        self.part_cache
-            .lock()
-            .expect("cache lock")
-            .retain(|name, _| !parts.contains(name.as_str()));
-        self.mask_cache
-            .lock()
-            .expect("cache lock")
-            .retain(|path, _| !gone(path));
-        self.skip_cache
-            .lock()
-            .expect("cache lock")
-            .retain(|path, _| !gone(path));
+        crate::sync::lock(&self.part_cache).retain(|name, _| !parts.contains(name.as_str()));
+        crate::sync::lock(&self.mask_cache).retain(|path, _| !gone(path));
+        crate::sync::lock(&self.skip_cache).retain(|path, _| !gone(path));
     }
 
     /// Deletes files this process wrote for a change that was not committed.
@@ -193,8 +176,7 @@ impl Table {
         for f in self.storage().list(&dir).await? {
             self.storage().delete(&f.name).await?;
         }
-        self.storage().remove_empty_dir(&dir);
-        Ok(())
+        self.storage().remove_empty_dir(&dir).await
     }
 
     /// Deletes unreferenced files that no reader can need any more: replaced
@@ -215,7 +197,7 @@ impl Table {
             entry.0.push(f.name.clone());
             entry.1 = entry.1.max(f.modified_ms);
         }
-        let inflight = self.inflight.lock().expect("inflight lock").clone();
+        let inflight = crate::sync::lock(&self.inflight).clone();
         let snapshot = self.snapshot().await?;
         let oldest_pin = self.oldest_pin();
 
@@ -232,7 +214,7 @@ impl Table {
             }
         }
         let protected = |name: &str| {
-            let retired = self.retired.lock().expect("retired lock");
+            let retired = crate::sync::lock(&self.retired);
             retired
                 .entries
                 .get(name)
@@ -241,7 +223,7 @@ impl Table {
         // Old enough: the files were written, and this handle has known them
         // unreferenced, at least `old_parts_lifetime` ago. The second clock
         // protects readers in other processes of parts replaced just now.
-        let mut since = self.unreferenced_since.lock().expect("since lock").clone();
+        let mut since = crate::sync::lock(&self.unreferenced_since).clone();
         let mut old = |name: &str, modified: i64| {
             let first_seen = *since.entry(name.to_string()).or_insert(now);
             now.saturating_sub(modified) >= lifetime_ms
@@ -268,12 +250,13 @@ impl Table {
                     self.storage().delete(f).await?;
                 }
                 self.storage()
-                    .remove_empty_dir(&crate::part::part_dir(&part));
+                    .remove_empty_dir(&crate::part::part_dir(&part))
+                    .await?;
                 deleted.extend(files);
                 deleted_parts.push(part);
             }
         }
-        let mut retired = self.retired.lock().expect("retired lock");
+        let mut retired = crate::sync::lock(&self.retired);
         for name in deleted.iter().chain(&deleted_parts) {
             retired.entries.remove(name);
             since.remove(name);
@@ -282,7 +265,7 @@ impl Table {
         self.evict(&deleted, &deleted_parts);
         // Remembered first sightings, minus what is gone or referenced again.
         since.retain(|name, _| !referenced.contains(name));
-        *self.unreferenced_since.lock().expect("since lock") = since;
+        *crate::sync::lock(&self.unreferenced_since) = since;
         Ok(deleted.len())
     }
 }

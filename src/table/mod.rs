@@ -172,7 +172,7 @@ impl Table {
     /// plans still holding the table (`CREATE OR REPLACE TABLE t AS SELECT
     /// ... FROM t`) finish reading it first.
     pub fn on_release(&self, guard: impl std::any::Any + Send + Sync) {
-        self.released.lock().expect("release lock").push(Released {
+        crate::sync::lock(&self.released).push(Released {
             _guard: Box::new(guard),
         });
     }
@@ -187,7 +187,7 @@ impl Table {
 
     /// The snapshot this handle last saw, without touching storage.
     pub fn cached_snapshot(&self) -> Arc<Snapshot> {
-        self.current.read().expect("snapshot lock").clone()
+        crate::sync::read(&self.current).clone()
     }
 
     /// The newest committed snapshot, including commits by other processes.
@@ -209,7 +209,7 @@ impl Table {
     }
 
     fn install(&self, snapshot: Arc<Snapshot>) {
-        let mut current = self.current.write().expect("snapshot lock");
+        let mut current = crate::sync::write(&self.current);
         if snapshot.version > current.version {
             *current = snapshot;
         }
@@ -222,17 +222,14 @@ impl Table {
 
     /// The index of a live part, loaded once.
     pub async fn part_index(&self, part: &str) -> Result<Arc<PartIndex>> {
-        if let Some(index) = self.part_cache.lock().expect("cache lock").get(part) {
+        if let Some(index) = crate::sync::lock(&self.part_cache).get(part) {
             return Ok(index.clone());
         }
         let index = read_index(&self.storage, part)
             .await
             .map_err(|e| e.context(format!("table '{}', part '{part}'", self.name)))?;
         let index = Arc::new(index);
-        self.part_cache
-            .lock()
-            .expect("cache lock")
-            .insert(part.to_string(), index.clone());
+        crate::sync::lock(&self.part_cache).insert(part.to_string(), index.clone());
         Ok(index)
     }
 
@@ -242,7 +239,7 @@ impl Table {
             return Ok(None);
         };
         let path = deletes::mask_path(&entry.name, &deletes.file);
-        if let Some(mask) = self.mask_cache.lock().expect("cache lock").get(&path) {
+        if let Some(mask) = crate::sync::lock(&self.mask_cache).get(&path) {
             return Ok(Some(mask.clone()));
         }
         let ctx = |e: Error| e.context(format!("table '{}', part '{}'", self.name, entry.name));
@@ -260,10 +257,7 @@ impl Table {
             .await
             .map_err(ctx)?;
         let mask = Arc::new(mask);
-        self.mask_cache
-            .lock()
-            .expect("cache lock")
-            .insert(path, mask.clone());
+        crate::sync::lock(&self.mask_cache).insert(path, mask.clone());
         Ok(Some(mask))
     }
 
@@ -302,7 +296,7 @@ impl Table {
             ));
         }
         let path = format!("{}/{}", crate::part::part_dir(&part.meta.name), meta.file);
-        if let Some(index) = self.skip_cache.lock().expect("cache lock").get(&path) {
+        if let Some(index) = crate::sync::lock(&self.skip_cache).get(&path) {
             return Ok(Some(index.clone()));
         }
         let location = self.storage.location(&path);
@@ -310,10 +304,7 @@ impl Table {
         let index = crate::part::skip::SkipIndex::decode(&location, spec, &bytes)
             .map_err(|e| e.context(format!("table '{}', part '{}'", self.name, part.meta.name)))?;
         let index = Arc::new(index);
-        self.skip_cache
-            .lock()
-            .expect("cache lock")
-            .insert(path, index.clone());
+        crate::sync::lock(&self.skip_cache).insert(path, index.clone());
         Ok(Some(index))
     }
 

@@ -16,7 +16,7 @@ pub const DEFAULT_GRANULARITY_BYTES: usize = 10 << 20;
 pub const DEFAULT_MIN_BYTES_FOR_WIDE_PART: usize = 10 << 20;
 pub const DEFAULT_INSERT_BLOCK_ROWS: usize = 1 << 20;
 pub const DEFAULT_INSERT_BLOCK_BYTES: usize = 256 << 20;
-const MAX_GRANULARITY: usize = 1 << 20;
+const MAX_GRANULARITY: usize = crate::part::column::MAX_GRANULE_ROWS;
 
 /// The option names a table accepts (`codec.<column>` is a family).
 pub const KNOWN_OPTIONS: &[&str] = &[

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 
+use crate::encoding::layout_of;
 use crate::error::{Error, Result};
-use crate::part::column::layout_of;
 use crate::part::index::parse_type;
 
 /// One stored column definition.

@@ -2,151 +2,20 @@
 //! after the write lands, and nothing written after it) leaves a table that
 //! opens and returns exactly the rows of a committed version.
 
-use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use arrow::array::{Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use async_trait::async_trait;
 use diagon::sql::DiagonTableProvider;
-use diagon::storage::Storage;
+use diagon::storage::{Faults, Storage, Strike};
 use diagon::{Table, TableOptions};
-use futures::stream::BoxStream;
-use object_store::path::Path;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult,
-};
 
-/// Where the injected failure strikes relative to the write it interrupts.
-#[derive(Debug, Clone, Copy)]
-enum Strike {
-    /// The write never reaches the store.
-    Before,
-    /// The write lands but the writer is told it failed.
-    After,
-    /// Every create-if-absent write lands but reports that the object
-    /// already existed, as a retried conditional PUT whose first reply was
-    /// lost does. Nothing else fails.
-    LostReply,
-}
-
-/// An object store that fails its `fail_at`-th write, and every write after
-/// it, as a process that dies mid-commit would.
-#[derive(Debug)]
-pub(crate) struct FaultyStore {
-    inner: Arc<dyn ObjectStore>,
-    writes: AtomicUsize,
-    /// Bytes returned by reads, for tests of what a statement reads.
-    pub(crate) bytes_read: AtomicUsize,
-    fail_at: usize,
-    strike: Strike,
-    dead: AtomicBool,
-}
-
-impl fmt::Display for FaultyStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "FaultyStore({})", self.inner)
-    }
-}
-
-fn injected() -> object_store::Error {
-    object_store::Error::Generic {
-        store: "faulty",
-        source: "injected I/O failure".into(),
-    }
-}
-
-#[async_trait]
-impl ObjectStore for FaultyStore {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        if let Strike::LostReply = self.strike {
-            let create = matches!(opts.mode, object_store::PutMode::Create);
-            let result = self.inner.put_opts(location, payload, opts).await;
-            return match (create, result) {
-                (true, Ok(_)) => Err(object_store::Error::AlreadyExists {
-                    path: location.to_string(),
-                    source: "reply lost".into(),
-                }),
-                (_, result) => result,
-            };
-        }
-        if self.dead.load(Ordering::SeqCst) {
-            return Err(injected());
-        }
-        let n = self.writes.fetch_add(1, Ordering::SeqCst);
-        if n != self.fail_at {
-            return self.inner.put_opts(location, payload, opts).await;
-        }
-        self.dead.store(true, Ordering::SeqCst);
-        if let Strike::After = self.strike {
-            self.inner.put_opts(location, payload, opts).await?;
-        }
-        Err(injected())
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        let result = self.inner.get_opts(location, options).await?;
-        let len = result.range.end - result.range.start;
-        self.bytes_read.fetch_add(len as usize, Ordering::SeqCst);
-        Ok(result)
-    }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, options).await
-    }
-}
-
-/// Storage over `dir` through a store that never fails but counts reads.
-pub(crate) fn counting_storage(dir: &std::path::Path) -> (Storage, Arc<FaultyStore>) {
-    let store = Arc::new(FaultyStore {
-        inner: crate::common::local_storage(dir).object_store().clone(),
-        writes: AtomicUsize::new(0),
-        bytes_read: AtomicUsize::new(0),
-        fail_at: usize::MAX,
-        strike: Strike::Before,
-        dead: AtomicBool::new(false),
-    });
-    let root = Path::from_filesystem_path(dir).expect("a directory path");
-    (Storage::new(store.clone(), root, "counting"), store)
+/// Storage over `dir` through the fault-injection decorator, which here
+/// never fails but counts reads.
+pub(crate) fn counting_storage(dir: &std::path::Path) -> (Storage, Arc<Faults>) {
+    let faults = Faults::none();
+    let storage = crate::common::local_storage(dir).with_faults(faults.clone());
+    (storage, faults)
 }
 
 fn schema() -> SchemaRef {
@@ -227,26 +96,15 @@ async fn interrupted_insert(
     // A committed first version that must survive whatever happens next.
     crate::common::table_with(clean.clone(), schema(), options, &[batch(0, 150)]).await;
 
-    let faulty = Arc::new(FaultyStore {
-        inner: clean.object_store().clone(),
-        writes: AtomicUsize::new(0),
-        bytes_read: AtomicUsize::new(0),
-        fail_at,
-        strike,
-        dead: AtomicBool::new(false),
-    });
-    let storage = Storage::new(
-        faulty.clone(),
-        Path::from_filesystem_path(dir.path()).unwrap(),
-        "faulty",
-    );
+    let faults = Faults::failing_at(fail_at, strike);
+    let storage = clean.with_faults(faults.clone());
     let table = Table::open("t", storage).await.unwrap().unwrap();
     let mut writer = table.insert();
     let mut result = writer.write(batch(1000, 250)).await;
     if result.is_ok() {
         result = writer.commit().await.map(|_| ());
     }
-    let reached = faulty.writes.load(Ordering::SeqCst) > fail_at;
+    let reached = faults.writes() > fail_at;
 
     let old = expected(&[(0, 150)]);
     let new = expected(&[(0, 150), (1000, 250)]);
@@ -399,22 +257,11 @@ async fn interrupted_merge(fail_at: usize, strike: Strike) -> bool {
         .unwrap();
     crate::common::query(&ctx, "DELETE FROM t WHERE id >= 900").await;
 
-    let faulty = Arc::new(FaultyStore {
-        inner: clean.object_store().clone(),
-        writes: AtomicUsize::new(0),
-        bytes_read: AtomicUsize::new(0),
-        fail_at,
-        strike,
-        dead: AtomicBool::new(false),
-    });
-    let storage = Storage::new(
-        faulty.clone(),
-        Path::from_filesystem_path(dir.path()).unwrap(),
-        "faulty",
-    );
+    let faults = Faults::failing_at(fail_at, strike);
+    let storage = clean.with_faults(faults.clone());
     let table = Table::open("t", storage).await.unwrap().unwrap();
     let _ = table.optimize(true).await;
-    let reached = faulty.writes.load(Ordering::SeqCst) > fail_at;
+    let reached = faults.writes() > fail_at;
 
     // Whatever happened, the rows are those of the last committed version.
     let seen = sum_and_count(clean.clone()).await;

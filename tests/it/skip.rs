@@ -166,14 +166,14 @@ async fn delete_and_update_read_less_with_a_skip_index() {
         let ctx = crate::common::context(1);
         ctx.register_table("t", Arc::new(diagon::sql::DiagonTableProvider::new(table)))
             .unwrap();
-        let before = store.bytes_read.load(std::sync::atomic::Ordering::SeqCst);
+        let before = store.bytes_read();
         let deleted = crate::common::query(&ctx, "DELETE FROM t WHERE host = 'host-3'").await;
         let updated = crate::common::query(
             &ctx,
             "UPDATE t SET host = 'moved' WHERE host IN ('host-5', 'host-17')",
         )
         .await;
-        read.push(store.bytes_read.load(std::sync::atomic::Ordering::SeqCst) - before);
+        read.push(store.bytes_read() - before);
         let rows = crate::common::query(
             &ctx,
             "SELECT host, count(*) FROM t GROUP BY host ORDER BY host",

@@ -1,0 +1,29 @@
+//! How each Arrow type's values are laid out in a granule block: the
+//! physical classes the codecs and the column format work with.
+
+use arrow::datatypes::{DataType, TimeUnit};
+
+/// How a type's values are stored; `None` for types diagon does not store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    Fixed(usize),
+    Boolean,
+    VarLen,
+}
+
+/// The layout of `data_type`, or `None` if this format version cannot store it.
+pub fn layout_of(data_type: &DataType) -> Option<Layout> {
+    use DataType::*;
+    Some(match data_type {
+        Boolean => Layout::Boolean,
+        Int8 | UInt8 => Layout::Fixed(1),
+        Int16 | UInt16 | Float16 => Layout::Fixed(2),
+        Int32 | UInt32 | Float32 | Date32 => Layout::Fixed(4),
+        Time32(TimeUnit::Second | TimeUnit::Millisecond) => Layout::Fixed(4),
+        Int64 | UInt64 | Float64 | Date64 | Timestamp(_, _) | Duration(_) => Layout::Fixed(8),
+        Time64(TimeUnit::Microsecond | TimeUnit::Nanosecond) => Layout::Fixed(8),
+        Decimal128(_, _) => Layout::Fixed(16),
+        Utf8 | LargeUtf8 | Utf8View | Binary | LargeBinary | BinaryView => Layout::VarLen,
+        _ => return None,
+    })
+}

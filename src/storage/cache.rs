@@ -1,0 +1,244 @@
+//! One byte-bounded cache, and the read-through storage decorator built on it.
+//!
+//! [`Cache`] holds immutable things read from files (decoded part indexes,
+//! deletion masks, component directories and blocks; raw byte ranges for
+//! [`CachedBackend`]), each weighed in bytes, and evicts the least
+//! valuable when the total passes its capacity (quick_cache's scan-resistant
+//! policy, so one large scan does not flush what every query needs). Keys
+//! name the file a value came from ([`super::Storage::cache_key`]); files
+//! never change under a name, so an entry never goes stale.
+//!
+//! A process has one [`Cache::global`], sized by the session setting
+//! `diagon.cache_bytes`.
+
+use std::any::Any;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{Backend, DirListing, FileInfo, FileWriter};
+use crate::error::Result;
+use crate::sync::{read, write};
+
+/// The global cache's capacity until a session sets `diagon.cache_bytes`.
+pub const DEFAULT_CACHE_BYTES: u64 = 512 << 20;
+
+/// Bytes charged for an entry beyond its value (key, bookkeeping).
+const ENTRY_OVERHEAD: u64 = 128;
+
+#[derive(Clone)]
+struct Entry {
+    value: Arc<dyn Any + Send + Sync>,
+    weight: u64,
+}
+
+#[derive(Clone)]
+struct ByWeight;
+
+impl quick_cache::Weighter<String, Entry> for ByWeight {
+    fn weight(&self, key: &String, entry: &Entry) -> u64 {
+        entry.weight + key.len() as u64 + ENTRY_OVERHEAD
+    }
+}
+
+type Store = quick_cache::sync::Cache<String, Entry, ByWeight>;
+
+/// A concurrent cache of immutable values, bounded by their total weight
+/// in bytes.
+pub struct Cache {
+    store: RwLock<Arc<Store>>,
+    capacity: AtomicU64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("capacity", &self.capacity())
+            .field("weight", &self.weight())
+            .finish()
+    }
+}
+
+fn new_store(capacity: u64) -> Arc<Store> {
+    // The item estimate only sizes the hash tables up front.
+    let items = (capacity / 16_384).clamp(16, 1 << 20) as usize;
+    Arc::new(Store::with_weighter(items, capacity.max(1), ByWeight))
+}
+
+impl Cache {
+    pub fn new(capacity_bytes: u64) -> Self {
+        Cache {
+            store: RwLock::new(new_store(capacity_bytes)),
+            capacity: AtomicU64::new(capacity_bytes),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    /// The process-wide cache every table shares.
+    pub fn global() -> &'static Arc<Cache> {
+        static GLOBAL: OnceLock<Arc<Cache>> = OnceLock::new();
+        GLOBAL.get_or_init(|| Arc::new(Cache::new(DEFAULT_CACHE_BYTES)))
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.capacity.load(Ordering::Relaxed)
+    }
+
+    /// Changes the bound. A new bound starts an empty cache: the entries
+    /// are all re-readable, and a resize is rare (a `SET` by a user).
+    pub fn set_capacity(&self, capacity_bytes: u64) {
+        if self.capacity.swap(capacity_bytes, Ordering::Relaxed) != capacity_bytes {
+            *write(&self.store) = new_store(capacity_bytes);
+        }
+    }
+
+    fn store(&self) -> Arc<Store> {
+        read(&self.store).clone()
+    }
+
+    /// The value cached under `key`, if it is there and a `T`.
+    pub fn get<T: Any + Send + Sync>(&self, key: &str) -> Option<Arc<T>> {
+        let found = self
+            .store()
+            .get(key)
+            .and_then(|e| e.value.downcast::<T>().ok());
+        let counter = match found {
+            Some(_) => &self.hits,
+            None => &self.misses,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    /// Caches `value` under `key`, charged `weight` bytes. A value larger
+    /// than the cache's share for it is not kept.
+    pub fn insert<T: Any + Send + Sync>(&self, key: String, value: Arc<T>, weight: u64) {
+        self.store().insert(key, Entry { value, weight });
+    }
+
+    /// Forgets every entry whose key starts with `prefix`.
+    pub fn remove_prefix(&self, prefix: &str) {
+        self.store().retain(|key, _| !key.starts_with(prefix));
+    }
+
+    /// Bytes held now.
+    pub fn weight(&self) -> u64 {
+        self.store().weight()
+    }
+
+    /// Lookups answered and not answered since the cache was made.
+    pub fn hits_and_misses(&self) -> (u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// A backend whose reads go through a [`Cache`] first: for stores where a
+/// read costs a round trip (object storage). Files are immutable, so only
+/// a rewrite of a whole file (a pointer such as `_last_checkpoint`)
+/// invalidates, and such files are only ever read whole.
+#[derive(Debug)]
+pub struct CachedBackend {
+    inner: Arc<dyn Backend>,
+    cache: Arc<Cache>,
+    /// Keys are made unique per wrapped backend.
+    id: String,
+}
+
+impl CachedBackend {
+    pub fn new(inner: Arc<dyn Backend>, cache: Arc<Cache>) -> Self {
+        let id = format!("{:p}", Arc::as_ptr(&inner) as *const ());
+        CachedBackend { inner, cache, id }
+    }
+
+    fn key(&self, path: &str, range: Option<&Range<u64>>) -> String {
+        match range {
+            Some(r) => format!("bytes:{}/{path}#{}-{}", self.id, r.start, r.end),
+            None => format!("bytes:{}/{path}#all", self.id),
+        }
+    }
+
+    fn forget(&self, path: &str) {
+        self.cache
+            .remove_prefix(&format!("bytes:{}/{path}#", self.id));
+    }
+}
+
+#[async_trait]
+impl Backend for CachedBackend {
+    fn describe(&self) -> &str {
+        self.inner.describe()
+    }
+
+    async fn get(&self, path: &str) -> Result<Bytes> {
+        let key = self.key(path, None);
+        if let Some(bytes) = self.cache.get::<Bytes>(&key) {
+            return Ok((*bytes).clone());
+        }
+        let bytes = self.inner.get(path).await?;
+        self.cache
+            .insert(key, Arc::new(bytes.clone()), bytes.len() as u64);
+        Ok(bytes)
+    }
+
+    async fn get_range(&self, path: &str, range: Range<u64>) -> Result<Bytes> {
+        let key = self.key(path, Some(&range));
+        if let Some(bytes) = self.cache.get::<Bytes>(&key) {
+            return Ok((*bytes).clone());
+        }
+        let bytes = self.inner.get_range(path, range).await?;
+        self.cache
+            .insert(key, Arc::new(bytes.clone()), bytes.len() as u64);
+        Ok(bytes)
+    }
+
+    async fn size(&self, path: &str) -> Result<Option<u64>> {
+        self.inner.size(path).await
+    }
+
+    async fn put(&self, path: &str, bytes: Bytes) -> Result<()> {
+        self.forget(path);
+        self.inner.put(path, bytes).await
+    }
+
+    async fn create(&self, path: &str) -> Result<Box<dyn FileWriter>> {
+        self.inner.create(path).await
+    }
+
+    async fn put_if_absent(&self, path: &str, bytes: Bytes) -> Result<bool> {
+        self.inner.put_if_absent(path, bytes).await
+    }
+
+    async fn sync(&self, paths: &[String]) -> Result<()> {
+        self.inner.sync(paths).await
+    }
+
+    async fn delete(&self, path: &str) -> Result<()> {
+        self.forget(path);
+        self.inner.delete(path).await
+    }
+
+    async fn list(&self, dir: &str) -> Result<Vec<FileInfo>> {
+        self.inner.list(dir).await
+    }
+
+    async fn list_dir(&self, dir: &str) -> Result<DirListing> {
+        self.inner.list_dir(dir).await
+    }
+
+    async fn remove_dir(&self, dir: &str) -> Result<()> {
+        self.inner.remove_dir(dir).await
+    }
+
+    fn local_root(&self) -> Option<&std::path::Path> {
+        self.inner.local_root()
+    }
+}

@@ -3,13 +3,18 @@
 //! Layers, lowest first (a layer never imports a higher one):
 //! - [`storage`]: one object-store-shaped interface (local, memory, S3, ...)
 //! - [`encoding`]: file envelopes, checksummed compressed blocks, codecs
-//! - [`part`]: immutable parts cut into granules, with marks and statistics
-//! - [`table`]: the commit log, snapshots, inserts
+//! - [`part`]: immutable parts cut into granules, with marks, statistics
+//!   and components
+//! - [`index`]: components that index a part's rows (skip indexes)
+//! - [`plan`]: the scan plan as data, and the pruners that build it
+//! - [`table`]: the commit log, snapshots, inserts, mutations, merges
 //! - [`sql`]: the DataFusion glue (table factory, provider, scan, sink)
 
 pub mod encoding;
 pub mod error;
+pub mod index;
 pub mod part;
+pub mod plan;
 pub mod sql;
 pub mod storage;
 pub(crate) mod sync;

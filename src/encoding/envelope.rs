@@ -27,8 +27,11 @@ pub enum FileKind {
     ColumnData,
     /// Which rows of a part are deleted, as of some version.
     DeletionMask,
-    /// A skip index of one column of a part.
+    /// A skip index of one column of a part, read whole (format 1, before
+    /// components).
     SkipIndex,
+    /// A part component: independently checksummed blocks and a directory.
+    Component,
 }
 
 impl FileKind {
@@ -39,6 +42,7 @@ impl FileKind {
             FileKind::ColumnData => b"COLD",
             FileKind::DeletionMask => b"DELM",
             FileKind::SkipIndex => b"SKIP",
+            FileKind::Component => b"COMP",
         }
     }
 
@@ -62,6 +66,16 @@ pub fn append_footer(file: &mut Vec<u8>) {
     let crc = crc32fast::hash(file);
     file.extend_from_slice(&crc.to_le_bytes());
     file.extend_from_slice(END_MAGIC);
+}
+
+/// The footer of a file whose header and body hashed to `crc` (a
+/// `crc32fast::Hasher` fed every byte before the footer): for files
+/// written in pieces.
+pub fn footer(crc: crc32fast::Hasher) -> [u8; ENVELOPE_FOOTER_LEN] {
+    let mut f = [0u8; ENVELOPE_FOOTER_LEN];
+    f[..4].copy_from_slice(&crc.finalize().to_le_bytes());
+    f[4..].copy_from_slice(END_MAGIC);
+    f
 }
 
 /// Wraps `body` in a header and footer.

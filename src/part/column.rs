@@ -234,7 +234,7 @@ pub fn value_lengths(array: &dyn Array) -> Vec<usize> {
 
 /// The bytes of each value (empty for NULL), whatever the source
 /// representation (i32 or i64 offsets, or views).
-fn varlen_values(array: &dyn Array) -> Result<Vec<&[u8]>> {
+pub fn varlen_values(array: &dyn Array) -> Result<Vec<&[u8]>> {
     let values: Box<dyn Iterator<Item = &[u8]>> = match array.data_type() {
         DataType::Utf8 => Box::new(
             array

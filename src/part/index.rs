@@ -24,6 +24,7 @@ use arrow::array::{ArrayRef, AsArray, RecordBatch, UInt32Array, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt32Type, UInt64Type};
 use serde::{Deserialize, Serialize};
 
+use super::component::ComponentMeta;
 use crate::encoding::envelope::{self, FileKind};
 use crate::error::{Error, Result};
 
@@ -69,12 +70,16 @@ pub struct PartMeta {
     /// Names of the sort-key columns, in key order.
     pub order_by: Vec<String>,
     pub columns: Vec<ColumnMeta>,
-    /// Skip indexes built for this part (none before they were declared).
+    /// Components built beside the columns (skip indexes, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub components: Vec<ComponentMeta>,
+    /// Skip index files of parts written before components existed (each
+    /// read whole); new parts list theirs in `components`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skip_indexes: Vec<SkipIndexMeta>,
 }
 
-/// One skip index file of a part.
+/// One skip index file of a part written before components existed.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SkipIndexMeta {
     pub column: String,
@@ -180,6 +185,18 @@ impl PartIndex {
         ])?))
     }
 
+    /// Bytes this index holds in memory (for the cache's bound).
+    pub fn memory_size(&self) -> u64 {
+        let derived = self.row_counts.get_array_memory_size()
+            + self
+                .primary_upper
+                .as_ref()
+                .map_or(0, |a| a.get_array_memory_size());
+        let meta = 256 * (self.meta.columns.len() + self.meta.components.len() + 1);
+        (self.granules.get_array_memory_size() + derived + meta + 8 * self.granule_starts.len())
+            as u64
+    }
+
     pub fn num_granules(&self) -> usize {
         self.granules.num_rows()
     }
@@ -276,7 +293,10 @@ impl PartIndex {
             .ok_or_else(|| corrupt("index metadata truncated".into()))?;
         let meta: PartMeta =
             serde_json::from_slice(json).map_err(|e| corrupt(format!("bad part metadata: {e}")))?;
-        let names = std::iter::once(&meta.name).chain(meta.columns.iter().map(|c| &c.file));
+        let names = std::iter::once(&meta.name)
+            .chain(meta.columns.iter().map(|c| &c.file))
+            .chain(meta.components.iter().map(|c| &c.file))
+            .chain(meta.skip_indexes.iter().map(|s| &s.file));
         if let Some(bad) = names
             .into_iter()
             .find(|n| !crate::storage::is_plain_name(n))

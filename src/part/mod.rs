@@ -1,16 +1,20 @@
 //! Parts: immutable sets of rows sorted by the table key, cut into granules.
 //!
-//! A part is a directory `parts/<name>/` holding one file per column
-//! (`c<i>.bin`, a compressed block per granule) and `index.dgi` (marks,
-//! sparse primary index, per-granule statistics). See [`index`] for the
-//! index layout and [`column`] for the block payload.
+//! A part is a directory `parts/<name>/` holding its column data (`c<i>.bin`
+//! per column in a wide part, one `data.bin` in a compact one; a compressed
+//! block per granule), its components (`k<n>.cmp`: indexes built from the
+//! same rows) and `index.dgi` (marks, sparse primary index, per-granule
+//! statistics, the list of components). See [`index`] for the index
+//! layout, [`column`] for the block payload and [`component`] for
+//! components.
 
 pub mod column;
+pub mod component;
 pub mod index;
 pub mod reader;
-pub mod skip;
+pub mod stats;
 pub mod writer;
 
 pub use index::{PartIndex, PartMeta};
 pub use reader::{ReadStats, read_granules, read_index};
-pub use writer::{PartLayout, part_dir, write_part};
+pub use writer::{PartLayout, PartWriter, part_dir, write_part};

@@ -1,21 +1,29 @@
-//! Writes one immutable part from rows already sorted by the table's key.
+//! Writes one immutable part from rows arriving sorted by the table's key,
+//! in batches of any size.
 //!
-//! Column files are written first, the index file last; none of them is
-//! visible to readers until the table commits the part to its log.
+//! Rows are cut into granules as they arrive; each granule is encoded at
+//! once, column by column, and handed to the component builders, so the
+//! writer holds about one granule of rows and one write buffer per column,
+//! whatever the size of the part. A part stays compact (one data file,
+//! kept in memory until the end) while its rows take fewer bytes than
+//! `min_bytes_for_wide_part`; past that its columns stream to files of
+//! their own. Column files are written first, components next, the index
+//! file last; none of them is visible to readers until the table commits
+//! the part to its log.
 
 use arrow::array::{ArrayRef, RecordBatch};
-use arrow::datatypes::DataType;
-use datafusion::common::ScalarValue;
-use datafusion_functions_aggregate_common::min_max::{max_batch, min_batch};
-use futures::{StreamExt, TryStreamExt};
+use arrow::compute::concat_batches;
+use arrow::datatypes::{DataType, SchemaRef};
+use bytes::Bytes;
 
 use super::column;
-use super::index::{self, ColumnMeta, INDEX_FILE, PartIndex, PartMeta, SkipIndexMeta};
-use super::skip::{Block, SkipIndex, SkipSpec};
-use crate::encoding::envelope::{self, FileKind};
-use crate::encoding::{CodecChain, encode_block};
+use super::component::{ComponentBuilder, ComponentMeta};
+use super::index::{self, ColumnMeta, INDEX_FILE, PartIndex, PartMeta};
+use super::stats;
+use crate::encoding::envelope::{self, ENVELOPE_HEADER_LEN, FileKind};
+use crate::encoding::{CodecChain, Layout, encode_block, layout_of};
 use crate::error::{Error, Result};
-use crate::storage::Storage;
+use crate::storage::{FileWriter, Storage};
 
 /// How to lay out a part: the table options that matter to the writer.
 #[derive(Debug, Clone)]
@@ -32,8 +40,6 @@ pub struct PartLayout {
     pub key: Vec<usize>,
     /// Codec of each column, by position.
     pub codecs: Vec<CodecChain>,
-    /// Skip indexes: column position and declaration.
-    pub skip_indexes: Vec<(usize, SkipSpec)>,
 }
 
 /// Directory of a part inside the table.
@@ -49,261 +55,424 @@ pub fn new_part_name() -> String {
 /// The data file of a compact part.
 pub const COMPACT_FILE: &str = "data.bin";
 
-/// Row counts of the granules of `batch`: up to `granularity` rows, and
-/// up to `granularity_bytes` bytes of values (at least one row each).
-fn granule_sizes(batch: &RecordBatch, granularity: usize, granularity_bytes: usize) -> Vec<usize> {
-    let rows = batch.num_rows();
-    let fixed: usize = batch
-        .columns()
-        .iter()
-        .map(|c| match column::layout_of(c.data_type()) {
-            Some(column::Layout::Fixed(width)) => width,
-            _ => 1,
-        })
-        .sum();
-    let varlen: Vec<Vec<usize>> = batch
-        .columns()
-        .iter()
-        .filter(|c| {
-            matches!(
-                column::layout_of(c.data_type()),
-                Some(column::Layout::VarLen)
-            )
-        })
-        .map(|c| column::value_lengths(c.as_ref()))
-        .collect();
-    let mut sizes = Vec::new();
-    let (mut count, mut bytes) = (0, 0);
-    for row in 0..rows {
-        let row_bytes = fixed + varlen.iter().map(|l| l[row] + 4).sum::<usize>();
-        if count > 0 && (count == granularity || bytes + row_bytes > granularity_bytes) {
-            sizes.push(count);
-            (count, bytes) = (0, 0);
-        }
-        count += 1;
-        bytes += row_bytes;
-    }
-    if count > 0 {
-        sizes.push(count);
-    }
-    sizes
-}
+/// A wide part's column files are handed to storage in pieces this large.
+const COLUMN_WRITE_BYTES: usize = 1 << 20;
 
-/// One column's encoded file and what the index records about it.
-struct EncodedColumn {
-    bytes: Vec<u8>,
+/// One column's encoded blocks and the statistics the index records.
+struct ColumnSink {
+    /// Blocks not yet handed to `file` (every block while the part may
+    /// still be compact).
+    buffer: Vec<u8>,
+    /// The column's own file, once the part is wide.
+    file: Option<Box<dyn FileWriter>>,
+    /// CRC of the file so far (header included), for its footer.
+    crc: crc32fast::Hasher,
+    /// Bytes of blocks so far.
+    len: u64,
+    /// Offset of each granule's block, relative to the first block.
     marks: Vec<u64>,
-    mins: Vec<ScalarValue>,
-    maxs: Vec<ScalarValue>,
+    mins: Vec<ArrayRef>,
+    maxs: Vec<ArrayRef>,
     nulls: Vec<u32>,
     uncompressed: u64,
 }
 
-/// Writes `batch` (sorted) as the new part `name` (from [`new_part_name`])
-/// and returns its index.
+impl ColumnSink {
+    fn new() -> Self {
+        ColumnSink {
+            buffer: Vec::new(),
+            file: None,
+            crc: crc32fast::Hasher::new(),
+            len: 0,
+            marks: Vec::new(),
+            mins: Vec::new(),
+            maxs: Vec::new(),
+            nulls: Vec::new(),
+            uncompressed: 0,
+        }
+    }
+
+    /// Hands what is buffered to the column's file, if it has one.
+    async fn drain(&mut self) -> Result<()> {
+        if let Some(file) = &mut self.file
+            && !self.buffer.is_empty()
+        {
+            file.write(Bytes::from(std::mem::take(&mut self.buffer)))
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// A part being written.
+pub struct PartWriter {
+    storage: Storage,
+    name: String,
+    layout: PartLayout,
+    level: u32,
+    schema: SchemaRef,
+    builders: Vec<Box<dyn ComponentBuilder>>,
+    /// Rows not yet cut into a granule, in order.
+    pending: Vec<RecordBatch>,
+    /// Rows and counted bytes of `pending`.
+    pending_rows: usize,
+    pending_bytes: usize,
+    columns: Vec<ColumnSink>,
+    /// Rows of each granule written.
+    granule_rows: Vec<u32>,
+    /// First value of each key column in each granule (the primary index).
+    first_keys: Vec<Vec<ArrayRef>>,
+    rows: u64,
+    /// Bytes the rows took in memory: whether the part is compact.
+    memory_bytes: usize,
+    wide: bool,
+    /// Scratch space for one granule's block payload.
+    payload: Vec<u8>,
+}
+
+impl PartWriter {
+    /// A writer of the new part `name` (from [`new_part_name`]) with rows of
+    /// `schema`, building `builders`' components beside the columns.
+    pub fn new(
+        storage: &Storage,
+        name: &str,
+        schema: SchemaRef,
+        layout: PartLayout,
+        level: u32,
+        builders: Vec<Box<dyn ComponentBuilder>>,
+    ) -> Self {
+        let columns = schema.fields().iter().map(|_| ColumnSink::new()).collect();
+        let first_keys = layout.key.iter().map(|_| Vec::new()).collect();
+        PartWriter {
+            storage: storage.clone(),
+            name: name.to_string(),
+            layout,
+            level,
+            schema,
+            builders,
+            pending: Vec::new(),
+            pending_rows: 0,
+            pending_bytes: 0,
+            columns,
+            granule_rows: Vec::new(),
+            first_keys,
+            rows: 0,
+            memory_bytes: 0,
+            wide: false,
+            payload: Vec::new(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn dir(&self) -> String {
+        part_dir(&self.name)
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> u64 {
+        self.rows + self.pending_rows as u64
+    }
+
+    /// Appends rows, which must sort at or after every row written before.
+    pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        let granularity = self.layout.granularity.max(1);
+        let max_bytes = self.layout.granularity_bytes.max(1);
+        let sizes = row_bytes(batch);
+        let mut start = 0;
+        for (row, &size) in sizes.iter().enumerate() {
+            let count = self.pending_rows + (row - start);
+            if count > 0 && (count == granularity || self.pending_bytes + size > max_bytes) {
+                if row > start {
+                    self.pending.push(batch.slice(start, row - start));
+                    self.pending_rows += row - start;
+                    start = row;
+                }
+                self.cut_granule().await?;
+            }
+            self.pending_bytes += size;
+        }
+        if start < batch.num_rows() {
+            self.pending
+                .push(batch.slice(start, batch.num_rows() - start));
+            self.pending_rows += batch.num_rows() - start;
+        }
+        Ok(())
+    }
+
+    /// Encodes the pending rows as the next granule.
+    async fn cut_granule(&mut self) -> Result<()> {
+        let granule = match self.pending.len() {
+            0 => return Ok(()),
+            1 => self.pending.pop().expect("one batch"),
+            _ => {
+                let granule = concat_batches(&self.schema, &self.pending)?;
+                self.pending.clear();
+                granule
+            }
+        };
+        self.pending_rows = 0;
+        self.pending_bytes = 0;
+        self.encode_granule(&granule)?;
+        self.memory_bytes += sliced_bytes(&granule);
+        if !self.wide && self.memory_bytes >= self.layout.min_bytes_for_wide_part {
+            self.go_wide().await?;
+        }
+        if self.wide {
+            for column in &mut self.columns {
+                if column.buffer.len() >= COLUMN_WRITE_BYTES {
+                    column.drain().await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn encode_granule(&mut self, granule: &RecordBatch) -> Result<()> {
+        let first_row = self.rows;
+        for (i, array) in granule.columns().iter().enumerate() {
+            let codec = &self.layout.codecs[i];
+            let field = self.schema.field(i);
+            let context = |e: Error| e.context(format!("column '{}'", field.name()));
+            let sink = &mut self.columns[i];
+            self.payload.clear();
+            column::encode(array.as_ref(), &codec.transforms, &mut self.payload)
+                .map_err(context)?;
+            sink.uncompressed += self.payload.len() as u64;
+            sink.marks.push(sink.len);
+            let before = sink.buffer.len();
+            encode_block(codec.compressor, &self.payload, &mut sink.buffer).map_err(context)?;
+            sink.crc.update(&sink.buffer[before..]);
+            sink.len += (sink.buffer.len() - before) as u64;
+            let (min, max) = stats::min_max(array.as_ref()).map_err(context)?;
+            sink.mins.push(min);
+            sink.maxs.push(max);
+            sink.nulls.push(array.null_count() as u32);
+        }
+        for (j, &k) in self.layout.key.iter().enumerate() {
+            self.first_keys[j].push(stats::value_at(granule.column(k).as_ref(), 0)?);
+        }
+        for builder in &mut self.builders {
+            builder.add_granule(first_row, granule)?;
+        }
+        self.granule_rows.push(granule.num_rows() as u32);
+        self.rows += granule.num_rows() as u64;
+        Ok(())
+    }
+
+    /// From here on each column streams to a file of its own.
+    async fn go_wide(&mut self) -> Result<()> {
+        self.wide = true;
+        let dir = self.dir();
+        for (i, column) in self.columns.iter_mut().enumerate() {
+            let mut file = self.storage.create(&format!("{dir}/c{i}.bin")).await?;
+            let header = envelope::header(FileKind::ColumnData);
+            let mut crc = crc32fast::Hasher::new();
+            crc.update(&header);
+            crc.combine(&column.crc);
+            column.crc = crc;
+            file.write(Bytes::copy_from_slice(&header)).await?;
+            column.file = Some(file);
+            column.drain().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes what remains, the components and the index; returns the index.
+    /// The files are durable when this returns.
+    pub async fn finish(mut self) -> Result<PartIndex> {
+        self.cut_granule().await?;
+        if self.rows == 0 {
+            return Err(Error::Table(format!("part '{}' has no rows", self.name)));
+        }
+        let dir = self.dir();
+        let mut written = Vec::new();
+        let column_metas = match self.wide {
+            true => self.finish_wide(&mut written).await?,
+            false => self.finish_compact(&mut written).await?,
+        };
+        let components = self.write_components(&mut written).await?;
+        let granule_table = self.granule_table()?;
+        let meta = PartMeta {
+            name: self.name.clone(),
+            rows: self.rows,
+            level: self.level,
+            granularity: self.layout.granularity.max(1) as u32,
+            order_by: self
+                .layout
+                .key
+                .iter()
+                .map(|&k| self.schema.field(k).name().clone())
+                .collect(),
+            columns: column_metas,
+            components,
+            skip_indexes: Vec::new(),
+        };
+        let part = PartIndex::new(meta, granule_table)?;
+        let index = format!("{dir}/{INDEX_FILE}");
+        self.storage.put(&index, part.encode()?).await?;
+        // Durable before any commit can name the part.
+        written.push(index);
+        self.storage.sync(written).await?;
+        Ok(part)
+    }
+
+    fn column_meta(&self, i: usize, file: String, start: u64, file_len: u64) -> ColumnMeta {
+        let field = self.schema.field(i);
+        let sink = &self.columns[i];
+        ColumnMeta {
+            name: field.name().clone(),
+            data_type: field.data_type().to_string(),
+            nullable: field.is_nullable(),
+            codec: self.layout.codecs[i].to_string(),
+            file,
+            file_len,
+            data_start: start,
+            data_end: start + sink.len,
+            compressed_bytes: sink.len,
+            uncompressed_bytes: sink.uncompressed,
+        }
+    }
+
+    async fn finish_wide(&mut self, written: &mut Vec<String>) -> Result<Vec<ColumnMeta>> {
+        let dir = self.dir();
+        let mut metas = Vec::with_capacity(self.columns.len());
+        for i in 0..self.columns.len() {
+            let sink = &mut self.columns[i];
+            sink.drain().await?;
+            let crc = std::mem::replace(&mut sink.crc, crc32fast::Hasher::new());
+            let mut file = sink.file.take().expect("a wide part's column has a file");
+            file.write(Bytes::copy_from_slice(&envelope::footer(crc)))
+                .await?;
+            let file_len = file.finish().await?;
+            let name = format!("c{i}.bin");
+            written.push(format!("{dir}/{name}"));
+            metas.push(self.column_meta(i, name, ENVELOPE_HEADER_LEN as u64, file_len));
+        }
+        Ok(metas)
+    }
+
+    /// One data file: every column's blocks, one column after the other.
+    async fn finish_compact(&mut self, written: &mut Vec<String>) -> Result<Vec<ColumnMeta>> {
+        let mut data = envelope::header(FileKind::ColumnData).to_vec();
+        let mut starts = Vec::with_capacity(self.columns.len());
+        for sink in &mut self.columns {
+            starts.push(data.len() as u64);
+            data.extend_from_slice(&std::mem::take(&mut sink.buffer));
+        }
+        envelope::append_footer(&mut data);
+        let file_len = data.len() as u64;
+        let path = format!("{}/{COMPACT_FILE}", self.dir());
+        self.storage.put(&path, data).await?;
+        written.push(path);
+        Ok((0..self.columns.len())
+            .map(|i| self.column_meta(i, COMPACT_FILE.to_string(), starts[i], file_len))
+            .collect())
+    }
+
+    async fn write_components(&mut self, written: &mut Vec<String>) -> Result<Vec<ComponentMeta>> {
+        let mut metas = Vec::new();
+        for (n, builder) in std::mem::take(&mut self.builders).into_iter().enumerate() {
+            let built = builder.finish()?;
+            let file = format!("k{n}.cmp");
+            let (bytes, meta) = built.encode(&file)?;
+            let path = format!("{}/{file}", self.dir());
+            self.storage.put(&path, bytes).await?;
+            written.push(path);
+            metas.push(meta);
+        }
+        Ok(metas)
+    }
+
+    /// The per-granule table of the index: rows, primary key, and each
+    /// column's min, max, null count and mark.
+    fn granule_table(&self) -> Result<RecordBatch> {
+        let types: Vec<(String, DataType)> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| (f.name().clone(), f.data_type().clone()))
+            .collect();
+        let schema = index::granule_schema(&types, &self.layout.key);
+        let mut arrays: Vec<ArrayRef> = vec![index::counts_array(self.granule_rows.clone())];
+        for (j, &k) in self.layout.key.iter().enumerate() {
+            arrays.push(stats::concat(&self.first_keys[j], &types[k].1)?);
+        }
+        // Marks are file offsets: a wide column's blocks follow its header;
+        // a compact part's follow the columns before it.
+        let mut start = ENVELOPE_HEADER_LEN as u64;
+        for (i, sink) in self.columns.iter().enumerate() {
+            let data_type = &types[i].1;
+            arrays.push(stats::concat(&sink.mins, data_type)?);
+            arrays.push(stats::concat(&sink.maxs, data_type)?);
+            arrays.push(index::counts_array(sink.nulls.clone()));
+            arrays.push(index::marks_array(
+                sink.marks.iter().map(|m| m + start).collect(),
+            ));
+            if !self.wide {
+                start += sink.len;
+            }
+        }
+        Ok(RecordBatch::try_new(schema, arrays)?)
+    }
+}
+
+/// Writes `batch` (sorted) as the new part `name` and returns its index.
 pub async fn write_part(
     storage: &Storage,
     name: &str,
     batch: &RecordBatch,
     layout: &PartLayout,
     level: u32,
+    builders: Vec<Box<dyn ComponentBuilder>>,
 ) -> Result<PartIndex> {
-    let name = name.to_string();
-    let dir = part_dir(&name);
-    let granularity = layout.granularity.max(1);
-    let sizes = granule_sizes(batch, granularity, layout.granularity_bytes.max(1));
-    let schema = batch.schema();
-    let compact = batch.get_array_memory_size() < layout.min_bytes_for_wide_part;
-
-    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
-    let mut column_metas = Vec::new();
-    let mut encoded = Vec::new();
-    // A compact part's data file: every column's blocks, one column after
-    // the other, in one envelope.
-    let mut shared = envelope::header(FileKind::ColumnData).to_vec();
-    for (i, array) in batch.columns().iter().enumerate() {
-        let field = schema.field(i);
-        let codec = &layout.codecs[i];
-        let mut column = encode_column(array, &sizes, codec)
-            .map_err(|e| e.context(format!("column '{}'", field.name())))?;
-        let blocks = &column.bytes[envelope::ENVELOPE_HEADER_LEN..];
-        let (file, data_start, data_end) = if compact {
-            let start = shared.len() as u64;
-            let shift = start - envelope::ENVELOPE_HEADER_LEN as u64;
-            column.marks.iter_mut().for_each(|m| *m += shift);
-            shared.extend_from_slice(blocks);
-            (COMPACT_FILE.to_string(), start, shared.len() as u64)
-        } else {
-            let header = envelope::ENVELOPE_HEADER_LEN as u64;
-            let end = header + blocks.len() as u64;
-            let mut bytes = std::mem::take(&mut column.bytes);
-            envelope::append_footer(&mut bytes);
-            let file = format!("c{i}.bin");
-            files.push((format!("{dir}/{file}"), bytes));
-            (file, header, end)
-        };
-        column_metas.push(ColumnMeta {
-            name: field.name().clone(),
-            data_type: field.data_type().to_string(),
-            nullable: field.is_nullable(),
-            codec: codec.to_string(),
-            file,
-            file_len: 0, // set below, once the file is complete
-            data_start,
-            data_end,
-            compressed_bytes: data_end - data_start,
-            uncompressed_bytes: column.uncompressed,
-        });
-        encoded.push(column);
-    }
-    if compact {
-        envelope::append_footer(&mut shared);
-        files.push((format!("{dir}/{COMPACT_FILE}"), shared));
-    }
-    for meta in &mut column_metas {
-        let path = format!("{dir}/{}", meta.file);
-        meta.file_len = files
-            .iter()
-            .find(|(p, _)| *p == path)
-            .map_or(0, |(_, bytes)| bytes.len() as u64);
-    }
-
-    let mut skip_metas = Vec::new();
-    for &(c, spec) in layout.skip_indexes.iter().filter(|(_, s)| s.has_file()) {
-        let column = batch.column(c);
-        let mut blocks = Vec::new();
-        let mut start = 0;
-        for block in sizes.chunks(spec.granularity.max(1)) {
-            let rows: usize = block.iter().sum();
-            blocks.push(Block::build(&spec, &column.slice(start, rows))?);
-            start += rows;
-        }
-        let file = format!("k{c}.skp");
-        files.push((format!("{dir}/{file}"), SkipIndex { spec, blocks }.encode()));
-        skip_metas.push(SkipIndexMeta {
-            column: schema.field(c).name().clone(),
-            spec: spec.to_string(),
-            file,
-        });
-    }
-
-    let granule_table = build_granule_table(batch, layout, &sizes, &encoded)?;
-    let meta = PartMeta {
-        name: name.clone(),
-        rows: batch.num_rows() as u64,
+    let mut writer = PartWriter::new(
+        storage,
+        name,
+        batch.schema(),
+        layout.clone(),
         level,
-        granularity: granularity as u32,
-        order_by: layout
-            .key
-            .iter()
-            .map(|&k| schema.field(k).name().clone())
-            .collect(),
-        columns: column_metas,
-        skip_indexes: skip_metas,
-    };
-    let part = PartIndex::new(meta, granule_table)?;
-
-    let mut names: Vec<String> = files.iter().map(|(path, _)| path.clone()).collect();
-    futures::stream::iter(files)
-        .map(|(path, bytes)| async move { storage.put(&path, bytes).await })
-        .buffer_unordered(4)
-        .try_collect::<Vec<_>>()
-        .await?;
-    let index = format!("{dir}/{INDEX_FILE}");
-    storage.put(&index, part.encode()?).await?;
-    // Durable before any commit can name the part.
-    names.push(index);
-    storage.sync(names).await?;
-    Ok(part)
+        builders,
+    );
+    writer.write(batch).await?;
+    writer.finish().await
 }
 
-/// A column's blocks after an envelope header (no footer yet), one block
-/// per granule of `sizes` rows.
-fn encode_column(array: &ArrayRef, sizes: &[usize], codec: &CodecChain) -> Result<EncodedColumn> {
-    let mut bytes = envelope::header(FileKind::ColumnData).to_vec();
-    let mut payload = Vec::new();
-    let mut out = EncodedColumn {
-        bytes: Vec::new(),
-        marks: Vec::new(),
-        mins: Vec::new(),
-        maxs: Vec::new(),
-        nulls: Vec::new(),
-        uncompressed: 0,
-    };
-    let mut offset = 0;
-    for &len in sizes {
-        let granule = array.slice(offset, len);
-        payload.clear();
-        column::encode(granule.as_ref(), &codec.transforms, &mut payload)?;
-        out.uncompressed += payload.len() as u64;
-        out.marks.push(bytes.len() as u64);
-        encode_block(codec.compressor, &payload, &mut bytes)?;
-        let (min, max) = min_max(&granule)?;
-        out.mins.push(min);
-        out.maxs.push(max);
-        out.nulls.push(granule.null_count() as u32);
-        offset += len;
-    }
-    out.bytes = bytes;
-    Ok(out)
-}
-
-/// Minimum and maximum of a granule; null scalars where the type has no
-/// order the statistics kernels know (pruning then keeps the granule).
-fn min_max(granule: &ArrayRef) -> Result<(ScalarValue, ScalarValue)> {
-    let unknown = || ScalarValue::try_from(granule.data_type());
-    match (min_batch(granule), max_batch(granule)) {
-        (Ok(min), Ok(max)) => Ok((min, max)),
-        _ => {
-            let null = unknown().map_err(|e| Error::Schema(e.to_string()))?;
-            Ok((null.clone(), null))
+/// Bytes each row of `batch` counts toward a granule's `granularity_bytes`:
+/// fixed-width values, and for variable-length ones their bytes plus a
+/// length word.
+fn row_bytes(batch: &RecordBatch) -> Vec<usize> {
+    let fixed: usize = batch
+        .columns()
+        .iter()
+        .map(|c| match layout_of(c.data_type()) {
+            Some(Layout::Fixed(width)) => width,
+            _ => 1,
+        })
+        .sum();
+    let mut sizes = vec![fixed; batch.num_rows()];
+    for c in batch.columns() {
+        if matches!(layout_of(c.data_type()), Some(Layout::VarLen)) {
+            for (size, len) in sizes.iter_mut().zip(column::value_lengths(c.as_ref())) {
+                *size += len + 4;
+            }
         }
     }
+    sizes
 }
 
-fn build_granule_table(
-    batch: &RecordBatch,
-    layout: &PartLayout,
-    sizes: &[usize],
-    columns: &[EncodedColumn],
-) -> Result<RecordBatch> {
-    let types: Vec<(String, DataType)> = batch
-        .schema()
-        .fields()
+/// Bytes of the rows in `batch`, counting only the slices it uses (a batch
+/// sliced from a larger one does not own the larger one's memory).
+pub fn sliced_bytes(batch: &RecordBatch) -> usize {
+    batch
+        .columns()
         .iter()
-        .map(|f| (f.name().clone(), f.data_type().clone()))
-        .collect();
-    let schema = index::granule_schema(&types, &layout.key);
-    let rows: Vec<u32> = sizes.iter().map(|&n| n as u32).collect();
-    let starts: Vec<usize> = sizes
-        .iter()
-        .scan(0, |start, &n| {
-            let first = *start;
-            *start += n;
-            Some(first)
+        .map(|c| {
+            c.to_data()
+                .get_slice_memory_size()
+                .unwrap_or_else(|_| c.get_array_memory_size())
         })
-        .collect();
-    let mut arrays: Vec<ArrayRef> = vec![index::counts_array(rows)];
-    // Built from scalars, not `take`: a taken view array would share (and
-    // the IPC writer would store) the whole column's string buffers.
-    for &k in &layout.key {
-        let firsts = starts
-            .iter()
-            .map(|&row| ScalarValue::try_from_array(batch.column(k), row))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| Error::Schema(format!("cannot build the primary index: {e}")))?;
-        arrays.push(scalars_to_array(&firsts)?);
-    }
-    for column in columns {
-        arrays.push(scalars_to_array(&column.mins)?);
-        arrays.push(scalars_to_array(&column.maxs)?);
-        arrays.push(index::counts_array(column.nulls.clone()));
-        arrays.push(index::marks_array(column.marks.clone()));
-    }
-    Ok(RecordBatch::try_new(schema, arrays)?)
-}
-
-fn scalars_to_array(values: &[ScalarValue]) -> Result<ArrayRef> {
-    ScalarValue::iter_to_array(values.iter().cloned())
-        .map_err(|e| Error::Schema(format!("cannot build statistics: {e}")))
+        .sum()
 }

@@ -10,6 +10,10 @@ extensions_options! {
         /// statistics. Turning it off reads every granule (for checking that
         /// indexes do not change results, and for measuring them).
         pub enable_pruning: bool, default = true
+        /// Bytes of the process's cache of part indexes, deletion masks and
+        /// index blocks (shared by every table and session of the process;
+        /// the last value set wins).
+        pub cache_bytes: u64, default = crate::storage::cache::DEFAULT_CACHE_BYTES
     }
 }
 

@@ -15,10 +15,8 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType};
 
-use super::plan::{PruneCounts, Pruners, with_types};
 use crate::error::Error;
-use crate::part::PartIndex;
-use crate::part::skip::SkipIndex;
+use crate::plan::Pruner;
 use crate::table::{RowMatcher, Table};
 
 /// A WHERE clause (and for UPDATE its SET list) over the table's schema.
@@ -26,7 +24,8 @@ pub struct ExprMatcher {
     pub schema: SchemaRef,
     /// `None` matches every row.
     pub filter: Option<Arc<dyn PhysicalExpr>>,
-    pub pruners: Pruners,
+    /// Skip granules no row of which can match.
+    pub pruners: Vec<Arc<dyn Pruner>>,
     /// UPDATE's assignments by column position; `None` for DELETE.
     pub assignments: Option<Vec<(usize, Arc<dyn PhysicalExpr>)>>,
 }
@@ -44,20 +43,8 @@ fn df(e: datafusion::error::DataFusionError) -> Error {
 }
 
 impl RowMatcher for ExprMatcher {
-    fn skip_columns(&self) -> Vec<String> {
-        self.pruners.filter_columns()
-    }
-
-    fn granules(
-        &self,
-        part: &PartIndex,
-        skip: Vec<(String, Arc<SkipIndex>)>,
-    ) -> crate::Result<Vec<bool>> {
-        let mut counts = PruneCounts::default();
-        let mut keep = self.pruners.keep_granules(part, &mut counts).map_err(df)?;
-        let indexes = with_types(&self.schema, skip);
-        self.pruners.apply_skip_indexes(&indexes, &mut keep);
-        Ok(keep)
+    fn pruners(&self) -> Vec<Arc<dyn Pruner>> {
+        self.pruners.clone()
     }
 
     fn matches(&self, batch: &RecordBatch) -> crate::Result<BooleanArray> {

@@ -13,7 +13,7 @@ use datafusion::logical_expr::CreateExternalTable;
 
 use super::provider::DiagonTableProvider;
 use crate::error::Error;
-use crate::part::skip::SkipSpec;
+use crate::index::skip::SkipSpec;
 use crate::storage::Storage;
 use crate::table::{Table, TableOptions};
 

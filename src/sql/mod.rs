@@ -6,7 +6,6 @@ pub mod config;
 pub mod dml;
 pub mod factory;
 pub mod functions;
-pub mod plan;
 pub mod provider;
 pub mod pruning;
 pub mod scan;

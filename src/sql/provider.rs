@@ -16,18 +16,28 @@ use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
-use datafusion::physical_optimizer::pruning::{PruningPredicate, PruningPredicateBuilder};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 
 use super::config::DiagonConfig;
 use super::dml::{ExprMatcher, Mutation, MutationSink};
-use super::plan::{PartSkipIndexes, Pruners, ScanPlan, split_tasks, with_types};
+use super::pruning;
 use super::scan::DiagonSource;
 use super::sink::DiagonSink;
+use crate::plan::{Pruner, split_tasks};
+use crate::storage::Cache;
 use crate::table::Table;
-use std::collections::HashMap;
+
+/// Sizes the process's cache as the session says (`diagon.cache_bytes`).
+fn set_cache_capacity(state: &dyn Session) {
+    if let Some(config) = state.config_options().extensions.get::<DiagonConfig>() {
+        let cache = Cache::global();
+        if cache.capacity() != config.cache_bytes {
+            cache.set_capacity(config.cache_bytes);
+        }
+    }
+}
 
 #[derive(Debug)]
 pub struct DiagonTableProvider {
@@ -45,52 +55,22 @@ impl DiagonTableProvider {
         &self.table
     }
 
-    /// Pruning predicates for `filters`; `None` where nothing can be pruned.
-    fn pruners(&self, state: &dyn Session, filters: &[Expr], key: &[String]) -> Result<Pruners> {
-        let build = |exprs: Vec<Expr>| -> Result<Option<Arc<PruningPredicate>>> {
-            let Some(expr) = conjunction(exprs) else {
-                return Ok(None);
-            };
-            let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
-            let physical = state.create_physical_expr(expr, &df_schema)?;
-            Ok(PruningPredicateBuilder::new()
-                .with_file_schema(self.schema.clone())
-                .build(physical))
-        };
-        let on_key: Vec<Expr> = filters
-            .iter()
-            .filter(|f| {
-                let columns = f.column_refs();
-                !columns.is_empty() && columns.iter().all(|c| key.contains(&c.name))
-            })
-            .cloned()
-            .collect();
-        Ok(Pruners {
-            primary: build(on_key)?,
-            minmax: build(filters.to_vec())?,
-            filters: filters.to_vec(),
-        })
-    }
-
-    /// The skip indexes of `parts` on columns the filters mention.
-    async fn skip_indexes(
+    /// The pruners for `filters`, or none when the session turned pruning off.
+    fn pruners(
         &self,
-        parts: &[Arc<crate::part::PartIndex>],
-        pruners: &Pruners,
-    ) -> Result<HashMap<String, PartSkipIndexes>> {
-        let mut loaded = HashMap::new();
-        let columns = pruners.filter_columns();
-        if columns.is_empty() {
-            return Ok(loaded);
+        state: &dyn Session,
+        options: &crate::table::TableOptions,
+        filters: &[Expr],
+    ) -> Result<Vec<Arc<dyn Pruner>>> {
+        let enabled = state
+            .config_options()
+            .extensions
+            .get::<DiagonConfig>()
+            .is_none_or(|c| c.enable_pruning);
+        match enabled {
+            true => pruning::pruners(state, &self.schema, options, filters),
+            false => Ok(Vec::new()),
         }
-        for part in parts {
-            let found = self.table.skip_indexes_on(part, &columns).await?;
-            let indexes = with_types(&self.schema, found);
-            if !indexes.is_empty() {
-                loaded.insert(part.meta.name.clone(), indexes);
-            }
-        }
-        Ok(loaded)
     }
 
     /// Physical forms of a DELETE's or UPDATE's WHERE clause and SET list.
@@ -101,8 +81,8 @@ impl DiagonTableProvider {
         assignments: Option<Vec<(String, Expr)>>,
     ) -> Result<ExprMatcher> {
         let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
-        let key = self.table.cached_snapshot().options.order_by.clone();
-        let pruners = self.pruners(state, &filters, &key)?;
+        let options = self.table.cached_snapshot().options.clone();
+        let pruners = self.pruners(state, &options, &filters)?;
         let filter = conjunction(filters)
             .map(|f| state.create_physical_expr(f, &df_schema))
             .transpose()?;
@@ -180,29 +160,10 @@ impl TableProvider for DiagonTableProvider {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let (pin, snapshot) = self.table.pinned_snapshot().await?;
-        let parts = self.table.part_indexes(&snapshot).await?;
-        let pruning_enabled = state
-            .config_options()
-            .extensions
-            .get::<DiagonConfig>()
-            .is_none_or(|c| c.enable_pruning);
-        let pruners = if pruning_enabled {
-            self.pruners(state, filters, &snapshot.options.order_by)?
-        } else {
-            Pruners {
-                primary: None,
-                minmax: None,
-                filters: Vec::new(),
-            }
-        };
-        let skip = self.skip_indexes(&parts, &pruners).await?;
-        let mut plan = ScanPlan::build(parts, &skip, &pruners)?;
-        plan.pin = Some(Arc::new(pin));
-        for entry in &snapshot.parts {
-            if let Some(mask) = self.table.deletion_mask(entry).await? {
-                plan.masks.insert(entry.name.clone(), mask);
-            }
-        }
+        set_cache_capacity(state);
+        let pruners = self.pruners(state, &snapshot.options, filters)?;
+        let mut plan = self.table.plan(&snapshot.parts, &pruners).await?;
+        plan.keep_alive = Some(Arc::new(pin));
         let plan = Arc::new(plan);
         let target = state.config_options().execution.target_partitions;
         let keyed = !snapshot.options.order_by.is_empty();
@@ -214,7 +175,6 @@ impl TableProvider for DiagonTableProvider {
         let projected_schema = Arc::new(self.schema.project(&projection)?);
         let source = DiagonSource {
             table_name: self.table.name().to_string(),
-            storage: self.table.storage().clone(),
             plan,
             tasks: Arc::new(tasks),
             declare_ordering: false,

@@ -1,108 +1,88 @@
-//! Granule statistics in the shape DataFusion's `PruningPredicate` reads.
+//! A query's filters as the planner's pruner inputs. This is the only
+//! place that reads DataFusion expressions for pruning:
 //!
-//! Each granule of a part is one "container". Two views exist: the sparse
-//! primary index (sort-key columns only) and the per-granule min/max of every
-//! column. Pruning with them separately lets EXPLAIN ANALYZE say which index
-//! skipped a granule.
+//! - conjuncts over sort-key columns only become a `PruningPredicate`
+//!   over the sparse primary index;
+//! - all conjuncts become a `PruningPredicate` over per-granule min/max;
+//! - for each column with a skip index that the filters mention, the
+//!   filters become a [`SkipCondition`] (see [`super::skipping`]).
 
-use arrow::array::{ArrayRef, BooleanArray};
-use arrow::compute::cast;
-use arrow::datatypes::DataType;
-use datafusion::common::{Column, ScalarValue};
-use datafusion::physical_optimizer::pruning::PruningStatistics;
-use std::collections::HashSet;
+use std::sync::Arc;
 
-use crate::part::PartIndex;
+use arrow::datatypes::SchemaRef;
+use datafusion::catalog::Session;
+use datafusion::common::DFSchema;
+use datafusion::error::Result;
+use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::physical_optimizer::pruning::{PruningPredicate, PruningPredicateBuilder};
 
-/// Min/max/null-count statistics of every column, one container per granule.
-pub struct GranuleStats<'a> {
-    pub part: &'a PartIndex,
-}
+use super::skipping;
+use crate::plan::prune::Stats;
+use crate::plan::{Pruner, SkipIndexPruner, StatsPruner};
+use crate::table::TableOptions;
 
-impl GranuleStats<'_> {
-    fn position(&self, column: &Column) -> Option<usize> {
-        self.part.column_position(&column.name)
+/// The pruners for `filters` over a table of `schema` with `options`, in
+/// the order they run: primary key, min/max, then each skip index.
+pub fn pruners(
+    state: &dyn Session,
+    schema: &SchemaRef,
+    options: &TableOptions,
+    filters: &[Expr],
+) -> Result<Vec<Arc<dyn Pruner>>> {
+    let mut pruners: Vec<Arc<dyn Pruner>> = Vec::new();
+    let key = &options.order_by;
+    let on_key: Vec<Expr> = filters
+        .iter()
+        .filter(|f| {
+            let columns = f.column_refs();
+            !columns.is_empty() && columns.iter().all(|c| key.contains(&c.name))
+        })
+        .cloned()
+        .collect();
+    if let Some(predicate) = predicate(state, schema, on_key)? {
+        pruners.push(Arc::new(StatsPruner::new(predicate, Stats::PrimaryKey)));
     }
-}
-
-impl PruningStatistics for GranuleStats<'_> {
-    fn min_values(&self, column: &Column) -> Option<ArrayRef> {
-        self.position(column).map(|c| self.part.min(c).clone())
+    if let Some(predicate) = predicate(state, schema, filters.to_vec())? {
+        pruners.push(Arc::new(StatsPruner::new(predicate, Stats::MinMax)));
     }
-
-    fn max_values(&self, column: &Column) -> Option<ArrayRef> {
-        self.position(column).map(|c| self.part.max(c).clone())
-    }
-
-    fn num_containers(&self) -> usize {
-        self.part.num_granules()
-    }
-
-    fn null_counts(&self, column: &Column) -> Option<ArrayRef> {
-        let c = self.position(column)?;
-        cast(self.part.null_counts(c), &DataType::UInt64).ok()
-    }
-
-    fn row_counts(&self) -> Option<ArrayRef> {
-        Some(self.part.row_counts().clone())
-    }
-
-    fn contained(&self, _column: &Column, _values: &HashSet<ScalarValue>) -> Option<BooleanArray> {
-        None
-    }
-}
-
-/// The sparse primary index: for the first key column a granule spans from
-/// its first key to the next granule's first key; other key columns use
-/// their min/max. Non-key columns are unknown to this index.
-pub struct PrimaryIndexStats<'a> {
-    pub part: &'a PartIndex,
-}
-
-impl PrimaryIndexStats<'_> {
-    fn key_position(&self, column: &Column) -> Option<usize> {
-        self.part
-            .meta
-            .order_by
-            .iter()
-            .position(|k| *k == column.name)
-    }
-
-    fn granules(&self) -> GranuleStats<'_> {
-        GranuleStats { part: self.part }
-    }
-}
-
-impl PruningStatistics for PrimaryIndexStats<'_> {
-    fn min_values(&self, column: &Column) -> Option<ArrayRef> {
-        match self.key_position(column)? {
-            0 => Some(self.part.primary_key(0).clone()),
-            _ => self.granules().min_values(column),
+    let mentioned: Vec<String> = filters
+        .iter()
+        .flat_map(|f| f.column_refs().into_iter().map(|c| c.name.clone()))
+        .collect();
+    for (column, spec) in &options.skip_indexes {
+        if !spec.has_component() || !mentioned.contains(column) {
+            continue;
         }
+        let Ok(field) = schema.field_with_name(column) else {
+            continue;
+        };
+        // Kept even when it cannot prune, so EXPLAIN shows the index was
+        // considered.
+        let condition = skipping::condition(filters, column, field.data_type(), spec);
+        pruners.push(Arc::new(SkipIndexPruner {
+            column: column.clone(),
+            data_type: field.data_type().clone(),
+            spec: *spec,
+            condition,
+        }));
     }
+    Ok(pruners)
+}
 
-    fn max_values(&self, column: &Column) -> Option<ArrayRef> {
-        match self.key_position(column)? {
-            // Granule g ends at or before the first key of granule g + 1.
-            0 => self.part.primary_key_upper().cloned(),
-            _ => self.granules().max_values(column),
-        }
-    }
-
-    fn num_containers(&self) -> usize {
-        self.part.num_granules()
-    }
-
-    fn null_counts(&self, column: &Column) -> Option<ArrayRef> {
-        self.key_position(column)?;
-        self.granules().null_counts(column)
-    }
-
-    fn row_counts(&self) -> Option<ArrayRef> {
-        self.granules().row_counts()
-    }
-
-    fn contained(&self, _column: &Column, _values: &HashSet<ScalarValue>) -> Option<BooleanArray> {
-        None
-    }
+/// A pruning predicate for the conjunction of `exprs`; `None` when there is
+/// nothing to prune with.
+fn predicate(
+    state: &dyn Session,
+    schema: &SchemaRef,
+    exprs: Vec<Expr>,
+) -> Result<Option<Arc<PruningPredicate>>> {
+    let Some(expr) = conjunction(exprs) else {
+        return Ok(None);
+    };
+    let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
+    let physical = state.create_physical_expr(expr, &df_schema)?;
+    Ok(PruningPredicateBuilder::new()
+        .with_file_schema(schema.clone())
+        .build(physical))
 }

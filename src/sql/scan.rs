@@ -1,6 +1,8 @@
 //! `DiagonSource`: the scan of a diagon table as a DataFusion `DataSource`
 //! behind `DataSourceExec`, so projection, limit, sort and filter pushdown
-//! follow DataFusion's own contract.
+//! follow DataFusion's own contract. It executes a [`ScanPlan`] split into
+//! one task per output partition; the only decision it makes while reading
+//! is to skip granules that dynamic filters (TopK, joins) exclude.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -32,11 +34,9 @@ use datafusion::physical_plan::{DisplayFormatType, SortOrderPushdownResult};
 use datafusion_functions_aggregate_common::min_max::{max_batch, min_batch};
 use futures::TryStreamExt;
 
-use super::plan::{ScanPlan, ScanTask};
-use super::pruning::GranuleStats;
-use crate::part::{PartIndex, ReadStats, read_granules};
-use crate::storage::Storage;
-use crate::table::deletes::apply_mask;
+use crate::part::ReadStats;
+use crate::plan::prune::Stats;
+use crate::plan::{Granule, PartPlan, ScanPlan, ScanTask, SkipReason, StatsPruner, read_granules};
 
 /// Granules fetched per read request; bounds memory per partition while
 /// keeping requests large enough for object stores.
@@ -45,7 +45,6 @@ const GRANULES_PER_READ: usize = 8;
 #[derive(Debug, Clone)]
 pub struct DiagonSource {
     pub(crate) table_name: String,
-    pub(crate) storage: Storage,
     pub(crate) plan: Arc<ScanPlan>,
     pub(crate) tasks: Arc<Vec<ScanTask>>,
     pub(crate) projected_schema: SchemaRef,
@@ -68,24 +67,42 @@ pub struct DiagonSource {
 }
 
 impl DiagonSource {
-    /// Records the plan-time pruning counts, which EXPLAIN ANALYZE shows.
+    /// Records the plan-time counts, which EXPLAIN ANALYZE shows.
     pub(crate) fn record_plan_metrics(&self) {
-        let c = self.plan.counts;
-        let counter = |name: &'static str, value: usize| {
+        let plan = &self.plan;
+        let counter = |name: String, value: usize| {
             MetricBuilder::new(&self.metrics)
                 .global_counter(name)
                 .add(value);
         };
-        counter("parts_total", c.parts_total);
-        counter("parts_pruned", c.parts_pruned);
-        counter("granules_total", c.granules_total);
-        counter("granules_pruned_by_primary_key", c.granules_pruned_primary);
-        counter("granules_pruned_by_minmax", c.granules_pruned_minmax);
-        for (column, pruned) in &self.plan.skip_pruned {
-            MetricBuilder::new(&self.metrics)
-                .global_counter(format!("granules_pruned_by_skip_index_{column}"))
-                .add(*pruned);
+        counter("parts_total".into(), plan.parts_total());
+        counter(
+            "parts_pruned".into(),
+            plan.parts_total() - plan.parts_read(),
+        );
+        counter("granules_total".into(), plan.granules_total());
+        counter(
+            "granules_pruned_by_primary_key".into(),
+            plan.skipped_by(&SkipReason::PrimaryKey),
+        );
+        counter(
+            "granules_pruned_by_minmax".into(),
+            plan.skipped_by(&SkipReason::MinMax),
+        );
+        for reason in &plan.consulted {
+            if let SkipReason::SkipIndex(column) = reason {
+                counter(
+                    format!("granules_pruned_by_skip_index_{column}"),
+                    plan.skipped_by(reason),
+                );
+            }
         }
+        counter(
+            "granules_skipped_deleted".into(),
+            plan.skipped_by(&SkipReason::Deleted),
+        );
+        counter("cache_hits".into(), plan.cache.hits() as usize);
+        counter("cache_misses".into(), plan.cache.misses() as usize);
     }
 
     fn ordering(&self) -> Option<LexOrdering> {
@@ -105,58 +122,55 @@ impl DiagonSource {
         }
     }
 
-    fn part_columns(&self, part: &PartIndex) -> Result<Vec<usize>> {
-        self.projected_schema
-            .fields()
-            .iter()
-            .map(|f| {
-                part.column_position(f.name()).ok_or_else(|| {
-                    DataFusionError::Execution(format!(
-                        "table '{}': part '{}' lacks column '{}'",
-                        self.table_name,
-                        part.meta.name,
-                        f.name()
-                    ))
+    /// The reads of one partition, or of all (`None`).
+    fn reads(&self, partition: Option<usize>) -> Vec<(&PartPlan, Range<usize>)> {
+        match partition {
+            None => self
+                .plan
+                .parts
+                .iter()
+                .flat_map(|p| p.read_ranges().into_iter().map(move |r| (p, r)))
+                .collect(),
+            Some(i) => self
+                .tasks
+                .get(i)
+                .map(|t| {
+                    t.reads
+                        .iter()
+                        .map(|(p, r)| (&self.plan.parts[*p], r.clone()))
+                        .collect()
                 })
-            })
-            .collect()
+                .unwrap_or_default(),
+        }
     }
 
     /// Statistics of what the scan emits before any LIMIT: the rows of the
     /// granules it reads. `partition` None is the whole scan.
     fn unlimited_statistics(&self, partition: Option<usize>) -> Result<Statistics> {
-        let reads: Vec<(&Arc<PartIndex>, Range<usize>)> = match partition {
-            None => self
-                .plan
-                .parts
-                .iter()
-                .flat_map(|p| p.ranges.iter().map(move |r| (&p.part, r.clone())))
-                .collect(),
-            Some(i) => self
-                .tasks
-                .get(i)
-                .map(|t| t.reads.iter().map(|(p, r)| (p, r.clone())).collect())
-                .unwrap_or_default(),
-        };
+        let reads = self.reads(partition);
         let mut rows: u64 = 0;
-        let mut deleted: u64 = 0;
-        for (p, r) in &reads {
-            let (start, end) = (p.granule_starts[r.start], p.granule_starts[r.end]);
-            rows += end - start;
-            if let Some(mask) = self.plan.masks.get(&p.meta.name) {
-                let slice = mask.slice(start as usize, (end - start) as usize);
-                deleted += slice.count_set_bits() as u64;
+        let mut narrowed = false;
+        for (part, range) in &reads {
+            for g in range.clone() {
+                rows += match &part.granules[g] {
+                    Granule::Scan => part.index.granule_rows(g),
+                    Granule::Select(s) => {
+                        narrowed = true;
+                        s.rows.count_set_bits() as u64
+                    }
+                    Granule::Skip(_) => 0,
+                };
             }
         }
         let mut stats = Statistics::new_unknown(&self.projected_schema)
-            .with_num_rows(Precision::Exact((rows - deleted) as usize));
+            .with_num_rows(Precision::Exact(rows as usize));
         for (i, field) in self.projected_schema.fields().iter().enumerate() {
             let column = column_statistics(&reads, field.name())?;
-            // Granule statistics still count deleted rows: with deletions
-            // they are bounds, not exact values.
-            stats.column_statistics[i] = match deleted {
-                0 => column,
-                _ => column.to_inexact(),
+            // Granule statistics count every row of a granule: where rows
+            // are left out (deleted), they are bounds, not exact values.
+            stats.column_statistics[i] = match narrowed {
+                false => column,
+                true => column.to_inexact(),
             };
         }
         Ok(stats)
@@ -173,14 +187,12 @@ pub(crate) struct StatisticsCache {
 
 /// Exact min/max/null count of one column over granule ranges, or unknown
 /// where a granule's statistics are missing.
-fn column_statistics(
-    reads: &[(&Arc<PartIndex>, Range<usize>)],
-    name: &str,
-) -> Result<ColumnStatistics> {
+fn column_statistics(reads: &[(&PartPlan, Range<usize>)], name: &str) -> Result<ColumnStatistics> {
     let mut nulls = 0usize;
     let mut mins = Vec::new();
     let mut maxs = Vec::new();
-    for (part, range) in reads {
+    for (plan, range) in reads {
+        let part = &plan.index;
         let Some(c) = part.column_position(name) else {
             return Ok(ColumnStatistics::new_unknown());
         };
@@ -222,18 +234,16 @@ impl DataSource for DiagonSource {
         partition: usize,
         _context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let task = self
-            .tasks
-            .get(partition)
-            .cloned()
-            .unwrap_or(ScanTask { reads: Vec::new() });
+        let task = self.tasks.get(partition).cloned().unwrap_or_default();
         let reads = read_order(&task, self.reverse);
         let metrics = PartitionMetrics::new(&self.metrics, partition);
+        let runtime = RuntimePruner::new(&self.runtime_filters, &self.projected_schema);
         let state = ReadState {
             source: self.clone(),
             reads,
             remaining: self.fetch,
             metrics,
+            runtime,
         };
         let stream = futures::stream::try_unfold(state, |mut state| async move {
             let batches = state.next_batches().await?;
@@ -248,7 +258,7 @@ impl DataSource for DiagonSource {
     }
 
     fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        let c = self.plan.counts;
+        let plan = &self.plan;
         let sep = if matches!(t, DisplayFormatType::TreeRender) {
             "\n"
         } else {
@@ -258,15 +268,25 @@ impl DataSource for DiagonSource {
             f,
             "table={}{sep}parts={}/{}{sep}granules={}/{}{sep}pruned_by_primary_key={}{sep}pruned_by_minmax={}",
             self.table_name,
-            c.parts_total - c.parts_pruned,
-            c.parts_total,
-            self.plan.granules_selected(),
-            c.granules_total,
-            c.granules_pruned_primary,
-            c.granules_pruned_minmax,
+            plan.parts_read(),
+            plan.parts_total(),
+            plan.granules_read(),
+            plan.granules_total(),
+            plan.skipped_by(&SkipReason::PrimaryKey),
+            plan.skipped_by(&SkipReason::MinMax),
         )?;
-        for (column, pruned) in &self.plan.skip_pruned {
-            write!(f, "{sep}pruned_by_skip_index_{column}={pruned}")?;
+        for reason in &plan.consulted {
+            if let SkipReason::SkipIndex(column) = reason {
+                write!(
+                    f,
+                    "{sep}pruned_by_skip_index_{column}={}",
+                    plan.skipped_by(reason)
+                )?;
+            }
+        }
+        let deleted = plan.skipped_by(&SkipReason::Deleted);
+        if deleted > 0 {
+            write!(f, "{sep}skipped_deleted={deleted}")?;
         }
         if let Some(fetch) = self.fetch {
             write!(f, "{sep}fetch={fetch}")?;
@@ -277,13 +297,17 @@ impl DataSource for DiagonSource {
         if matches!(t, DisplayFormatType::Verbose) {
             write!(
                 f,
-                ", projection={:?}",
+                ", projection={:?}, partitions={}",
                 self.projected_schema
                     .fields()
                     .iter()
                     .map(|f| f.name())
-                    .collect::<Vec<_>>()
+                    .collect::<Vec<_>>(),
+                self.tasks.len()
             )?;
+            for line in plan.describe_parts() {
+                write!(f, "\n  {line}")?;
+            }
         }
         Ok(())
     }
@@ -436,13 +460,13 @@ impl DataSource for DiagonSource {
 
 /// The task's reads cut into requests of at most [`GRANULES_PER_READ`]
 /// granules, in the order they are to be read.
-fn read_order(task: &ScanTask, reverse: bool) -> VecDeque<(Arc<PartIndex>, Range<usize>)> {
+fn read_order(task: &ScanTask, reverse: bool) -> VecDeque<(usize, Range<usize>)> {
     let mut reads = VecDeque::new();
     for (part, range) in &task.reads {
         let mut start = range.start;
         while start < range.end {
             let end = (start + GRANULES_PER_READ).min(range.end);
-            reads.push_back((part.clone(), start..end));
+            reads.push_back((*part, start..end));
             start = end;
         }
     }
@@ -458,28 +482,75 @@ struct PartitionMetrics {
     rows_read: Count,
     granules_read: Count,
     granules_pruned_dynamic: Count,
+    dynamic_filter_rebuilds: Count,
     decode_time: Time,
 }
 
 impl PartitionMetrics {
     fn new(metrics: &ExecutionPlanMetricsSet, partition: usize) -> Self {
+        let counter = |name: &'static str| MetricBuilder::new(metrics).counter(name, partition);
         PartitionMetrics {
             baseline: BaselineMetrics::new(metrics, partition),
-            bytes_read: MetricBuilder::new(metrics).counter("bytes_read", partition),
-            rows_read: MetricBuilder::new(metrics).counter("rows_read", partition),
-            granules_read: MetricBuilder::new(metrics).counter("granules_read", partition),
-            granules_pruned_dynamic: MetricBuilder::new(metrics)
-                .counter("granules_pruned_by_dynamic_filter", partition),
+            bytes_read: counter("bytes_read"),
+            rows_read: counter("rows_read"),
+            granules_read: counter("granules_read"),
+            granules_pruned_dynamic: counter("granules_pruned_by_dynamic_filter"),
+            dynamic_filter_rebuilds: counter("dynamic_filter_rebuilds"),
             decode_time: MetricBuilder::new(metrics).subset_time("decode_time", partition),
         }
     }
 }
 
+/// The dynamic filters of one partition's stream as a min/max pruner,
+/// rebuilt only when one of them changes (as DataFusion's Parquet source
+/// does), not for every read.
+struct RuntimePruner {
+    predicate: Option<Arc<dyn PhysicalExpr>>,
+    schema: SchemaRef,
+    tracking: Option<DynamicFilterTracking>,
+    /// The pruner for the filters as they stood when last built; `None`
+    /// inside when they cannot prune.
+    built: Option<Option<StatsPruner>>,
+}
+
+impl RuntimePruner {
+    fn new(filters: &[Arc<dyn PhysicalExpr>], schema: &SchemaRef) -> Self {
+        let predicate = (!filters.is_empty())
+            .then(|| datafusion::physical_expr::conjunction(filters.iter().cloned()));
+        let tracking = predicate.as_ref().map(DynamicFilterTracking::classify);
+        RuntimePruner {
+            predicate,
+            schema: schema.clone(),
+            tracking,
+            built: None,
+        }
+    }
+
+    /// The pruner for the filters as they stand now; `rebuilt` counts builds.
+    fn current(&mut self, rebuilt: &Count) -> Option<&StatsPruner> {
+        let predicate = self.predicate.as_ref()?;
+        let changed = self
+            .tracking
+            .as_mut()
+            .and_then(DynamicFilterTracking::watcher)
+            .is_some_and(|w| w.changed());
+        if self.built.is_none() || changed {
+            rebuilt.add(1);
+            let pruning = PruningPredicateBuilder::new()
+                .with_file_schema(self.schema.clone())
+                .build(predicate.clone());
+            self.built = Some(pruning.map(|p| StatsPruner::new(p, Stats::MinMax)));
+        }
+        self.built.as_ref().and_then(Option::as_ref)
+    }
+}
+
 struct ReadState {
     source: DiagonSource,
-    reads: VecDeque<(Arc<PartIndex>, Range<usize>)>,
+    reads: VecDeque<(usize, Range<usize>)>,
     remaining: Option<usize>,
     metrics: PartitionMetrics,
+    runtime: RuntimePruner,
 }
 
 impl ReadState {
@@ -493,7 +564,7 @@ impl ReadState {
                 self.metrics.baseline.done();
                 return Ok(None);
             };
-            let mut ranges = self.runtime_prune(&part, range)?;
+            let mut ranges = self.runtime_prune(part, range)?;
             if self.source.reverse {
                 ranges.reverse();
             }
@@ -502,7 +573,7 @@ impl ReadState {
                 if self.remaining == Some(0) {
                     break;
                 }
-                let mut batches = self.read(&part, range).await?;
+                let mut batches = self.read(part, range).await?;
                 if self.source.reverse {
                     batches.reverse();
                 }
@@ -536,11 +607,12 @@ impl ReadState {
     /// The next granules to read. Under a LIMIT, only as many granules as
     /// the remaining rows need (from the end when reading backwards), so an
     /// `ORDER BY key LIMIT n` reads about n rows per partition.
-    fn next_read(&mut self) -> Option<(Arc<PartIndex>, Range<usize>)> {
+    fn next_read(&mut self) -> Option<(usize, Range<usize>)> {
         let (part, range) = self.reads.pop_front()?;
         let Some(remaining) = self.remaining else {
             return Some((part, range));
         };
+        let index = &self.source.plan.parts[part].index;
         let mut rows = 0;
         let mut needed = 0;
         let granules: Box<dyn Iterator<Item = usize>> = if self.source.reverse {
@@ -550,7 +622,7 @@ impl ReadState {
         };
         for g in granules {
             needed += 1;
-            rows += part.granule_rows(g) as usize;
+            rows += index.granule_rows(g) as usize;
             if rows >= remaining {
                 break;
             }
@@ -569,33 +641,25 @@ impl ReadState {
                 range.start + needed..range.end,
             )
         };
-        self.reads.push_front((part.clone(), later));
+        self.reads.push_front((part, later));
         Some((part, now))
     }
 
-    async fn read(&self, part: &Arc<PartIndex>, range: Range<usize>) -> Result<Vec<RecordBatch>> {
-        let columns = self.source.part_columns(part)?;
+    async fn read(&self, part: usize, range: Range<usize>) -> Result<Vec<RecordBatch>> {
+        let plan = &self.source.plan.parts[part];
+        let columns = crate::plan::projection(plan, &self.source.projected_schema)
+            .map_err(|e| e.context(format!("table '{}'", self.source.table_name)))?;
         let mut stats = ReadStats::default();
         let granules = range.len();
         let batches = read_granules(
-            &self.source.storage,
-            part,
+            plan,
             &columns,
             &self.source.projected_schema,
-            range.clone(),
+            range,
             &mut stats,
         )
         .await
         .map_err(|e| e.context(format!("table '{}'", self.source.table_name)))?;
-        let batches = match self.source.plan.masks.get(&part.meta.name) {
-            None => batches,
-            Some(mask) => range
-                .clone()
-                .zip(batches)
-                .map(|(g, batch)| apply_mask(batch, mask, part.granule_starts[g] as usize))
-                .filter(|b| b.as_ref().map_or(true, |b| b.num_rows() > 0))
-                .collect::<crate::Result<Vec<_>>>()?,
-        };
         self.metrics.bytes_read.add(stats.bytes_read as usize);
         self.metrics.rows_read.add(stats.rows_read as usize);
         self.metrics.granules_read.add(granules);
@@ -605,23 +669,15 @@ impl ReadState {
             .baseline
             .elapsed_compute()
             .add_duration(stats.decode_time);
-        Ok(batches)
+        Ok(batches.into_iter().map(|g| g.batch).collect())
     }
 
     /// Applies the dynamic filters, as they stand now, to the granules of `range`.
-    fn runtime_prune(&self, part: &PartIndex, range: Range<usize>) -> Result<Vec<Range<usize>>> {
-        if self.source.runtime_filters.is_empty() {
-            return Ok(vec![range]);
-        }
-        let predicate =
-            datafusion::physical_expr::conjunction(self.source.runtime_filters.iter().cloned());
-        let Some(pruning) = PruningPredicateBuilder::new()
-            .with_file_schema(self.source.projected_schema.clone())
-            .build(predicate)
-        else {
+    fn runtime_prune(&mut self, part: usize, range: Range<usize>) -> Result<Vec<Range<usize>>> {
+        let Some(pruner) = self.runtime.current(&self.metrics.dynamic_filter_rebuilds) else {
             return Ok(vec![range]);
         };
-        let keep = pruning.prune(&GranuleStats { part })?;
+        let keep = pruner.may_match(&self.source.plan.parts[part].index)?;
         let mut ranges: Vec<Range<usize>> = Vec::new();
         let mut pruned = 0;
         for g in range {

@@ -1,65 +1,75 @@
-//! Pruning with skip indexes: whether a block of granules may hold rows a
-//! query's filters accept, judged from one column's skip index. Only forms
-//! the index can decide prune: `col = literal`, `col IN (literals)`, and for
+//! A query's filters as one column's [`SkipCondition`]. Only forms a skip
+//! index can decide prune: `col = literal`, `col IN (literals)`, and for
 //! token indexes `col = literal` and `col LIKE pattern` through the whole
-//! words of the pattern; anything else counts as "may match".
+//! words of the pattern, under AND and OR; anything else is "may match".
 
 use arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
 
-use crate::part::skip::{Block, SkipKind, hash_scalar, hash_token, tokens};
+use crate::index::skip::{SkipCondition, SkipSpec, hash_token, tokens, value_hashes};
 
-/// One column's skip index, as a filter evaluator sees it.
-pub struct ColumnIndex<'a> {
-    pub column: &'a str,
-    pub data_type: &'a DataType,
-    pub kind: SkipKind,
+/// What `filters` (a conjunction) require of `column`, for its skip index `spec`.
+pub fn condition(
+    filters: &[Expr],
+    column: &str,
+    data_type: &DataType,
+    spec: &SkipSpec,
+) -> SkipCondition {
+    let translator = Translator {
+        column,
+        data_type,
+        token: spec.is_token(),
+    };
+    SkipCondition::And(filters.iter().map(|f| translator.expr(f)).collect())
 }
 
-impl ColumnIndex<'_> {
-    /// False only if no row of `block` can satisfy every filter.
-    pub fn may_match(&self, filters: &[Expr], block: &Block) -> bool {
-        filters.iter().all(|f| self.expr(f, block))
-    }
+struct Translator<'a> {
+    column: &'a str,
+    data_type: &'a DataType,
+    /// The index holds words, not whole values.
+    token: bool,
+}
 
-    fn expr(&self, expr: &Expr, block: &Block) -> bool {
+impl Translator<'_> {
+    fn expr(&self, expr: &Expr) -> SkipCondition {
         match expr {
             Expr::BinaryExpr(BinaryExpr { left, op, right }) => match op {
-                Operator::And => self.expr(left, block) && self.expr(right, block),
-                Operator::Or => self.expr(left, block) || self.expr(right, block),
+                Operator::And => SkipCondition::And(vec![self.expr(left), self.expr(right)]),
+                Operator::Or => SkipCondition::Or(vec![self.expr(left), self.expr(right)]),
                 Operator::Eq => match (self.column_of(left), literal(right)) {
-                    (true, Some(v)) => self.equals(v, block),
+                    (true, Some(v)) => self.equals(v),
                     _ => match (self.column_of(right), literal(left)) {
-                        (true, Some(v)) => self.equals(v, block),
-                        _ => true,
+                        (true, Some(v)) => self.equals(v),
+                        _ => SkipCondition::Any,
                     },
                 },
-                _ => true,
+                _ => SkipCondition::Any,
             },
-            Expr::InList(list) if !list.negated && self.column_of(&list.expr) => {
-                list.list.iter().any(|item| match literal(item) {
-                    Some(v) => self.equals(v, block),
-                    None => true,
-                })
-            }
+            Expr::InList(list) if !list.negated && self.column_of(&list.expr) => SkipCondition::Or(
+                list.list
+                    .iter()
+                    .map(|item| match literal(item) {
+                        Some(v) => self.equals(v),
+                        None => SkipCondition::Any,
+                    })
+                    .collect(),
+            ),
             Expr::Like(like)
-                if !like.negated
+                if self.token
+                    && !like.negated
                     && !like.case_insensitive
                     && like.escape_char.is_none()
                     && self.column_of(&like.expr) =>
             {
-                match (self.kind, literal(&like.pattern)) {
-                    (SkipKind::TokenBloom(_), Some(pattern)) => match text(pattern) {
-                        Some(p) => whole_words(p)
-                            .iter()
-                            .all(|w| block.may_contain(hash_token(w))),
-                        None => true,
-                    },
-                    _ => true,
+                match literal(&like.pattern).and_then(text) {
+                    Some(pattern) => SkipCondition::AllWords(
+                        whole_words(pattern).into_iter().map(hash_token).collect(),
+                    ),
+                    None => SkipCondition::Any,
                 }
             }
-            _ => true,
+            _ => SkipCondition::Any,
         }
     }
 
@@ -67,21 +77,29 @@ impl ColumnIndex<'_> {
         matches!(expr, Expr::Column(c) if c.name == self.column)
     }
 
-    /// Whether a row equal to `value` may be in the block.
-    fn equals(&self, value: &ScalarValue, block: &Block) -> bool {
+    /// What `column = value` requires.
+    fn equals(&self, value: &ScalarValue) -> SkipCondition {
         let Ok(value) = value.cast_to(self.data_type) else {
-            return true;
+            return SkipCondition::Any;
         };
         if value.is_null() {
-            return false; // `= NULL` matches no row
+            return SkipCondition::Never; // `= NULL` matches no row
         }
-        match self.kind {
-            SkipKind::TokenBloom(_) => match text(&value) {
-                // Every word of the value is a word of the row.
-                Some(s) => tokens(s).all(|w| block.may_contain(hash_token(w))),
-                None => true,
-            },
-            _ => hash_scalar(&value).is_none_or(|h| block.may_contain(h)),
+        if self.token {
+            // Every word of the value is a word of the row.
+            return match text(&value) {
+                Some(s) => SkipCondition::AllWords(tokens(s).map(hash_token).collect()),
+                None => SkipCondition::Any,
+            };
+        }
+        let hash = value
+            .to_array()
+            .ok()
+            .and_then(|array| value_hashes(array.as_ref()).ok())
+            .and_then(|hashes| hashes.into_iter().next().flatten());
+        match hash {
+            Some(h) => SkipCondition::AnyValue(vec![h]),
+            None => SkipCondition::Any,
         }
     }
 }

@@ -46,6 +46,33 @@ impl quick_cache::Weighter<String, Entry> for ByWeight {
 
 type Store = quick_cache::sync::Cache<String, Entry, ByWeight>;
 
+/// Hits and misses of the lookups one piece of work made, for its metrics.
+#[derive(Debug, Default)]
+pub struct CacheCounts {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+}
+
+impl CacheCounts {
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    pub fn misses(&self) -> u64 {
+        self.misses.load(Ordering::Relaxed)
+    }
+}
+
+tokio::task_local! {
+    static COUNTS: Arc<CacheCounts>;
+}
+
+/// Runs `work`, counting the cache lookups it makes (in this task, however
+/// deep) into `counts`.
+pub async fn counted<F: std::future::Future>(counts: Arc<CacheCounts>, work: F) -> F::Output {
+    COUNTS.scope(counts, work).await
+}
+
 /// A concurrent cache of immutable values, bounded by their total weight
 /// in bytes.
 pub struct Cache {
@@ -108,11 +135,13 @@ impl Cache {
             .store()
             .get(key)
             .and_then(|e| e.value.downcast::<T>().ok());
-        let counter = match found {
-            Some(_) => &self.hits,
-            None => &self.misses,
-        };
+        let hit = found.is_some();
+        let counter = if hit { &self.hits } else { &self.misses };
         counter.fetch_add(1, Ordering::Relaxed);
+        let _ = COUNTS.try_with(|c| {
+            let counter = if hit { &c.hits } else { &c.misses };
+            counter.fetch_add(1, Ordering::Relaxed);
+        });
         found
     }
 
@@ -124,7 +153,16 @@ impl Cache {
 
     /// Forgets every entry whose key starts with `prefix`.
     pub fn remove_prefix(&self, prefix: &str) {
-        self.store().retain(|key, _| !key.starts_with(prefix));
+        self.remove_prefixes(&[prefix.to_string()]);
+    }
+
+    /// Forgets every entry whose key starts with any of `prefixes`, in one
+    /// pass over the cache.
+    pub fn remove_prefixes(&self, prefixes: &[String]) {
+        if !prefixes.is_empty() {
+            self.store()
+                .retain(|key, _| !prefixes.iter().any(|p| key.starts_with(p.as_str())));
+        }
     }
 
     /// Bytes held now.

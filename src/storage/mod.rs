@@ -29,7 +29,7 @@ use bytes::Bytes;
 
 use crate::error::{Error, Result};
 
-pub use cache::{Cache, CachedBackend};
+pub use cache::{Cache, CacheCounts, CachedBackend};
 pub use fault::{FaultInjection, Faults, Strike};
 
 /// Whether `name` can name a file or directory inside a table: one path

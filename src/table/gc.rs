@@ -150,14 +150,20 @@ impl Table {
     /// Forgets cached indexes, masks and skip indexes of deleted files, so a
     /// long-running process does not keep every merged-away part in memory.
     fn evict(&self, files: &[String], parts: &[String]) {
-        let parts: HashSet<&str> = parts.iter().map(String::as_str).collect();
-        let gone = |path: &str| {
-            files.iter().any(|f| f == path)
-                || path.split('/').nth(1).is_some_and(|p| parts.contains(p))
-        };
-        crate::sync::lock(&self.part_cache).retain(|name, _| !parts.contains(name.as_str()));
-        crate::sync::lock(&self.mask_cache).retain(|path, _| !gone(path));
-        crate::sync::lock(&self.skip_cache).retain(|path, _| !gone(path));
+        if files.is_empty() && parts.is_empty() {
+            return;
+        }
+        let storage = self.storage();
+        let prefixes: Vec<String> = files
+            .iter()
+            .map(|file| format!("{}#", storage.cache_key(file)))
+            .chain(
+                parts
+                    .iter()
+                    .map(|part| format!("{}/", storage.cache_key(&crate::part::part_dir(part)))),
+            )
+            .collect();
+        crate::storage::Cache::global().remove_prefixes(&prefixes);
     }
 
     /// Deletes files this process wrote for a change that was not committed.

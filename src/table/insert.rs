@@ -9,11 +9,11 @@ use arrow::compute::{
     SortColumn, SortOptions, concat_batches, lexsort_to_indices, take_record_batch,
 };
 
-use super::log::{PartEntry, now_ms};
+use super::log::PartEntry;
 use super::{Snapshot, Table};
 use crate::error::{Error, Result};
-use crate::part::writer::new_part_name;
-use crate::part::{PartLayout, write_part};
+use crate::part::PartLayout;
+use crate::part::writer::{PartWriter, new_part_name, sliced_bytes};
 
 /// An insert in progress. Dropping it without [`commit`](Self::commit)
 /// leaves the table unchanged (written parts stay unreferenced).
@@ -26,33 +26,11 @@ pub struct InsertWriter {
     buffered_bytes: usize,
     parts: Vec<PartEntry>,
     rows: u64,
-    /// Merge level of the parts written (0 for inserts).
-    level: u32,
-    /// Write everything as one part, ignoring the insert block bounds (merges).
-    single_part: bool,
 }
 
 impl InsertWriter {
     pub(super) fn new(table: Arc<Table>, base: Arc<Snapshot>) -> Self {
-        let schema = &base.schema;
-        let layout = PartLayout {
-            granularity: base.options.granularity,
-            granularity_bytes: base.options.granularity_bytes,
-            min_bytes_for_wide_part: base.options.min_bytes_for_wide_part,
-            // Options were validated against this schema when the table was opened.
-            key: base.options.key_positions(schema).unwrap_or_default(),
-            codecs: schema
-                .fields()
-                .iter()
-                .map(|f| base.options.codec(f))
-                .collect(),
-            skip_indexes: base
-                .options
-                .skip_indexes
-                .iter()
-                .filter_map(|(column, spec)| schema.index_of(column).ok().map(|c| (c, *spec)))
-                .collect(),
-        };
+        let layout = Table::part_layout(&base);
         InsertWriter {
             table,
             base,
@@ -62,15 +40,7 @@ impl InsertWriter {
             buffered_bytes: 0,
             parts: Vec::new(),
             rows: 0,
-            level: 0,
-            single_part: false,
         }
-    }
-
-    /// A writer that produces exactly one part from all its rows.
-    pub(super) fn into_single_part(mut self) -> Self {
-        self.single_part = true;
-        self
     }
 
     fn context(&self, e: Error) -> Error {
@@ -87,9 +57,6 @@ impl InsertWriter {
         self.buffered_rows += batch.num_rows();
         self.buffered_bytes += sliced_bytes(&batch);
         self.buffer.push(batch);
-        if self.single_part {
-            return Ok(());
-        }
         let (max_rows, max_bytes) = (
             self.base.options.insert_block_rows,
             self.base.options.insert_block_bytes,
@@ -156,31 +123,27 @@ impl InsertWriter {
         // never takes the files of a part still being written.
         let name = new_part_name();
         self.table.begin_write(&name);
-        let part = match write_part(
+        let mut writer = PartWriter::new(
             self.table.storage(),
             &name,
-            &batch,
-            &self.layout,
-            self.level,
-        )
-        .await
-        {
+            self.base.schema.clone(),
+            self.layout.clone(),
+            0,
+            Table::component_builders(&self.base),
+        );
+        let written = match writer.write(&batch).await {
+            Ok(()) => writer.finish().await,
+            Err(e) => Err(e),
+        };
+        let part = match written {
             Ok(part) => part,
             Err(e) => {
                 self.table.end_writes([&name]);
                 return Err(self.context(e));
             }
         };
-        let bytes = part.meta.columns.iter().map(|c| c.file_len).sum::<u64>();
         self.rows += part.meta.rows;
-        self.parts.push(PartEntry {
-            name: part.meta.name.clone(),
-            rows: part.meta.rows,
-            bytes,
-            level: self.level,
-            created_ms: now_ms(),
-            deletes: None,
-        });
+        self.parts.push(PartEntry::new(&part, 0));
         Ok(())
     }
 
@@ -255,10 +218,7 @@ impl InsertWriter {
     }
 
     async fn flush_all(&mut self) -> Result<()> {
-        let max_rows = match self.single_part {
-            true => usize::MAX,
-            false => self.base.options.insert_block_rows,
-        };
+        let max_rows = self.base.options.insert_block_rows;
         while !self.buffer.is_empty() {
             self.flush(max_rows).await?;
         }
@@ -279,18 +239,4 @@ impl Drop for InsertWriter {
     fn drop(&mut self) {
         self.table.end_writes(self.parts.iter().map(|p| &p.name));
     }
-}
-
-/// Bytes of the rows in `batch`, counting only the slices it uses (a batch
-/// sliced from a larger one does not own the larger one's memory).
-fn sliced_bytes(batch: &RecordBatch) -> usize {
-    batch
-        .columns()
-        .iter()
-        .map(|c| {
-            c.to_data()
-                .get_slice_memory_size()
-                .unwrap_or_else(|_| c.get_array_memory_size())
-        })
-        .sum()
 }

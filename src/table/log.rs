@@ -31,6 +31,9 @@ pub struct PartEntry {
     /// The part's deletion mask as of this version, if rows were deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletes: Option<Deletes>,
+    /// Where the part's files live, when not in the table's own directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
 }
 
 /// A deletion mask file of a part and how many rows it deletes.
@@ -42,6 +45,33 @@ pub struct Deletes {
 }
 
 impl PartEntry {
+    /// The entry of a part just written, at merge level `level`.
+    pub fn new(part: &crate::part::PartIndex, level: u32) -> Self {
+        // Every column of a compact part names the same file: count it once.
+        let files: std::collections::BTreeMap<&str, u64> = part
+            .meta
+            .columns
+            .iter()
+            .map(|c| (c.file.as_str(), c.file_len))
+            .chain(
+                part.meta
+                    .components
+                    .iter()
+                    .map(|c| (c.file.as_str(), c.length)),
+            )
+            .collect();
+        let bytes = files.values().sum();
+        PartEntry {
+            name: part.meta.name.clone(),
+            rows: part.meta.rows,
+            bytes,
+            level,
+            created_ms: now_ms(),
+            deletes: None,
+            location: None,
+        }
+    }
+
     /// Rows a scan of this part returns.
     pub fn live_rows(&self) -> u64 {
         self.rows - self.deletes.as_ref().map_or(0, |d| d.rows.min(self.rows))

@@ -7,17 +7,34 @@
 //! log_ratio(table / smallest part) times and the part count stays bounded.
 //! Parts at or above `max_part_bytes`, and merges that would exceed it, are
 //! left alone, except by `diagon_optimize(..., true)`.
+//!
+//! A merge streams: it reads its inputs through the same plan a scan uses
+//! (deleted rows are never read), one granule per input at a time, merges
+//! them by the sort key (inputs are sorted; ties keep input order, then row
+//! order) and feeds the result to a part writer, which writes granules as
+//! they fill. Its memory is a few granules per input and the writer's
+//! buffers, whatever the part sizes. It also yields the [`RowMap`] from
+//! input rows to output rows, so a component can be remapped rather than
+//! rebuilt.
 
+use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use arrow::array::RecordBatch;
+use arrow::buffer::BooleanBuffer;
+use arrow::compute::{SortOptions, interleave_record_batch};
+use arrow::datatypes::SchemaRef;
+use arrow::row::{RowConverter, Rows, SortField};
 
-use super::deletes::apply_mask;
-use super::log::{PartEntry, now_ms};
+use super::log::PartEntry;
 use super::options::MergeOptions;
 use super::{Snapshot, Table};
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::part::ReadStats;
+use crate::part::writer::{PartWriter, new_part_name};
+use crate::plan::{PartPlan, ScanPlan, projection, read_granules};
 
 /// Merges that may run at once in this process, across all tables.
 static POOL_SIZE: AtomicUsize = AtomicUsize::new(1);
@@ -82,6 +99,294 @@ pub fn choose_merge(parts: &[PartEntry], options: &MergeOptions) -> Option<Vec<S
     None
 }
 
+/// Where each input row of a merge went.
+///
+/// Stored as the input of each output row (two bytes a row), with each
+/// input's deleted rows: an input's rows reach the output in their own
+/// order, so the n-th output row from input i is input i's n-th live row.
+#[derive(Debug, Clone, Default)]
+pub struct RowMap {
+    /// Rows of each input.
+    input_rows: Vec<u64>,
+    /// Deleted rows of each input (bit set = deleted), if any.
+    deleted: Vec<Option<Arc<BooleanBuffer>>>,
+    /// The input of each output row.
+    sources: Vec<u16>,
+}
+
+impl RowMap {
+    pub fn inputs(&self) -> usize {
+        self.input_rows.len()
+    }
+
+    pub fn output_rows(&self) -> u64 {
+        self.sources.len() as u64
+    }
+
+    /// Calls `f(input, input_row, output_row)` for every row that reached
+    /// the output, in output order.
+    pub fn for_each(&self, mut f: impl FnMut(usize, u64, u64)) {
+        let mut next: Vec<u64> = vec![0; self.input_rows.len()];
+        for (out, &input) in self.sources.iter().enumerate() {
+            let input = input as usize;
+            let mut row = next[input];
+            if let Some(deleted) = &self.deleted[input] {
+                while deleted.value(row as usize) {
+                    row += 1;
+                }
+            }
+            next[input] = row + 1;
+            f(input, row, out as u64);
+        }
+    }
+
+    /// For input `input`, the output row of each of its rows (`None` for a
+    /// deleted row).
+    pub fn of_input(&self, input: usize) -> Vec<Option<u64>> {
+        let mut map = vec![None; self.input_rows.get(input).copied().unwrap_or(0) as usize];
+        self.for_each(|i, row, out| {
+            if i == input {
+                map[row as usize] = Some(out);
+            }
+        });
+        map
+    }
+}
+
+/// The rows of one input, one granule at a time.
+struct Cursor<'a> {
+    part: &'a PartPlan,
+    projection: Vec<usize>,
+    /// Granule runs left to read.
+    ranges: VecDeque<Range<usize>>,
+    /// The current granule's rows and their sort keys.
+    batch: Option<RecordBatch>,
+    keys: Option<Rows>,
+    pos: usize,
+    /// Where `batch` sits in the output chunk being gathered.
+    slot: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(part: &'a PartPlan, schema: &SchemaRef) -> Result<Self> {
+        Ok(Cursor {
+            projection: projection(part, schema)?,
+            ranges: part.read_ranges().into(),
+            part,
+            batch: None,
+            keys: None,
+            pos: 0,
+            slot: 0,
+        })
+    }
+
+    /// Moves to the next granule with rows; false at the end of the input.
+    async fn advance(
+        &mut self,
+        schema: &SchemaRef,
+        key: &[usize],
+        converter: Option<&RowConverter>,
+    ) -> Result<bool> {
+        loop {
+            let Some(range) = self.ranges.front_mut() else {
+                self.batch = None;
+                self.keys = None;
+                return Ok(false);
+            };
+            let g = range.start;
+            range.start += 1;
+            if range.start >= range.end {
+                self.ranges.pop_front();
+            }
+            let mut stats = ReadStats::default();
+            let granules =
+                read_granules(self.part, &self.projection, schema, g..g + 1, &mut stats).await?;
+            let Some(granule) = granules.into_iter().next() else {
+                continue;
+            };
+            if let Some(converter) = converter {
+                let columns: Vec<_> = key
+                    .iter()
+                    .map(|&k| granule.batch.column(k).clone())
+                    .collect();
+                self.keys = Some(converter.convert_columns(&columns)?);
+            }
+            self.batch = Some(granule.batch);
+            self.pos = 0;
+            return Ok(true);
+        }
+    }
+
+    fn rows(&self) -> usize {
+        self.batch.as_ref().map_or(0, RecordBatch::num_rows)
+    }
+}
+
+/// Merges the parts of `plan` (each sorted by `key`, positions in `schema`)
+/// into `writer`, in key order; without a key, concatenates them in order.
+/// Returns where each input row went.
+pub async fn merge_into(
+    plan: &ScanPlan,
+    schema: &SchemaRef,
+    key: &[usize],
+    writer: &mut PartWriter,
+    chunk_rows: usize,
+) -> Result<RowMap> {
+    if plan.parts.len() > u16::MAX as usize {
+        return Err(Error::Table(format!(
+            "a merge takes at most {} parts",
+            u16::MAX
+        )));
+    }
+    let converter = match key.is_empty() {
+        true => None,
+        false => Some(RowConverter::new(
+            key.iter()
+                .map(|&k| {
+                    SortField::new_with_options(
+                        schema.field(k).data_type().clone(),
+                        SortOptions {
+                            descending: false,
+                            nulls_first: false,
+                        },
+                    )
+                })
+                .collect(),
+        )?),
+    };
+    let mut map = RowMap {
+        input_rows: plan.parts.iter().map(|p| p.index.meta.rows).collect(),
+        deleted: plan.parts.iter().map(|p| p.mask.clone()).collect(),
+        sources: Vec::new(),
+    };
+    let mut cursors = Vec::with_capacity(plan.parts.len());
+    for part in &plan.parts {
+        let mut cursor = Cursor::new(part, schema)?;
+        cursor.advance(schema, key, converter.as_ref()).await?;
+        cursors.push(cursor);
+    }
+    let mut chunk = Chunk::new(chunk_rows.max(1));
+    for (i, cursor) in cursors.iter_mut().enumerate() {
+        chunk.hold(i, cursor);
+    }
+    // A binary min-heap of live inputs by (current key, input).
+    let mut heap: Vec<usize> = (0..cursors.len())
+        .filter(|&i| cursors[i].rows() > 0)
+        .collect();
+    let less = |cursors: &[Cursor], a: usize, b: usize| -> bool {
+        match (&cursors[a].keys, &cursors[b].keys) {
+            (Some(ka), Some(kb)) => {
+                let (ra, rb) = (ka.row(cursors[a].pos), kb.row(cursors[b].pos));
+                ra < rb || (ra == rb && a < b)
+            }
+            _ => a < b,
+        }
+    };
+    heapify(&mut heap, &cursors, &less);
+    while let Some(&i) = heap.first() {
+        let cursor = &mut cursors[i];
+        chunk.take(cursor.slot, cursor.pos);
+        map.sources.push(i as u16);
+        cursor.pos += 1;
+        if cursor.pos == cursor.rows() {
+            if cursor.advance(schema, key, converter.as_ref()).await? {
+                chunk.hold(i, cursor);
+            } else {
+                heap.swap_remove(0);
+            }
+        }
+        sift_down(&mut heap, 0, &cursors, &less);
+        if chunk.is_full() {
+            chunk.flush(writer, &mut cursors).await?;
+        }
+    }
+    chunk.flush(writer, &mut cursors).await?;
+    Ok(map)
+}
+
+/// Output rows being gathered: (batch slot, row) pairs over the input
+/// batches they come from.
+struct Chunk {
+    batches: Vec<RecordBatch>,
+    indices: Vec<(usize, usize)>,
+    limit: usize,
+}
+
+impl Chunk {
+    fn new(limit: usize) -> Self {
+        Chunk {
+            batches: Vec::new(),
+            indices: Vec::with_capacity(limit),
+            limit,
+        }
+    }
+
+    /// Keeps the cursor's current batch for the rows it will give.
+    fn hold(&mut self, _input: usize, cursor: &mut Cursor) {
+        if let Some(batch) = &cursor.batch {
+            cursor.slot = self.batches.len();
+            self.batches.push(batch.clone());
+        }
+    }
+
+    fn take(&mut self, slot: usize, row: usize) {
+        self.indices.push((slot, row));
+    }
+
+    fn is_full(&self) -> bool {
+        self.indices.len() >= self.limit
+    }
+
+    /// Writes the gathered rows and starts over with only the batches the
+    /// cursors still read from.
+    async fn flush(&mut self, writer: &mut PartWriter, cursors: &mut [Cursor<'_>]) -> Result<()> {
+        if !self.indices.is_empty() {
+            let refs: Vec<&RecordBatch> = self.batches.iter().collect();
+            let out = interleave_record_batch(&refs, &self.indices)?;
+            self.indices.clear();
+            writer.write(&out).await?;
+        }
+        self.batches.clear();
+        for (i, cursor) in cursors.iter_mut().enumerate() {
+            self.hold(i, cursor);
+        }
+        Ok(())
+    }
+}
+
+fn heapify<F: Fn(&[Cursor], usize, usize) -> bool>(
+    heap: &mut [usize],
+    cursors: &[Cursor],
+    less: &F,
+) {
+    for i in (0..heap.len() / 2).rev() {
+        sift_down(heap, i, cursors, less);
+    }
+}
+
+fn sift_down<F: Fn(&[Cursor], usize, usize) -> bool>(
+    heap: &mut [usize],
+    mut i: usize,
+    cursors: &[Cursor],
+    less: &F,
+) {
+    loop {
+        let (l, r) = (2 * i + 1, 2 * i + 2);
+        let mut smallest = i;
+        if l < heap.len() && less(cursors, heap[l], heap[smallest]) {
+            smallest = l;
+        }
+        if r < heap.len() && less(cursors, heap[r], heap[smallest]) {
+            smallest = r;
+        }
+        if smallest == i {
+            return;
+        }
+        heap.swap(i, smallest);
+        i = smallest;
+    }
+}
+
 impl Table {
     /// Runs the merge policy until it has nothing to do; returns the number
     /// of merges committed.
@@ -109,16 +414,20 @@ impl Table {
             let (_pin, snapshot) = self.pinned_snapshot().await?;
             let all: Vec<String> = snapshot.parts.iter().map(|p| p.name.clone()).collect();
             let mut needed = all.len() > 1 || snapshot.parts.iter().any(|p| p.deletes.is_some());
-            // A part lacking a declared skip index is rewritten to build it.
+            // A part lacking a declared index component is rewritten to build it.
             for entry in &snapshot.parts {
-                let index = self.part_index(&entry.name).await?;
+                let index = self.entry_index(entry).await?;
                 let missing = snapshot
                     .options
                     .skip_indexes
                     .iter()
-                    .filter(|(_, spec)| spec.has_file())
+                    .filter(|(_, spec)| spec.has_component())
                     .any(|(column, _)| {
-                        !index.meta.skip_indexes.iter().any(|s| &s.column == column)
+                        !index.meta.components.iter().any(|c| {
+                            c.kind == crate::index::skip::KIND
+                                && c.version == crate::index::skip::VERSION
+                                && c.columns.first() == Some(column)
+                        })
                     });
                 needed |= missing;
             }
@@ -174,26 +483,11 @@ impl Table {
             .filter(|p| names.contains(&p.name))
             .cloned()
             .collect();
-        let mut batches: Vec<RecordBatch> = Vec::new();
-        for entry in &sources {
-            let index = self.part_index(&entry.name).await?;
-            let mask = self.deletion_mask(entry).await?;
-            let whole_part = std::iter::once(0..index.num_granules()).collect::<Vec<_>>();
-            for (start, batch) in self.read_part(&index, &whole_part).await? {
-                let batch = match &mask {
-                    Some(m) => apply_mask(batch, m, start)?,
-                    None => batch,
-                };
-                if batch.num_rows() > 0 {
-                    batches.push(batch);
-                }
-            }
-        }
         let level = sources.iter().map(|p| p.level).max().unwrap_or(0) + 1;
-        let merged = match batches.is_empty() {
-            true => None,
-            false => Some(self.write_merged(base, batches, level).await?),
-        };
+        let merged = self
+            .write_merged(base, &sources, level)
+            .await
+            .map_err(|e| e.context(format!("table '{}': merge", self.name())))?;
         let mut in_flight = super::gc::InFlight::new(self);
         in_flight.adopt(merged.iter().map(|p| p.name.clone()));
         let committed = self
@@ -230,21 +524,48 @@ impl Table {
         Ok(committed)
     }
 
-    /// Writes the rows of merged parts, sorted by the key, as one part.
+    /// Streams the live rows of `sources` into one new part; `None` when
+    /// every row was deleted.
     async fn write_merged(
         self: &Arc<Self>,
         base: &Arc<Snapshot>,
-        batches: Vec<RecordBatch>,
+        sources: &[PartEntry],
         level: u32,
-    ) -> Result<PartEntry> {
-        let mut writer = self.insert_on(base.clone()).into_single_part();
-        for batch in batches {
-            writer.write(batch).await?;
+    ) -> Result<Option<PartEntry>> {
+        let plan = self.plan(sources, &[]).await?;
+        let live: u64 = plan.parts.iter().map(PartPlan::rows_read).sum();
+        if live == 0 {
+            return Ok(None);
         }
-        let mut parts = writer.finish_parts().await?;
-        let mut part = parts.pop().expect("a merge writes one part");
-        part.level = level;
-        part.created_ms = now_ms();
-        Ok(part)
+        let layout = Table::part_layout(base);
+        let name = new_part_name();
+        self.begin_write(&name);
+        let mut writer = PartWriter::new(
+            &self.storage,
+            &name,
+            base.schema.clone(),
+            layout.clone(),
+            level,
+            Table::component_builders(base),
+        );
+        let written = async {
+            merge_into(
+                &plan,
+                &base.schema,
+                &layout.key,
+                &mut writer,
+                layout.granularity,
+            )
+            .await?;
+            writer.finish().await
+        }
+        .await;
+        match written {
+            Ok(part) => Ok(Some(PartEntry::new(&part, level))),
+            Err(e) => {
+                self.end_writes([&name]);
+                Err(e)
+            }
+        }
     }
 }

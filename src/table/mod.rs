@@ -25,8 +25,10 @@ pub use mutate::RowMatcher;
 pub use options::{MergeOptions, TableOptions};
 
 use crate::error::{Error, Result};
-use crate::part::{PartIndex, read_index};
-use crate::storage::Storage;
+use crate::part::component::ComponentBuilder;
+use crate::part::{PartIndex, PartLayout, read_index};
+use crate::plan::{PartInput, Pruner, ScanPlan};
+use crate::storage::{Cache, CacheCounts, Storage};
 
 /// One committed version of a table, as a reader sees it.
 #[derive(Debug, Clone)]
@@ -51,17 +53,14 @@ impl Snapshot {
 }
 
 /// An open table.
+///
+/// Loaded part indexes, deletion masks and index blocks live in the
+/// process's one byte-bounded [`Cache`], keyed by the files they came from.
 #[derive(Debug)]
 pub struct Table {
     name: String,
     storage: Storage,
     current: RwLock<Arc<Snapshot>>,
-    /// Part indexes are immutable, so a loaded one serves every later query.
-    part_cache: Mutex<HashMap<String, Arc<PartIndex>>>,
-    /// Deletion masks by file path; also immutable.
-    mask_cache: Mutex<HashMap<String, Arc<BooleanBuffer>>>,
-    /// Skip indexes by file path.
-    skip_cache: Mutex<HashMap<String, Arc<crate::part::skip::SkipIndex>>>,
     /// Versions readers of this process are using.
     pins: gc::Pins,
     /// Files replaced by commits of this process, awaiting their readers.
@@ -147,9 +146,6 @@ impl Table {
             name: name.to_string(),
             storage,
             current: RwLock::new(Arc::new(snapshot)),
-            part_cache: Mutex::new(HashMap::new()),
-            mask_cache: Mutex::new(HashMap::new()),
-            skip_cache: Mutex::new(HashMap::new()),
             pins: Default::default(),
             retired: Default::default(),
             inflight: Default::default(),
@@ -215,97 +211,129 @@ impl Table {
         }
     }
 
-    /// The indexes of every part of `snapshot`, in snapshot order.
-    pub async fn part_indexes(&self, snapshot: &Snapshot) -> Result<Vec<Arc<PartIndex>>> {
-        futures::future::try_join_all(snapshot.parts.iter().map(|p| self.part_index(&p.name))).await
+    /// Where the files of `entry` live: the table's own directory unless
+    /// the entry names another location.
+    pub fn storage_for(&self, entry: &PartEntry) -> Result<Storage> {
+        match &entry.location {
+            None => Ok(self.storage.clone()),
+            Some(location) => Err(Error::Table(format!(
+                "table '{}': part '{}' lives at location '{location}', which this build does not know",
+                self.name, entry.name
+            ))),
+        }
     }
 
-    /// The index of a live part, loaded once.
+    /// The indexes of every part of `snapshot`, in snapshot order.
+    pub async fn part_indexes(&self, snapshot: &Snapshot) -> Result<Vec<Arc<PartIndex>>> {
+        futures::future::try_join_all(snapshot.parts.iter().map(|p| self.entry_index(p))).await
+    }
+
+    /// The index of a live part of the table's own directory.
     pub async fn part_index(&self, part: &str) -> Result<Arc<PartIndex>> {
-        if let Some(index) = crate::sync::lock(&self.part_cache).get(part) {
-            return Ok(index.clone());
+        self.index_at(&self.storage, part).await
+    }
+
+    /// The index of the part `entry` names, wherever it lives.
+    pub async fn entry_index(&self, entry: &PartEntry) -> Result<Arc<PartIndex>> {
+        self.index_at(&self.storage_for(entry)?, &entry.name).await
+    }
+
+    async fn index_at(&self, storage: &Storage, part: &str) -> Result<Arc<PartIndex>> {
+        let path = format!(
+            "{}/{}",
+            crate::part::part_dir(part),
+            crate::part::index::INDEX_FILE
+        );
+        let key = format!("{}#index", storage.cache_key(&path));
+        if let Some(index) = Cache::global().get::<PartIndex>(&key) {
+            return Ok(index);
         }
-        let index = read_index(&self.storage, part)
+        let index = read_index(storage, part)
             .await
             .map_err(|e| e.context(format!("table '{}', part '{part}'", self.name)))?;
         let index = Arc::new(index);
-        crate::sync::lock(&self.part_cache).insert(part.to_string(), index.clone());
+        Cache::global().insert(key, index.clone(), index.memory_size());
         Ok(index)
     }
 
-    /// The deletion mask of a part as of the entry's version, loaded once.
+    /// The deletion mask of a part as of the entry's version.
     pub async fn deletion_mask(&self, entry: &PartEntry) -> Result<Option<Arc<BooleanBuffer>>> {
         let Some(deletes) = &entry.deletes else {
             return Ok(None);
         };
+        let storage = self.storage_for(entry)?;
         let path = deletes::mask_path(&entry.name, &deletes.file);
-        if let Some(mask) = crate::sync::lock(&self.mask_cache).get(&path) {
-            return Ok(Some(mask.clone()));
+        let key = format!("{}#mask", storage.cache_key(&path));
+        if let Some(mask) = Cache::global().get::<BooleanBuffer>(&key) {
+            return Ok(Some(mask));
         }
         let ctx = |e: Error| e.context(format!("table '{}', part '{}'", self.name, entry.name));
-        let index = self.part_index(&entry.name).await?;
+        let index = self.entry_index(entry).await?;
         if index.meta.rows != entry.rows {
             return Err(ctx(Error::corrupt(
-                self.storage.location(&crate::part::part_dir(&entry.name)),
+                storage.location(&crate::part::part_dir(&entry.name)),
                 format!(
                     "the log says {} rows, the part index {}",
                     entry.rows, index.meta.rows
                 ),
             )));
         }
-        let mask = deletes::read_mask(&self.storage, &entry.name, deletes, entry.rows)
+        let mask = deletes::read_mask(&storage, &entry.name, deletes, entry.rows)
             .await
             .map_err(ctx)?;
         let mask = Arc::new(mask);
-        crate::sync::lock(&self.mask_cache).insert(path, mask.clone());
+        Cache::global().insert(key, mask.clone(), mask.len().div_ceil(8) as u64);
         Ok(Some(mask))
     }
 
-    /// The skip indexes `part` has on any of `columns`, loaded once each.
-    pub async fn skip_indexes_on(
-        &self,
-        part: &PartIndex,
-        columns: &[String],
-    ) -> Result<Vec<(String, Arc<crate::part::skip::SkipIndex>)>> {
-        let mut found = Vec::new();
-        for meta in &part.meta.skip_indexes {
-            if columns.contains(&meta.column)
-                && let Some(index) = self.skip_index(part, meta).await?
-            {
-                found.push((meta.column.clone(), index));
-            }
-        }
-        Ok(found)
+    /// The planner's view of `entries`: index, storage and mask of each.
+    pub async fn plan_inputs(&self, entries: &[PartEntry]) -> Result<Vec<PartInput>> {
+        let load = entries.iter().map(|entry| async move {
+            Ok::<_, Error>(PartInput {
+                index: self.entry_index(entry).await?,
+                storage: self.storage_for(entry)?,
+                mask: self.deletion_mask(entry).await?,
+            })
+        });
+        futures::future::try_join_all(load).await
     }
 
-    /// The skip index `meta` of `part`, loaded once; `None` when its
-    /// declaration is not one this build reads.
-    async fn skip_index(
+    /// Plans a read of `entries` with `pruners`, counting the cache lookups
+    /// planning makes.
+    pub async fn plan(
         &self,
-        part: &PartIndex,
-        meta: &crate::part::index::SkipIndexMeta,
-    ) -> Result<Option<Arc<crate::part::skip::SkipIndex>>> {
-        let Ok(spec) = meta.spec.parse::<crate::part::skip::SkipSpec>() else {
-            return Ok(None);
-        };
-        if !crate::storage::is_plain_name(&meta.file) {
-            return Err(Error::corrupt(
-                self.storage
-                    .location(&crate::part::part_dir(&part.meta.name)),
-                format!("invalid skip index file name '{}'", meta.file),
-            ));
+        entries: &[PartEntry],
+        pruners: &[Arc<dyn Pruner>],
+    ) -> Result<ScanPlan> {
+        let counts = Arc::new(CacheCounts::default());
+        let mut plan = crate::storage::cache::counted(counts.clone(), async {
+            let inputs = self.plan_inputs(entries).await?;
+            crate::plan::build(inputs, pruners)
+                .await
+                .map_err(|e| e.context(format!("table '{}'", self.name)))
+        })
+        .await?;
+        plan.cache = counts;
+        Ok(plan)
+    }
+
+    /// How new parts of `snapshot`'s table are laid out.
+    pub fn part_layout(snapshot: &Snapshot) -> PartLayout {
+        let schema = &snapshot.schema;
+        let options = &snapshot.options;
+        PartLayout {
+            granularity: options.granularity,
+            granularity_bytes: options.granularity_bytes,
+            min_bytes_for_wide_part: options.min_bytes_for_wide_part,
+            // Options were validated against this schema when the table was opened.
+            key: options.key_positions(schema).unwrap_or_default(),
+            codecs: schema.fields().iter().map(|f| options.codec(f)).collect(),
         }
-        let path = format!("{}/{}", crate::part::part_dir(&part.meta.name), meta.file);
-        if let Some(index) = crate::sync::lock(&self.skip_cache).get(&path) {
-            return Ok(Some(index.clone()));
-        }
-        let location = self.storage.location(&path);
-        let bytes = self.storage.get(&path).await?;
-        let index = crate::part::skip::SkipIndex::decode(&location, spec, &bytes)
-            .map_err(|e| e.context(format!("table '{}', part '{}'", self.name, part.meta.name)))?;
-        let index = Arc::new(index);
-        crate::sync::lock(&self.skip_cache).insert(path, index.clone());
-        Ok(Some(index))
+    }
+
+    /// Builders of the components a new part of `snapshot`'s table gets.
+    pub fn component_builders(snapshot: &Snapshot) -> Vec<Box<dyn ComponentBuilder>> {
+        crate::index::skip_builders(&snapshot.schema, &snapshot.options.skip_indexes)
     }
 
     /// Starts an insert; nothing is visible until [`InsertWriter::commit`].
@@ -374,7 +402,7 @@ impl Table {
     /// when merged; `diagon_optimize('t', true)` builds them for all).
     pub async fn add_skip_indexes(
         &self,
-        indexes: &[(String, crate::part::skip::SkipSpec)],
+        indexes: &[(String, crate::index::skip::SkipSpec)],
     ) -> Result<u64> {
         let add = |o: &TableOptions| {
             let mut o = o.clone();

@@ -3,11 +3,12 @@
 //! new parts; then commit all of it as one version.
 //!
 //! Parts are immutable, so a mutation never rewrites data in place (Delta
-//! Lake's deletion vectors, ClickHouse's lightweight deletes). A concurrent
-//! commit that changed a touched part (another DELETE, a merge) makes the
-//! mutation start over on the newer version; untouched parts never conflict.
+//! Lake's deletion vectors, ClickHouse's lightweight deletes). The rows are
+//! found through the same scan plan as a query's: the matcher's pruners
+//! skip granules, deleted rows are never read. A concurrent commit that
+//! changed a touched part (another DELETE, a merge) makes the mutation
+//! start over on the newer version; untouched parts never conflict.
 
-use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::array::{Array, BooleanArray, RecordBatch};
@@ -17,18 +18,14 @@ use super::Table;
 use super::deletes::{self, union};
 use super::log::Deletes;
 use crate::error::{Error, Result};
-use crate::part::index::ranges_of as ranges;
-use crate::part::skip::SkipIndex;
-use crate::part::{PartIndex, ReadStats, read_granules};
+use crate::part::ReadStats;
+use crate::plan::{Pruner, projection, read_granules};
 
 /// What a mutation matches and how it changes matched rows. Implemented by
 /// the SQL layer over DataFusion expressions.
 pub trait RowMatcher: Send + Sync {
-    /// Columns whose skip indexes may prove a granule holds no match.
-    fn skip_columns(&self) -> Vec<String>;
-    /// Granules of `part` that may hold matching rows (`true` = read it),
-    /// given its skip indexes on [`RowMatcher::skip_columns`].
-    fn granules(&self, part: &PartIndex, skip: Vec<(String, Arc<SkipIndex>)>) -> Result<Vec<bool>>;
+    /// Pruners that skip granules holding no matching row.
+    fn pruners(&self) -> Vec<Arc<dyn Pruner>>;
     /// Which rows of `batch` (the full table schema) match; NULL is no match.
     fn matches(&self, batch: &RecordBatch) -> Result<BooleanArray>;
     /// Whether this is an UPDATE (matched rows get new versions).
@@ -72,54 +69,57 @@ impl Table {
         matcher: &dyn RowMatcher,
     ) -> Result<Option<u64>> {
         let (_pin, base) = self.pinned_snapshot().await?;
+        let plan = self.plan(&base.parts, &matcher.pruners()).await?;
+        let schema = base.schema.clone();
         let mut touched = Vec::new();
         let mut updated = Vec::new();
         let mut matched_total = 0u64;
         let mut in_flight = super::gc::InFlight::new(self);
-        let skip_columns = matcher.skip_columns();
-        for entry in &base.parts {
-            let index = self.part_index(&entry.name).await?;
-            let mask = self.deletion_mask(entry).await?;
-            let skip = self.skip_indexes_on(&index, &skip_columns).await?;
-            let keep = matcher.granules(&index, skip)?;
+        let ctx = |e: Error| e.context(format!("table '{}'", self.name()));
+        for (entry, part) in base.parts.iter().zip(&plan.parts) {
+            let columns = projection(part, &schema)?;
             let mut matched_rows = Vec::new();
-            for (start, batch) in self.read_part(&index, &ranges(&keep)).await? {
-                let hits = matcher.matches(&batch)?;
-                let before = matched_rows.len();
-                let hit_mask: Vec<bool> = (0..batch.num_rows())
-                    .map(|i| {
-                        hits.is_valid(i)
-                            && hits.value(i)
-                            && !mask.as_ref().is_some_and(|m| m.value(start + i))
-                    })
-                    .collect();
-                matched_rows.extend(
-                    hit_mask
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, h)| **h)
-                        .map(|(i, _)| start + i),
-                );
-                if matcher.is_update() && matched_rows.len() > before {
-                    let matched = filter_record_batch(&batch, &BooleanArray::from(hit_mask))?;
-                    updated.push(matcher.update(&matched)?);
+            for range in part.read_ranges() {
+                let mut stats = ReadStats::default();
+                let granules = read_granules(part, &columns, &schema, range, &mut stats)
+                    .await
+                    .map_err(ctx)?;
+                for granule in granules {
+                    let hits = matcher.matches(&granule.batch)?;
+                    let hit: Vec<bool> = (0..hits.len())
+                        .map(|i| hits.is_valid(i) && hits.value(i))
+                        .collect();
+                    let rows = granule.row_numbers();
+                    let before = matched_rows.len();
+                    matched_rows.extend(
+                        rows.iter()
+                            .zip(&hit)
+                            .filter(|(_, h)| **h)
+                            .map(|(r, _)| *r as usize),
+                    );
+                    if matcher.is_update() && matched_rows.len() > before {
+                        let matched =
+                            filter_record_batch(&granule.batch, &BooleanArray::from(hit))?;
+                        updated.push(matcher.update(&matched)?);
+                    }
                 }
             }
             if matched_rows.is_empty() {
                 continue;
             }
             matched_total += matched_rows.len() as u64;
-            let new_mask = union(mask.as_deref(), entry.rows as usize, &matched_rows);
+            let new_mask = union(part.mask.as_deref(), entry.rows as usize, &matched_rows);
             let file = deletes::new_mask_file();
             let path = deletes::mask_path(&entry.name, &file);
             in_flight.begin(path);
-            let after = deletes::write_mask(self.storage(), &entry.name, &file, &new_mask).await?;
+            let after = deletes::write_mask(&part.storage, &entry.name, &file, &new_mask).await?;
             touched.push(Touched {
                 name: entry.name.clone(),
                 before: entry.deletes.clone(),
                 after,
             });
         }
+        drop(plan);
         if touched.is_empty() {
             return Ok(Some(0));
         }
@@ -158,46 +158,5 @@ impl Table {
             return Ok(None);
         }
         Ok(Some(matched_total))
-    }
-
-    /// Reads every column of the granule `ranges` of a part (deleted rows
-    /// included), each batch with the part row number of its first row.
-    pub(crate) async fn read_part(
-        &self,
-        index: &PartIndex,
-        ranges: &[Range<usize>],
-    ) -> Result<Vec<(usize, RecordBatch)>> {
-        let schema = self.cached_snapshot().schema.clone();
-        let projection = schema
-            .fields()
-            .iter()
-            .map(|f| {
-                index.column_position(f.name()).ok_or_else(|| {
-                    Error::corrupt(
-                        self.storage()
-                            .location(&crate::part::part_dir(&index.meta.name)),
-                        format!("part has no column '{}'", f.name()),
-                    )
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let mut out = Vec::new();
-        for range in ranges {
-            let mut stats = ReadStats::default();
-            let batches = read_granules(
-                self.storage(),
-                index,
-                &projection,
-                &schema,
-                range.clone(),
-                &mut stats,
-            )
-            .await
-            .map_err(|e| e.context(format!("table '{}'", self.name())))?;
-            for (g, batch) in range.clone().zip(batches) {
-                out.push((index.granule_starts[g] as usize, batch));
-            }
-        }
-        Ok(out)
     }
 }

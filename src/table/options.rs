@@ -7,7 +7,7 @@ use arrow::datatypes::{Field, Schema};
 
 use crate::encoding::CodecChain;
 use crate::error::{Error, Result};
-use crate::part::skip::SkipSpec;
+use crate::index::skip::SkipSpec;
 
 pub const DEFAULT_GRANULARITY: usize = 8192;
 /// As ClickHouse's `index_granularity_bytes`.

@@ -328,7 +328,7 @@ async fn check(case: Case) {
     ];
     let kind = kinds[case.granularity % kinds.len()];
     for field in schema.fields().iter().take(2) {
-        let spec: diagon::part::skip::SkipSpec = kind.parse().unwrap();
+        let spec: diagon::index::skip::SkipSpec = kind.parse().unwrap();
         if spec.check(field.data_type()).is_ok() {
             options.skip_indexes.insert(field.name().clone(), spec);
         }

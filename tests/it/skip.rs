@@ -4,8 +4,7 @@
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Int64Array, StringArray};
-use datafusion::common::ScalarValue;
-use diagon::part::skip::{Block, SkipIndex, SkipSpec, hash_scalar, tokens};
+use diagon::index::skip::{Block, SkipSpec, decode_legacy, encode_legacy, tokens, value_hashes};
 use diagon::sql::skipping::whole_words;
 use proptest::prelude::*;
 
@@ -29,14 +28,12 @@ proptest! {
         let ints: ArrayRef = Arc::new(Int64Array::from(values.clone()));
         let strings: ArrayRef = Arc::new(StringArray::from(values.iter().map(|v| v.map(|x| format!("v{x}"))).collect::<Vec<_>>()));
         for array in [ints, strings] {
-            let block = Block::build(&spec, &array).unwrap();
-            let index = SkipIndex { spec, blocks: vec![block] };
-            let back = SkipIndex::decode("test", spec, &index.encode()).unwrap();
-            prop_assert_eq!(&back, &index);
-            for i in 0..array.len() {
-                let value = ScalarValue::try_from_array(&array, i).unwrap();
-                if let Some(h) = hash_scalar(&value) {
-                    prop_assert!(back.blocks[0].may_contain(h), "{:?} missing from {}", value, spec);
+            let blocks = vec![Block::build(&spec, &array).unwrap()];
+            let back = decode_legacy("test", spec, &encode_legacy(&blocks)).unwrap();
+            prop_assert_eq!(&back, &blocks);
+            for (i, h) in value_hashes(array.as_ref()).unwrap().into_iter().enumerate() {
+                if let Some(h) = h {
+                    prop_assert!(back[0].may_contain(h), "row {} missing from {}", i, spec);
                 }
             }
         }
@@ -45,11 +42,10 @@ proptest! {
     #[test]
     fn damaged_skip_index_files_are_errors(spec in specs(), at in any::<prop::sample::Index>(), values in proptest::collection::vec(-5i64..5, 1..50)) {
         let array: ArrayRef = Arc::new(Int64Array::from(values));
-        let index = SkipIndex { spec, blocks: vec![Block::build(&spec, &array).unwrap()] };
-        let mut file = index.encode();
+        let mut file = encode_legacy(&[Block::build(&spec, &array).unwrap()]);
         let i = at.index(file.len());
         file[i] ^= 0x40;
-        prop_assert!(SkipIndex::decode("test", spec, &file).is_err());
+        prop_assert!(decode_legacy("test", spec, &file).is_err());
     }
 }
 
@@ -64,7 +60,8 @@ fn a_set_that_overflows_prunes_nothing() {
     );
     let small: ArrayRef = Arc::new(Int64Array::from(vec![1, 1, 2]));
     let block = Block::build(&spec, &small).unwrap();
-    let absent = hash_scalar(&ScalarValue::Int64(Some(7))).unwrap();
+    let seven: ArrayRef = Arc::new(Int64Array::from(vec![7]));
+    let absent = value_hashes(seven.as_ref()).unwrap()[0].unwrap();
     assert!(!block.may_contain(absent));
 }
 
@@ -96,12 +93,12 @@ fn like_patterns_yield_only_whole_words() {
 }
 
 /// `minmax` is accepted like any declaration but is built in (every granule
-/// keeps every column's min/max), so parts get no file for it.
+/// keeps every column's min/max), so parts get no component for it.
 #[tokio::test]
 async fn minmax_is_declared_but_writes_no_file() {
     let spec: SkipSpec = "MINMAX granularity 4".parse().unwrap();
     assert_eq!(spec.to_string(), "minmax granularity 4");
-    assert!(!spec.has_file());
+    assert!(!spec.has_component());
     assert!(spec.check(&arrow::datatypes::DataType::Float64).is_ok());
 
     let schema = Arc::new(arrow::datatypes::Schema::new(vec![
@@ -122,13 +119,13 @@ async fn minmax_is_declared_but_writes_no_file() {
     let table = crate::common::table_with(storage.clone(), schema, options, &[batch]).await;
     let snapshot = table.snapshot().await.unwrap();
     let index = table.part_index(&snapshot.parts[0].name).await.unwrap();
-    let files: Vec<(&str, &str)> = index
+    let files: Vec<(&str, &str, &str)> = index
         .meta
-        .skip_indexes
+        .components
         .iter()
-        .map(|s| (s.column.as_str(), s.file.as_str()))
+        .map(|c| (c.kind.as_str(), c.columns[0].as_str(), c.file.as_str()))
         .collect();
-    assert_eq!(files, vec![("b", "k1.skp")]);
+    assert_eq!(files, vec![("skip_index", "b", "k0.cmp")]);
     assert_eq!(
         table.optimize(true).await.unwrap().0,
         0,

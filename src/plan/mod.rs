@@ -1,0 +1,310 @@
+//! The scan plan as data: for each part, where it lives, its deletion mask,
+//! and for each granule one of
+//!
+//! ```text
+//!   part p_1   granule: 0     1     2     3     4     5
+//!                       Scan  Skip  Skip  Sel.  Scan  Skip
+//!                             (pk)  (pk)  (rows       (skip_index_user_id)
+//!                                         3,7,9)
+//! ```
+//! - `Scan`: read every row of the granule;
+//! - `Select(rows)`: read the granule, keep these rows (the rows a deletion
+//!   mask leaves; the text index will select matching rows with their
+//!   scores);
+//! - `Skip(reason)`: do not read it, and say why.
+//!
+//! [`build`] runs the [`Pruner`]s over every part, in order, each looking
+//! only at granules still to be read and recording what it skipped, then
+//! applies the deletion masks. The plan is built once; EXPLAIN prints it;
+//! scans, DELETE, UPDATE and merges execute it through [`read`], which does
+//! no planning of its own.
+
+pub mod prune;
+pub mod read;
+pub mod tasks;
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+
+use arrow::buffer::BooleanBuffer;
+
+use crate::error::Result;
+use crate::part::PartIndex;
+use crate::storage::{CacheCounts, Storage};
+
+pub use prune::{PartContext, Pruner, SkipIndexPruner, StatsPruner};
+pub use read::{GranuleBatch, projection, read_granules};
+pub use tasks::{ScanTask, split_tasks};
+
+/// Why a granule is not read.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SkipReason {
+    /// The sparse primary index proves no row matches.
+    PrimaryKey,
+    /// The granule's min/max prove no row matches.
+    MinMax,
+    /// The skip index on this column proves no row matches.
+    SkipIndex(String),
+    /// Every row of the granule is deleted.
+    Deleted,
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SkipReason::PrimaryKey => write!(f, "primary_key"),
+            SkipReason::MinMax => write!(f, "minmax"),
+            SkipReason::SkipIndex(column) => write!(f, "skip_index_{column}"),
+            SkipReason::Deleted => write!(f, "deleted"),
+        }
+    }
+}
+
+/// Rows of one granule to read.
+#[derive(Debug, Clone)]
+pub struct Selection {
+    /// One bit per row of the granule, set for the rows to read.
+    pub rows: BooleanBuffer,
+    /// A score for each selected row, in row order, when a pruner scored
+    /// them.
+    pub scores: Option<Arc<[f32]>>,
+}
+
+impl Selection {
+    pub fn rows(rows: BooleanBuffer) -> Self {
+        Selection { rows, scores: None }
+    }
+}
+
+/// What to do with one granule.
+#[derive(Debug, Clone)]
+pub enum Granule {
+    Scan,
+    Select(Selection),
+    Skip(SkipReason),
+}
+
+impl Granule {
+    pub fn is_read(&self) -> bool {
+        !matches!(self, Granule::Skip(_))
+    }
+}
+
+/// A part as the planner receives it.
+#[derive(Debug, Clone)]
+pub struct PartInput {
+    pub index: Arc<PartIndex>,
+    /// Where the part's files live.
+    pub storage: Storage,
+    /// Deleted rows (bit set = deleted), if any.
+    pub mask: Option<Arc<BooleanBuffer>>,
+}
+
+/// The plan for one part.
+#[derive(Debug, Clone)]
+pub struct PartPlan {
+    pub index: Arc<PartIndex>,
+    pub storage: Storage,
+    pub mask: Option<Arc<BooleanBuffer>>,
+    /// One entry per granule of the part.
+    pub granules: Vec<Granule>,
+}
+
+impl PartPlan {
+    pub fn name(&self) -> &str {
+        &self.index.meta.name
+    }
+
+    /// Maximal runs of granules to read, ascending and disjoint.
+    pub fn read_ranges(&self) -> Vec<Range<usize>> {
+        let read: Vec<bool> = self.granules.iter().map(Granule::is_read).collect();
+        crate::part::index::ranges_of(&read)
+    }
+
+    pub fn granules_read(&self) -> usize {
+        self.granules.iter().filter(|g| g.is_read()).count()
+    }
+
+    /// Granules skipped, by reason.
+    pub fn skipped(&self) -> BTreeMap<SkipReason, usize> {
+        let mut counts = BTreeMap::new();
+        for g in &self.granules {
+            if let Granule::Skip(reason) = g {
+                *counts.entry(reason.clone()).or_default() += 1;
+            }
+        }
+        counts
+    }
+
+    /// Rows the plan reads from this part (selections and masks applied).
+    pub fn rows_read(&self) -> u64 {
+        let index = &self.index;
+        self.granules
+            .iter()
+            .enumerate()
+            .map(|(g, granule)| match granule {
+                Granule::Scan => index.granule_rows(g),
+                Granule::Select(s) => s.rows.count_set_bits() as u64,
+                Granule::Skip(_) => 0,
+            })
+            .sum()
+    }
+}
+
+/// The plan of a scan, a mutation or a merge.
+#[derive(Default)]
+pub struct ScanPlan {
+    /// Every part of the snapshot, in snapshot order, including those with
+    /// nothing to read.
+    pub parts: Vec<PartPlan>,
+    /// Keeps the snapshot's files from being deleted while the plan lives.
+    pub keep_alive: Option<Arc<dyn Any + Send + Sync>>,
+    /// Cache lookups made while planning.
+    pub cache: Arc<CacheCounts>,
+    /// Reasons of the pruners that found something to consult in some part
+    /// (a skip index on a column mentioned by the query), pruning or not.
+    pub consulted: std::collections::BTreeSet<SkipReason>,
+}
+
+impl fmt::Debug for ScanPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScanPlan")
+            .field("parts", &self.parts)
+            .finish()
+    }
+}
+
+impl ScanPlan {
+    pub fn parts_total(&self) -> usize {
+        self.parts.len()
+    }
+
+    /// Parts with at least one granule to read.
+    pub fn parts_read(&self) -> usize {
+        self.parts.iter().filter(|p| p.granules_read() > 0).count()
+    }
+
+    pub fn granules_total(&self) -> usize {
+        self.parts.iter().map(|p| p.granules.len()).sum()
+    }
+
+    pub fn granules_read(&self) -> usize {
+        self.parts.iter().map(PartPlan::granules_read).sum()
+    }
+
+    /// Granules skipped over all parts, by reason.
+    pub fn skipped(&self) -> BTreeMap<SkipReason, usize> {
+        let mut total = BTreeMap::new();
+        for part in &self.parts {
+            for (reason, n) in part.skipped() {
+                *total.entry(reason).or_default() += n;
+            }
+        }
+        total
+    }
+
+    pub fn skipped_by(&self, reason: &SkipReason) -> usize {
+        self.parts
+            .iter()
+            .flat_map(|p| &p.granules)
+            .filter(|g| matches!(g, Granule::Skip(r) if r == reason))
+            .count()
+    }
+
+    /// One line per part: the granule ranges read and the counts skipped by
+    /// each reason (EXPLAIN VERBOSE).
+    pub fn describe_parts(&self) -> Vec<String> {
+        self.parts
+            .iter()
+            .map(|part| {
+                let ranges: Vec<String> = part
+                    .read_ranges()
+                    .iter()
+                    .map(|r| format!("{}..{}", r.start, r.end))
+                    .collect();
+                let mut line = format!(
+                    "part={} granules={}/{} read=[{}]",
+                    part.name(),
+                    part.granules_read(),
+                    part.granules.len(),
+                    ranges.join(", ")
+                );
+                for (reason, n) in part.skipped() {
+                    line.push_str(&format!(" skipped_by_{reason}={n}"));
+                }
+                line
+            })
+            .collect()
+    }
+}
+
+/// Plans `parts`: each pruner in turn marks granules it proves hold no
+/// match, then the deletion masks skip or narrow what is left.
+pub async fn build(parts: Vec<PartInput>, pruners: &[Arc<dyn Pruner>]) -> Result<ScanPlan> {
+    let mut plan = ScanPlan::default();
+    for part in parts {
+        let mut granules = vec![Granule::Scan; part.index.num_granules()];
+        let context = PartContext {
+            index: &part.index,
+            storage: &part.storage,
+        };
+        for pruner in pruners {
+            if granules.iter().any(Granule::is_read)
+                && pruner.prune(&context, &mut granules).await?
+            {
+                plan.consulted.insert(pruner.reason());
+            }
+        }
+        if let Some(mask) = &part.mask {
+            apply_mask(&part.index, mask, &mut granules);
+        }
+        plan.parts.push(PartPlan {
+            index: part.index,
+            storage: part.storage,
+            mask: part.mask,
+            granules,
+        });
+    }
+    Ok(plan)
+}
+
+/// Granules whose rows are all deleted are skipped; those with some
+/// deleted rows read only the others.
+fn apply_mask(index: &PartIndex, mask: &BooleanBuffer, granules: &mut [Granule]) {
+    for (g, granule) in granules.iter_mut().enumerate() {
+        let start = index.granule_starts[g] as usize;
+        let deleted = mask.slice(start, index.granule_rows(g) as usize);
+        if deleted.count_set_bits() == 0 {
+            continue;
+        }
+        let live = !&deleted;
+        *granule = match std::mem::replace(granule, Granule::Scan) {
+            Granule::Skip(reason) => Granule::Skip(reason),
+            _ if live.count_set_bits() == 0 => Granule::Skip(SkipReason::Deleted),
+            Granule::Scan => Granule::Select(Selection::rows(live)),
+            Granule::Select(s) => narrow(s, &live),
+        };
+    }
+}
+
+/// `selection` without the rows `live` does not have (scores follow their rows).
+fn narrow(selection: Selection, live: &BooleanBuffer) -> Granule {
+    let rows = &selection.rows & live;
+    if rows.count_set_bits() == 0 {
+        return Granule::Skip(SkipReason::Deleted);
+    }
+    let scores = selection.scores.map(|scores| {
+        let kept: Vec<f32> = selection
+            .rows
+            .set_indices()
+            .zip(scores.iter())
+            .filter(|(row, _)| live.value(*row))
+            .map(|(_, s)| *s)
+            .collect();
+        Arc::from(kept)
+    });
+    Granule::Select(Selection { rows, scores })
+}

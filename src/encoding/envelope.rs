@@ -32,6 +32,10 @@ pub enum FileKind {
     SkipIndex,
     /// A part component: independently checksummed blocks and a directory.
     Component,
+    /// The whole state of a table at one version.
+    Checkpoint,
+    /// Names the newest checkpoint.
+    CheckpointPointer,
 }
 
 impl FileKind {
@@ -43,6 +47,8 @@ impl FileKind {
             FileKind::DeletionMask => b"DELM",
             FileKind::SkipIndex => b"SKIP",
             FileKind::Component => b"COMP",
+            FileKind::Checkpoint => b"CKPT",
+            FileKind::CheckpointPointer => b"LAST",
         }
     }
 

@@ -186,9 +186,10 @@ impl Table {
     }
 
     /// Deletes unreferenced files that no reader can need any more: replaced
-    /// ones whose readers in this process are gone, and anything
-    /// unreferenced for longer than `old_parts_lifetime`. Returns the number
-    /// of files deleted.
+    /// ones whose readers in this process are gone, anything unreferenced
+    /// for longer than `old_parts_lifetime`, and log files older than the
+    /// second newest checkpoint and `log_retention`. Returns the number of
+    /// files deleted.
     pub async fn collect_garbage(&self) -> Result<usize> {
         // The order matters. A file listed here was written by a writer that
         // had registered it as in flight; if it is no longer in flight when
@@ -262,16 +263,19 @@ impl Table {
                 deleted_parts.push(part);
             }
         }
-        let mut retired = crate::sync::lock(&self.retired);
-        for name in deleted.iter().chain(&deleted_parts) {
-            retired.entries.remove(name);
-            since.remove(name);
+        {
+            let mut retired = crate::sync::lock(&self.retired);
+            for name in deleted.iter().chain(&deleted_parts) {
+                retired.entries.remove(name);
+                since.remove(name);
+            }
         }
-        drop(retired);
         self.evict(&deleted, &deleted_parts);
         // Remembered first sightings, minus what is gone or referenced again.
         since.retain(|name, _| !referenced.contains(name));
         *crate::sync::lock(&self.unreferenced_since) = since;
-        Ok(deleted.len())
+        let retention_ms = (snapshot.options.log_retention as i64).saturating_mul(1000);
+        let log_files = super::log::clean(self.storage(), retention_ms, oldest_pin).await?;
+        Ok(deleted.len() + log_files)
     }
 }

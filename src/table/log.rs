@@ -1,23 +1,43 @@
-//! The commit log: `_log/<version>.commit`, one sealed JSON file per version.
+//! The commit log: `_log/<version>.commit`, one sealed JSON file per
+//! version, and checkpoints of the whole state.
 //!
-//! Each entry holds the whole state of the table at that version (schema,
-//! options, live parts), so opening a table reads one file. A version is
-//! committed by creating its file with create-if-absent semantics: exactly
-//! one writer wins, a loser sees a conflict and never overwrites. Part files
-//! are written before the entry that names them, so a crash at any point
+//! A commit records what its version changed: the parts it removed and
+//! added (a part whose deletion mask changed is removed and added again),
+//! and the table's definition when that changed. A version is committed by
+//! creating its file with create-if-absent semantics: exactly one writer
+//! wins, a loser sees a conflict and never overwrites. Part files are
+//! written before the commit that names them, so a crash at any point
 //! leaves either the old or the new version readable.
+//!
+//! Every `checkpoint_interval` versions a checkpoint,
+//! `_log/<version>.checkpoint`, holds the whole state at that version, and
+//! `_log/_last_checkpoint` names the newest one. Opening a table reads the
+//! pointer, that checkpoint and the commits after it, each found by name:
+//! the log is listed only when the pointer is missing or names a damaged
+//! checkpoint. Both files are written whole and atomically, the pointer
+//! after its checkpoint, so a crash while checkpointing leaves an older
+//! pointer, which still works. Cleanup keeps the two newest checkpoints and
+//! every commit after the older of them (one damaged checkpoint can be
+//! rebuilt), and deletes older files once they are older than the log
+//! retention.
+//!
+//! Commits written before checkpoints existed hold the whole state
+//! themselves (`parts`, `schema`, `options`), and read as such.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::schema::FieldDef;
+use super::schema::{ConstraintDef, Definition, FieldDef};
 use crate::encoding::envelope::{self, FileKind};
 use crate::error::{Error, Result};
 use crate::storage::Storage;
 
 pub const LOG_DIR: &str = "_log";
-const SUFFIX: &str = ".commit";
+const COMMIT_SUFFIX: &str = ".commit";
+const CHECKPOINT_SUFFIX: &str = ".checkpoint";
+/// Names the newest checkpoint.
+pub const LAST_CHECKPOINT: &str = "_log/_last_checkpoint";
 
 /// A part as the log knows it: enough to list and plan without its index.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -48,7 +68,7 @@ impl PartEntry {
     /// The entry of a part just written, at merge level `level`.
     pub fn new(part: &crate::part::PartIndex, level: u32) -> Self {
         // Every column of a compact part names the same file: count it once.
-        let files: std::collections::BTreeMap<&str, u64> = part
+        let files: BTreeMap<&str, u64> = part
             .meta
             .columns
             .iter()
@@ -60,11 +80,10 @@ impl PartEntry {
                     .map(|c| (c.file.as_str(), c.length)),
             )
             .collect();
-        let bytes = files.values().sum();
         PartEntry {
             name: part.meta.name.clone(),
             rows: part.meta.rows,
-            bytes,
+            bytes: files.values().sum(),
             level,
             created_ms: now_ms(),
             deletes: None,
@@ -78,49 +97,211 @@ impl PartEntry {
     }
 }
 
-/// One version of the table.
+/// The whole state of a table at one version.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TableState {
+    pub version: u64,
+    pub timestamp_ms: i64,
+    #[serde(flatten)]
+    pub definition: Definition,
+    pub parts: Vec<PartEntry>,
+}
+
+/// A part added by a commit, and where it goes in the part list.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Placed {
+    /// Its position in the new list.
+    pub at: usize,
+    #[serde(flatten)]
+    pub part: PartEntry,
+}
+
+/// One version of the table: what changed.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Commit {
     pub version: u64,
     pub timestamp_ms: i64,
     /// What produced this version: `CREATE`, `INSERT`, `DELETE`, `UPDATE`,
-    /// `MERGE`, `TRUNCATE`.
+    /// `MERGE`, `TRUNCATE`, `ALTER`.
     pub operation: String,
-    pub schema: Vec<FieldDef>,
-    pub options: BTreeMap<String, String>,
-    pub parts: Vec<PartEntry>,
     /// A random id of the writer's attempt, so a writer told its commit
     /// failed can tell whether the version it wrote is its own.
     #[serde(default)]
     pub txn: String,
+    /// The table's columns, when this commit sets the definition (then
+    /// with `schema_metadata`, `constraints` and `options`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<Vec<FieldDef>>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub schema_metadata: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<ConstraintDef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<BTreeMap<String, String>>,
+    /// Every live part, when this commit states them all (CREATE, and every
+    /// commit written before checkpoints existed)...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parts: Option<Vec<PartEntry>>,
+    /// ...or else the parts it removed...
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<String>,
+    /// ...and those it added, in ascending positions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub added: Vec<Placed>,
+}
+
+impl Commit {
+    /// The commit that turns `base` into `next` (version `base.version + 1`).
+    pub fn between(base: &TableState, next: &TableState, operation: &str, txn: &str) -> Commit {
+        let mut commit = Commit {
+            version: next.version,
+            timestamp_ms: next.timestamp_ms,
+            operation: operation.to_string(),
+            txn: txn.to_string(),
+            schema: None,
+            schema_metadata: BTreeMap::new(),
+            constraints: Vec::new(),
+            options: None,
+            parts: None,
+            removed: Vec::new(),
+            added: Vec::new(),
+        };
+        if next.definition != base.definition {
+            commit.set_definition(&next.definition);
+        }
+        commit.removed = base
+            .parts
+            .iter()
+            .filter(|p| !next.parts.contains(p))
+            .map(|p| p.name.clone())
+            .collect();
+        commit.added = next
+            .parts
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !base.parts.contains(p))
+            .map(|(at, p)| Placed {
+                at,
+                part: p.clone(),
+            })
+            .collect();
+        // Kept parts always keep their order; should a change ever reorder
+        // them, the commit states the whole list instead.
+        if commit.apply(Some(base)).map(|s| s.parts).ok().as_ref() != Some(&next.parts) {
+            commit.removed.clear();
+            commit.added.clear();
+            commit.parts = Some(next.parts.clone());
+        }
+        commit
+    }
+
+    /// The commit that creates a table as `state`.
+    pub fn create(state: &TableState, txn: &str) -> Commit {
+        let mut commit = Commit {
+            version: state.version,
+            timestamp_ms: state.timestamp_ms,
+            operation: "CREATE".into(),
+            txn: txn.to_string(),
+            schema: None,
+            schema_metadata: BTreeMap::new(),
+            constraints: Vec::new(),
+            options: None,
+            parts: Some(state.parts.clone()),
+            removed: Vec::new(),
+            added: Vec::new(),
+        };
+        commit.set_definition(&state.definition);
+        commit
+    }
+
+    fn set_definition(&mut self, definition: &Definition) {
+        self.schema = Some(definition.schema.clone());
+        self.schema_metadata = definition.schema_metadata.clone();
+        self.constraints = definition.constraints.clone();
+        self.options = Some(definition.options.clone());
+    }
+
+    /// The state after this commit, from the state before it (`None` only
+    /// for a commit that states everything).
+    pub fn apply(&self, base: Option<&TableState>) -> std::result::Result<TableState, String> {
+        let definition = match (&self.schema, &self.options, base) {
+            (Some(schema), Some(options), _) => Definition {
+                schema: schema.clone(),
+                schema_metadata: self.schema_metadata.clone(),
+                constraints: self.constraints.clone(),
+                options: options.clone(),
+            },
+            (None, None, Some(base)) => base.definition.clone(),
+            _ => return Err("the commit states neither a whole definition nor a change".into()),
+        };
+        let parts = match (&self.parts, base) {
+            (Some(parts), _) => parts.clone(),
+            (None, Some(base)) => {
+                let mut parts: Vec<PartEntry> = Vec::with_capacity(base.parts.len());
+                for name in &self.removed {
+                    if !base.parts.iter().any(|p| &p.name == name) {
+                        return Err(format!("removes part '{name}', which is not live"));
+                    }
+                }
+                parts.extend(
+                    base.parts
+                        .iter()
+                        .filter(|p| !self.removed.contains(&p.name))
+                        .cloned(),
+                );
+                for placed in &self.added {
+                    if placed.at > parts.len() {
+                        return Err(format!(
+                            "adds part '{}' at {} of {}",
+                            placed.part.name,
+                            placed.at,
+                            parts.len()
+                        ));
+                    }
+                    parts.insert(placed.at, placed.part.clone());
+                }
+                parts
+            }
+            (None, None) => return Err("the commit does not state its parts".into()),
+        };
+        Ok(TableState {
+            version: self.version,
+            timestamp_ms: self.timestamp_ms,
+            definition,
+            parts,
+        })
+    }
+
+    /// Names of the parts and mask files this commit mentions.
+    fn names(&self) -> impl Iterator<Item = &String> {
+        let listed = self.parts.iter().flatten();
+        let added = self.added.iter().map(|p| &p.part);
+        listed
+            .chain(added)
+            .flat_map(|p| std::iter::once(&p.name).chain(p.deletes.as_ref().map(|d| &d.file)))
+            .chain(&self.removed)
+    }
 }
 
 pub fn commit_file(version: u64) -> String {
-    format!("{LOG_DIR}/{version:020}{SUFFIX}")
+    format!("{LOG_DIR}/{version:020}{COMMIT_SUFFIX}")
 }
 
-fn parse_version(name: &str) -> Option<u64> {
-    name.strip_prefix(LOG_DIR)?
-        .strip_prefix('/')?
-        .strip_suffix(SUFFIX)?
-        .parse()
-        .ok()
+pub fn checkpoint_file(version: u64) -> String {
+    format!("{LOG_DIR}/{version:020}{CHECKPOINT_SUFFIX}")
 }
 
-/// The newest committed version, or `None` if the directory holds no table.
-///
-/// Versions are contiguous, so when `known` is a committed version, one
-/// existence check of the next version usually answers without a listing.
-pub async fn latest_version(storage: &Storage, known: Option<u64>) -> Result<Option<u64>> {
-    if let Some(known) = known
-        && !storage.exists(&commit_file(known + 1)).await?
-    {
-        return Ok(Some(known));
+/// The version a log file is of, and whether it is a checkpoint.
+fn parse_name(name: &str) -> Option<(u64, bool)> {
+    let file = name.strip_prefix(LOG_DIR)?.strip_prefix('/')?;
+    if let Some(v) = file.strip_suffix(COMMIT_SUFFIX) {
+        return Some((v.parse().ok()?, false));
     }
-    let files = storage.list(LOG_DIR).await?;
-    Ok(files.iter().filter_map(|f| parse_version(&f.name)).max())
+    let v = file.strip_suffix(CHECKPOINT_SUFFIX)?;
+    Some((v.parse().ok()?, true))
 }
 
+/// Reads commit `version`; a missing one is [`Error::NotFound`].
 pub async fn read_commit(storage: &Storage, version: u64) -> Result<Commit> {
     let name = commit_file(version);
     let location = storage.location(&name);
@@ -128,17 +309,11 @@ pub async fn read_commit(storage: &Storage, version: u64) -> Result<Commit> {
     let body = envelope::open(&location, FileKind::Commit, &bytes)?;
     let commit: Commit = serde_json::from_slice(body)
         .map_err(|e| Error::corrupt(&location, format!("bad commit entry: {e}")))?;
-    let names = commit
-        .parts
-        .iter()
-        .flat_map(|p| std::iter::once(&p.name).chain(p.deletes.as_ref().map(|d| &d.file)));
-    for name in names {
-        if !crate::storage::is_plain_name(name) {
-            return Err(Error::corrupt(
-                &location,
-                format!("invalid part or file name '{name}'"),
-            ));
-        }
+    if let Some(name) = commit.names().find(|n| !crate::storage::is_plain_name(n)) {
+        return Err(Error::corrupt(
+            &location,
+            format!("invalid part or file name '{name}'"),
+        ));
     }
     if commit.version != version {
         return Err(Error::corrupt(
@@ -151,12 +326,184 @@ pub async fn read_commit(storage: &Storage, version: u64) -> Result<Commit> {
 
 /// Publishes `commit`; returns `false` if its version already exists.
 pub async fn write_commit(storage: &Storage, commit: &Commit) -> Result<bool> {
-    let json = serde_json::to_vec_pretty(commit)
+    let json = serde_json::to_vec(commit)
         .map_err(|e| Error::Schema(format!("cannot serialise commit: {e}")))?;
     let file = envelope::seal(FileKind::Commit, &json);
     storage
         .put_if_absent(&commit_file(commit.version), file)
         .await
+}
+
+async fn read_checkpoint(storage: &Storage, version: u64) -> Result<TableState> {
+    let name = checkpoint_file(version);
+    let location = storage.location(&name);
+    let bytes = storage.get(&name).await?;
+    let body = envelope::open(&location, FileKind::Checkpoint, &bytes)?;
+    let state: TableState = serde_json::from_slice(body)
+        .map_err(|e| Error::corrupt(&location, format!("bad checkpoint: {e}")))?;
+    let names = state
+        .parts
+        .iter()
+        .flat_map(|p| std::iter::once(&p.name).chain(p.deletes.as_ref().map(|d| &d.file)));
+    if let Some(name) = names
+        .into_iter()
+        .find(|n| !crate::storage::is_plain_name(n))
+    {
+        return Err(Error::corrupt(
+            &location,
+            format!("invalid part or file name '{name}'"),
+        ));
+    }
+    if state.version != version {
+        return Err(Error::corrupt(
+            &location,
+            format!("holds version {}, expected {version}", state.version),
+        ));
+    }
+    Ok(state)
+}
+
+/// The version the pointer names, if it is there and readable.
+pub async fn read_pointer(storage: &Storage) -> Result<Option<u64>> {
+    let bytes = match storage.get(LAST_CHECKPOINT).await {
+        Ok(bytes) => bytes,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let location = storage.location(LAST_CHECKPOINT);
+    // A damaged pointer is only a lost hint: the log is listed instead.
+    let Ok(body) = envelope::open(&location, FileKind::CheckpointPointer, &bytes) else {
+        log::warn!("ignoring damaged checkpoint pointer '{location}'");
+        return Ok(None);
+    };
+    Ok(body.try_into().ok().map(u64::from_le_bytes))
+}
+
+/// Writes the checkpoint of `state`, then points to it unless the pointer
+/// already names a newer one.
+pub async fn write_checkpoint(storage: &Storage, state: &TableState) -> Result<()> {
+    let json = serde_json::to_vec(state)
+        .map_err(|e| Error::Schema(format!("cannot serialise checkpoint: {e}")))?;
+    let name = checkpoint_file(state.version);
+    storage
+        .put(&name, envelope::seal(FileKind::Checkpoint, &json))
+        .await?;
+    storage.sync(vec![name]).await?;
+    if read_pointer(storage)
+        .await?
+        .is_some_and(|v| v >= state.version)
+    {
+        return Ok(());
+    }
+    let pointer = envelope::seal(FileKind::CheckpointPointer, &state.version.to_le_bytes());
+    storage.put(LAST_CHECKPOINT, pointer).await?;
+    storage.sync(vec![LAST_CHECKPOINT.to_string()]).await
+}
+
+/// The state after every commit following `state`, read by name until the
+/// next version is missing.
+pub async fn catch_up(storage: &Storage, mut state: TableState) -> Result<TableState> {
+    loop {
+        let commit = match read_commit(storage, state.version + 1).await {
+            Ok(commit) => commit,
+            Err(e) if e.is_not_found() => return Ok(state),
+            Err(e) => return Err(e),
+        };
+        let location = storage.location(&commit_file(commit.version));
+        state = commit
+            .apply(Some(&state))
+            .map_err(|reason| Error::corrupt(location, reason))?;
+    }
+}
+
+/// The newest state of the table at `storage`, and the newest checkpoint
+/// it was read from (0 when none); `None` if there is no table.
+pub async fn load(storage: &Storage) -> Result<Option<(TableState, u64)>> {
+    if let Some(version) = read_pointer(storage).await? {
+        match read_checkpoint(storage, version).await {
+            Ok(state) => return Ok(Some((catch_up(storage, state).await?, version))),
+            Err(e) if e.is_corruption() || e.is_not_found() => {
+                log::warn!("checkpoint {version} unusable, listing the log: {e}");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    load_by_listing(storage).await
+}
+
+/// Opens from the newest readable checkpoint, or from the first commit.
+async fn load_by_listing(storage: &Storage) -> Result<Option<(TableState, u64)>> {
+    let mut commits = Vec::new();
+    let mut checkpoints = Vec::new();
+    for file in storage.list(LOG_DIR).await? {
+        match parse_name(&file.name) {
+            Some((v, true)) => checkpoints.push(v),
+            Some((v, false)) => commits.push(v),
+            None => {}
+        }
+    }
+    checkpoints.sort_unstable();
+    for &version in checkpoints.iter().rev() {
+        match read_checkpoint(storage, version).await {
+            Ok(state) => return Ok(Some((catch_up(storage, state).await?, version))),
+            Err(e) if e.is_corruption() => log::warn!("skipping checkpoint {version}: {e}"),
+            Err(e) => return Err(e),
+        }
+    }
+    let Some(&first) = commits.iter().min() else {
+        return Ok(None);
+    };
+    let commit = read_commit(storage, first).await?;
+    let location = storage.location(&commit_file(first));
+    let state = commit.apply(None).map_err(|_| {
+        Error::corrupt(
+            location,
+            "the oldest commit left states only a change, and no checkpoint is readable",
+        )
+    })?;
+    Ok(Some((catch_up(storage, state).await?, 0)))
+}
+
+/// Whether a table exists at `storage`.
+pub async fn exists(storage: &Storage) -> Result<bool> {
+    Ok(storage.exists(LAST_CHECKPOINT).await? || !storage.list(LOG_DIR).await?.is_empty())
+}
+
+/// Deletes log files no reader needs: checkpoints and commits older than
+/// the second newest checkpoint (and older than `pinned`, the oldest
+/// version a reader of this process holds), once their files are older
+/// than `retention_ms`. Returns how many were deleted.
+pub async fn clean(storage: &Storage, retention_ms: i64, pinned: Option<u64>) -> Result<usize> {
+    let files = storage.list(LOG_DIR).await?;
+    let mut checkpoints: Vec<u64> = files
+        .iter()
+        .filter_map(|f| parse_name(&f.name))
+        .filter(|(_, checkpoint)| *checkpoint)
+        .map(|(v, _)| v)
+        .collect();
+    checkpoints.sort_unstable();
+    let [.., older, newest] = checkpoints[..] else {
+        return Ok(0);
+    };
+    // Readers arriving later start from the newest checkpoint, whose
+    // commits are all kept.
+    if read_pointer(storage).await?.is_none_or(|v| v < newest) {
+        let state = read_checkpoint(storage, newest).await?;
+        write_checkpoint(storage, &state).await?;
+    }
+    let keep_from = older.min(pinned.unwrap_or(u64::MAX));
+    let now = now_ms();
+    let mut deleted = 0;
+    for file in &files {
+        let Some((version, _)) = parse_name(&file.name) else {
+            continue;
+        };
+        if version < keep_from && now.saturating_sub(file.modified_ms) >= retention_ms {
+            storage.delete(&file.name).await?;
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
 }
 
 pub fn now_ms() -> i64 {

@@ -19,10 +19,11 @@ use arrow::datatypes::SchemaRef;
 
 pub use gc::SnapshotPin;
 pub use insert::InsertWriter;
-pub use log::{Commit, Deletes, PartEntry};
+pub use log::{Commit, Deletes, PartEntry, TableState};
 pub use merge::set_background_merge_threads;
 pub use mutate::RowMatcher;
 pub use options::{MergeOptions, TableOptions};
+pub use schema::{ConstraintDef, Definition, Extras};
 
 use crate::error::{Error, Result};
 use crate::part::component::ComponentBuilder;
@@ -34,21 +35,50 @@ use crate::storage::{Cache, CacheCounts, Storage};
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub version: u64,
+    /// When the version was committed (ms since the epoch).
+    pub timestamp_ms: i64,
+    /// Columns with their metadata, and the schema's metadata.
     pub schema: SchemaRef,
     pub options: TableOptions,
     pub parts: Vec<PartEntry>,
+    /// The stored definition (defaults, constraints, options as written).
+    pub definition: Arc<Definition>,
+    /// The newest checkpoint this handle knows (0: none).
+    pub checkpoint: u64,
 }
 
 impl Snapshot {
-    fn from_commit(commit: &Commit) -> Result<Self> {
-        let schema = schema::from_defs(&commit.schema)?;
-        let options = TableOptions::from_map(&commit.options, &schema)?;
+    fn from_state(state: TableState, checkpoint: u64) -> Result<Self> {
+        let schema = state.definition.arrow_schema()?;
+        let options = TableOptions::from_map(&state.definition.options, &schema)?;
         Ok(Snapshot {
-            version: commit.version,
+            version: state.version,
+            timestamp_ms: state.timestamp_ms,
             schema,
             options,
-            parts: commit.parts.clone(),
+            parts: state.parts,
+            definition: Arc::new(state.definition),
+            checkpoint,
         })
+    }
+
+    /// The state this snapshot was made from.
+    fn state(&self) -> TableState {
+        TableState {
+            version: self.version,
+            timestamp_ms: self.timestamp_ms,
+            definition: self.definition.as_ref().clone(),
+            parts: self.parts.clone(),
+        }
+    }
+
+    /// Column → default, as SQL text.
+    pub fn defaults(&self) -> std::collections::BTreeMap<String, String> {
+        self.definition.defaults()
+    }
+
+    pub fn constraints(&self) -> &[ConstraintDef] {
+        &self.definition.constraints
     }
 }
 
@@ -96,48 +126,51 @@ impl Table {
         schema: SchemaRef,
         options: TableOptions,
     ) -> Result<Arc<Table>> {
+        Self::create_with(name, storage, schema, options, &Extras::default()).await
+    }
+
+    /// Creates a table with column defaults and constraints.
+    pub async fn create_with(
+        name: &str,
+        storage: Storage,
+        schema: SchemaRef,
+        options: TableOptions,
+        extras: &Extras,
+    ) -> Result<Arc<Table>> {
         let ctx = |e: Error| e.context(format!("table '{name}'"));
         schema::check_supported(&schema).map_err(ctx)?;
-        if log::latest_version(&storage, None)
-            .await
-            .map_err(ctx)?
-            .is_some()
-        {
+        let definition = Definition::new(&schema, options.to_map(), extras);
+        definition.check().map_err(ctx)?;
+        if log::exists(&storage).await.map_err(ctx)? {
             return Err(ctx(Error::Table(format!(
                 "a diagon table already exists at '{}'",
                 storage.display()
             ))));
         }
-        let commit = Commit {
+        let state = TableState {
             version: 0,
             timestamp_ms: log::now_ms(),
-            operation: "CREATE".into(),
-            schema: schema::to_defs(&schema),
-            options: options.to_map(),
+            definition,
             parts: Vec::new(),
-            txn: uuid::Uuid::new_v4().simple().to_string(),
         };
+        let commit = Commit::create(&state, &uuid::Uuid::new_v4().simple().to_string());
         if !log::write_commit(&storage, &commit).await.map_err(ctx)? {
             return Err(ctx(Error::CommitConflict {
                 table: name.into(),
                 version: 0,
             }));
         }
-        Ok(Arc::new(Table::new(
-            name,
-            storage,
-            Snapshot::from_commit(&commit)?,
-        )))
+        let snapshot = Snapshot::from_state(state, 0).map_err(ctx)?;
+        Ok(Arc::new(Table::new(name, storage, snapshot)))
     }
 
     /// Opens the table at `storage`, or returns `None` if there is none.
     pub async fn open(name: &str, storage: Storage) -> Result<Option<Arc<Table>>> {
         let ctx = |e: Error| e.context(format!("table '{name}'"));
-        let Some(version) = log::latest_version(&storage, None).await.map_err(ctx)? else {
+        let Some((state, checkpoint)) = log::load(&storage).await.map_err(ctx)? else {
             return Ok(None);
         };
-        let commit = log::read_commit(&storage, version).await.map_err(ctx)?;
-        let snapshot = Snapshot::from_commit(&commit).map_err(ctx)?;
+        let snapshot = Snapshot::from_state(state, checkpoint).map_err(ctx)?;
         Ok(Some(Arc::new(Table::new(name, storage, snapshot))))
     }
 
@@ -187,28 +220,44 @@ impl Table {
     }
 
     /// The newest committed snapshot, including commits by other processes.
+    ///
+    /// The commits after the cached version are read by name. Commit files
+    /// older than the log retention may have been cleaned up, so a cached
+    /// version that old is first checked against the newest checkpoint.
     pub async fn snapshot(&self) -> Result<Arc<Snapshot>> {
         let cached = self.cached_snapshot();
         let ctx = |e: Error| e.context(format!("table '{}'", self.name));
-        let latest = log::latest_version(&self.storage, Some(cached.version))
+        let retention_ms = (cached.options.log_retention as i64).saturating_mul(1000);
+        let stale = log::now_ms().saturating_sub(cached.timestamp_ms) >= retention_ms / 2;
+        if stale
+            && log::read_pointer(&self.storage)
+                .await
+                .map_err(ctx)?
+                .is_some_and(|v| v > cached.version)
+        {
+            let (state, checkpoint) = log::load(&self.storage)
+                .await
+                .map_err(ctx)?
+                .ok_or_else(|| ctx(Error::Table("the table's log disappeared".into())))?;
+            return Ok(self.install(Snapshot::from_state(state, checkpoint).map_err(ctx)?));
+        }
+        let state = log::catch_up(&self.storage, cached.state())
             .await
             .map_err(ctx)?;
-        match latest {
-            Some(v) if v > cached.version => {
-                let commit = log::read_commit(&self.storage, v).await.map_err(ctx)?;
-                let snapshot = Arc::new(Snapshot::from_commit(&commit).map_err(ctx)?);
-                self.install(snapshot.clone());
-                Ok(snapshot)
-            }
-            _ => Ok(cached),
+        if state.version == cached.version {
+            return Ok(cached);
         }
+        Ok(self.install(Snapshot::from_state(state, cached.checkpoint).map_err(ctx)?))
     }
 
-    fn install(&self, snapshot: Arc<Snapshot>) {
+    /// Makes `snapshot` the handle's current one unless it already has a
+    /// newer one; returns the current one.
+    fn install(&self, snapshot: Snapshot) -> Arc<Snapshot> {
         let mut current = crate::sync::write(&self.current);
         if snapshot.version > current.version {
-            *current = snapshot;
+            *current = Arc::new(snapshot);
         }
+        current.clone()
     }
 
     /// Where the files of `entry` live: the table's own directory unless
@@ -434,15 +483,19 @@ impl Table {
             let Some(parts) = next(&base) else {
                 return Ok(None);
             };
-            let commit = Commit {
+            let before = base.state();
+            let mut definition = before.definition.clone();
+            let new_options = options(&base.options);
+            if new_options != base.options {
+                definition.options = new_options.to_map();
+            }
+            let after = TableState {
                 version: base.version + 1,
                 timestamp_ms: log::now_ms(),
-                operation: operation.into(),
-                schema: schema::to_defs(&base.schema),
-                options: options(&base.options).to_map(),
+                definition,
                 parts,
-                txn: txn.clone(),
             };
+            let commit = Commit::between(&before, &after, operation, &txn);
             let won = log::write_commit(&self.storage, &commit)
                 .await
                 .map_err(ctx)?;
@@ -460,8 +513,9 @@ impl Table {
             if ours {
                 // Retired before the new version is visible, so a cleanup
                 // never sees these files unreferenced yet unprotected.
-                self.retire_replaced(&base, &commit.parts, commit.version);
-                self.install(Arc::new(Snapshot::from_commit(&commit)?));
+                self.retire_replaced(&base, &after.parts, after.version);
+                let checkpoint = self.checkpoint_if_due(&base, &after).await;
+                self.install(Snapshot::from_state(after, checkpoint)?);
                 return Ok(Some(commit.version));
             }
         }
@@ -469,5 +523,26 @@ impl Table {
             table: self.name.clone(),
             version: self.cached_snapshot().version + 1,
         }))
+    }
+
+    /// Writes a checkpoint of `state` once `checkpoint_interval` commits
+    /// have passed since the last one; returns the newest checkpoint. A
+    /// failure only delays the checkpoint to the next commit: the version
+    /// is committed either way.
+    async fn checkpoint_if_due(&self, base: &Snapshot, state: &TableState) -> u64 {
+        if state.version < base.checkpoint + base.options.checkpoint_interval {
+            return base.checkpoint;
+        }
+        match log::write_checkpoint(&self.storage, state).await {
+            Ok(()) => state.version,
+            Err(e) => {
+                ::log::warn!(
+                    "table '{}': checkpoint {} failed: {e}",
+                    self.name,
+                    state.version
+                );
+                base.checkpoint
+            }
+        }
     }
 }

@@ -34,6 +34,8 @@ pub const KNOWN_OPTIONS: &[&str] = &[
     "merge.max_part_bytes",
     "merge.min_part_bytes",
     "old_parts_lifetime",
+    "checkpoint_interval",
+    "log_retention",
 ];
 
 /// The merge policy's parameters (`merge.*` options); see `table::merge`.
@@ -95,7 +97,18 @@ pub struct TableOptions {
     pub merge: MergeOptions,
     /// Seconds before unreferenced part files are deleted.
     pub old_parts_lifetime: u64,
+    /// A checkpoint of the whole state every this many commits.
+    pub checkpoint_interval: u64,
+    /// Seconds commit files are kept once a newer checkpoint covers them.
+    pub log_retention: u64,
 }
+
+/// Commits between checkpoints (Delta Lake checkpoints every 10 commits,
+/// but its commits are replayed on every open; here a checkpoint is only
+/// the starting point of an open, so it can be rarer).
+pub const DEFAULT_CHECKPOINT_INTERVAL: u64 = 100;
+/// Seconds commit files outlive the checkpoint that covers them.
+pub const DEFAULT_LOG_RETENTION: u64 = 3600;
 
 impl Default for TableOptions {
     fn default() -> Self {
@@ -110,6 +123,8 @@ impl Default for TableOptions {
             insert_block_bytes: DEFAULT_INSERT_BLOCK_BYTES,
             merge: MergeOptions::default(),
             old_parts_lifetime: DEFAULT_OLD_PARTS_LIFETIME,
+            checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
+            log_retention: DEFAULT_LOG_RETENTION,
         }
     }
 }
@@ -155,6 +170,12 @@ impl TableOptions {
                 "old_parts_lifetime" => {
                     // Up to ten years.
                     parsed.old_parts_lifetime = parse_count(key, value, 0, 315_360_000)? as u64;
+                }
+                "checkpoint_interval" => {
+                    parsed.checkpoint_interval = parse_count(key, value, 1, 1_000_000)? as u64;
+                }
+                "log_retention" => {
+                    parsed.log_retention = parse_count(key, value, 0, 315_360_000)? as u64;
                 }
                 _ if key_lower.starts_with("skip_index.") => {
                     let column = find_column(key, &key_lower["skip_index.".len()..], schema)?;
@@ -224,6 +245,11 @@ impl TableOptions {
             "old_parts_lifetime".into(),
             self.old_parts_lifetime.to_string(),
         );
+        map.insert(
+            "checkpoint_interval".into(),
+            self.checkpoint_interval.to_string(),
+        );
+        map.insert("log_retention".into(), self.log_retention.to_string());
         for (column, spec) in &self.skip_indexes {
             map.insert(format!("skip_index.{column}"), spec.to_string());
         }

@@ -1,5 +1,8 @@
-//! The table schema as stored in the commit log, and the types a table accepts.
+//! The table's definition as stored in the log: columns (with their Arrow
+//! metadata and SQL defaults), the schema's metadata, declared constraints
+//! and options; and the types a table accepts.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use arrow::datatypes::{Field, Schema, SchemaRef};
@@ -15,6 +18,95 @@ pub struct FieldDef {
     pub name: String,
     pub data_type: String,
     pub nullable: bool,
+    /// The field's Arrow metadata.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+    /// The column's default, as SQL text (`DEFAULT 100 * 2 + 300`); the
+    /// SQL layer parses it back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+}
+
+/// A declared constraint. diagon keeps and reports them (DataFusion uses
+/// them to reason about plans) but, like DataFusion's own tables, does not
+/// enforce uniqueness.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ConstraintDef {
+    /// `primary_key` or `unique`.
+    pub kind: String,
+    pub columns: Vec<String>,
+}
+
+/// Everything about a table but its parts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Definition {
+    pub schema: Vec<FieldDef>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub schema_metadata: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<ConstraintDef>,
+    pub options: BTreeMap<String, String>,
+}
+
+/// What a table is created with besides its schema and options.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Extras {
+    /// Column → default as SQL text.
+    pub defaults: BTreeMap<String, String>,
+    pub constraints: Vec<ConstraintDef>,
+}
+
+impl Definition {
+    /// The definition of a new table.
+    pub fn new(schema: &Schema, options: BTreeMap<String, String>, extras: &Extras) -> Self {
+        let mut fields = to_defs(schema);
+        for field in &mut fields {
+            field.default = extras.defaults.get(&field.name).cloned();
+        }
+        Definition {
+            schema: fields,
+            schema_metadata: schema.metadata().clone().into_iter().collect(),
+            constraints: extras.constraints.clone(),
+            options,
+        }
+    }
+
+    /// The Arrow schema, with field and schema metadata.
+    pub fn arrow_schema(&self) -> Result<SchemaRef> {
+        let fields = self
+            .schema
+            .iter()
+            .map(|d| {
+                let metadata: HashMap<String, String> = d.metadata.clone().into_iter().collect();
+                Ok(Field::new(&d.name, parse_type(&d.data_type)?, d.nullable)
+                    .with_metadata(metadata))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let metadata: HashMap<String, String> = self.schema_metadata.clone().into_iter().collect();
+        Ok(Arc::new(Schema::new(fields).with_metadata(metadata)))
+    }
+
+    /// Column → default as SQL text.
+    pub fn defaults(&self) -> BTreeMap<String, String> {
+        self.schema
+            .iter()
+            .filter_map(|d| Some((d.name.clone(), d.default.clone()?)))
+            .collect()
+    }
+
+    /// Checks that constraints and defaults name columns of the table.
+    pub fn check(&self) -> Result<()> {
+        let known = |c: &String| self.schema.iter().any(|d| &d.name == c);
+        for constraint in &self.constraints {
+            if let Some(bad) = constraint.columns.iter().find(|c| !known(c)) {
+                return Err(Error::Schema(format!(
+                    "constraint {} names column '{bad}', which the table lacks",
+                    constraint.kind
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Rejects columns whose type this format version cannot store.
@@ -43,14 +135,8 @@ pub fn to_defs(schema: &Schema) -> Vec<FieldDef> {
             name: f.name().clone(),
             data_type: f.data_type().to_string(),
             nullable: f.is_nullable(),
+            metadata: f.metadata().clone().into_iter().collect(),
+            default: None,
         })
         .collect()
-}
-
-pub fn from_defs(defs: &[FieldDef]) -> Result<SchemaRef> {
-    let fields = defs
-        .iter()
-        .map(|d| Ok(Field::new(&d.name, parse_type(&d.data_type)?, d.nullable)))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Arc::new(Schema::new(fields)))
 }

@@ -30,6 +30,7 @@ use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
 use datafusion::datasource::MemTable;
 use datafusion::error::{DataFusionError, Result};
 
+use super::definition;
 use super::provider::DiagonTableProvider;
 use crate::storage::Storage;
 use crate::table::log::LOG_DIR;
@@ -218,8 +219,14 @@ impl DiagonSchema {
         memory: &MemTable,
     ) -> Result<Arc<dyn TableProvider>> {
         let schema = memory.schema();
+        let defaults = schema.fields().iter().filter_map(|f| {
+            let expr = memory.get_column_default(f.name())?;
+            Some((f.name().clone(), expr.clone()))
+        });
+        let extras = definition::extras(&schema, defaults, memory.constraints())?;
         let storage = Storage::local(dir)?;
-        let table = Table::create(name, storage, schema, TableOptions::default()).await?;
+        let table =
+            Table::create_with(name, storage, schema, TableOptions::default(), &extras).await?;
         let mut batches: Vec<RecordBatch> = Vec::new();
         for partition in &memory.batches {
             batches.extend(partition.read().await.iter().cloned());

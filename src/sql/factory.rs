@@ -11,6 +11,7 @@ use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::CreateExternalTable;
 
+use super::definition;
 use super::provider::DiagonTableProvider;
 use crate::error::Error;
 use crate::index::skip::SkipSpec;
@@ -90,6 +91,9 @@ impl TableProviderFactory for DiagonTableFactory {
         let table = match existing {
             Some(table) => {
                 let added = check_reopen(&name, &table, &schema, &options)?;
+                if !schema.fields().is_empty() {
+                    check_extras(&name, &table, &schema, cmd)?;
+                }
                 if !added.is_empty() {
                     table.add_skip_indexes(&added).await?;
                 }
@@ -104,7 +108,12 @@ impl TableProviderFactory for DiagonTableFactory {
             None => {
                 let parsed =
                     TableOptions::parse(&options, &schema).map_err(|e| plan_error(&name, e))?;
-                Table::create(&name, storage, schema, parsed).await?
+                let extras = definition::extras(
+                    &schema,
+                    cmd.column_defaults.clone(),
+                    Some(&cmd.constraints),
+                )?;
+                Table::create_with(&name, storage, schema, parsed, &extras).await?
             }
         };
         Ok(Arc::new(DiagonTableProvider::new(table)))
@@ -164,6 +173,27 @@ fn check_reopen(
         }
     }
     Ok(added)
+}
+
+/// Defaults and constraints restated at a reopen must be those stored.
+fn check_extras(
+    name: &str,
+    table: &Table,
+    schema: &Schema,
+    cmd: &CreateExternalTable,
+) -> Result<()> {
+    let given = definition::extras(schema, cmd.column_defaults.clone(), Some(&cmd.constraints))?;
+    let snapshot = table.cached_snapshot();
+    let stated = !given.defaults.is_empty() || !given.constraints.is_empty();
+    if stated
+        && (given.defaults != snapshot.defaults() || given.constraints != snapshot.constraints())
+    {
+        return Err(DataFusionError::Plan(format!(
+            "table '{name}': the defaults or constraints given differ from the existing table's; \
+             omit the column list to reopen it"
+        )));
+    }
+    Ok(())
 }
 
 fn describe(schema: &Schema) -> String {

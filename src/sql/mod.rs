@@ -3,6 +3,7 @@
 
 pub mod catalog;
 pub mod config;
+pub mod definition;
 pub mod dml;
 pub mod factory;
 pub mod functions;

@@ -7,7 +7,7 @@ use arrow::compute::SortOptions;
 use arrow::datatypes::{Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::{DFSchema, SchemaExt, not_impl_err, plan_err};
+use datafusion::common::{Constraints, DFSchema, SchemaExt, not_impl_err, plan_err};
 use datafusion::datasource::sink::DataSinkExec;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result;
@@ -20,7 +20,10 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 
+use std::collections::HashMap;
+
 use super::config::DiagonConfig;
+use super::definition;
 use super::dml::{ExprMatcher, Mutation, MutationSink};
 use super::pruning;
 use super::scan::DiagonSource;
@@ -43,12 +46,29 @@ fn set_cache_capacity(state: &dyn Session) {
 pub struct DiagonTableProvider {
     table: Arc<Table>,
     schema: SchemaRef,
+    /// Column defaults, parsed from the table's definition; an error (a
+    /// stored default that no longer parses) refuses inserts rather than
+    /// writing NULL in its place.
+    defaults: std::result::Result<HashMap<String, Expr>, String>,
+    constraints: Option<Constraints>,
 }
 
 impl DiagonTableProvider {
     pub fn new(table: Arc<Table>) -> Self {
-        let schema = table.cached_snapshot().schema.clone();
-        DiagonTableProvider { table, schema }
+        let snapshot = table.cached_snapshot();
+        let schema = snapshot.schema.clone();
+        let defaults = definition::defaults(&snapshot.defaults(), &schema)
+            .map_err(|e| format!("table '{}': {e}", table.name()));
+        // Constraints were checked against the columns when stored.
+        let constraints = definition::constraints(snapshot.constraints(), &schema)
+            .ok()
+            .flatten();
+        DiagonTableProvider {
+            table,
+            schema,
+            defaults,
+            constraints,
+        }
     }
 
     pub fn table(&self) -> &Arc<Table> {
@@ -144,6 +164,14 @@ impl TableProvider for DiagonTableProvider {
         TableType::Base
     }
 
+    fn constraints(&self) -> Option<&Constraints> {
+        self.constraints.as_ref()
+    }
+
+    fn get_column_default(&self, column: &str) -> Option<&Expr> {
+        self.defaults.as_ref().ok()?.get(column)
+    }
+
     fn supports_filters_pushdown(
         &self,
         filters: &[&Expr],
@@ -227,6 +255,9 @@ impl TableProvider for DiagonTableProvider {
                 "{insert_op} is not supported for diagon table '{}'; use INSERT INTO",
                 self.table.name()
             );
+        }
+        if let Err(e) = &self.defaults {
+            return plan_err!("{e}");
         }
         self.schema
             .logically_equivalent_names_and_types(&input.schema())?;

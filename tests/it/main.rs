@@ -4,6 +4,7 @@ mod cli;
 mod common;
 mod corruption;
 mod crash;
+mod definition;
 mod differential;
 mod encoding;
 mod scan;

@@ -193,7 +193,7 @@ pub struct CachedBackend {
 
 impl CachedBackend {
     pub fn new(inner: Arc<dyn Backend>, cache: Arc<Cache>) -> Self {
-        let id = format!("{:p}", Arc::as_ptr(&inner) as *const ());
+        let id = super::unique_id().to_string();
         CachedBackend { inner, cache, id }
     }
 

@@ -121,10 +121,19 @@ pub trait Backend: fmt::Debug + Send + Sync {
     }
 }
 
+/// A number no other backend of this process has, for cache keys (an
+/// address could be reused by a later backend).
+pub(crate) fn unique_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 /// A directory of a backend: a table's, or a catalog's.
 #[derive(Debug, Clone)]
 pub struct Storage {
     backend: Arc<dyn Backend>,
+    /// Names this backend instance in cache keys.
+    id: u64,
     /// This directory inside the backend: empty, or ending in `/`.
     prefix: String,
     /// How the directory is shown in messages.
@@ -137,6 +146,7 @@ impl Storage {
         let display = backend.describe().to_string();
         Storage {
             backend,
+            id: unique_id(),
             prefix: String::new(),
             display,
         }
@@ -166,6 +176,7 @@ impl Storage {
         let backend = Arc::new(CachedBackend::new(self.backend.clone(), cache));
         Storage {
             backend,
+            id: unique_id(),
             ..self.clone()
         }
     }
@@ -175,6 +186,7 @@ impl Storage {
         let backend = Arc::new(FaultInjection::new(self.backend.clone(), faults));
         Storage {
             backend,
+            id: unique_id(),
             ..self.clone()
         }
     }
@@ -184,6 +196,7 @@ impl Storage {
         let dir = dir.trim_matches('/');
         Storage {
             backend: self.backend.clone(),
+            id: self.id,
             prefix: format!("{}{dir}/", self.prefix),
             display: self.location(dir),
         }
@@ -202,13 +215,11 @@ impl Storage {
         format!("{}/{}", self.display.trim_end_matches('/'), name)
     }
 
-    /// A key naming `name` uniquely in this process (for caches).
+    /// A key naming `name` uniquely in this process (for caches). Storage
+    /// opened anew gets keys of its own, so nothing read through an earlier
+    /// handle is taken for what the files hold now.
     pub fn cache_key(&self, name: &str) -> String {
-        format!(
-            "{:p}/{}{name}",
-            Arc::as_ptr(&self.backend) as *const (),
-            self.prefix
-        )
+        format!("{}/{}{name}", self.id, self.prefix)
     }
 
     fn path(&self, name: &str) -> String {

@@ -251,9 +251,16 @@ pub async fn build(parts: Vec<PartInput>, pruners: &[Arc<dyn Pruner>]) -> Result
             index: &part.index,
             storage: &part.storage,
         };
+        let in_part =
+            |e: crate::error::Error| e.context(format!("part '{}'", part.index.meta.name));
         for pruner in pruners {
-            if granules.iter().any(Granule::is_read)
-                && pruner.prune(&context, &mut granules).await?
+            if !granules.iter().any(Granule::is_read) {
+                break;
+            }
+            if pruner
+                .prune(&context, &mut granules)
+                .await
+                .map_err(in_part)?
             {
                 plan.consulted.insert(pruner.reason());
             }

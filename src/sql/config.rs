@@ -11,9 +11,9 @@ extensions_options! {
         /// indexes do not change results, and for measuring them).
         pub enable_pruning: bool, default = true
         /// Bytes of the process's cache of part indexes, deletion masks and
-        /// index blocks (shared by every table and session of the process;
-        /// the last value set wins).
-        pub cache_bytes: u64, default = crate::storage::cache::DEFAULT_CACHE_BYTES
+        /// index blocks (512 MiB until set). One cache serves every table
+        /// and session of the process; the last value set wins.
+        pub cache_bytes: Option<u64>, default = None
     }
 }
 

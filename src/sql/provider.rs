@@ -34,10 +34,15 @@ use crate::table::Table;
 
 /// Sizes the process's cache as the session says (`diagon.cache_bytes`).
 fn set_cache_capacity(state: &dyn Session) {
-    if let Some(config) = state.config_options().extensions.get::<DiagonConfig>() {
+    let configured = state
+        .config_options()
+        .extensions
+        .get::<DiagonConfig>()
+        .and_then(|c| c.cache_bytes);
+    if let Some(bytes) = configured {
         let cache = Cache::global();
-        if cache.capacity() != config.cache_bytes {
-            cache.set_capacity(config.cache_bytes);
+        if cache.capacity() != bytes {
+            cache.set_capacity(bytes);
         }
     }
 }

@@ -38,6 +38,7 @@ pub struct Faults {
     fail_reads: AtomicBool,
     reads: AtomicU64,
     bytes_read: AtomicU64,
+    lists: AtomicU64,
 }
 
 impl Faults {
@@ -56,6 +57,7 @@ impl Faults {
             fail_reads: AtomicBool::new(false),
             reads: AtomicU64::new(0),
             bytes_read: AtomicU64::new(0),
+            lists: AtomicU64::new(0),
         })
     }
 
@@ -74,10 +76,16 @@ impl Faults {
         self.bytes_read.load(Ordering::SeqCst)
     }
 
-    /// Zeroes the read counters.
+    /// Directory listings made so far.
+    pub fn lists(&self) -> u64 {
+        self.lists.load(Ordering::SeqCst)
+    }
+
+    /// Zeroes the read and listing counters.
     pub fn reset_reads(&self) {
         self.reads.store(0, Ordering::SeqCst);
         self.bytes_read.store(0, Ordering::SeqCst);
+        self.lists.store(0, Ordering::SeqCst);
     }
 
     /// Makes every read fail (or succeed again).
@@ -235,11 +243,13 @@ impl Backend for FaultInjection {
 
     async fn list(&self, dir: &str) -> Result<Vec<FileInfo>> {
         self.check_reads(dir)?;
+        self.faults.lists.fetch_add(1, Ordering::SeqCst);
         self.inner.list(dir).await
     }
 
     async fn list_dir(&self, dir: &str) -> Result<DirListing> {
         self.check_reads(dir)?;
+        self.faults.lists.fetch_add(1, Ordering::SeqCst);
         self.inner.list_dir(dir).await
     }
 

@@ -2,10 +2,20 @@
 
 mod cli;
 mod common;
+mod components;
 mod corruption;
 mod crash;
 mod definition;
 mod differential;
 mod encoding;
+mod explain;
+mod format;
+mod limits;
+mod log;
+mod merge;
 mod scan;
 mod skip;
+
+/// Notes the largest allocation of watched threads (see `limits`).
+#[global_allocator]
+static ALLOCATOR: limits::Tracking = limits::Tracking;

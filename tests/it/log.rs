@@ -1,0 +1,165 @@
+//! The commit log with checkpoints: open reads the newest checkpoint and
+//! the commits after it without listing; a checkpoint interrupted at any
+//! write loses nothing; cleanup keeps what an open needs, and a damaged
+//! checkpoint falls back to the one before it.
+
+use std::sync::Arc;
+
+use arrow::array::{Int64Array, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use diagon::storage::{Faults, Storage, Strike};
+use diagon::{Table, TableOptions};
+
+fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]))
+}
+
+fn options(checkpoint_interval: u64, log_retention: u64) -> TableOptions {
+    TableOptions {
+        order_by: vec!["id".into()],
+        checkpoint_interval,
+        log_retention,
+        old_parts_lifetime: 0,
+        merge: diagon::MergeOptions {
+            background: false,
+            ..Default::default()
+        },
+        ..TableOptions::default()
+    }
+}
+
+async fn insert(table: &Arc<Table>, ids: std::ops::Range<i64>) -> diagon::Result<u64> {
+    let batch =
+        RecordBatch::try_new(schema(), vec![Arc::new(Int64Array::from_iter_values(ids))]).unwrap();
+    let mut writer = table.insert();
+    writer.write(batch).await?;
+    writer.commit().await
+}
+
+/// Rows of the table as a fresh open sees them.
+async fn rows(storage: Storage) -> u64 {
+    let table = Table::open("t", storage).await.unwrap().expect("a table");
+    table
+        .snapshot()
+        .await
+        .unwrap()
+        .parts
+        .iter()
+        .map(|p| p.live_rows())
+        .sum()
+}
+
+fn log_files(dir: &std::path::Path) -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(dir.join("_log"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    files.sort();
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_reads_the_newest_checkpoint_without_listing() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = crate::common::local_storage(dir.path());
+    let table = Table::create("t", storage, schema(), options(100, 3600))
+        .await
+        .unwrap();
+    for i in 0..250 {
+        insert(&table, i..i + 1).await.unwrap();
+    }
+    let files = log_files(dir.path());
+    assert!(files.contains(&"00000000000000000200.checkpoint".to_string()));
+    assert!(files.contains(&"_last_checkpoint".to_string()));
+
+    let (storage, faults) = crate::crash::counting_storage(dir.path());
+    let opened = Table::open("t", storage).await.unwrap().unwrap();
+    assert_eq!(opened.cached_snapshot().version, 250);
+    assert_eq!(faults.lists(), 0, "the log was listed");
+    // The pointer, the checkpoint and the 50 commits after it.
+    assert_eq!(faults.reads(), 52);
+    assert_eq!(
+        opened.cached_snapshot().parts,
+        table.snapshot().await.unwrap().parts
+    );
+}
+
+/// One insert whose commit is due a checkpoint, failing at write `fail_at`.
+async fn interrupted_checkpoint(fail_at: usize, strike: Strike) -> bool {
+    let dir = tempfile::tempdir().unwrap();
+    let clean = crate::common::local_storage(dir.path());
+    let table = Table::create("t", clean.clone(), schema(), options(2, 3600))
+        .await
+        .unwrap();
+    insert(&table, 0..10).await.unwrap();
+
+    let faults = Faults::failing_at(fail_at, strike);
+    let table = Table::open("t", clean.with_faults(faults.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    let result = insert(&table, 10..30).await;
+    let reached = faults.writes() > fail_at;
+
+    let seen = rows(clean.clone()).await;
+    match (&result, strike) {
+        (Ok(_), _) => assert_eq!(seen, 30, "write {fail_at}: a successful insert is visible"),
+        (Err(_), Strike::Before) => assert_eq!(seen, 10, "write {fail_at} failed before landing"),
+        (Err(_), _) => assert!(seen == 10 || seen == 30, "write {fail_at} left {seen} rows"),
+    }
+    // Whatever the checkpoint's fate, the table goes on: later commits
+    // (which write the missing checkpoint) and opens see every row.
+    let table = Table::open("t", clean.clone()).await.unwrap().unwrap();
+    for i in 0..3 {
+        insert(&table, 100 + i..101 + i).await.unwrap();
+    }
+    assert_eq!(rows(clean.clone()).await, seen + 3);
+    reached
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_interrupted_at_any_write_loses_nothing() {
+    for strike in [Strike::Before, Strike::After] {
+        let mut fail_at = 0;
+        while interrupted_checkpoint(fail_at, strike).await {
+            fail_at += 1;
+            assert!(fail_at < 50, "the insert kept writing");
+        }
+        // Data and index of the part, the commit, the checkpoint, the pointer.
+        assert!(fail_at >= 5, "only {fail_at} writes");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_keeps_what_opening_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = crate::common::local_storage(dir.path());
+    let table = Table::create("t", storage.clone(), schema(), options(10, 0))
+        .await
+        .unwrap();
+    // A second handle, as another process would hold, left behind.
+    let other = Table::open("t", storage.clone()).await.unwrap().unwrap();
+    for i in 0..35 {
+        insert(&table, i..i + 1).await.unwrap();
+    }
+    table.collect_garbage().await.unwrap();
+    let files = log_files(dir.path());
+    // Checkpoints 20 and 30, every commit from 20 on, the pointer.
+    let commits: Vec<&String> = files.iter().filter(|f| f.ends_with(".commit")).collect();
+    assert_eq!(commits.len(), 16, "{files:?}");
+    assert!(commits[0].starts_with("00000000000000000020"), "{files:?}");
+    assert!(!files.iter().any(|f| f.starts_with("00000000000000000010.")));
+    assert_eq!(rows(storage.clone()).await, 35);
+
+    // The stale handle's commits are gone; it finds the newest state anyway.
+    assert_eq!(other.snapshot().await.unwrap().version, 35);
+
+    // A damaged newest checkpoint: the older one and its commits serve.
+    let newest = dir.path().join("_log/00000000000000000030.checkpoint");
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    std::fs::write(&newest, bytes).unwrap();
+    assert_eq!(rows(storage.clone()).await, 35);
+}

@@ -42,7 +42,7 @@ use crate::encoding::{Codec, Layout, layout_of};
 use crate::error::{Error, Result};
 use crate::part::component::{BuiltComponent, Component, ComponentBuilder};
 use crate::part::{PartIndex, column, part_dir};
-use crate::storage::{Cache, Storage};
+use crate::storage::Storage;
 
 /// The component kind of skip indexes.
 pub const KIND: &str = "skip_index";
@@ -504,7 +504,7 @@ impl SkipIndexReader {
         }
         let path = format!("{dir}/{}", legacy.file);
         let key = format!("{}#legacy", storage.cache_key(&path));
-        let cache = Cache::global();
+        let cache = storage.cache();
         let blocks = match cache.get::<Vec<Block>>(&key) {
             Some(blocks) => blocks,
             None => {

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::encoding::envelope::{self, ENVELOPE_HEADER_LEN, FileKind};
 use crate::encoding::{Codec, decode_block, encode_block};
 use crate::error::{Error, Result};
-use crate::storage::{Cache, Storage, is_plain_name};
+use crate::storage::{Storage, is_plain_name};
 
 /// One component of a part, as its metadata lists it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -156,7 +156,7 @@ impl Component {
 
     async fn directory(&self) -> Result<Arc<Directory>> {
         let key = format!("{}#directory", self.storage.cache_key(&self.path));
-        let cache = Cache::global();
+        let cache = self.storage.cache();
         if let Some(directory) = cache.get::<Directory>(&key) {
             return Ok(directory);
         }
@@ -243,7 +243,7 @@ impl Component {
         weight: impl FnOnce(&T) -> u64,
     ) -> Result<Arc<T>> {
         let key = format!("{}#block{i}", self.storage.cache_key(&self.path));
-        let cache = Cache::global();
+        let cache = self.storage.cache();
         if let Some(block) = cache.get::<T>(&key) {
             return Ok(block);
         }

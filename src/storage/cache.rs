@@ -9,19 +9,19 @@
 //! never change under a name, so an entry never goes stale.
 //!
 //! A process has one [`Cache::global`], sized by the session setting
-//! `diagon.cache_bytes`.
+//! `diagon.cache_bytes`; every [`super::Storage`] uses it unless given a
+//! cache of its own ([`super::Storage::with_cache`]).
 
 use std::any::Any;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{Backend, DirListing, FileInfo, FileWriter};
 use crate::error::Result;
-use crate::sync::{read, write};
 
 /// The global cache's capacity until a session sets `diagon.cache_bytes`.
 pub const DEFAULT_CACHE_BYTES: u64 = 512 << 20;
@@ -76,7 +76,7 @@ pub async fn counted<F: std::future::Future>(counts: Arc<CacheCounts>, work: F) 
 /// A concurrent cache of immutable values, bounded by their total weight
 /// in bytes.
 pub struct Cache {
-    store: RwLock<Arc<Store>>,
+    store: Store,
     capacity: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -91,16 +91,17 @@ impl std::fmt::Debug for Cache {
     }
 }
 
-fn new_store(capacity: u64) -> Arc<Store> {
-    // The item estimate only sizes the hash tables up front.
+fn new_store(capacity: u64) -> Store {
+    // The item estimate sizes the hash tables up front, and the number of
+    // shards (each holds at most its share of the capacity).
     let items = (capacity / 16_384).clamp(16, 1 << 20) as usize;
-    Arc::new(Store::with_weighter(items, capacity.max(1), ByWeight))
+    Store::with_weighter(items, capacity.max(1), ByWeight)
 }
 
 impl Cache {
     pub fn new(capacity_bytes: u64) -> Self {
         Cache {
-            store: RwLock::new(new_store(capacity_bytes)),
+            store: new_store(capacity_bytes),
             capacity: AtomicU64::new(capacity_bytes),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -117,16 +118,15 @@ impl Cache {
         self.capacity.load(Ordering::Relaxed)
     }
 
-    /// Changes the bound. A new bound starts an empty cache: the entries
-    /// are all re-readable, and a resize is rare (a `SET` by a user).
+    /// Changes the bound, evicting what no longer fits.
     pub fn set_capacity(&self, capacity_bytes: u64) {
         if self.capacity.swap(capacity_bytes, Ordering::Relaxed) != capacity_bytes {
-            *write(&self.store) = new_store(capacity_bytes);
+            self.store.set_capacity(capacity_bytes.max(1));
         }
     }
 
-    fn store(&self) -> Arc<Store> {
-        read(&self.store).clone()
+    fn store(&self) -> &Store {
+        &self.store
     }
 
     /// The value cached under `key`, if it is there and a `T`.

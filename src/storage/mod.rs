@@ -134,6 +134,10 @@ pub struct Storage {
     backend: Arc<dyn Backend>,
     /// Names this backend instance in cache keys.
     id: u64,
+    /// Where what is read through this storage is cached once decoded
+    /// (part indexes, masks, index blocks): the process's cache unless a
+    /// caller gives the storage one of its own.
+    cache: Arc<Cache>,
     /// This directory inside the backend: empty, or ending in `/`.
     prefix: String,
     /// How the directory is shown in messages.
@@ -147,6 +151,7 @@ impl Storage {
         Storage {
             backend,
             id: unique_id(),
+            cache: Cache::global().clone(),
             prefix: String::new(),
             display,
         }
@@ -197,9 +202,23 @@ impl Storage {
         Storage {
             backend: self.backend.clone(),
             id: self.id,
+            cache: self.cache.clone(),
             prefix: format!("{}{dir}/", self.prefix),
             display: self.location(dir),
         }
+    }
+
+    /// The same directory with decoded objects cached in `cache`.
+    pub fn with_cache(&self, cache: Arc<Cache>) -> Self {
+        Storage {
+            cache,
+            ..self.clone()
+        }
+    }
+
+    /// The cache for what is decoded from this storage's files.
+    pub fn cache(&self) -> &Arc<Cache> {
+        &self.cache
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {

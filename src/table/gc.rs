@@ -163,7 +163,7 @@ impl Table {
                     .map(|part| format!("{}/", storage.cache_key(&crate::part::part_dir(part)))),
             )
             .collect();
-        crate::storage::Cache::global().remove_prefixes(&prefixes);
+        storage.cache().remove_prefixes(&prefixes);
     }
 
     /// Deletes files this process wrote for a change that was not committed.

@@ -29,7 +29,7 @@ use crate::error::{Error, Result};
 use crate::part::component::ComponentBuilder;
 use crate::part::{PartIndex, PartLayout, read_index};
 use crate::plan::{PartInput, Pruner, ScanPlan};
-use crate::storage::{Cache, CacheCounts, Storage};
+use crate::storage::{CacheCounts, Storage};
 
 /// One committed version of a table, as a reader sees it.
 #[derive(Debug, Clone)]
@@ -294,14 +294,16 @@ impl Table {
             crate::part::index::INDEX_FILE
         );
         let key = format!("{}#index", storage.cache_key(&path));
-        if let Some(index) = Cache::global().get::<PartIndex>(&key) {
+        if let Some(index) = storage.cache().get::<PartIndex>(&key) {
             return Ok(index);
         }
         let index = read_index(storage, part)
             .await
             .map_err(|e| e.context(format!("table '{}', part '{part}'", self.name)))?;
         let index = Arc::new(index);
-        Cache::global().insert(key, index.clone(), index.memory_size());
+        storage
+            .cache()
+            .insert(key, index.clone(), index.memory_size());
         Ok(index)
     }
 
@@ -313,7 +315,7 @@ impl Table {
         let storage = self.storage_for(entry)?;
         let path = deletes::mask_path(&entry.name, &deletes.file);
         let key = format!("{}#mask", storage.cache_key(&path));
-        if let Some(mask) = Cache::global().get::<BooleanBuffer>(&key) {
+        if let Some(mask) = storage.cache().get::<BooleanBuffer>(&key) {
             return Ok(Some(mask));
         }
         let ctx = |e: Error| e.context(format!("table '{}', part '{}'", self.name, entry.name));
@@ -331,7 +333,9 @@ impl Table {
             .await
             .map_err(ctx)?;
         let mask = Arc::new(mask);
-        Cache::global().insert(key, mask.clone(), mask.len().div_ceil(8) as u64);
+        storage
+            .cache()
+            .insert(key, mask.clone(), mask.len().div_ceil(8) as u64);
         Ok(Some(mask))
     }
 

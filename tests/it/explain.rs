@@ -18,10 +18,12 @@ fn schema() -> SchemaRef {
     ]))
 }
 
-/// `parts` parts of 100 rows in granules of 10, ids 0.. in order; each
+/// `parts` parts of 100 rows in granules of 10, ids 0.. in order (cached in
+/// `cache`: a test's own, so others sharing the process cannot disturb
+/// what it counts); each
 /// granule's tag is its own, between an 'a' and a 'z' (so min/max cannot
 /// prune on tags).
-async fn table(dir: &std::path::Path, parts: i64) -> Arc<Table> {
+async fn table(dir: &std::path::Path, parts: i64, cache: Arc<Cache>) -> Arc<Table> {
     let batches: Vec<RecordBatch> = (0..parts)
         .map(|p| {
             let ids: Vec<i64> = (p * 100..p * 100 + 100).collect();
@@ -53,13 +55,8 @@ async fn table(dir: &std::path::Path, parts: i64) -> Arc<Table> {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     let options = TableOptions::parse(&options, &schema()).unwrap();
-    crate::common::table_with(
-        crate::common::local_storage(dir),
-        schema(),
-        options,
-        &batches,
-    )
-    .await
+    let storage = crate::common::local_storage(dir).with_cache(cache);
+    crate::common::table_with(storage, schema(), options, &batches).await
 }
 
 fn session(table: Arc<Table>) -> SessionContext {
@@ -72,7 +69,7 @@ fn session(table: Arc<Table>) -> SessionContext {
 #[tokio::test]
 async fn explain_verbose_shows_each_part() {
     let dir = tempfile::tempdir().unwrap();
-    let table = table(dir.path(), 3).await;
+    let table = table(dir.path(), 3, Arc::new(Cache::new(1 << 20))).await;
     let parts: Vec<String> = table
         .cached_snapshot()
         .parts
@@ -128,7 +125,7 @@ async fn explain_verbose_shows_each_part() {
 #[tokio::test]
 async fn explain_analyze_counts_cache_hits_and_misses() {
     let dir = tempfile::tempdir().unwrap();
-    let table = table(dir.path(), 2).await;
+    let table = table(dir.path(), 2, Arc::new(Cache::new(1 << 20))).await;
     let ctx = session(table);
     let sql = "EXPLAIN ANALYZE SELECT count(*) FROM t WHERE tag = 't3'";
     let first = crate::common::query(&ctx, sql).await;
@@ -153,22 +150,30 @@ async fn explain_analyze_counts_cache_hits_and_misses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cache_stays_under_its_bound() {
     let dir = tempfile::tempdir().unwrap();
-    let table = table(dir.path(), 40).await;
+    let bound = 256 * 1024;
+    let cache = Arc::new(Cache::new(bound));
+    // 40 parts: their indexes and index blocks take several times the bound.
+    let table = table(dir.path(), 40, cache.clone()).await;
     let ctx = session(table);
-    let bound = 64 * 1024;
-    crate::common::query(&ctx, &format!("SET diagon.cache_bytes = {bound}")).await;
-    for tag in ["t7", "t123", "t399", "t7"] {
+    let mut weights = Vec::new();
+    for tag in ["t7", "t123", "t399", "t7", "t250"] {
         let rows =
             crate::common::query(&ctx, &format!("SELECT count(*) FROM t WHERE tag = '{tag}'"))
                 .await;
         assert!(rows.contains("| 8 "), "{tag}: {rows}");
-        assert!(
-            Cache::global().weight() <= bound,
-            "{} bytes cached over a bound of {bound}",
-            Cache::global().weight()
-        );
+        weights.push(cache.weight());
     }
-    // Back to the default for the other tests of this process.
-    let default = diagon::storage::cache::DEFAULT_CACHE_BYTES;
-    crate::common::query(&ctx, &format!("SET diagon.cache_bytes = {default}")).await;
+    assert!(
+        weights.iter().all(|w| *w <= bound),
+        "cached {weights:?} over a bound of {bound}"
+    );
+    assert!(
+        weights.iter().all(|w| *w > 0),
+        "the cache holds something: {weights:?}"
+    );
+    let (hits, misses) = cache.hits_and_misses();
+    assert!(
+        misses > 40,
+        "more parts than fit are read again: {hits} hits, {misses} misses"
+    );
 }

@@ -10,13 +10,13 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch};
 use arrow::buffer::Buffer;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use diagon::TableOptions;
 use diagon::encoding::envelope::{self, FileKind};
 use diagon::encoding::{Codec, Transform, decode_block, encode_block};
 use diagon::part::{PartIndex, column};
 use diagon::plan::Pruner;
 use diagon::sql::DiagonTableProvider;
 use diagon::table::RowMatcher;
-use diagon::{Table, TableOptions};
 
 /// The system allocator, noting the largest request made on a thread that
 /// is being watched.

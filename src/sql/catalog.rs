@@ -3,9 +3,13 @@
 //! diagon tables, so a restarted session finds the same tables and rows.
 //!
 //! ```text
-//! <data dir>/<schema>/<table>/<id>/         a diagon table (_log, parts)
-//! <data dir>/<schema>/<table>/<id>.dropped  its files await deletion
+//! <data dir>/<schema>/_schema                an empty marker: the schema exists
+//! <data dir>/<schema>/<table>/<id>/          a diagon table (_log, parts)
+//! <data dir>/<schema>/<table>/<id>.dropped   its files await deletion
 //! ```
+//!
+//! Every file goes through the catalog's [`Storage`], like every file of a
+//! table: the data directory could as well be a prefix of an object store.
 //!
 //! DataFusion creates a plain table as an in-memory table and registers it
 //! with the schema; [`DiagonSchema::register_table`] turns that into a
@@ -33,47 +37,62 @@ use datafusion::error::{DataFusionError, Result};
 use super::definition;
 use super::provider::DiagonTableProvider;
 use crate::storage::Storage;
-use crate::table::log::LOG_DIR;
 use crate::table::{Table, TableOptions};
 
 /// The schema a data directory always has.
 pub const DEFAULT_SCHEMA: &str = "public";
 
+/// Marks a directory as a schema, so an empty schema is seen where
+/// directories are implicit (object stores).
+const SCHEMA_MARKER: &str = "_schema";
+
+const DROPPED_SUFFIX: &str = ".dropped";
+
 /// A catalog whose schemas are the subdirectories of a data directory.
 #[derive(Debug)]
 pub struct DiagonCatalog {
     root: PathBuf,
+    storage: Storage,
     schemas: RwLock<HashMap<String, Arc<DiagonSchema>>>,
 }
 
 impl DiagonCatalog {
-    /// Opens (creating if needed) the catalog at `root`, with its schemas.
+    /// Opens (creating if needed) the catalog at the local directory
+    /// `root`, with its schemas.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
-        std::fs::create_dir_all(root.join(DEFAULT_SCHEMA)).map_err(|e| io(&root, e))?;
-        let mut schemas = HashMap::new();
-        for entry in std::fs::read_dir(&root).map_err(|e| io(&root, e))? {
-            let entry = entry.map_err(|e| io(&root, e))?;
-            if entry.path().is_dir() {
-                let name = entry.file_name().to_string_lossy().to_string();
-                let schema = DiagonSchema::new(entry.path());
-                schema.sweep_dropped();
+        std::fs::create_dir_all(&root).map_err(|e| {
+            DataFusionError::Execution(format!("data directory '{}': {e}", root.display()))
+        })?;
+        let storage = Storage::local(&root)?;
+        let catalog = DiagonCatalog {
+            root,
+            storage: storage.clone(),
+            schemas: RwLock::new(HashMap::new()),
+        };
+        let schemas = block_on(async {
+            let mut names = storage.list_dir("").await?.dirs;
+            if !names.iter().any(|n| n == DEFAULT_SCHEMA) {
+                storage
+                    .put(&format!("{DEFAULT_SCHEMA}/{SCHEMA_MARKER}"), Vec::new())
+                    .await?;
+                names.push(DEFAULT_SCHEMA.to_string());
+            }
+            let mut schemas = HashMap::new();
+            for name in names {
+                let schema = DiagonSchema::new(storage.at(&name));
+                schema.sweep_dropped().await?;
                 schemas.insert(name, Arc::new(schema));
             }
-        }
-        Ok(DiagonCatalog {
-            root,
-            schemas: RwLock::new(schemas),
-        })
+            Ok::<_, DataFusionError>(schemas)
+        })?;
+        *crate::sync::write(&catalog.schemas) = schemas;
+        Ok(catalog)
     }
 
     pub fn root(&self) -> &Path {
         &self.root
     }
-}
-
-fn io(path: &Path, e: std::io::Error) -> DataFusionError {
-    DataFusionError::Execution(format!("data directory '{}': {e}", path.display()))
 }
 
 /// Names become directories: plain names only.
@@ -107,9 +126,9 @@ impl CatalogProvider for DiagonCatalog {
         _schema: Arc<dyn SchemaProvider>,
     ) -> Result<Option<Arc<dyn SchemaProvider>>> {
         check_name("schema", name)?;
-        let dir = self.root.join(name);
-        std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
-        let schema = Arc::new(DiagonSchema::new(dir));
+        let marker = format!("{name}/{SCHEMA_MARKER}");
+        block_on(self.storage.put(&marker, Vec::new()))?;
+        let schema = Arc::new(DiagonSchema::new(self.storage.at(name)));
         let previous = crate::sync::write(&self.schemas).insert(name.to_string(), schema);
         Ok(previous.map(|s| s as Arc<dyn SchemaProvider>))
     }
@@ -132,7 +151,7 @@ impl CatalogProvider for DiagonCatalog {
         for table in tables {
             schema.deregister_table(&table)?;
         }
-        std::fs::remove_dir_all(&schema.dir).map_err(|e| io(&schema.dir, e))?;
+        block_on(self.storage.delete_dir(name))?;
         crate::sync::write(&self.schemas).remove(name);
         Ok(Some(schema))
     }
@@ -141,73 +160,65 @@ impl CatalogProvider for DiagonCatalog {
 /// A schema whose diagon tables are the subdirectories of its directory.
 #[derive(Debug)]
 pub struct DiagonSchema {
-    dir: PathBuf,
+    storage: Storage,
     /// Tables opened or registered in this session.
     tables: RwLock<HashMap<String, Arc<dyn TableProvider>>>,
 }
 
 impl DiagonSchema {
-    fn new(dir: PathBuf) -> Self {
+    fn new(storage: Storage) -> Self {
         DiagonSchema {
-            dir,
+            storage,
             tables: RwLock::new(HashMap::new()),
         }
     }
 
-    fn home(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-
-    /// The directory of the live table `name` (never for a name that is not
-    /// a plain directory name): the newest incarnation not marked dropped.
-    fn live_dir(&self, name: &str) -> Option<PathBuf> {
-        check_name("table", name).ok()?;
-        let home = self.home(name);
-        let mut live: Vec<String> = std::fs::read_dir(&home)
-            .ok()?
-            .flatten()
-            .map(|entry| entry.file_name().to_string_lossy().to_string())
-            .filter(|id| {
-                home.join(id).join(LOG_DIR).is_dir() && !dropped_marker(&home, id).exists()
-            })
-            .collect();
+    /// The incarnation id of the live table `name` (never for a name that
+    /// is not a plain directory name): the newest not marked dropped.
+    async fn live_id(&self, name: &str) -> Result<Option<String>> {
+        if check_name("table", name).is_err() {
+            return Ok(None);
+        }
+        let home = self.storage.list_dir(name).await?;
+        let mut live = Vec::new();
+        for id in home.dirs {
+            let dropped = home.files.contains(&format!("{id}{DROPPED_SUFFIX}"));
+            let storage = self.storage.at(&format!("{name}/{id}"));
+            if !dropped && crate::table::log::exists(&storage).await? {
+                live.push(id);
+            }
+        }
         live.sort();
-        live.pop().map(|id| home.join(id))
+        Ok(live.pop())
     }
 
     /// Deletes incarnations left marked dropped, by a crash or by a process
     /// that ended while a plan still held them.
-    fn sweep_dropped(&self) {
-        let Ok(homes) = std::fs::read_dir(&self.dir) else {
-            return;
-        };
-        for home in homes.flatten() {
-            let Ok(entries) = std::fs::read_dir(home.path()) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let marker = entry.path();
-                let name = marker.file_name().and_then(|n| n.to_str());
-                if let Some(id) = name.and_then(|n| n.strip_suffix(DROPPED_SUFFIX)) {
-                    drop(DroppedTable {
-                        dir: home.path().join(id),
-                        marker: marker.clone(),
-                    });
+    async fn sweep_dropped(&self) -> Result<()> {
+        for name in self.storage.list_dir("").await?.dirs {
+            for file in self.storage.list_dir(&name).await?.files {
+                if let Some(id) = file.strip_suffix(DROPPED_SUFFIX) {
+                    delete_dropped(
+                        &self.storage,
+                        &format!("{name}/{id}"),
+                        &format!("{name}/{file}"),
+                    )
+                    .await;
                 }
             }
         }
+        Ok(())
     }
 
     /// Creates the diagon table `name` with the rows of an in-memory table,
     /// in a new incarnation directory.
     async fn persist(&self, name: &str, memory: &MemTable) -> Result<Arc<dyn TableProvider>> {
-        let dir = self.home(name).join(new_incarnation_id());
-        std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        let dir = format!("{name}/{}", new_incarnation_id());
         let created = self.create_with_rows(name, &dir, memory).await;
         if created.is_err() {
             // A failed CREATE TABLE AS leaves no table behind.
-            let _ = std::fs::remove_dir_all(&dir);
-            let _ = std::fs::remove_dir(self.home(name));
+            let _ = self.storage.delete_dir(&dir).await;
+            let _ = self.storage.remove_empty_dir(name).await;
         }
         created
     }
@@ -215,7 +226,7 @@ impl DiagonSchema {
     async fn create_with_rows(
         &self,
         name: &str,
-        dir: &Path,
+        dir: &str,
         memory: &MemTable,
     ) -> Result<Arc<dyn TableProvider>> {
         let schema = memory.schema();
@@ -224,7 +235,7 @@ impl DiagonSchema {
             Some((f.name().clone(), expr.clone()))
         });
         let extras = definition::extras(&schema, defaults, memory.constraints())?;
-        let storage = Storage::local(dir)?;
+        let storage = self.storage.at(dir);
         let table =
             Table::create_with(name, storage, schema, TableOptions::default(), &extras).await?;
         let mut batches: Vec<RecordBatch> = Vec::new();
@@ -275,15 +286,21 @@ where
 impl SchemaProvider for DiagonSchema {
     fn table_names(&self) -> Vec<String> {
         let mut names: Vec<String> = crate::sync::read(&self.tables).keys().cloned().collect();
-        if let Ok(entries) = std::fs::read_dir(&self.dir) {
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().to_string();
-                if !names.contains(&name) && self.live_dir(&name).is_some() {
-                    names.push(name);
+        let stored = block_on(async {
+            let mut stored = Vec::new();
+            for name in self.storage.list_dir("").await?.dirs {
+                if self.live_id(&name).await?.is_some() {
+                    stored.push(name);
                 }
             }
+            Ok::<_, DataFusionError>(stored)
+        });
+        match stored {
+            Ok(stored) => names.extend(stored),
+            Err(e) => log::warn!("listing tables of '{}': {e}", self.storage.display()),
         }
         names.sort();
+        names.dedup();
         names
     }
 
@@ -291,10 +308,11 @@ impl SchemaProvider for DiagonSchema {
         if let Some(table) = crate::sync::read(&self.tables).get(name) {
             return Ok(Some(table.clone()));
         }
-        let Some(dir) = self.live_dir(name) else {
+        let Some(id) = self.live_id(name).await? else {
             return Ok(None);
         };
-        let Some(table) = Table::open(name, Storage::local(&dir)?).await? else {
+        let storage = self.storage.at(&format!("{name}/{id}"));
+        let Some(table) = Table::open(name, storage).await? else {
             return Ok(None);
         };
         let provider: Arc<dyn TableProvider> = Arc::new(DiagonTableProvider::new(table));
@@ -327,19 +345,18 @@ impl SchemaProvider for DiagonSchema {
 
     fn deregister_table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
         let registered = crate::sync::write(&self.tables).remove(name);
-        let Some(dir) = self.live_dir(name) else {
+        let Some(id) = block_on(self.live_id(name))? else {
             return Ok(registered);
         };
         // DROP TABLE of a table this schema stores deletes its data, once
         // nothing reads it any more.
-        let home = self.home(name);
-        let id = dir
-            .file_name()
-            .expect("an incarnation id")
-            .to_string_lossy();
-        let marker = dropped_marker(&home, &id);
-        std::fs::write(&marker, b"").map_err(|e| io(&marker, e))?;
-        let dropped = DroppedTable { dir, marker };
+        let marker = format!("{name}/{id}{DROPPED_SUFFIX}");
+        block_on(self.storage.put(&marker, Vec::new()))?;
+        let dropped = DroppedTable {
+            storage: self.storage.clone(),
+            dir: format!("{name}/{id}"),
+            marker,
+        };
         match registered
             .as_ref()
             .and_then(|p| (p.as_ref() as &dyn std::any::Any).downcast_ref::<DiagonTableProvider>())
@@ -354,14 +371,9 @@ impl SchemaProvider for DiagonSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        crate::sync::read(&self.tables).contains_key(name) || self.live_dir(name).is_some()
+        crate::sync::read(&self.tables).contains_key(name)
+            || block_on(self.live_id(name)).ok().flatten().is_some()
     }
-}
-
-const DROPPED_SUFFIX: &str = ".dropped";
-
-fn dropped_marker(home: &Path, id: &str) -> PathBuf {
-    home.join(format!("{id}{DROPPED_SUFFIX}"))
 }
 
 /// A fresh incarnation id; ids sort by creation time.
@@ -376,18 +388,25 @@ fn new_incarnation_id() -> String {
 /// The files of a dropped table, deleted when this is dropped.
 #[derive(Debug)]
 struct DroppedTable {
-    dir: PathBuf,
-    marker: PathBuf,
+    storage: Storage,
+    /// The incarnation's directory and its marker, in the schema.
+    dir: String,
+    marker: String,
+}
+
+/// Deletes a dropped incarnation's files, the marker last: a crash before
+/// it leaves the sweep to finish.
+async fn delete_dropped(storage: &Storage, dir: &str, marker: &str) {
+    if storage.delete_dir(dir).await.is_ok() {
+        let _ = storage.delete(marker).await;
+        if let Some((home, _)) = marker.rsplit_once('/') {
+            let _ = storage.remove_empty_dir(home).await;
+        }
+    }
 }
 
 impl Drop for DroppedTable {
     fn drop(&mut self) {
-        // The marker goes last: a crash before it leaves the sweep to finish.
-        if std::fs::remove_dir_all(&self.dir).is_ok() || !self.dir.exists() {
-            let _ = std::fs::remove_file(&self.marker);
-            if let Some(home) = self.marker.parent() {
-                let _ = std::fs::remove_dir(home);
-            }
-        }
+        block_on(delete_dropped(&self.storage, &self.dir, &self.marker));
     }
 }

@@ -1,10 +1,12 @@
 //! Many small inserts: 10,000 inserts of 100 rows each into one table with
-//! background merges on, reporting every 500 inserts the live part count
-//! and the median latency of a point query (`WHERE id = ?` through
-//! DataFusion). With merges off, the same run shows what they prevent.
+//! background merges on, reporting every 500 inserts the live part count,
+//! the median latency of a point query (`WHERE id = ?` through DataFusion),
+//! the mean insert latency, the time to open the table afresh and the files
+//! in its log. With merges off, the same run shows what they prevent.
 //!
-//! `cargo bench --bench merges` (`DIAGON_BENCH_INSERTS` changes the
-//! number of inserts; `DIAGON_BENCH_MERGES=off` turns merges off).
+//! `cargo bench --bench merges` (`DIAGON_BENCH_INSERTS` changes the number
+//! of inserts, `DIAGON_BENCH_ROWS` the rows per insert;
+//! `DIAGON_BENCH_MERGES=off` turns merges off).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,8 +20,14 @@ use diagon::{MergeOptions, Table, TableOptions};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const ROWS_PER_INSERT: i64 = 100;
 const REPORT_EVERY: usize = 500;
+
+fn rows_per_insert() -> i64 {
+    std::env::var("DIAGON_BENCH_ROWS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100)
+}
 
 fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -29,9 +37,8 @@ fn schema() -> SchemaRef {
 }
 
 fn batch(insert: i64) -> RecordBatch {
-    let ids: Vec<i64> = (0..ROWS_PER_INSERT)
-        .map(|i| insert * ROWS_PER_INSERT + i)
-        .collect();
+    let rows = rows_per_insert();
+    let ids: Vec<i64> = (0..rows).map(|i| insert * rows + i).collect();
     let payload: Vec<String> = ids.iter().map(|i| format!("event {i}")).collect();
     RecordBatch::try_new(
         schema(),
@@ -81,8 +88,10 @@ fn main() {
         ctx.register_table("events", Arc::new(DiagonTableProvider::new(table.clone())))
             .unwrap();
         println!("merges {}", if merges { "on" } else { "off" });
-        println!("| inserts | rows | live parts | point query (median of 21) | insert (mean) |");
-        println!("|---:|---:|---:|---:|---:|");
+        println!(
+            "| inserts | rows | live parts | point query (median of 21) | insert (mean) | open (median of 5) | log files |"
+        );
+        println!("|---:|---:|---:|---:|---:|---:|---:|");
         let mut insert_time = Duration::ZERO;
         for i in 0..inserts {
             let started = Instant::now();
@@ -91,8 +100,15 @@ fn main() {
             writer.commit().await.unwrap();
             insert_time += started.elapsed();
             let done = i + 1;
+            if done == 100 {
+                println!(
+                    "first 100 inserts: {:.2} ms mean, open {:.2} ms",
+                    insert_time.as_secs_f64() * 1e3 / 100.0,
+                    open_time(dir.path()).await.as_secs_f64() * 1e3
+                );
+            }
             if done % REPORT_EVERY == 0 {
-                let rows = done as i64 * ROWS_PER_INSERT;
+                let rows = done as i64 * rows_per_insert();
                 let mut times = Vec::new();
                 for q in 0..21 {
                     let id = (q * 7919 + done as i64 * 31) % rows;
@@ -105,13 +121,30 @@ fn main() {
                 }
                 times.sort();
                 let parts = table.snapshot().await.unwrap().parts.len();
+                let open = open_time(dir.path()).await;
+                let log_files = std::fs::read_dir(dir.path().join("_log")).unwrap().count();
                 println!(
-                    "| {done} | {rows} | {parts} | {:.2} ms | {:.2} ms |",
+                    "| {done} | {rows} | {parts} | {:.2} ms | {:.2} ms | {:.2} ms | {log_files} |",
                     times[10].as_secs_f64() * 1e3,
-                    insert_time.as_secs_f64() * 1e3 / REPORT_EVERY as f64
+                    insert_time.as_secs_f64() * 1e3 / REPORT_EVERY as f64,
+                    open.as_secs_f64() * 1e3
                 );
                 insert_time = Duration::ZERO;
             }
         }
     });
+}
+
+/// The median of 5 opens of the table at `dir` by a new handle (a process
+/// starting up), to its newest snapshot.
+async fn open_time(dir: &std::path::Path) -> Duration {
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let table = Table::open("events", storage(dir)).await.unwrap().unwrap();
+        table.snapshot().await.unwrap();
+        times.push(started.elapsed());
+    }
+    times.sort();
+    times[2]
 }

@@ -4,8 +4,10 @@
 //!
 //! ```text
 //! <data dir>/<schema>/_schema                an empty marker: the schema exists
+//! <data dir>/<schema>/_dropped               the schema awaits deletion
 //! <data dir>/<schema>/<table>/<id>/          a diagon table (_log, parts)
 //! <data dir>/<schema>/<table>/<id>.dropped   its files await deletion
+//! <data dir>/<schema>/<table>/<id>.creating  CREATE TABLE AS has not finished
 //! ```
 //!
 //! Every file goes through the catalog's [`Storage`], like every file of a
@@ -46,7 +48,16 @@ pub const DEFAULT_SCHEMA: &str = "public";
 /// directories are implicit (object stores).
 const SCHEMA_MARKER: &str = "_schema";
 
+/// Marks a schema dropped: its tables' files go when their last handles
+/// do, the rest when the catalog is next opened.
+const SCHEMA_DROPPED: &str = "_dropped";
+
 const DROPPED_SUFFIX: &str = ".dropped";
+const CREATING_SUFFIX: &str = ".creating";
+
+/// An incarnation still marked as being created this long after its marker
+/// was written belongs to a process that died: the sweep removes it.
+const ABANDONED_AFTER_MS: i64 = 600_000;
 
 /// A catalog whose schemas are the subdirectories of a data directory.
 #[derive(Debug)]
@@ -80,6 +91,10 @@ impl DiagonCatalog {
             }
             let mut schemas = HashMap::new();
             for name in names {
+                if storage.exists(&format!("{name}/{SCHEMA_DROPPED}")).await? {
+                    storage.delete_dir(&name).await?;
+                    continue;
+                }
                 let schema = DiagonSchema::new(storage.at(&name));
                 schema.sweep_dropped().await?;
                 schemas.insert(name, Arc::new(schema));
@@ -127,7 +142,13 @@ impl CatalogProvider for DiagonCatalog {
     ) -> Result<Option<Arc<dyn SchemaProvider>>> {
         check_name("schema", name)?;
         let marker = format!("{name}/{SCHEMA_MARKER}");
-        block_on(self.storage.put(&marker, Vec::new()))?;
+        block_on(async {
+            self.storage.put(&marker, Vec::new()).await?;
+            self.storage.sync(vec![marker.clone()]).await?;
+            self.storage
+                .delete(&format!("{name}/{SCHEMA_DROPPED}"))
+                .await
+        })?;
         let schema = Arc::new(DiagonSchema::new(self.storage.at(name)));
         let previous = crate::sync::write(&self.schemas).insert(name.to_string(), schema);
         Ok(previous.map(|s| s as Arc<dyn SchemaProvider>))
@@ -148,10 +169,20 @@ impl CatalogProvider for DiagonCatalog {
                 tables.join(", ")
             )));
         }
+        // Each table's files go when its last handle does (a query may
+        // still read it); the schema is gone for this catalog now and from
+        // the directory at the next open.
         for table in tables {
             schema.deregister_table(&table)?;
         }
-        block_on(self.storage.delete_dir(name))?;
+        block_on(async {
+            let dropped = format!("{name}/{SCHEMA_DROPPED}");
+            self.storage.put(&dropped, Vec::new()).await?;
+            self.storage.sync(vec![dropped]).await?;
+            self.storage
+                .delete(&format!("{name}/{SCHEMA_MARKER}"))
+                .await
+        })?;
         crate::sync::write(&self.schemas).remove(name);
         Ok(Some(schema))
     }
@@ -182,9 +213,12 @@ impl DiagonSchema {
         let home = self.storage.list_dir(name).await?;
         let mut live = Vec::new();
         for id in home.dirs {
-            let dropped = home.files.contains(&format!("{id}{DROPPED_SUFFIX}"));
+            let marked = |suffix: &str| home.files.contains(&format!("{id}{suffix}"));
+            if marked(DROPPED_SUFFIX) || marked(CREATING_SUFFIX) {
+                continue;
+            }
             let storage = self.storage.at(&format!("{name}/{id}"));
-            if !dropped && crate::table::log::exists(&storage).await? {
+            if crate::table::log::exists(&storage).await? {
                 live.push(id);
             }
         }
@@ -193,32 +227,52 @@ impl DiagonSchema {
     }
 
     /// Deletes incarnations left marked dropped, by a crash or by a process
-    /// that ended while a plan still held them.
+    /// that ended while a plan still held them, and those a crash left
+    /// half created (their marker holds when creation began).
     async fn sweep_dropped(&self) -> Result<()> {
+        let now = crate::table::log::now_ms();
         for name in self.storage.list_dir("").await?.dirs {
             for file in self.storage.list_dir(&name).await?.files {
-                if let Some(id) = file.strip_suffix(DROPPED_SUFFIX) {
-                    delete_dropped(
-                        &self.storage,
-                        &format!("{name}/{id}"),
-                        &format!("{name}/{file}"),
-                    )
-                    .await;
-                }
+                let marker = format!("{name}/{file}");
+                let id = match (
+                    file.strip_suffix(DROPPED_SUFFIX),
+                    file.strip_suffix(CREATING_SUFFIX),
+                ) {
+                    (Some(id), _) => id,
+                    (_, Some(id)) => {
+                        let began =
+                            self.storage.get(&marker).await.ok().and_then(|b| {
+                                Some(i64::from_le_bytes(b.as_ref().try_into().ok()?))
+                            });
+                        if began.is_some_and(|t| now - t < ABANDONED_AFTER_MS) {
+                            continue;
+                        }
+                        id
+                    }
+                    _ => continue,
+                };
+                delete_dropped(&self.storage, &format!("{name}/{id}"), &marker).await;
             }
         }
         Ok(())
     }
 
     /// Creates the diagon table `name` with the rows of an in-memory table,
-    /// in a new incarnation directory.
+    /// in a new incarnation directory. The incarnation is marked as being
+    /// created until its rows are committed, so a crash in between leaves
+    /// no table holding some of the rows.
     async fn persist(&self, name: &str, memory: &MemTable) -> Result<Arc<dyn TableProvider>> {
-        let dir = format!("{name}/{}", new_incarnation_id());
+        let id = new_incarnation_id();
+        let dir = format!("{name}/{id}");
+        let creating = format!("{name}/{id}{CREATING_SUFFIX}");
+        let began = crate::table::log::now_ms().to_le_bytes().to_vec();
+        self.storage.put(&creating, began).await?;
+        self.storage.sync(vec![creating.clone()]).await?;
         let created = self.create_with_rows(name, &dir, memory).await;
-        if created.is_err() {
+        match &created {
+            Ok(_) => self.storage.delete(&creating).await?,
             // A failed CREATE TABLE AS leaves no table behind.
-            let _ = self.storage.delete_dir(&dir).await;
-            let _ = self.storage.remove_empty_dir(name).await;
+            Err(_) => delete_dropped(&self.storage, &dir, &creating).await,
         }
         created
     }
@@ -351,7 +405,11 @@ impl SchemaProvider for DiagonSchema {
         // DROP TABLE of a table this schema stores deletes its data, once
         // nothing reads it any more.
         let marker = format!("{name}/{id}{DROPPED_SUFFIX}");
-        block_on(self.storage.put(&marker, Vec::new()))?;
+        block_on(async {
+            self.storage.put(&marker, Vec::new()).await?;
+            // Durable before any file of the table goes.
+            self.storage.sync(vec![marker.clone()]).await
+        })?;
         let dropped = DroppedTable {
             storage: self.storage.clone(),
             dir: format!("{name}/{id}"),

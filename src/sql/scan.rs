@@ -34,7 +34,7 @@ use datafusion::physical_plan::{DisplayFormatType, SortOrderPushdownResult};
 use datafusion_functions_aggregate_common::min_max::{max_batch, min_batch};
 use futures::TryStreamExt;
 
-use crate::part::ReadStats;
+use crate::part::{PartIndex, ReadStats};
 use crate::plan::prune::Stats;
 use crate::plan::{Granule, PartPlan, ScanPlan, ScanTask, SkipReason, StatsPruner, read_granules};
 
@@ -511,6 +511,9 @@ struct RuntimePruner {
     /// The pruner for the filters as they stood when last built; `None`
     /// inside when they cannot prune.
     built: Option<Option<StatsPruner>>,
+    /// Its verdict on each part's granules (by plan position), until the
+    /// filters change.
+    verdicts: HashMap<usize, Vec<bool>>,
 }
 
 impl RuntimePruner {
@@ -523,7 +526,31 @@ impl RuntimePruner {
             schema: schema.clone(),
             tracking,
             built: None,
+            verdicts: HashMap::new(),
         }
+    }
+
+    /// Which granules of part `part` (`index`) the filters, as they stand
+    /// now, may match; `None` when they cannot prune.
+    fn may_match(
+        &mut self,
+        part: usize,
+        index: &PartIndex,
+        rebuilt: &Count,
+    ) -> Result<Option<&[bool]>> {
+        if self.current(rebuilt).is_none() {
+            return Ok(None);
+        }
+        let Some(Some(pruner)) = &self.built else {
+            return Ok(None);
+        };
+        let verdict = match self.verdicts.entry(part) {
+            std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(pruner.may_match(index)?)
+            }
+        };
+        Ok(Some(verdict.as_slice()))
     }
 
     /// The pruner for the filters as they stand now; `rebuilt` counts builds.
@@ -536,6 +563,7 @@ impl RuntimePruner {
             .is_some_and(|w| w.changed());
         if self.built.is_none() || changed {
             rebuilt.add(1);
+            self.verdicts.clear();
             let pruning = PruningPredicateBuilder::new()
                 .with_file_schema(self.schema.clone())
                 .build(predicate.clone());
@@ -674,10 +702,11 @@ impl ReadState {
 
     /// Applies the dynamic filters, as they stand now, to the granules of `range`.
     fn runtime_prune(&mut self, part: usize, range: Range<usize>) -> Result<Vec<Range<usize>>> {
-        let Some(pruner) = self.runtime.current(&self.metrics.dynamic_filter_rebuilds) else {
+        let index = &self.source.plan.parts[part].index;
+        let rebuilds = &self.metrics.dynamic_filter_rebuilds;
+        let Some(keep) = self.runtime.may_match(part, index, rebuilds)? else {
             return Ok(vec![range]);
         };
-        let keep = pruner.may_match(&self.source.plan.parts[part].index)?;
         let mut ranges: Vec<Range<usize>> = Vec::new();
         let mut pruned = 0;
         for g in range {

@@ -179,10 +179,11 @@ impl Cache {
     }
 }
 
-/// A backend whose reads go through a [`Cache`] first: for stores where a
-/// read costs a round trip (object storage). Files are immutable, so only
-/// a rewrite of a whole file (a pointer such as `_last_checkpoint`)
-/// invalidates, and such files are only ever read whole.
+/// A backend whose range reads go through a [`Cache`] first: for stores
+/// where a read costs a round trip (object storage). Ranges are read from
+/// immutable files only (columns, components); whole-file reads, which
+/// include names that are rewritten (`_log/_last_checkpoint`, possibly by
+/// another process), always go to the store.
 #[derive(Debug)]
 pub struct CachedBackend {
     inner: Arc<dyn Backend>,
@@ -197,11 +198,8 @@ impl CachedBackend {
         CachedBackend { inner, cache, id }
     }
 
-    fn key(&self, path: &str, range: Option<&Range<u64>>) -> String {
-        match range {
-            Some(r) => format!("bytes:{}/{path}#{}-{}", self.id, r.start, r.end),
-            None => format!("bytes:{}/{path}#all", self.id),
-        }
+    fn key(&self, path: &str, range: &Range<u64>) -> String {
+        format!("bytes:{}/{path}#{}-{}", self.id, range.start, range.end)
     }
 
     fn forget(&self, path: &str) {
@@ -217,18 +215,11 @@ impl Backend for CachedBackend {
     }
 
     async fn get(&self, path: &str) -> Result<Bytes> {
-        let key = self.key(path, None);
-        if let Some(bytes) = self.cache.get::<Bytes>(&key) {
-            return Ok((*bytes).clone());
-        }
-        let bytes = self.inner.get(path).await?;
-        self.cache
-            .insert(key, Arc::new(bytes.clone()), bytes.len() as u64);
-        Ok(bytes)
+        self.inner.get(path).await
     }
 
     async fn get_range(&self, path: &str, range: Range<u64>) -> Result<Bytes> {
-        let key = self.key(path, Some(&range));
+        let key = self.key(path, &range);
         if let Some(bytes) = self.cache.get::<Bytes>(&key) {
             return Ok((*bytes).clone());
         }
@@ -243,8 +234,11 @@ impl Backend for CachedBackend {
     }
 
     async fn put(&self, path: &str, bytes: Bytes) -> Result<()> {
+        // Before and after: a read racing the write may have cached old bytes.
         self.forget(path);
-        self.inner.put(path, bytes).await
+        let written = self.inner.put(path, bytes).await;
+        self.forget(path);
+        written
     }
 
     async fn create(&self, path: &str) -> Result<Box<dyn FileWriter>> {
@@ -260,8 +254,9 @@ impl Backend for CachedBackend {
     }
 
     async fn delete(&self, path: &str) -> Result<()> {
+        let deleted = self.inner.delete(path).await;
         self.forget(path);
-        self.inner.delete(path).await
+        deleted
     }
 
     async fn list(&self, dir: &str) -> Result<Vec<FileInfo>> {

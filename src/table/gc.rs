@@ -113,9 +113,7 @@ impl Table {
             .map(|p| (p.name.as_str(), p.deletes.as_ref().map(|d| d.file.as_str())))
             .collect();
         let names: HashSet<&str> = next.iter().map(|p| p.name.as_str()).collect();
-        let now = now_ms();
         let mut retired = crate::sync::lock(&self.retired);
-        let mut since = crate::sync::lock(&self.unreferenced_since);
         for p in &base.parts {
             let mask = p.deletes.as_ref().map(|d| d.file.as_str());
             if kept.contains(&(p.name.as_str(), mask)) {
@@ -128,9 +126,11 @@ impl Table {
             if !names.contains(p.name.as_str()) {
                 gone.push(p.name.clone());
             }
+            // The clock of `old_parts_lifetime` starts when a cleanup first
+            // sees the file unreferenced, not here: this may be an attempt
+            // that loses its commit.
             for name in gone {
-                retired.entries.insert(name.clone(), version);
-                since.entry(name).or_insert(now);
+                retired.entries.insert(name, version);
             }
         }
     }

@@ -389,20 +389,25 @@ pub async fn write_checkpoint(storage: &Storage, state: &TableState) -> Result<(
         .put(&name, envelope::seal(FileKind::Checkpoint, &json))
         .await?;
     storage.sync(vec![name]).await?;
-    if read_pointer(storage)
-        .await?
-        .is_some_and(|v| v >= state.version)
-    {
-        return Ok(());
+    // The pointer only moves forward: a writer that checkpointed an older
+    // version and wrote late is overwritten again.
+    for _ in 0..3 {
+        if read_pointer(storage)
+            .await?
+            .is_some_and(|v| v >= state.version)
+        {
+            return Ok(());
+        }
+        let pointer = envelope::seal(FileKind::CheckpointPointer, &state.version.to_le_bytes());
+        storage.put(LAST_CHECKPOINT, pointer).await?;
+        storage.sync(vec![LAST_CHECKPOINT.to_string()]).await?;
     }
-    let pointer = envelope::seal(FileKind::CheckpointPointer, &state.version.to_le_bytes());
-    storage.put(LAST_CHECKPOINT, pointer).await?;
-    storage.sync(vec![LAST_CHECKPOINT.to_string()]).await
+    Ok(())
 }
 
 /// The state after every commit following `state`, read by name until the
 /// next version is missing.
-pub async fn catch_up(storage: &Storage, mut state: TableState) -> Result<TableState> {
+async fn catch_up(storage: &Storage, mut state: TableState) -> Result<TableState> {
     loop {
         let commit = match read_commit(storage, state.version + 1).await {
             Ok(commit) => commit,
@@ -413,6 +418,27 @@ pub async fn catch_up(storage: &Storage, mut state: TableState) -> Result<TableS
         state = commit
             .apply(Some(&state))
             .map_err(|reason| Error::corrupt(location, reason))?;
+    }
+}
+
+/// The newest state, from `state` (a state this reader had, whose newest
+/// checkpoint was `checkpoint`), and the newest checkpoint.
+///
+/// A missing next commit means there is none, unless cleanup took it: the
+/// commits after a state can only be deleted once a newer checkpoint
+/// exists and the pointer names it, so the pointer decides.
+pub async fn refresh(
+    storage: &Storage,
+    state: TableState,
+    checkpoint: u64,
+) -> Result<(TableState, u64)> {
+    let state = catch_up(storage, state).await?;
+    match read_pointer(storage).await? {
+        Some(pointer) if pointer > state.version => load(storage)
+            .await?
+            .ok_or_else(|| Error::Table("the table's log disappeared".into())),
+        Some(pointer) => Ok((state, checkpoint.max(pointer))),
+        None => Ok((state, checkpoint)),
     }
 }
 
@@ -464,9 +490,14 @@ async fn load_by_listing(storage: &Storage) -> Result<Option<(TableState, u64)>>
     Ok(Some((catch_up(storage, state).await?, 0)))
 }
 
-/// Whether a table exists at `storage`.
+/// Whether a table exists at `storage` (files of the log, not leftovers
+/// such as a temporary file of a create that crashed).
 pub async fn exists(storage: &Storage) -> Result<bool> {
-    Ok(storage.exists(LAST_CHECKPOINT).await? || !storage.list(LOG_DIR).await?.is_empty())
+    if storage.exists(LAST_CHECKPOINT).await? {
+        return Ok(true);
+    }
+    let files = storage.list(LOG_DIR).await?;
+    Ok(files.iter().any(|f| parse_name(&f.name).is_some()))
 }
 
 /// Deletes log files no reader needs: checkpoints and commits older than
@@ -482,16 +513,33 @@ pub async fn clean(storage: &Storage, retention_ms: i64, pinned: Option<u64>) ->
         .map(|(v, _)| v)
         .collect();
     checkpoints.sort_unstable();
-    let [.., older, newest] = checkpoints[..] else {
+    // The two newest checkpoints that read back: a damaged one protects
+    // nothing.
+    let mut readable = Vec::new();
+    for &version in checkpoints.iter().rev() {
+        match read_checkpoint(storage, version).await {
+            Ok(state) => readable.push(state),
+            Err(e) if e.is_corruption() || e.is_not_found() => {
+                log::warn!("cleanup skips checkpoint {version}: {e}");
+            }
+            Err(e) => return Err(e),
+        }
+        if readable.len() == 2 {
+            break;
+        }
+    }
+    let [newest, older] = &readable[..] else {
         return Ok(0);
     };
     // Readers arriving later start from the newest checkpoint, whose
     // commits are all kept.
-    if read_pointer(storage).await?.is_none_or(|v| v < newest) {
-        let state = read_checkpoint(storage, newest).await?;
-        write_checkpoint(storage, &state).await?;
+    if read_pointer(storage)
+        .await?
+        .is_none_or(|v| v < newest.version)
+    {
+        write_checkpoint(storage, newest).await?;
     }
-    let keep_from = older.min(pinned.unwrap_or(u64::MAX));
+    let keep_from = older.version.min(pinned.unwrap_or(u64::MAX));
     let now = now_ms();
     let mut deleted = 0;
     for file in &files {

@@ -153,12 +153,19 @@ impl RowMap {
     }
 }
 
+/// Granules a merge input reads per request: few enough to bound memory
+/// by a few granules per input, enough to keep requests to an object
+/// store few.
+const GRANULES_AHEAD: usize = 4;
+
 /// The rows of one input, one granule at a time.
 struct Cursor<'a> {
     part: &'a PartPlan,
     projection: Vec<usize>,
     /// Granule runs left to read.
     ranges: VecDeque<Range<usize>>,
+    /// Granules read ahead (a request reads a few at once).
+    ahead: VecDeque<RecordBatch>,
     /// The current granule's rows and their sort keys.
     batch: Option<RecordBatch>,
     keys: Option<Rows>,
@@ -173,6 +180,7 @@ impl<'a> Cursor<'a> {
             projection: projection(part, schema)?,
             ranges: part.read_ranges().into(),
             part,
+            ahead: VecDeque::new(),
             batch: None,
             keys: None,
             pos: 0,
@@ -187,34 +195,32 @@ impl<'a> Cursor<'a> {
         key: &[usize],
         converter: Option<&RowConverter>,
     ) -> Result<bool> {
-        loop {
+        while self.ahead.is_empty() {
             let Some(range) = self.ranges.front_mut() else {
                 self.batch = None;
                 self.keys = None;
                 return Ok(false);
             };
-            let g = range.start;
-            range.start += 1;
+            let read = range.start..(range.start + GRANULES_AHEAD).min(range.end);
+            range.start = read.end;
             if range.start >= range.end {
                 self.ranges.pop_front();
             }
             let mut stats = ReadStats::default();
             let granules =
-                read_granules(self.part, &self.projection, schema, g..g + 1, &mut stats).await?;
-            let Some(granule) = granules.into_iter().next() else {
-                continue;
-            };
-            if let Some(converter) = converter {
-                let columns: Vec<_> = key
-                    .iter()
-                    .map(|&k| granule.batch.column(k).clone())
-                    .collect();
-                self.keys = Some(converter.convert_columns(&columns)?);
-            }
-            self.batch = Some(granule.batch);
-            self.pos = 0;
-            return Ok(true);
+                read_granules(self.part, &self.projection, schema, read, &mut stats).await?;
+            self.ahead.extend(granules.into_iter().map(|g| g.batch));
         }
+        let Some(batch) = self.ahead.pop_front() else {
+            return Ok(false);
+        };
+        if let Some(converter) = converter {
+            let columns: Vec<_> = key.iter().map(|&k| batch.column(k).clone()).collect();
+            self.keys = Some(converter.convert_columns(&columns)?);
+        }
+        self.batch = Some(batch);
+        self.pos = 0;
+        Ok(true)
     }
 
     fn rows(&self) -> usize {

@@ -219,35 +219,19 @@ impl Table {
         crate::sync::read(&self.current).clone()
     }
 
-    /// The newest committed snapshot, including commits by other processes.
-    ///
-    /// The commits after the cached version are read by name. Commit files
-    /// older than the log retention may have been cleaned up, so a cached
-    /// version that old is first checked against the newest checkpoint.
+    /// The newest committed snapshot, including commits by other processes:
+    /// the commits after the cached version, read by name (see
+    /// [`log::refresh`]).
     pub async fn snapshot(&self) -> Result<Arc<Snapshot>> {
         let cached = self.cached_snapshot();
         let ctx = |e: Error| e.context(format!("table '{}'", self.name));
-        let retention_ms = (cached.options.log_retention as i64).saturating_mul(1000);
-        let stale = log::now_ms().saturating_sub(cached.timestamp_ms) >= retention_ms / 2;
-        if stale
-            && log::read_pointer(&self.storage)
-                .await
-                .map_err(ctx)?
-                .is_some_and(|v| v > cached.version)
-        {
-            let (state, checkpoint) = log::load(&self.storage)
-                .await
-                .map_err(ctx)?
-                .ok_or_else(|| ctx(Error::Table("the table's log disappeared".into())))?;
-            return Ok(self.install(Snapshot::from_state(state, checkpoint).map_err(ctx)?));
-        }
-        let state = log::catch_up(&self.storage, cached.state())
+        let (state, checkpoint) = log::refresh(&self.storage, cached.state(), cached.checkpoint)
             .await
             .map_err(ctx)?;
         if state.version == cached.version {
             return Ok(cached);
         }
-        Ok(self.install(Snapshot::from_state(state, cached.checkpoint).map_err(ctx)?))
+        Ok(self.install(Snapshot::from_state(state, checkpoint).map_err(ctx)?))
     }
 
     /// Makes `snapshot` the handle's current one unless it already has a
@@ -500,24 +484,34 @@ impl Table {
                 parts,
             };
             let commit = Commit::between(&before, &after, operation, &txn);
-            let won = log::write_commit(&self.storage, &commit)
-                .await
-                .map_err(ctx)?;
-            // A store may report a lost race for a write that landed (a
-            // conditional PUT retried after its response was lost): the
-            // version then carries our transaction id.
-            // A failed read is passed on: guessing "not ours" could apply
-            // the change twice.
-            let ours = won
-                || log::read_commit(&self.storage, commit.version)
-                    .await
-                    .map_err(ctx)?
-                    .txn
-                    == txn;
+            // Retired before the new version can be visible, so a cleanup
+            // never sees these files unreferenced yet unprotected (retiring
+            // files a lost attempt did not replace protects them a while
+            // longer, nothing more).
+            self.retire_replaced(&base, &after.parts, after.version);
+            let ours = match log::write_commit(&self.storage, &commit).await {
+                Ok(true) => true,
+                // A store may report a lost race, or an error, for a write
+                // that landed (a conditional PUT retried after its reply was
+                // lost, an fsync failing after the file was linked): the
+                // version then carries our transaction id. A failed read is
+                // passed on: guessing "not ours" could apply the change
+                // twice, "ours" lose it.
+                written => match log::read_commit(&self.storage, commit.version).await {
+                    Ok(found) => found.txn == txn,
+                    Err(read_error) => {
+                        return Err(ctx(match written {
+                            Err(e) if read_error.is_not_found() => e,
+                            Err(e) => e.context(format!(
+                                "the outcome of commit {} is unknown",
+                                commit.version
+                            )),
+                            Ok(_) => read_error,
+                        }));
+                    }
+                },
+            };
             if ours {
-                // Retired before the new version is visible, so a cleanup
-                // never sees these files unreferenced yet unprotected.
-                self.retire_replaced(&base, &after.parts, after.version);
                 let checkpoint = self.checkpoint_if_due(&base, &after).await;
                 self.install(Snapshot::from_state(after, checkpoint)?);
                 return Ok(Some(commit.version));

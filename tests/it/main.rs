@@ -1,5 +1,6 @@
 //! Integration tests: one binary, one module per concern.
 
+mod catalog;
 mod cli;
 mod common;
 mod components;

@@ -2,7 +2,9 @@
 //! and maximum of a granule, and single values copied out of a batch (the
 //! sparse primary index). Every result is a one-row array that owns its
 //! memory, so statistics kept for a whole part never pin the batches they
-//! came from.
+//! came from. Strings and binaries are kept in their plain form until
+//! [`concat`] makes the column's type of them, so a view column's
+//! statistics share one data buffer rather than one per granule.
 
 use std::sync::Arc;
 
@@ -19,19 +21,15 @@ fn one<T: ArrowPrimitiveType>(like: &PrimitiveArray<T>, value: Option<T::Native>
     Arc::new(PrimitiveArray::<T>::from_iter([value]).with_data_type(like.data_type().clone()))
 }
 
-/// A one-row string or binary array of `data_type` holding `value`.
-fn bytes_value(value: Option<&[u8]>, text: bool, data_type: &DataType) -> Result<ArrayRef> {
-    let array: ArrayRef = match text {
+/// A one-row plain string or binary array holding `value` (see [`concat`]).
+fn bytes_value(value: Option<&[u8]>, text: bool) -> Result<ArrayRef> {
+    Ok(match text {
         // The bytes came from a string array, so they are UTF-8.
         true => Arc::new(StringArray::from(vec![
             value.map(|v| std::str::from_utf8(v).unwrap_or_default()),
         ])),
         false => Arc::new(BinaryArray::from(vec![value])),
-    };
-    match array.data_type() == data_type {
-        true => Ok(array),
-        false => Ok(arrow::compute::cast(&array, data_type)?),
-    }
+    })
 }
 
 /// A one-row NULL of `data_type`: the statistic is unknown.
@@ -46,15 +44,12 @@ pub fn min_max(array: &dyn Array) -> Result<(ArrayRef, ArrayRef)> {
     let data_type = array.data_type();
     let text = |min: Option<&str>, max: Option<&str>| -> Result<(ArrayRef, ArrayRef)> {
         Ok((
-            bytes_value(min.map(str::as_bytes), true, data_type)?,
-            bytes_value(max.map(str::as_bytes), true, data_type)?,
+            bytes_value(min.map(str::as_bytes), true)?,
+            bytes_value(max.map(str::as_bytes), true)?,
         ))
     };
     let binary = |min: Option<&[u8]>, max: Option<&[u8]>| -> Result<(ArrayRef, ArrayRef)> {
-        Ok((
-            bytes_value(min, false, data_type)?,
-            bytes_value(max, false, data_type)?,
-        ))
+        Ok((bytes_value(min, false)?, bytes_value(max, false)?))
     };
     downcast_primitive_array!(
         array => Ok((one(array, aggregate::min(array)), one(array, aggregate::max(array)))),
@@ -100,17 +95,17 @@ pub fn value_at(array: &dyn Array, row: usize) -> Result<ArrayRef> {
     downcast_primitive_array!(
         array => Ok(one(array, valid.then(|| array.value(row)))),
         DataType::Utf8 => bytes_value(
-            valid.then(|| array.as_string::<i32>().value(row).as_bytes()), true, data_type),
+            valid.then(|| array.as_string::<i32>().value(row).as_bytes()), true),
         DataType::LargeUtf8 => bytes_value(
-            valid.then(|| array.as_string::<i64>().value(row).as_bytes()), true, data_type),
+            valid.then(|| array.as_string::<i64>().value(row).as_bytes()), true),
         DataType::Utf8View => bytes_value(
-            valid.then(|| array.as_string_view().value(row).as_bytes()), true, data_type),
+            valid.then(|| array.as_string_view().value(row).as_bytes()), true),
         DataType::Binary => bytes_value(
-            valid.then(|| array.as_binary::<i32>().value(row)), false, data_type),
+            valid.then(|| array.as_binary::<i32>().value(row)), false),
         DataType::LargeBinary => bytes_value(
-            valid.then(|| array.as_binary::<i64>().value(row)), false, data_type),
+            valid.then(|| array.as_binary::<i64>().value(row)), false),
         DataType::BinaryView => bytes_value(
-            valid.then(|| array.as_binary_view().value(row)), false, data_type),
+            valid.then(|| array.as_binary_view().value(row)), false),
         DataType::Boolean => Ok(Arc::new(BooleanArray::from(vec![
             valid.then(|| array.as_boolean().value(row)),
         ])) as ArrayRef),
@@ -118,12 +113,16 @@ pub fn value_at(array: &dyn Array, row: usize) -> Result<ArrayRef> {
     )
 }
 
-/// One array from one-row arrays (a statistic's column over all granules);
-/// an empty array of `data_type` when there are none.
+/// One array of `data_type` from one-row arrays (a statistic's column over
+/// all granules); an empty one when there are none.
 pub fn concat(values: &[ArrayRef], data_type: &DataType) -> Result<ArrayRef> {
     if values.is_empty() {
         return Ok(arrow::array::new_empty_array(data_type));
     }
     let refs: Vec<&dyn Array> = values.iter().map(|a| a.as_ref()).collect();
-    Ok(arrow::compute::concat(&refs)?)
+    let array = arrow::compute::concat(&refs)?;
+    match array.data_type() == data_type {
+        true => Ok(array),
+        false => Ok(arrow::compute::cast(&array, data_type)?),
+    }
 }

@@ -13,7 +13,9 @@ use super::{Backend, DirListing, FileInfo, FileWriter, blocking};
 use crate::error::{Error, Result};
 
 /// Bytes a [`LocalWriter`] gathers before handing them to the kernel.
-const WRITE_BUFFER: usize = 4 << 20;
+/// (Pieces this large go to the kernel as they come: a part writer with a
+/// file per column already hands over pieces of about a megabyte.)
+const WRITE_BUFFER: usize = 1 << 20;
 
 #[derive(Debug)]
 pub struct LocalBackend {
@@ -351,27 +353,30 @@ struct LocalWriter {
 }
 
 impl LocalWriter {
+    /// Hands what is buffered to the kernel.
     async fn flush(&mut self) -> Result<()> {
         if self.buffer.is_empty() {
             return Ok(());
         }
+        let buffer = Bytes::from(std::mem::take(&mut self.buffer));
+        self.write_out(buffer).await
+    }
+
+    async fn write_out(&mut self, bytes: Bytes) -> Result<()> {
         let Some(mut file) = self.file.take() else {
             return Err(Error::store(
                 self.location.clone(),
                 "file writer already failed",
             ));
         };
-        let buffer = std::mem::take(&mut self.buffer);
         let location = self.location.clone();
-        let (file, buffer) = blocking(location.clone(), move || {
-            file.write_all(&buffer)
+        let file = blocking(location.clone(), move || {
+            file.write_all(&bytes)
                 .map_err(|e| io_error(location, e))
-                .map(|()| (file, buffer))
+                .map(|()| file)
         })
         .await?;
         self.file = Some(file);
-        self.buffer = buffer;
-        self.buffer.clear();
         Ok(())
     }
 }
@@ -380,6 +385,9 @@ impl LocalWriter {
 impl FileWriter for LocalWriter {
     async fn write(&mut self, bytes: Bytes) -> Result<()> {
         self.written += bytes.len() as u64;
+        if self.buffer.is_empty() && bytes.len() >= WRITE_BUFFER {
+            return self.write_out(bytes).await;
+        }
         self.buffer.extend_from_slice(&bytes);
         if self.buffer.len() >= WRITE_BUFFER {
             self.flush().await?;

@@ -156,7 +156,7 @@ impl RowMap {
 /// Granules a merge input reads per request: few enough to bound memory
 /// by a few granules per input, enough to keep requests to an object
 /// store few.
-const GRANULES_AHEAD: usize = 4;
+const GRANULES_AHEAD: usize = 1;
 
 /// The rows of one input, one granule at a time.
 struct Cursor<'a> {

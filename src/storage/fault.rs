@@ -2,6 +2,7 @@
 //! mid-commit would, fails reads as an unreachable store would, and counts
 //! what passes through it (for tests of what a statement reads).
 
+use std::future::Future;
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
@@ -147,6 +148,19 @@ impl FaultInjection {
         Verdict::Fail(f.strike() == Strike::After)
     }
 
+    /// Runs `write` as the faults say: as it is, not at all (failing), or
+    /// failing after it lands.
+    async fn write<T>(&self, path: &str, write: impl Future<Output = Result<T>>) -> Result<T> {
+        match self.verdict() {
+            Verdict::Pass => write.await,
+            Verdict::Fail(true) => {
+                write.await?;
+                Err(injected(path))
+            }
+            Verdict::Fail(false) => Err(injected(path)),
+        }
+    }
+
     fn count_read(&self, bytes: Result<Bytes>) -> Result<Bytes> {
         let bytes = bytes?;
         self.faults.reads.fetch_add(1, Ordering::SeqCst);
@@ -193,15 +207,7 @@ impl Backend for FaultInjection {
     }
 
     async fn put(&self, path: &str, bytes: Bytes) -> Result<()> {
-        match self.verdict() {
-            Verdict::Pass => self.inner.put(path, bytes).await,
-            Verdict::Fail(lands) => {
-                if lands {
-                    self.inner.put(path, bytes).await?;
-                }
-                Err(injected(path))
-            }
-        }
+        self.write(path, self.inner.put(path, bytes)).await
     }
 
     async fn create(&self, path: &str) -> Result<Box<dyn FileWriter>> {
@@ -220,15 +226,8 @@ impl Backend for FaultInjection {
             self.inner.put_if_absent(path, bytes).await?;
             return Ok(false);
         }
-        match self.verdict() {
-            Verdict::Pass => self.inner.put_if_absent(path, bytes).await,
-            Verdict::Fail(lands) => {
-                if lands {
-                    self.inner.put_if_absent(path, bytes).await?;
-                }
-                Err(injected(path))
-            }
-        }
+        self.write(path, self.inner.put_if_absent(path, bytes))
+            .await
     }
 
     async fn sync(&self, paths: &[String]) -> Result<()> {
@@ -278,14 +277,11 @@ impl FileWriter for FaultyWriter {
     }
 
     async fn finish(self: Box<Self>) -> Result<u64> {
-        match self.backend.verdict() {
-            Verdict::Pass => self.inner.finish().await,
-            Verdict::Fail(lands) => {
-                if lands {
-                    self.inner.finish().await?;
-                }
-                Err(injected(&self.path))
-            }
-        }
+        let FaultyWriter {
+            inner,
+            backend,
+            path,
+        } = *self;
+        backend.write(&path, inner.finish()).await
     }
 }

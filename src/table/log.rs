@@ -301,26 +301,50 @@ fn parse_name(name: &str) -> Option<(u64, bool)> {
     Some((v.parse().ok()?, true))
 }
 
-/// Reads commit `version`; a missing one is [`Error::NotFound`].
-pub async fn read_commit(storage: &Storage, version: u64) -> Result<Commit> {
-    let name = commit_file(version);
-    let location = storage.location(&name);
-    let bytes = storage.get(&name).await?;
-    let body = envelope::open(&location, FileKind::Commit, &bytes)?;
-    let commit: Commit = serde_json::from_slice(body)
-        .map_err(|e| Error::corrupt(&location, format!("bad commit entry: {e}")))?;
-    if let Some(name) = commit.names().find(|n| !crate::storage::is_plain_name(n)) {
+/// Reads the sealed JSON file `name` of `kind`; a missing one is
+/// [`Error::NotFound`]. Returns it with its location.
+async fn read_json<T: serde::de::DeserializeOwned>(
+    storage: &Storage,
+    name: &str,
+    kind: FileKind,
+) -> Result<(T, String)> {
+    let location = storage.location(name);
+    let bytes = storage.get(name).await?;
+    let body = envelope::open(&location, kind, &bytes)?;
+    let value = serde_json::from_slice(body)
+        .map_err(|e| Error::corrupt(&location, format!("bad {kind:?} entry: {e}")))?;
+    Ok((value, location))
+}
+
+/// Checks what a log file read holds: plain part and file names only (a
+/// crafted log cannot point reads outside the table), and the version its
+/// name promises.
+fn check_entry<'a>(
+    location: &str,
+    mut names: impl Iterator<Item = &'a String>,
+    version: u64,
+    expected: u64,
+) -> Result<()> {
+    if let Some(name) = names.find(|n| !crate::storage::is_plain_name(n)) {
         return Err(Error::corrupt(
-            &location,
+            location,
             format!("invalid part or file name '{name}'"),
         ));
     }
-    if commit.version != version {
+    if version != expected {
         return Err(Error::corrupt(
-            &location,
-            format!("holds version {}, expected {version}", commit.version),
+            location,
+            format!("holds version {version}, expected {expected}"),
         ));
     }
+    Ok(())
+}
+
+/// Reads commit `version`; a missing one is [`Error::NotFound`].
+pub async fn read_commit(storage: &Storage, version: u64) -> Result<Commit> {
+    let (commit, location): (Commit, _) =
+        read_json(storage, &commit_file(version), FileKind::Commit).await?;
+    check_entry(&location, commit.names(), commit.version, version)?;
     Ok(commit)
 }
 
@@ -335,31 +359,13 @@ pub async fn write_commit(storage: &Storage, commit: &Commit) -> Result<bool> {
 }
 
 async fn read_checkpoint(storage: &Storage, version: u64) -> Result<TableState> {
-    let name = checkpoint_file(version);
-    let location = storage.location(&name);
-    let bytes = storage.get(&name).await?;
-    let body = envelope::open(&location, FileKind::Checkpoint, &bytes)?;
-    let state: TableState = serde_json::from_slice(body)
-        .map_err(|e| Error::corrupt(&location, format!("bad checkpoint: {e}")))?;
+    let (state, location): (TableState, _) =
+        read_json(storage, &checkpoint_file(version), FileKind::Checkpoint).await?;
     let names = state
         .parts
         .iter()
         .flat_map(|p| std::iter::once(&p.name).chain(p.deletes.as_ref().map(|d| &d.file)));
-    if let Some(name) = names
-        .into_iter()
-        .find(|n| !crate::storage::is_plain_name(n))
-    {
-        return Err(Error::corrupt(
-            &location,
-            format!("invalid part or file name '{name}'"),
-        ));
-    }
-    if state.version != version {
-        return Err(Error::corrupt(
-            &location,
-            format!("holds version {}, expected {version}", state.version),
-        ));
-    }
+    check_entry(&location, names, state.version, version)?;
     Ok(state)
 }
 

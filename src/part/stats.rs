@@ -4,13 +4,14 @@
 //! memory, so statistics kept for a whole part never pin the batches they
 //! came from. Strings and binaries are kept in their plain form until
 //! [`concat`] makes the column's type of them, so a view column's
-//! statistics share one data buffer rather than one per granule.
+//! statistics share one data buffer rather than one per granule (the
+//! plain form of large and view types has 64-bit offsets).
 
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, PrimitiveArray, StringArray,
-    downcast_primitive_array,
+    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, LargeBinaryArray, LargeStringArray,
+    PrimitiveArray, StringArray, downcast_primitive_array,
 };
 use arrow::compute::kernels::aggregate;
 use arrow::datatypes::{ArrowPrimitiveType, DataType};
@@ -21,15 +22,18 @@ fn one<T: ArrowPrimitiveType>(like: &PrimitiveArray<T>, value: Option<T::Native>
     Arc::new(PrimitiveArray::<T>::from_iter([value]).with_data_type(like.data_type().clone()))
 }
 
-/// A one-row plain string or binary array holding `value` (see [`concat`]).
-fn bytes_value(value: Option<&[u8]>, text: bool) -> Result<ArrayRef> {
-    Ok(match text {
-        // The bytes came from a string array, so they are UTF-8.
-        true => Arc::new(StringArray::from(vec![
-            value.map(|v| std::str::from_utf8(v).unwrap_or_default()),
-        ])),
-        false => Arc::new(BinaryArray::from(vec![value])),
-    })
+/// A one-row plain string or binary array holding `value`, a statistic of
+/// a column of `data_type` (see [`concat`]). Large and view columns get
+/// 64-bit offsets: their statistics over a whole part may pass 2 GiB.
+fn bytes_value(value: Option<&[u8]>, data_type: &DataType) -> ArrayRef {
+    // The bytes of a string type came from a string array, so they are UTF-8.
+    let text = || value.map(|v| std::str::from_utf8(v).unwrap_or_default());
+    match data_type {
+        DataType::Utf8 => Arc::new(StringArray::from(vec![text()])),
+        DataType::LargeUtf8 | DataType::Utf8View => Arc::new(LargeStringArray::from(vec![text()])),
+        DataType::Binary => Arc::new(BinaryArray::from(vec![value])),
+        _ => Arc::new(LargeBinaryArray::from(vec![value])),
+    }
 }
 
 /// A one-row NULL of `data_type`: the statistic is unknown.
@@ -44,12 +48,12 @@ pub fn min_max(array: &dyn Array) -> Result<(ArrayRef, ArrayRef)> {
     let data_type = array.data_type();
     let text = |min: Option<&str>, max: Option<&str>| -> Result<(ArrayRef, ArrayRef)> {
         Ok((
-            bytes_value(min.map(str::as_bytes), true)?,
-            bytes_value(max.map(str::as_bytes), true)?,
+            bytes_value(min.map(str::as_bytes), data_type),
+            bytes_value(max.map(str::as_bytes), data_type),
         ))
     };
     let binary = |min: Option<&[u8]>, max: Option<&[u8]>| -> Result<(ArrayRef, ArrayRef)> {
-        Ok((bytes_value(min, false)?, bytes_value(max, false)?))
+        Ok((bytes_value(min, data_type), bytes_value(max, data_type)))
     };
     downcast_primitive_array!(
         array => Ok((one(array, aggregate::min(array)), one(array, aggregate::max(array)))),
@@ -94,18 +98,18 @@ pub fn value_at(array: &dyn Array, row: usize) -> Result<ArrayRef> {
     let valid = array.is_valid(row);
     downcast_primitive_array!(
         array => Ok(one(array, valid.then(|| array.value(row)))),
-        DataType::Utf8 => bytes_value(
-            valid.then(|| array.as_string::<i32>().value(row).as_bytes()), true),
-        DataType::LargeUtf8 => bytes_value(
-            valid.then(|| array.as_string::<i64>().value(row).as_bytes()), true),
-        DataType::Utf8View => bytes_value(
-            valid.then(|| array.as_string_view().value(row).as_bytes()), true),
-        DataType::Binary => bytes_value(
-            valid.then(|| array.as_binary::<i32>().value(row)), false),
-        DataType::LargeBinary => bytes_value(
-            valid.then(|| array.as_binary::<i64>().value(row)), false),
-        DataType::BinaryView => bytes_value(
-            valid.then(|| array.as_binary_view().value(row)), false),
+        DataType::Utf8 => Ok(bytes_value(
+            valid.then(|| array.as_string::<i32>().value(row).as_bytes()), data_type)),
+        DataType::LargeUtf8 => Ok(bytes_value(
+            valid.then(|| array.as_string::<i64>().value(row).as_bytes()), data_type)),
+        DataType::Utf8View => Ok(bytes_value(
+            valid.then(|| array.as_string_view().value(row).as_bytes()), data_type)),
+        DataType::Binary => Ok(bytes_value(
+            valid.then(|| array.as_binary::<i32>().value(row)), data_type)),
+        DataType::LargeBinary => Ok(bytes_value(
+            valid.then(|| array.as_binary::<i64>().value(row)), data_type)),
+        DataType::BinaryView => Ok(bytes_value(
+            valid.then(|| array.as_binary_view().value(row)), data_type)),
         DataType::Boolean => Ok(Arc::new(BooleanArray::from(vec![
             valid.then(|| array.as_boolean().value(row)),
         ])) as ArrayRef),

@@ -397,16 +397,21 @@ impl PartWriter {
             .collect();
         let schema = index::granule_schema(&types, &self.layout.key);
         let mut arrays: Vec<ArrayRef> = vec![index::counts_array(self.granule_rows.clone())];
+        let context = |column: &String| {
+            let (part, column) = (self.name.clone(), column.clone());
+            move |e: Error| e.context(format!("part '{part}', statistics of column '{column}'"))
+        };
         for (j, &k) in self.layout.key.iter().enumerate() {
-            arrays.push(stats::concat(&self.first_keys[j], &types[k].1)?);
+            let (column, data_type) = &types[k];
+            arrays.push(stats::concat(&self.first_keys[j], data_type).map_err(context(column))?);
         }
         // Marks are file offsets: a wide column's blocks follow its header;
         // a compact part's follow the columns before it.
         let mut start = ENVELOPE_HEADER_LEN as u64;
         for (i, sink) in self.columns.iter().enumerate() {
-            let data_type = &types[i].1;
-            arrays.push(stats::concat(&sink.mins, data_type)?);
-            arrays.push(stats::concat(&sink.maxs, data_type)?);
+            let (column, data_type) = &types[i];
+            arrays.push(stats::concat(&sink.mins, data_type).map_err(context(column))?);
+            arrays.push(stats::concat(&sink.maxs, data_type).map_err(context(column))?);
             arrays.push(index::counts_array(sink.nulls.clone()));
             arrays.push(index::marks_array(
                 sink.marks.iter().map(|m| m + start).collect(),

@@ -385,7 +385,9 @@ impl LocalWriter {
 impl FileWriter for LocalWriter {
     async fn write(&mut self, bytes: Bytes) -> Result<()> {
         self.written += bytes.len() as u64;
-        if self.buffer.is_empty() && bytes.len() >= WRITE_BUFFER {
+        // A large piece goes to the kernel as it is, after what is buffered.
+        if bytes.len() >= WRITE_BUFFER {
+            self.flush().await?;
             return self.write_out(bytes).await;
         }
         self.buffer.extend_from_slice(&bytes);

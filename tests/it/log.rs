@@ -7,8 +7,10 @@ use std::sync::Arc;
 
 use arrow::array::{Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use diagon::encoding::envelope::{self, FileKind};
 use diagon::storage::{Faults, Storage, Strike};
 use diagon::{Table, TableOptions};
+use serde_json::Value;
 
 fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]))
@@ -162,4 +164,89 @@ async fn cleanup_keeps_what_opening_needs() {
     bytes[middle] ^= 1;
     std::fs::write(&newest, bytes).unwrap();
     assert_eq!(rows(storage.clone()).await, 35);
+}
+
+/// Rewrites the log file `file` of `dir` with `change` applied to its JSON,
+/// sealed again so that only its content is wrong.
+fn craft(dir: &std::path::Path, file: &str, kind: FileKind, change: impl Fn(&mut Value)) {
+    let path = dir.join("_log").join(file);
+    let bytes = std::fs::read(&path).unwrap();
+    let body = envelope::open(file, kind, &bytes).unwrap();
+    let mut json: Value = serde_json::from_slice(body).unwrap();
+    change(&mut json);
+    let body = serde_json::to_vec(&json).unwrap();
+    std::fs::write(&path, envelope::seal(kind, &body)).unwrap();
+}
+
+/// Points the first part name in `json` at a file outside the table.
+fn escape_name(json: &mut Value) {
+    fn walk(value: &mut Value) -> bool {
+        match value {
+            Value::Object(map) if map.contains_key("name") && map.contains_key("rows") => {
+                map.insert("name".into(), Value::from("../escape"));
+                true
+            }
+            Value::Object(map) => map.values_mut().any(walk),
+            Value::Array(items) => items.iter_mut().any(walk),
+            _ => false,
+        }
+    }
+    assert!(walk(json), "no part entry in {json}");
+}
+
+fn bump_version(json: &mut Value) {
+    let version = json["version"].as_u64().unwrap();
+    json["version"] = Value::from(version + 1);
+}
+
+/// A commit crafted to name a file outside the table, or to hold another
+/// version than its name says, is refused naming the file; a crafted
+/// checkpoint is passed over for the commits it summarised.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crafted_log_files_are_refused() {
+    let expectations = [
+        (
+            escape_name as fn(&mut Value),
+            "invalid part or file name '../escape'",
+        ),
+        (bump_version, "holds version 5, expected 4"),
+    ];
+    for (change, message) in expectations {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = crate::common::local_storage(dir.path());
+        let table = Table::create("t", storage.clone(), schema(), options(2, 3600))
+            .await
+            .unwrap();
+        for i in 0..4 {
+            insert(&table, i * 10..i * 10 + 10).await.unwrap();
+        }
+        let files = log_files(dir.path());
+        assert!(files.contains(&"00000000000000000004.checkpoint".to_string()));
+        assert!(files.contains(&"00000000000000000002.checkpoint".to_string()));
+
+        // The newest checkpoint crafted: the one before and its commits serve.
+        craft(
+            dir.path(),
+            "00000000000000000004.checkpoint",
+            FileKind::Checkpoint,
+            change,
+        );
+        assert_eq!(rows(storage.clone()).await, 40);
+
+        // The newest commit crafted: nothing can serve version 4.
+        craft(
+            dir.path(),
+            "00000000000000000004.commit",
+            FileKind::Commit,
+            change,
+        );
+        let error = match Table::open("t", storage.clone()).await {
+            Err(e) => e,
+            Ok(_) => panic!("a table opened over a crafted commit"),
+        };
+        assert!(error.is_corruption(), "{error}");
+        let text = error.to_string();
+        assert!(text.contains("00000000000000000004.commit"), "{text}");
+        assert!(text.contains(message), "{text}");
+    }
 }

@@ -16,6 +16,8 @@ mod log;
 mod merge;
 mod scan;
 mod skip;
+mod stats;
+mod storage;
 
 /// Notes the largest allocation of watched threads (see `limits`).
 #[global_allocator]

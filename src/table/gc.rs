@@ -8,12 +8,16 @@
 //! files an insert of this process is still writing are never touched.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use super::Table;
 use super::deletes::mask_path;
 use super::log::now_ms;
 use crate::error::Result;
+
+/// The longest a background cleanup waits after the one before it (ms).
+pub const BACKGROUND_CLEANUP_PERIOD_MS: i64 = 10_000;
 
 /// Versions pinned by live readers, with reference counts.
 pub(crate) type Pins = Arc<Mutex<BTreeMap<u64, usize>>>;
@@ -185,6 +189,26 @@ impl Table {
         self.storage().remove_empty_dir(&dir).await
     }
 
+    /// Cleanup after a background merge, when due: at once for a table that
+    /// keeps replaced parts no time, else at most every
+    /// [`BACKGROUND_CLEANUP_PERIOD_MS`] (or `old_parts_lifetime`, if
+    /// shorter). A cleanup lists every file of every part directory, the
+    /// replaced parts kept for their lifetime included: after every merge
+    /// of a table taking many small inserts, that listing grew with the
+    /// parts awaiting deletion (ClickHouse cleans on a timer too).
+    pub async fn collect_garbage_when_due(&self) -> Result<usize> {
+        let lifetime_ms = (self.cached_snapshot().options.old_parts_lifetime as i64)
+            .saturating_mul(1000)
+            .min(BACKGROUND_CLEANUP_PERIOD_MS);
+        let now = now_ms();
+        let last = self.last_cleanup_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < lifetime_ms {
+            return Ok(0);
+        }
+        self.last_cleanup_ms.store(now, Ordering::Relaxed);
+        self.collect_garbage().await
+    }
+
     /// Deletes unreferenced files that no reader can need any more: replaced
     /// ones whose readers in this process are gone, anything unreferenced
     /// for longer than `old_parts_lifetime`, and log files older than the
@@ -275,7 +299,29 @@ impl Table {
         since.retain(|name, _| !referenced.contains(name));
         *crate::sync::lock(&self.unreferenced_since) = since;
         let retention_ms = (snapshot.options.log_retention as i64).saturating_mul(1000);
-        let log_files = super::log::clean(self.storage(), retention_ms, oldest_pin).await?;
+        let log_files = self.clean_log(retention_ms, oldest_pin).await?;
         Ok(deleted.len() + log_files)
+    }
+
+    /// Cleans the log when that can delete something: a checkpoint landed
+    /// since the last cleanup, or a file it kept for its age has aged out.
+    /// Listing the log costs a call per file (a `stat` each, locally), and
+    /// with the default retention an hour of commits stays: listing it
+    /// after every merge made inserts slower as the log grew.
+    async fn clean_log(&self, retention_ms: i64, oldest_pin: Option<u64>) -> Result<usize> {
+        let pointer = super::log::read_pointer(self.storage()).await?;
+        let last = *crate::sync::lock(&self.log_cleanup);
+        let due = match last {
+            None => true,
+            Some((checkpoint, cleaned)) => {
+                checkpoint != pointer || cleaned.next_due_ms.is_some_and(|t| now_ms() >= t)
+            }
+        };
+        if !due {
+            return Ok(0);
+        }
+        let cleaned = super::log::clean(self.storage(), retention_ms, oldest_pin).await?;
+        *crate::sync::lock(&self.log_cleanup) = Some((pointer, cleaned));
+        Ok(cleaned.deleted)
     }
 }

@@ -506,11 +506,21 @@ pub async fn exists(storage: &Storage) -> Result<bool> {
     Ok(files.iter().any(|f| parse_name(&f.name).is_some()))
 }
 
+/// What a log cleanup did, and when another could delete more.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Cleaned {
+    pub deleted: usize,
+    /// When the first file kept only for its age reaches `log_retention`
+    /// (ms since the epoch). Files kept for a pinned reader or the
+    /// checkpoints wait for the next checkpoint instead.
+    pub next_due_ms: Option<i64>,
+}
+
 /// Deletes log files no reader needs: checkpoints and commits older than
 /// the second newest checkpoint (and older than `pinned`, the oldest
 /// version a reader of this process holds), once their files are older
-/// than `retention_ms`. Returns how many were deleted.
-pub async fn clean(storage: &Storage, retention_ms: i64, pinned: Option<u64>) -> Result<usize> {
+/// than `retention_ms`.
+pub async fn clean(storage: &Storage, retention_ms: i64, pinned: Option<u64>) -> Result<Cleaned> {
     let files = storage.list(LOG_DIR).await?;
     let mut checkpoints: Vec<u64> = files
         .iter()
@@ -535,7 +545,7 @@ pub async fn clean(storage: &Storage, retention_ms: i64, pinned: Option<u64>) ->
         }
     }
     let [newest, older] = &readable[..] else {
-        return Ok(0);
+        return Ok(Cleaned::default());
     };
     // Readers arriving later start from the newest checkpoint, whose
     // commits are all kept.
@@ -547,17 +557,23 @@ pub async fn clean(storage: &Storage, retention_ms: i64, pinned: Option<u64>) ->
     }
     let keep_from = older.version.min(pinned.unwrap_or(u64::MAX));
     let now = now_ms();
-    let mut deleted = 0;
+    let mut cleaned = Cleaned::default();
     for file in &files {
         let Some((version, _)) = parse_name(&file.name) else {
             continue;
         };
-        if version < keep_from && now.saturating_sub(file.modified_ms) >= retention_ms {
+        if version >= keep_from {
+            continue;
+        }
+        if now.saturating_sub(file.modified_ms) >= retention_ms {
             storage.delete(&file.name).await?;
-            deleted += 1;
+            cleaned.deleted += 1;
+        } else {
+            let due = file.modified_ms.saturating_add(retention_ms);
+            cleaned.next_due_ms = Some(cleaned.next_due_ms.map_or(due, |t| t.min(due)));
         }
     }
-    Ok(deleted)
+    Ok(cleaned)
 }
 
 pub fn now_ms() -> i64 {

@@ -471,7 +471,7 @@ impl Table {
             if let Err(e) = table.merge_by_policy().await {
                 log::warn!("background merge of table '{}' failed: {e}", table.name());
             }
-            if let Err(e) = table.collect_garbage().await {
+            if let Err(e) = table.collect_garbage_when_due().await {
                 log::warn!("cleanup of table '{}' failed: {e}", table.name());
             }
         });

@@ -101,6 +101,10 @@ pub struct Table {
     merge_lock: tokio::sync::Mutex<()>,
     /// When this handle first saw each unreferenced file (ms), for cleanup.
     unreferenced_since: Mutex<HashMap<String, i64>>,
+    /// The checkpoint pointer at the last log cleanup, and what it did.
+    log_cleanup: Mutex<Option<(Option<u64>, log::Cleaned)>>,
+    /// When the last background cleanup started (ms since the epoch).
+    last_cleanup_ms: std::sync::atomic::AtomicI64,
     /// Set by DROP TABLE: no commit may land after it.
     dropped: std::sync::atomic::AtomicBool,
     /// Dropped with the last handle of this table; see [`Table::on_release`].
@@ -184,6 +188,8 @@ impl Table {
             inflight: Default::default(),
             merge_lock: tokio::sync::Mutex::new(()),
             unreferenced_since: Mutex::new(HashMap::new()),
+            log_cleanup: Mutex::new(None),
+            last_cleanup_ms: std::sync::atomic::AtomicI64::new(0),
             dropped: std::sync::atomic::AtomicBool::new(false),
             released: Mutex::new(Vec::new()),
         }

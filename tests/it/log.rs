@@ -250,3 +250,71 @@ async fn crafted_log_files_are_refused() {
         assert!(text.contains(message), "{text}");
     }
 }
+
+/// Cleanup lists the log only when it can delete something: after a new
+/// checkpoint, or once a file kept for its age has aged out; not after
+/// every merge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_lists_the_log_only_when_it_can_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let (storage, faults) = crate::crash::counting_storage(dir.path());
+    let started = std::time::Instant::now();
+    let table = Table::create("t", storage.clone(), schema(), options(10, 2))
+        .await
+        .unwrap();
+    for i in 0..22 {
+        insert(&table, i..i + 1).await.unwrap();
+    }
+    let old_commits = |dir: &std::path::Path| {
+        log_files(dir)
+            .iter()
+            .filter(|f| f.as_str() < "00000000000000000010")
+            .count()
+    };
+    let gc = || async {
+        let before = faults.lists();
+        table.collect_garbage().await.unwrap();
+        faults.lists() - before
+    };
+    let first = gc().await; // the part directories and the log
+    let young = started.elapsed() < std::time::Duration::from_millis(1500);
+    if young {
+        assert!(
+            old_commits(dir.path()) > 0,
+            "deleted before their retention"
+        );
+        assert_eq!(gc().await, first - 1, "the log was listed again");
+    }
+    // Aged out: the next cleanup lists the log and deletes them.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert_eq!(gc().await, first);
+    assert_eq!(old_commits(dir.path()), 0, "{:?}", log_files(dir.path()));
+    assert_eq!(gc().await, first - 1, "nothing left to age out");
+    // A new checkpoint makes cleanup due again.
+    for i in 22..30 {
+        insert(&table, i..i + 1).await.unwrap();
+    }
+    assert_eq!(gc().await, first);
+    assert_eq!(rows(storage).await, 30);
+}
+
+/// Background cleanup (after each merge) lists the part directories at
+/// most once per period when replaced parts are kept a while, and every
+/// time when they are kept no time at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_cleanup_is_periodic_when_parts_are_kept() {
+    for (lifetime, expected) in [(3600, 0), (0, 1)] {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, faults) = crate::crash::counting_storage(dir.path());
+        let mut options = options(100, 3600);
+        options.old_parts_lifetime = lifetime;
+        let table = Table::create("t", storage, schema(), options)
+            .await
+            .unwrap();
+        insert(&table, 0..10).await.unwrap();
+        table.collect_garbage_when_due().await.unwrap();
+        let before = faults.lists();
+        table.collect_garbage_when_due().await.unwrap();
+        assert_eq!(faults.lists() - before, expected, "lifetime {lifetime}");
+    }
+}

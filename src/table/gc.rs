@@ -189,24 +189,27 @@ impl Table {
         self.storage().remove_empty_dir(&dir).await
     }
 
-    /// Cleanup after a background merge, when due: at once for a table that
-    /// keeps replaced parts no time, else at most every
-    /// [`BACKGROUND_CLEANUP_PERIOD_MS`] (or `old_parts_lifetime`, if
-    /// shorter). A cleanup lists every file of every part directory, the
-    /// replaced parts kept for their lifetime included: after every merge
-    /// of a table taking many small inserts, that listing grew with the
-    /// parts awaiting deletion (ClickHouse cleans on a timer too).
+    /// Cleanup after a background merge. The log is cleaned when that can
+    /// delete something (see [`Table::clean_log`]); part directories at
+    /// once for a table that keeps replaced parts no time, else at most
+    /// every [`BACKGROUND_CLEANUP_PERIOD_MS`] (or `old_parts_lifetime`, if
+    /// shorter). That cleanup lists every file of every part directory,
+    /// the replaced parts kept for their lifetime included: after every
+    /// merge of a table taking many small inserts, the listing grew with
+    /// the parts awaiting deletion (ClickHouse cleans on a timer too).
     pub async fn collect_garbage_when_due(&self) -> Result<usize> {
-        let lifetime_ms = (self.cached_snapshot().options.old_parts_lifetime as i64)
+        let options = &self.cached_snapshot().options;
+        let lifetime_ms = (options.old_parts_lifetime as i64)
             .saturating_mul(1000)
             .min(BACKGROUND_CLEANUP_PERIOD_MS);
         let now = now_ms();
         let last = self.last_cleanup_ms.load(Ordering::Relaxed);
-        if now.saturating_sub(last) < lifetime_ms {
-            return Ok(0);
+        if now.saturating_sub(last) >= lifetime_ms {
+            self.last_cleanup_ms.store(now, Ordering::Relaxed);
+            return self.collect_garbage().await;
         }
-        self.last_cleanup_ms.store(now, Ordering::Relaxed);
-        self.collect_garbage().await
+        let retention_ms = (options.log_retention as i64).saturating_mul(1000);
+        self.clean_log(retention_ms, self.oldest_pin()).await
     }
 
     /// Deletes unreferenced files that no reader can need any more: replaced

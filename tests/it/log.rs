@@ -300,21 +300,42 @@ async fn cleanup_lists_the_log_only_when_it_can_delete() {
 
 /// Background cleanup (after each merge) lists the part directories at
 /// most once per period when replaced parts are kept a while, and every
-/// time when they are kept no time at all.
+/// time when they are kept no time at all; the log is cleaned whenever a
+/// new checkpoint lets it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn background_cleanup_is_periodic_when_parts_are_kept() {
     for (lifetime, expected) in [(3600, 0), (0, 1)] {
         let dir = tempfile::tempdir().unwrap();
         let (storage, faults) = crate::crash::counting_storage(dir.path());
-        let mut options = options(100, 3600);
+        let mut options = options(4, 0);
         options.old_parts_lifetime = lifetime;
-        let table = Table::create("t", storage, schema(), options)
+        let table = Table::create("t", storage.clone(), schema(), options)
             .await
             .unwrap();
-        insert(&table, 0..10).await.unwrap();
+        for i in 0..9 {
+            insert(&table, i..i + 1).await.unwrap();
+        }
         table.collect_garbage_when_due().await.unwrap();
+        let commits = |below: &str| {
+            log_files(dir.path())
+                .into_iter()
+                .filter(|f| f.ends_with(".commit") && f.as_str() < below)
+                .count()
+        };
+        assert_eq!(commits("00000000000000000004"), 0);
         let before = faults.lists();
         table.collect_garbage_when_due().await.unwrap();
         assert_eq!(faults.lists() - before, expected, "lifetime {lifetime}");
+
+        // Checkpoint 12: the log is listed and cleaned, whatever the period.
+        for i in 9..12 {
+            insert(&table, i..i + 1).await.unwrap();
+        }
+        assert!(commits("00000000000000000008") > 0);
+        let before = faults.lists();
+        table.collect_garbage_when_due().await.unwrap();
+        assert_eq!(faults.lists() - before, expected + 1, "lifetime {lifetime}");
+        assert_eq!(commits("00000000000000000008"), 0, "lifetime {lifetime}");
+        assert_eq!(rows(storage).await, 12);
     }
 }

@@ -5,6 +5,7 @@
 //! blocks.
 
 pub mod skip;
+pub mod text;
 
 use arrow::datatypes::Schema;
 

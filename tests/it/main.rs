@@ -1,5 +1,6 @@
 //! Integration tests: one binary, one module per concern.
 
+mod analysis;
 mod catalog;
 mod cli;
 mod common;

@@ -21,6 +21,8 @@ pub enum Error {
     Table(String),
     /// A file that should exist does not.
     NotFound { path: String },
+    /// A search query that does not parse, with the position where it fails.
+    Query { at: usize, reason: String },
     /// The storage backend failed (I/O, network, the object store).
     Store {
         path: String,
@@ -112,6 +114,7 @@ impl fmt::Display for Error {
             ),
             Error::Table(msg) => write!(f, "{msg}"),
             Error::NotFound { path } => write!(f, "'{path}' does not exist"),
+            Error::Query { at, reason } => write!(f, "search query, position {at}: {reason}"),
             Error::Store { path, source } => write!(f, "storage error at '{path}': {source}"),
             Error::Arrow(e) => write!(f, "{e}"),
             Error::Context { context, source } => write!(f, "{context}: {source}"),

@@ -15,6 +15,7 @@ mod format;
 mod limits;
 mod log;
 mod merge;
+mod postings;
 mod query;
 mod scan;
 mod skip;

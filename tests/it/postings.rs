@@ -1,0 +1,148 @@
+//! The postings codec against the lists it encoded: every row, frequency
+//! and position back in order; `seek` lands where a linear search does;
+//! each block's bound is its rows' largest frequency and shortest length;
+//! damaged bytes are errors or wrong-but-bounded values, never a panic.
+
+use diagon::index::text::postings::{BLOCK_LEN, END, Posting, PostingList, encode};
+use proptest::prelude::*;
+
+/// Rows from sorted gaps, each with 1 to 4 positions and a length.
+fn postings() -> impl Strategy<Value = Vec<Posting>> {
+    let gaps = prop_oneof![
+        proptest::collection::vec(0u32..3, 1..700),
+        proptest::collection::vec(0u32..100_000, 1..300),
+        proptest::collection::vec(0u32..2, 255..260),
+    ];
+    gaps.prop_flat_map(|gaps| {
+        let n = gaps.len();
+        (
+            Just(gaps),
+            proptest::collection::vec(proptest::collection::vec(0u32..50, 1..5), n),
+            proptest::collection::vec(1u32..1000, n),
+        )
+    })
+    .prop_map(|(gaps, positions, lens)| {
+        let mut row = 0u32;
+        gaps.iter()
+            .zip(positions)
+            .zip(lens)
+            .enumerate()
+            .map(|(i, ((gap, position_gaps), len))| {
+                row += gap + u32::from(i > 0);
+                let mut at = 0;
+                let positions = position_gaps
+                    .iter()
+                    .enumerate()
+                    .map(|(j, g)| {
+                        at += g + u32::from(j > 0);
+                        at
+                    })
+                    .collect();
+                Posting {
+                    row,
+                    positions,
+                    len,
+                }
+            })
+            .collect()
+    })
+}
+
+fn encoded(list: &[Posting]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    encode(list, &mut bytes);
+    bytes
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn every_posting_reads_back(list in postings()) {
+        let bytes = encoded(&list);
+        let reader = PostingList::open(&bytes).unwrap();
+        prop_assert_eq!(reader.len() as usize, list.len());
+        prop_assert_eq!(reader.blocks(), list.len().div_ceil(BLOCK_LEN));
+        let mut cursor = reader.cursor().unwrap();
+        let mut positions = Vec::new();
+        for (i, p) in list.iter().enumerate() {
+            prop_assert_eq!(cursor.row(), p.row, "row {}", i);
+            prop_assert_eq!(cursor.freq() as usize, p.positions.len());
+            prop_assert_eq!(cursor.block(), i / BLOCK_LEN);
+            cursor.positions(&mut positions).unwrap();
+            prop_assert_eq!(&positions, &p.positions);
+            cursor.advance().unwrap();
+        }
+        prop_assert_eq!(cursor.row(), END);
+        for (b, block) in list.chunks(BLOCK_LEN).enumerate() {
+            let bound = reader.bound(b);
+            prop_assert_eq!(bound.max_freq as usize, block.iter().map(|p| p.positions.len()).max().unwrap());
+            prop_assert_eq!(bound.min_len, block.iter().map(|p| p.len).min().unwrap());
+            prop_assert_eq!(bound.last_row, block.last().unwrap().row);
+        }
+    }
+
+    #[test]
+    fn seek_lands_on_the_first_row_at_or_after_its_target(
+        list in postings(),
+        targets in proptest::collection::vec(0u32..400_000, 1..20),
+    ) {
+        let bytes = encoded(&list);
+        let reader = PostingList::open(&bytes).unwrap();
+        let mut targets = targets;
+        targets.sort_unstable();
+        let mut cursor = reader.cursor().unwrap();
+        let mut positions = Vec::new();
+        for target in targets {
+            let expected = list.iter().find(|p| p.row >= target);
+            let found = cursor.seek(target).unwrap();
+            prop_assert_eq!(found, expected.map_or(END, |p| p.row), "seek {}", target);
+            if let Some(p) = expected {
+                prop_assert_eq!(cursor.freq() as usize, p.positions.len());
+                cursor.positions(&mut positions).unwrap();
+                prop_assert_eq!(&positions, &p.positions);
+            }
+        }
+    }
+
+    /// Truncated or altered bytes: open, iteration and seeks return errors
+    /// or values, and never panic or loop.
+    #[test]
+    fn damaged_lists_never_panic(
+        list in postings(),
+        cut in any::<prop::sample::Index>(),
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 0..4),
+    ) {
+        let mut bytes = encoded(&list);
+        for (at, mask) in flips {
+            let i = at.index(bytes.len());
+            bytes[i] ^= mask;
+        }
+        bytes.truncate(cut.index(bytes.len() + 1));
+        let Ok(reader) = PostingList::open(&bytes) else {
+            return Ok(());
+        };
+        let Ok(mut cursor) = reader.cursor() else {
+            return Ok(());
+        };
+        let mut positions = Vec::new();
+        for _ in 0..list.len() + BLOCK_LEN {
+            if cursor.row() == END || cursor.positions(&mut positions).is_err() {
+                break;
+            }
+            if cursor.advance().is_err() {
+                break;
+            }
+        }
+        if let Ok(mut cursor) = reader.cursor() {
+            let _ = cursor.seek(list[list.len() / 2].row);
+        }
+    }
+}
+
+#[test]
+fn an_empty_or_short_list_is_an_error() {
+    assert!(PostingList::open(&[]).is_err());
+    assert!(PostingList::open(&0u32.to_le_bytes()).is_err());
+    assert!(PostingList::open(&200u32.to_le_bytes()).is_err());
+}

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, one module per concern.
 
 mod analysis;
+mod bm25;
 mod catalog;
 mod cli;
 mod common;

@@ -1,8 +1,9 @@
 //! The inverted text index. So far: analysis, which turns values and
 //! query text into terms the same way; the query language; the
-//! postings codec.
+//! postings codec; BM25 scoring.
 
 pub mod analysis;
+pub mod bm25;
 pub mod postings;
 pub mod query;
 

@@ -22,6 +22,7 @@ mod scan;
 mod skip;
 mod stats;
 mod storage;
+mod text_index;
 
 /// Notes the largest allocation of watched threads (see `limits`).
 #[global_allocator]

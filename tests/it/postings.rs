@@ -3,7 +3,7 @@
 //! each block's bound is its rows' largest frequency and shortest length;
 //! damaged bytes are errors or wrong-but-bounded values, never a panic.
 
-use diagon::index::text::postings::{BLOCK_LEN, END, Posting, PostingList, encode};
+use diagon::index::text::postings::{BLOCK_LEN, END, PostingList, TermPostings, encode};
 use proptest::prelude::*;
 
 /// Rows from sorted gaps, each with 1 to 4 positions and a length.
@@ -48,9 +48,26 @@ fn postings() -> impl Strategy<Value = Vec<Posting>> {
     })
 }
 
+/// One row's postings, for the tests.
+#[derive(Debug, Clone)]
+struct Posting {
+    row: u32,
+    positions: Vec<u32>,
+    len: u32,
+}
+
 fn encoded(list: &[Posting]) -> Vec<u8> {
+    let rows: Vec<u32> = list.iter().map(|p| p.row).collect();
+    let freqs: Vec<u32> = list.iter().map(|p| p.positions.len() as u32).collect();
+    let positions: Vec<u32> = list.iter().flat_map(|p| p.positions.clone()).collect();
+    let len_of = |row: u32| list.iter().find(|p| p.row == row).unwrap().len;
     let mut bytes = Vec::new();
-    encode(list, &mut bytes);
+    let postings = TermPostings {
+        rows: &rows,
+        freqs: &freqs,
+        positions: &positions,
+    };
+    encode(postings, len_of, &mut bytes);
     bytes
 }
 

@@ -32,38 +32,50 @@ pub const BLOCK_LEN: usize = BitPacker4x::BLOCK_LEN;
 /// Bytes of one skip entry.
 const SKIP_LEN: usize = 18;
 
-/// One row's postings, as the writer takes them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Posting {
-    pub row: u32,
-    /// Positions of the term in the row's value, strictly increasing (the
-    /// frequency is their number).
-    pub positions: Vec<u32>,
-    /// The value's length in tokens (for the block's BM25 bound).
-    pub len: u32,
+/// One term's postings in a part, as the index builder holds them:
+/// parallel `rows` (strictly increasing) and `freqs` (each at least 1),
+/// and every row's positions in row order, `freqs[i]` of them for row `i`,
+/// strictly increasing within a row.
+#[derive(Debug, Clone, Copy)]
+pub struct TermPostings<'a> {
+    pub rows: &'a [u32],
+    pub freqs: &'a [u32],
+    pub positions: &'a [u32],
 }
 
-/// Encodes `postings` (rows strictly increasing, each with at least one
-/// position) into `out`.
-pub fn encode(postings: &[Posting], out: &mut Vec<u8>) {
-    debug_assert!(!postings.is_empty());
-    debug_assert!(postings.windows(2).all(|w| w[0].row < w[1].row));
+/// Encodes `postings` into `out`; `len_of` gives a row's length in tokens
+/// (for the blocks' score bounds).
+pub fn encode(postings: TermPostings<'_>, len_of: impl Fn(u32) -> u32, out: &mut Vec<u8>) {
+    let TermPostings {
+        rows: all_rows,
+        freqs: all_freqs,
+        positions: all_positions,
+    } = postings;
+    debug_assert!(!all_rows.is_empty() && all_rows.len() == all_freqs.len());
+    debug_assert!(all_rows.windows(2).all(|w| w[0] < w[1]));
     let packer = BitPacker4x::new();
-    let full = postings.len() / BLOCK_LEN;
-    out.extend_from_slice(&(postings.len() as u32).to_le_bytes());
+    let full = all_rows.len() / BLOCK_LEN;
+    out.extend_from_slice(&(all_rows.len() as u32).to_le_bytes());
     let skips_at = out.len();
     out.resize(skips_at + full * SKIP_LEN, 0);
 
     let mut positions = Vec::new();
+    let mut next_position = 0;
+    let mut put_row_positions = |freq: u32, positions: &mut Vec<u8>| {
+        let end = next_position + freq as usize;
+        put_positions(&all_positions[next_position..end], positions);
+        next_position = end;
+    };
     let mut rows = [0u32; BLOCK_LEN];
     let mut freqs = [0u32; BLOCK_LEN];
     let mut packed = [0u8; 4 * BLOCK_LEN];
     let mut previous: Option<u32> = None;
-    for (b, block) in postings.chunks_exact(BLOCK_LEN).enumerate() {
-        for (i, p) in block.iter().enumerate() {
-            rows[i] = p.row;
-            freqs[i] = p.positions.len() as u32 - 1;
-            put_positions(&p.positions, &mut positions);
+    for b in 0..full {
+        let range = b * BLOCK_LEN..(b + 1) * BLOCK_LEN;
+        rows.copy_from_slice(&all_rows[range.clone()]);
+        for (i, &freq) in all_freqs[range.clone()].iter().enumerate() {
+            freqs[i] = freq - 1;
+            put_row_positions(freq, &mut positions);
         }
         let row_bits = packer.num_bits_strictly_sorted(previous, &rows);
         let freq_bits = packer.num_bits(&freqs);
@@ -72,8 +84,8 @@ pub fn encode(postings: &[Posting], out: &mut Vec<u8>) {
         let n = packer.compress(&freqs, &mut packed, freq_bits);
         out.extend_from_slice(&packed[..n]);
 
-        let (max_freq, min_len) = bound(block);
-        let last_row = block[BLOCK_LEN - 1].row;
+        let (max_freq, min_len) = bound(&all_rows[range.clone()], &all_freqs[range], &len_of);
+        let last_row = rows[BLOCK_LEN - 1];
         let skip = &mut out[skips_at + b * SKIP_LEN..skips_at + (b + 1) * SKIP_LEN];
         skip[0..4].copy_from_slice(&last_row.to_le_bytes());
         skip[4..8].copy_from_slice(&max_freq.to_le_bytes());
@@ -83,27 +95,27 @@ pub fn encode(postings: &[Posting], out: &mut Vec<u8>) {
         skip[17] = freq_bits;
         previous = Some(last_row);
     }
-    let tail = &postings[full * BLOCK_LEN..];
+    let tail = full * BLOCK_LEN..all_rows.len();
     let mut last = previous;
-    for p in tail {
-        put_varint(last.map_or(p.row, |l| p.row - l - 1), out);
-        last = Some(p.row);
+    for &row in &all_rows[tail.clone()] {
+        put_varint(last.map_or(row, |l| row - l - 1), out);
+        last = Some(row);
     }
-    for p in tail {
-        put_varint(p.positions.len() as u32 - 1, out);
-        put_positions(&p.positions, &mut positions);
+    for &freq in &all_freqs[tail.clone()] {
+        put_varint(freq - 1, out);
+        put_row_positions(freq, &mut positions);
     }
-    let (max_freq, min_len) = bound(tail);
+    let (max_freq, min_len) = bound(&all_rows[tail.clone()], &all_freqs[tail], &len_of);
     put_varint(max_freq, out);
     put_varint(min_len, out);
     out.extend_from_slice(&positions);
 }
 
-/// The largest frequency and the shortest length among `postings`.
-fn bound(postings: &[Posting]) -> (u32, u32) {
-    postings.iter().fold((0, u32::MAX), |(f, l), p| {
-        (f.max(p.positions.len() as u32), l.min(p.len))
-    })
+/// The largest frequency and the shortest length among `rows`.
+fn bound(rows: &[u32], freqs: &[u32], len_of: &impl Fn(u32) -> u32) -> (u32, u32) {
+    let max_freq = freqs.iter().copied().max().unwrap_or(0);
+    let min_len = rows.iter().map(|&r| len_of(r)).min().unwrap_or(u32::MAX);
+    (max_freq, min_len)
 }
 
 fn put_positions(positions: &[u32], out: &mut Vec<u8>) {

@@ -1,0 +1,457 @@
+//! The text index of one column of one part, as a part component
+//! (kind [`KIND`]): built from the part's rows granule by granule, read
+//! back block by block.
+//!
+//! ```text
+//! block 0                summary: part rows, rows with tokens, their total
+//!                        length, terms, and how many blocks of each kind follow
+//! block 1                term dictionary: an fst map from term to ordinal
+//! term info blocks       per term (TERMS_PER_BLOCK a block): document
+//!                        frequency, postings block, offset and length (u32 LE each)
+//! norm blocks            per part row (NORMS_PER_BLOCK a block): its length
+//!                        code (bm25::encode_length; 0 for a row without tokens)
+//! postings blocks        posting lists (postings.rs) in term order, cut near
+//!                        POSTINGS_BLOCK_BYTES; a longer list has a block alone
+//! ```
+//! A row's length counts its token positions (tokens sharing a position,
+//! such as one start's n-grams, count once, as Lucene discounts overlaps).
+//! Rows without tokens (NULL, empty, only stop words) hold no posting and
+//! do not count in the statistics, as in Lucene.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::DataType;
+use fst::{Map, MapBuilder};
+
+use super::analysis::Analyzer;
+use super::bm25::{ColumnStats, encode_length};
+use super::postings::{PostingList, TermPostings, encode};
+use crate::encoding::Codec;
+use crate::error::{Error, Result};
+use crate::part::component::{BuiltComponent, Component, ComponentBuilder};
+
+pub const KIND: &str = "text_index";
+pub const VERSION: u16 = 1;
+
+/// Terms per term info block.
+pub const TERMS_PER_BLOCK: usize = 4096;
+/// Rows per norm block.
+pub const NORMS_PER_BLOCK: usize = 65536;
+/// Where a postings block is cut (a longer list is a block of its own).
+pub const POSTINGS_BLOCK_BYTES: usize = 256 << 10;
+
+const TERM_INFO_LEN: usize = 16;
+const SUMMARY_LEN: usize = 8 * 4 + 4 * 3;
+
+/// One term's postings while the part is being built.
+#[derive(Default)]
+struct TermBuffer {
+    rows: Vec<u32>,
+    freqs: Vec<u32>,
+    positions: Vec<u32>,
+}
+
+/// Builds the text index of one column from the part's granules.
+pub struct TextIndexBuilder {
+    column: usize,
+    name: String,
+    analyzer: Analyzer,
+    terms: HashMap<Box<str>, TermBuffer>,
+    /// Length of every part row so far (0 without tokens).
+    lens: Vec<u32>,
+    stats: ColumnStats,
+}
+
+impl TextIndexBuilder {
+    /// A builder for the column at `column` (named `name`) of the part's
+    /// schema, analysed by `analyzer`.
+    pub fn new(column: usize, name: &str, analyzer: Analyzer) -> Self {
+        TextIndexBuilder {
+            column,
+            name: name.to_string(),
+            analyzer,
+            terms: HashMap::new(),
+            lens: Vec::new(),
+            stats: ColumnStats::default(),
+        }
+    }
+
+    fn add_value(&mut self, row: u32, text: &str) {
+        let mut len = 0u32;
+        let mut last_position = None;
+        let terms = &mut self.terms;
+        self.analyzer.analyze(text, |token| {
+            if last_position != Some(token.position) {
+                len += 1;
+                last_position = Some(token.position);
+            }
+            let buffer = match terms.get_mut(token.term) {
+                Some(buffer) => buffer,
+                None => terms.entry(Box::from(token.term)).or_default(),
+            };
+            if buffer.rows.last() == Some(&row) {
+                *buffer.freqs.last_mut().expect("a row has its frequency") += 1;
+            } else {
+                buffer.rows.push(row);
+                buffer.freqs.push(1);
+            }
+            buffer.positions.push(token.position);
+        });
+        self.lens.push(len);
+        if len > 0 {
+            self.stats.rows += 1;
+            self.stats.total_len += u64::from(len);
+        }
+    }
+}
+
+/// Each row's text of a string column (`None` for NULL).
+fn for_each_text(name: &str, array: &dyn Array, mut f: impl FnMut(Option<&str>)) -> Result<()> {
+    match array.data_type() {
+        DataType::Utf8 => array.as_string::<i32>().iter().for_each(&mut f),
+        DataType::LargeUtf8 => array.as_string::<i64>().iter().for_each(&mut f),
+        DataType::Utf8View => array.as_string_view().iter().for_each(&mut f),
+        other => {
+            return Err(Error::UnsupportedType {
+                column: name.to_string(),
+                data_type: format!("{other} for a text index (it takes strings)"),
+            });
+        }
+    }
+    Ok(())
+}
+
+impl ComponentBuilder for TextIndexBuilder {
+    fn add_granule(&mut self, first_row: u64, granule: &RecordBatch) -> Result<()> {
+        if first_row != self.lens.len() as u64 {
+            return Err(Error::Schema(format!(
+                "text index on '{}': granule at row {first_row} after {} rows",
+                self.name,
+                self.lens.len()
+            )));
+        }
+        let end = first_row + granule.num_rows() as u64;
+        if end > u64::from(u32::MAX) {
+            return Err(Error::Schema(format!(
+                "text index on '{}': a part holds at most {} rows",
+                self.name,
+                u32::MAX
+            )));
+        }
+        let (name, column) = (self.name.clone(), granule.column(self.column).clone());
+        let mut row = first_row as u32;
+        for_each_text(&name, column.as_ref(), |text| {
+            match text {
+                Some(text) => self.add_value(row, text),
+                None => self.lens.push(0),
+            }
+            row += 1;
+        })?;
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>) -> Result<BuiltComponent> {
+        let TextIndexBuilder {
+            name,
+            analyzer,
+            terms,
+            lens,
+            stats,
+            ..
+        } = *self;
+        let mut terms: Vec<(Box<str>, TermBuffer)> = terms.into_iter().collect();
+        terms.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+
+        let mut dictionary = MapBuilder::memory();
+        let mut infos = Vec::with_capacity(terms.len() * TERM_INFO_LEN);
+        let mut postings_blocks: Vec<Vec<u8>> = Vec::new();
+        let mut current = Vec::new();
+        let mut list = Vec::new();
+        let len_of = |row: u32| lens[row as usize];
+        for (ordinal, (term, buffer)) in terms.iter().enumerate() {
+            dictionary
+                .insert(term.as_bytes(), ordinal as u64)
+                .map_err(|e| Error::Schema(format!("text index on '{name}': {e}")))?;
+            list.clear();
+            let postings = TermPostings {
+                rows: &buffer.rows,
+                freqs: &buffer.freqs,
+                positions: &buffer.positions,
+            };
+            encode(postings, len_of, &mut list);
+            if !current.is_empty() && current.len() + list.len() > POSTINGS_BLOCK_BYTES {
+                postings_blocks.push(std::mem::take(&mut current));
+            }
+            for value in [
+                buffer.rows.len() as u32,
+                postings_blocks.len() as u32,
+                current.len() as u32,
+                list.len() as u32,
+            ] {
+                infos.extend_from_slice(&value.to_le_bytes());
+            }
+            current.extend_from_slice(&list);
+        }
+        if !current.is_empty() {
+            postings_blocks.push(current);
+        }
+        let dictionary = dictionary
+            .into_inner()
+            .map_err(|e| Error::Schema(format!("text index on '{name}': {e}")))?;
+        let info_blocks: Vec<Vec<u8>> = infos
+            .chunks(TERMS_PER_BLOCK * TERM_INFO_LEN)
+            .map(<[u8]>::to_vec)
+            .collect();
+        let norms: Vec<u8> = lens.iter().map(|&l| encode_length(l)).collect();
+        let norm_blocks: Vec<Vec<u8>> = norms.chunks(NORMS_PER_BLOCK).map(<[u8]>::to_vec).collect();
+
+        let summary = Summary {
+            part_rows: lens.len() as u64,
+            stats,
+            terms: terms.len() as u64,
+            info_blocks: info_blocks.len() as u32,
+            norm_blocks: norm_blocks.len() as u32,
+            postings_blocks: postings_blocks.len() as u32,
+        };
+        let mut blocks = vec![summary.encode(), dictionary];
+        blocks.extend(info_blocks);
+        blocks.extend(norm_blocks);
+        blocks.extend(postings_blocks);
+        Ok(BuiltComponent {
+            kind: KIND.to_string(),
+            columns: vec![name],
+            version: VERSION,
+            params: analyzer.to_string(),
+            blocks,
+            codec: Codec::None,
+        })
+    }
+}
+
+/// Block 0 of a text index component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    /// Rows of the part (norms cover every one).
+    pub part_rows: u64,
+    /// Rows with tokens and their lengths summed.
+    pub stats: ColumnStats,
+    pub terms: u64,
+    pub info_blocks: u32,
+    pub norm_blocks: u32,
+    pub postings_blocks: u32,
+}
+
+impl Summary {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(SUMMARY_LEN);
+        for value in [
+            self.part_rows,
+            self.stats.rows,
+            self.stats.total_len,
+            self.terms,
+        ] {
+            out.extend_from_slice(&value.to_le_bytes());
+        }
+        for value in [self.info_blocks, self.norm_blocks, self.postings_blocks] {
+            out.extend_from_slice(&value.to_le_bytes());
+        }
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> std::result::Result<Self, String> {
+        if bytes.len() != SUMMARY_LEN {
+            return Err(format!("summary of {} bytes", bytes.len()));
+        }
+        let u64_at = |i: usize| u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().unwrap());
+        let u32_at =
+            |i: usize| u32::from_le_bytes(bytes[32 + i * 4..36 + i * 4].try_into().unwrap());
+        let summary = Summary {
+            part_rows: u64_at(0),
+            stats: ColumnStats {
+                rows: u64_at(1),
+                total_len: u64_at(2),
+            },
+            terms: u64_at(3),
+            info_blocks: u32_at(0),
+            norm_blocks: u32_at(1),
+            postings_blocks: u32_at(2),
+        };
+        let expected_info = summary.terms.div_ceil(TERMS_PER_BLOCK as u64);
+        let expected_norms = summary.part_rows.div_ceil(NORMS_PER_BLOCK as u64);
+        if u64::from(summary.info_blocks) != expected_info
+            || u64::from(summary.norm_blocks) != expected_norms
+            || summary.stats.rows > summary.part_rows
+        {
+            return Err("summary counts disagree".into());
+        }
+        Ok(summary)
+    }
+}
+
+/// Where a term's postings lie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TermInfo {
+    /// Rows of the part holding the term.
+    pub doc_freq: u32,
+    block: u32,
+    offset: u32,
+    len: u32,
+}
+
+/// A text index component opened for reading: blocks are fetched, checked
+/// and cached one at a time as lookups need them.
+#[derive(Debug, Clone)]
+pub struct TextIndexReader {
+    component: Component,
+    summary: Summary,
+    analyzer: Analyzer,
+}
+
+/// A postings block, kept whole in the cache.
+pub struct PostingsBlock(Vec<u8>);
+
+impl PostingsBlock {
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl TextIndexReader {
+    /// Opens `component` (reading its summary block).
+    pub async fn open(component: Component) -> Result<Self> {
+        let meta = component.meta();
+        let corrupt = |reason: String| {
+            Error::corrupt(
+                meta.file.clone(),
+                format!("component {}: {reason}", meta.describe()),
+            )
+        };
+        if meta.kind != KIND || meta.version != VERSION {
+            return Err(corrupt(format!(
+                "expected {KIND} version {VERSION}, found {} version {}",
+                meta.kind, meta.version
+            )));
+        }
+        let analyzer =
+            Analyzer::parse("analyzer", &meta.params).map_err(|e| corrupt(e.to_string()))?;
+        let summary = *component
+            .block(0, Summary::decode, |_| SUMMARY_LEN as u64)
+            .await?;
+        let expected = 2
+            + u64::from(summary.info_blocks)
+            + u64::from(summary.norm_blocks)
+            + u64::from(summary.postings_blocks);
+        let blocks = component.block_count().await? as u64;
+        if blocks != expected {
+            return Err(corrupt(format!(
+                "{blocks} blocks, its summary says {expected}"
+            )));
+        }
+        Ok(TextIndexReader {
+            component,
+            summary,
+            analyzer,
+        })
+    }
+
+    pub fn summary(&self) -> &Summary {
+        &self.summary
+    }
+
+    /// The analyzer the column was indexed with.
+    pub fn analyzer(&self) -> Analyzer {
+        self.analyzer
+    }
+
+    async fn dictionary(&self) -> Result<Arc<Map<Vec<u8>>>> {
+        self.component
+            .block(
+                1,
+                |bytes| Map::new(bytes.to_vec()).map_err(|e| format!("term dictionary: {e}")),
+                |map| map.as_fst().as_bytes().len() as u64,
+            )
+            .await
+    }
+
+    /// Where `term` (already analysed) lies, or `None` if no row holds it.
+    pub async fn term(&self, term: &str) -> Result<Option<TermInfo>> {
+        let Some(ordinal) = self.dictionary().await?.get(term) else {
+            return Ok(None);
+        };
+        if ordinal >= self.summary.terms {
+            return Err(self.corrupt(format!("term ordinal {ordinal} past its terms")));
+        }
+        let block = 2 + ordinal as usize / TERMS_PER_BLOCK;
+        let infos = self
+            .component
+            .block(block, |b| Ok(b.to_vec()), |b| b.len() as u64)
+            .await?;
+        let at = (ordinal as usize % TERMS_PER_BLOCK) * TERM_INFO_LEN;
+        let word = |i: usize| -> Result<u32> {
+            infos
+                .get(at + i * 4..at + i * 4 + 4)
+                .map(|w| u32::from_le_bytes(w.try_into().unwrap()))
+                .ok_or_else(|| self.corrupt(format!("term info {ordinal} past its block")))
+        };
+        Ok(Some(TermInfo {
+            doc_freq: word(0)?,
+            block: word(1)?,
+            offset: word(2)?,
+            len: word(3)?,
+        }))
+    }
+
+    /// The postings block holding `info`'s list, and the list's range in it.
+    pub async fn postings(
+        &self,
+        info: &TermInfo,
+    ) -> Result<(Arc<PostingsBlock>, std::ops::Range<usize>)> {
+        if info.block >= self.summary.postings_blocks {
+            return Err(self.corrupt(format!("postings block {} past its blocks", info.block)));
+        }
+        let block = 2
+            + self.summary.info_blocks as usize
+            + self.summary.norm_blocks as usize
+            + info.block as usize;
+        let bytes = self
+            .component
+            .block(
+                block,
+                |b| Ok(PostingsBlock(b.to_vec())),
+                |b| b.0.len() as u64,
+            )
+            .await?;
+        let range = info.offset as usize..info.offset as usize + info.len as usize;
+        if range.end > bytes.0.len() {
+            return Err(self.corrupt(format!("a posting list past postings block {}", info.block)));
+        }
+        Ok((bytes, range))
+    }
+
+    /// Opens a posting list returned by [`Self::postings`], naming the
+    /// component when it is malformed.
+    pub fn posting_list<'a>(&self, bytes: &'a [u8]) -> Result<PostingList<'a>> {
+        PostingList::open(bytes).map_err(|e| self.corrupt(format!("posting list: {e}")))
+    }
+
+    /// The length codes of rows `NORMS_PER_BLOCK * b ..` (norm block `b`).
+    pub async fn norms(&self, b: usize) -> Result<Arc<Vec<u8>>> {
+        if b >= self.summary.norm_blocks as usize {
+            return Err(self.corrupt(format!("norm block {b} past its blocks")));
+        }
+        let block = 2 + self.summary.info_blocks as usize + b;
+        self.component
+            .block(block, |bytes| Ok(bytes.to_vec()), |n| n.len() as u64)
+            .await
+    }
+
+    fn corrupt(&self, reason: String) -> Error {
+        let meta = self.component.meta();
+        Error::corrupt(
+            meta.file.clone(),
+            format!("component {}: {reason}", meta.describe()),
+        )
+    }
+}

@@ -1,0 +1,171 @@
+//! A part's text index component against brute force: every term's rows,
+//! frequencies and positions, every row's length code, and the column
+//! statistics equal what analysing each row gives; across term info,
+//! norm and postings block boundaries; for every string type.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use diagon::index::text::Analyzer;
+use diagon::index::text::bm25::encode_length;
+use diagon::index::text::component::{NORMS_PER_BLOCK, TextIndexBuilder, TextIndexReader};
+use diagon::index::text::postings::END;
+use diagon::part::component::{Component, ComponentBuilder};
+use diagon::storage::Storage;
+use proptest::prelude::*;
+
+/// Per term: (row, positions) in row order.
+type Expected = BTreeMap<String, Vec<(u32, Vec<u32>)>>;
+
+fn brute_force(analyzer: Analyzer, rows: &[Option<String>]) -> (Expected, Vec<u32>) {
+    let mut terms: Expected = BTreeMap::new();
+    let mut lens = Vec::new();
+    for (row, text) in rows.iter().enumerate() {
+        let mut positions: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        let mut distinct = std::collections::BTreeSet::new();
+        if let Some(text) = text {
+            analyzer.analyze(text, |t| {
+                positions
+                    .entry(t.term.to_string())
+                    .or_default()
+                    .push(t.position);
+                distinct.insert(t.position);
+            });
+        }
+        lens.push(distinct.len() as u32);
+        for (term, p) in positions {
+            terms.entry(term).or_default().push((row as u32, p));
+        }
+    }
+    (terms, lens)
+}
+
+async fn build(
+    analyzer: Analyzer,
+    rows: &[Option<String>],
+    granule: usize,
+    data_type: &DataType,
+) -> TextIndexReader {
+    let schema = Arc::new(Schema::new(vec![Field::new(
+        "body",
+        data_type.clone(),
+        true,
+    )]));
+    let mut builder: Box<dyn ComponentBuilder> =
+        Box::new(TextIndexBuilder::new(0, "body", analyzer));
+    for (g, chunk) in rows.chunks(granule).enumerate() {
+        let array: ArrayRef = Arc::new(StringArray::from(chunk.to_vec()));
+        let array = arrow::compute::cast(&array, data_type).unwrap();
+        let batch = RecordBatch::try_new(schema.clone(), vec![array]).unwrap();
+        builder.add_granule((g * granule) as u64, &batch).unwrap();
+    }
+    let built = builder.finish().unwrap();
+    let (bytes, meta) = built.encode("text_body.cmp").unwrap();
+    let storage = Storage::memory("memory://text");
+    storage.put("part/text_body.cmp", bytes).await.unwrap();
+    let component = Component::open(&storage, "part", &meta).unwrap();
+    TextIndexReader::open(component).await.unwrap()
+}
+
+async fn check(
+    analyzer: Analyzer,
+    rows: &[Option<String>],
+    granule: usize,
+    data_type: &DataType,
+) -> TextIndexReader {
+    let reader = build(analyzer, rows, granule, data_type).await;
+    let (terms, lens) = brute_force(analyzer, rows);
+    let summary = reader.summary();
+    assert_eq!(summary.part_rows, rows.len() as u64);
+    assert_eq!(summary.terms, terms.len() as u64);
+    assert_eq!(
+        summary.stats.rows,
+        lens.iter().filter(|&&l| l > 0).count() as u64
+    );
+    assert_eq!(
+        summary.stats.total_len,
+        lens.iter().map(|&l| u64::from(l)).sum::<u64>()
+    );
+    assert_eq!(reader.analyzer(), analyzer);
+
+    let mut positions = Vec::new();
+    for (term, expected) in &terms {
+        let info = reader.term(term).await.unwrap().expect(term);
+        assert_eq!(info.doc_freq as usize, expected.len(), "{term}");
+        let (block, range) = reader.postings(&info).await.unwrap();
+        let list = reader.posting_list(&block.bytes()[range]).unwrap();
+        let mut cursor = list.cursor().unwrap();
+        for (row, expected_positions) in expected {
+            assert_eq!(cursor.row(), *row, "{term}");
+            assert_eq!(cursor.freq() as usize, expected_positions.len());
+            cursor.positions(&mut positions).unwrap();
+            assert_eq!(&positions, expected_positions, "{term} row {row}");
+            cursor.advance().unwrap();
+        }
+        assert_eq!(cursor.row(), END, "{term}");
+    }
+    assert_eq!(reader.term("no-such-term").await.unwrap(), None);
+    for (b, chunk) in lens.chunks(NORMS_PER_BLOCK).enumerate() {
+        let norms = reader.norms(b).await.unwrap();
+        let expected: Vec<u8> = chunk.iter().map(|&l| encode_length(l)).collect();
+        assert_eq!(norms.as_slice(), expected.as_slice(), "norm block {b}");
+    }
+    reader
+}
+
+fn corpus() -> impl Strategy<Value = Vec<Option<String>>> {
+    let word = prop_oneof![
+        Just("the".to_string()),
+        Just("Wireless".to_string()),
+        Just("headphones".to_string()),
+        Just("noise-cancelling".to_string()),
+        Just("café".to_string()),
+        "[a-e]{1,3}",
+        "[a-z]{4,9}",
+    ];
+    let text = proptest::collection::vec(word, 0..12).prop_map(|w| w.join(" "));
+    proptest::collection::vec(proptest::option::weighted(0.9, text), 1..300)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn a_part_index_equals_brute_force(
+        rows in corpus(),
+        granule in 1usize..64,
+        analyzer in prop_oneof![
+            Just("standard"), Just("english"), Just("simple"), Just("ngram(2,3)")
+        ],
+        view in any::<bool>(),
+    ) {
+        let data_type = if view { DataType::Utf8View } else { DataType::LargeUtf8 };
+        let analyzer = Analyzer::parse("analyzer.body", analyzer).unwrap();
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(check(analyzer, &rows, granule, &data_type));
+    }
+}
+
+/// More terms than a term info block, more rows than a norm block, and a
+/// posting list longer than a postings block.
+#[tokio::test]
+async fn large_parts_cross_every_block_boundary() {
+    let rows: Vec<Option<String>> = (0..NORMS_PER_BLOCK + 5000)
+        .map(|i| {
+            let repeated = if i % 3 == 0 {
+                " common".repeat(40)
+            } else {
+                String::new()
+            };
+            Some(format!("w{} x{}{repeated}", i % 5000, i % 7))
+        })
+        .collect();
+    let reader = check(Analyzer::Standard, &rows, 8192, &DataType::Utf8).await;
+    let summary = reader.summary();
+    assert!(summary.info_blocks >= 2, "{summary:?}");
+    assert_eq!(summary.norm_blocks, 2);
+    assert!(summary.postings_blocks >= 3, "{summary:?}");
+}

@@ -1,5 +1,5 @@
-//! Part components that index a part's rows: skip indexes today (the
-//! inverted text index plugs in beside them). Each kind supplies a
+//! Part components that index a part's rows: skip indexes and the
+//! inverted text index. Each kind supplies a
 //! [`crate::part::component::ComponentBuilder`] the part writer feeds
 //! granule by granule, and a reader that answers from the component's
 //! blocks.
@@ -7,10 +7,14 @@
 pub mod skip;
 pub mod text;
 
+use std::collections::BTreeMap;
+
 use arrow::datatypes::Schema;
 
-use crate::part::component::ComponentBuilder;
+use crate::part::component::{ComponentBuilder, ComponentMeta};
 use skip::{SkipIndexBuilder, SkipSpec};
+use text::Analyzer;
+use text::component::TextIndexBuilder;
 
 /// Builders for the declared skip indexes of `schema`'s columns (by name),
 /// in a stable order; `minmax` needs none.
@@ -27,4 +31,31 @@ pub fn skip_builders<'a>(
                 as Box<dyn ComponentBuilder>)
         })
         .collect()
+}
+
+/// Builders for the text indexes of `schema`'s columns (by name).
+pub fn text_builders(
+    schema: &Schema,
+    declared: &BTreeMap<String, Analyzer>,
+) -> Vec<Box<dyn ComponentBuilder>> {
+    declared
+        .iter()
+        .filter_map(|(column, analyzer)| {
+            let position = schema.index_of(column).ok()?;
+            Some(Box::new(TextIndexBuilder::new(position, column, *analyzer))
+                as Box<dyn ComponentBuilder>)
+        })
+        .collect()
+}
+
+/// Whether `components` hold the text index of `column` analysed by
+/// `analyzer` (a part written before the index was declared, or with
+/// another analyzer, does not).
+pub fn has_text_index(components: &[ComponentMeta], column: &str, analyzer: &Analyzer) -> bool {
+    components.iter().any(|c| {
+        c.kind == text::component::KIND
+            && c.version == text::component::VERSION
+            && c.columns.first().map(String::as_str) == Some(column)
+            && c.params == analyzer.to_string()
+    })
 }

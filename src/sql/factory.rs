@@ -16,6 +16,7 @@ use super::provider::DiagonTableProvider;
 use crate::error::Error;
 use crate::index::skip::SkipSpec;
 use crate::storage::Storage;
+use crate::table::options::TextSearch;
 use crate::table::{Table, TableOptions};
 
 /// Option namespaces that configure object stores, not the table; the CLI
@@ -90,12 +91,15 @@ impl TableProviderFactory for DiagonTableFactory {
         let existing = Table::open(&name, storage.clone()).await?;
         let table = match existing {
             Some(table) => {
-                let added = check_reopen(&name, &table, &schema, &options)?;
+                let (added, text) = check_reopen(&name, &table, &schema, &options)?;
                 if !schema.fields().is_empty() {
                     check_extras(&name, &table, &schema, cmd)?;
                 }
                 if !added.is_empty() {
                     table.add_skip_indexes(&added).await?;
+                }
+                if let Some(text) = text {
+                    table.set_text_search(text).await?;
                 }
                 table
             }
@@ -122,15 +126,18 @@ impl TableProviderFactory for DiagonTableFactory {
 
 /// A reopen may restate the columns and options, but must not contradict
 /// what the table stores: diagon never silently ignores a declaration. The
-/// one change a reopen may make is to declare new skip indexes, which are
-/// returned to be added.
+/// changes a reopen may make are to declare new skip indexes, returned to
+/// be added, and to declare the text search options anew (text indexes,
+/// analyzers, BM25 parameters, the default operator), returned when they
+/// differ from the table's.
 fn check_reopen(
     name: &str,
     table: &Table,
     schema: &Schema,
     options: &HashMap<String, String>,
-) -> Result<Vec<(String, SkipSpec)>> {
+) -> Result<Reopened> {
     let mut added = Vec::new();
+    let mut text = None;
     let snapshot = table.cached_snapshot();
     if !schema.fields().is_empty() {
         let stored = snapshot.schema.fields();
@@ -157,10 +164,16 @@ fn check_reopen(
                 added.push((column.clone(), *spec));
             }
         }
+        let given_text = TextSearch::of(&given);
+        let declares_text = options.keys().any(|k| is_text_search_option(k));
+        if declares_text && given_text != TextSearch::of(&snapshot.options) {
+            text = Some(given_text);
+        }
         for (key, value) in given.to_map() {
             let is_new_index = key
                 .strip_prefix("skip_index.")
-                .is_some_and(|c| added.iter().any(|(a, _)| a == c));
+                .is_some_and(|c| added.iter().any(|(a, _)| a == c))
+                || is_text_search_option(&key);
             if options.keys().any(|k| k.eq_ignore_ascii_case(&key))
                 && stored.get(&key) != Some(&value)
                 && !is_new_index
@@ -172,7 +185,20 @@ fn check_reopen(
             }
         }
     }
-    Ok(added)
+    Ok((added, text))
+}
+
+/// What a reopen declares anew: skip indexes to add, and the text search
+/// options when they differ from the table's.
+type Reopened = (Vec<(String, SkipSpec)>, Option<TextSearch>);
+
+/// Whether `key` is one of the text search options a reopen may change.
+fn is_text_search_option(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    matches!(
+        key.as_str(),
+        "text_index" | "bm25.k1" | "bm25.b" | "default_operator"
+    ) || key.starts_with("analyzer.")
 }
 
 /// Defaults and constraints restated at a reopen must be those stored.

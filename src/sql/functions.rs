@@ -127,6 +127,7 @@ fn parts_schema() -> SchemaRef {
             DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
             false,
         ),
+        Field::new("components", DataType::Utf8, false),
     ]))
 }
 
@@ -307,6 +308,15 @@ fn parts_batch(snapshot: &Snapshot, indexes: &[Arc<PartIndex>]) -> Result<Record
             TimestampMillisecondArray::from_iter_values(entries.iter().map(|p| p.created_ms))
                 .with_timezone("UTC"),
         ),
+        Arc::new(StringArray::from_iter_values(indexes.iter().map(|i| {
+            let components: Vec<String> = i
+                .meta
+                .components
+                .iter()
+                .map(|c| format!("{} {}", c.describe(), c.params))
+                .collect();
+            components.join(", ")
+        }))),
     ];
     RecordBatch::try_new(parts_schema(), columns).map_err(DataFusionError::from)
 }

@@ -437,7 +437,10 @@ impl Table {
                                 && c.columns.first() == Some(column)
                         })
                     });
-                needed |= missing;
+                let missing_text = snapshot.options.text_indexes.iter().any(|(column, a)| {
+                    !crate::index::has_text_index(&index.meta.components, column, a)
+                });
+                needed |= missing || missing_text;
             }
             match needed && self.merge_parts(&snapshot, &all).await?.is_some() {
                 true => 1,

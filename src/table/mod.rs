@@ -376,7 +376,13 @@ impl Table {
 
     /// Builders of the components a new part of `snapshot`'s table gets.
     pub fn component_builders(snapshot: &Snapshot) -> Vec<Box<dyn ComponentBuilder>> {
-        crate::index::skip_builders(&snapshot.schema, &snapshot.options.skip_indexes)
+        let options = &snapshot.options;
+        let mut builders = crate::index::skip_builders(&snapshot.schema, &options.skip_indexes);
+        builders.extend(crate::index::text_builders(
+            &snapshot.schema,
+            &options.text_indexes,
+        ));
+        builders
     }
 
     /// Starts an insert; nothing is visible until [`InsertWriter::commit`].
@@ -456,6 +462,18 @@ impl Table {
         };
         let version = self
             .commit_attempts("ALTER", &mut |base| Some(base.parts.clone()), &add)
+            .await?;
+        Ok(version.expect("an unconditional commit is never refused"))
+    }
+
+    /// Sets the text search options (text indexes, analyzers, BM25, the
+    /// default operator). Parts written before get a declared index when
+    /// merged; `diagon_optimize('t', true)` builds them for all.
+    pub async fn set_text_search(&self, text: options::TextSearch) -> Result<u64> {
+        let version = self
+            .commit_attempts("ALTER", &mut |base| Some(base.parts.clone()), &|o| {
+                text.apply(o)
+            })
             .await?;
         Ok(version.expect("an unconditional commit is never refused"))
     }

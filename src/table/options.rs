@@ -3,11 +3,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use arrow::datatypes::{Field, Schema};
+use arrow::datatypes::{DataType, Field, Schema};
 
 use crate::encoding::CodecChain;
 use crate::error::{Error, Result};
 use crate::index::skip::SkipSpec;
+use crate::index::text::bm25::Bm25;
+use crate::index::text::{Analyzer, DefaultOperator};
 
 pub const DEFAULT_GRANULARITY: usize = 8192;
 /// As ClickHouse's `index_granularity_bytes`.
@@ -26,6 +28,11 @@ pub const KNOWN_OPTIONS: &[&str] = &[
     "min_bytes_for_wide_part",
     "codec.<column>",
     "skip_index.<column>",
+    "text_index",
+    "analyzer.<column>",
+    "bm25.k1",
+    "bm25.b",
+    "default_operator",
     "insert_block_rows",
     "insert_block_bytes",
     "merge.background",
@@ -37,6 +44,34 @@ pub const KNOWN_OPTIONS: &[&str] = &[
     "checkpoint_interval",
     "log_retention",
 ];
+
+/// The text search options of a table, as one value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextSearch {
+    pub text_indexes: BTreeMap<String, Analyzer>,
+    pub bm25: Bm25,
+    pub default_operator: DefaultOperator,
+}
+
+impl TextSearch {
+    pub fn of(options: &TableOptions) -> Self {
+        TextSearch {
+            text_indexes: options.text_indexes.clone(),
+            bm25: options.bm25,
+            default_operator: options.default_operator,
+        }
+    }
+
+    /// `options` with these text search options.
+    pub fn apply(&self, options: &TableOptions) -> TableOptions {
+        TableOptions {
+            text_indexes: self.text_indexes.clone(),
+            bm25: self.bm25,
+            default_operator: self.default_operator,
+            ..options.clone()
+        }
+    }
+}
 
 /// The merge policy's parameters (`merge.*` options); see `table::merge`.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,6 +125,13 @@ pub struct TableOptions {
     pub codecs: BTreeMap<String, CodecChain>,
     /// Skip indexes by column.
     pub skip_indexes: BTreeMap<String, SkipSpec>,
+    /// Text-indexed columns and their analyzers (`text_index`,
+    /// `analyzer.<column>`).
+    pub text_indexes: BTreeMap<String, Analyzer>,
+    /// BM25's parameters for the table's text columns.
+    pub bm25: Bm25,
+    /// How clauses side by side in a search query combine.
+    pub default_operator: DefaultOperator,
     /// An insert cuts a new part after this many buffered rows...
     pub insert_block_rows: usize,
     /// ...or after this many buffered bytes (in memory), whichever comes first.
@@ -119,6 +161,9 @@ impl Default for TableOptions {
             min_bytes_for_wide_part: DEFAULT_MIN_BYTES_FOR_WIDE_PART,
             codecs: BTreeMap::new(),
             skip_indexes: BTreeMap::new(),
+            text_indexes: BTreeMap::new(),
+            bm25: Bm25::default(),
+            default_operator: DefaultOperator::Or,
             insert_block_rows: DEFAULT_INSERT_BLOCK_ROWS,
             insert_block_bytes: DEFAULT_INSERT_BLOCK_BYTES,
             merge: MergeOptions::default(),
@@ -133,6 +178,8 @@ impl TableOptions {
     /// Parses user options (keys are case-insensitive) against `schema`.
     pub fn parse(options: &HashMap<String, String>, schema: &Schema) -> Result<Self> {
         let mut parsed = TableOptions::default();
+        let mut analyzers: Vec<(String, String, Analyzer)> = Vec::new();
+        let (mut k1, mut b) = (parsed.bm25.k1, parsed.bm25.b);
         let mut keys: Vec<_> = options.iter().collect();
         keys.sort();
         for (key, value) in keys {
@@ -177,6 +224,30 @@ impl TableOptions {
                 "log_retention" => {
                     parsed.log_retention = parse_count(key, value, 0, 315_360_000)? as u64;
                 }
+                "text_index" => {
+                    for name in value.split(',').map(str::trim) {
+                        let column = text_column(key, name, schema)?;
+                        parsed.text_indexes.insert(column, Analyzer::default());
+                    }
+                }
+                "bm25.k1" => k1 = parse_float(key, value)?,
+                "bm25.b" => b = parse_float(key, value)?,
+                "default_operator" => {
+                    parsed.default_operator = match value.trim().to_ascii_lowercase().as_str() {
+                        "or" => DefaultOperator::Or,
+                        "and" => DefaultOperator::And,
+                        _ => {
+                            return Err(Error::option(
+                                key,
+                                format!("'{value}' is neither OR nor AND"),
+                            ));
+                        }
+                    }
+                }
+                _ if key_lower.starts_with("analyzer.") => {
+                    let column = find_column(key, &key_lower["analyzer.".len()..], schema)?;
+                    analyzers.push((key.clone(), column, Analyzer::parse(key, value)?));
+                }
                 _ if key_lower.starts_with("skip_index.") => {
                     let column = find_column(key, &key_lower["skip_index.".len()..], schema)?;
                     let spec = value
@@ -206,6 +277,18 @@ impl TableOptions {
                 }
             }
         }
+        for (key, column, analyzer) in analyzers {
+            match parsed.text_indexes.get_mut(&column) {
+                Some(slot) => *slot = analyzer,
+                None => {
+                    return Err(Error::option(
+                        key,
+                        format!("column '{column}' is not in 'text_index'"),
+                    ));
+                }
+            }
+        }
+        parsed.bm25 = Bm25::new(k1, b)?;
         Ok(parsed)
     }
 
@@ -252,6 +335,20 @@ impl TableOptions {
         map.insert("log_retention".into(), self.log_retention.to_string());
         for (column, spec) in &self.skip_indexes {
             map.insert(format!("skip_index.{column}"), spec.to_string());
+        }
+        if !self.text_indexes.is_empty() {
+            let columns: Vec<&str> = self.text_indexes.keys().map(String::as_str).collect();
+            map.insert("text_index".into(), columns.join(","));
+            for (column, analyzer) in &self.text_indexes {
+                map.insert(format!("analyzer.{column}"), analyzer.to_string());
+            }
+            map.insert("bm25.k1".into(), self.bm25.k1.to_string());
+            map.insert("bm25.b".into(), self.bm25.b.to_string());
+            let operator = match self.default_operator {
+                DefaultOperator::Or => "or",
+                DefaultOperator::And => "and",
+            };
+            map.insert("default_operator".into(), operator.into());
         }
         for (column, codec) in &self.codecs {
             map.insert(format!("codec.{column}"), codec.to_string());
@@ -310,6 +407,29 @@ fn parse_bool(key: &str, value: &str) -> Result<bool> {
             format!("'{value}' is not true or false"),
         )),
     }
+}
+
+/// A column a text index can cover: a string column of the table.
+fn text_column(key: &str, name: &str, schema: &Schema) -> Result<String> {
+    if name.is_empty() {
+        return Err(Error::option(key, "an empty column name"));
+    }
+    let column = find_column(key, name, schema)?;
+    let field = schema.field_with_name(&column).expect("found above");
+    match field.data_type() {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Ok(column),
+        other => Err(Error::option(
+            key,
+            format!("column '{column}' has type {other}; a text index takes strings"),
+        )),
+    }
+}
+
+fn parse_float(key: &str, value: &str) -> Result<f32> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| Error::option(key, format!("'{value}' is not a number")))
 }
 
 fn find_column(key: &str, name: &str, schema: &Schema) -> Result<String> {

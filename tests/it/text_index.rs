@@ -169,3 +169,182 @@ async fn large_parts_cross_every_block_boundary() {
     assert_eq!(summary.norm_blocks, 2);
     assert!(summary.postings_blocks >= 3, "{summary:?}");
 }
+
+fn options(pairs: &[(&str, &str)], schema: &Schema) -> diagon::Result<diagon::TableOptions> {
+    let map: std::collections::HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    diagon::TableOptions::parse(&map, schema)
+}
+
+fn docs_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("title", DataType::Utf8, true),
+        Field::new("body", DataType::Utf8View, true),
+    ]))
+}
+
+#[test]
+fn text_search_options_parse_and_read_back() {
+    let schema = docs_schema();
+    let parsed = options(
+        &[
+            ("text_index", "title, BODY"),
+            ("analyzer.body", "english"),
+            ("bm25.k1", "1.5"),
+            ("bm25.b", "0.5"),
+            ("default_operator", "AND"),
+        ],
+        &schema,
+    )
+    .unwrap();
+    assert_eq!(parsed.text_indexes["title"], Analyzer::Standard);
+    assert_eq!(parsed.text_indexes["body"], Analyzer::English);
+    assert_eq!((parsed.bm25.k1, parsed.bm25.b), (1.5, 0.5));
+    let stored: std::collections::HashMap<String, String> = parsed.to_map().into_iter().collect();
+    assert_eq!(
+        diagon::TableOptions::parse(&stored, &schema).unwrap(),
+        parsed
+    );
+    // Without a text index nothing of it is stored.
+    let plain = options(&[], &schema).unwrap().to_map();
+    assert!(
+        !plain
+            .keys()
+            .any(|k| k.contains("bm25") || k.contains("text"))
+    );
+}
+
+#[test]
+fn bad_text_search_options_name_the_option() {
+    let schema = docs_schema();
+    for (pairs, says) in [
+        (
+            vec![("text_index", "id")],
+            "column 'id' has type Int64; a text index takes strings",
+        ),
+        (vec![("text_index", "nope")], "no column 'nope'"),
+        (vec![("text_index", "title,")], "an empty column name"),
+        (
+            vec![("analyzer.body", "english")],
+            "column 'body' is not in 'text_index'",
+        ),
+        (
+            vec![("text_index", "body"), ("analyzer.body", "elvish")],
+            "unknown analyzer 'elvish'",
+        ),
+        (vec![("bm25.b", "2")], "bm25.b"),
+        (vec![("bm25.k1", "x")], "'x' is not a number"),
+        (vec![("default_operator", "xor")], "neither OR nor AND"),
+    ] {
+        let key = pairs.last().unwrap().0;
+        let error = options(&pairs, &schema).unwrap_err().to_string();
+        assert!(
+            error.contains(key) && error.contains(says),
+            "{pairs:?}: {error}"
+        );
+    }
+}
+
+fn docs_batch(ids: std::ops::Range<i64>) -> RecordBatch {
+    let titles: Vec<String> = ids.clone().map(|i| format!("title {i}")).collect();
+    let bodies: Vec<String> = ids
+        .clone()
+        .map(|i| format!("body words w{}", i % 7))
+        .collect();
+    RecordBatch::try_new(
+        docs_schema(),
+        vec![
+            Arc::new(arrow::array::Int64Array::from_iter_values(ids)),
+            Arc::new(StringArray::from(titles)),
+            Arc::new(arrow::array::StringViewArray::from_iter_values(bodies)),
+        ],
+    )
+    .unwrap()
+}
+
+async fn text_components(table: &Arc<diagon::Table>) -> Vec<Vec<String>> {
+    let snapshot = table.snapshot().await.unwrap();
+    let mut out = Vec::new();
+    for index in table.part_indexes(&snapshot).await.unwrap() {
+        out.push(
+            index
+                .meta
+                .components
+                .iter()
+                .filter(|c| c.kind == "text_index")
+                .map(|c| format!("{}:{}", c.columns[0], c.params))
+                .collect(),
+        );
+    }
+    out
+}
+
+/// Inserts write the declared text indexes; declaring one later and
+/// optimizing builds it for the parts written before.
+#[tokio::test]
+async fn parts_carry_their_text_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = crate::common::local_storage(dir.path());
+    let mut opts = options(
+        &[("text_index", "body"), ("analyzer.body", "english")],
+        &docs_schema(),
+    )
+    .unwrap();
+    opts.merge.background = false;
+    let table = diagon::Table::create("docs", storage, docs_schema(), opts.clone())
+        .await
+        .unwrap();
+    for range in [0..50, 50..120] {
+        let mut writer = table.insert();
+        writer.write(docs_batch(range)).await.unwrap();
+        writer.commit().await.unwrap();
+    }
+    assert_eq!(
+        text_components(&table).await,
+        vec![vec!["body:english".to_string()]; 2]
+    );
+
+    // A part's index answers: `w3` is in ids 3, 10, 17, ... (rows = ids here).
+    let snapshot = table.snapshot().await.unwrap();
+    let index = table.entry_index(&snapshot.parts[0]).await.unwrap();
+    let meta = index
+        .meta
+        .components
+        .iter()
+        .find(|c| c.kind == "text_index")
+        .unwrap();
+    let part_dir = diagon::part::part_dir(&snapshot.parts[0].name);
+    let component = Component::open(table.storage(), &part_dir, meta).unwrap();
+    let reader = TextIndexReader::open(component).await.unwrap();
+    let info = reader.term("w3").await.unwrap().unwrap();
+    assert_eq!(
+        info.doc_freq as usize,
+        (0..50).filter(|i| i % 7 == 3).count()
+    );
+    // Terms are stored analysed: English stems `words` to `word`.
+    assert_eq!(reader.analyzer().terms("words"), ["word"]);
+    assert_eq!(reader.term("word").await.unwrap().unwrap().doc_freq, 50);
+    assert_eq!(reader.term("words").await.unwrap(), None);
+    assert_eq!(
+        reader.term("title").await.unwrap(),
+        None,
+        "title is not indexed"
+    );
+
+    // Declared anew: title too, body with another analyzer.
+    let text = diagon::table::options::TextSearch::of(
+        &options(&[("text_index", "title,body")], &docs_schema()).unwrap(),
+    );
+    table.set_text_search(text).await.unwrap();
+    table.optimize(true).await.unwrap();
+    assert_eq!(
+        text_components(&table).await,
+        vec![vec![
+            "body:standard".to_string(),
+            "title:standard".to_string()
+        ]]
+    );
+}

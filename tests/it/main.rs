@@ -2,6 +2,7 @@
 
 mod analysis;
 mod bm25;
+mod bound;
 mod catalog;
 mod cli;
 mod common;

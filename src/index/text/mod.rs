@@ -1,10 +1,11 @@
 //! The inverted text index. So far: analysis, which turns values and
 //! query text into terms the same way; the query language; the
-//! postings codec; BM25 scoring; the per-part component that holds a
+//! postings codec; BM25 scoring; queries bound to a column's analysis; the per-part component that holds a
 //! column's index.
 
 pub mod analysis;
 pub mod bm25;
+pub mod bound;
 pub mod component;
 pub mod postings;
 pub mod query;

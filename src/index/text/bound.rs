@@ -1,0 +1,289 @@
+//! A parsed query bound to the columns it searches: each word analysed by
+//! its column's analyzer into the terms the index holds, and the meaning
+//! of a match fixed here once, for the index and for brute force alike.
+//!
+//! - A word that analyses to one term looks that term up; to several
+//!   (`wi-fi` → `wi`, `fi`), it is the phrase of them (as tantivy's query
+//!   parser does); to none (a stop word), the clause is dropped.
+//! - A phrase's terms keep the gaps between their positions (a dropped stop
+//!   word still takes its place); with slop `s`, the terms' positions minus
+//!   their places in the phrase may spread over `s`, as in Lucene (a swap
+//!   of two neighbours costs 2).
+//! - A prefix or fuzzy word is normalised (lowercased, and folded under
+//!   `english`) but not stemmed, as Lucene's multi-term queries are.
+//! - A boolean query matches when all its `Must` clauses match, none of its
+//!   `MustNot` clauses does, and, if it has no `Must` clause, at least one
+//!   `Should` clause does. One with only `MustNot` clauses matches every
+//!   value that none of them matches (Lucene would match nothing: SQL's
+//!   `match(body, '-spam')` means "without spam").
+//!
+//! [`Bound::matches`] evaluates a bound query on one value by analysing it:
+//! the reference the index must agree with, and the answer for parts
+//! without the index.
+
+use std::collections::HashMap;
+
+use super::analysis::{Analyzer, fold_to_ascii};
+use super::query::{Occur, Query};
+use crate::error::{Error, Result};
+
+/// A query with its words analysed, for one column.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Bound {
+    Term {
+        term: String,
+        boost: f32,
+    },
+    /// Terms with their positions relative to the first.
+    Phrase {
+        terms: Vec<(String, u32)>,
+        slop: u32,
+        boost: f32,
+    },
+    Prefix {
+        prefix: String,
+        boost: f32,
+    },
+    Fuzzy {
+        term: String,
+        edits: u8,
+        boost: f32,
+    },
+    Boolean(Vec<(Occur, Bound)>),
+    /// What a word without terms (a stop word) becomes: no clause at all.
+    Nothing,
+}
+
+impl Bound {
+    /// Binds `query` to `column` analysed by `analyzer`. A query naming
+    /// another column is an error naming it.
+    pub fn bind(query: &Query, column: &str, analyzer: Analyzer) -> Result<Bound> {
+        bind(query, column, analyzer, 1.0)
+    }
+
+    /// Whether `value` (analysed by `analyzer`) matches.
+    pub fn matches(&self, analyzer: Analyzer, value: &str) -> bool {
+        let analysed = Analysed::of(analyzer, value);
+        self.matches_analysed(&analysed)
+    }
+
+    fn matches_analysed(&self, value: &Analysed) -> bool {
+        match self {
+            Bound::Term { term, .. } => value.positions.contains_key(term.as_str()),
+            Bound::Phrase { terms, slop, .. } => phrase_matches(value, terms, *slop),
+            Bound::Prefix { prefix, .. } => value.positions.keys().any(|t| t.starts_with(prefix)),
+            Bound::Fuzzy { term, edits, .. } => value
+                .positions
+                .keys()
+                .any(|t| within_edits(term, t, *edits as usize)),
+            Bound::Boolean(clauses) => {
+                let mut any_must = false;
+                let mut any_should = false;
+                let mut should_matched = false;
+                for (occur, clause) in clauses {
+                    let matched = clause.matches_analysed(value);
+                    match occur {
+                        Occur::Must if !matched => return false,
+                        Occur::Must => any_must = true,
+                        Occur::MustNot if matched => return false,
+                        Occur::MustNot => {}
+                        Occur::Should => {
+                            any_should = true;
+                            should_matched |= matched;
+                        }
+                    }
+                }
+                any_must || !any_should || should_matched
+            }
+            Bound::Nothing => false,
+        }
+    }
+}
+
+fn bind(query: &Query, column: &str, analyzer: Analyzer, boost: f32) -> Result<Bound> {
+    let check_column = |named: &Option<String>| match named {
+        Some(c) if !c.eq_ignore_ascii_case(column) => Err(Error::Query {
+            at: 0,
+            reason: format!("the query names column '{c}', but searches '{column}'"),
+        }),
+        _ => Ok(()),
+    };
+    Ok(match query {
+        Query::Term { column: c, text } => {
+            check_column(c)?;
+            let mut tokens: Vec<(String, u32)> = Vec::new();
+            analyzer.analyze(text, |t| tokens.push((t.term.to_string(), t.position)));
+            match tokens.len() {
+                0 => Bound::Nothing,
+                1 => Bound::Term {
+                    term: tokens.pop().expect("one token").0,
+                    boost,
+                },
+                _ => phrase(tokens, 0, boost),
+            }
+        }
+        Query::Phrase {
+            column: c,
+            text,
+            slop,
+        } => {
+            check_column(c)?;
+            let mut tokens: Vec<(String, u32)> = Vec::new();
+            analyzer.analyze(text, |t| tokens.push((t.term.to_string(), t.position)));
+            match tokens.len() {
+                0 => Bound::Nothing,
+                1 => Bound::Term {
+                    term: tokens.pop().expect("one token").0,
+                    boost,
+                },
+                _ => phrase(tokens, *slop, boost),
+            }
+        }
+        Query::Prefix { column: c, prefix } => {
+            check_column(c)?;
+            Bound::Prefix {
+                prefix: normalize(analyzer, prefix),
+                boost,
+            }
+        }
+        Query::Fuzzy {
+            column: c,
+            text,
+            edits,
+        } => {
+            check_column(c)?;
+            Bound::Fuzzy {
+                term: normalize(analyzer, text),
+                edits: *edits,
+                boost,
+            }
+        }
+        Query::Boost { query, boost: b } => bind(query, column, analyzer, boost * b)?,
+        Query::Boolean(clauses) => {
+            let mut bound = Vec::with_capacity(clauses.len());
+            for (occur, clause) in clauses {
+                match bind(clause, column, analyzer, boost)? {
+                    Bound::Nothing => {}
+                    b => bound.push((*occur, b)),
+                }
+            }
+            match bound.len() {
+                0 => Bound::Nothing,
+                _ => Bound::Boolean(bound),
+            }
+        }
+    })
+}
+
+fn phrase(tokens: Vec<(String, u32)>, slop: u32, boost: f32) -> Bound {
+    let first = tokens[0].1;
+    Bound::Phrase {
+        terms: tokens.into_iter().map(|(t, p)| (t, p - first)).collect(),
+        slop,
+        boost,
+    }
+}
+
+/// The form a prefix or fuzzy word is compared in: the analyzer's case
+/// and folding, without stemming or splitting.
+pub fn normalize(analyzer: Analyzer, word: &str) -> String {
+    match analyzer {
+        Analyzer::Whitespace | Analyzer::Raw => word.to_string(),
+        Analyzer::English => {
+            let mut folded = String::new();
+            fold_to_ascii(&word.to_lowercase(), &mut folded);
+            folded
+        }
+        _ => word.to_lowercase(),
+    }
+}
+
+/// A value analysed: each term's positions, in order.
+struct Analysed {
+    positions: HashMap<String, Vec<u32>>,
+}
+
+impl Analysed {
+    fn of(analyzer: Analyzer, value: &str) -> Self {
+        let mut positions: HashMap<String, Vec<u32>> = HashMap::new();
+        analyzer.analyze(value, |t| {
+            positions
+                .entry(t.term.to_string())
+                .or_default()
+                .push(t.position)
+        });
+        Analysed { positions }
+    }
+}
+
+/// Whether the phrase `terms` (term, offset from the first) occurs within
+/// `slop`, as Lucene's phrase queries define it: there is one position
+/// per term (distinct for a repeated term) such that the positions minus
+/// their offsets spread over at most `slop` (0: exactly in place; a swap
+/// of two neighbours costs 2).
+fn phrase_matches(value: &Analysed, terms: &[(String, u32)], slop: u32) -> bool {
+    let Some(lists) = terms
+        .iter()
+        .map(|(t, _)| value.positions.get(t.as_str()))
+        .collect::<Option<Vec<_>>>()
+    else {
+        return false;
+    };
+    // The window's low end sits at some term's position minus its offset.
+    let mut lows: Vec<i64> = terms
+        .iter()
+        .zip(&lists)
+        .flat_map(|((_, offset), list)| {
+            list.iter().map(move |&p| i64::from(p) - i64::from(*offset))
+        })
+        .collect();
+    lows.sort_unstable();
+    lows.dedup();
+    // Terms in order of (term, offset): a repeated term's windows are
+    // shifted copies of each other, so taking each one's first free
+    // position in turn is an assignment whenever one exists.
+    let mut order: Vec<usize> = (0..terms.len()).collect();
+    order.sort_by(|&a, &b| terms[a].cmp(&terms[b]));
+    lows.iter().any(|&low| {
+        let mut last: Option<(&str, i64)> = None;
+        order.iter().all(|&i| {
+            let (term, offset) = (&terms[i].0, i64::from(terms[i].1));
+            let from = low + offset;
+            let to = from + i64::from(slop);
+            let after = match last {
+                Some((t, p)) if t == term.as_str() => p + 1,
+                _ => i64::MIN,
+            };
+            let found = lists[i]
+                .iter()
+                .map(|&p| i64::from(p))
+                .find(|&p| p >= from.max(after) && p <= to);
+            if let Some(p) = found {
+                last = Some((term.as_str(), p));
+            }
+            found.is_some()
+        })
+    })
+}
+
+/// Whether `a` and `b` are within `edits` insertions, deletions and
+/// substitutions of each other, by characters (Levenshtein, as Lucene's
+/// fuzzy query without transpositions).
+pub fn within_edits(a: &str, b: &str, edits: usize) -> bool {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    if a.len().abs_diff(b.len()) > edits {
+        return false;
+    }
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    let mut current = vec![0; b.len() + 1];
+    for (i, ca) in a.iter().enumerate() {
+        current[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(ca != cb);
+            current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
+        }
+        std::mem::swap(&mut previous, &mut current);
+    }
+    previous[b.len()] <= edits
+}

@@ -348,3 +348,83 @@ async fn parts_carry_their_text_indexes() {
         ]]
     );
 }
+
+/// Random queries of every syntax over the words the corpus uses.
+fn query_text() -> impl Strategy<Value = String> {
+    let word = prop_oneof![
+        Just("a"),
+        Just("b"),
+        Just("ab"),
+        Just("abc"),
+        Just("cd"),
+        Just("the"),
+        Just("wireless"),
+        Just("headphones"),
+        Just("noise"),
+        Just("cancelling"),
+        Just("café"),
+        Just("cafe"),
+    ];
+    let leaf = prop_oneof![
+        word.clone().prop_map(str::to_string),
+        word.clone().prop_map(|w| format!("{w}*")),
+        (word.clone(), 1u8..=2).prop_map(|(w, d)| format!("{w}~{d}")),
+        (proptest::collection::vec(word, 2..4), 0u32..4).prop_map(|(words, slop)| {
+            let phrase = format!("\"{}\"", words.join(" "));
+            match slop {
+                0 => phrase,
+                s => format!("{phrase}~{s}"),
+            }
+        }),
+        Just("noise-cancelling".to_string()),
+    ];
+    leaf.prop_recursive(3, 12, 3, |inner| {
+        prop_oneof![
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a} AND {b})")),
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a} OR {b})")),
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a} {b})")),
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("(+{a} -{b})")),
+            inner.clone().prop_map(|a| format!("NOT {a}")),
+            inner.prop_map(|a| format!("({a})^2")),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// The rows a query matches through a part's index are the rows whose
+    /// values match it when analysed one by one.
+    #[test]
+    fn the_index_matches_what_brute_force_matches(
+        rows in corpus(),
+        queries in proptest::collection::vec(query_text(), 1..6),
+        analyzer in prop_oneof![Just("standard"), Just("english")],
+        and in any::<bool>(),
+    ) {
+        use diagon::index::text::bound::Bound;
+        use diagon::index::text::{DefaultOperator, Query};
+        let analyzer = Analyzer::parse("analyzer.body", analyzer).unwrap();
+        let default = if and { DefaultOperator::And } else { DefaultOperator::Or };
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let reader = runtime.block_on(build(analyzer, &rows, 50, &DataType::Utf8));
+        for text in queries {
+            let query = Query::parse(&text, default).unwrap();
+            let bound = Bound::bind(&query, "body", analyzer).unwrap();
+            let found = runtime
+                .block_on(diagon::index::text::search::matching_rows(&reader, &bound))
+                .unwrap();
+            let found: Vec<u32> = found
+                .into_iter()
+                .filter(|&r| rows[r as usize].is_some())
+                .collect();
+            let expected: Vec<u32> = rows
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.as_deref().is_some_and(|v| bound.matches(analyzer, v)))
+                .map(|(i, _)| i as u32)
+                .collect();
+            prop_assert_eq!(found, expected, "query {} bound as {:?}", text, bound);
+        }
+    }
+}

@@ -224,15 +224,21 @@ impl Analysed {
 fn phrase_matches(value: &Analysed, terms: &[(String, u32)], slop: u32) -> bool {
     let Some(lists) = terms
         .iter()
-        .map(|(t, _)| value.positions.get(t.as_str()))
+        .map(|(t, _)| value.positions.get(t.as_str()).map(Vec::as_slice))
         .collect::<Option<Vec<_>>>()
     else {
         return false;
     };
+    phrase_in(terms, &lists, slop)
+}
+
+/// Whether the phrase `terms` occurs in a value where term `i` is at
+/// `lists[i]` (sorted positions), within `slop` (see [`phrase_matches`]).
+pub fn phrase_in(terms: &[(String, u32)], lists: &[&[u32]], slop: u32) -> bool {
     // The window's low end sits at some term's position minus its offset.
     let mut lows: Vec<i64> = terms
         .iter()
-        .zip(&lists)
+        .zip(lists)
         .flat_map(|((_, offset), list)| {
             list.iter().map(move |&p| i64::from(p) - i64::from(*offset))
         })

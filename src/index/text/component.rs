@@ -365,7 +365,7 @@ impl TextIndexReader {
         self.analyzer
     }
 
-    async fn dictionary(&self) -> Result<Arc<Map<Vec<u8>>>> {
+    pub(crate) async fn dictionary(&self) -> Result<Arc<Map<Vec<u8>>>> {
         self.component
             .block(
                 1,
@@ -445,6 +445,11 @@ impl TextIndexReader {
         self.component
             .block(block, |bytes| Ok(bytes.to_vec()), |n| n.len() as u64)
             .await
+    }
+
+    /// A malformed posting list, named with the component.
+    pub(crate) fn malformed(&self, reason: String) -> Error {
+        self.corrupt(format!("posting list: {reason}"))
     }
 
     fn corrupt(&self, reason: String) -> Error {

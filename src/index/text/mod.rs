@@ -1,6 +1,7 @@
 //! The inverted text index. So far: analysis, which turns values and
 //! query text into terms the same way; the query language; the
-//! postings codec; BM25 scoring; queries bound to a column's analysis; the per-part component that holds a
+//! postings codec; BM25 scoring; queries bound to a column's analysis;
+//! the rows a query matches in a part, from its index; the per-part component that holds a
 //! column's index.
 
 pub mod analysis;
@@ -9,6 +10,7 @@ pub mod bound;
 pub mod component;
 pub mod postings;
 pub mod query;
+pub mod search;
 
 pub use analysis::{Analyzer, Token};
 pub use query::{DefaultOperator, Occur, Query};

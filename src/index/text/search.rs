@@ -1,0 +1,216 @@
+//! Which rows of a part a bound query matches, from the part's text index
+//! alone (no value is read): terms by their postings, phrases by the
+//! positions of rows holding every term, prefixes and fuzzy words by the
+//! terms of the dictionary they accept, booleans by set operations on
+//! sorted row lists. The meaning is [`Bound::matches`]'; this finds the
+//! same rows without analysing any.
+//!
+//! Row sets here are sorted, duplicate-free `Vec<u32>` of part rows. A
+//! query of only excluded clauses matches every row of the part that the
+//! clauses do not: the caller restricts that to rows with a value.
+
+use fst::{IntoStreamer, Streamer};
+
+use super::bound::{Bound, phrase_in, within_edits};
+use super::component::TextIndexReader;
+use super::query::Occur;
+use crate::error::Result;
+
+/// The rows of the part `reader` indexes that `bound` matches.
+pub async fn matching_rows(reader: &TextIndexReader, bound: &Bound) -> Result<Vec<u32>> {
+    Box::pin(rows_of(reader, bound)).await
+}
+
+async fn rows_of(reader: &TextIndexReader, bound: &Bound) -> Result<Vec<u32>> {
+    Ok(match bound {
+        Bound::Term { term, .. } => term_rows(reader, term).await?,
+        Bound::Phrase { terms, slop, .. } => phrase_rows(reader, terms, *slop).await?,
+        Bound::Prefix { prefix, .. } => {
+            let terms = reader.terms_with_prefix(prefix).await?;
+            union_of_terms(reader, &terms).await?
+        }
+        Bound::Fuzzy { term, edits, .. } => {
+            let terms = reader
+                .terms_matching(|t| within_edits(term, t, *edits as usize))
+                .await?;
+            union_of_terms(reader, &terms).await?
+        }
+        Bound::Boolean(clauses) => boolean_rows(reader, clauses).await?,
+        Bound::Nothing => Vec::new(),
+    })
+}
+
+async fn boolean_rows(reader: &TextIndexReader, clauses: &[(Occur, Bound)]) -> Result<Vec<u32>> {
+    let mut must: Option<Vec<u32>> = None;
+    let mut should: Option<Vec<u32>> = None;
+    let mut excluded: Vec<u32> = Vec::new();
+    for (occur, clause) in clauses {
+        let rows = Box::pin(rows_of(reader, clause)).await?;
+        match occur {
+            Occur::Must => must = Some(must.map_or(rows.clone(), |m| intersect(&m, &rows))),
+            Occur::Should => should = Some(should.map_or(rows.clone(), |s| union(&s, &rows))),
+            Occur::MustNot => excluded = union(&excluded, &rows),
+        }
+    }
+    // Must clauses decide alone (should clauses only score); without them,
+    // a should clause must match; with neither, every row qualifies.
+    let candidates = match (must, should) {
+        (Some(must), _) => must,
+        (None, Some(should)) => should,
+        (None, None) => (0..reader.summary().part_rows as u32).collect(),
+    };
+    Ok(difference(&candidates, &excluded))
+}
+
+async fn term_rows(reader: &TextIndexReader, term: &str) -> Result<Vec<u32>> {
+    let Some(info) = reader.term(term).await? else {
+        return Ok(Vec::new());
+    };
+    let (block, range) = reader.postings(&info).await?;
+    let list = reader.posting_list(&block.bytes()[range])?;
+    let mut cursor = list.cursor().map_err(|e| reader.malformed(e))?;
+    let mut rows = Vec::with_capacity(info.doc_freq as usize);
+    while cursor.row() != super::postings::END {
+        rows.push(cursor.row());
+        cursor.advance().map_err(|e| reader.malformed(e))?;
+    }
+    Ok(rows)
+}
+
+async fn union_of_terms(reader: &TextIndexReader, terms: &[String]) -> Result<Vec<u32>> {
+    let mut rows = Vec::new();
+    for term in terms {
+        rows = union(&rows, &term_rows(reader, term).await?);
+    }
+    Ok(rows)
+}
+
+/// Rows holding every term, then checked by the terms' positions.
+async fn phrase_rows(
+    reader: &TextIndexReader,
+    terms: &[(String, u32)],
+    slop: u32,
+) -> Result<Vec<u32>> {
+    let mut lists = Vec::with_capacity(terms.len());
+    for (term, _) in terms {
+        let Some(info) = reader.term(term).await? else {
+            return Ok(Vec::new());
+        };
+        lists.push(reader.postings(&info).await?);
+    }
+    let lists = lists
+        .iter()
+        .map(|(block, range)| reader.posting_list(&block.bytes()[range.clone()]))
+        .collect::<Result<Vec<_>>>()?;
+    let mut cursors = lists
+        .iter()
+        .map(|l| l.cursor().map_err(|e| reader.malformed(e)))
+        .collect::<Result<Vec<_>>>()?;
+    let mut positions: Vec<Vec<u32>> = vec![Vec::new(); terms.len()];
+    let mut rows = Vec::new();
+    let mut target = 0u32;
+    'rows: loop {
+        // Leapfrog: every cursor onto the same row.
+        for cursor in cursors.iter_mut() {
+            let row = cursor.seek(target).map_err(|e| reader.malformed(e))?;
+            if row == super::postings::END {
+                break 'rows;
+            }
+            if row > target {
+                target = row;
+                continue 'rows;
+            }
+        }
+        for (cursor, out) in cursors.iter().zip(positions.iter_mut()) {
+            cursor.positions(out).map_err(|e| reader.malformed(e))?;
+        }
+        let slices: Vec<&[u32]> = positions.iter().map(Vec::as_slice).collect();
+        if phrase_in(terms, &slices, slop) {
+            rows.push(target);
+        }
+        match target.checked_add(1) {
+            Some(next) => target = next,
+            None => break,
+        }
+    }
+    Ok(rows)
+}
+
+/// Sorted rows in both.
+pub fn intersect(a: &[u32], b: &[u32]) -> Vec<u32> {
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                out.push(a[i]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Sorted rows in either.
+pub fn union(a: &[u32], b: &[u32]) -> Vec<u32> {
+    let (mut i, mut j, mut out) = (0, 0, Vec::with_capacity(a.len() + b.len()));
+    while i < a.len() || j < b.len() {
+        let take_a = j >= b.len() || (i < a.len() && a[i] <= b[j]);
+        let row = if take_a { a[i] } else { b[j] };
+        if take_a {
+            i += 1;
+        }
+        if j < b.len() && b[j] == row {
+            j += 1;
+        }
+        out.push(row);
+    }
+    out
+}
+
+/// Sorted rows of `a` not in `b`.
+pub fn difference(a: &[u32], b: &[u32]) -> Vec<u32> {
+    let mut j = 0;
+    a.iter()
+        .copied()
+        .filter(|&row| {
+            while j < b.len() && b[j] < row {
+                j += 1;
+            }
+            j >= b.len() || b[j] != row
+        })
+        .collect()
+}
+
+impl TextIndexReader {
+    /// The dictionary's terms starting with `prefix`, in order.
+    pub async fn terms_with_prefix(&self, prefix: &str) -> Result<Vec<String>> {
+        let dictionary = self.dictionary().await?;
+        let matcher = fst::automaton::Str::new(prefix);
+        let mut stream = dictionary
+            .search(fst::Automaton::starts_with(matcher))
+            .into_stream();
+        let mut terms = Vec::new();
+        while let Some((term, _)) = stream.next() {
+            terms.push(String::from_utf8_lossy(term).into_owned());
+        }
+        Ok(terms)
+    }
+
+    /// The dictionary's terms `accept` takes, in order (a scan of the
+    /// whole dictionary).
+    pub async fn terms_matching(&self, accept: impl Fn(&str) -> bool) -> Result<Vec<String>> {
+        let dictionary = self.dictionary().await?;
+        let mut stream = dictionary.stream();
+        let mut terms = Vec::new();
+        while let Some((term, _)) = stream.next() {
+            let term = String::from_utf8_lossy(term);
+            if accept(&term) {
+                terms.push(term.into_owned());
+            }
+        }
+        Ok(terms)
+    }
+}

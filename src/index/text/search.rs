@@ -1,9 +1,9 @@
 //! Which rows of a part a bound query matches, from the part's text index
 //! alone (no value is read): terms by their postings, phrases by the
 //! positions of rows holding every term, prefixes and fuzzy words by the
-//! terms of the dictionary they accept, booleans by set operations on
-//! sorted row lists. The meaning is [`Bound::matches`]'; this finds the
-//! same rows without analysing any.
+//! terms of the dictionary they accept (a prefix range, a Levenshtein
+//! automaton), booleans by set operations on sorted row lists. The meaning
+//! is [`Bound::matches`]'; this finds the same rows without analysing any.
 //!
 //! Row sets here are sorted, duplicate-free `Vec<u32>` of part rows. A
 //! query of only excluded clauses matches every row of the part that the
@@ -30,9 +30,7 @@ async fn rows_of(reader: &TextIndexReader, bound: &Bound) -> Result<Vec<u32>> {
             union_of_terms(reader, &terms).await?
         }
         Bound::Fuzzy { term, edits, .. } => {
-            let terms = reader
-                .terms_matching(|t| within_edits(term, t, *edits as usize))
-                .await?;
+            let terms = reader.terms_within_edits(term, *edits).await?;
             union_of_terms(reader, &terms).await?
         }
         Bound::Boolean(clauses) => boolean_rows(reader, clauses).await?,
@@ -199,16 +197,29 @@ impl TextIndexReader {
         Ok(terms)
     }
 
-    /// The dictionary's terms `accept` takes, in order (a scan of the
-    /// whole dictionary).
-    pub async fn terms_matching(&self, accept: impl Fn(&str) -> bool) -> Result<Vec<String>> {
+    /// The dictionary's terms within `edits` edits of `term`, in order:
+    /// a Levenshtein automaton walks the dictionary, visiting only the
+    /// branches that can still match. A word whose automaton grows past
+    /// fst's state limit (a long word at distance 2) falls back to a scan
+    /// of the dictionary with the same distance.
+    pub async fn terms_within_edits(&self, term: &str, edits: u8) -> Result<Vec<String>> {
         let dictionary = self.dictionary().await?;
-        let mut stream = dictionary.stream();
         let mut terms = Vec::new();
-        while let Some((term, _)) = stream.next() {
-            let term = String::from_utf8_lossy(term);
-            if accept(&term) {
-                terms.push(term.into_owned());
+        match fst::automaton::Levenshtein::new(term, u32::from(edits)) {
+            Ok(automaton) => {
+                let mut stream = dictionary.search(automaton).into_stream();
+                while let Some((t, _)) = stream.next() {
+                    terms.push(String::from_utf8_lossy(t).into_owned());
+                }
+            }
+            Err(_) => {
+                let mut stream = dictionary.stream();
+                while let Some((t, _)) = stream.next() {
+                    let t = String::from_utf8_lossy(t);
+                    if within_edits(term, &t, edits as usize) {
+                        terms.push(t.into_owned());
+                    }
+                }
             }
         }
         Ok(terms)

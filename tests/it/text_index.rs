@@ -9,7 +9,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use diagon::index::text::Analyzer;
-use diagon::index::text::bm25::encode_length;
+use diagon::index::text::bm25::{decode_length, encode_length};
 use diagon::index::text::component::{NORMS_PER_BLOCK, TextIndexBuilder, TextIndexReader};
 use diagon::index::text::postings::END;
 use diagon::part::component::{Component, ComponentBuilder};

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! block 0                summary: part rows, rows with tokens, their total
-//!                        length, terms, and how many blocks of each kind follow
+//!                        length exact and as the length codes decode it,
+//!                        terms, and how many blocks of each kind follow
 //! block 1                term dictionary: an fst map from term to ordinal
 //! term info blocks       per term (TERMS_PER_BLOCK a block): document
 //!                        frequency, postings block, offset and length (u32 LE each)
@@ -26,7 +27,7 @@ use arrow::datatypes::DataType;
 use fst::{Map, MapBuilder};
 
 use super::analysis::Analyzer;
-use super::bm25::{ColumnStats, encode_length};
+use super::bm25::{ColumnStats, decode_length, encode_length};
 use super::postings::{PostingList, TermPostings, encode};
 use crate::encoding::Codec;
 use crate::error::{Error, Result};
@@ -43,7 +44,9 @@ pub const NORMS_PER_BLOCK: usize = 65536;
 pub const POSTINGS_BLOCK_BYTES: usize = 256 << 10;
 
 const TERM_INFO_LEN: usize = 16;
-const SUMMARY_LEN: usize = 8 * 4 + 4 * 3;
+/// The summary: five u64 counts, then three u32 block counts.
+const SUMMARY_U64S: usize = 5;
+const SUMMARY_LEN: usize = 8 * SUMMARY_U64S + 4 * 3;
 
 /// One term's postings while the part is being built.
 #[derive(Default)]
@@ -62,6 +65,7 @@ pub struct TextIndexBuilder {
     /// Length of every part row so far (0 without tokens).
     lens: Vec<u32>,
     stats: ColumnStats,
+    coded_len: u64,
 }
 
 impl TextIndexBuilder {
@@ -75,6 +79,7 @@ impl TextIndexBuilder {
             terms: HashMap::new(),
             lens: Vec::new(),
             stats: ColumnStats::default(),
+            coded_len: 0,
         }
     }
 
@@ -103,6 +108,7 @@ impl TextIndexBuilder {
         if len > 0 {
             self.stats.rows += 1;
             self.stats.total_len += u64::from(len);
+            self.coded_len += u64::from(decode_length(encode_length(len)));
         }
     }
 }
@@ -159,6 +165,7 @@ impl ComponentBuilder for TextIndexBuilder {
             terms,
             lens,
             stats,
+            coded_len,
             ..
         } = *self;
         let mut terms: Vec<(Box<str>, TermBuffer)> = terms.into_iter().collect();
@@ -210,6 +217,7 @@ impl ComponentBuilder for TextIndexBuilder {
         let summary = Summary {
             part_rows: lens.len() as u64,
             stats,
+            coded_len,
             terms: terms.len() as u64,
             info_blocks: info_blocks.len() as u32,
             norm_blocks: norm_blocks.len() as u32,
@@ -237,6 +245,10 @@ pub struct Summary {
     pub part_rows: u64,
     /// Rows with tokens and their lengths summed.
     pub stats: ColumnStats,
+    /// Their lengths as the length codes decode them, summed: what a
+    /// table-wide mean can be kept from when rows are deleted (a deleted
+    /// row's exact length is not stored, its code is).
+    pub coded_len: u64,
     pub terms: u64,
     pub info_blocks: u32,
     pub norm_blocks: u32,
@@ -250,6 +262,7 @@ impl Summary {
             self.part_rows,
             self.stats.rows,
             self.stats.total_len,
+            self.coded_len,
             self.terms,
         ] {
             out.extend_from_slice(&value.to_le_bytes());
@@ -265,15 +278,18 @@ impl Summary {
             return Err(format!("summary of {} bytes", bytes.len()));
         }
         let u64_at = |i: usize| u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().unwrap());
-        let u32_at =
-            |i: usize| u32::from_le_bytes(bytes[32 + i * 4..36 + i * 4].try_into().unwrap());
+        let u32_at = |i: usize| {
+            let at = 8 * SUMMARY_U64S + 4 * i;
+            u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap())
+        };
         let summary = Summary {
             part_rows: u64_at(0),
             stats: ColumnStats {
                 rows: u64_at(1),
                 total_len: u64_at(2),
             },
-            terms: u64_at(3),
+            coded_len: u64_at(3),
+            terms: u64_at(4),
             info_blocks: u32_at(0),
             norm_blocks: u32_at(1),
             postings_blocks: u32_at(2),

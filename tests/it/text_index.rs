@@ -88,6 +88,12 @@ async fn check(
         summary.stats.total_len,
         lens.iter().map(|&l| u64::from(l)).sum::<u64>()
     );
+    let coded: u64 = lens
+        .iter()
+        .filter(|&&l| l > 0)
+        .map(|&l| u64::from(decode_length(encode_length(l))))
+        .sum();
+    assert_eq!(summary.coded_len, coded);
     assert_eq!(reader.analyzer(), analyzer);
 
     let mut positions = Vec::new();

@@ -10,6 +10,7 @@ pub mod merge;
 pub mod mutate;
 pub mod options;
 pub mod schema;
+pub mod text;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};

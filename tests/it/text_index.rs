@@ -434,3 +434,127 @@ proptest! {
         }
     }
 }
+
+/// Table-wide BM25 statistics count live rows only: after a DELETE they
+/// equal those of a table holding just the rows left, and brute force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statistics_cover_live_rows_across_parts() {
+    let bodies = |ids: std::ops::Range<i64>| -> Vec<String> {
+        ids.map(|i| {
+            let long = if i % 5 == 0 {
+                " pad".repeat(60)
+            } else {
+                String::new()
+            };
+            format!(
+                "w{} shared{}{long}",
+                i % 4,
+                if i % 2 == 0 { " even" } else { "" }
+            )
+        })
+        .collect()
+    };
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("body", DataType::Utf8, true),
+    ]));
+    let batch = |ids: std::ops::Range<i64>| {
+        RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(arrow::array::Int64Array::from_iter_values(ids.clone())),
+                Arc::new(StringArray::from(bodies(ids))),
+            ],
+        )
+        .unwrap()
+    };
+    let mut opts = options(&[("text_index", "body")], &schema).unwrap();
+    opts.merge.background = false;
+    opts.order_by = vec!["id".into()];
+    let dir = tempfile::tempdir().unwrap();
+    let table = diagon::Table::create(
+        "t",
+        crate::common::local_storage(&dir.path().join("t")),
+        schema.clone(),
+        opts.clone(),
+    )
+    .await
+    .unwrap();
+    for range in [0..40, 40..100, 100..130] {
+        let mut writer = table.insert();
+        writer.write(batch(range)).await.unwrap();
+        writer.commit().await.unwrap();
+    }
+    let ctx = crate::common::context(2);
+    ctx.register_table(
+        "t",
+        Arc::new(diagon::sql::DiagonTableProvider::new(table.clone())),
+    )
+    .unwrap();
+    crate::common::query(
+        &ctx,
+        "DELETE FROM t WHERE id % 3 = 0 OR id BETWEEN 95 AND 110",
+    )
+    .await;
+
+    let live: Vec<i64> = (0..130)
+        .filter(|i| !(i % 3 == 0 || (95..=110).contains(i)))
+        .collect();
+    let terms: Vec<String> = ["w0", "w1", "shared", "even", "pad", "absent"]
+        .map(String::from)
+        .to_vec();
+    let snapshot = table.snapshot().await.unwrap();
+    let stats = table
+        .text_statistics(&snapshot, "body", &terms)
+        .await
+        .unwrap();
+
+    // Brute force over the live rows.
+    let mut expected = diagon::table::text::TextStatistics {
+        doc_freqs: vec![0; terms.len()],
+        ..Default::default()
+    };
+    for &id in &live {
+        let body = &bodies(id..id + 1)[0];
+        let found = Analyzer::Standard.terms(body);
+        let mut positions = std::collections::BTreeSet::new();
+        Analyzer::Standard.analyze(body, |t| {
+            positions.insert(t.position);
+        });
+        expected.column.rows += 1;
+        expected.column.total_len +=
+            u64::from(decode_length(encode_length(positions.len() as u32)));
+        for (term, df) in terms.iter().zip(expected.doc_freqs.iter_mut()) {
+            *df += u64::from(found.contains(term));
+        }
+    }
+    assert_eq!(stats, expected);
+
+    // A table of just the live rows, in one part, agrees.
+    let fresh = diagon::Table::create(
+        "fresh",
+        crate::common::local_storage(&dir.path().join("fresh")),
+        schema.clone(),
+        opts,
+    )
+    .await
+    .unwrap();
+    let ids = arrow::array::Int64Array::from(live.clone());
+    let texts: Vec<String> = live.iter().map(|&i| bodies(i..i + 1).remove(0)).collect();
+    let live_batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![Arc::new(ids), Arc::new(StringArray::from(texts))],
+    )
+    .unwrap();
+    let mut writer = fresh.insert();
+    writer.write(live_batch).await.unwrap();
+    writer.commit().await.unwrap();
+    let fresh_snapshot = fresh.snapshot().await.unwrap();
+    assert_eq!(
+        fresh
+            .text_statistics(&fresh_snapshot, "body", &terms)
+            .await
+            .unwrap(),
+        stats
+    );
+}

@@ -1,0 +1,143 @@
+//! A table's text indexes as one: each part's index of a column, and the
+//! BM25 statistics of the column over a snapshot's live rows, so a row's
+//! score depends on neither the part it is in nor the deletes elsewhere.
+//!
+//! Over a snapshot, for a text-indexed column:
+//! - `rows`: live rows with at least one token;
+//! - `total_len`: their lengths as the one-byte length codes decode them
+//!   (exact up to 40 tokens), summed; the mean BM25 divides by is this
+//!   over `rows`. Lucene sums exact lengths; the codes are what a deleted
+//!   row leaves behind, and using them everywhere keeps a table with
+//!   deletes scoring exactly as one built from its live rows;
+//! - a term's document frequency: live rows holding it.
+
+use arrow::buffer::BooleanBuffer;
+
+use super::Snapshot;
+use super::Table;
+use super::log::PartEntry;
+use crate::error::{Error, Result};
+use crate::index::text::bm25::{ColumnStats, decode_length};
+use crate::index::text::component::{NORMS_PER_BLOCK, TextIndexReader};
+use crate::index::text::postings::END;
+use crate::part::component::Component;
+
+/// BM25's statistics of one column over a snapshot's live rows.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TextStatistics {
+    pub column: ColumnStats,
+    /// Live rows holding each asked-for term, in the order asked.
+    pub doc_freqs: Vec<u64>,
+}
+
+impl Table {
+    /// The text index of `column` in the part `entry`, if the part has one
+    /// built with the analyzer the table declares.
+    pub async fn text_index(
+        &self,
+        snapshot: &Snapshot,
+        entry: &PartEntry,
+        column: &str,
+    ) -> Result<Option<TextIndexReader>> {
+        let Some(analyzer) = snapshot.options.text_indexes.get(column) else {
+            return Ok(None);
+        };
+        let index = self.entry_index(entry).await?;
+        let Some(meta) = index
+            .meta
+            .components
+            .iter()
+            .find(|c| crate::index::has_text_index(std::slice::from_ref(c), column, analyzer))
+        else {
+            return Ok(None);
+        };
+        let storage = self.storage_for(entry)?;
+        let component = Component::open(&storage, &crate::part::part_dir(&entry.name), meta)?;
+        let ctx = |e: Error| e.context(format!("table '{}', part '{}'", self.name(), entry.name));
+        TextIndexReader::open(component)
+            .await
+            .map(Some)
+            .map_err(ctx)
+    }
+
+    /// The statistics of `column` over `snapshot`'s live rows, with the
+    /// document frequencies of `terms` (analysed). Every part must hold the
+    /// column's index: a part without one (declared after it was written)
+    /// is an error naming it, until `diagon_optimize(t, true)` builds it.
+    pub async fn text_statistics(
+        &self,
+        snapshot: &Snapshot,
+        column: &str,
+        terms: &[String],
+    ) -> Result<TextStatistics> {
+        let mut stats = TextStatistics {
+            column: ColumnStats::default(),
+            doc_freqs: vec![0; terms.len()],
+        };
+        for entry in &snapshot.parts {
+            let Some(reader) = self.text_index(snapshot, entry, column).await? else {
+                return Err(Error::Table(format!(
+                    "table '{}', part '{}': no text index on '{column}' yet; \
+                     run diagon_optimize('{}', true) to build it",
+                    self.name(),
+                    entry.name,
+                    self.name()
+                )));
+            };
+            let mask = self.deletion_mask(entry).await?;
+            add_part(&reader, mask.as_deref(), terms, &mut stats).await?;
+        }
+        Ok(stats)
+    }
+}
+
+/// Adds one part's live rows to `stats`.
+async fn add_part(
+    reader: &TextIndexReader,
+    deleted: Option<&BooleanBuffer>,
+    terms: &[String],
+    stats: &mut TextStatistics,
+) -> Result<()> {
+    let summary = reader.summary();
+    stats.column.rows += summary.stats.rows;
+    stats.column.total_len += summary.coded_len;
+    if let Some(deleted) = deleted {
+        // Take back what the deleted rows with tokens added.
+        let mut block: Option<(usize, std::sync::Arc<Vec<u8>>)> = None;
+        for row in deleted.set_indices() {
+            let b = row / NORMS_PER_BLOCK;
+            if block.as_ref().is_none_or(|(at, _)| *at != b) {
+                block = Some((b, reader.norms(b).await?));
+            }
+            let norms = &block.as_ref().expect("loaded above").1;
+            let code = *norms
+                .get(row % NORMS_PER_BLOCK)
+                .ok_or_else(|| Error::Schema(format!("row {row} past the norms")))?;
+            let len = decode_length(code);
+            if len > 0 {
+                stats.column.rows -= 1;
+                stats.column.total_len -= u64::from(len);
+            }
+        }
+    }
+    for (term, doc_freq) in terms.iter().zip(stats.doc_freqs.iter_mut()) {
+        let Some(info) = reader.term(term).await? else {
+            continue;
+        };
+        let Some(deleted) = deleted else {
+            *doc_freq += u64::from(info.doc_freq);
+            continue;
+        };
+        let (block, range) = reader.postings(&info).await?;
+        let list = reader.posting_list(&block.bytes()[range])?;
+        let mut cursor = list.cursor().map_err(|e| reader.malformed(e))?;
+        while cursor.row() != END {
+            let row = cursor.row() as usize;
+            if row >= deleted.len() || !deleted.value(row) {
+                *doc_freq += 1;
+            }
+            cursor.advance().map_err(|e| reader.malformed(e))?;
+        }
+    }
+    Ok(())
+}

@@ -127,9 +127,9 @@ impl TableProviderFactory for DiagonTableFactory {
 /// A reopen may restate the columns and options, but must not contradict
 /// what the table stores: diagon never silently ignores a declaration. The
 /// changes a reopen may make are to declare new skip indexes, returned to
-/// be added, and to declare the text search options anew (text indexes,
-/// analyzers, BM25 parameters, the default operator), returned when they
-/// differ from the table's.
+/// be added, and to declare text search options (text indexes added,
+/// analyzers, BM25 parameters, the default operator changed), returned
+/// when they change the table's.
 fn check_reopen(
     name: &str,
     table: &Table,
@@ -164,10 +164,10 @@ fn check_reopen(
                 added.push((column.clone(), *spec));
             }
         }
-        let given_text = TextSearch::of(&given);
-        let declares_text = options.keys().any(|k| is_text_search_option(k));
-        if declares_text && given_text != TextSearch::of(&snapshot.options) {
-            text = Some(given_text);
+        let stored_text = TextSearch::of(&snapshot.options);
+        let declared = declared_text_search(&stored_text, &given, options);
+        if declared != stored_text {
+            text = Some(declared);
         }
         for (key, value) in given.to_map() {
             let is_new_index = key
@@ -191,6 +191,33 @@ fn check_reopen(
 /// What a reopen declares anew: skip indexes to add, and the text search
 /// options when they differ from the table's.
 type Reopened = (Vec<(String, SkipSpec)>, Option<TextSearch>);
+
+/// The table's text search options with what a reopen states: columns
+/// named in `text_index` are added (those not named are kept), a stated
+/// analyzer, BM25 parameter or default operator replaces the stored one.
+fn declared_text_search(
+    stored: &TextSearch,
+    given: &TableOptions,
+    options: &HashMap<String, String>,
+) -> TextSearch {
+    let stated = |key: &str| options.keys().any(|k| k.eq_ignore_ascii_case(key));
+    let mut text = stored.clone();
+    for (column, analyzer) in &given.text_indexes {
+        if !text.text_indexes.contains_key(column) || stated(&format!("analyzer.{column}")) {
+            text.text_indexes.insert(column.clone(), *analyzer);
+        }
+    }
+    if stated("bm25.k1") {
+        text.bm25.k1 = given.bm25.k1;
+    }
+    if stated("bm25.b") {
+        text.bm25.b = given.bm25.b;
+    }
+    if stated("default_operator") {
+        text.default_operator = given.default_operator;
+    }
+    text
+}
 
 /// Whether `key` is one of the text search options a reopen may change.
 fn is_text_search_option(key: &str) -> bool {

@@ -342,6 +342,12 @@ impl TableOptions {
             for (column, analyzer) in &self.text_indexes {
                 map.insert(format!("analyzer.{column}"), analyzer.to_string());
             }
+        }
+        // Stored with a text index, or when set: a table without either
+        // keeps the options it always had.
+        let text_defaults =
+            self.bm25 == Bm25::default() && self.default_operator == DefaultOperator::Or;
+        if !self.text_indexes.is_empty() || !text_defaults {
             map.insert("bm25.k1".into(), self.bm25.k1.to_string());
             map.insert("bm25.b".into(), self.bm25.b.to_string());
             let operator = match self.default_operator {

@@ -99,8 +99,11 @@ async fn add_part(
     stats: &mut TextStatistics,
 ) -> Result<()> {
     let summary = reader.summary();
-    stats.column.rows += summary.stats.rows;
-    stats.column.total_len += summary.coded_len;
+    let mut part = ColumnStats {
+        rows: summary.stats.rows,
+        total_len: summary.coded_len,
+    };
+    let disagree = || reader.malformed("its length codes disagree with its summary".into());
     if let Some(deleted) = deleted {
         // Take back what the deleted rows with tokens added.
         let mut block: Option<(usize, std::sync::Arc<Vec<u8>>)> = None;
@@ -115,21 +118,33 @@ async fn add_part(
                 .ok_or_else(|| Error::Schema(format!("row {row} past the norms")))?;
             let len = decode_length(code);
             if len > 0 {
-                stats.column.rows -= 1;
-                stats.column.total_len -= u64::from(len);
+                part.rows = part.rows.checked_sub(1).ok_or_else(disagree)?;
+                part.total_len = part
+                    .total_len
+                    .checked_sub(u64::from(len))
+                    .ok_or_else(disagree)?;
             }
         }
     }
+    stats.column.rows += part.rows;
+    stats.column.total_len += part.total_len;
     for (term, doc_freq) in terms.iter().zip(stats.doc_freqs.iter_mut()) {
         let Some(info) = reader.term(term).await? else {
             continue;
         };
-        let Some(deleted) = deleted else {
-            *doc_freq += u64::from(info.doc_freq);
-            continue;
-        };
         let (block, range) = reader.postings(&info).await?;
         let list = reader.posting_list(&block.bytes()[range])?;
+        if list.len() != info.doc_freq {
+            return Err(reader.malformed(format!(
+                "'{term}' has {} rows, its term info says {}",
+                list.len(),
+                info.doc_freq
+            )));
+        }
+        let Some(deleted) = deleted else {
+            *doc_freq += u64::from(list.len());
+            continue;
+        };
         let mut cursor = list.cursor().map_err(|e| reader.malformed(e))?;
         while cursor.row() != END {
             let row = cursor.row() as usize;

@@ -70,6 +70,10 @@ fn analysis_applies_to_the_query() {
         "whitespace keeps case"
     );
     assert!(matches("whitespace", "Headphones", value));
+    // Prefixes and fuzzy words lowercase as the analyzer does (a final
+    // capital sigma is σ, as Lucene lowercases it, not ς).
+    assert!(matches("standard", "ΟΔΟΣ*", "ΟΔΟΣ"));
+    assert!(matches("standard", "ΟΔΟΣ~0", "ΟΔΟΣ"));
 }
 
 #[test]

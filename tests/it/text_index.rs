@@ -405,7 +405,7 @@ proptest! {
     fn the_index_matches_what_brute_force_matches(
         rows in corpus(),
         queries in proptest::collection::vec(query_text(), 1..6),
-        analyzer in prop_oneof![Just("standard"), Just("english")],
+        analyzer in prop_oneof![Just("standard"), Just("english"), Just("ngram(2,3)")],
         and in any::<bool>(),
     ) {
         use diagon::index::text::bound::Bound;

@@ -340,9 +340,11 @@ fn ngrams(
     }
 }
 
-/// `word` in lowercase, into `out` (ASCII without a round through
-/// Unicode's tables).
-fn lowercase(word: &str, out: &mut String) {
+/// `word` in lowercase, character by character as Lucene's
+/// LowerCaseFilter (so a final `Σ` is `σ`, not the `ς` of
+/// `str::to_lowercase`), into `out`; ASCII without a round through
+/// Unicode's tables.
+pub fn lowercase(word: &str, out: &mut String) {
     out.clear();
     if word.is_ascii() {
         out.push_str(word);

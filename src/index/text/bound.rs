@@ -23,7 +23,7 @@
 
 use std::collections::HashMap;
 
-use super::analysis::{Analyzer, fold_to_ascii};
+use super::analysis::{Analyzer, fold_to_ascii, lowercase};
 use super::query::{Occur, Query};
 use crate::error::{Error, Result};
 
@@ -187,14 +187,19 @@ fn phrase(tokens: Vec<(String, u32)>, slop: u32, boost: f32) -> Bound {
 /// The form a prefix or fuzzy word is compared in: the analyzer's case
 /// and folding, without stemming or splitting.
 pub fn normalize(analyzer: Analyzer, word: &str) -> String {
+    let mut lower = String::new();
     match analyzer {
         Analyzer::Whitespace | Analyzer::Raw => word.to_string(),
         Analyzer::English => {
+            lowercase(word, &mut lower);
             let mut folded = String::new();
-            fold_to_ascii(&word.to_lowercase(), &mut folded);
+            fold_to_ascii(&lower, &mut folded);
             folded
         }
-        _ => word.to_lowercase(),
+        _ => {
+            lowercase(word, &mut lower);
+            lower
+        }
     }
 }
 
@@ -260,10 +265,10 @@ pub fn phrase_in(terms: &[(String, u32)], lists: &[&[u32]], slop: u32) -> bool {
                 Some((t, p)) if t == term.as_str() => p + 1,
                 _ => i64::MIN,
             };
-            let found = lists[i]
-                .iter()
-                .map(|&p| i64::from(p))
-                .find(|&p| p >= from.max(after) && p <= to);
+            let least = from.max(after);
+            let list = lists[i];
+            let at = list.partition_point(|&p| i64::from(p) < least);
+            let found = list.get(at).map(|&p| i64::from(p)).filter(|&p| p <= to);
             if let Some(p) = found {
                 last = Some((term.as_str(), p));
             }

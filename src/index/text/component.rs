@@ -299,6 +299,7 @@ impl Summary {
         if u64::from(summary.info_blocks) != expected_info
             || u64::from(summary.norm_blocks) != expected_norms
             || summary.stats.rows > summary.part_rows
+            || summary.part_rows > u64::from(u32::MAX)
         {
             return Err("summary counts disagree".into());
         }
@@ -458,8 +459,18 @@ impl TextIndexReader {
             return Err(self.corrupt(format!("norm block {b} past its blocks")));
         }
         let block = 2 + self.summary.info_blocks as usize + b;
+        // Every block holds NORMS_PER_BLOCK rows but the last, the rest.
+        let rows = self.summary.part_rows as usize;
+        let expected = (rows - b * NORMS_PER_BLOCK).min(NORMS_PER_BLOCK);
         self.component
-            .block(block, |bytes| Ok(bytes.to_vec()), |n| n.len() as u64)
+            .block(
+                block,
+                |bytes| match bytes.len() == expected {
+                    true => Ok(bytes.to_vec()),
+                    false => Err(format!("{} length codes, expected {expected}", bytes.len())),
+                },
+                |n| n.len() as u64,
+            )
             .await
     }
 

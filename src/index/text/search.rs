@@ -66,8 +66,17 @@ async fn term_rows(reader: &TextIndexReader, term: &str) -> Result<Vec<u32>> {
     };
     let (block, range) = reader.postings(&info).await?;
     let list = reader.posting_list(&block.bytes()[range])?;
+    if list.len() != info.doc_freq {
+        return Err(reader.malformed(format!(
+            "'{term}' has {} rows, its term info says {}",
+            list.len(),
+            info.doc_freq
+        )));
+    }
     let mut cursor = list.cursor().map_err(|e| reader.malformed(e))?;
-    let mut rows = Vec::with_capacity(info.doc_freq as usize);
+    // The list's length is bounded by its bytes (each row costs at least
+    // a bit); the term info's is only a claim.
+    let mut rows = Vec::with_capacity((list.len() as usize).min(block.bytes().len() * 8));
     while cursor.row() != super::postings::END {
         rows.push(cursor.row());
         cursor.advance().map_err(|e| reader.malformed(e))?;
@@ -75,11 +84,15 @@ async fn term_rows(reader: &TextIndexReader, term: &str) -> Result<Vec<u32>> {
     Ok(rows)
 }
 
+/// Rows holding any of `terms`: collected, then sorted once (merging term
+/// by term would copy the result once per term).
 async fn union_of_terms(reader: &TextIndexReader, terms: &[String]) -> Result<Vec<u32>> {
     let mut rows = Vec::new();
     for term in terms {
-        rows = union(&rows, &term_rows(reader, term).await?);
+        rows.extend(term_rows(reader, term).await?);
     }
+    rows.sort_unstable();
+    rows.dedup();
     Ok(rows)
 }
 

@@ -304,6 +304,8 @@ impl<'a> PostingList<'a> {
             freqs: [0; BLOCK_LEN],
             len: 0,
             i: 0,
+            positions_row: 0,
+            positions_at: 0,
         };
         cursor.load(0)?;
         Ok(cursor)
@@ -320,6 +322,10 @@ pub struct Cursor<'l, 'a> {
     freqs: [u32; BLOCK_LEN],
     len: usize,
     i: usize,
+    /// The row of the block whose positions start at `positions_at`
+    /// (relative to the list's positions).
+    positions_row: usize,
+    positions_at: usize,
 }
 
 /// The row after the last one: a cursor there is exhausted.
@@ -329,6 +335,8 @@ impl Cursor<'_, '_> {
     fn load(&mut self, b: usize) -> Result<(), String> {
         self.block = b;
         self.i = 0;
+        self.positions_row = 0;
+        self.positions_at = self.block_positions_start();
         let list = self.list;
         if let Some(skip) = list.skips.get(b) {
             let packer = BitPacker4x::new();
@@ -418,35 +426,47 @@ impl Cursor<'_, '_> {
         }
     }
 
-    /// The current row's positions, into `out` (cleared first).
-    pub fn positions(&self, out: &mut Vec<u32>) -> Result<(), String> {
+    /// The current row's positions, into `out` (cleared first). Rows
+    /// skipped since the last call are stepped over once: reading each
+    /// row's positions in turn costs one pass over the block's positions.
+    pub fn positions(&mut self, out: &mut Vec<u32>) -> Result<(), String> {
         out.clear();
-        let list = self.list;
         if self.i >= self.len {
             return Ok(());
         }
-        // Positions of a block start where the previous block's end.
-        let start = match self.block {
-            0 => 0,
-            b => list.skips[b - 1].positions_end,
-        };
-        let bytes = &list.bytes[list.positions_at..];
-        let mut pos = start;
-        for i in 0..=self.i {
+        if self.positions_row > self.i {
+            self.positions_row = 0;
+            self.positions_at = self.block_positions_start();
+        }
+        let bytes = &self.list.bytes[self.list.positions_at..];
+        let mut pos = self.positions_at;
+        for row in self.positions_row..=self.i {
             let mut last: Option<u32> = None;
-            for _ in 0..self.freqs[i] {
+            for _ in 0..self.freqs[row] {
                 let delta = get_varint(bytes, &mut pos)?;
+                if row < self.i {
+                    continue;
+                }
                 let p = match last {
                     None => Some(delta),
                     Some(l) => l.checked_add(delta).and_then(|p| p.checked_add(1)),
                 }
                 .ok_or("a position past u32")?;
                 last = Some(p);
-                if i == self.i {
-                    out.push(p);
-                }
+                out.push(p);
             }
         }
+        self.positions_row = self.i + 1;
+        self.positions_at = pos;
         Ok(())
+    }
+
+    /// Where the current block's positions start: where the previous
+    /// block's end.
+    fn block_positions_start(&self) -> usize {
+        match self.block {
+            0 => 0,
+            b => self.list.skips[b - 1].positions_end,
+        }
     }
 }

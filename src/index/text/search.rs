@@ -132,7 +132,7 @@ async fn phrase_rows(
                 continue 'rows;
             }
         }
-        for (cursor, out) in cursors.iter().zip(positions.iter_mut()) {
+        for (cursor, out) in cursors.iter_mut().zip(positions.iter_mut()) {
             cursor.positions(out).map_err(|e| reader.malformed(e))?;
         }
         let slices: Vec<&[u32]> = positions.iter().map(Vec::as_slice).collect();

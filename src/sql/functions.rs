@@ -1,6 +1,8 @@
 //! Operations as table functions: `diagon_parts('t')` lists a table's live
-//! parts, `diagon_columns('t')` its columns with their codecs and sizes, and
-//! `diagon_optimize('t' [, final])` merges parts when executed.
+//! parts, `diagon_columns('t')` its columns with their codecs and sizes,
+//! `diagon_terms('t', 'col' [, 'prefix'])` a text index's terms with the
+//! live rows holding each, and `diagon_optimize('t' [, final])` merges
+//! parts when executed.
 
 use std::sync::Arc;
 
@@ -25,12 +27,17 @@ use crate::part::PartIndex;
 use crate::table::{PartEntry, Snapshot, Table};
 
 /// Which listing a function produces.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Listing {
     Parts,
     Columns,
     /// Merge now; `true` merges everything into one part.
     Optimize(bool),
+    /// A text-indexed column's terms starting with a prefix.
+    Terms {
+        column: String,
+        prefix: String,
+    },
 }
 
 /// `diagon_parts('t')` or `diagon_columns('t')`.
@@ -58,11 +65,21 @@ impl DiagonListingFunction {
         }
     }
 
+    pub fn terms() -> Self {
+        DiagonListingFunction {
+            listing: Listing::Terms {
+                column: String::new(),
+                prefix: String::new(),
+            },
+        }
+    }
+
     fn name(&self) -> &'static str {
         match self.listing {
             Listing::Parts => "diagon_parts",
             Listing::Columns => "diagon_columns",
             Listing::Optimize(_) => "diagon_optimize",
+            Listing::Terms { .. } => "diagon_terms",
         }
     }
 }
@@ -75,7 +92,25 @@ impl TableFunctionImpl for DiagonListingFunction {
             }
             _ => None,
         };
-        let (table, listing) = match (args.exprs(), self.listing) {
+        let (table, listing) = match (args.exprs(), self.listing.clone()) {
+            ([t, c, rest @ ..], Listing::Terms { .. })
+                if name(t).is_some()
+                    && name(c).is_some()
+                    && rest.len() <= 1
+                    && rest.iter().all(|p| name(p).is_some()) =>
+            {
+                let listing = Listing::Terms {
+                    column: name(c).expect("checked"),
+                    prefix: rest.first().and_then(name).unwrap_or_default(),
+                };
+                (name(t), listing)
+            }
+            (_, Listing::Terms { .. }) => {
+                return plan_err!(
+                    "diagon_terms() takes a table name, a text-indexed column and \
+                     optionally a prefix, as strings, e.g. diagon_terms('docs', 'body', 'wire')"
+                );
+            }
             ([t], listing) if name(t).is_some() => (name(t), listing),
             ([t, Expr::Literal(ScalarValue::Boolean(Some(full)), _)], Listing::Optimize(_))
                 if name(t).is_some() =>
@@ -131,6 +166,13 @@ fn parts_schema() -> SchemaRef {
     ]))
 }
 
+fn terms_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("term", DataType::Utf8, false),
+        Field::new("doc_freq", DataType::UInt64, false),
+    ]))
+}
+
 fn optimize_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("table", DataType::Utf8, false),
@@ -183,6 +225,7 @@ impl TableProvider for ListingTable {
             Listing::Parts => parts_schema(),
             Listing::Columns => columns_schema(),
             Listing::Optimize(_) => optimize_schema(),
+            Listing::Terms { .. } => terms_schema(),
         }
     }
 
@@ -211,9 +254,17 @@ impl TableProvider for ListingTable {
         }
         let snapshot = table.snapshot().await?;
         let indexes = table.part_indexes(&snapshot).await?;
-        let batch = match self.listing {
+        let batch = match &self.listing {
             Listing::Parts => parts_batch(&snapshot, &indexes)?,
             Listing::Columns => columns_batch(&snapshot, &indexes)?,
+            Listing::Terms { column, prefix } => {
+                let terms = table.text_terms(&snapshot, column, prefix).await?;
+                let columns: Vec<ArrayRef> = vec![
+                    Arc::new(StringArray::from_iter_values(terms.iter().map(|t| &t.0))),
+                    Arc::new(UInt64Array::from_iter_values(terms.iter().map(|t| t.1))),
+                ];
+                RecordBatch::try_new(terms_schema(), columns)?
+            }
             Listing::Optimize(_) => unreachable!("handled above"),
         };
         let exec =

@@ -33,7 +33,7 @@ impl From<crate::error::Error> for datafusion::error::DataFusionError {
 pub const FORMAT_NAME: &str = "DIAGON";
 
 /// Installs diagon on a session: the `STORED AS DIAGON` table factory, the
-/// `diagon_parts`, `diagon_columns` and `diagon_optimize` table functions, and the `diagon.*`
+/// `diagon_parts`, `diagon_columns`, `diagon_terms` and `diagon_optimize` table functions, and the `diagon.*`
 /// settings.
 pub fn register(ctx: &SessionContext) {
     ctx.register_udtf(
@@ -47,6 +47,10 @@ pub fn register(ctx: &SessionContext) {
     ctx.register_udtf(
         "diagon_optimize",
         Arc::new(functions::DiagonListingFunction::optimize()),
+    );
+    ctx.register_udtf(
+        "diagon_terms",
+        Arc::new(functions::DiagonListingFunction::terms()),
     );
     let state = ctx.state_ref();
     let mut state = state.write();

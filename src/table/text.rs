@@ -70,19 +70,14 @@ impl Table {
         column: &str,
         terms: &[String],
     ) -> Result<TextStatistics> {
+        self.check_text_column(snapshot, column)?;
         let mut stats = TextStatistics {
             column: ColumnStats::default(),
             doc_freqs: vec![0; terms.len()],
         };
         for entry in &snapshot.parts {
             let Some(reader) = self.text_index(snapshot, entry, column).await? else {
-                return Err(Error::Table(format!(
-                    "table '{}', part '{}': no text index on '{column}' yet; \
-                     run diagon_optimize('{}', true) to build it",
-                    self.name(),
-                    entry.name,
-                    self.name()
-                )));
+                return Err(self.missing_text_index(entry, column));
             };
             let mask = self.deletion_mask(entry).await?;
             add_part(&reader, mask.as_deref(), terms, &mut stats).await?;
@@ -129,30 +124,88 @@ async fn add_part(
     stats.column.rows += part.rows;
     stats.column.total_len += part.total_len;
     for (term, doc_freq) in terms.iter().zip(stats.doc_freqs.iter_mut()) {
-        let Some(info) = reader.term(term).await? else {
-            continue;
-        };
-        let (block, range) = reader.postings(&info).await?;
-        let list = reader.posting_list(&block.bytes()[range])?;
-        if list.len() != info.doc_freq {
-            return Err(reader.malformed(format!(
-                "'{term}' has {} rows, its term info says {}",
-                list.len(),
-                info.doc_freq
-            )));
-        }
-        let Some(deleted) = deleted else {
-            *doc_freq += u64::from(list.len());
-            continue;
-        };
-        let mut cursor = list.cursor().map_err(|e| reader.malformed(e))?;
-        while cursor.row() != END {
-            let row = cursor.row() as usize;
-            if row >= deleted.len() || !deleted.value(row) {
-                *doc_freq += 1;
-            }
-            cursor.advance().map_err(|e| reader.malformed(e))?;
-        }
+        *doc_freq += live_doc_freq(reader, term, deleted).await?;
     }
     Ok(())
+}
+
+/// Live rows of the part holding `term`.
+async fn live_doc_freq(
+    reader: &TextIndexReader,
+    term: &str,
+    deleted: Option<&BooleanBuffer>,
+) -> Result<u64> {
+    let Some(info) = reader.term(term).await? else {
+        return Ok(0);
+    };
+    let (block, range) = reader.postings(&info).await?;
+    let list = reader.posting_list(&block.bytes()[range])?;
+    if list.len() != info.doc_freq {
+        return Err(reader.malformed(format!(
+            "'{term}' has {} rows, its term info says {}",
+            list.len(),
+            info.doc_freq
+        )));
+    }
+    let Some(deleted) = deleted else {
+        return Ok(u64::from(list.len()));
+    };
+    let mut cursor = list.cursor().map_err(|e| reader.malformed(e))?;
+    let mut live = 0;
+    while cursor.row() != END {
+        let row = cursor.row() as usize;
+        if row >= deleted.len() || !deleted.value(row) {
+            live += 1;
+        }
+        cursor.advance().map_err(|e| reader.malformed(e))?;
+    }
+    Ok(live)
+}
+
+impl Table {
+    /// The terms of `column`'s text index over `snapshot` starting with
+    /// `prefix` (all with ""), in order, each with the live rows holding it;
+    /// terms only deleted rows held are left out.
+    pub async fn text_terms(
+        &self,
+        snapshot: &Snapshot,
+        column: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, u64)>> {
+        self.check_text_column(snapshot, column)?;
+        let mut terms: std::collections::BTreeMap<String, u64> = Default::default();
+        for entry in &snapshot.parts {
+            let Some(reader) = self.text_index(snapshot, entry, column).await? else {
+                return Err(self.missing_text_index(entry, column));
+            };
+            let mask = self.deletion_mask(entry).await?;
+            for term in reader.terms_with_prefix(prefix).await? {
+                let live = live_doc_freq(&reader, &term, mask.as_deref()).await?;
+                *terms.entry(term).or_default() += live;
+            }
+        }
+        Ok(terms.into_iter().filter(|(_, n)| *n > 0).collect())
+    }
+
+    /// An error unless `column` has a declared text index.
+    fn check_text_column(&self, snapshot: &Snapshot, column: &str) -> Result<()> {
+        match snapshot.options.text_indexes.contains_key(column) {
+            true => Ok(()),
+            false => Err(Error::Table(format!(
+                "table '{}': column '{column}' has no text index (declare it with the \
+                 option 'text_index')",
+                self.name()
+            ))),
+        }
+    }
+
+    fn missing_text_index(&self, entry: &PartEntry, column: &str) -> Error {
+        Error::Table(format!(
+            "table '{}', part '{}': no text index on '{column}' yet; \
+             run diagon_optimize('{}', true) to build it",
+            self.name(),
+            entry.name,
+            self.name()
+        ))
+    }
 }

@@ -19,7 +19,6 @@ use super::log::PartEntry;
 use crate::error::{Error, Result};
 use crate::index::text::bm25::{ColumnStats, decode_length};
 use crate::index::text::component::{NORMS_PER_BLOCK, TextIndexReader};
-use crate::index::text::postings::END;
 use crate::part::component::Component;
 
 /// BM25's statistics of one column over a snapshot's live rows.
@@ -135,31 +134,15 @@ async fn live_doc_freq(
     term: &str,
     deleted: Option<&BooleanBuffer>,
 ) -> Result<u64> {
-    let Some(info) = reader.term(term).await? else {
-        return Ok(0);
+    let rows = reader.rows(term).await?;
+    let live = match deleted {
+        None => rows.len(),
+        Some(deleted) => rows
+            .iter()
+            .filter(|&&row| row as usize >= deleted.len() || !deleted.value(row as usize))
+            .count(),
     };
-    let (block, range) = reader.postings(&info).await?;
-    let list = reader.posting_list(&block.bytes()[range])?;
-    if list.len() != info.doc_freq {
-        return Err(reader.malformed(format!(
-            "'{term}' has {} rows, its term info says {}",
-            list.len(),
-            info.doc_freq
-        )));
-    }
-    let Some(deleted) = deleted else {
-        return Ok(u64::from(list.len()));
-    };
-    let mut cursor = list.cursor().map_err(|e| reader.malformed(e))?;
-    let mut live = 0;
-    while cursor.row() != END {
-        let row = cursor.row() as usize;
-        if row >= deleted.len() || !deleted.value(row) {
-            live += 1;
-        }
-        cursor.advance().map_err(|e| reader.malformed(e))?;
-    }
-    Ok(live)
+    Ok(live as u64)
 }
 
 impl Table {

@@ -111,16 +111,7 @@ fn bind(query: &Query, column: &str, analyzer: Analyzer, boost: f32) -> Result<B
     Ok(match query {
         Query::Term { column: c, text } => {
             check_column(c)?;
-            let mut tokens: Vec<(String, u32)> = Vec::new();
-            analyzer.analyze(text, |t| tokens.push((t.term.to_string(), t.position)));
-            match tokens.len() {
-                0 => Bound::Nothing,
-                1 => Bound::Term {
-                    term: tokens.pop().expect("one token").0,
-                    boost,
-                },
-                _ => phrase(tokens, 0, boost),
-            }
+            words(analyzer, text, 0, boost)
         }
         Query::Phrase {
             column: c,
@@ -128,16 +119,7 @@ fn bind(query: &Query, column: &str, analyzer: Analyzer, boost: f32) -> Result<B
             slop,
         } => {
             check_column(c)?;
-            let mut tokens: Vec<(String, u32)> = Vec::new();
-            analyzer.analyze(text, |t| tokens.push((t.term.to_string(), t.position)));
-            match tokens.len() {
-                0 => Bound::Nothing,
-                1 => Bound::Term {
-                    term: tokens.pop().expect("one token").0,
-                    boost,
-                },
-                _ => phrase(tokens, *slop, boost),
-            }
+            words(analyzer, text, *slop, boost)
         }
         Query::Prefix { column: c, prefix } => {
             check_column(c)?;
@@ -173,6 +155,20 @@ fn bind(query: &Query, column: &str, analyzer: Analyzer, boost: f32) -> Result<B
             }
         }
     })
+}
+
+/// `text` analysed: nothing, a term, or the phrase of its terms.
+fn words(analyzer: Analyzer, text: &str, slop: u32, boost: f32) -> Bound {
+    let mut tokens: Vec<(String, u32)> = Vec::new();
+    analyzer.analyze(text, |t| tokens.push((t.term.to_string(), t.position)));
+    match tokens.len() {
+        0 => Bound::Nothing,
+        1 => Bound::Term {
+            term: tokens.pop().expect("one token").0,
+            boost,
+        },
+        _ => phrase(tokens, slop, boost),
+    }
 }
 
 fn phrase(tokens: Vec<(String, u32)>, slop: u32, boost: f32) -> Bound {

@@ -23,7 +23,7 @@ pub async fn matching_rows(reader: &TextIndexReader, bound: &Bound) -> Result<Ve
 
 async fn rows_of(reader: &TextIndexReader, bound: &Bound) -> Result<Vec<u32>> {
     Ok(match bound {
-        Bound::Term { term, .. } => term_rows(reader, term).await?,
+        Bound::Term { term, .. } => reader.rows(term).await?,
         Bound::Phrase { terms, slop, .. } => phrase_rows(reader, terms, *slop).await?,
         Bound::Prefix { prefix, .. } => {
             let terms = reader.terms_with_prefix(prefix).await?;
@@ -60,36 +60,12 @@ async fn boolean_rows(reader: &TextIndexReader, clauses: &[(Occur, Bound)]) -> R
     Ok(difference(&candidates, &excluded))
 }
 
-async fn term_rows(reader: &TextIndexReader, term: &str) -> Result<Vec<u32>> {
-    let Some(info) = reader.term(term).await? else {
-        return Ok(Vec::new());
-    };
-    let (block, range) = reader.postings(&info).await?;
-    let list = reader.posting_list(&block.bytes()[range])?;
-    if list.len() != info.doc_freq {
-        return Err(reader.malformed(format!(
-            "'{term}' has {} rows, its term info says {}",
-            list.len(),
-            info.doc_freq
-        )));
-    }
-    let mut cursor = list.cursor().map_err(|e| reader.malformed(e))?;
-    // The list's length is bounded by its bytes (each row costs at least
-    // a bit); the term info's is only a claim.
-    let mut rows = Vec::with_capacity((list.len() as usize).min(block.bytes().len() * 8));
-    while cursor.row() != super::postings::END {
-        rows.push(cursor.row());
-        cursor.advance().map_err(|e| reader.malformed(e))?;
-    }
-    Ok(rows)
-}
-
 /// Rows holding any of `terms`: collected, then sorted once (merging term
 /// by term would copy the result once per term).
 async fn union_of_terms(reader: &TextIndexReader, terms: &[String]) -> Result<Vec<u32>> {
     let mut rows = Vec::new();
     for term in terms {
-        rows.extend(term_rows(reader, term).await?);
+        rows.extend(reader.rows(term).await?);
     }
     rows.sort_unstable();
     rows.dedup();
@@ -196,6 +172,31 @@ pub fn difference(a: &[u32], b: &[u32]) -> Vec<u32> {
 }
 
 impl TextIndexReader {
+    /// The rows holding `term` (analysed), in order; none if no row does.
+    pub async fn rows(&self, term: &str) -> Result<Vec<u32>> {
+        let Some(info) = self.term(term).await? else {
+            return Ok(Vec::new());
+        };
+        let (block, range) = self.postings(&info).await?;
+        let list = self.posting_list(&block.bytes()[range])?;
+        if list.len() != info.doc_freq {
+            return Err(self.malformed(format!(
+                "'{term}' has {} rows, its term info says {}",
+                list.len(),
+                info.doc_freq
+            )));
+        }
+        let mut cursor = list.cursor().map_err(|e| self.malformed(e))?;
+        // The list's length is bounded by its bytes (each row costs at
+        // least a bit); the term info's is only a claim.
+        let mut rows = Vec::with_capacity((list.len() as usize).min(block.bytes().len() * 8));
+        while cursor.row() != super::postings::END {
+            rows.push(cursor.row());
+            cursor.advance().map_err(|e| self.malformed(e))?;
+        }
+        Ok(rows)
+    }
+
     /// The dictionary's terms starting with `prefix`, in order.
     pub async fn terms_with_prefix(&self, prefix: &str) -> Result<Vec<String>> {
         let dictionary = self.dictionary().await?;

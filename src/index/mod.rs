@@ -48,14 +48,19 @@ pub fn text_builders(
         .collect()
 }
 
-/// Whether `components` hold the text index of `column` analysed by
-/// `analyzer` (a part written before the index was declared, or with
-/// another analyzer, does not).
-pub fn has_text_index(components: &[ComponentMeta], column: &str, analyzer: &Analyzer) -> bool {
-    components.iter().any(|c| {
+/// The text index of `column` analysed by `analyzer` among `components`
+/// (a part written before the index was declared, or with another
+/// analyzer, has none).
+pub fn text_index_meta<'a>(
+    components: &'a [ComponentMeta],
+    column: &str,
+    analyzer: &Analyzer,
+) -> Option<&'a ComponentMeta> {
+    let params = analyzer.to_string();
+    components.iter().find(|c| {
         c.kind == text::component::KIND
             && c.version == text::component::VERSION
             && c.columns.first().map(String::as_str) == Some(column)
-            && c.params == analyzer.to_string()
+            && c.params == params
     })
 }

@@ -164,9 +164,8 @@ fn check_reopen(
                 added.push((column.clone(), *spec));
             }
         }
-        let stored_text = TextSearch::of(&snapshot.options);
-        let declared = declared_text_search(&stored_text, &given, options);
-        if declared != stored_text {
+        let declared = declared_text_search(&snapshot.options.text, &given.text, options);
+        if declared != snapshot.options.text {
             text = Some(declared);
         }
         for (key, value) in given.to_map() {
@@ -197,14 +196,14 @@ type Reopened = (Vec<(String, SkipSpec)>, Option<TextSearch>);
 /// analyzer, BM25 parameter or default operator replaces the stored one.
 fn declared_text_search(
     stored: &TextSearch,
-    given: &TableOptions,
+    given: &TextSearch,
     options: &HashMap<String, String>,
 ) -> TextSearch {
     let stated = |key: &str| options.keys().any(|k| k.eq_ignore_ascii_case(key));
     let mut text = stored.clone();
-    for (column, analyzer) in &given.text_indexes {
-        if !text.text_indexes.contains_key(column) || stated(&format!("analyzer.{column}")) {
-            text.text_indexes.insert(column.clone(), *analyzer);
+    for (column, analyzer) in &given.indexes {
+        if !text.indexes.contains_key(column) || stated(&format!("analyzer.{column}")) {
+            text.indexes.insert(column.clone(), *analyzer);
         }
     }
     if stated("bm25.k1") {

@@ -353,16 +353,20 @@ struct LocalWriter {
 }
 
 impl LocalWriter {
-    /// Hands what is buffered to the kernel.
+    /// Hands what is buffered to the kernel, keeping the buffer's memory.
     async fn flush(&mut self) -> Result<()> {
         if self.buffer.is_empty() {
             return Ok(());
         }
-        let buffer = Bytes::from(std::mem::take(&mut self.buffer));
-        self.write_out(buffer).await
+        let buffer = std::mem::take(&mut self.buffer);
+        let mut buffer = self.write_out(buffer).await?;
+        buffer.clear();
+        self.buffer = buffer;
+        Ok(())
     }
 
-    async fn write_out(&mut self, bytes: Bytes) -> Result<()> {
+    /// Writes `bytes` on the blocking pool, and gives them back.
+    async fn write_out<B: AsRef<[u8]> + Send + 'static>(&mut self, bytes: B) -> Result<B> {
         let Some(mut file) = self.file.take() else {
             return Err(Error::store(
                 self.location.clone(),
@@ -370,14 +374,14 @@ impl LocalWriter {
             ));
         };
         let location = self.location.clone();
-        let file = blocking(location.clone(), move || {
-            file.write_all(&bytes)
+        let (file, bytes) = blocking(location.clone(), move || {
+            file.write_all(bytes.as_ref())
                 .map_err(|e| io_error(location, e))
-                .map(|()| file)
+                .map(|()| (file, bytes))
         })
         .await?;
         self.file = Some(file);
-        Ok(())
+        Ok(bytes)
     }
 }
 
@@ -388,7 +392,7 @@ impl FileWriter for LocalWriter {
         // A large piece goes to the kernel as it is, after what is buffered.
         if bytes.len() >= WRITE_BUFFER {
             self.flush().await?;
-            return self.write_out(bytes).await;
+            return self.write_out(bytes).await.map(drop);
         }
         self.buffer.extend_from_slice(&bytes);
         if self.buffer.len() >= WRITE_BUFFER {

@@ -437,8 +437,8 @@ impl Table {
                                 && c.columns.first() == Some(column)
                         })
                     });
-                let missing_text = snapshot.options.text_indexes.iter().any(|(column, a)| {
-                    !crate::index::has_text_index(&index.meta.components, column, a)
+                let missing_text = snapshot.options.text.indexes.iter().any(|(column, a)| {
+                    crate::index::text_index_meta(&index.meta.components, column, a).is_none()
                 });
                 needed |= missing || missing_text;
             }

@@ -381,7 +381,7 @@ impl Table {
         let mut builders = crate::index::skip_builders(&snapshot.schema, &options.skip_indexes);
         builders.extend(crate::index::text_builders(
             &snapshot.schema,
-            &options.text_indexes,
+            &options.text.indexes,
         ));
         builders
     }
@@ -473,7 +473,10 @@ impl Table {
     pub async fn set_text_search(&self, text: options::TextSearch) -> Result<u64> {
         let version = self
             .commit_attempts("ALTER", &mut |base| Some(base.parts.clone()), &|o| {
-                text.apply(o)
+                TableOptions {
+                    text: text.clone(),
+                    ..o.clone()
+                }
             })
             .await?;
         Ok(version.expect("an unconditional commit is never refused"))

@@ -45,32 +45,15 @@ pub const KNOWN_OPTIONS: &[&str] = &[
     "log_retention",
 ];
 
-/// The text search options of a table, as one value.
-#[derive(Debug, Clone, PartialEq)]
+/// The text search options of a table: its text-indexed columns with
+/// their analyzers (`text_index`, `analyzer.<column>`), BM25's parameters
+/// (`bm25.k1`, `bm25.b`) and how words side by side in a query combine
+/// (`default_operator`).
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TextSearch {
-    pub text_indexes: BTreeMap<String, Analyzer>,
+    pub indexes: BTreeMap<String, Analyzer>,
     pub bm25: Bm25,
     pub default_operator: DefaultOperator,
-}
-
-impl TextSearch {
-    pub fn of(options: &TableOptions) -> Self {
-        TextSearch {
-            text_indexes: options.text_indexes.clone(),
-            bm25: options.bm25,
-            default_operator: options.default_operator,
-        }
-    }
-
-    /// `options` with these text search options.
-    pub fn apply(&self, options: &TableOptions) -> TableOptions {
-        TableOptions {
-            text_indexes: self.text_indexes.clone(),
-            bm25: self.bm25,
-            default_operator: self.default_operator,
-            ..options.clone()
-        }
-    }
 }
 
 /// The merge policy's parameters (`merge.*` options); see `table::merge`.
@@ -125,13 +108,7 @@ pub struct TableOptions {
     pub codecs: BTreeMap<String, CodecChain>,
     /// Skip indexes by column.
     pub skip_indexes: BTreeMap<String, SkipSpec>,
-    /// Text-indexed columns and their analyzers (`text_index`,
-    /// `analyzer.<column>`).
-    pub text_indexes: BTreeMap<String, Analyzer>,
-    /// BM25's parameters for the table's text columns.
-    pub bm25: Bm25,
-    /// How clauses side by side in a search query combine.
-    pub default_operator: DefaultOperator,
+    pub text: TextSearch,
     /// An insert cuts a new part after this many buffered rows...
     pub insert_block_rows: usize,
     /// ...or after this many buffered bytes (in memory), whichever comes first.
@@ -161,9 +138,7 @@ impl Default for TableOptions {
             min_bytes_for_wide_part: DEFAULT_MIN_BYTES_FOR_WIDE_PART,
             codecs: BTreeMap::new(),
             skip_indexes: BTreeMap::new(),
-            text_indexes: BTreeMap::new(),
-            bm25: Bm25::default(),
-            default_operator: DefaultOperator::Or,
+            text: TextSearch::default(),
             insert_block_rows: DEFAULT_INSERT_BLOCK_ROWS,
             insert_block_bytes: DEFAULT_INSERT_BLOCK_BYTES,
             merge: MergeOptions::default(),
@@ -179,7 +154,7 @@ impl TableOptions {
     pub fn parse(options: &HashMap<String, String>, schema: &Schema) -> Result<Self> {
         let mut parsed = TableOptions::default();
         let mut analyzers: Vec<(String, String, Analyzer)> = Vec::new();
-        let (mut k1, mut b) = (parsed.bm25.k1, parsed.bm25.b);
+        let (mut k1, mut b) = (parsed.text.bm25.k1, parsed.text.bm25.b);
         let mut keys: Vec<_> = options.iter().collect();
         keys.sort();
         for (key, value) in keys {
@@ -227,22 +202,13 @@ impl TableOptions {
                 "text_index" => {
                     for name in value.split(',').map(str::trim) {
                         let column = text_column(key, name, schema)?;
-                        parsed.text_indexes.insert(column, Analyzer::default());
+                        parsed.text.indexes.insert(column, Analyzer::default());
                     }
                 }
                 "bm25.k1" => k1 = parse_float(key, value)?,
                 "bm25.b" => b = parse_float(key, value)?,
                 "default_operator" => {
-                    parsed.default_operator = match value.trim().to_ascii_lowercase().as_str() {
-                        "or" => DefaultOperator::Or,
-                        "and" => DefaultOperator::And,
-                        _ => {
-                            return Err(Error::option(
-                                key,
-                                format!("'{value}' is neither OR nor AND"),
-                            ));
-                        }
-                    }
+                    parsed.text.default_operator = DefaultOperator::parse(key, value)?;
                 }
                 _ if key_lower.starts_with("analyzer.") => {
                     let column = find_column(key, &key_lower["analyzer.".len()..], schema)?;
@@ -278,7 +244,7 @@ impl TableOptions {
             }
         }
         for (key, column, analyzer) in analyzers {
-            match parsed.text_indexes.get_mut(&column) {
+            match parsed.text.indexes.get_mut(&column) {
                 Some(slot) => *slot = analyzer,
                 None => {
                     return Err(Error::option(
@@ -288,7 +254,7 @@ impl TableOptions {
                 }
             }
         }
-        parsed.bm25 = Bm25::new(k1, b)?;
+        parsed.text.bm25 = Bm25::new(k1, b)?;
         Ok(parsed)
     }
 
@@ -336,25 +302,24 @@ impl TableOptions {
         for (column, spec) in &self.skip_indexes {
             map.insert(format!("skip_index.{column}"), spec.to_string());
         }
-        if !self.text_indexes.is_empty() {
-            let columns: Vec<&str> = self.text_indexes.keys().map(String::as_str).collect();
+        let text = &self.text;
+        if !text.indexes.is_empty() {
+            let columns: Vec<&str> = text.indexes.keys().map(String::as_str).collect();
             map.insert("text_index".into(), columns.join(","));
-            for (column, analyzer) in &self.text_indexes {
+            for (column, analyzer) in &text.indexes {
                 map.insert(format!("analyzer.{column}"), analyzer.to_string());
             }
         }
         // Stored with a text index, or when set: a table without either
         // keeps the options it always had.
-        let text_defaults =
-            self.bm25 == Bm25::default() && self.default_operator == DefaultOperator::Or;
-        if !self.text_indexes.is_empty() || !text_defaults {
-            map.insert("bm25.k1".into(), self.bm25.k1.to_string());
-            map.insert("bm25.b".into(), self.bm25.b.to_string());
-            let operator = match self.default_operator {
-                DefaultOperator::Or => "or",
-                DefaultOperator::And => "and",
-            };
-            map.insert("default_operator".into(), operator.into());
+        let defaults = TextSearch::default();
+        if !text.indexes.is_empty()
+            || text.bm25 != defaults.bm25
+            || text.default_operator != defaults.default_operator
+        {
+            map.insert("bm25.k1".into(), text.bm25.k1.to_string());
+            map.insert("bm25.b".into(), text.bm25.b.to_string());
+            map.insert("default_operator".into(), text.default_operator.to_string());
         }
         for (column, codec) in &self.codecs {
             map.insert(format!("codec.{column}"), codec.to_string());

@@ -38,15 +38,11 @@ impl Table {
         entry: &PartEntry,
         column: &str,
     ) -> Result<Option<TextIndexReader>> {
-        let Some(analyzer) = snapshot.options.text_indexes.get(column) else {
+        let Some(analyzer) = snapshot.options.text.indexes.get(column) else {
             return Ok(None);
         };
         let index = self.entry_index(entry).await?;
-        let Some(meta) = index
-            .meta
-            .components
-            .iter()
-            .find(|c| crate::index::has_text_index(std::slice::from_ref(c), column, analyzer))
+        let Some(meta) = crate::index::text_index_meta(&index.meta.components, column, analyzer)
         else {
             return Ok(None);
         };
@@ -83,69 +79,7 @@ impl Table {
         }
         Ok(stats)
     }
-}
 
-/// Adds one part's live rows to `stats`.
-async fn add_part(
-    reader: &TextIndexReader,
-    deleted: Option<&BooleanBuffer>,
-    terms: &[String],
-    stats: &mut TextStatistics,
-) -> Result<()> {
-    let summary = reader.summary();
-    let mut part = ColumnStats {
-        rows: summary.stats.rows,
-        total_len: summary.coded_len,
-    };
-    let disagree = || reader.malformed("its length codes disagree with its summary".into());
-    if let Some(deleted) = deleted {
-        // Take back what the deleted rows with tokens added.
-        let mut block: Option<(usize, std::sync::Arc<Vec<u8>>)> = None;
-        for row in deleted.set_indices() {
-            let b = row / NORMS_PER_BLOCK;
-            if block.as_ref().is_none_or(|(at, _)| *at != b) {
-                block = Some((b, reader.norms(b).await?));
-            }
-            let norms = &block.as_ref().expect("loaded above").1;
-            let code = *norms
-                .get(row % NORMS_PER_BLOCK)
-                .ok_or_else(|| Error::Schema(format!("row {row} past the norms")))?;
-            let len = decode_length(code);
-            if len > 0 {
-                part.rows = part.rows.checked_sub(1).ok_or_else(disagree)?;
-                part.total_len = part
-                    .total_len
-                    .checked_sub(u64::from(len))
-                    .ok_or_else(disagree)?;
-            }
-        }
-    }
-    stats.column.rows += part.rows;
-    stats.column.total_len += part.total_len;
-    for (term, doc_freq) in terms.iter().zip(stats.doc_freqs.iter_mut()) {
-        *doc_freq += live_doc_freq(reader, term, deleted).await?;
-    }
-    Ok(())
-}
-
-/// Live rows of the part holding `term`.
-async fn live_doc_freq(
-    reader: &TextIndexReader,
-    term: &str,
-    deleted: Option<&BooleanBuffer>,
-) -> Result<u64> {
-    let rows = reader.rows(term).await?;
-    let live = match deleted {
-        None => rows.len(),
-        Some(deleted) => rows
-            .iter()
-            .filter(|&&row| row as usize >= deleted.len() || !deleted.value(row as usize))
-            .count(),
-    };
-    Ok(live as u64)
-}
-
-impl Table {
     /// The terms of `column`'s text index over `snapshot` starting with
     /// `prefix` (all with ""), in order, each with the live rows holding it;
     /// terms only deleted rows held are left out.
@@ -172,7 +106,7 @@ impl Table {
 
     /// An error unless `column` has a declared text index.
     fn check_text_column(&self, snapshot: &Snapshot, column: &str) -> Result<()> {
-        match snapshot.options.text_indexes.contains_key(column) {
+        match snapshot.options.text.indexes.contains_key(column) {
             true => Ok(()),
             false => Err(Error::Table(format!(
                 "table '{}': column '{column}' has no text index (declare it with the \
@@ -191,4 +125,65 @@ impl Table {
             self.name()
         ))
     }
+}
+
+/// Adds one part's live rows to `stats`.
+async fn add_part(
+    reader: &TextIndexReader,
+    deleted: Option<&BooleanBuffer>,
+    terms: &[String],
+    stats: &mut TextStatistics,
+) -> Result<()> {
+    let summary = reader.summary();
+    let mut part = ColumnStats {
+        rows: summary.stats.rows,
+        total_len: summary.coded_len,
+    };
+    let disagree = || reader.malformed("its length codes disagree with its rows".into());
+    if let Some(deleted) = deleted {
+        // Take back what the deleted rows with tokens added.
+        let mut block: Option<(usize, std::sync::Arc<Vec<u8>>)> = None;
+        for row in deleted.set_indices() {
+            let b = row / NORMS_PER_BLOCK;
+            if block.as_ref().is_none_or(|(at, _)| *at != b) {
+                block = Some((b, reader.norms(b).await?));
+            }
+            let norms = &block.as_ref().expect("loaded above").1;
+            let code = *norms.get(row % NORMS_PER_BLOCK).ok_or_else(disagree)?;
+            let len = decode_length(code);
+            if len > 0 {
+                part.rows = part.rows.checked_sub(1).ok_or_else(disagree)?;
+                part.total_len = part
+                    .total_len
+                    .checked_sub(u64::from(len))
+                    .ok_or_else(disagree)?;
+            }
+        }
+    }
+    stats.column.rows += part.rows;
+    stats.column.total_len += part.total_len;
+    for (term, doc_freq) in terms.iter().zip(stats.doc_freqs.iter_mut()) {
+        *doc_freq += live_doc_freq(reader, term, deleted).await?;
+    }
+    Ok(())
+}
+
+/// Live rows of the part holding `term`.
+async fn live_doc_freq(
+    reader: &TextIndexReader,
+    term: &str,
+    deleted: Option<&BooleanBuffer>,
+) -> Result<u64> {
+    let Some(deleted) = deleted else {
+        // Every row is live: the term info's count serves, without
+        // decoding the postings.
+        let info = reader.term(term).await?;
+        return Ok(info.map_or(0, |i| u64::from(i.doc_freq)));
+    };
+    let rows = reader.rows(term).await?;
+    let live = rows
+        .iter()
+        .filter(|&&row| row as usize >= deleted.len() || !deleted.value(row as usize))
+        .count();
+    Ok(live as u64)
 }

@@ -206,9 +206,9 @@ fn text_search_options_parse_and_read_back() {
         &schema,
     )
     .unwrap();
-    assert_eq!(parsed.text_indexes["title"], Analyzer::Standard);
-    assert_eq!(parsed.text_indexes["body"], Analyzer::English);
-    assert_eq!((parsed.bm25.k1, parsed.bm25.b), (1.5, 0.5));
+    assert_eq!(parsed.text.indexes["title"], Analyzer::Standard);
+    assert_eq!(parsed.text.indexes["body"], Analyzer::English);
+    assert_eq!((parsed.text.bm25.k1, parsed.text.bm25.b), (1.5, 0.5));
     let stored: std::collections::HashMap<String, String> = parsed.to_map().into_iter().collect();
     assert_eq!(
         diagon::TableOptions::parse(&stored, &schema).unwrap(),
@@ -341,9 +341,9 @@ async fn parts_carry_their_text_indexes() {
     );
 
     // Declared anew: title too, body with another analyzer.
-    let text = diagon::table::options::TextSearch::of(
-        &options(&[("text_index", "title,body")], &docs_schema()).unwrap(),
-    );
+    let text = options(&[("text_index", "title,body")], &docs_schema())
+        .unwrap()
+        .text;
     table.set_text_search(text).await.unwrap();
     table.optimize(true).await.unwrap();
     assert_eq!(

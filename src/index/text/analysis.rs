@@ -126,7 +126,6 @@ impl Analyzer {
 
     /// Calls `emit` with each token of `text`, in order.
     pub fn analyze(&self, text: &str, mut emit: impl FnMut(Token<'_>)) {
-        let mut buffer = String::new();
         match self {
             Analyzer::Standard => words(
                 text,
@@ -163,8 +162,8 @@ impl Analyzer {
                     &mut emit,
                 )
             }
-            Analyzer::Simple => split(text, |c| !c.is_alphanumeric(), true, &mut buffer, emit),
-            Analyzer::Whitespace => split(text, char::is_whitespace, false, &mut buffer, emit),
+            Analyzer::Simple => split(text, |c| !c.is_alphanumeric(), true, emit),
+            Analyzer::Whitespace => split(text, char::is_whitespace, false, emit),
             Analyzer::Raw => {
                 if !text.is_empty() && text.len() <= MAX_RAW_TERM_BYTES {
                     emit(Token {
@@ -175,7 +174,7 @@ impl Analyzer {
                     });
                 }
             }
-            Analyzer::NGram { min, max } => ngrams(text, *min, *max, &mut buffer, emit),
+            Analyzer::NGram { min, max } => ngrams(text, *min, *max, emit),
         }
     }
 
@@ -267,15 +266,15 @@ fn split(
     text: &str,
     separator: impl Fn(char) -> bool,
     lower: bool,
-    buffer: &mut String,
     mut emit: impl FnMut(Token<'_>),
 ) {
+    let mut buffer = String::new();
     let mut position = 0u32;
     let mut start = None;
     let mut flush = |from: usize, to: usize, position: &mut u32| {
         let piece = &text[from..to];
         let term = if lower {
-            lowercase(piece, buffer);
+            lowercase(piece, &mut buffer);
             buffer.as_str()
         } else {
             piece
@@ -309,17 +308,12 @@ fn split(
 /// starting at its k-th character share position `base + k`, and the next
 /// word's base leaves a gap, so a phrase of grams matches within a word
 /// only. Words shorter than `min` characters give no gram, as in Lucene.
-fn ngrams(
-    text: &str,
-    min: usize,
-    max: usize,
-    buffer: &mut String,
-    mut emit: impl FnMut(Token<'_>),
-) {
+fn ngrams(text: &str, min: usize, max: usize, mut emit: impl FnMut(Token<'_>)) {
+    let mut buffer = String::new();
     let mut base = 0u32;
     let mut bounds: Vec<usize> = Vec::new();
     for (start, word) in text.unicode_word_indices() {
-        lowercase(word, buffer);
+        lowercase(word, &mut buffer);
         bounds.clear();
         bounds.extend(buffer.char_indices().map(|(i, _)| i));
         let chars = bounds.len();

@@ -39,6 +39,30 @@ pub enum DefaultOperator {
     And,
 }
 
+impl DefaultOperator {
+    /// `or` or `and` (any case), the value of the option `option`.
+    pub fn parse(option: &str, value: &str) -> Result<Self> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "or" => Ok(DefaultOperator::Or),
+            "and" => Ok(DefaultOperator::And),
+            _ => Err(Error::option(
+                option,
+                format!("'{value}' is neither OR nor AND"),
+            )),
+        }
+    }
+}
+
+impl fmt::Display for DefaultOperator {
+    /// The value [`DefaultOperator::parse`] reads back.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DefaultOperator::Or => "or",
+            DefaultOperator::And => "and",
+        })
+    }
+}
+
 /// What a clause of a boolean query requires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Occur {

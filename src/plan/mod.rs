@@ -9,8 +9,7 @@
 //! ```
 //! - `Scan`: read every row of the granule;
 //! - `Select(rows)`: read the granule, keep these rows (the rows a deletion
-//!   mask leaves; the text index will select matching rows with their
-//!   scores);
+//!   mask leaves, the rows a text query matches);
 //! - `Skip(reason)`: do not read it, and say why.
 //!
 //! [`build`] runs the [`Pruner`]s over every part, in order, each looking
@@ -22,6 +21,7 @@
 pub mod prune;
 pub mod read;
 pub mod tasks;
+pub mod text;
 
 use std::any::Any;
 use std::collections::BTreeMap;
@@ -48,6 +48,9 @@ pub enum SkipReason {
     MinMax,
     /// The skip index on this column proves no row matches.
     SkipIndex(String),
+    /// The text index on this column (or, in a part without one, the
+    /// column's values analysed) shows no row matches the text query.
+    Text(String),
     /// Every row of the granule is deleted.
     Deleted,
 }
@@ -58,6 +61,7 @@ impl fmt::Display for SkipReason {
             SkipReason::PrimaryKey => write!(f, "primary_key"),
             SkipReason::MinMax => write!(f, "minmax"),
             SkipReason::SkipIndex(column) => write!(f, "skip_index_{column}"),
+            SkipReason::Text(column) => write!(f, "text_{column}"),
             SkipReason::Deleted => write!(f, "deleted"),
         }
     }
@@ -68,14 +72,11 @@ impl fmt::Display for SkipReason {
 pub struct Selection {
     /// One bit per row of the granule, set for the rows to read.
     pub rows: BooleanBuffer,
-    /// A score for each selected row, in row order, when a pruner scored
-    /// them.
-    pub scores: Option<Arc<[f32]>>,
 }
 
 impl Selection {
     pub fn rows(rows: BooleanBuffer) -> Self {
-        Selection { rows, scores: None }
+        Selection { rows }
     }
 }
 
@@ -111,6 +112,9 @@ pub struct PartPlan {
     pub mask: Option<Arc<BooleanBuffer>>,
     /// One entry per granule of the part.
     pub granules: Vec<Granule>,
+    /// The rows each of the scan's text scores matches, with their scores
+    /// (one entry per score the scan computes; see [`text::attach_scores`]).
+    pub scores: Vec<Arc<crate::index::text::score::Hits>>,
 }
 
 impl PartPlan {
@@ -167,6 +171,9 @@ pub struct ScanPlan {
     /// Reasons of the pruners that found something to consult in some part
     /// (a skip index on a column mentioned by the query), pruning or not.
     pub consulted: std::collections::BTreeSet<SkipReason>,
+    /// What the pruners counted while planning (terms looked up, parts
+    /// searched without an index), by name, for EXPLAIN.
+    pub counters: BTreeMap<String, usize>,
 }
 
 impl fmt::Debug for ScanPlan {
@@ -273,7 +280,13 @@ pub async fn build(parts: Vec<PartInput>, pruners: &[Arc<dyn Pruner>]) -> Result
             storage: part.storage,
             mask: part.mask,
             granules,
+            scores: Vec::new(),
         });
+    }
+    for pruner in pruners {
+        for (name, n) in pruner.report() {
+            *plan.counters.entry(name).or_default() += n;
+        }
     }
     Ok(plan)
 }
@@ -297,21 +310,11 @@ fn apply_mask(index: &PartIndex, mask: &BooleanBuffer, granules: &mut [Granule])
     }
 }
 
-/// `selection` without the rows `live` does not have (scores follow their rows).
+/// `selection` without the rows `live` does not have.
 fn narrow(selection: Selection, live: &BooleanBuffer) -> Granule {
     let rows = &selection.rows & live;
     if rows.count_set_bits() == 0 {
         return Granule::Skip(SkipReason::Deleted);
     }
-    let scores = selection.scores.map(|scores| {
-        let kept: Vec<f32> = selection
-            .rows
-            .set_indices()
-            .zip(scores.iter())
-            .filter(|(row, _)| live.value(*row))
-            .map(|(_, s)| *s)
-            .collect();
-        Arc::from(kept)
-    });
-    Granule::Select(Selection { rows, scores })
+    Granule::Select(Selection { rows })
 }

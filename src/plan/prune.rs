@@ -44,6 +44,12 @@ pub trait Pruner: Send + Sync + fmt::Debug {
     /// already skipped are left as they are. Returns whether the part had
     /// what this pruner consults (a skip index, say), pruning or not.
     async fn prune(&self, part: &PartContext<'_>, granules: &mut [Granule]) -> Result<bool>;
+
+    /// What the pruner counted over the parts it pruned, by name (EXPLAIN
+    /// shows these).
+    fn report(&self) -> Vec<(String, usize)> {
+        Vec::new()
+    }
 }
 
 /// Which statistics a [`StatsPruner`] consults.

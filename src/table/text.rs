@@ -19,7 +19,8 @@ use super::log::PartEntry;
 use crate::error::{Error, Result};
 use crate::index::text::bm25::{ColumnStats, decode_length};
 use crate::index::text::component::{NORMS_PER_BLOCK, TextIndexReader};
-use crate::part::component::Component;
+use crate::index::text::bound::Bound;
+use crate::index::text::score::{Scoring, scored_terms};
 
 /// BM25's statistics of one column over a snapshot's live rows.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -42,17 +43,29 @@ impl Table {
             return Ok(None);
         };
         let index = self.entry_index(entry).await?;
-        let Some(meta) = crate::index::text_index_meta(&index.meta.components, column, analyzer)
-        else {
-            return Ok(None);
-        };
         let storage = self.storage_for(entry)?;
-        let component = Component::open(&storage, &crate::part::part_dir(&entry.name), meta)?;
-        let ctx = |e: Error| e.context(format!("table '{}', part '{}'", self.name(), entry.name));
-        TextIndexReader::open(component)
+        crate::plan::text::open_text_index(&index, &storage, column, analyzer)
             .await
-            .map(Some)
-            .map_err(ctx)
+            .map_err(|e| e.context(format!("table '{}', part '{}'", self.name(), entry.name)))
+    }
+
+    /// What scoring `bound` on `column` needs from `snapshot`: BM25's
+    /// parameters, the column's statistics over the live rows and the
+    /// document frequency of each term the query scores.
+    pub async fn text_scoring(
+        &self,
+        snapshot: &Snapshot,
+        column: &str,
+        bound: &Bound,
+    ) -> Result<Scoring> {
+        let terms = scored_terms(bound);
+        let stats = self.text_statistics(snapshot, column, &terms).await?;
+        Ok(Scoring::new(
+            snapshot.options.text.bm25,
+            stats.column,
+            &terms,
+            &stats.doc_freqs,
+        ))
     }
 
     /// The statistics of `column` over `snapshot`'s live rows, with the

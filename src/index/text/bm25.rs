@@ -134,6 +134,12 @@ impl TermScorer {
     /// A scorer for a term in `doc_freq` rows of a column with `stats`,
     /// its score multiplied by `boost`.
     pub fn new(bm25: Bm25, stats: ColumnStats, doc_freq: u64, boost: f32) -> Self {
+        Self::with_weight(bm25, stats, boost * idf(stats.rows, doc_freq))
+    }
+
+    /// A scorer whose weight (boost times idf) is given: a phrase weighs
+    /// the sum of its terms' idfs, as in Lucene.
+    pub fn with_weight(bm25: Bm25, stats: ColumnStats, weight: f32) -> Self {
         let avg_len = stats.avg_len();
         let mut norm_inverse = [0f32; 256];
         for (code, slot) in norm_inverse.iter_mut().enumerate() {
@@ -141,7 +147,7 @@ impl TermScorer {
             *slot = 1.0 / (bm25.k1 * ((1.0 - bm25.b) + bm25.b * len / avg_len));
         }
         TermScorer {
-            weight: boost * idf(stats.rows, doc_freq),
+            weight,
             norm_inverse,
         }
     }
@@ -150,7 +156,13 @@ impl TermScorer {
     /// `norm` (Lucene's `weight - weight / (1 + freq · norm_inverse)`).
     #[inline]
     pub fn score(&self, freq: u32, norm: u8) -> f32 {
-        let x = freq as f32 * self.norm_inverse[norm as usize];
+        self.score_freq(freq as f32, norm)
+    }
+
+    /// [`Self::score`] for a fractional frequency (a sloppy phrase's).
+    #[inline]
+    pub fn score_freq(&self, freq: f32, norm: u8) -> f32 {
+        let x = freq * self.norm_inverse[norm as usize];
         self.weight - self.weight / (1.0 + x)
     }
 

@@ -236,7 +236,41 @@ fn phrase_matches(value: &Analysed, terms: &[(String, u32)], slop: u32) -> bool 
 /// Whether the phrase `terms` occurs in a value where term `i` is at
 /// `lists[i]` (sorted positions), within `slop` (see [`phrase_matches`]).
 pub fn phrase_in(terms: &[(String, u32)], lists: &[&[u32]], slop: u32) -> bool {
-    // The window's low end sits at some term's position minus its offset.
+    let (lows, order) = windows(terms, lists);
+    lows.into_iter()
+        .any(|low| assign(terms, lists, &order, low, slop).is_some())
+}
+
+/// How often the phrase occurs, as BM25 counts it (Lucene's phrase
+/// frequency): each match adds `1 / (1 + distance)`, where a match is
+/// identified by where it starts (its least position minus offset) and its
+/// distance is how far its terms spread beyond being in place. With slop 0
+/// that is the number of occurrences, overlapping ones included ("a a" in
+/// "a a a" twice); 0 when the phrase does not occur.
+pub fn phrase_freq(terms: &[(String, u32)], lists: &[&[u32]], slop: u32) -> f32 {
+    let (lows, order) = windows(terms, lists);
+    let mut freq = 0.0;
+    let mut last_start: Option<i64> = None;
+    for low in lows {
+        let Some((start, end)) = assign(terms, lists, &order, low, slop) else {
+            continue;
+        };
+        // Two windows finding the same assignment start are one match.
+        if last_start.is_some_and(|s| s >= start) {
+            continue;
+        }
+        last_start = Some(start);
+        freq += 1.0 / (1.0 + (end - start) as f32);
+    }
+    freq
+}
+
+/// Where a match may start (each term's positions minus its offset,
+/// ascending), and the order to place the terms in: by (term, offset), so
+/// that a repeated term's copies, whose windows are shifted copies of each
+/// other, taking each one's first free position in turn is an assignment
+/// whenever one exists.
+fn windows(terms: &[(String, u32)], lists: &[&[u32]]) -> (Vec<i64>, Vec<usize>) {
     let mut lows: Vec<i64> = terms
         .iter()
         .zip(lists)
@@ -246,31 +280,39 @@ pub fn phrase_in(terms: &[(String, u32)], lists: &[&[u32]], slop: u32) -> bool {
         .collect();
     lows.sort_unstable();
     lows.dedup();
-    // Terms in order of (term, offset): a repeated term's windows are
-    // shifted copies of each other, so taking each one's first free
-    // position in turn is an assignment whenever one exists.
     let mut order: Vec<usize> = (0..terms.len()).collect();
     order.sort_by(|&a, &b| terms[a].cmp(&terms[b]));
-    lows.iter().any(|&low| {
-        let mut last: Option<(&str, i64)> = None;
-        order.iter().all(|&i| {
-            let (term, offset) = (&terms[i].0, i64::from(terms[i].1));
-            let from = low + offset;
-            let to = from + i64::from(slop);
-            let after = match last {
-                Some((t, p)) if t == term.as_str() => p + 1,
-                _ => i64::MIN,
-            };
-            let least = from.max(after);
-            let list = lists[i];
-            let at = list.partition_point(|&p| i64::from(p) < least);
-            let found = list.get(at).map(|&p| i64::from(p)).filter(|&p| p <= to);
-            if let Some(p) = found {
-                last = Some((term.as_str(), p));
-            }
-            found.is_some()
-        })
-    })
+    (lows, order)
+}
+
+/// The earliest positions placing every term within `[low, low + slop]`
+/// (positions minus offsets), as the least and greatest of those.
+fn assign(
+    terms: &[(String, u32)],
+    lists: &[&[u32]],
+    order: &[usize],
+    low: i64,
+    slop: u32,
+) -> Option<(i64, i64)> {
+    let mut last: Option<(&str, i64)> = None;
+    let (mut start, mut end) = (i64::MAX, i64::MIN);
+    for &i in order {
+        let (term, offset) = (&terms[i].0, i64::from(terms[i].1));
+        let from = low + offset;
+        let to = from + i64::from(slop);
+        let after = match last {
+            Some((t, p)) if t == term.as_str() => p + 1,
+            _ => i64::MIN,
+        };
+        let least = from.max(after);
+        let list = lists[i];
+        let at = list.partition_point(|&p| i64::from(p) < least);
+        let p = list.get(at).map(|&p| i64::from(p)).filter(|&p| p <= to)?;
+        last = Some((term.as_str(), p));
+        start = start.min(p - offset);
+        end = end.max(p - offset);
+    }
+    Some((start, end))
 }
 
 /// Whether `a` and `b` are within `edits` insertions, deletions and

@@ -10,6 +10,7 @@ pub mod bound;
 pub mod component;
 pub mod postings;
 pub mod query;
+pub mod score;
 pub mod search;
 
 pub use analysis::{Analyzer, Token};

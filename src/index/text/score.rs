@@ -1,0 +1,362 @@
+//! BM25 scores of the rows of a part that a bound query matches, with
+//! statistics over the whole snapshot ([`Scoring`]), as Lucene scores:
+//!
+//! - a term: `boost · idf · freq / (freq + k1 · (1 - b + b · len / avg_len))`
+//!   with `len` the row's one-byte length code decoded;
+//! - a phrase: the same with the phrase's frequency (see
+//!   [`super::bound::phrase_freq`]) and the sum of its terms' idfs;
+//! - a prefix or fuzzy word: its boost, for every row it matches (Lucene's
+//!   constant-score rewrite of multi-term queries);
+//! - a boolean query: the sum of the scores of its matching `Must` and
+//!   `Should` clauses; `MustNot` clauses add nothing, and a query of only
+//!   those scores 0.
+//!
+//! Matching is [`super::search`]'s; this also reads frequencies, positions
+//! and length codes, so it is kept for queries that ask for scores.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::bm25::{Bm25, ColumnStats, TermScorer, idf};
+use super::bound::{Bound, phrase_freq};
+use super::component::{NORMS_PER_BLOCK, TextIndexReader};
+use super::postings::END;
+use super::query::Occur;
+use super::search::{difference, matching_rows};
+use crate::error::Result;
+
+/// What scoring needs beyond a part: BM25's parameters and the column's
+/// statistics over the snapshot, with the document frequency of every term
+/// the query scores.
+#[derive(Debug, Clone)]
+pub struct Scoring {
+    pub bm25: Bm25,
+    pub column: ColumnStats,
+    doc_freqs: HashMap<String, u64>,
+}
+
+impl Scoring {
+    /// `doc_freqs[i]` is the document frequency of `terms[i]`.
+    pub fn new(bm25: Bm25, column: ColumnStats, terms: &[String], doc_freqs: &[u64]) -> Self {
+        Scoring {
+            bm25,
+            column,
+            doc_freqs: terms.iter().cloned().zip(doc_freqs.iter().copied()).collect(),
+        }
+    }
+
+    fn idf(&self, term: &str) -> f32 {
+        // A term no live row holds scores no row; its idf is still defined.
+        let doc_freq = self.doc_freqs.get(term).copied().unwrap_or(0);
+        idf(self.column.rows, doc_freq)
+    }
+
+    fn scorer(&self, weight: f32) -> TermScorer {
+        TermScorer::with_weight(self.bm25, self.column, weight)
+    }
+}
+
+/// Rows in ascending order, each with its score.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Hits {
+    pub rows: Vec<u32>,
+    pub scores: Vec<f32>,
+}
+
+impl Hits {
+    fn constant(rows: Vec<u32>, score: f32) -> Self {
+        let scores = vec![score; rows.len()];
+        Hits { rows, scores }
+    }
+
+    fn push(&mut self, row: u32, score: f32) {
+        self.rows.push(row);
+        self.scores.push(score);
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The score of each of `rows` (ascending): 0 for a row not matched.
+    pub fn scores_of(&self, rows: impl IntoIterator<Item = u64>) -> Vec<f32> {
+        let mut j = 0;
+        rows.into_iter()
+            .map(|row| {
+                while j < self.rows.len() && u64::from(self.rows[j]) < row {
+                    j += 1;
+                }
+                match self.rows.get(j) {
+                    Some(&r) if u64::from(r) == row => self.scores[j],
+                    _ => 0.0,
+                }
+            })
+            .collect()
+    }
+}
+
+/// The terms whose document frequencies scoring `bound` needs, each once.
+pub fn scored_terms(bound: &Bound) -> Vec<String> {
+    let mut terms = Vec::new();
+    collect_terms(bound, &mut terms);
+    terms.sort();
+    terms.dedup();
+    terms
+}
+
+fn collect_terms(bound: &Bound, out: &mut Vec<String>) {
+    match bound {
+        Bound::Term { term, .. } => out.push(term.clone()),
+        Bound::Phrase { terms, .. } => out.extend(terms.iter().map(|(t, _)| t.clone())),
+        Bound::Boolean(clauses) => clauses.iter().for_each(|(_, c)| collect_terms(c, out)),
+        Bound::Prefix { .. } | Bound::Fuzzy { .. } | Bound::Nothing => {}
+    }
+}
+
+/// The rows of the part `reader` indexes that `bound` matches, with their
+/// scores.
+pub async fn scored_rows(
+    reader: &TextIndexReader,
+    bound: &Bound,
+    scoring: &Scoring,
+) -> Result<Hits> {
+    let mut norms = Norms::new(reader);
+    Box::pin(score(reader, bound, scoring, &mut norms)).await
+}
+
+async fn score(
+    reader: &TextIndexReader,
+    bound: &Bound,
+    scoring: &Scoring,
+    norms: &mut Norms<'_>,
+) -> Result<Hits> {
+    Ok(match bound {
+        Bound::Term { term, boost } => {
+            let scorer = scoring.scorer(boost * scoring.idf(term));
+            term_hits(reader, term, &scorer, norms).await?
+        }
+        Bound::Phrase { terms, slop, boost } => {
+            let idf: f32 = terms.iter().map(|(t, _)| scoring.idf(t)).sum();
+            let scorer = scoring.scorer(boost * idf);
+            phrase_hits(reader, terms, *slop, &scorer, norms).await?
+        }
+        Bound::Prefix { boost, .. } | Bound::Fuzzy { boost, .. } => {
+            Hits::constant(matching_rows(reader, bound).await?, *boost)
+        }
+        Bound::Boolean(clauses) => {
+            let mut must: Option<Hits> = None;
+            let mut should: Option<Hits> = None;
+            let mut excluded: Vec<u32> = Vec::new();
+            for (occur, clause) in clauses {
+                match occur {
+                    Occur::MustNot => {
+                        let rows = matching_rows(reader, clause).await?;
+                        excluded = super::search::union(&excluded, &rows);
+                    }
+                    Occur::Must => {
+                        let hits = Box::pin(score(reader, clause, scoring, norms)).await?;
+                        must = Some(match must {
+                            Some(m) => intersect_sum(&m, &hits),
+                            None => hits,
+                        });
+                    }
+                    Occur::Should => {
+                        let hits = Box::pin(score(reader, clause, scoring, norms)).await?;
+                        should = Some(match should {
+                            Some(s) => union_sum(&s, &hits),
+                            None => hits,
+                        });
+                    }
+                }
+            }
+            let candidates = match (must, should) {
+                (Some(must), Some(should)) => add_optional(&must, &should),
+                (Some(must), None) => must,
+                (None, Some(should)) => should,
+                (None, None) => Hits::constant((0..reader.summary().part_rows as u32).collect(), 0.0),
+            };
+            without(candidates, &excluded)
+        }
+        Bound::Nothing => Hits::default(),
+    })
+}
+
+/// Every row holding `term`, scored.
+async fn term_hits(
+    reader: &TextIndexReader,
+    term: &str,
+    scorer: &TermScorer,
+    norms: &mut Norms<'_>,
+) -> Result<Hits> {
+    let Some(info) = reader.term(term).await? else {
+        return Ok(Hits::default());
+    };
+    let (block, range) = reader.postings(&info).await?;
+    let list = reader.posting_list(&block.bytes()[range])?;
+    let mut cursor = list.cursor().map_err(|e| reader.malformed(e))?;
+    let mut hits = Hits::default();
+    while cursor.row() != END {
+        let row = cursor.row();
+        hits.push(row, scorer.score(cursor.freq(), norms.get(row).await?));
+        cursor.advance().map_err(|e| reader.malformed(e))?;
+    }
+    Ok(hits)
+}
+
+/// Rows holding the phrase, scored by its frequency in each.
+async fn phrase_hits(
+    reader: &TextIndexReader,
+    terms: &[(String, u32)],
+    slop: u32,
+    scorer: &TermScorer,
+    norms: &mut Norms<'_>,
+) -> Result<Hits> {
+    let mut blocks = Vec::with_capacity(terms.len());
+    for (term, _) in terms {
+        let Some(info) = reader.term(term).await? else {
+            return Ok(Hits::default());
+        };
+        blocks.push(reader.postings(&info).await?);
+    }
+    let lists = blocks
+        .iter()
+        .map(|(block, range)| reader.posting_list(&block.bytes()[range.clone()]))
+        .collect::<Result<Vec<_>>>()?;
+    let mut cursors = lists
+        .iter()
+        .map(|l| l.cursor().map_err(|e| reader.malformed(e)))
+        .collect::<Result<Vec<_>>>()?;
+    let mut positions: Vec<Vec<u32>> = vec![Vec::new(); terms.len()];
+    let mut hits = Hits::default();
+    let mut target = 0u32;
+    'rows: loop {
+        // Leapfrog: every cursor onto the same row.
+        for cursor in cursors.iter_mut() {
+            let row = cursor.seek(target).map_err(|e| reader.malformed(e))?;
+            if row == END {
+                break 'rows;
+            }
+            if row > target {
+                target = row;
+                continue 'rows;
+            }
+        }
+        for (cursor, out) in cursors.iter_mut().zip(positions.iter_mut()) {
+            cursor.positions(out).map_err(|e| reader.malformed(e))?;
+        }
+        let slices: Vec<&[u32]> = positions.iter().map(Vec::as_slice).collect();
+        let freq = phrase_freq(terms, &slices, slop);
+        if freq > 0.0 {
+            hits.push(target, scorer.score_freq(freq, norms.get(target).await?));
+        }
+        match target.checked_add(1) {
+            Some(next) => target = next,
+            None => break,
+        }
+    }
+    Ok(hits)
+}
+
+/// Rows in both, their scores summed.
+fn intersect_sum(a: &Hits, b: &Hits) -> Hits {
+    let (mut i, mut j, mut out) = (0, 0, Hits::default());
+    while i < a.len() && j < b.len() {
+        match a.rows[i].cmp(&b.rows[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                out.push(a.rows[i], a.scores[i] + b.scores[j]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Rows in either, their scores summed where in both.
+fn union_sum(a: &Hits, b: &Hits) -> Hits {
+    let (mut i, mut j, mut out) = (0, 0, Hits::default());
+    while i < a.len() || j < b.len() {
+        let row = match (a.rows.get(i), b.rows.get(j)) {
+            (Some(&x), Some(&y)) => x.min(y),
+            (Some(&x), None) => x,
+            (None, Some(&y)) => y,
+            (None, None) => unreachable!("loop condition"),
+        };
+        let mut score = 0.0;
+        if a.rows.get(i) == Some(&row) {
+            score += a.scores[i];
+            i += 1;
+        }
+        if b.rows.get(j) == Some(&row) {
+            score += b.scores[j];
+            j += 1;
+        }
+        out.push(row, score);
+    }
+    out
+}
+
+/// `required`'s rows, each adding `optional`'s score where it has the row.
+fn add_optional(required: &Hits, optional: &Hits) -> Hits {
+    let mut out = required.clone();
+    let mut j = 0;
+    for (row, score) in out.rows.iter().zip(out.scores.iter_mut()) {
+        while j < optional.len() && optional.rows[j] < *row {
+            j += 1;
+        }
+        if optional.rows.get(j) == Some(row) {
+            *score += optional.scores[j];
+        }
+    }
+    out
+}
+
+/// `hits` without the rows of `excluded` (sorted).
+fn without(hits: Hits, excluded: &[u32]) -> Hits {
+    if excluded.is_empty() {
+        return hits;
+    }
+    let kept = difference(&hits.rows, excluded);
+    let mut out = Hits::default();
+    let mut k = 0;
+    for (row, score) in hits.rows.into_iter().zip(hits.scores) {
+        if kept.get(k) == Some(&row) {
+            out.push(row, score);
+            k += 1;
+        }
+    }
+    out
+}
+
+/// The length codes of a part's rows, a norm block at a time.
+struct Norms<'a> {
+    reader: &'a TextIndexReader,
+    block: Option<(usize, Arc<Vec<u8>>)>,
+}
+
+impl<'a> Norms<'a> {
+    fn new(reader: &'a TextIndexReader) -> Self {
+        Norms {
+            reader,
+            block: None,
+        }
+    }
+
+    async fn get(&mut self, row: u32) -> Result<u8> {
+        let b = row as usize / NORMS_PER_BLOCK;
+        if self.block.as_ref().is_none_or(|(at, _)| *at != b) {
+            self.block = Some((b, self.reader.norms(b).await?));
+        }
+        let (_, codes) = self.block.as_ref().expect("loaded above");
+        codes.get(row as usize % NORMS_PER_BLOCK).copied().ok_or_else(|| {
+            self.reader
+                .malformed(format!("row {row} has no length code"))
+        })
+    }
+}

@@ -1,0 +1,236 @@
+//! A scan's text queries: [`TextPruner`] narrows each granule to the rows
+//! a `match` query matches, from the part's text index, or, in a part
+//! written before the index was declared, by analysing the column's values
+//! (the same answer, slowly); [`attach_scores`] gives each part the BM25
+//! scores of the rows a `bm25` query matches, with the snapshot's
+//! statistics.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use arrow::array::{Array, AsArray};
+use arrow::buffer::BooleanBuffer;
+use arrow::datatypes::{DataType, Field, Schema};
+use async_trait::async_trait;
+
+use super::prune::{PartContext, Pruner};
+use super::{Granule, ScanPlan, Selection, SkipReason};
+use crate::error::{Error, Result};
+use crate::index::text::bound::Bound;
+use crate::index::text::component::TextIndexReader;
+use crate::index::text::score::{Hits, Scoring, scored_rows};
+use crate::index::text::search::matching_rows;
+use crate::index::text::Analyzer;
+use crate::part::component::Component;
+use crate::part::{PartIndex, ReadStats};
+use crate::storage::Storage;
+
+/// Granules read at once when a part without the index is searched by
+/// analysing its values.
+const GRANULES_PER_READ: usize = 8;
+
+/// The text index of `column` (analysed by `analyzer`) in a part, if the
+/// part has one.
+pub async fn open_text_index(
+    index: &PartIndex,
+    storage: &Storage,
+    column: &str,
+    analyzer: &Analyzer,
+) -> Result<Option<TextIndexReader>> {
+    let Some(meta) = crate::index::text_index_meta(&index.meta.components, column, analyzer)
+    else {
+        return Ok(None);
+    };
+    let component = Component::open(storage, &crate::part::part_dir(&index.meta.name), meta)?;
+    TextIndexReader::open(component).await.map(Some)
+}
+
+/// Keeps the rows of granules that a text query matches in one column.
+#[derive(Debug)]
+pub struct TextPruner {
+    pub column: String,
+    pub analyzer: Analyzer,
+    pub bound: Bound,
+    /// Parts answered by their index, and by analysing values.
+    indexed: AtomicUsize,
+    unindexed: AtomicUsize,
+}
+
+impl TextPruner {
+    pub fn new(column: &str, analyzer: Analyzer, bound: Bound) -> Self {
+        TextPruner {
+            column: column.to_string(),
+            analyzer,
+            bound,
+            indexed: AtomicUsize::new(0),
+            unindexed: AtomicUsize::new(0),
+        }
+    }
+
+    /// The matching rows of the granules still to be read, analysing each
+    /// value of the column.
+    async fn analyse_values(&self, part: &PartContext<'_>, granules: &[Granule]) -> Result<Vec<u32>> {
+        let index = part.index;
+        let position = index.column_position(&self.column).ok_or_else(|| {
+            Error::Table(format!("the part has no column '{}'", self.column))
+        })?;
+        let field = Field::new(&self.column, index.data_type(position).clone(), true);
+        let schema = Arc::new(Schema::new(vec![field]));
+        let read: Vec<bool> = granules.iter().map(Granule::is_read).collect();
+        let mut rows = Vec::new();
+        for run in crate::part::index::ranges_of(&read) {
+            for start in run.clone().step_by(GRANULES_PER_READ) {
+                let range = start..(start + GRANULES_PER_READ).min(run.end);
+                let mut stats = ReadStats::default();
+                let batches = crate::part::read_granules(
+                    part.storage,
+                    index,
+                    &[position],
+                    &schema,
+                    range.clone(),
+                    &mut stats,
+                )
+                .await?;
+                for (g, batch) in range.zip(batches) {
+                    let first = index.granule_starts[g] as u32;
+                    let matched = self.matching_values(batch.column(0).as_ref())?;
+                    rows.extend(matched.into_iter().map(|i| first + i));
+                }
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Positions in `values` of the non-null values the query matches.
+    fn matching_values(&self, values: &dyn Array) -> Result<Vec<u32>> {
+        let mut out = Vec::new();
+        let mut check = |i: usize, value: Option<&str>| {
+            if value.is_some_and(|v| self.bound.matches(self.analyzer, v)) {
+                out.push(i as u32);
+            }
+        };
+        match values.data_type() {
+            DataType::Utf8 => values.as_string::<i32>().iter().enumerate().for_each(|(i, v)| check(i, v)),
+            DataType::LargeUtf8 => values.as_string::<i64>().iter().enumerate().for_each(|(i, v)| check(i, v)),
+            DataType::Utf8View => values.as_string_view().iter().enumerate().for_each(|(i, v)| check(i, v)),
+            other => {
+                return Err(Error::Table(format!(
+                    "match() needs a text column, but '{}' is {other}",
+                    self.column
+                )));
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl Pruner for TextPruner {
+    fn reason(&self) -> SkipReason {
+        SkipReason::Text(self.column.clone())
+    }
+
+    async fn prune(&self, part: &PartContext<'_>, granules: &mut [Granule]) -> Result<bool> {
+        let reader = open_text_index(part.index, part.storage, &self.column, &self.analyzer).await?;
+        let rows = match reader {
+            Some(reader) => {
+                self.indexed.fetch_add(1, Ordering::Relaxed);
+                matching_rows(&reader, &self.bound).await?
+            }
+            None => {
+                self.unindexed.fetch_add(1, Ordering::Relaxed);
+                self.analyse_values(part, granules).await?
+            }
+        };
+        select(part.index, granules, &rows, &self.reason());
+        Ok(true)
+    }
+
+    fn report(&self) -> Vec<(String, usize)> {
+        vec![
+            (
+                format!("text_{}_parts_indexed", self.column),
+                self.indexed.load(Ordering::Relaxed),
+            ),
+            (
+                format!("text_{}_parts_unindexed", self.column),
+                self.unindexed.load(Ordering::Relaxed),
+            ),
+        ]
+    }
+}
+
+/// Narrows the granules still to be read to `rows` (sorted part rows):
+/// a granule none of them is in is skipped for `reason`.
+fn select(index: &PartIndex, granules: &mut [Granule], rows: &[u32], reason: &SkipReason) {
+    for (g, granule) in granules.iter_mut().enumerate() {
+        if !granule.is_read() {
+            continue;
+        }
+        let start = index.granule_starts[g];
+        let len = index.granule_rows(g);
+        let from = rows.partition_point(|&r| u64::from(r) < start);
+        let to = rows.partition_point(|&r| u64::from(r) < start + len);
+        if from == to {
+            *granule = Granule::Skip(reason.clone());
+            continue;
+        }
+        if to - from == len as usize {
+            continue; // every row matches: the granule stays as it was
+        }
+        let mut bits = vec![false; len as usize];
+        for &r in &rows[from..to] {
+            bits[(u64::from(r) - start) as usize] = true;
+        }
+        let matched = BooleanBuffer::from(bits);
+        let selected = match granule {
+            Granule::Select(s) => &s.rows & &matched,
+            _ => matched,
+        };
+        *granule = match selected.count_set_bits() {
+            0 => Granule::Skip(reason.clone()),
+            _ => Granule::Select(Selection::rows(selected)),
+        };
+    }
+}
+
+/// One BM25 score a scan computes: the rows `bound` matches in `column`,
+/// scored with the snapshot's statistics.
+#[derive(Debug, Clone)]
+pub struct ScoreRequest {
+    pub column: String,
+    pub analyzer: Analyzer,
+    pub bound: Bound,
+    pub scoring: Scoring,
+}
+
+/// Scores every part's matching rows for each request, in order, into
+/// the parts' `scores`. Every part read must hold the column's index.
+pub async fn attach_scores(plan: &mut ScanPlan, requests: &[ScoreRequest]) -> Result<()> {
+    for part in &mut plan.parts {
+        for request in requests {
+            let hits = match part.granules_read() {
+                0 => Hits::default(),
+                _ => {
+                    let reader = open_text_index(
+                        &part.index,
+                        &part.storage,
+                        &request.column,
+                        &request.analyzer,
+                    )
+                    .await?
+                    .ok_or_else(|| {
+                        Error::Table(format!(
+                            "part '{}' has no text index on '{}' to score with",
+                            part.name(),
+                            request.column
+                        ))
+                    })?;
+                    scored_rows(&reader, &request.bound, &request.scoring).await?
+                }
+            };
+            part.scores.push(Arc::new(hits));
+        }
+    }
+    Ok(())
+}

@@ -50,6 +50,12 @@ pub trait Pruner: Send + Sync + fmt::Debug {
     fn report(&self) -> Vec<(String, usize)> {
         Vec::new()
     }
+
+    /// What EXPLAIN shows of a pruner that also filters rows (a text
+    /// query), since its filter no longer shows above the scan.
+    fn describe(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Which statistics a [`StatsPruner`] consults.

@@ -16,11 +16,11 @@ use async_trait::async_trait;
 use super::prune::{PartContext, Pruner};
 use super::{Granule, ScanPlan, Selection, SkipReason};
 use crate::error::{Error, Result};
+use crate::index::text::Analyzer;
 use crate::index::text::bound::Bound;
 use crate::index::text::component::TextIndexReader;
 use crate::index::text::score::{Hits, Scoring, scored_rows};
 use crate::index::text::search::matching_rows;
-use crate::index::text::Analyzer;
 use crate::part::component::Component;
 use crate::part::{PartIndex, ReadStats};
 use crate::storage::Storage;
@@ -37,8 +37,7 @@ pub async fn open_text_index(
     column: &str,
     analyzer: &Analyzer,
 ) -> Result<Option<TextIndexReader>> {
-    let Some(meta) = crate::index::text_index_meta(&index.meta.components, column, analyzer)
-    else {
+    let Some(meta) = crate::index::text_index_meta(&index.meta.components, column, analyzer) else {
         return Ok(None);
     };
     let component = Component::open(storage, &crate::part::part_dir(&index.meta.name), meta)?;
@@ -51,17 +50,30 @@ pub struct TextPruner {
     pub column: String,
     pub analyzer: Analyzer,
     pub bound: Bound,
+    /// The call as written, for EXPLAIN.
+    label: String,
+    /// Whether to answer from the index where a part has one (off, every
+    /// part's values are analysed: the reference the index must agree with).
+    use_index: bool,
     /// Parts answered by their index, and by analysing values.
     indexed: AtomicUsize,
     unindexed: AtomicUsize,
 }
 
 impl TextPruner {
-    pub fn new(column: &str, analyzer: Analyzer, bound: Bound) -> Self {
+    pub fn new(
+        column: &str,
+        analyzer: Analyzer,
+        query: &str,
+        bound: Bound,
+        use_index: bool,
+    ) -> Self {
         TextPruner {
             column: column.to_string(),
             analyzer,
             bound,
+            label: format!("match({column}, '{query}')"),
+            use_index,
             indexed: AtomicUsize::new(0),
             unindexed: AtomicUsize::new(0),
         }
@@ -69,11 +81,15 @@ impl TextPruner {
 
     /// The matching rows of the granules still to be read, analysing each
     /// value of the column.
-    async fn analyse_values(&self, part: &PartContext<'_>, granules: &[Granule]) -> Result<Vec<u32>> {
+    async fn analyse_values(
+        &self,
+        part: &PartContext<'_>,
+        granules: &[Granule],
+    ) -> Result<Vec<u32>> {
         let index = part.index;
-        let position = index.column_position(&self.column).ok_or_else(|| {
-            Error::Table(format!("the part has no column '{}'", self.column))
-        })?;
+        let position = index
+            .column_position(&self.column)
+            .ok_or_else(|| Error::Table(format!("the part has no column '{}'", self.column)))?;
         let field = Field::new(&self.column, index.data_type(position).clone(), true);
         let schema = Arc::new(Schema::new(vec![field]));
         let read: Vec<bool> = granules.iter().map(Granule::is_read).collect();
@@ -110,9 +126,21 @@ impl TextPruner {
             }
         };
         match values.data_type() {
-            DataType::Utf8 => values.as_string::<i32>().iter().enumerate().for_each(|(i, v)| check(i, v)),
-            DataType::LargeUtf8 => values.as_string::<i64>().iter().enumerate().for_each(|(i, v)| check(i, v)),
-            DataType::Utf8View => values.as_string_view().iter().enumerate().for_each(|(i, v)| check(i, v)),
+            DataType::Utf8 => values
+                .as_string::<i32>()
+                .iter()
+                .enumerate()
+                .for_each(|(i, v)| check(i, v)),
+            DataType::LargeUtf8 => values
+                .as_string::<i64>()
+                .iter()
+                .enumerate()
+                .for_each(|(i, v)| check(i, v)),
+            DataType::Utf8View => values
+                .as_string_view()
+                .iter()
+                .enumerate()
+                .for_each(|(i, v)| check(i, v)),
             other => {
                 return Err(Error::Table(format!(
                     "match() needs a text column, but '{}' is {other}",
@@ -131,7 +159,10 @@ impl Pruner for TextPruner {
     }
 
     async fn prune(&self, part: &PartContext<'_>, granules: &mut [Granule]) -> Result<bool> {
-        let reader = open_text_index(part.index, part.storage, &self.column, &self.analyzer).await?;
+        let reader = match self.use_index {
+            true => open_text_index(part.index, part.storage, &self.column, &self.analyzer).await?,
+            false => None,
+        };
         let rows = match reader {
             Some(reader) => {
                 self.indexed.fetch_add(1, Ordering::Relaxed);
@@ -157,6 +188,10 @@ impl Pruner for TextPruner {
                 self.unindexed.load(Ordering::Relaxed),
             ),
         ]
+    }
+
+    fn describe(&self) -> Option<String> {
+        Some(self.label.clone())
     }
 }
 

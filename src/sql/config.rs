@@ -10,6 +10,9 @@ extensions_options! {
         /// statistics. Turning it off reads every granule (for checking that
         /// indexes do not change results, and for measuring them).
         pub enable_pruning: bool, default = true
+        /// Answer `match` from text indexes. Turning it off analyses every
+        /// value instead (the same rows, slowly: for checking the index).
+        pub enable_text_index: bool, default = true
         /// Bytes of the process's cache of part indexes, deletion masks and
         /// index blocks (512 MiB until set). One cache serves every table
         /// and session of the process; the last value set wins.

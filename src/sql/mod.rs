@@ -12,6 +12,7 @@ pub mod pruning;
 pub mod scan;
 pub mod sink;
 pub mod skipping;
+pub mod text;
 
 use std::sync::Arc;
 
@@ -33,7 +34,9 @@ impl From<crate::error::Error> for datafusion::error::DataFusionError {
 pub const FORMAT_NAME: &str = "DIAGON";
 
 /// Installs diagon on a session: the `STORED AS DIAGON` table factory, the
-/// `diagon_parts`, `diagon_columns`, `diagon_terms` and `diagon_optimize` table functions, and the `diagon.*`
+/// `diagon_parts`, `diagon_columns`, `diagon_terms` and `diagon_optimize`
+/// table functions, the text search functions `match` and `bm25` with the
+/// analyzer rule that ties them to their columns, and the `diagon.*`
 /// settings.
 pub fn register(ctx: &SessionContext) {
     ctx.register_udtf(
@@ -52,6 +55,19 @@ pub fn register(ctx: &SessionContext) {
         "diagon_terms",
         Arc::new(functions::DiagonListingFunction::terms()),
     );
+    ctx.register_udf(text::MatchFunction::udf().as_ref().clone());
+    ctx.register_udf(text::Bm25Function::udf().as_ref().clone());
+    use datafusion::optimizer::AnalyzerRule;
+    let rule = text::TextSearchRule;
+    let known = ctx
+        .state()
+        .analyzer()
+        .rules
+        .iter()
+        .any(|r| r.name() == rule.name());
+    if !known {
+        ctx.add_analyzer_rule(Arc::new(rule));
+    }
     let state = ctx.state_ref();
     let mut state = state.write();
     state

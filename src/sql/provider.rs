@@ -7,7 +7,9 @@ use arrow::compute::SortOptions;
 use arrow::datatypes::{Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::{Constraints, DFSchema, SchemaExt, not_impl_err, plan_err};
+use datafusion::common::{
+    Constraints, DFSchema, DataFusionError, ScalarValue, SchemaExt, not_impl_err, plan_err,
+};
 use datafusion::datasource::sink::DataSinkExec;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result;
@@ -28,6 +30,9 @@ use super::dml::{ExprMatcher, Mutation, MutationSink};
 use super::pruning;
 use super::scan::DiagonSource;
 use super::sink::DiagonSink;
+use super::text::{MatchFunction, MatchTarget, is_score_column};
+use crate::index::text::bound::Bound;
+use crate::plan::text::{ScoreRequest, TextPruner, attach_scores};
 use crate::plan::{Pruner, split_tasks};
 use crate::storage::Cache;
 use crate::table::Table;
@@ -47,10 +52,25 @@ fn set_cache_capacity(state: &dyn Session) {
     }
 }
 
+/// A BM25 score the scan computes as a column of its own (see
+/// [`super::text`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoreColumn {
+    /// The column's name in the scan's output.
+    pub name: String,
+    /// The text-indexed column scored.
+    pub column: String,
+    pub query: String,
+}
+
 #[derive(Debug)]
 pub struct DiagonTableProvider {
     table: Arc<Table>,
+    /// The table's columns.
+    table_schema: SchemaRef,
+    /// The table's columns, then one Float32 column per score.
     schema: SchemaRef,
+    scores: Vec<ScoreColumn>,
     /// Column defaults, parsed from the table's definition; an error (a
     /// stored default that no longer parses) refuses inserts rather than
     /// writing NULL in its place.
@@ -70,7 +90,9 @@ impl DiagonTableProvider {
             .flatten();
         DiagonTableProvider {
             table,
+            table_schema: schema.clone(),
             schema,
+            scores: Vec::new(),
             defaults,
             constraints,
         }
@@ -78,6 +100,128 @@ impl DiagonTableProvider {
 
     pub fn table(&self) -> &Arc<Table> {
         &self.table
+    }
+
+    /// The scores this provider's scans compute, after the table's columns.
+    pub fn score_columns(&self) -> &[ScoreColumn] {
+        &self.scores
+    }
+
+    /// This table with `scores` as columns after its own. Each must score
+    /// a column with a text index, with a query that parses.
+    pub fn with_scores(&self, scores: Vec<ScoreColumn>) -> Result<Self> {
+        let options = self.table.cached_snapshot().options.clone();
+        let mut fields: Vec<arrow::datatypes::FieldRef> =
+            self.table_schema.fields().iter().cloned().collect();
+        for score in &scores {
+            let target = self.text_target(&options, &score.column);
+            if !options.text.indexes.contains_key(&score.column) {
+                return plan_err!(
+                    "bm25({}, ...): table '{}' has no text index on '{}' (declare it with \
+                     the option 'text_index')",
+                    score.column,
+                    self.table.name(),
+                    score.column
+                );
+            }
+            if self.table_schema.field_with_name(&score.name).is_ok() {
+                return plan_err!(
+                    "table '{}' has a column named '{}', which diagon reserves for scores",
+                    self.table.name(),
+                    score.name
+                );
+            }
+            target.bind(&score.query).map_err(|e| {
+                DataFusionError::Plan(format!("bm25({}, '{}'): {e}", score.column, score.query))
+            })?;
+            fields.push(Arc::new(arrow::datatypes::Field::new(
+                &score.name,
+                arrow::datatypes::DataType::Float32,
+                false,
+            )));
+        }
+        Ok(DiagonTableProvider {
+            table: self.table.clone(),
+            table_schema: self.table_schema.clone(),
+            schema: Arc::new(Schema::new_with_metadata(
+                fields,
+                self.table_schema.metadata().clone(),
+            )),
+            scores,
+            defaults: self.defaults.clone(),
+            constraints: self.constraints.clone(),
+        })
+    }
+
+    /// How `match` and `bm25` search `column` of this table.
+    fn text_target(&self, options: &crate::table::TableOptions, column: &str) -> MatchTarget {
+        MatchTarget {
+            column: column.to_string(),
+            analyzer: options
+                .text
+                .indexes
+                .get(column)
+                .copied()
+                .unwrap_or_default(),
+            operator: options.text.default_operator,
+        }
+    }
+
+    /// A filter that is a `match` on one of this table's columns, searched
+    /// as the table says, bound; `None` for any other filter.
+    fn text_filter(
+        &self,
+        options: &crate::table::TableOptions,
+        filter: &Expr,
+    ) -> Option<(MatchTarget, String, Bound)> {
+        let Expr::ScalarFunction(call) = filter else {
+            return None;
+        };
+        let function = call.func.inner().downcast_ref::<MatchFunction>()?;
+        let target = function.target.as_ref()?;
+        let (Expr::Column(column), Expr::Literal(query, _)) = (&call.args[0], &call.args[1]) else {
+            return None;
+        };
+        let query = match query {
+            ScalarValue::Utf8(Some(q))
+            | ScalarValue::LargeUtf8(Some(q))
+            | ScalarValue::Utf8View(Some(q)) => q,
+            _ => return None,
+        };
+        self.table_schema.field_with_name(&column.name).ok()?;
+        let ours = self.text_target(options, &column.name);
+        if *target != ours {
+            return None;
+        }
+        let bound = ours.bind(query).ok()?;
+        Some((ours, query.clone(), bound))
+    }
+
+    /// The text pruners for the `match` filters among `filters`.
+    fn text_pruners(
+        &self,
+        state: &dyn Session,
+        options: &crate::table::TableOptions,
+        filters: &[Expr],
+    ) -> Vec<Arc<dyn Pruner>> {
+        let use_index = state
+            .config_options()
+            .extensions
+            .get::<DiagonConfig>()
+            .is_none_or(|c| c.enable_text_index);
+        filters
+            .iter()
+            .filter_map(|f| self.text_filter(options, f))
+            .map(|(target, query, bound)| {
+                Arc::new(TextPruner::new(
+                    &target.column,
+                    target.analyzer,
+                    &query,
+                    bound,
+                    use_index,
+                )) as Arc<dyn Pruner>
+            })
+            .collect()
     }
 
     /// The pruners for `filters`, or none when the session turned pruning off.
@@ -92,10 +236,20 @@ impl DiagonTableProvider {
             .extensions
             .get::<DiagonConfig>()
             .is_none_or(|c| c.enable_pruning);
-        match enabled {
-            true => pruning::pruners(state, &self.schema, options, filters),
-            false => Ok(Vec::new()),
-        }
+        // Filters on scores are checked above the scan.
+        let filters: Vec<Expr> = filters
+            .iter()
+            .filter(|f| !f.column_refs().iter().any(|c| is_score_column(&c.name)))
+            .cloned()
+            .collect();
+        let mut pruners = match enabled {
+            true => pruning::pruners(state, &self.table_schema, options, &filters)?,
+            false => Vec::new(),
+        };
+        // Text pruners run even without pruning: they apply the `match`
+        // filters pushed down as exact.
+        pruners.extend(self.text_pruners(state, options, &filters));
+        Ok(pruners)
     }
 
     /// Physical forms of a DELETE's or UPDATE's WHERE clause and SET list.
@@ -105,7 +259,7 @@ impl DiagonTableProvider {
         filters: Vec<Expr>,
         assignments: Option<Vec<(String, Expr)>>,
     ) -> Result<ExprMatcher> {
-        let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
+        let df_schema = DFSchema::try_from(self.table_schema.as_ref().clone())?;
         let options = self.table.cached_snapshot().options.clone();
         let pruners = self.pruners(state, &options, &filters)?;
         let filter = conjunction(filters)
@@ -115,7 +269,7 @@ impl DiagonTableProvider {
             .map(|list| {
                 list.into_iter()
                     .map(|(name, expr)| {
-                        let Ok(i) = self.schema.index_of(&name) else {
+                        let Ok(i) = self.table_schema.index_of(&name) else {
                             return plan_err!(
                                 "table '{}' has no column '{name}'",
                                 self.table.name()
@@ -127,7 +281,7 @@ impl DiagonTableProvider {
             })
             .transpose()?;
         Ok(ExprMatcher {
-            schema: self.schema.clone(),
+            schema: self.table_schema.clone(),
             filter,
             pruners,
             assignments,
@@ -135,8 +289,8 @@ impl DiagonTableProvider {
     }
 
     fn mutation_plan(&self, mutation: Mutation) -> Result<Arc<dyn ExecutionPlan>> {
-        let empty = Arc::new(EmptyExec::new(self.schema.clone()));
-        let sink = MutationSink::new(self.table.clone(), self.schema.clone(), mutation);
+        let empty = Arc::new(EmptyExec::new(self.table_schema.clone()));
+        let sink = MutationSink::new(self.table.clone(), self.table_schema.clone(), mutation);
         Ok(Arc::new(DataSinkExec::new(empty, Arc::new(sink), None)))
     }
 
@@ -181,8 +335,18 @@ impl TableProvider for DiagonTableProvider {
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
-        // Filters prune granules; rows of kept granules are filtered above.
-        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+        // Filters prune granules; rows of kept granules are filtered above,
+        // except for a `match` the scan answers exactly: the text index
+        // selects exactly the matching rows (a query of only excluded
+        // clauses also matches NULLs there, so it is checked above).
+        let options = self.table.cached_snapshot().options.clone();
+        Ok(filters
+            .iter()
+            .map(|f| match self.text_filter(&options, f) {
+                Some((_, _, bound)) if bound.needs_terms() => TableProviderFilterPushDown::Exact,
+                _ => TableProviderFilterPushDown::Inexact,
+            })
+            .collect())
     }
 
     async fn scan(
@@ -195,17 +359,53 @@ impl TableProvider for DiagonTableProvider {
         let (pin, snapshot) = self.table.pinned_snapshot().await?;
         set_cache_capacity(state);
         let pruners = self.pruners(state, &snapshot.options, filters)?;
-        let mut plan = self.table.plan(&snapshot.parts, &pruners).await?;
-        plan.keep_alive = Some(Arc::new(pin));
-        let plan = Arc::new(plan);
-        let target = state.config_options().execution.target_partitions;
-        let keyed = !snapshot.options.order_by.is_empty();
-        let (tasks, sorted) = split_tasks(&plan, target, keyed);
         let projection: Vec<usize> = match projection {
             Some(p) => p.clone(),
             None => (0..self.schema.fields().len()).collect(),
         };
         let projected_schema = Arc::new(self.schema.project(&projection)?);
+        let width = self.table_schema.fields().len();
+        // Each score column projected: its place in the output, and the
+        // request computing it.
+        let mut requests = Vec::new();
+        let mut score_positions = Vec::new();
+        for (position, &p) in projection.iter().enumerate() {
+            let Some(score) = p.checked_sub(width).and_then(|k| self.scores.get(k)) else {
+                continue;
+            };
+            let target = self.text_target(&snapshot.options, &score.column);
+            let bound = target.bind(&score.query)?;
+            let scoring = self
+                .table
+                .text_scoring(&snapshot, &score.column, &bound)
+                .await?;
+            score_positions.push((position, requests.len()));
+            requests.push(ScoreRequest {
+                column: score.column.clone(),
+                analyzer: target.analyzer,
+                bound,
+                scoring,
+            });
+        }
+        let mut plan = self.table.plan(&snapshot.parts, &pruners).await?;
+        attach_scores(&mut plan, &requests)
+            .await
+            .map_err(|e| e.context(format!("table '{}'", self.table.name())))?;
+        plan.keep_alive = Some(Arc::new(pin));
+        let plan = Arc::new(plan);
+        let target = state.config_options().execution.target_partitions;
+        let keyed = !snapshot.options.order_by.is_empty();
+        let (tasks, sorted) = split_tasks(&plan, target, keyed);
+        let text = pruners
+            .iter()
+            .filter_map(|p| p.describe())
+            .chain(
+                self.scores
+                    .iter()
+                    .filter(|s| requests.iter().any(|r| r.column == s.column))
+                    .map(|s| format!("{} = bm25({}, '{}')", s.name, s.column, s.query)),
+            )
+            .collect();
         let source = DiagonSource {
             table_name: self.table.name().to_string(),
             plan,
@@ -215,6 +415,16 @@ impl TableProvider for DiagonTableProvider {
                 true => Self::key_ordering(&snapshot.options.order_by, &projected_schema),
                 false => None,
             },
+            read_schema: Arc::new(Schema::new(
+                projected_schema
+                    .fields()
+                    .iter()
+                    .filter(|f| !is_score_column(f.name()))
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            )),
+            score_positions,
+            text,
             projected_schema,
             reverse: false,
             fetch: limit,
@@ -264,9 +474,9 @@ impl TableProvider for DiagonTableProvider {
         if let Err(e) = &self.defaults {
             return plan_err!("{e}");
         }
-        self.schema
+        self.table_schema
             .logically_equivalent_names_and_types(&input.schema())?;
-        let sink = DiagonSink::new(self.table.clone(), self.schema.clone());
+        let sink = DiagonSink::new(self.table.clone(), self.table_schema.clone());
         Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
     }
 }

@@ -9,7 +9,7 @@ use std::fmt;
 use std::ops::Range;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use arrow::array::{RecordBatch, UInt32Array};
+use arrow::array::{ArrayRef, Float32Array, RecordBatch, RecordBatchOptions, UInt32Array};
 use arrow::compute::take_record_batch;
 use arrow::datatypes::SchemaRef;
 use datafusion::common::stats::Precision;
@@ -36,7 +36,9 @@ use futures::TryStreamExt;
 
 use crate::part::{PartIndex, ReadStats};
 use crate::plan::prune::Stats;
-use crate::plan::{Granule, PartPlan, ScanPlan, ScanTask, SkipReason, StatsPruner, read_granules};
+use crate::plan::{
+    Granule, GranuleBatch, PartPlan, ScanPlan, ScanTask, SkipReason, StatsPruner, read_granules,
+};
 
 /// Granules fetched per read request; bounds memory per partition while
 /// keeping requests large enough for object stores.
@@ -48,6 +50,13 @@ pub struct DiagonSource {
     pub(crate) plan: Arc<ScanPlan>,
     pub(crate) tasks: Arc<Vec<ScanTask>>,
     pub(crate) projected_schema: SchemaRef,
+    /// The projected columns read from parts: all but the scores.
+    pub(crate) read_schema: SchemaRef,
+    /// Each score column: its position in the output and its index among
+    /// the parts' scores.
+    pub(crate) score_positions: Vec<(usize, usize)>,
+    /// The text queries the scan answers (EXPLAIN).
+    pub(crate) text: Vec<String>,
     /// The ascending sort-key ordering of the output, if the key is projected.
     pub(crate) key_ordering: Option<LexOrdering>,
     /// Whether the plan is told about `key_ordering`. Only once a sort asks
@@ -90,12 +99,20 @@ impl DiagonSource {
             plan.skipped_by(&SkipReason::MinMax),
         );
         for reason in &plan.consulted {
-            if let SkipReason::SkipIndex(column) = reason {
-                counter(
+            match reason {
+                SkipReason::SkipIndex(column) => counter(
                     format!("granules_pruned_by_skip_index_{column}"),
                     plan.skipped_by(reason),
-                );
+                ),
+                SkipReason::Text(column) => counter(
+                    format!("granules_pruned_by_text_{column}"),
+                    plan.skipped_by(reason),
+                ),
+                _ => {}
             }
+        }
+        for (name, n) in &plan.counters {
+            counter(name.clone(), *n);
         }
         counter(
             "granules_skipped_deleted".into(),
@@ -103,6 +120,37 @@ impl DiagonSource {
         );
         counter("cache_hits".into(), plan.cache.hits() as usize);
         counter("cache_misses".into(), plan.cache.misses() as usize);
+    }
+
+    /// The rows of `granule` as the output schema has them: the scores
+    /// inserted among the columns read.
+    fn with_scores(&self, part: &PartPlan, granule: GranuleBatch) -> Result<RecordBatch> {
+        if self.score_positions.is_empty() {
+            return Ok(granule.batch);
+        }
+        let rows = granule.row_numbers();
+        let mut read = granule.batch.columns().iter();
+        let mut columns = Vec::with_capacity(self.projected_schema.fields().len());
+        for position in 0..self.projected_schema.fields().len() {
+            match self.score_positions.iter().find(|(p, _)| *p == position) {
+                Some((_, k)) => {
+                    let scores = part.scores.get(*k).ok_or_else(|| {
+                        DataFusionError::Internal(format!("score {k} was not computed"))
+                    })?;
+                    let values = scores.scores_of(rows.iter().copied());
+                    columns.push(Arc::new(Float32Array::from(values)) as ArrayRef);
+                }
+                None => columns.push(read.next().cloned().ok_or_else(|| {
+                    DataFusionError::Internal("fewer columns read than projected".into())
+                })?),
+            }
+        }
+        let options = RecordBatchOptions::new().with_row_count(Some(rows.len()));
+        Ok(RecordBatch::try_new_with_options(
+            self.projected_schema.clone(),
+            columns,
+            &options,
+        )?)
     }
 
     fn ordering(&self) -> Option<LexOrdering> {
@@ -276,13 +324,25 @@ impl DataSource for DiagonSource {
             plan.skipped_by(&SkipReason::MinMax),
         )?;
         for reason in &plan.consulted {
-            if let SkipReason::SkipIndex(column) = reason {
-                write!(
+            match reason {
+                SkipReason::SkipIndex(column) => write!(
                     f,
                     "{sep}pruned_by_skip_index_{column}={}",
                     plan.skipped_by(reason)
-                )?;
+                )?,
+                SkipReason::Text(column) => write!(
+                    f,
+                    "{sep}pruned_by_text_{column}={}",
+                    plan.skipped_by(reason)
+                )?,
+                _ => {}
             }
+        }
+        for text in &self.text {
+            write!(f, "{sep}{text}")?;
+        }
+        for (name, n) in &plan.counters {
+            write!(f, "{sep}{name}={n}")?;
         }
         let deleted = plan.skipped_by(&SkipReason::Deleted);
         if deleted > 0 {
@@ -675,19 +735,13 @@ impl ReadState {
 
     async fn read(&self, part: usize, range: Range<usize>) -> Result<Vec<RecordBatch>> {
         let plan = &self.source.plan.parts[part];
-        let columns = crate::plan::projection(plan, &self.source.projected_schema)
+        let columns = crate::plan::projection(plan, &self.source.read_schema)
             .map_err(|e| e.context(format!("table '{}'", self.source.table_name)))?;
         let mut stats = ReadStats::default();
         let granules = range.len();
-        let batches = read_granules(
-            plan,
-            &columns,
-            &self.source.projected_schema,
-            range,
-            &mut stats,
-        )
-        .await
-        .map_err(|e| e.context(format!("table '{}'", self.source.table_name)))?;
+        let batches = read_granules(plan, &columns, &self.source.read_schema, range, &mut stats)
+            .await
+            .map_err(|e| e.context(format!("table '{}'", self.source.table_name)))?;
         self.metrics.bytes_read.add(stats.bytes_read as usize);
         self.metrics.rows_read.add(stats.rows_read as usize);
         self.metrics.granules_read.add(granules);
@@ -697,7 +751,10 @@ impl ReadState {
             .baseline
             .elapsed_compute()
             .add_duration(stats.decode_time);
-        Ok(batches.into_iter().map(|g| g.batch).collect())
+        batches
+            .into_iter()
+            .map(|g| self.source.with_scores(plan, g))
+            .collect()
     }
 
     /// Applies the dynamic filters, as they stand now, to the granules of `range`.

@@ -18,8 +18,8 @@ use super::Table;
 use super::log::PartEntry;
 use crate::error::{Error, Result};
 use crate::index::text::bm25::{ColumnStats, decode_length};
-use crate::index::text::component::{NORMS_PER_BLOCK, TextIndexReader};
 use crate::index::text::bound::Bound;
+use crate::index::text::component::{NORMS_PER_BLOCK, TextIndexReader};
 use crate::index::text::score::{Scoring, scored_terms};
 
 /// BM25's statistics of one column over a snapshot's live rows.

@@ -24,6 +24,7 @@ mod skip;
 mod stats;
 mod storage;
 mod text_index;
+mod text_search;
 
 /// Notes the largest allocation of watched threads (see `limits`).
 #[global_allocator]

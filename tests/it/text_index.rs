@@ -121,7 +121,7 @@ async fn check(
     reader
 }
 
-fn corpus() -> impl Strategy<Value = Vec<Option<String>>> {
+pub(crate) fn corpus() -> impl Strategy<Value = Vec<Option<String>>> {
     let word = prop_oneof![
         Just("the".to_string()),
         Just("Wireless".to_string()),
@@ -356,7 +356,7 @@ async fn parts_carry_their_text_indexes() {
 }
 
 /// Random queries of every syntax over the words the corpus uses.
-fn query_text() -> impl Strategy<Value = String> {
+pub(crate) fn query_text() -> impl Strategy<Value = String> {
     let word = prop_oneof![
         Just("a"),
         Just("b"),

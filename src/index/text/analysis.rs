@@ -87,7 +87,7 @@ impl Token<'_> {
 }
 
 /// The analyzers a text index column can use (see the module comment).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Analyzer {
     #[default]
     Standard,

@@ -61,6 +61,31 @@ impl Bound {
         bind(query, column, analyzer, 1.0)
     }
 
+    /// Whether every value the query matches has a term: false for a query
+    /// of only excluded clauses, which matches values without any (and,
+    /// in SQL, needs the value not to be NULL, which no index knows).
+    pub fn needs_terms(&self) -> bool {
+        match self {
+            Bound::Boolean(clauses) => {
+                let must: Vec<&Bound> = clauses
+                    .iter()
+                    .filter(|(o, _)| *o == Occur::Must)
+                    .map(|(_, c)| c)
+                    .collect();
+                let should: Vec<&Bound> = clauses
+                    .iter()
+                    .filter(|(o, _)| *o == Occur::Should)
+                    .map(|(_, c)| c)
+                    .collect();
+                match must.is_empty() {
+                    false => must.iter().any(|c| c.needs_terms()),
+                    true => !should.is_empty() && should.iter().all(|c| c.needs_terms()),
+                }
+            }
+            _ => true,
+        }
+    }
+
     /// Whether `value` (analysed by `analyzer`) matches.
     pub fn matches(&self, analyzer: Analyzer, value: &str) -> bool {
         let analysed = Analysed::of(analyzer, value);

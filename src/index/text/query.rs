@@ -32,7 +32,7 @@ pub const MAX_DEPTH: usize = 64;
 pub const MAX_EDITS: u8 = 2;
 
 /// How clauses written side by side combine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum DefaultOperator {
     #[default]
     Or,

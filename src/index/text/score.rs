@@ -41,7 +41,11 @@ impl Scoring {
         Scoring {
             bm25,
             column,
-            doc_freqs: terms.iter().cloned().zip(doc_freqs.iter().copied()).collect(),
+            doc_freqs: terms
+                .iter()
+                .cloned()
+                .zip(doc_freqs.iter().copied())
+                .collect(),
         }
     }
 
@@ -177,7 +181,9 @@ async fn score(
                 (Some(must), Some(should)) => add_optional(&must, &should),
                 (Some(must), None) => must,
                 (None, Some(should)) => should,
-                (None, None) => Hits::constant((0..reader.summary().part_rows as u32).collect(), 0.0),
+                (None, None) => {
+                    Hits::constant((0..reader.summary().part_rows as u32).collect(), 0.0)
+                }
             };
             without(candidates, &excluded)
         }
@@ -354,9 +360,12 @@ impl<'a> Norms<'a> {
             self.block = Some((b, self.reader.norms(b).await?));
         }
         let (_, codes) = self.block.as_ref().expect("loaded above");
-        codes.get(row as usize % NORMS_PER_BLOCK).copied().ok_or_else(|| {
-            self.reader
-                .malformed(format!("row {row} has no length code"))
-        })
+        codes
+            .get(row as usize % NORMS_PER_BLOCK)
+            .copied()
+            .ok_or_else(|| {
+                self.reader
+                    .malformed(format!("row {row} has no length code"))
+            })
     }
 }

@@ -1,0 +1,506 @@
+//! `match()` and `bm25()` through SQL against a brute-force reference:
+//! every live row analysed one by one, Lucene's BM25 computed from scratch
+//! over the live rows, for random corpora split into parts, with deletes,
+//! and random queries of every syntax.
+
+use std::collections::HashMap;
+
+use arrow::array::AsArray;
+use arrow::datatypes::{Float32Type, Int64Type};
+use datafusion::prelude::SessionContext;
+use diagon::index::text::bm25::{decode_length, encode_length};
+use diagon::index::text::bound::{Bound, within_edits};
+use diagon::index::text::{Analyzer, DefaultOperator, Occur, Query};
+use proptest::prelude::*;
+
+use crate::text_index::{corpus, query_text};
+
+const K1: f64 = 1.2;
+const B: f64 = 0.75;
+
+/// One value analysed: its terms' positions and its length as BM25 sees it.
+struct Doc {
+    positions: HashMap<String, Vec<u32>>,
+    /// Distinct token positions, through the one-byte length code.
+    len: f64,
+}
+
+impl Doc {
+    fn of(analyzer: Analyzer, value: &str) -> Doc {
+        let mut positions: HashMap<String, Vec<u32>> = HashMap::new();
+        let mut distinct = std::collections::BTreeSet::new();
+        analyzer.analyze(value, |t| {
+            positions
+                .entry(t.term.to_string())
+                .or_default()
+                .push(t.position);
+            distinct.insert(t.position);
+        });
+        let len = decode_length(encode_length(distinct.len() as u32)) as f64;
+        Doc { positions, len }
+    }
+}
+
+/// Lucene's BM25 over a set of live documents.
+struct Reference {
+    docs: Vec<(i64, Doc)>,
+    /// Documents with a token, and their lengths summed.
+    rows: f64,
+    avg_len: f64,
+}
+
+impl Reference {
+    fn new(analyzer: Analyzer, live: &[(i64, String)]) -> Reference {
+        let docs: Vec<(i64, Doc)> = live
+            .iter()
+            .map(|(id, v)| (*id, Doc::of(analyzer, v)))
+            .collect();
+        let counted: Vec<&Doc> = docs
+            .iter()
+            .map(|(_, d)| d)
+            .filter(|d| !d.positions.is_empty())
+            .collect();
+        let rows = counted.len() as f64;
+        let total: f64 = counted.iter().map(|d| d.len).sum();
+        let avg_len = if rows > 0.0 { total / rows } else { 1.0 };
+        Reference {
+            docs,
+            rows,
+            avg_len,
+        }
+    }
+
+    fn idf(&self, term: &str) -> f64 {
+        let df = self
+            .docs
+            .iter()
+            .filter(|(_, d)| d.positions.contains_key(term))
+            .count() as f64;
+        (1.0 + (self.rows - df + 0.5) / (df + 0.5)).ln()
+    }
+
+    fn tf(&self, freq: f64, doc: &Doc) -> f64 {
+        freq / (freq + K1 * (1.0 - B + B * doc.len / self.avg_len))
+    }
+
+    /// The score of `doc` for `bound`, `None` when it does not match.
+    fn score(&self, bound: &Bound, doc: &Doc) -> Option<f64> {
+        match bound {
+            Bound::Term { term, boost } => {
+                let freq = doc.positions.get(term)?.len() as f64;
+                Some(*boost as f64 * self.idf(term) * self.tf(freq, doc))
+            }
+            Bound::Phrase { terms, slop, boost } => {
+                let freq = phrase_freq(terms, *slop, doc);
+                if freq == 0.0 {
+                    return None;
+                }
+                let idf: f64 = terms.iter().map(|(t, _)| self.idf(t)).sum();
+                Some(*boost as f64 * idf * self.tf(freq, doc))
+            }
+            Bound::Prefix { prefix, boost } => doc
+                .positions
+                .keys()
+                .any(|t| t.starts_with(prefix.as_str()))
+                .then_some(*boost as f64),
+            Bound::Fuzzy { term, edits, boost } => doc
+                .positions
+                .keys()
+                .any(|t| within_edits(term, t, *edits as usize))
+                .then_some(*boost as f64),
+            Bound::Boolean(clauses) => {
+                let mut sum = 0.0;
+                let (mut any_must, mut any_should, mut should_matched) = (false, false, false);
+                for (occur, clause) in clauses {
+                    let score = self.score(clause, doc);
+                    match occur {
+                        Occur::Must => {
+                            sum += score?;
+                            any_must = true;
+                        }
+                        Occur::MustNot if score.is_some() => return None,
+                        Occur::MustNot => {}
+                        Occur::Should => {
+                            any_should = true;
+                            if let Some(s) = score {
+                                sum += s;
+                                should_matched = true;
+                            }
+                        }
+                    }
+                }
+                (any_must || !any_should || should_matched).then_some(sum)
+            }
+            Bound::Nothing => None,
+        }
+    }
+}
+
+/// A phrase's frequency by enumeration: every start (a term's position
+/// minus its offset) at which some assignment of positions (distinct for
+/// a repeated term) puts
+/// every term within `slop` of its place, with the least term exactly
+/// there, adds `1 / (1 + distance)` for the tightest such assignment.
+fn phrase_freq(terms: &[(String, u32)], slop: u32, doc: &Doc) -> f64 {
+    let Some(lists) = terms
+        .iter()
+        .map(|(t, _)| doc.positions.get(t))
+        .collect::<Option<Vec<_>>>()
+    else {
+        return 0.0;
+    };
+    let mut starts: Vec<i64> = terms
+        .iter()
+        .zip(&lists)
+        .flat_map(|((_, o), l)| l.iter().map(move |&p| p as i64 - *o as i64))
+        .collect();
+    starts.sort_unstable();
+    starts.dedup();
+    let mut freq = 0.0;
+    for start in starts {
+        let mut best: Option<i64> = None;
+        let mut chosen = Vec::new();
+        tightest(terms, &lists, slop, start, 0, &mut chosen, &mut best);
+        if let Some(distance) = best {
+            freq += 1.0 / (1.0 + distance as f64);
+        }
+    }
+    freq
+}
+
+/// Searches every assignment of term `i..` (a repeated term's positions
+/// distinct), keeping
+/// in `best` the least spread of one whose least adjusted position is
+/// `start`.
+fn tightest(
+    terms: &[(String, u32)],
+    lists: &[&Vec<u32>],
+    slop: u32,
+    start: i64,
+    i: usize,
+    chosen: &mut Vec<(String, u32)>,
+    best: &mut Option<i64>,
+) {
+    if i == terms.len() {
+        let adjusted: Vec<i64> = chosen
+            .iter()
+            .zip(terms)
+            .map(|((_, p), (_, o))| *p as i64 - *o as i64)
+            .collect();
+        let (lo, hi) = (
+            *adjusted.iter().min().unwrap(),
+            *adjusted.iter().max().unwrap(),
+        );
+        if lo == start && best.is_none_or(|b| hi - lo < b) {
+            *best = Some(hi - lo);
+        }
+        return;
+    }
+    let offset = terms[i].1 as i64;
+    for &p in lists[i] {
+        let adjusted = p as i64 - offset;
+        let taken = chosen.iter().any(|(t, q)| *t == terms[i].0 && *q == p);
+        if adjusted < start || adjusted > start + slop as i64 || taken {
+            continue;
+        }
+        chosen.push((terms[i].0.clone(), p));
+        tightest(terms, lists, slop, start, i + 1, chosen, best);
+        chosen.pop();
+    }
+}
+
+async fn sql(ctx: &SessionContext, query: &str) -> Vec<arrow::array::RecordBatch> {
+    ctx.sql(query)
+        .await
+        .unwrap_or_else(|e| panic!("{query}: {e}"))
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{query}: {e}"))
+}
+
+/// (id, score) of every row of the result, in its order.
+fn scored(batches: &[arrow::array::RecordBatch]) -> Vec<(i64, f32)> {
+    let mut out = Vec::new();
+    for batch in batches {
+        let ids = batch.column(0).as_primitive::<Int64Type>();
+        let scores = batch.column(1).as_primitive::<Float32Type>();
+        for i in 0..batch.num_rows() {
+            out.push((ids.value(i), scores.value(i)));
+        }
+    }
+    out
+}
+
+fn ids(batches: &[arrow::array::RecordBatch]) -> Vec<i64> {
+    batches
+        .iter()
+        .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+        .collect()
+}
+
+fn close(found: f32, expected: f64) -> bool {
+    let diff = (found as f64 - expected).abs();
+    diff <= 1e-5 * expected.abs().max(1e-6)
+}
+
+/// Creates table `name` with `rows` (id = position) inserted in `chunks`
+/// commits, then deletes the rows `deleted` picks.
+async fn table(
+    ctx: &SessionContext,
+    dir: &std::path::Path,
+    name: &str,
+    analyzer: &str,
+    rows: &[(i64, Option<String>)],
+    chunks: usize,
+) {
+    let location = dir.join(name);
+    sql(
+        ctx,
+        &format!(
+            "CREATE EXTERNAL TABLE {name} (id BIGINT, body VARCHAR) STORED AS DIAGON \
+             LOCATION '{}' OPTIONS ('order_by' 'id', 'granularity' '16', \
+             'text_index' 'body', 'analyzer.body' '{analyzer}', 'merge.background' 'false')",
+            location.display()
+        ),
+    )
+    .await;
+    let size = rows.len().div_ceil(chunks.max(1)).max(1);
+    for chunk in rows.chunks(size) {
+        let values: Vec<String> = chunk
+            .iter()
+            .map(|(id, v)| match v {
+                Some(v) => format!("({id}, '{v}')"),
+                None => format!("({id}, NULL)"),
+            })
+            .collect();
+        sql(
+            ctx,
+            &format!("INSERT INTO {name} VALUES {}", values.join(", ")),
+        )
+        .await;
+    }
+}
+
+async fn check(
+    values: Vec<Option<String>>,
+    queries: Vec<String>,
+    analyzer_name: &str,
+    chunks: usize,
+    delete_every: i64,
+    and: bool,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = crate::common::context(2);
+    let rows: Vec<(i64, Option<String>)> = values
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| (i as i64, v))
+        .collect();
+    table(&ctx, dir.path(), "t", analyzer_name, &rows, chunks).await;
+    if and {
+        // Reopened with the AND operator: options a reopen states apply.
+        sql(&ctx, "DROP TABLE t").await;
+        sql(
+            &ctx,
+            &format!(
+                "CREATE EXTERNAL TABLE t STORED AS DIAGON LOCATION '{}' \
+                 OPTIONS ('default_operator' 'and')",
+                dir.path().join("t").display()
+            ),
+        )
+        .await;
+    }
+    sql(
+        &ctx,
+        &format!("DELETE FROM t WHERE id % {delete_every} = 1"),
+    )
+    .await;
+    let live: Vec<(i64, String)> = rows
+        .iter()
+        .filter(|(id, _)| id % delete_every != 1)
+        .filter_map(|(id, v)| v.clone().map(|v| (*id, v)))
+        .collect();
+    let analyzer = Analyzer::parse("analyzer.body", analyzer_name).unwrap();
+    let reference = Reference::new(analyzer, &live);
+    let operator = if and {
+        DefaultOperator::And
+    } else {
+        DefaultOperator::Or
+    };
+    for text in queries {
+        let query = Query::parse(&text, operator).unwrap();
+        let bound = Bound::bind(&query, "body", analyzer).unwrap();
+        let expected: Vec<(i64, f64)> = reference
+            .docs
+            .iter()
+            .filter_map(|(id, doc)| reference.score(&bound, doc).map(|s| (*id, s)))
+            .collect();
+        let matched = sql(
+            &ctx,
+            &format!(
+                "SELECT id, bm25(body, '{text}') FROM t WHERE match(body, '{text}') ORDER BY id"
+            ),
+        )
+        .await;
+        let found = scored(&matched);
+        let found_ids: Vec<i64> = found.iter().map(|(id, _)| *id).collect();
+        let expected_ids: Vec<i64> = expected.iter().map(|(id, _)| *id).collect();
+        assert_eq!(found_ids, expected_ids, "query {text} bound as {bound:?}");
+        for ((id, score), (_, reference)) in found.iter().zip(&expected) {
+            assert!(
+                close(*score, *reference),
+                "query {text}, row {id}: scored {score}, Lucene's formula gives {reference}"
+            );
+        }
+        // The same rows with the index bypassed, every value analysed.
+        sql(&ctx, "SET diagon.enable_text_index = false").await;
+        let bypassed = ids(&sql(
+            &ctx,
+            &format!("SELECT id FROM t WHERE match(body, '{text}') ORDER BY id"),
+        )
+        .await);
+        sql(&ctx, "SET diagon.enable_text_index = true").await;
+        assert_eq!(bypassed, expected_ids, "query {text} without the index");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Matching rows and scores through SQL equal brute force and Lucene's
+    /// formula over the live rows, for any split into parts and deletes.
+    #[test]
+    fn match_and_bm25_equal_the_reference(
+        values in corpus(),
+        queries in proptest::collection::vec(query_text(), 1..5),
+        analyzer in prop_oneof![Just("standard"), Just("english"), Just("ngram(2,3)")],
+        chunks in 1usize..4,
+        delete_every in 2i64..6,
+        and in any::<bool>(),
+    ) {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(check(values, queries, analyzer, chunks, delete_every, and));
+    }
+}
+
+/// After a DELETE every row scores what it scores in a table holding only
+/// the live rows, whatever the parts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scores_after_delete_equal_a_table_of_the_live_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = crate::common::context(2);
+    let words = [
+        "wireless",
+        "headphones",
+        "cable",
+        "speaker",
+        "noise",
+        "music",
+    ];
+    let rows: Vec<(i64, Option<String>)> = (0..400)
+        .map(|i: i64| {
+            let n = 1 + (i * 7 % 11) as usize;
+            let text: Vec<&str> = (0..n)
+                .map(|k| words[(i as usize * 31 + k * 17 + (k * k) % 5) % 6])
+                .collect();
+            (i, Some(text.join(" ")))
+        })
+        .collect();
+    table(&ctx, dir.path(), "full", "english", &rows, 3).await;
+    sql(&ctx, "DELETE FROM full WHERE id % 3 = 0 OR id > 350").await;
+    let live: Vec<(i64, Option<String>)> = rows
+        .iter()
+        .filter(|(id, _)| id % 3 != 0 && *id <= 350)
+        .cloned()
+        .collect();
+    table(&ctx, dir.path(), "live", "english", &live, 1).await;
+    for query in [
+        "headphones",
+        "wireless headphones",
+        "\"headphones noise\"~2",
+        "+cable -speaker",
+    ] {
+        let score =
+            |table: &str| format!("SELECT id, bm25(body, '{query}') FROM {table} ORDER BY id");
+        let full = scored(&sql(&ctx, &score("full")).await);
+        let only_live = scored(&sql(&ctx, &score("live")).await);
+        assert_eq!(full, only_live, "{query}");
+        assert!(
+            full.iter().any(|(_, s)| *s > 0.0),
+            "{query} matches something"
+        );
+    }
+}
+
+/// A column declared for text search after rows were written: `match`
+/// answers the same from parts without the index (analysing values) and
+/// with it; `bm25` asks for the index to be built.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parts_without_the_index_answer_match_and_refuse_bm25() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = crate::common::context(2);
+    let location = dir.path().join("t");
+    sql(
+        &ctx,
+        &format!(
+            "CREATE EXTERNAL TABLE t (id BIGINT, body VARCHAR) STORED AS DIAGON LOCATION '{}' \
+             OPTIONS ('order_by' 'id', 'merge.background' 'false')",
+            location.display()
+        ),
+    )
+    .await;
+    sql(
+        &ctx,
+        "INSERT INTO t VALUES (1, 'wireless headphones'), (2, 'a cable')",
+    )
+    .await;
+    sql(&ctx, "DROP TABLE t").await;
+    sql(
+        &ctx,
+        &format!(
+            "CREATE EXTERNAL TABLE t STORED AS DIAGON LOCATION '{}' OPTIONS ('text_index' 'body')",
+            location.display()
+        ),
+    )
+    .await;
+    sql(&ctx, "INSERT INTO t VALUES (3, 'headphones and a cable')").await;
+    let found = ids(&sql(
+        &ctx,
+        "SELECT id FROM t WHERE match(body, 'headphones') ORDER BY id",
+    )
+    .await);
+    assert_eq!(found, vec![1, 3]);
+    let plan = crate::common::query(
+        &ctx,
+        "EXPLAIN SELECT id FROM t WHERE match(body, 'headphones')",
+    )
+    .await;
+    assert!(plan.contains("text_body_parts_unindexed=1"), "{plan}");
+    assert!(plan.contains("text_body_parts_indexed=1"), "{plan}");
+    let error = ctx
+        .sql("SELECT bm25(body, 'headphones') FROM t")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("run diagon_optimize('t', true)"), "{error}");
+    sql(&ctx, "SELECT * FROM diagon_optimize('t', true)").await;
+    let scores = scored(
+        &sql(
+            &ctx,
+            "SELECT id, bm25(body, 'headphones') FROM t WHERE match(body, 'headphones') ORDER BY id",
+        )
+        .await,
+    );
+    assert_eq!(
+        scores.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        vec![1, 3]
+    );
+    assert!(scores.iter().all(|(_, s)| *s > 0.0), "{scores:?}");
+}

@@ -112,9 +112,6 @@ pub struct PartPlan {
     pub mask: Option<Arc<BooleanBuffer>>,
     /// One entry per granule of the part.
     pub granules: Vec<Granule>,
-    /// The rows each of the scan's text scores matches, with their scores
-    /// (one entry per score the scan computes; see [`text::attach_scores`]).
-    pub scores: Vec<Arc<crate::index::text::score::Hits>>,
 }
 
 impl PartPlan {
@@ -130,6 +127,20 @@ impl PartPlan {
 
     pub fn granules_read(&self) -> usize {
         self.granules.iter().filter(|g| g.is_read()).count()
+    }
+
+    /// Whether the plan reads part row `row`.
+    pub fn reads_row(&self, row: u64) -> bool {
+        let starts = &self.index.granule_starts;
+        let g = starts.partition_point(|&s| s <= row).saturating_sub(1);
+        match self.granules.get(g) {
+            Some(Granule::Scan) => row < starts[g] + self.index.granule_rows(g),
+            Some(Granule::Select(s)) => {
+                let at = (row - starts[g]) as usize;
+                at < s.rows.len() && s.rows.value(at)
+            }
+            Some(Granule::Skip(_)) | None => false,
+        }
     }
 
     /// Granules skipped, by reason.
@@ -280,7 +291,6 @@ pub async fn build(parts: Vec<PartInput>, pruners: &[Arc<dyn Pruner>]) -> Result
             storage: part.storage,
             mask: part.mask,
             granules,
-            scores: Vec::new(),
         });
     }
     for pruner in pruners {

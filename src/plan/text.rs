@@ -1,9 +1,8 @@
 //! A scan's text queries: [`TextPruner`] narrows each granule to the rows
 //! a `match` query matches, from the part's text index, or, in a part
 //! written before the index was declared, by analysing the column's values
-//! (the same answer, slowly); [`attach_scores`] gives each part the BM25
-//! scores of the rows a `bm25` query matches, with the snapshot's
-//! statistics.
+//! (the same answer, slowly); [`ScanScores`] scores the rows a `bm25`
+//! query matches, part by part, with the snapshot's statistics.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -239,14 +238,35 @@ pub struct ScoreRequest {
     pub scoring: Scoring,
 }
 
-/// Scores every part's matching rows for each request, in order, into
-/// the parts' `scores`. Every part read must hold the column's index.
-pub async fn attach_scores(plan: &mut ScanPlan, requests: &[ScoreRequest]) -> Result<()> {
-    for part in &mut plan.parts {
-        for request in requests {
-            let hits = match part.granules_read() {
-                0 => Hits::default(),
-                _ => {
+/// The scores a scan computes, part by part when first needed: a part a
+/// top-k search or a LIMIT never reaches is never scored.
+#[derive(Debug)]
+pub struct ScanScores {
+    pub requests: Vec<ScoreRequest>,
+    /// Per part of the plan, each request's hits.
+    parts: Vec<tokio::sync::OnceCell<Vec<Arc<Hits>>>>,
+}
+
+impl ScanScores {
+    pub fn new(requests: Vec<ScoreRequest>, parts: usize) -> Self {
+        ScanScores {
+            requests,
+            parts: (0..parts).map(|_| tokio::sync::OnceCell::new()).collect(),
+        }
+    }
+
+    /// Every request's hits in part `p` of `plan`, which must hold the
+    /// scored columns' indexes.
+    pub async fn part(&self, plan: &ScanPlan, p: usize) -> Result<&[Arc<Hits>]> {
+        let part = &plan.parts[p];
+        let cell = self
+            .parts
+            .get(p)
+            .ok_or_else(|| Error::Table(format!("no scores for part {p} of the plan")))?;
+        let hits = cell
+            .get_or_try_init(|| async {
+                let mut all = Vec::with_capacity(self.requests.len());
+                for request in &self.requests {
                     let reader = open_text_index(
                         &part.index,
                         &part.storage,
@@ -261,11 +281,12 @@ pub async fn attach_scores(plan: &mut ScanPlan, requests: &[ScoreRequest]) -> Re
                             request.column
                         ))
                     })?;
-                    scored_rows(&reader, &request.bound, &request.scoring).await?
+                    let hits = scored_rows(&reader, &request.bound, &request.scoring).await?;
+                    all.push(Arc::new(hits));
                 }
-            };
-            part.scores.push(Arc::new(hits));
-        }
+                Ok::<_, Error>(all)
+            })
+            .await?;
+        Ok(hits)
     }
-    Ok(())
 }

@@ -13,6 +13,7 @@ pub mod scan;
 pub mod sink;
 pub mod skipping;
 pub mod text;
+pub mod topk;
 
 use std::sync::Arc;
 
@@ -70,6 +71,18 @@ pub fn register(ctx: &SessionContext) {
     }
     let state = ctx.state_ref();
     let mut state = state.write();
+    use datafusion::physical_optimizer::PhysicalOptimizerRule;
+    let limit_rule = topk::ScoreLimitRule;
+    if !state
+        .physical_optimizers()
+        .iter()
+        .any(|r| r.name() == limit_rule.name())
+    {
+        let current = state.clone();
+        *state = SessionStateBuilder::new_from_existing(current)
+            .with_physical_optimizer_rule(Arc::new(limit_rule))
+            .build();
+    }
     state
         .table_factories_mut()
         .insert(FORMAT_NAME.to_string(), Arc::new(DiagonTableFactory));

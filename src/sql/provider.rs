@@ -32,7 +32,7 @@ use super::scan::DiagonSource;
 use super::sink::DiagonSink;
 use super::text::{MatchFunction, MatchTarget, is_score_column};
 use crate::index::text::bound::Bound;
-use crate::plan::text::{ScoreRequest, TextPruner, attach_scores};
+use crate::plan::text::{ScanScores, ScoreRequest, TextPruner};
 use crate::plan::{Pruner, split_tasks};
 use crate::storage::Cache;
 use crate::table::Table;
@@ -369,6 +369,7 @@ impl TableProvider for DiagonTableProvider {
         // request computing it.
         let mut requests = Vec::new();
         let mut score_positions = Vec::new();
+        let mut scored = Vec::new();
         for (position, &p) in projection.iter().enumerate() {
             let Some(score) = p.checked_sub(width).and_then(|k| self.scores.get(k)) else {
                 continue;
@@ -380,6 +381,10 @@ impl TableProvider for DiagonTableProvider {
                 .text_scoring(&snapshot, &score.column, &bound)
                 .await?;
             score_positions.push((position, requests.len()));
+            scored.push(format!(
+                "{} = bm25({}, '{}')",
+                score.name, score.column, score.query
+            ));
             requests.push(ScoreRequest {
                 column: score.column.clone(),
                 analyzer: target.analyzer,
@@ -388,24 +393,14 @@ impl TableProvider for DiagonTableProvider {
             });
         }
         let mut plan = self.table.plan(&snapshot.parts, &pruners).await?;
-        attach_scores(&mut plan, &requests)
-            .await
-            .map_err(|e| e.context(format!("table '{}'", self.table.name())))?;
         plan.keep_alive = Some(Arc::new(pin));
         let plan = Arc::new(plan);
+        let parts = plan.parts.len();
         let target = state.config_options().execution.target_partitions;
         let keyed = !snapshot.options.order_by.is_empty();
         let (tasks, sorted) = split_tasks(&plan, target, keyed);
-        let text = pruners
-            .iter()
-            .filter_map(|p| p.describe())
-            .chain(
-                self.scores
-                    .iter()
-                    .filter(|s| requests.iter().any(|r| r.column == s.column))
-                    .map(|s| format!("{} = bm25({}, '{}')", s.name, s.column, s.query)),
-            )
-            .collect();
+        let mut text: Vec<String> = pruners.iter().filter_map(|p| p.describe()).collect();
+        text.extend(scored);
         let source = DiagonSource {
             table_name: self.table.name().to_string(),
             plan,
@@ -424,6 +419,9 @@ impl TableProvider for DiagonTableProvider {
                     .collect::<Vec<_>>(),
             )),
             score_positions,
+            filters: Vec::new(),
+            score_order: None,
+            scores: Arc::new(ScanScores::new(requests, parts)),
             text,
             projected_schema,
             reverse: false,

@@ -34,8 +34,10 @@ use datafusion::physical_plan::{DisplayFormatType, SortOrderPushdownResult};
 use datafusion_functions_aggregate_common::min_max::{max_batch, min_batch};
 use futures::TryStreamExt;
 
+use crate::index::text::score::Hits;
 use crate::part::{PartIndex, ReadStats};
 use crate::plan::prune::Stats;
+use crate::plan::text::ScanScores;
 use crate::plan::{
     Granule, GranuleBatch, PartPlan, ScanPlan, ScanTask, SkipReason, StatsPruner, read_granules,
 };
@@ -43,6 +45,15 @@ use crate::plan::{
 /// Granules fetched per read request; bounds memory per partition while
 /// keeping requests large enough for object stores.
 const GRANULES_PER_READ: usize = 8;
+
+/// The order of a scan that emits rows by a score, best first.
+#[derive(Debug, Clone)]
+pub(crate) struct ScoreOrder {
+    /// The sort it satisfies (on the score's output column, descending).
+    pub sort: PhysicalSortExpr,
+    /// Which of the scan's scores.
+    pub request: usize,
+}
 
 #[derive(Debug, Clone)]
 pub struct DiagonSource {
@@ -55,6 +66,13 @@ pub struct DiagonSource {
     /// Each score column: its position in the output and its index among
     /// the parts' scores.
     pub(crate) score_positions: Vec<(usize, usize)>,
+    /// The scores computed, part by part as they are read.
+    pub(crate) scores: Arc<ScanScores>,
+    /// Filters the scan applies to rows (pushed into a scan that computes
+    /// scores, so a top-k by score can check them per candidate).
+    pub(crate) filters: Vec<Arc<dyn PhysicalExpr>>,
+    /// Emit rows best score first (a sort by a score pushed here).
+    pub(crate) score_order: Option<ScoreOrder>,
     /// The text queries the scan answers (EXPLAIN).
     pub(crate) text: Vec<String>,
     /// The ascending sort-key ordering of the output, if the key is projected.
@@ -124,7 +142,11 @@ impl DiagonSource {
 
     /// The rows of `granule` as the output schema has them: the scores
     /// inserted among the columns read.
-    fn with_scores(&self, part: &PartPlan, granule: GranuleBatch) -> Result<RecordBatch> {
+    pub(crate) fn with_scores(
+        &self,
+        hits: &[Arc<Hits>],
+        granule: GranuleBatch,
+    ) -> Result<RecordBatch> {
         if self.score_positions.is_empty() {
             return Ok(granule.batch);
         }
@@ -134,7 +156,7 @@ impl DiagonSource {
         for position in 0..self.projected_schema.fields().len() {
             match self.score_positions.iter().find(|(p, _)| *p == position) {
                 Some((_, k)) => {
-                    let scores = part.scores.get(*k).ok_or_else(|| {
+                    let scores = hits.get(*k).ok_or_else(|| {
                         DataFusionError::Internal(format!("score {k} was not computed"))
                     })?;
                     let values = scores.scores_of(rows.iter().copied());
@@ -153,7 +175,84 @@ impl DiagonSource {
         )?)
     }
 
+    /// Output partitions: one for a scan by score, else one per task.
+    fn partitions(&self) -> usize {
+        match self.score_order {
+            Some(_) => 1,
+            None => self.tasks.len().max(1),
+        }
+    }
+
+    /// This scan emitting rows best first, if `order` is one score
+    /// descending (ties broken any other way than table order are not).
+    fn score_order_for(&self, order: &[PhysicalSortExpr]) -> Option<DiagonSource> {
+        let [sort] = order else {
+            return None;
+        };
+        if !sort.options.descending || self.fetch.is_some() || self.reverse {
+            return None;
+        }
+        let column = sort
+            .expr
+            .downcast_ref::<datafusion::physical_expr::expressions::Column>()?;
+        let (_, request) = self
+            .score_positions
+            .iter()
+            .find(|(position, _)| *position == column.index())?;
+        if self.projected_schema.field(column.index()).name() != column.name() {
+            return None;
+        }
+        Some(DiagonSource {
+            score_order: Some(ScoreOrder {
+                sort: sort.clone(),
+                request: *request,
+            }),
+            ..self.clone()
+        })
+    }
+
+    /// The stream of a scan by score: partition 0 emits everything.
+    fn open_top_k(&self, partition: usize, request: usize) -> SendableRecordBatchStream {
+        let source = self.clone();
+        let metrics = PartitionMetrics::new(&self.metrics, partition);
+        let candidates = MetricBuilder::new(&self.metrics).counter("topk_candidates", partition);
+        let checked = MetricBuilder::new(&self.metrics).counter("topk_granules_checked", partition);
+        let rejected =
+            MetricBuilder::new(&self.metrics).counter("topk_rejected_by_filters", partition);
+        let stream = futures::stream::once(async move {
+            if partition > 0 {
+                return Ok(Vec::new());
+            }
+            let timer = metrics.baseline.elapsed_compute().timer();
+            let mut counts = super::topk::TopKCounts::default();
+            let batches = super::topk::top_k(&source, request, source.fetch, &mut counts).await?;
+            timer.done();
+            candidates.add(counts.candidates);
+            checked.add(counts.granules_checked);
+            rejected.add(counts.rejected);
+            metrics.granules_read.add(counts.granules_read);
+            metrics.bytes_read.add(counts.read.bytes_read as usize);
+            metrics.rows_read.add(counts.read.rows_read as usize);
+            metrics.decode_time.add_duration(counts.read.decode_time);
+            let batches: Vec<RecordBatch> = batches
+                .into_iter()
+                .map(|b| b.record_output(&metrics.baseline))
+                .collect();
+            metrics.baseline.done();
+            Ok::<_, DataFusionError>(batches)
+        })
+        .map_ok(|batches| futures::stream::iter(batches.into_iter().map(Ok)))
+        .try_flatten();
+        Box::pin(RecordBatchStreamAdapter::new(
+            self.projected_schema.clone(),
+            stream,
+        ))
+    }
+
     fn ordering(&self) -> Option<LexOrdering> {
+        if let Some(order) = &self.score_order {
+            return LexOrdering::new([order.sort.clone()]);
+        }
         if !self.declare_ordering {
             return None;
         }
@@ -282,6 +381,9 @@ impl DataSource for DiagonSource {
         partition: usize,
         _context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
+        if let Some(order) = &self.score_order {
+            return Ok(self.open_top_k(partition, order.request));
+        }
         let task = self.tasks.get(partition).cloned().unwrap_or_default();
         let reads = read_order(&task, self.reverse);
         let metrics = PartitionMetrics::new(&self.metrics, partition);
@@ -341,6 +443,13 @@ impl DataSource for DiagonSource {
         for text in &self.text {
             write!(f, "{sep}{text}")?;
         }
+        if let Some(order) = &self.score_order {
+            write!(f, "{sep}best_first={}", order.sort)?;
+        }
+        if !self.filters.is_empty() {
+            let filters: Vec<String> = self.filters.iter().map(|e| e.to_string()).collect();
+            write!(f, "{sep}filters=[{}]", filters.join(", "))?;
+        }
         for (name, n) in &plan.counters {
             write!(f, "{sep}{name}={n}")?;
         }
@@ -373,7 +482,7 @@ impl DataSource for DiagonSource {
     }
 
     fn output_partitioning(&self) -> Partitioning {
-        Partitioning::UnknownPartitioning(self.tasks.len().max(1))
+        Partitioning::UnknownPartitioning(self.partitions())
     }
 
     fn eq_properties(&self) -> EquivalenceProperties {
@@ -409,7 +518,7 @@ impl DataSource for DiagonSource {
         };
         // Under a LIMIT every partition may emit `fetch` rows.
         let partitions = if partition.is_none() {
-            self.tasks.len().max(1)
+            self.partitions()
         } else {
             1
         };
@@ -449,30 +558,43 @@ impl DataSource for DiagonSource {
         filters: Vec<Arc<dyn PhysicalExpr>>,
         _config: &ConfigOptions,
     ) -> Result<FilterPushdownPropagation<Arc<dyn DataSource>>> {
-        // Rows are not filtered here (the FilterExec above stays), but dynamic
-        // filters from TopK and joins tighten while the query runs, so they
-        // are kept to skip granules at read time.
-        let pushed = vec![PushedDown::No; filters.len()];
-        let dynamic: Vec<_> = filters
-            .into_iter()
-            .filter(|f| DynamicFilterTracking::classify(f).contains_dynamic_filter())
-            .collect();
+        // Rows are not filtered here (the FilterExec above stays), except in
+        // a scan computing scores, which takes the filters so that a top-k
+        // by score checks them per candidate. Dynamic filters from TopK and
+        // joins tighten while the query runs: they are kept to skip
+        // granules at read time.
+        let take_rows = !self.score_positions.is_empty();
+        let mut pushed = Vec::with_capacity(filters.len());
+        let mut source = self.clone();
+        for filter in filters {
+            if DynamicFilterTracking::classify(&filter).contains_dynamic_filter() {
+                pushed.push(PushedDown::No);
+                source.runtime_filters.push(filter);
+            } else if take_rows {
+                pushed.push(PushedDown::Yes);
+                source.filters.push(filter);
+            } else {
+                pushed.push(PushedDown::No);
+            }
+        }
+        let changed = source.runtime_filters.len() != self.runtime_filters.len()
+            || source.filters.len() != self.filters.len();
         let result = FilterPushdownPropagation::with_parent_pushdown_result(pushed);
-        if dynamic.is_empty() {
+        if !changed {
             return Ok(result);
         }
-        let mut runtime_filters = self.runtime_filters.clone();
-        runtime_filters.extend(dynamic);
-        Ok(result.with_updated_node(Arc::new(DiagonSource {
-            runtime_filters,
-            ..self.clone()
-        }) as Arc<dyn DataSource>))
+        Ok(result.with_updated_node(Arc::new(source) as Arc<dyn DataSource>))
     }
 
     fn try_pushdown_sort(
         &self,
         order: &[PhysicalSortExpr],
     ) -> Result<SortOrderPushdownResult<Arc<dyn DataSource>>> {
+        if let Some(scored) = self.score_order_for(order) {
+            return Ok(SortOrderPushdownResult::Exact {
+                inner: Arc::new(scored),
+            });
+        }
         let Some(requested) = LexOrdering::new(order.iter().cloned()) else {
             return Ok(SortOrderPushdownResult::Unsupported);
         };
@@ -509,7 +631,7 @@ impl DataSource for DiagonSource {
         &self,
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
-        for filter in &self.runtime_filters {
+        for filter in self.runtime_filters.iter().chain(&self.filters) {
             if f(filter)? == TreeNodeRecursion::Stop {
                 return Ok(TreeNodeRecursion::Stop);
             }
@@ -751,10 +873,33 @@ impl ReadState {
             .baseline
             .elapsed_compute()
             .add_duration(stats.decode_time);
-        batches
-            .into_iter()
-            .map(|g| self.source.with_scores(plan, g))
-            .collect()
+        let hits = match self.source.score_positions.is_empty() {
+            true => &[],
+            false => self
+                .source
+                .scores
+                .part(&self.source.plan, part)
+                .await
+                .map_err(|e| e.context(format!("table '{}'", self.source.table_name)))?,
+        };
+        let mut out = Vec::with_capacity(batches.len());
+        for granule in batches {
+            let batch = self.source.with_scores(hits, granule)?;
+            let batch = match self.source.filters.is_empty() {
+                true => batch,
+                false => {
+                    let keep = super::topk::evaluate_filters(&self.source.filters, &batch)?;
+                    arrow::compute::filter_record_batch(
+                        &batch,
+                        &arrow::array::BooleanArray::new(keep, None),
+                    )?
+                }
+            };
+            if batch.num_rows() > 0 {
+                out.push(batch);
+            }
+        }
+        Ok(out)
     }
 
     /// Applies the dynamic filters, as they stand now, to the granules of `range`.

@@ -352,6 +352,38 @@ async fn check(
                 "query {text}, row {id}: scored {score}, Lucene's formula gives {reference}"
             );
         }
+        // The best k with another filter, inside the scan: exactly
+        // min(k, qualifying) rows, each with its score, best first.
+        let k = 1 + (expected.len() % 7);
+        let top = scored(
+            &sql(
+                &ctx,
+                &format!(
+                    "SELECT id, bm25(body, '{text}') AS s FROM t \
+                     WHERE match(body, '{text}') AND id % 3 <> 2 ORDER BY s DESC LIMIT {k}"
+                ),
+            )
+            .await,
+        );
+        let mut qualifying: Vec<(i64, f64)> = expected
+            .iter()
+            .filter(|(id, _)| id % 3 != 2)
+            .copied()
+            .collect();
+        qualifying.sort_by(|a, b| b.1.total_cmp(&a.1));
+        assert_eq!(top.len(), k.min(qualifying.len()), "top {k} of {text}");
+        for ((id, score), (_, best)) in top.iter().zip(&qualifying) {
+            let reference = expected.iter().find(|(e, _)| e == id).map(|(_, s)| *s);
+            assert!(id % 3 != 2, "{id} fails the filter");
+            assert!(
+                reference.is_some_and(|r| close(*score, r)),
+                "{text}: {id} {score}"
+            );
+            assert!(
+                close(*score, *best),
+                "{text}: top {k} has {score} where {best} is due"
+            );
+        }
         // The same rows with the index bypassed, every value analysed.
         sql(&ctx, "SET diagon.enable_text_index = false").await;
         let bypassed = ids(&sql(

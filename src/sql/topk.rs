@@ -1,0 +1,387 @@
+//! `ORDER BY bm25(col, q) DESC [LIMIT k]` inside the scan: the scan emits
+//! rows best first, so DataFusion drops its sort.
+//!
+//! The plan has already pruned granules (primary key, min/max, skip
+//! indexes, `match` filters, deletes). Candidates are the rows the plan
+//! reads, best score first (rows the query does not match score 0 and come
+//! last, in table order); each is checked against the filters pushed into
+//! the scan, a granule at a time and only for granules a candidate lands
+//! in, until `k` pass. So `LIMIT k` returns exactly `k` rows whenever `k`
+//! rows qualify, and filters never see granules no candidate reaches.
+//! Equal scores keep table order (part, then row).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::buffer::BooleanBuffer;
+use arrow::compute::interleave_record_batch;
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::buffer::BufferExec;
+use datafusion::physical_plan::coop::CooperativeExec;
+use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
+use datafusion::physical_plan::limit::{GlobalLimitExec, LocalLimitExec};
+use datafusion::physical_plan::projection::ProjectionExec;
+
+use super::scan::DiagonSource;
+use crate::part::ReadStats;
+use crate::plan::{PartPlan, read_granules};
+
+/// One row the scan may emit: its score, part (by plan position) and row.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Candidate {
+    score: f32,
+    part: usize,
+    row: u32,
+}
+
+/// What a top-k scan counted (EXPLAIN ANALYZE).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct TopKCounts {
+    pub candidates: usize,
+    pub granules_checked: usize,
+    pub rejected: usize,
+    /// Granules read, to check filters and to emit rows.
+    pub granules_read: usize,
+    pub read: ReadStats,
+}
+
+/// The best `k` rows (all, best first, when `k` is `None`) by score
+/// `request`, as output batches.
+pub(crate) async fn top_k(
+    source: &DiagonSource,
+    request: usize,
+    k: Option<usize>,
+    counts: &mut TopKCounts,
+) -> Result<Vec<RecordBatch>> {
+    let k = k.unwrap_or(usize::MAX);
+    if k == 0 {
+        return Ok(Vec::new());
+    }
+    let mut checker = FilterCheck::new(source);
+    let mut accepted: Vec<Candidate> = Vec::new();
+    // Matching rows, best first.
+    let matched = matched_candidates(source, request).await?;
+    counts.candidates += matched.len();
+    for candidate in &matched {
+        if accepted.len() == k {
+            break;
+        }
+        if checker
+            .passes(candidate.part, candidate.row, counts)
+            .await?
+        {
+            accepted.push(*candidate);
+        }
+    }
+    // Then the rows the query does not match, which score 0, in table order.
+    if accepted.len() < k {
+        let mut matched_rows: HashMap<usize, Vec<u32>> = HashMap::new();
+        for c in &matched {
+            matched_rows.entry(c.part).or_default().push(c.row);
+        }
+        matched_rows
+            .values_mut()
+            .for_each(|rows| rows.sort_unstable());
+        'parts: for (p, part) in source.plan.parts.iter().enumerate() {
+            let skip = matched_rows.get(&p).map(Vec::as_slice).unwrap_or(&[]);
+            for row in 0..part.index.meta.rows as u32 {
+                if accepted.len() == k {
+                    break 'parts;
+                }
+                if !part.reads_row(u64::from(row)) || skip.binary_search(&row).is_ok() {
+                    continue;
+                }
+                counts.candidates += 1;
+                if checker.passes(p, row, counts).await? {
+                    accepted.push(Candidate {
+                        score: 0.0,
+                        part: p,
+                        row,
+                    });
+                }
+            }
+        }
+    }
+    materialize(source, &accepted, counts).await
+}
+
+/// Every row the plan reads that the query matches, best first (ties in
+/// table order).
+async fn matched_candidates(source: &DiagonSource, request: usize) -> Result<Vec<Candidate>> {
+    let plan = &source.plan;
+    let mut candidates = Vec::new();
+    for (p, part) in plan.parts.iter().enumerate() {
+        if part.granules_read() == 0 {
+            continue;
+        }
+        let hits = source.scores.part(plan, p).await?;
+        let hits = hits
+            .get(request)
+            .ok_or_else(|| DataFusionError::Internal(format!("no score {request}")))?;
+        for (&row, &score) in hits.rows.iter().zip(&hits.scores) {
+            if part.reads_row(u64::from(row)) {
+                candidates.push(Candidate {
+                    score,
+                    part: p,
+                    row,
+                });
+            }
+        }
+    }
+    candidates.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then(a.part.cmp(&b.part))
+            .then(a.row.cmp(&b.row))
+    });
+    Ok(candidates)
+}
+
+/// The granule of `part` holding `row`.
+fn granule_of(part: &PartPlan, row: u32) -> usize {
+    let starts = &part.index.granule_starts;
+    starts
+        .partition_point(|&s| s <= u64::from(row))
+        .saturating_sub(1)
+}
+
+/// The filters pushed into the scan, evaluated a granule at a time.
+struct FilterCheck<'a> {
+    source: &'a DiagonSource,
+    /// Per (part, granule): which of its rows pass (by row in granule).
+    passed: HashMap<(usize, usize), BooleanBuffer>,
+}
+
+impl<'a> FilterCheck<'a> {
+    fn new(source: &'a DiagonSource) -> Self {
+        FilterCheck {
+            source,
+            passed: HashMap::new(),
+        }
+    }
+
+    async fn passes(&mut self, part: usize, row: u32, counts: &mut TopKCounts) -> Result<bool> {
+        if self.source.filters.is_empty() {
+            return Ok(true);
+        }
+        let plan = &self.source.plan.parts[part];
+        let g = granule_of(plan, row);
+        if !self.passed.contains_key(&(part, g)) {
+            let mask = self.evaluate(part, g, counts).await?;
+            counts.granules_checked += 1;
+            self.passed.insert((part, g), mask);
+        }
+        let at = (u64::from(row) - plan.index.granule_starts[g]) as usize;
+        let pass = self.passed[&(part, g)].value(at);
+        if !pass {
+            counts.rejected += 1;
+        }
+        Ok(pass)
+    }
+
+    /// Which rows of granule `g` of part `part` pass every filter.
+    async fn evaluate(
+        &self,
+        part: usize,
+        g: usize,
+        counts: &mut TopKCounts,
+    ) -> Result<BooleanBuffer> {
+        let plan = &self.source.plan.parts[part];
+        let len = plan.index.granule_rows(g) as usize;
+        let mut bits = vec![false; len];
+        let (rows, batch) = read_granule(self.source, part, g, counts).await?;
+        let keep = evaluate_filters(&self.source.filters, &batch)?;
+        let start = plan.index.granule_starts[g];
+        for (i, row) in rows.into_iter().enumerate() {
+            if keep.value(i) {
+                bits[(row - start) as usize] = true;
+            }
+        }
+        Ok(BooleanBuffer::from(bits))
+    }
+}
+
+/// Which rows of `batch` pass every one of `filters` (NULL fails).
+pub(crate) fn evaluate_filters(
+    filters: &[Arc<dyn PhysicalExpr>],
+    batch: &RecordBatch,
+) -> Result<BooleanBuffer> {
+    let mut keep = BooleanBuffer::new_set(batch.num_rows());
+    for filter in filters {
+        let result = filter.evaluate(batch)?.into_array(batch.num_rows())?;
+        let result = result.as_boolean_opt().ok_or_else(|| {
+            DataFusionError::Internal(format!("filter {filter} is not a predicate"))
+        })?;
+        let values = match result.nulls() {
+            Some(nulls) => result.values() & nulls.inner(),
+            None => result.values().clone(),
+        };
+        keep = &keep & &values;
+    }
+    Ok(keep)
+}
+
+/// The rows granule `g` of part `part` reads (part row numbers) and them
+/// as the scan outputs them.
+async fn read_granule(
+    source: &DiagonSource,
+    part: usize,
+    g: usize,
+    counts: &mut TopKCounts,
+) -> Result<(Vec<u64>, RecordBatch)> {
+    let plan = &source.plan.parts[part];
+    let columns = crate::plan::projection(plan, &source.read_schema)?;
+    counts.granules_read += 1;
+    let mut batches = read_granules(
+        plan,
+        &columns,
+        &source.read_schema,
+        g..g + 1,
+        &mut counts.read,
+    )
+    .await
+    .map_err(|e| e.context(format!("table '{}'", source.table_name)))?;
+    let Some(granule) = batches.pop() else {
+        return Ok((
+            Vec::new(),
+            RecordBatch::new_empty(source.projected_schema.clone()),
+        ));
+    };
+    let rows = granule.row_numbers();
+    let hits = match source.score_positions.is_empty() {
+        true => &[][..],
+        false => source.scores.part(&source.plan, part).await?,
+    };
+    let batch = source.with_scores(hits, granule)?;
+    Ok((rows, batch))
+}
+
+/// The output rows of `accepted`, in its order.
+async fn materialize(
+    source: &DiagonSource,
+    accepted: &[Candidate],
+    counts: &mut TopKCounts,
+) -> Result<Vec<RecordBatch>> {
+    if accepted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut granules: Vec<(usize, usize)> = accepted
+        .iter()
+        .map(|c| (c.part, granule_of(&source.plan.parts[c.part], c.row)))
+        .collect();
+    granules.sort_unstable();
+    granules.dedup();
+    let mut batches = Vec::with_capacity(granules.len());
+    let mut positions: HashMap<(usize, u64), (usize, usize)> = HashMap::new();
+    for (b, &(part, g)) in granules.iter().enumerate() {
+        let (rows, batch) = read_granule(source, part, g, counts).await?;
+        for (i, row) in rows.into_iter().enumerate() {
+            positions.insert((part, row), (b, i));
+        }
+        batches.push(batch);
+    }
+    let indices = accepted
+        .iter()
+        .map(|c| {
+            positions
+                .get(&(c.part, u64::from(c.row)))
+                .copied()
+                .ok_or_else(|| DataFusionError::Internal(format!("row {} not read", c.row)))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let refs: Vec<&RecordBatch> = batches.iter().collect();
+    // Output in batches of the session's usual size.
+    let mut out = Vec::new();
+    for chunk in indices.chunks(8192) {
+        out.push(interleave_record_batch(&refs, chunk)?);
+    }
+    Ok(out)
+}
+
+/// Hands the LIMIT above a scan that emits rows best first to the scan,
+/// so that it knows `k`: DataFusion keeps the limit above the projection
+/// a score's alias adds, where the scan would not see it.
+#[derive(Debug, Default)]
+pub struct ScoreLimitRule;
+
+impl PhysicalOptimizerRule for ScoreLimitRule {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        plan.transform_down(|node| {
+            let fetch = if let Some(limit) = node.downcast_ref::<GlobalLimitExec>() {
+                limit.fetch().map(|f| f + limit.skip())
+            } else {
+                node.downcast_ref::<LocalLimitExec>().map(LocalLimitExec::fetch)
+            };
+            let Some(fetch) = fetch else {
+                return Ok(Transformed::no(node));
+            };
+            let [child] = node.children()[..] else {
+                return Ok(Transformed::no(node));
+            };
+            match with_fetch_below(child, fetch)? {
+                Some(child) => Ok(Transformed::yes(replace_children_if_necessary(
+                    node,
+                    vec![child],
+                )?)),
+                None => Ok(Transformed::no(node)),
+            }
+        })
+        .data()
+    }
+
+    fn name(&self) -> &str {
+        "diagon_score_limit"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+/// `plan` with `fetch` given to the best-first scan below it, through
+/// nodes that keep every row in order (projections, cooperative and
+/// buffering wrappers); `None` when there is no such scan.
+fn with_fetch_below(
+    plan: &Arc<dyn ExecutionPlan>,
+    fetch: usize,
+) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    if let Some(exec) = plan.downcast_ref::<DataSourceExec>() {
+        let Some(source) = exec.data_source().downcast_ref::<DiagonSource>() else {
+            return Ok(None);
+        };
+        if source.score_order.is_none() || source.fetch.is_some_and(|f| f <= fetch) {
+            return Ok(None);
+        }
+        let limited = DiagonSource {
+            fetch: Some(fetch),
+            ..source.clone()
+        };
+        return Ok(Some(Arc::new(
+            exec.clone().with_data_source(Arc::new(limited)),
+        )));
+    }
+    let passes_rows = plan.downcast_ref::<ProjectionExec>().is_some()
+        || plan.downcast_ref::<CooperativeExec>().is_some()
+        || plan.downcast_ref::<BufferExec>().is_some();
+    let [child] = plan.children()[..] else {
+        return Ok(None);
+    };
+    if !passes_rows {
+        return Ok(None);
+    }
+    Ok(match with_fetch_below(child, fetch)? {
+        Some(child) => Some(replace_children_if_necessary(plan.clone(), vec![child])?),
+        None => None,
+    })
+}

@@ -216,6 +216,8 @@ impl DiagonSource {
         let source = self.clone();
         let metrics = PartitionMetrics::new(&self.metrics, partition);
         let candidates = MetricBuilder::new(&self.metrics).counter("topk_candidates", partition);
+        let scored = MetricBuilder::new(&self.metrics).counter("topk_rows_scored", partition);
+        let skipped = MetricBuilder::new(&self.metrics).counter("topk_blocks_skipped", partition);
         let checked = MetricBuilder::new(&self.metrics).counter("topk_granules_checked", partition);
         let rejected =
             MetricBuilder::new(&self.metrics).counter("topk_rejected_by_filters", partition);
@@ -228,6 +230,8 @@ impl DiagonSource {
             let batches = super::topk::top_k(&source, request, source.fetch, &mut counts).await?;
             timer.done();
             candidates.add(counts.candidates);
+            scored.add(counts.scored);
+            skipped.add(counts.blocks_skipped);
             checked.add(counts.granules_checked);
             rejected.add(counts.rejected);
             metrics.granules_read.add(counts.granules_read);

@@ -10,8 +10,11 @@
 //! rows qualify, and filters never see granules no candidate reaches.
 //! Equal scores keep table order (part, then row).
 
-use std::collections::HashMap;
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
+
+use async_trait::async_trait;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::buffer::BooleanBuffer;
@@ -30,7 +33,9 @@ use datafusion::physical_plan::limit::{GlobalLimitExec, LocalLimitExec};
 use datafusion::physical_plan::projection::ProjectionExec;
 
 use super::scan::DiagonSource;
+use crate::index::text::topk::{Collector, search};
 use crate::part::ReadStats;
+use crate::plan::text::open_text_index;
 use crate::plan::{PartPlan, read_granules};
 
 /// One row the scan may emit: its score, part (by plan position) and row.
@@ -44,7 +49,12 @@ struct Candidate {
 /// What a top-k scan counted (EXPLAIN ANALYZE).
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct TopKCounts {
+    /// Rows offered that the plan reads.
     pub candidates: usize,
+    /// Rows whose score was computed in full.
+    pub scored: usize,
+    /// Runs of rows passed by their blocks' score bounds.
+    pub blocks_skipped: usize,
     pub granules_checked: usize,
     pub rejected: usize,
     /// Granules read, to check filters and to emit rows.
@@ -64,38 +74,71 @@ pub(crate) async fn top_k(
     if k == 0 {
         return Ok(Vec::new());
     }
+    let plan = &source.plan;
+    let score = source
+        .scores
+        .requests
+        .get(request)
+        .ok_or_else(|| DataFusionError::Internal(format!("no score {request}")))?;
     let mut checker = FilterCheck::new(source);
-    let mut accepted: Vec<Candidate> = Vec::new();
-    // Matching rows, best first.
-    let matched = matched_candidates(source, request).await?;
-    counts.candidates += matched.len();
-    for candidate in &matched {
-        if accepted.len() == k {
-            break;
+    let mut best = Best::new(k);
+    for (p, part) in plan.parts.iter().enumerate() {
+        if part.granules_read() == 0 {
+            continue;
         }
-        if checker
-            .passes(candidate.part, candidate.row, counts)
-            .await?
-        {
-            accepted.push(*candidate);
+        let mut collector = PartCollector {
+            best: &mut best,
+            part: p,
+            plan: part,
+            checker: &mut checker,
+            counts,
+        };
+        // Without a limit every match is wanted: no search can skip any.
+        let searched = match k {
+            usize::MAX => None,
+            _ => {
+                let reader =
+                    open_text_index(&part.index, &part.storage, &score.column, &score.analyzer)
+                        .await?
+                        .ok_or_else(|| {
+                            DataFusionError::Plan(format!(
+                                "part '{}' has no text index on '{}' to score with",
+                                part.name(),
+                                score.column
+                            ))
+                        })?;
+                search(&reader, &score.bound, &score.scoring, &mut collector).await?
+            }
+        };
+        match searched {
+            Some(found) => {
+                collector.counts.scored += found.scored;
+                collector.counts.blocks_skipped += found.blocks_skipped;
+            }
+            None => {
+                let hits = source.scores.part(plan, p).await?[request].clone();
+                collector.counts.scored += hits.len();
+                for (&row, &score) in hits.rows.iter().zip(&hits.scores) {
+                    if score > collector.threshold() {
+                        collector.collect(row, score).await?;
+                    }
+                }
+            }
         }
     }
-    // Then the rows the query does not match, which score 0, in table order.
+    let mut accepted = best.into_sorted();
+    // Then rows the query does not match, which score 0, in table order:
+    // only when fewer than k matching rows qualified, so every matching
+    // row that qualified is among those accepted.
     if accepted.len() < k {
-        let mut matched_rows: HashMap<usize, Vec<u32>> = HashMap::new();
-        for c in &matched {
-            matched_rows.entry(c.part).or_default().push(c.row);
-        }
-        matched_rows
-            .values_mut()
-            .for_each(|rows| rows.sort_unstable());
-        'parts: for (p, part) in source.plan.parts.iter().enumerate() {
-            let skip = matched_rows.get(&p).map(Vec::as_slice).unwrap_or(&[]);
+        let mut taken: Vec<(usize, u32)> = accepted.iter().map(|c| (c.part, c.row)).collect();
+        taken.sort_unstable();
+        'parts: for (p, part) in plan.parts.iter().enumerate() {
             for row in 0..part.index.meta.rows as u32 {
                 if accepted.len() == k {
                     break 'parts;
                 }
-                if !part.reads_row(u64::from(row)) || skip.binary_search(&row).is_ok() {
+                if !part.reads_row(u64::from(row)) || taken.binary_search(&(p, row)).is_ok() {
                     continue;
                 }
                 counts.candidates += 1;
@@ -112,36 +155,110 @@ pub(crate) async fn top_k(
     materialize(source, &accepted, counts).await
 }
 
-/// Every row the plan reads that the query matches, best first (ties in
-/// table order).
-async fn matched_candidates(source: &DiagonSource, request: usize) -> Result<Vec<Candidate>> {
-    let plan = &source.plan;
-    let mut candidates = Vec::new();
-    for (p, part) in plan.parts.iter().enumerate() {
-        if part.granules_read() == 0 {
-            continue;
-        }
-        let hits = source.scores.part(plan, p).await?;
-        let hits = hits
-            .get(request)
-            .ok_or_else(|| DataFusionError::Internal(format!("no score {request}")))?;
-        for (&row, &score) in hits.rows.iter().zip(&hits.scores) {
-            if part.reads_row(u64::from(row)) {
-                candidates.push(Candidate {
-                    score,
-                    part: p,
-                    row,
-                });
-            }
+/// The best rows so far: a heap whose top is the worst of them (lowest
+/// score; of equal scores, the latest in table order).
+struct Best {
+    k: usize,
+    heap: BinaryHeap<Worst>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Worst(Candidate);
+
+impl Ord for Worst {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // Greater = worse: a lower score, then a later row.
+        other
+            .0
+            .score
+            .total_cmp(&self.0.score)
+            .then((self.0.part, self.0.row).cmp(&(other.0.part, other.0.row)))
+    }
+}
+
+impl PartialOrd for Worst {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Worst {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Worst {}
+
+impl Best {
+    fn new(k: usize) -> Self {
+        Best {
+            k,
+            heap: BinaryHeap::new(),
         }
     }
-    candidates.sort_by(|a, b| {
-        b.score
-            .total_cmp(&a.score)
-            .then(a.part.cmp(&b.part))
-            .then(a.row.cmp(&b.row))
-    });
-    Ok(candidates)
+
+    /// What a row must score to enter.
+    fn threshold(&self) -> f32 {
+        match self.heap.len() < self.k {
+            true => f32::NEG_INFINITY,
+            false => self.heap.peek().map_or(f32::NEG_INFINITY, |w| w.0.score),
+        }
+    }
+
+    /// Adds `candidate`, which beats the threshold, dropping the worst.
+    fn push(&mut self, candidate: Candidate) {
+        if self.heap.len() == self.k {
+            self.heap.pop();
+        }
+        self.heap.push(Worst(candidate));
+    }
+
+    /// Best first.
+    fn into_sorted(self) -> Vec<Candidate> {
+        self.heap
+            .into_sorted_vec()
+            .into_iter()
+            .map(|w| w.0)
+            .collect()
+    }
+}
+
+/// Offers one part's rows to the best: a row counts if the plan reads it
+/// (pruning, deletes, `match` filters) and it passes the scan's filters.
+struct PartCollector<'a, 'b> {
+    best: &'a mut Best,
+    part: usize,
+    plan: &'a PartPlan,
+    checker: &'a mut FilterCheck<'b>,
+    counts: &'a mut TopKCounts,
+}
+
+#[async_trait]
+impl Collector for PartCollector<'_, '_> {
+    fn threshold(&self) -> f32 {
+        self.best.threshold()
+    }
+
+    async fn collect(&mut self, row: u32, score: f32) -> crate::error::Result<()> {
+        if !self.plan.reads_row(u64::from(row)) {
+            return Ok(());
+        }
+        self.counts.candidates += 1;
+        let passes = self
+            .checker
+            .passes(self.part, row, self.counts)
+            .await
+            .map_err(|e| crate::error::Error::Table(e.to_string()))?;
+        if passes {
+            self.best.push(Candidate {
+                score,
+                part: self.part,
+                row,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// The granule of `part` holding `row`.
@@ -321,7 +438,8 @@ impl PhysicalOptimizerRule for ScoreLimitRule {
             let fetch = if let Some(limit) = node.downcast_ref::<GlobalLimitExec>() {
                 limit.fetch().map(|f| f + limit.skip())
             } else {
-                node.downcast_ref::<LocalLimitExec>().map(LocalLimitExec::fetch)
+                node.downcast_ref::<LocalLimitExec>()
+                    .map(LocalLimitExec::fetch)
             };
             let Some(fetch) = fetch else {
                 return Ok(Transformed::no(node));

@@ -44,6 +44,8 @@ impl Doc {
 /// Lucene's BM25 over a set of live documents.
 struct Reference {
     docs: Vec<(i64, Doc)>,
+    /// Documents holding each term.
+    doc_freqs: HashMap<String, f64>,
     /// Documents with a token, and their lengths summed.
     rows: f64,
     avg_len: f64,
@@ -63,19 +65,22 @@ impl Reference {
         let rows = counted.len() as f64;
         let total: f64 = counted.iter().map(|d| d.len).sum();
         let avg_len = if rows > 0.0 { total / rows } else { 1.0 };
+        let mut doc_freqs: HashMap<String, f64> = HashMap::new();
+        for (_, doc) in &docs {
+            for term in doc.positions.keys() {
+                *doc_freqs.entry(term.clone()).or_default() += 1.0;
+            }
+        }
         Reference {
             docs,
+            doc_freqs,
             rows,
             avg_len,
         }
     }
 
     fn idf(&self, term: &str) -> f64 {
-        let df = self
-            .docs
-            .iter()
-            .filter(|(_, d)| d.positions.contains_key(term))
-            .count() as f64;
+        let df = self.doc_freqs.get(term).copied().unwrap_or(0.0);
         (1.0 + (self.rows - df + 0.5) / (df + 0.5)).ln()
     }
 
@@ -137,8 +142,8 @@ impl Reference {
 }
 
 /// A phrase's frequency by enumeration: every start (a term's position
-/// minus its offset) at which some assignment of positions (distinct for
-/// a repeated term) puts
+/// minus its offset) at which some assignment of positions (a repeated
+/// term's in phrase order) puts
 /// every term within `slop` of its place, with the least term exactly
 /// there, adds `1 / (1 + distance)` for the tightest such assignment.
 fn phrase_freq(terms: &[(String, u32)], slop: u32, doc: &Doc) -> f64 {
@@ -169,7 +174,7 @@ fn phrase_freq(terms: &[(String, u32)], slop: u32, doc: &Doc) -> f64 {
 }
 
 /// Searches every assignment of term `i..` (a repeated term's positions
-/// distinct), keeping
+/// increasing), keeping
 /// in `best` the least spread of one whose least adjusted position is
 /// `start`.
 fn tightest(
@@ -199,7 +204,8 @@ fn tightest(
     let offset = terms[i].1 as i64;
     for &p in lists[i] {
         let adjusted = p as i64 - offset;
-        let taken = chosen.iter().any(|(t, q)| *t == terms[i].0 && *q == p);
+        // A repeated term's occurrences are taken in phrase order.
+        let taken = chosen.iter().any(|(t, q)| *t == terms[i].0 && *q >= p);
         if adjusted < start || adjusted > start + slop as i64 || taken {
             continue;
         }
@@ -535,4 +541,104 @@ async fn parts_without_the_index_answer_match_and_refuse_bm25() {
         vec![1, 3]
     );
     assert!(scores.iter().all(|(_, s)| *s > 0.0), "{scores:?}");
+}
+
+/// Rows over several posting blocks with skewed word frequencies: the
+/// best k by block-max search equal Lucene's formula's best k, with and
+/// without another filter, and a frequent term's top 10 scores far fewer
+/// rows than match.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_k_search_skips_blocks_and_equals_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = crate::common::context(2);
+    let vocabulary: Vec<String> = (0..40).map(|i| format!("w{i}")).collect();
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let rows: Vec<(i64, Option<String>)> = (0..6000)
+        .map(|id| {
+            let len = 1 + (next() % 30) as usize;
+            let words: Vec<&str> = (0..len)
+                .map(|_| {
+                    // Skewed: low word numbers are far more frequent.
+                    let r = (next() % 1000) as f64 / 1000.0;
+                    vocabulary[((r * r * r) * 40.0) as usize].as_str()
+                })
+                .collect();
+            (id, Some(words.join(" ")))
+        })
+        .collect();
+    table(&ctx, dir.path(), "t", "standard", &rows, 2).await;
+    let live: Vec<(i64, String)> = rows
+        .iter()
+        .filter_map(|(id, v)| v.clone().map(|v| (*id, v)))
+        .collect();
+    let reference = Reference::new(Analyzer::Standard, &live);
+    let queries = [
+        "w0",
+        "w0 w1",
+        "w3 w17 w30",
+        "+w0 +w2",
+        "+w1 w5 w20",
+        "w2 -w0",
+        "+w9 +w0 -w1",
+    ];
+    for text in queries {
+        let query = Query::parse(text, DefaultOperator::Or).unwrap();
+        let bound = Bound::bind(&query, "body", Analyzer::Standard).unwrap();
+        for filtered in [false, true] {
+            let mut expected: Vec<(i64, f64)> = reference
+                .docs
+                .iter()
+                .filter(|(id, _)| !filtered || id % 4 != 0)
+                .filter_map(|(id, doc)| reference.score(&bound, doc).map(|s| (*id, s)))
+                .collect();
+            expected.sort_by(|a, b| b.1.total_cmp(&a.1));
+            for k in [1, 10, 50] {
+                let filter = if filtered { "AND id % 4 <> 0" } else { "" };
+                let found = scored(
+                    &sql(
+                        &ctx,
+                        &format!(
+                            "SELECT id, bm25(body, '{text}') AS s FROM t \
+                             WHERE match(body, '{text}') {filter} ORDER BY s DESC LIMIT {k}"
+                        ),
+                    )
+                    .await,
+                );
+                assert_eq!(found.len(), k.min(expected.len()), "{text} top {k}");
+                for ((id, score), (_, due)) in found.iter().zip(&expected) {
+                    assert!(
+                        close(*score, *due),
+                        "{text} top {k}: {id} has {score}, {due} due"
+                    );
+                    assert!(!filtered || id % 4 != 0, "{id} fails the filter");
+                }
+            }
+        }
+    }
+    let matches = reference
+        .docs
+        .iter()
+        .filter(|(_, d)| d.positions.contains_key("w0"))
+        .count();
+    let analyzed = crate::common::query(
+        &ctx,
+        "EXPLAIN ANALYZE SELECT id, bm25(body, 'w0') AS s FROM t ORDER BY s DESC LIMIT 10",
+    )
+    .await;
+    let scored_rows: usize = analyzed
+        .split("topk_rows_scored=")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no topk_rows_scored in {analyzed}"));
+    assert!(
+        scored_rows * 4 < matches,
+        "top 10 of {matches} matches scored {scored_rows} rows"
+    );
 }

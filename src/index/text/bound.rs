@@ -267,11 +267,13 @@ pub fn phrase_in(terms: &[(String, u32)], lists: &[&[u32]], slop: u32) -> bool {
 }
 
 /// How often the phrase occurs, as BM25 counts it (Lucene's phrase
-/// frequency): each match adds `1 / (1 + distance)`, where a match is
-/// identified by where it starts (its least position minus offset) and its
-/// distance is how far its terms spread beyond being in place. With slop 0
-/// that is the number of occurrences, overlapping ones included ("a a" in
-/// "a a a" twice); 0 when the phrase does not occur.
+/// frequency): each match adds `1 / (1 + distance)`. A match places every
+/// term (a repeated term's occurrences in phrase order) so that positions
+/// minus offsets spread over at most `slop`; it is identified by where it
+/// starts (its least position minus offset), and its distance is the
+/// least spread of the matches starting there. With slop 0 that is the
+/// number of occurrences, overlapping ones included ("a a" in "a a a"
+/// twice); 0 when the phrase does not occur.
 pub fn phrase_freq(terms: &[(String, u32)], lists: &[&[u32]], slop: u32) -> f32 {
     let (lows, order) = windows(terms, lists);
     let mut freq = 0.0;

@@ -1,8 +1,8 @@
-//! The inverted text index. So far: analysis, which turns values and
-//! query text into terms the same way; the query language; the
-//! postings codec; BM25 scoring; queries bound to a column's analysis;
-//! the rows a query matches in a part, from its index; the per-part component that holds a
-//! column's index.
+//! The inverted text index: analysis, which turns values and query text
+//! into terms the same way; the query language; the postings codec; BM25;
+//! queries bound to a column's analysis; the per-part component that holds
+//! a column's index; the rows a query matches in a part (`search`), their
+//! scores (`score`), and the best of them without scoring all (`topk`).
 
 pub mod analysis;
 pub mod bm25;
@@ -12,6 +12,7 @@ pub mod postings;
 pub mod query;
 pub mod score;
 pub mod search;
+pub mod topk;
 
 pub use analysis::{Analyzer, Token};
 pub use query::{DefaultOperator, Occur, Query};

@@ -295,6 +295,16 @@ impl<'a> PostingList<'a> {
         }
     }
 
+    /// The block holding `row` if the list has it: the first block whose
+    /// last row is at or after it; `None` past the list's last row.
+    pub fn block_of(&self, row: u32) -> Option<usize> {
+        let b = self.skips.partition_point(|s| s.bound.last_row < row);
+        match b < self.skips.len() {
+            true => Some(b),
+            false => (!self.tail_rows.is_empty() && self.tail_bound.last_row >= row).then_some(b),
+        }
+    }
+
     /// A cursor on the first row.
     pub fn cursor(&self) -> Result<Cursor<'_, 'a>, String> {
         let mut cursor = Cursor {

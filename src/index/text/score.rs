@@ -58,6 +58,11 @@ impl Scoring {
     fn scorer(&self, weight: f32) -> TermScorer {
         TermScorer::with_weight(self.bm25, self.column, weight)
     }
+
+    /// The scorer of `term` with `boost`.
+    pub fn term_scorer(&self, term: &str, boost: f32) -> TermScorer {
+        self.scorer(boost * self.idf(term))
+    }
 }
 
 /// Rows in ascending order, each with its score.
@@ -140,7 +145,7 @@ async fn score(
 ) -> Result<Hits> {
     Ok(match bound {
         Bound::Term { term, boost } => {
-            let scorer = scoring.scorer(boost * scoring.idf(term));
+            let scorer = scoring.term_scorer(term, *boost);
             term_hits(reader, term, &scorer, norms).await?
         }
         Bound::Phrase { terms, slop, boost } => {
@@ -341,20 +346,20 @@ fn without(hits: Hits, excluded: &[u32]) -> Hits {
 }
 
 /// The length codes of a part's rows, a norm block at a time.
-struct Norms<'a> {
+pub(crate) struct Norms<'a> {
     reader: &'a TextIndexReader,
     block: Option<(usize, Arc<Vec<u8>>)>,
 }
 
 impl<'a> Norms<'a> {
-    fn new(reader: &'a TextIndexReader) -> Self {
+    pub(crate) fn new(reader: &'a TextIndexReader) -> Self {
         Norms {
             reader,
             block: None,
         }
     }
 
-    async fn get(&mut self, row: u32) -> Result<u8> {
+    pub(crate) async fn get(&mut self, row: u32) -> Result<u8> {
         let b = row as usize / NORMS_PER_BLOCK;
         if self.block.as_ref().is_none_or(|(at, _)| *at != b) {
             self.block = Some((b, self.reader.norms(b).await?));

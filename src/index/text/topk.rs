@@ -1,0 +1,376 @@
+//! The best-scoring rows of a part without scoring every match: block-max
+//! WAND for a disjunction of terms, block-max intersection for a
+//! conjunction (Ding and Suel, "Faster top-k document retrieval using
+//! block-max indexes", 2011; Lucene's and tantivy's top-k scorers).
+//!
+//! Each posting block's skip entry bounds the scores of its rows (its
+//! largest frequency at its shortest length). A [`Collector`] holds the
+//! best rows so far and says what score a row must beat; blocks whose
+//! bounds cannot beat it are passed without decoding their rows' scores,
+//! and rows that cannot beat it are never scored.
+//!
+//! Queries of other shapes (phrases, prefixes, nested booleans) are not
+//! searched here: [`search`] says so and the caller scores every match.
+//! Scores equal [`super::score`]'s to the bit: clauses are summed in the
+//! same order.
+
+use async_trait::async_trait;
+
+use super::bm25::TermScorer;
+use super::bound::Bound;
+use super::component::TextIndexReader;
+use super::postings::{Cursor, END, PostingList};
+use super::query::Occur;
+use super::score::{Norms, Scoring};
+use super::search::{matching_rows, union};
+use crate::error::Result;
+
+/// Where the rows found go: the caller's top-k.
+#[async_trait]
+pub trait Collector: Send {
+    /// The score a row must beat to be collected; `f32::NEG_INFINITY`
+    /// until the collector is full.
+    fn threshold(&self) -> f32;
+
+    /// Offers a row beating the threshold (rows come in ascending order).
+    async fn collect(&mut self, row: u32, score: f32) -> Result<()>;
+}
+
+/// What the search counted.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SearchCounts {
+    /// Rows scored in full.
+    pub scored: usize,
+    /// Times a run of rows was passed by block bounds.
+    pub blocks_skipped: usize,
+}
+
+/// Term clauses of a query this module searches: `Should` terms (a
+/// disjunction), or `Must` terms with optional `Should` terms; `MustNot`
+/// clauses of any kind exclude rows.
+struct Shape<'b> {
+    /// (term, boost, required), in the query's order.
+    terms: Vec<(&'b str, f32, bool)>,
+    excluded: Vec<&'b Bound>,
+}
+
+fn shape(bound: &Bound) -> Option<Shape<'_>> {
+    match bound {
+        Bound::Term { term, boost } => Some(Shape {
+            terms: vec![(term, *boost, false)],
+            excluded: Vec::new(),
+        }),
+        Bound::Boolean(clauses) => {
+            let mut shape = Shape {
+                terms: Vec::new(),
+                excluded: Vec::new(),
+            };
+            for (occur, clause) in clauses {
+                match (occur, clause) {
+                    (Occur::MustNot, c) => shape.excluded.push(c),
+                    (occur, Bound::Term { term, boost }) => {
+                        shape.terms.push((term, *boost, *occur == Occur::Must))
+                    }
+                    _ => return None,
+                }
+            }
+            (!shape.terms.is_empty()).then_some(shape)
+        }
+        _ => None,
+    }
+}
+
+/// One term's postings being walked.
+struct Clause<'l, 'a> {
+    /// Position in the query, for summing in the query's order.
+    order: usize,
+    required: bool,
+    list: &'l PostingList<'a>,
+    cursor: Cursor<'l, 'a>,
+    scorer: TermScorer,
+    /// Each block's score bound, and the largest.
+    block_max: Vec<f32>,
+    max: f32,
+}
+
+impl Clause<'_, '_> {
+    fn row(&self) -> u32 {
+        self.cursor.row()
+    }
+
+    /// The bound on the scores of the block holding `row` (0 past the list).
+    fn block_max_at(&self, row: u32) -> f32 {
+        self.list.block_of(row).map_or(0.0, |b| self.block_max[b])
+    }
+
+    /// The last row of the block holding `row` (`END` past the list).
+    fn block_end_at(&self, row: u32) -> u32 {
+        self.list
+            .block_of(row)
+            .map_or(END, |b| self.list.bound(b).last_row)
+    }
+}
+
+/// Offers the part's rows that `bound` matches and could enter
+/// `collector` to it, best-first search by block bounds. Returns `None`
+/// when the query's shape is not one this searches (nothing was offered).
+pub async fn search(
+    reader: &TextIndexReader,
+    bound: &Bound,
+    scoring: &Scoring,
+    collector: &mut dyn Collector,
+) -> Result<Option<SearchCounts>> {
+    let Some(shape) = shape(bound) else {
+        return Ok(None);
+    };
+    let mut excluded: Vec<u32> = Vec::new();
+    for clause in &shape.excluded {
+        excluded = union(&excluded, &matching_rows(reader, clause).await?);
+    }
+    // Postings of every term; a required term no row holds matches nothing.
+    let mut blocks = Vec::new();
+    let mut present = Vec::new();
+    for (order, (term, boost, required)) in shape.terms.iter().enumerate() {
+        match reader.term(term).await? {
+            Some(info) => {
+                blocks.push(reader.postings(&info).await?);
+                present.push((order, *term, *boost, *required));
+            }
+            None if *required => return Ok(Some(SearchCounts::default())),
+            None => {}
+        }
+    }
+    let lists = blocks
+        .iter()
+        .map(|(block, range)| reader.posting_list(&block.bytes()[range.clone()]))
+        .collect::<Result<Vec<_>>>()?;
+    let mut clauses = Vec::with_capacity(lists.len());
+    for (list, (order, term, boost, required)) in lists.iter().zip(present) {
+        let scorer = scoring.term_scorer(term, boost);
+        let block_max: Vec<f32> = (0..list.blocks())
+            .map(|b| {
+                let bound = list.bound(b);
+                scorer.max_score(bound.max_freq, bound.min_len)
+            })
+            .collect();
+        let max = block_max.iter().copied().fold(0.0, f32::max);
+        clauses.push(Clause {
+            order,
+            required,
+            list,
+            cursor: list.cursor().map_err(|e| reader.malformed(e))?,
+            scorer,
+            block_max,
+            max,
+        });
+    }
+    let mut search = Search {
+        reader,
+        norms: Norms::new(reader),
+        excluded,
+        counts: SearchCounts::default(),
+    };
+    match clauses.iter().any(|c| c.required) {
+        true => search.conjunction(clauses, collector).await?,
+        false => search.disjunction(clauses, collector).await?,
+    }
+    Ok(Some(search.counts))
+}
+
+struct Search<'r> {
+    reader: &'r TextIndexReader,
+    norms: Norms<'r>,
+    /// Rows a `MustNot` clause matches, sorted.
+    excluded: Vec<u32>,
+    counts: SearchCounts,
+}
+
+impl Search<'_> {
+    /// Block-max WAND: clauses ordered by their current row; the pivot is
+    /// the first row where the clauses up to it could beat the threshold.
+    async fn disjunction(
+        &mut self,
+        mut clauses: Vec<Clause<'_, '_>>,
+        collector: &mut dyn Collector,
+    ) -> Result<()> {
+        loop {
+            let threshold = collector.threshold();
+            clauses.sort_by_key(Clause::row);
+            let Some(mut p) = pivot(&clauses, threshold) else {
+                return Ok(());
+            };
+            let row = clauses[p].row();
+            while p + 1 < clauses.len() && clauses[p + 1].row() == row {
+                p += 1;
+            }
+            let upper: f32 = clauses[..=p].iter().map(|c| c.block_max_at(row)).sum();
+            if !may_beat(upper, threshold) {
+                // No row before the first block end (or the next clause's
+                // row) can beat the threshold.
+                let mut next = clauses[..=p]
+                    .iter()
+                    .map(|c| c.block_end_at(row).saturating_add(1))
+                    .min()
+                    .unwrap_or(END);
+                if let Some(after) = clauses.get(p + 1) {
+                    next = next.min(after.row());
+                }
+                self.counts.blocks_skipped += 1;
+                self.seek(&mut clauses[..=p], next)?;
+                continue;
+            }
+            if clauses[0].row() == row {
+                let at = clauses.iter().take_while(|c| c.row() == row).count();
+                self.offer(&mut clauses[..at], &mut [], row, threshold, collector)
+                    .await?;
+                for clause in &mut clauses[..at] {
+                    clause
+                        .cursor
+                        .advance()
+                        .map_err(|e| self.reader.malformed(e))?;
+                }
+            } else {
+                self.seek(&mut clauses[..p], row)?;
+            }
+        }
+    }
+
+    /// Block-max intersection: required clauses leapfrog to a common row;
+    /// a row whose blocks cannot beat the threshold passes the rest of the
+    /// shortest of those blocks.
+    async fn conjunction(
+        &mut self,
+        clauses: Vec<Clause<'_, '_>>,
+        collector: &mut dyn Collector,
+    ) -> Result<()> {
+        let (mut required, mut optional): (Vec<_>, Vec<_>) =
+            clauses.into_iter().partition(|c| c.required);
+        // Leading with the rarest term makes the fewest seeks.
+        required.sort_by_key(|c| c.list.len());
+        let mut target = 0u32;
+        'rows: loop {
+            for clause in required.iter_mut() {
+                let row = clause
+                    .cursor
+                    .seek(target)
+                    .map_err(|e| self.reader.malformed(e))?;
+                if row == END {
+                    return Ok(());
+                }
+                if row > target {
+                    target = row;
+                    continue 'rows;
+                }
+            }
+            let row = target;
+            let threshold = collector.threshold();
+            let upper: f32 = required
+                .iter()
+                .chain(optional.iter())
+                .map(|c| c.block_max_at(row))
+                .sum();
+            if !may_beat(upper, threshold) {
+                self.counts.blocks_skipped += 1;
+                target = required
+                    .iter()
+                    .map(|c| c.block_end_at(row))
+                    .min()
+                    .unwrap_or(END)
+                    .saturating_add(1);
+                if target == END {
+                    return Ok(());
+                }
+                continue;
+            }
+            for clause in optional.iter_mut() {
+                clause
+                    .cursor
+                    .seek(row)
+                    .map_err(|e| self.reader.malformed(e))?;
+            }
+            self.offer(&mut required, &mut optional, row, threshold, collector)
+                .await?;
+            match row.checked_add(1) {
+                Some(next) if next != END => target = next,
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// Scores `row`, held by every clause of `matched` and by those of
+    /// `optional` that are on it, and offers it if it beats `threshold`.
+    async fn offer(
+        &mut self,
+        matched: &mut [Clause<'_, '_>],
+        optional: &mut [Clause<'_, '_>],
+        row: u32,
+        threshold: f32,
+        collector: &mut dyn Collector,
+    ) -> Result<()> {
+        if self.excluded.binary_search(&row).is_ok() {
+            return Ok(());
+        }
+        let norm = self.norms.get(row).await?;
+        // Summed as `score` sums: required clauses in query order, then
+        // optional ones in query order, then the two sums.
+        let mut present: Vec<(usize, bool, f32)> = matched
+            .iter()
+            .chain(optional.iter().filter(|c| c.row() == row))
+            .map(|c| (c.order, c.required, c.scorer.score(c.cursor.freq(), norm)))
+            .collect();
+        present.sort_by_key(|(order, ..)| *order);
+        let sum = |required: bool| -> Option<f32> {
+            present
+                .iter()
+                .filter(|(_, r, _)| *r == required)
+                .map(|(.., s)| *s)
+                .reduce(|a, b| a + b)
+        };
+        let score = match (sum(true), sum(false)) {
+            (Some(must), Some(should)) => must + should,
+            (Some(must), None) => must,
+            (None, Some(should)) => should,
+            (None, None) => return Ok(()),
+        };
+        self.counts.scored += 1;
+        if score > threshold {
+            collector.collect(row, score).await?;
+        }
+        Ok(())
+    }
+
+    fn seek(&self, clauses: &mut [Clause<'_, '_>], target: u32) -> Result<()> {
+        for clause in clauses {
+            if clause.row() < target {
+                clause
+                    .cursor
+                    .seek(target)
+                    .map_err(|e| self.reader.malformed(e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The first clause (in row order) by which the clauses' bounds summed
+/// could beat `threshold`.
+fn pivot(clauses: &[Clause<'_, '_>], threshold: f32) -> Option<usize> {
+    let mut sum = 0.0f32;
+    for (i, clause) in clauses.iter().enumerate() {
+        if clause.row() == END {
+            return None;
+        }
+        sum += clause.max;
+        if may_beat(sum, threshold) {
+            return Some(i);
+        }
+    }
+    None
+}
+
+/// Whether scores bounded by `upper` may beat `threshold`. Bounds are
+/// summed in another order than scores are, so a score may round a hair
+/// above its bound: the comparison leaves that much room.
+fn may_beat(upper: f32, threshold: f32) -> bool {
+    upper * (1.0 + 1e-5) > threshold
+}

@@ -129,10 +129,16 @@ impl PartPlan {
         self.granules.iter().filter(|g| g.is_read()).count()
     }
 
+    /// The granule holding part row `row`.
+    pub fn granule_of(&self, row: u64) -> usize {
+        let starts = &self.index.granule_starts;
+        starts.partition_point(|&s| s <= row).saturating_sub(1)
+    }
+
     /// Whether the plan reads part row `row`.
     pub fn reads_row(&self, row: u64) -> bool {
         let starts = &self.index.granule_starts;
-        let g = starts.partition_point(|&s| s <= row).saturating_sub(1);
+        let g = self.granule_of(row);
         match self.granules.get(g) {
             Some(Granule::Scan) => row < starts[g] + self.index.granule_rows(g),
             Some(Granule::Select(s)) => {

@@ -238,6 +238,21 @@ pub struct ScoreRequest {
     pub scoring: Scoring,
 }
 
+impl ScoreRequest {
+    /// The text index `part` scores with; every part must have one.
+    pub async fn index(&self, part: &super::PartPlan) -> Result<TextIndexReader> {
+        open_text_index(&part.index, &part.storage, &self.column, &self.analyzer)
+            .await?
+            .ok_or_else(|| {
+                Error::Table(format!(
+                    "part '{}' has no text index on '{}' to score with",
+                    part.name(),
+                    self.column
+                ))
+            })
+    }
+}
+
 /// The scores a scan computes, part by part when first needed: a part a
 /// top-k search or a LIMIT never reaches is never scored.
 #[derive(Debug)]
@@ -267,20 +282,7 @@ impl ScanScores {
             .get_or_try_init(|| async {
                 let mut all = Vec::with_capacity(self.requests.len());
                 for request in &self.requests {
-                    let reader = open_text_index(
-                        &part.index,
-                        &part.storage,
-                        &request.column,
-                        &request.analyzer,
-                    )
-                    .await?
-                    .ok_or_else(|| {
-                        Error::Table(format!(
-                            "part '{}' has no text index on '{}' to score with",
-                            part.name(),
-                            request.column
-                        ))
-                    })?;
+                    let reader = request.index(part).await?;
                     let hits = scored_rows(&reader, &request.bound, &request.scoring).await?;
                     all.push(Arc::new(hits));
                 }

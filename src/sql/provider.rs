@@ -8,7 +8,7 @@ use arrow::datatypes::{Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{
-    Constraints, DFSchema, DataFusionError, ScalarValue, SchemaExt, not_impl_err, plan_err,
+    Constraints, DFSchema, DataFusionError, SchemaExt, not_impl_err, plan_err,
 };
 use datafusion::datasource::sink::DataSinkExec;
 use datafusion::datasource::source::DataSourceExec;
@@ -30,7 +30,7 @@ use super::dml::{ExprMatcher, Mutation, MutationSink};
 use super::pruning;
 use super::scan::DiagonSource;
 use super::sink::DiagonSink;
-use super::text::{MatchFunction, MatchTarget, is_score_column};
+use super::text::{MatchFunction, MatchTarget, literal_text};
 use crate::index::text::bound::Bound;
 use crate::plan::text::{ScanScores, ScoreRequest, TextPruner};
 use crate::plan::{Pruner, split_tasks};
@@ -114,7 +114,7 @@ impl DiagonTableProvider {
         let mut fields: Vec<arrow::datatypes::FieldRef> =
             self.table_schema.fields().iter().cloned().collect();
         for score in &scores {
-            let target = self.text_target(&options, &score.column);
+            let target = MatchTarget::of(&options, &score.column);
             if !options.text.indexes.contains_key(&score.column) {
                 return plan_err!(
                     "bm25({}, ...): table '{}' has no text index on '{}' (declare it with \
@@ -153,57 +153,36 @@ impl DiagonTableProvider {
         })
     }
 
-    /// How `match` and `bm25` search `column` of this table.
-    fn text_target(&self, options: &crate::table::TableOptions, column: &str) -> MatchTarget {
-        MatchTarget {
-            column: column.to_string(),
-            analyzer: options
-                .text
-                .indexes
-                .get(column)
-                .copied()
-                .unwrap_or_default(),
-            operator: options.text.default_operator,
-        }
+    /// Whether `name` is one of the scores this provider computes.
+    fn is_score(&self, name: &str) -> bool {
+        self.scores.iter().any(|s| s.name == name)
     }
 
-    /// A filter that is a `match` on one of this table's columns, searched
-    /// as the table says, bound; `None` for any other filter.
-    fn text_filter(
-        &self,
-        options: &crate::table::TableOptions,
-        filter: &Expr,
-    ) -> Option<(MatchTarget, String, Bound)> {
+    /// A filter that is a `match` on one of this table's columns, bound
+    /// with the analysis the call was given (the table's, when planned);
+    /// `None` for any other filter. The scan answers it whatever its
+    /// parts' indexes: a part indexed otherwise is searched by analysing
+    /// values.
+    fn text_filter(&self, filter: &Expr) -> Option<(MatchTarget, String, Bound)> {
         let Expr::ScalarFunction(call) = filter else {
             return None;
         };
         let function = call.func.inner().downcast_ref::<MatchFunction>()?;
         let target = function.target.as_ref()?;
-        let (Expr::Column(column), Expr::Literal(query, _)) = (&call.args[0], &call.args[1]) else {
+        let [Expr::Column(column), query] = call.args.as_slice() else {
             return None;
         };
-        let query = match query {
-            ScalarValue::Utf8(Some(q))
-            | ScalarValue::LargeUtf8(Some(q))
-            | ScalarValue::Utf8View(Some(q)) => q,
-            _ => return None,
-        };
-        self.table_schema.field_with_name(&column.name).ok()?;
-        let ours = self.text_target(options, &column.name);
-        if *target != ours {
+        let query = literal_text(query)?;
+        if column.name != target.column || self.is_score(&column.name) {
             return None;
         }
-        let bound = ours.bind(query).ok()?;
-        Some((ours, query.clone(), bound))
+        self.table_schema.field_with_name(&column.name).ok()?;
+        let bound = target.bind(query).ok()?;
+        Some((target.clone(), query.to_string(), bound))
     }
 
     /// The text pruners for the `match` filters among `filters`.
-    fn text_pruners(
-        &self,
-        state: &dyn Session,
-        options: &crate::table::TableOptions,
-        filters: &[Expr],
-    ) -> Vec<Arc<dyn Pruner>> {
+    fn text_pruners(&self, state: &dyn Session, filters: &[Expr]) -> Vec<Arc<dyn Pruner>> {
         let use_index = state
             .config_options()
             .extensions
@@ -211,7 +190,7 @@ impl DiagonTableProvider {
             .is_none_or(|c| c.enable_text_index);
         filters
             .iter()
-            .filter_map(|f| self.text_filter(options, f))
+            .filter_map(|f| self.text_filter(f))
             .map(|(target, query, bound)| {
                 Arc::new(TextPruner::new(
                     &target.column,
@@ -239,7 +218,7 @@ impl DiagonTableProvider {
         // Filters on scores are checked above the scan.
         let filters: Vec<Expr> = filters
             .iter()
-            .filter(|f| !f.column_refs().iter().any(|c| is_score_column(&c.name)))
+            .filter(|f| !f.column_refs().iter().any(|c| self.is_score(&c.name)))
             .cloned()
             .collect();
         let mut pruners = match enabled {
@@ -248,7 +227,7 @@ impl DiagonTableProvider {
         };
         // Text pruners run even without pruning: they apply the `match`
         // filters pushed down as exact.
-        pruners.extend(self.text_pruners(state, options, &filters));
+        pruners.extend(self.text_pruners(state, &filters));
         Ok(pruners)
     }
 
@@ -339,10 +318,9 @@ impl TableProvider for DiagonTableProvider {
         // except for a `match` the scan answers exactly: the text index
         // selects exactly the matching rows (a query of only excluded
         // clauses also matches NULLs there, so it is checked above).
-        let options = self.table.cached_snapshot().options.clone();
         Ok(filters
             .iter()
-            .map(|f| match self.text_filter(&options, f) {
+            .map(|f| match self.text_filter(f) {
                 Some((_, _, bound)) if bound.needs_terms() => TableProviderFilterPushDown::Exact,
                 _ => TableProviderFilterPushDown::Inexact,
             })
@@ -374,8 +352,15 @@ impl TableProvider for DiagonTableProvider {
             let Some(score) = p.checked_sub(width).and_then(|k| self.scores.get(k)) else {
                 continue;
             };
-            let target = self.text_target(&snapshot.options, &score.column);
-            let bound = target.bind(&score.query)?;
+            let target = MatchTarget::of(&snapshot.options, &score.column);
+            let bound = target.bind(&score.query).map_err(|e| {
+                DataFusionError::Plan(format!(
+                    "table '{}': bm25({}, '{}'): {e}",
+                    self.table.name(),
+                    score.column,
+                    score.query
+                ))
+            })?;
             let scoring = self
                 .table
                 .text_scoring(&snapshot, &score.column, &bound)
@@ -414,7 +399,7 @@ impl TableProvider for DiagonTableProvider {
                 projected_schema
                     .fields()
                     .iter()
-                    .filter(|f| !is_score_column(f.name()))
+                    .filter(|f| !self.is_score(f.name()))
                     .cloned()
                     .collect::<Vec<_>>(),
             )),

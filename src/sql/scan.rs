@@ -227,7 +227,11 @@ impl DiagonSource {
             }
             let timer = metrics.baseline.elapsed_compute().timer();
             let mut counts = super::topk::TopKCounts::default();
-            let batches = super::topk::top_k(&source, request, source.fetch, &mut counts).await?;
+            let batches = super::topk::top_k(&source, request, source.fetch, &mut counts)
+                .await
+                .map_err(|e| {
+                    DataFusionError::Context(format!("table '{}'", source.table_name), Box::new(e))
+                })?;
             timer.done();
             candidates.add(counts.candidates);
             scored.add(counts.scored);
@@ -500,6 +504,8 @@ impl DataSource for DiagonSource {
 
     fn partition_statistics(&self, partition: Option<usize>) -> Result<Arc<Statistics>> {
         let cache = &self.statistics;
+        // A scan by score is one partition reading everything.
+        let partition = partition.filter(|_| self.score_order.is_none());
         let base = match partition {
             None => match cache.all.get() {
                 Some(stats) => stats.clone(),
@@ -525,6 +531,11 @@ impl DataSource for DiagonSource {
             self.partitions()
         } else {
             1
+        };
+        // Filters taken by the scan drop rows the granule counts include.
+        let base = match self.filters.is_empty() {
+            true => base,
+            false => base.to_inexact(),
         };
         Ok(Arc::new(base.with_fetch(self.fetch, 0, partitions)?))
     }

@@ -24,7 +24,7 @@ use arrow::array::{Array, ArrayRef, AsArray, BooleanArray};
 use arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::catalog::TableProvider;
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, ScalarValue, plan_err};
 use datafusion::datasource::{provider_as_source, source_as_provider};
 use datafusion::error::{DataFusionError, Result};
@@ -41,14 +41,12 @@ use crate::index::text::bound::Bound;
 use crate::index::text::{Analyzer, DefaultOperator, Query};
 use crate::table::Table;
 
-/// The name of the `n`th score column a scan computes.
-pub fn score_column_name(n: usize) -> String {
-    format!("__diagon_bm25_{n}")
-}
+/// What the names of score columns start with.
+const SCORE_PREFIX: &str = "__diagon_bm25_";
 
-/// Whether `name` is a score column's.
-pub fn is_score_column(name: &str) -> bool {
-    name.starts_with("__diagon_bm25_")
+/// The name of the `n`th score column of a query.
+pub fn score_column_name(n: usize) -> String {
+    format!("{SCORE_PREFIX}{n}")
 }
 
 /// The analysis a `match` call searches with: its column's.
@@ -61,6 +59,17 @@ pub struct MatchTarget {
 }
 
 impl MatchTarget {
+    /// How a table with `options` searches its `column`: with its text
+    /// index's analyzer (`standard` without one) and its default operator.
+    pub fn of(options: &crate::table::TableOptions, column: &str) -> MatchTarget {
+        let text = &options.text;
+        MatchTarget {
+            column: column.to_string(),
+            analyzer: text.indexes.get(column).copied().unwrap_or_default(),
+            operator: text.default_operator,
+        }
+    }
+
     /// `query` parsed and bound to the column.
     pub fn bind(&self, query: &str) -> crate::error::Result<Bound> {
         let parsed = Query::parse(query, self.operator)?;
@@ -127,16 +136,34 @@ fn coerce_text_args(function: &str, arg_types: &[DataType]) -> Result<Vec<DataTy
     }
 }
 
+/// The text of a string scalar.
+pub fn scalar_text(value: &ScalarValue) -> Option<&str> {
+    match value {
+        ScalarValue::Utf8(Some(q))
+        | ScalarValue::LargeUtf8(Some(q))
+        | ScalarValue::Utf8View(Some(q)) => Some(q),
+        _ => None,
+    }
+}
+
+/// The text of a string literal.
+pub fn literal_text(expr: &Expr) -> Option<&str> {
+    match expr {
+        Expr::Literal(value, _) => scalar_text(value),
+        _ => None,
+    }
+}
+
 /// The query argument: a constant string.
 fn query_arg<'a>(function: &str, value: &'a ColumnarValue) -> Result<&'a str> {
     match value {
-        ColumnarValue::Scalar(
-            ScalarValue::Utf8(Some(q))
-            | ScalarValue::LargeUtf8(Some(q))
-            | ScalarValue::Utf8View(Some(q)),
-        ) => Ok(q),
-        _ => plan_err!("the query of {function}() must be a constant string"),
+        ColumnarValue::Scalar(value) => scalar_text(value),
+        ColumnarValue::Array(_) => None,
     }
+    .map_or_else(
+        || plan_err!("the query of {function}() must be a constant string"),
+        Ok,
+    )
 }
 
 impl ScalarUDFImpl for MatchFunction {
@@ -157,16 +184,20 @@ impl ScalarUDFImpl for MatchFunction {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let query = query_arg("match", &args.args[1])?;
+        let ([values, query], [field, _]) = (args.args.as_slice(), args.arg_fields.as_slice())
+        else {
+            return plan_err!("match(column, 'query') takes 2 arguments");
+        };
+        let query = query_arg("match", query)?;
         let target = self.target.clone().unwrap_or_else(|| MatchTarget {
-            column: args.arg_fields[0].name().clone(),
+            column: field.name().clone(),
             analyzer: Analyzer::Standard,
             operator: DefaultOperator::Or,
         });
         let bound = target.bind(query).map_err(|e| {
             DataFusionError::Plan(format!("match({}, '{query}'): {e}", target.column))
         })?;
-        let values = args.args[0].to_array(args.number_rows)?;
+        let values = values.to_array(args.number_rows)?;
         let matches = |v: Option<&str>| v.map(|v| bound.matches(target.analyzer, v));
         let result: BooleanArray = match values.data_type() {
             DataType::Utf8 => values.as_string::<i32>().iter().map(matches).collect(),
@@ -222,10 +253,8 @@ impl ScalarUDFImpl for Bm25Function {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        plan_err!(
-            "bm25({}, ...) needs a column of a diagon table with a text index on it",
-            args.arg_fields[0].name()
-        )
+        let column = args.arg_fields.first().map_or("?", |f| f.name().as_str());
+        plan_err!("bm25({column}, ...) needs a column of a diagon table with a text index on it")
     }
 }
 
@@ -236,7 +265,17 @@ pub struct TextSearchRule;
 
 impl AnalyzerRule for TextSearchRule {
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
+        // Names continue after any score a scan already computes (a plan
+        // analysed again).
         let mut next = 0;
+        plan.apply(|node| {
+            for field in node.schema().fields() {
+                if let Some(n) = field.name().strip_prefix(SCORE_PREFIX) {
+                    next = next.max(n.parse::<usize>().map_or(0, |n| n + 1));
+                }
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })?;
         rewrite(plan, Vec::new(), &mut next)
     }
 
@@ -261,9 +300,34 @@ impl Want {
     }
 }
 
-/// Rewrites `plan` so that it outputs every score in `wants`, its own
-/// `match` calls targeted and `bm25` calls read from scan columns.
+/// Rewrites `plan` so that it outputs its columns and every score in
+/// `wants`, and nothing else: score columns its own calls read pass
+/// through it (a sort by a score) but stop there.
 fn rewrite(plan: LogicalPlan, wants: Vec<Want>, next: &mut usize) -> Result<LogicalPlan> {
+    let mut expected = plan.schema().columns();
+    expected.extend(wants.iter().map(Want::output));
+    let rewritten = rewrite_node(plan, wants, next)?;
+    if rewritten.schema().fields().len() == expected.len() {
+        return Ok(rewritten);
+    }
+    let exprs = expected.into_iter().map(Expr::Column).collect();
+    Ok(LogicalPlan::Projection(Projection::try_new(
+        exprs,
+        Arc::new(rewritten),
+    )?))
+}
+
+/// [`rewrite`] of one node, which may output more than asked.
+fn rewrite_node(plan: LogicalPlan, wants: Vec<Want>, next: &mut usize) -> Result<LogicalPlan> {
+    if let LogicalPlan::Dml(dml) = &plan
+        && calls_bm25(&plan)?
+    {
+        return plan_err!(
+            "bm25() cannot be used in {} on '{}'; match() can",
+            dml.op,
+            dml.table_name
+        );
+    }
     let plan = plan
         .map_subqueries(|sub| rewrite(sub, Vec::new(), next).map(Transformed::yes))?
         .data;
@@ -313,6 +377,19 @@ fn rewrite(plan: LogicalPlan, wants: Vec<Want>, next: &mut usize) -> Result<Logi
         }
         _ => plan.with_new_exprs(exprs, new_inputs),
     }
+}
+
+/// Whether `plan` or anything below it calls `bm25`.
+fn calls_bm25(plan: &LogicalPlan) -> Result<bool> {
+    plan.exists(|node| {
+        Ok(node.expressions().iter().any(|e| {
+            e.exists(|e| {
+                Ok(matches!(e, Expr::ScalarFunction(f)
+                    if f.func.inner().downcast_ref::<Bm25Function>().is_some()))
+            })
+            .unwrap_or(false)
+        }))
+    })
 }
 
 /// Which of `inputs` has `column`.
@@ -401,11 +478,14 @@ fn call(
     let Expr::ScalarFunction(ScalarFunction { func, args }) = &expr else {
         return Ok(Transformed::no(expr));
     };
+    let [column_arg_expr, query] = args.as_slice() else {
+        return Ok(Transformed::no(expr));
+    };
     if let Some(function) = func.inner().downcast_ref::<MatchFunction>() {
         if function.target.is_some() {
             return Ok(Transformed::no(expr));
         }
-        let Some(target) = column_arg(&args[0]).and_then(|c| match_target(inputs, c)) else {
+        let Some(target) = column_arg(column_arg_expr).and_then(|c| match_target(inputs, c)) else {
             return Ok(Transformed::no(expr));
         };
         let args = args.clone();
@@ -417,18 +497,14 @@ fn call(
     if func.inner().downcast_ref::<Bm25Function>().is_none() {
         return Ok(Transformed::no(expr));
     }
-    let Some(column) = column_arg(&args[0]) else {
+    let Some(column) = column_arg(column_arg_expr) else {
         return plan_err!(
             "bm25(): the first argument must be a column of a diagon table with a text \
-             index, not {}",
-            args[0]
+             index, not {column_arg_expr}"
         );
     };
-    let query = match &args[1] {
-        Expr::Literal(ScalarValue::Utf8(Some(q)), _)
-        | Expr::Literal(ScalarValue::LargeUtf8(Some(q)), _)
-        | Expr::Literal(ScalarValue::Utf8View(Some(q)), _) => q.clone(),
-        other => return plan_err!("the query of bm25() must be a constant string, not {other}"),
+    let Some(query) = literal_text(query).map(str::to_string) else {
+        return plan_err!("the query of bm25() must be a constant string, not {query}");
     };
     // The same score asked for twice is computed once.
     if let Some(known) = wants
@@ -500,6 +576,14 @@ fn origin(plan: &LogicalPlan, column: &Column) -> Option<(Arc<Table>, String)> {
                 Expr::Column(source) => origin(&projection.input, &source),
                 _ => None,
             }
+        }
+        // The first input that is a diagon table's column decides.
+        LogicalPlan::Union(union) => {
+            let i = union.schema.index_of_column(column).ok()?;
+            union.inputs.iter().find_map(|input| {
+                let (qualifier, field) = input.schema().qualified_field(i);
+                origin(input, &Column::new(qualifier.cloned(), field.name()))
+            })
         }
         LogicalPlan::Filter(_)
         | LogicalPlan::Sort(_)

@@ -10,8 +10,7 @@
 //! rows qualify, and filters never see granules no candidate reaches.
 //! Equal scores keep table order (part, then row).
 
-use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -23,7 +22,9 @@ use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::{DataFusionError, Result};
+use datafusion::physical_expr::LexOrdering;
 use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::buffer::BufferExec;
@@ -31,20 +32,14 @@ use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
 use datafusion::physical_plan::limit::{GlobalLimitExec, LocalLimitExec};
 use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 
 use super::scan::DiagonSource;
-use crate::index::text::topk::{Collector, search};
+use crate::index::text::score::Hits;
+use crate::index::text::topk::{Collector, Ranked, TopRows, search};
 use crate::part::ReadStats;
-use crate::plan::text::open_text_index;
 use crate::plan::{PartPlan, read_granules};
-
-/// One row the scan may emit: its score, part (by plan position) and row.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Candidate {
-    score: f32,
-    part: usize,
-    row: u32,
-}
 
 /// What a top-k scan counted (EXPLAIN ANALYZE).
 #[derive(Debug, Default, Clone, Copy)]
@@ -81,7 +76,7 @@ pub(crate) async fn top_k(
         .get(request)
         .ok_or_else(|| DataFusionError::Internal(format!("no score {request}")))?;
     let mut checker = FilterCheck::new(source);
-    let mut best = Best::new(k);
+    let mut best = TopRows::new(k);
     for (p, part) in plan.parts.iter().enumerate() {
         if part.granules_read() == 0 {
             continue;
@@ -97,16 +92,7 @@ pub(crate) async fn top_k(
         let searched = match k {
             usize::MAX => None,
             _ => {
-                let reader =
-                    open_text_index(&part.index, &part.storage, &score.column, &score.analyzer)
-                        .await?
-                        .ok_or_else(|| {
-                            DataFusionError::Plan(format!(
-                                "part '{}' has no text index on '{}' to score with",
-                                part.name(),
-                                score.column
-                            ))
-                        })?;
+                let reader = score.index(part).await?;
                 search(&reader, &score.bound, &score.scoring, &mut collector).await?
             }
         };
@@ -143,7 +129,7 @@ pub(crate) async fn top_k(
                 }
                 counts.candidates += 1;
                 if checker.passes(p, row, counts).await? {
-                    accepted.push(Candidate {
+                    accepted.push(Ranked {
                         score: 0.0,
                         part: p,
                         row,
@@ -152,82 +138,13 @@ pub(crate) async fn top_k(
             }
         }
     }
-    materialize(source, &accepted, counts).await
-}
-
-/// The best rows so far: a heap whose top is the worst of them (lowest
-/// score; of equal scores, the latest in table order).
-struct Best {
-    k: usize,
-    heap: BinaryHeap<Worst>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Worst(Candidate);
-
-impl Ord for Worst {
-    fn cmp(&self, other: &Self) -> Ordering {
-        // Greater = worse: a lower score, then a later row.
-        other
-            .0
-            .score
-            .total_cmp(&self.0.score)
-            .then((self.0.part, self.0.row).cmp(&(other.0.part, other.0.row)))
-    }
-}
-
-impl PartialOrd for Worst {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl PartialEq for Worst {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-
-impl Eq for Worst {}
-
-impl Best {
-    fn new(k: usize) -> Self {
-        Best {
-            k,
-            heap: BinaryHeap::new(),
-        }
-    }
-
-    /// What a row must score to enter.
-    fn threshold(&self) -> f32 {
-        match self.heap.len() < self.k {
-            true => f32::NEG_INFINITY,
-            false => self.heap.peek().map_or(f32::NEG_INFINITY, |w| w.0.score),
-        }
-    }
-
-    /// Adds `candidate`, which beats the threshold, dropping the worst.
-    fn push(&mut self, candidate: Candidate) {
-        if self.heap.len() == self.k {
-            self.heap.pop();
-        }
-        self.heap.push(Worst(candidate));
-    }
-
-    /// Best first.
-    fn into_sorted(self) -> Vec<Candidate> {
-        self.heap
-            .into_sorted_vec()
-            .into_iter()
-            .map(|w| w.0)
-            .collect()
-    }
+    materialize(source, request, &accepted, counts).await
 }
 
 /// Offers one part's rows to the best: a row counts if the plan reads it
 /// (pruning, deletes, `match` filters) and it passes the scan's filters.
 struct PartCollector<'a, 'b> {
-    best: &'a mut Best,
+    best: &'a mut TopRows,
     part: usize,
     plan: &'a PartPlan,
     checker: &'a mut FilterCheck<'b>,
@@ -251,7 +168,7 @@ impl Collector for PartCollector<'_, '_> {
             .await
             .map_err(|e| crate::error::Error::Table(e.to_string()))?;
         if passes {
-            self.best.push(Candidate {
+            self.best.push(Ranked {
                 score,
                 part: self.part,
                 row,
@@ -261,25 +178,25 @@ impl Collector for PartCollector<'_, '_> {
     }
 }
 
-/// The granule of `part` holding `row`.
-fn granule_of(part: &PartPlan, row: u32) -> usize {
-    let starts = &part.index.granule_starts;
-    starts
-        .partition_point(|&s| s <= u64::from(row))
-        .saturating_sub(1)
-}
-
 /// The filters pushed into the scan, evaluated a granule at a time.
 struct FilterCheck<'a> {
     source: &'a DiagonSource,
+    /// Whether a filter reads a score (then the part's scores are computed).
+    reads_scores: bool,
     /// Per (part, granule): which of its rows pass (by row in granule).
     passed: HashMap<(usize, usize), BooleanBuffer>,
 }
 
 impl<'a> FilterCheck<'a> {
     fn new(source: &'a DiagonSource) -> Self {
+        let reads_scores = source.filters.iter().any(|f| {
+            collect_columns(f)
+                .iter()
+                .any(|c| source.score_positions.iter().any(|(p, _)| *p == c.index()))
+        });
         FilterCheck {
             source,
+            reads_scores,
             passed: HashMap::new(),
         }
     }
@@ -289,7 +206,7 @@ impl<'a> FilterCheck<'a> {
             return Ok(true);
         }
         let plan = &self.source.plan.parts[part];
-        let g = granule_of(plan, row);
+        let g = plan.granule_of(u64::from(row));
         if !self.passed.contains_key(&(part, g)) {
             let mask = self.evaluate(part, g, counts).await?;
             counts.granules_checked += 1;
@@ -313,7 +230,11 @@ impl<'a> FilterCheck<'a> {
         let plan = &self.source.plan.parts[part];
         let len = plan.index.granule_rows(g) as usize;
         let mut bits = vec![false; len];
-        let (rows, batch) = read_granule(self.source, part, g, counts).await?;
+        let scores = match self.reads_scores {
+            true => ScoreSource::Part,
+            false => ScoreSource::Unread,
+        };
+        let (rows, batch) = read_granule(self.source, part, g, scores, counts).await?;
         let keep = evaluate_filters(&self.source.filters, &batch)?;
         let start = plan.index.granule_starts[g];
         for (i, row) in rows.into_iter().enumerate() {
@@ -345,12 +266,24 @@ pub(crate) fn evaluate_filters(
     Ok(keep)
 }
 
+/// Where the score columns of a granule read come from.
+enum ScoreSource<'s> {
+    /// Nothing reads them: zeros.
+    Unread,
+    /// The part's scores, every match scored.
+    Part,
+    /// The ranked rows' own scores for score `request` (the part's for
+    /// any other score the scan computes).
+    Ranked { request: usize, hits: &'s Hits },
+}
+
 /// The rows granule `g` of part `part` reads (part row numbers) and them
 /// as the scan outputs them.
 async fn read_granule(
     source: &DiagonSource,
     part: usize,
     g: usize,
+    scores: ScoreSource<'_>,
     counts: &mut TopKCounts,
 ) -> Result<(Vec<u64>, RecordBatch)> {
     let plan = &source.plan.parts[part];
@@ -372,33 +305,67 @@ async fn read_granule(
         ));
     };
     let rows = granule.row_numbers();
-    let hits = match source.score_positions.is_empty() {
-        true => &[][..],
-        false => source.scores.part(&source.plan, part).await?,
+    let requests = source.scores.requests.len();
+    let hits: Vec<Arc<Hits>> = match scores {
+        _ if source.score_positions.is_empty() => Vec::new(),
+        ScoreSource::Unread => (0..requests).map(|_| Arc::new(Hits::default())).collect(),
+        ScoreSource::Part => source.scores.part(&source.plan, part).await?.to_vec(),
+        ScoreSource::Ranked { request, hits } if requests == 1 => {
+            debug_assert_eq!(request, 0);
+            vec![Arc::new(hits.clone())]
+        }
+        ScoreSource::Ranked { request, hits } => {
+            let mut all = source.scores.part(&source.plan, part).await?.to_vec();
+            all[request] = Arc::new(hits.clone());
+            all
+        }
     };
-    let batch = source.with_scores(hits, granule)?;
+    let batch = source.with_scores(&hits, granule)?;
     Ok((rows, batch))
 }
 
 /// The output rows of `accepted`, in its order.
 async fn materialize(
     source: &DiagonSource,
-    accepted: &[Candidate],
+    request: usize,
+    accepted: &[Ranked],
     counts: &mut TopKCounts,
 ) -> Result<Vec<RecordBatch>> {
     if accepted.is_empty() {
         return Ok(Vec::new());
     }
+    // Each part's ranked rows with their scores, by row.
+    let mut ranked: HashMap<usize, Vec<(u32, f32)>> = HashMap::new();
+    for c in accepted {
+        ranked.entry(c.part).or_default().push((c.row, c.score));
+    }
+    let ranked: HashMap<usize, Hits> = ranked
+        .into_iter()
+        .map(|(part, mut rows)| {
+            rows.sort_unstable_by_key(|(row, _)| *row);
+            let (rows, scores) = rows.into_iter().unzip();
+            (part, Hits { rows, scores })
+        })
+        .collect();
     let mut granules: Vec<(usize, usize)> = accepted
         .iter()
-        .map(|c| (c.part, granule_of(&source.plan.parts[c.part], c.row)))
+        .map(|c| {
+            (
+                c.part,
+                source.plan.parts[c.part].granule_of(u64::from(c.row)),
+            )
+        })
         .collect();
     granules.sort_unstable();
     granules.dedup();
     let mut batches = Vec::with_capacity(granules.len());
     let mut positions: HashMap<(usize, u64), (usize, usize)> = HashMap::new();
     for (b, &(part, g)) in granules.iter().enumerate() {
-        let (rows, batch) = read_granule(source, part, g, counts).await?;
+        let scores = ScoreSource::Ranked {
+            request,
+            hits: &ranked[&part],
+        };
+        let (rows, batch) = read_granule(source, part, g, scores, counts).await?;
         for (i, row) in rows.into_iter().enumerate() {
             positions.insert((part, row), (b, i));
         }
@@ -434,28 +401,32 @@ impl PhysicalOptimizerRule for ScoreLimitRule {
         plan: Arc<dyn ExecutionPlan>,
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        plan.transform_down(|node| {
-            let fetch = if let Some(limit) = node.downcast_ref::<GlobalLimitExec>() {
-                limit.fetch().map(|f| f + limit.skip())
-            } else {
-                node.downcast_ref::<LocalLimitExec>()
-                    .map(LocalLimitExec::fetch)
-            };
-            let Some(fetch) = fetch else {
-                return Ok(Transformed::no(node));
-            };
-            let [child] = node.children()[..] else {
-                return Ok(Transformed::no(node));
-            };
-            match with_fetch_below(child, fetch)? {
-                Some(child) => Ok(Transformed::yes(replace_children_if_necessary(
-                    node,
-                    vec![child],
-                )?)),
-                None => Ok(Transformed::no(node)),
-            }
-        })
-        .data()
+        let limited = plan
+            .transform_down(|node| {
+                let fetch = if let Some(limit) = node.downcast_ref::<GlobalLimitExec>() {
+                    limit.fetch().map(|f| f + limit.skip())
+                } else {
+                    node.downcast_ref::<LocalLimitExec>()
+                        .map(LocalLimitExec::fetch)
+                };
+                let Some(fetch) = fetch else {
+                    return Ok(Transformed::no(node));
+                };
+                let [child] = node.children()[..] else {
+                    return Ok(Transformed::no(node));
+                };
+                match with_fetch_below(child, fetch)? {
+                    Some(child) => Ok(Transformed::yes(replace_children_if_necessary(
+                        node,
+                        vec![child],
+                    )?)),
+                    None => Ok(Transformed::no(node)),
+                }
+            })
+            .data()?;
+        // Without a limit the scan would hold every row to order them:
+        // DataFusion's sort, which can spill, does that instead.
+        limited.transform_up(sort_unlimited).data()
     }
 
     fn name(&self) -> &str {
@@ -465,6 +436,29 @@ impl PhysicalOptimizerRule for ScoreLimitRule {
     fn schema_check(&self) -> bool {
         true
     }
+}
+
+/// A best-first scan without a limit, as the scan unordered under a sort.
+fn sort_unlimited(node: Arc<dyn ExecutionPlan>) -> Result<Transformed<Arc<dyn ExecutionPlan>>> {
+    let Some(exec) = node.downcast_ref::<DataSourceExec>() else {
+        return Ok(Transformed::no(node));
+    };
+    let Some(source) = exec.data_source().downcast_ref::<DiagonSource>() else {
+        return Ok(Transformed::no(node));
+    };
+    let (Some(order), None) = (&source.score_order, source.fetch) else {
+        return Ok(Transformed::no(node));
+    };
+    let ordering = LexOrdering::new([order.sort.clone()])
+        .ok_or_else(|| DataFusionError::Internal("an empty score order".into()))?;
+    let unordered = DiagonSource {
+        score_order: None,
+        ..source.clone()
+    };
+    let scan: Arc<dyn ExecutionPlan> = Arc::new(exec.clone().with_data_source(Arc::new(unordered)));
+    let sort = SortExec::new(ordering.clone(), scan).with_preserve_partitioning(true);
+    let merged = SortPreservingMergeExec::new(ordering, Arc::new(sort));
+    Ok(Transformed::yes(Arc::new(merged)))
 }
 
 /// `plan` with `fetch` given to the best-first scan below it, through

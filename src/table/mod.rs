@@ -10,6 +10,7 @@ pub mod merge;
 pub mod mutate;
 pub mod options;
 pub mod schema;
+pub mod search;
 pub mod text;
 
 use std::collections::{HashMap, HashSet};
@@ -25,6 +26,7 @@ pub use merge::set_background_merge_threads;
 pub use mutate::RowMatcher;
 pub use options::{MergeOptions, TableOptions};
 pub use schema::{ConstraintDef, Definition, Extras};
+pub use search::SearchHit;
 
 use crate::error::{Error, Result};
 use crate::part::component::ComponentBuilder;

@@ -118,7 +118,7 @@ impl Table {
     }
 
     /// An error unless `column` has a declared text index.
-    fn check_text_column(&self, snapshot: &Snapshot, column: &str) -> Result<()> {
+    pub(crate) fn check_text_column(&self, snapshot: &Snapshot, column: &str) -> Result<()> {
         match snapshot.options.text.indexes.contains_key(column) {
             true => Ok(()),
             false => Err(Error::Table(format!(
@@ -129,7 +129,7 @@ impl Table {
         }
     }
 
-    fn missing_text_index(&self, entry: &PartEntry, column: &str) -> Error {
+    pub(crate) fn missing_text_index(&self, entry: &PartEntry, column: &str) -> Error {
         Error::Table(format!(
             "table '{}', part '{}': no text index on '{column}' yet; \
              run diagon_optimize('{}', true) to build it",

@@ -584,9 +584,16 @@ async fn top_k_search_skips_blocks_and_equals_the_reference() {
         "w3 w17 w30",
         "+w0 +w2",
         "+w1 w5 w20",
+        "+w30 w0",
         "w2 -w0",
         "+w9 +w0 -w1",
+        "\"w0 w1\"~3",
     ];
+    let table = diagon::Table::open("t", crate::common::local_storage(&dir.path().join("t")))
+        .await
+        .unwrap()
+        .unwrap();
+    let snapshot = table.snapshot().await.unwrap();
     for text in queries {
         let query = Query::parse(text, DefaultOperator::Or).unwrap();
         let bound = Bound::bind(&query, "body", Analyzer::Standard).unwrap();
@@ -611,6 +618,15 @@ async fn top_k_search_skips_blocks_and_equals_the_reference() {
                     .await,
                 );
                 assert_eq!(found.len(), k.min(expected.len()), "{text} top {k}");
+                if !filtered {
+                    // The library call finds the same scores.
+                    let hits = table.search(&snapshot, "body", text, k).await.unwrap();
+                    let library: Vec<f32> = hits.iter().map(|h| h.score).collect();
+                    let through_sql: Vec<f32> = found.iter().map(|(_, s)| *s).collect();
+                    assert_eq!(library, through_sql, "{text} top {k}");
+                    let count = table.count_matches(&snapshot, "body", text).await.unwrap();
+                    assert_eq!(count as usize, expected.len(), "{text} count");
+                }
                 for ((id, score), (_, due)) in found.iter().zip(&expected) {
                     assert!(
                         close(*score, *due),

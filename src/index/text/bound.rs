@@ -27,6 +27,10 @@ use super::analysis::{Analyzer, fold_to_ascii, lowercase};
 use super::query::{Occur, Query};
 use crate::error::{Error, Result};
 
+/// The largest boost a clause may end up with (boosts of nested clauses
+/// multiply).
+pub const MAX_BOOST: f32 = 1e9;
+
 /// A query with its words analysed, for one column.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Bound {
@@ -165,7 +169,18 @@ fn bind(query: &Query, column: &str, analyzer: Analyzer, boost: f32) -> Result<B
                 boost,
             }
         }
-        Query::Boost { query, boost: b } => bind(query, column, analyzer, boost * b)?,
+        Query::Boost { query, boost: b } => {
+            // Scores multiply boosts by idfs and sum them in f32: a
+            // larger boost would overflow them.
+            let boost = boost * b;
+            if !(boost.is_finite() && boost.abs() <= MAX_BOOST) {
+                return Err(Error::Query {
+                    at: 0,
+                    reason: format!("boosts multiply to {boost}, past the largest, {MAX_BOOST:e}"),
+                });
+            }
+            bind(query, column, analyzer, boost)?
+        }
         Query::Boolean(clauses) => {
             let mut bound = Vec::with_capacity(clauses.len());
             for (occur, clause) in clauses {

@@ -14,6 +14,9 @@
 //! Scores equal [`super::score`]'s to the bit: clauses are summed in the
 //! same order.
 
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
 use async_trait::async_trait;
 
 use super::bm25::TermScorer;
@@ -34,6 +37,85 @@ pub trait Collector: Send {
 
     /// Offers a row beating the threshold (rows come in ascending order).
     async fn collect(&mut self, row: u32, score: f32) -> Result<()>;
+}
+
+/// A row found: its score, part (by position in the searched order) and
+/// row in the part.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ranked {
+    pub score: f32,
+    pub part: usize,
+    pub row: u32,
+}
+
+/// The best `k` rows so far, over parts searched in order: a heap whose
+/// top is the worst of them (lowest score; of equal scores, the latest in
+/// table order, so that ties keep the earliest rows).
+pub struct TopRows {
+    k: usize,
+    heap: BinaryHeap<Worst>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Worst(Ranked);
+
+impl Ord for Worst {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // Greater = worse: a lower score, then a later row.
+        other
+            .0
+            .score
+            .total_cmp(&self.0.score)
+            .then((self.0.part, self.0.row).cmp(&(other.0.part, other.0.row)))
+    }
+}
+
+impl PartialOrd for Worst {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Worst {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Worst {}
+
+impl TopRows {
+    pub fn new(k: usize) -> Self {
+        TopRows {
+            k,
+            heap: BinaryHeap::new(),
+        }
+    }
+
+    /// What a row must score to enter.
+    pub fn threshold(&self) -> f32 {
+        match self.heap.len() < self.k {
+            true => f32::NEG_INFINITY,
+            false => self.heap.peek().map_or(f32::NEG_INFINITY, |w| w.0.score),
+        }
+    }
+
+    /// Adds `candidate`, which beats the threshold, dropping the worst.
+    pub fn push(&mut self, candidate: Ranked) {
+        if self.heap.len() == self.k {
+            self.heap.pop();
+        }
+        self.heap.push(Worst(candidate));
+    }
+
+    /// Best first.
+    pub fn into_sorted(self) -> Vec<Ranked> {
+        self.heap
+            .into_sorted_vec()
+            .into_iter()
+            .map(|w| w.0)
+            .collect()
+    }
 }
 
 /// What the search counted.
@@ -270,9 +352,12 @@ impl Search<'_> {
                 .map(|c| c.block_max_at(row))
                 .sum();
             if !may_beat(upper, threshold) {
+                // Every bound summed holds to the end of its block: the
+                // first block to end (optional terms' too) ends the run.
                 self.counts.blocks_skipped += 1;
                 target = required
                     .iter()
+                    .chain(optional.iter())
                     .map(|c| c.block_end_at(row))
                     .min()
                     .unwrap_or(END)

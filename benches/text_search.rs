@@ -1,0 +1,419 @@
+//! Text search against tantivy on the same documents, same analysis, one
+//! thread, warm, in one run (the search-benchmark-game's method).
+//!
+//! - Corpus: `../shared/scripts/build-corpus.py` output (136k documents,
+//!   120 MB; the `body` field), at `DIAGON_TEXT_CORPUS` (default
+//!   `~/.cache/diagon-bench/corpus.jsonl`).
+//! - Analysis: tantivy's default tokenizer (split on non-alphanumeric
+//!   characters, lowercase, tokens over 40 bytes dropped) against diagon's
+//!   `simple` analyzer (split on non-alphanumeric characters, lowercase;
+//!   tokens up to 255 bytes kept). Counts are compared and differences
+//!   reported.
+//! - Indexing: tantivy with one indexing thread and a 1 GB budget, then
+//!   merged into one segment; diagon inserting 10,000 documents per
+//!   commit (it also stores the `body` column itself), then
+//!   `optimize(true)` into one part. Both wall clock, from the same
+//!   in-memory documents.
+//! - Queries: `../shared/data/queries-aol-962.jsonl`, grouped by their
+//!   first tag (term, intersection, union, phrase, ...). Modes COUNT,
+//!   TOP_10, TOP_10_COUNT, TOP_100. Each query runs once to warm up and
+//!   then `DIAGON_TEXT_RUNS` times (default 5); its time is the median.
+//!   Reported per group and mode: the median time of each engine over
+//!   the group's queries, and the distribution (p10, p50, p90) of the
+//!   per-query ratio diagon / tantivy. Diagon answers through its library
+//!   calls (`Table::search`, `Table::count_matches`); the SQL path
+//!   (`ORDER BY bm25(...) DESC LIMIT 10` through DataFusion) is timed on
+//!   the TOP_10 queries too, as its difference from the library call.
+//!
+//! `cargo bench --bench text_search` (indexes are built once under the
+//! target directory; `DIAGON_BENCH_RELOAD=1` rebuilds them).
+//! `DIAGON_TEXT_DOCS=n` limits the documents, `DIAGON_TEXT_QUERIES=n`
+//! the queries.
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::prelude::SessionConfig;
+use diagon::sql::DiagonTableProvider;
+use diagon::{Table, TableOptions};
+use tantivy::collector::{Count, TopDocs};
+use tantivy::query::QueryParser;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const BATCH: usize = 10_000;
+
+fn env_usize(name: &str) -> Option<usize> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+fn corpus_path() -> PathBuf {
+    match std::env::var_os("DIAGON_TEXT_CORPUS") {
+        Some(p) => p.into(),
+        None => {
+            let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+            Path::new(&home).join(".cache/diagon-bench/corpus.jsonl")
+        }
+    }
+}
+
+fn queries_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/queries-aol-962.jsonl")
+}
+
+fn read_corpus(limit: Option<usize>) -> Vec<String> {
+    let file = std::fs::File::open(corpus_path()).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; build it with ../shared/scripts/build-corpus.py",
+            corpus_path().display()
+        )
+    });
+    std::io::BufReader::new(file)
+        .lines()
+        .take(limit.unwrap_or(usize::MAX))
+        .map(|line| {
+            let doc: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+            doc["body"].as_str().unwrap_or_default().to_string()
+        })
+        .collect()
+}
+
+fn read_queries(limit: Option<usize>) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(queries_path()).unwrap();
+    text.lines()
+        .take(limit.unwrap_or(usize::MAX))
+        .map(|line| {
+            let q: serde_json::Value = serde_json::from_str(line).unwrap();
+            let tag = q["tags"][0].as_str().unwrap_or("other").to_string();
+            (tag, q["query"].as_str().unwrap().to_string())
+        })
+        .collect()
+}
+
+fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("body", DataType::Utf8, false),
+    ]))
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let meta = entry.metadata().unwrap();
+        total += match meta.is_dir() {
+            true => dir_bytes(&entry.path()),
+            false => meta.len(),
+        };
+    }
+    total
+}
+
+/// Builds (or opens) tantivy's index; returns it with the time taken to
+/// build it, if built now.
+fn tantivy_index(dir: &Path, docs: &[String], reload: bool) -> (tantivy::Index, Option<Duration>) {
+    let path = dir.join("tantivy");
+    if !reload && path.join("meta.json").exists() {
+        return (tantivy::Index::open_in_dir(&path).unwrap(), None);
+    }
+    let _ = std::fs::remove_dir_all(&path);
+    std::fs::create_dir_all(&path).unwrap();
+    let mut builder = tantivy::schema::Schema::builder();
+    let body = builder.add_text_field("body", tantivy::schema::TEXT);
+    let index = tantivy::Index::create_in_dir(&path, builder.build()).unwrap();
+    let started = Instant::now();
+    let mut writer: tantivy::IndexWriter = index.writer_with_num_threads(1, 1_000_000_000).unwrap();
+    for text in docs {
+        writer
+            .add_document(tantivy::doc!(body => text.as_str()))
+            .unwrap();
+    }
+    writer.commit().unwrap();
+    let segments = index.searchable_segment_ids().unwrap();
+    if segments.len() > 1 {
+        writer.merge(&segments).wait().unwrap();
+    }
+    writer.wait_merging_threads().unwrap();
+    (index, Some(started.elapsed()))
+}
+
+/// Builds (or opens) diagon's table; returns it with the insert and
+/// optimize times, if built now.
+async fn diagon_table(
+    dir: &Path,
+    docs: &[String],
+    reload: bool,
+) -> (Arc<Table>, Option<(Duration, Duration)>) {
+    let path = dir.join("diagon");
+    let storage = diagon::storage::Storage::local(&path).unwrap();
+    if !reload && let Some(table) = Table::open("docs", storage.clone()).await.unwrap() {
+        return (table, None);
+    }
+    let _ = std::fs::remove_dir_all(&path);
+    let storage = diagon::storage::Storage::local(&path).unwrap();
+    let options: std::collections::HashMap<String, String> = [
+        ("text_index", "body"),
+        ("analyzer.body", "simple"),
+        ("merge.background", "false"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let options = TableOptions::parse(&options, &schema()).unwrap();
+    let table = Table::create("docs", storage, schema(), options)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    for (b, chunk) in docs.chunks(BATCH).enumerate() {
+        let first = (b * BATCH) as i64;
+        let ids = Int64Array::from_iter_values(first..first + chunk.len() as i64);
+        let bodies = StringArray::from_iter_values(chunk.iter());
+        let batch = RecordBatch::try_new(schema(), vec![Arc::new(ids), Arc::new(bodies)]).unwrap();
+        let mut writer = table.insert();
+        writer.write(batch).await.unwrap();
+        writer.commit().await.unwrap();
+    }
+    let inserted = started.elapsed();
+    let started = Instant::now();
+    table.optimize(true).await.unwrap();
+    (table, Some((inserted, started.elapsed())))
+}
+
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+fn time(runs: usize, mut f: impl FnMut()) -> Duration {
+    f();
+    median(
+        (0..runs)
+            .map(|_| {
+                let started = Instant::now();
+                f();
+                started.elapsed()
+            })
+            .collect(),
+    )
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Mode {
+    Count,
+    Top10,
+    Top10Count,
+    Top100,
+}
+
+fn main() {
+    let reload = std::env::var_os("DIAGON_BENCH_RELOAD").is_some();
+    let runs = env_usize("DIAGON_TEXT_RUNS").unwrap_or(5);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join("bench-data")
+        .join("text_search");
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(|t| PathBuf::from(t).join("bench-data/text_search"))
+        .unwrap_or(dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let needs_docs =
+        reload || !dir.join("tantivy/meta.json").exists() || !dir.join("diagon").exists();
+    let docs = match needs_docs {
+        true => read_corpus(env_usize("DIAGON_TEXT_DOCS")),
+        false => Vec::new(),
+    };
+    let (index, tantivy_built) = tantivy_index(&dir, &docs, needs_docs);
+    let (table, diagon_built) = runtime.block_on(diagon_table(&dir, &docs, needs_docs));
+    drop(docs);
+
+    let snapshot = runtime.block_on(table.snapshot()).unwrap();
+    let rows: u64 = snapshot.parts.iter().map(|p| p.rows).sum();
+    let text_bytes: u64 = runtime.block_on(async {
+        let mut total = 0;
+        for entry in &snapshot.parts {
+            let index = table.entry_index(entry).await.unwrap();
+            total += index
+                .meta
+                .components
+                .iter()
+                .filter(|c| c.kind == "text_index")
+                .map(|c| c.length)
+                .sum::<u64>();
+        }
+        total
+    });
+    let tantivy_bytes = dir_bytes(&dir.join("tantivy"));
+    println!("documents: {rows} (parts: {})", snapshot.parts.len());
+    if let (Some(t), Some((inserted, optimized))) = (tantivy_built, diagon_built) {
+        let d = inserted + optimized;
+        println!(
+            "indexing: diagon {:.1} s (insert {:.1} s + optimize {:.1} s), tantivy {:.1} s: ratio {:.2}",
+            d.as_secs_f64(),
+            inserted.as_secs_f64(),
+            optimized.as_secs_f64(),
+            t.as_secs_f64(),
+            d.as_secs_f64() / t.as_secs_f64()
+        );
+    }
+    println!(
+        "index bytes: diagon text index {text_bytes}, tantivy directory {tantivy_bytes}: ratio {:.3}",
+        text_bytes as f64 / tantivy_bytes as f64
+    );
+
+    let reader = index.reader().unwrap();
+    let searcher = reader.searcher();
+    let body = index.schema().get_field("body").unwrap();
+    let parser = QueryParser::for_index(&index, vec![body]);
+    let ctx = diagon::sql::new_context(SessionConfig::new().with_target_partitions(1));
+    ctx.register_table("docs", Arc::new(DiagonTableProvider::new(table.clone())))
+        .unwrap();
+
+    let queries = read_queries(env_usize("DIAGON_TEXT_QUERIES"));
+    // (group, mode) -> per query (diagon, tantivy)
+    let mut times: BTreeMap<(String, Mode), Vec<(Duration, Duration)>> = BTreeMap::new();
+    let mut sql_extra: Vec<f64> = Vec::new();
+    let mut count_mismatches = Vec::new();
+    let mut skipped = 0;
+    for (group, text) in &queries {
+        let Ok(query) = parser.parse_query(text) else {
+            skipped += 1;
+            continue;
+        };
+        let Ok(expected) = runtime.block_on(table.count_matches(&snapshot, "body", text)) else {
+            skipped += 1;
+            continue;
+        };
+        let counted = searcher.search(&query, &Count).unwrap() as u64;
+        if counted != expected {
+            count_mismatches.push((text.clone(), expected, counted));
+        }
+        for mode in [Mode::Count, Mode::Top10, Mode::Top10Count, Mode::Top100] {
+            let d = time(runs, || {
+                runtime.block_on(async {
+                    match mode {
+                        Mode::Count => {
+                            std::hint::black_box(
+                                table.count_matches(&snapshot, "body", text).await.unwrap(),
+                            );
+                        }
+                        Mode::Top10 | Mode::Top100 => {
+                            let k = if mode == Mode::Top10 { 10 } else { 100 };
+                            std::hint::black_box(
+                                table.search(&snapshot, "body", text, k).await.unwrap(),
+                            );
+                        }
+                        Mode::Top10Count => {
+                            std::hint::black_box(
+                                table.search(&snapshot, "body", text, 10).await.unwrap(),
+                            );
+                            std::hint::black_box(
+                                table.count_matches(&snapshot, "body", text).await.unwrap(),
+                            );
+                        }
+                    }
+                })
+            });
+            let t = time(runs, || match mode {
+                Mode::Count => {
+                    std::hint::black_box(searcher.search(&query, &Count).unwrap());
+                }
+                Mode::Top10 | Mode::Top100 => {
+                    let k = if mode == Mode::Top10 { 10 } else { 100 };
+                    std::hint::black_box(
+                        searcher
+                            .search(&query, &TopDocs::with_limit(k).order_by_score())
+                            .unwrap(),
+                    );
+                }
+                Mode::Top10Count => {
+                    std::hint::black_box(
+                        searcher
+                            .search(&query, &(TopDocs::with_limit(10).order_by_score(), Count))
+                            .unwrap(),
+                    );
+                }
+            });
+            times.entry((group.clone(), mode)).or_default().push((d, t));
+            if mode == Mode::Top10 {
+                let escaped = text.replace('\'', "''");
+                let sql = format!(
+                    "SELECT id, bm25(body, '{escaped}') AS s FROM docs \
+                     WHERE match(body, '{escaped}') ORDER BY s DESC LIMIT 10"
+                );
+                let s = time(runs, || {
+                    runtime.block_on(async {
+                        let batches = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+                        std::hint::black_box(batches);
+                    })
+                });
+                sql_extra.push(s.as_secs_f64() * 1e3 - d.as_secs_f64() * 1e3);
+            }
+        }
+    }
+    println!(
+        "queries: {} ({} not parsed by one of the engines); count mismatches: {}",
+        queries.len(),
+        skipped,
+        count_mismatches.len()
+    );
+    for (text, d, t) in count_mismatches.iter().take(10) {
+        println!("  count differs: {text:?} diagon {d} tantivy {t}");
+    }
+    println!(
+        "\n{:<20} {:<12} {:>7} {:>12} {:>12} {:>8} {:>8} {:>8}",
+        "group", "mode", "queries", "diagon p50", "tantivy p50", "r p10", "r p50", "r p90"
+    );
+    let mut all: BTreeMap<Mode, Vec<(Duration, Duration)>> = BTreeMap::new();
+    for ((group, mode), list) in &times {
+        all.entry(*mode).or_default().extend(list.iter().copied());
+        report(group, *mode, list);
+    }
+    for (mode, list) in &all {
+        report("all", *mode, list);
+    }
+    if !sql_extra.is_empty() {
+        sql_extra.sort_by(f64::total_cmp);
+        println!(
+            "\nSQL path minus library call, TOP_10: p10 {:.3} ms, p50 {:.3} ms, p90 {:.3} ms",
+            quantile(&sql_extra, 0.1),
+            quantile(&sql_extra, 0.5),
+            quantile(&sql_extra, 0.9)
+        );
+    }
+}
+
+fn report(group: &str, mode: Mode, list: &[(Duration, Duration)]) {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let d = median(list.iter().map(|(d, _)| *d).collect());
+    let t = median(list.iter().map(|(_, t)| *t).collect());
+    let mut ratios: Vec<f64> = list
+        .iter()
+        .map(|(d, t)| d.as_secs_f64() / t.as_secs_f64().max(1e-9))
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "{:<20} {:<12} {:>7} {:>9.3} ms {:>9.3} ms {:>8.2} {:>8.2} {:>8.2}",
+        group,
+        format!("{mode:?}"),
+        list.len(),
+        ms(d),
+        ms(t),
+        quantile(&ratios, 0.1),
+        quantile(&ratios, 0.5),
+        quantile(&ratios, 0.9)
+    );
+}

@@ -1,0 +1,145 @@
+//! Text search as a library call, without SQL: the best live rows of a
+//! query by BM25 ([`Table::search`]) and how many live rows match
+//! ([`Table::count_matches`]), over a snapshot. The query means what it
+//! means in SQL's `match` and `bm25` on the column (the table's analyzer
+//! and default operator), except that the index does not know NULLs: a
+//! query of only excluded clauses matches rows without a value too.
+
+use arrow::buffer::BooleanBuffer;
+use async_trait::async_trait;
+
+use super::{Snapshot, Table};
+use crate::error::Result;
+use crate::index::text::bound::Bound;
+use crate::index::text::score::scored_rows;
+use crate::index::text::search::matching_rows;
+use crate::index::text::topk::{Collector, Ranked, TopRows, search};
+use crate::index::text::{Analyzer, Query};
+
+/// A row found by [`Table::search`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchHit {
+    /// The part holding the row, and its row number there.
+    pub part: String,
+    pub row: u32,
+    pub score: f32,
+}
+
+impl Table {
+    /// `query` parsed with the table's default operator and bound to
+    /// `column` with its analyzer (`standard` for a column without a
+    /// text index).
+    pub fn bind_text_query(
+        &self,
+        snapshot: &Snapshot,
+        column: &str,
+        query: &str,
+    ) -> Result<(Analyzer, Bound)> {
+        let text = &snapshot.options.text;
+        let analyzer = text.indexes.get(column).copied().unwrap_or_default();
+        let parsed = Query::parse(query, text.default_operator)?;
+        Ok((analyzer, Bound::bind(&parsed, column, analyzer)?))
+    }
+
+    /// The `k` best live rows for `query` on the text-indexed `column`,
+    /// best first (equal scores in table order), scored with the
+    /// snapshot's statistics.
+    pub async fn search(
+        &self,
+        snapshot: &Snapshot,
+        column: &str,
+        query: &str,
+        k: usize,
+    ) -> Result<Vec<SearchHit>> {
+        let (_, bound) = self.bind_text_query(snapshot, column, query)?;
+        let scoring = self.text_scoring(snapshot, column, &bound).await?;
+        let mut best = TopRows::new(k);
+        for (p, entry) in snapshot.parts.iter().enumerate() {
+            if k == 0 {
+                break;
+            }
+            let Some(reader) = self.text_index(snapshot, entry, column).await? else {
+                return Err(self.missing_text_index(entry, column));
+            };
+            let mask = self.deletion_mask(entry).await?;
+            let mut live = LiveRows {
+                best: &mut best,
+                part: p,
+                deleted: mask.as_deref(),
+            };
+            if search(&reader, &bound, &scoring, &mut live)
+                .await?
+                .is_none()
+            {
+                let hits = scored_rows(&reader, &bound, &scoring).await?;
+                for (&row, &score) in hits.rows.iter().zip(&hits.scores) {
+                    if score > live.threshold() {
+                        live.collect(row, score).await?;
+                    }
+                }
+            }
+        }
+        Ok(best
+            .into_sorted()
+            .into_iter()
+            .map(|r| SearchHit {
+                part: snapshot.parts[r.part].name.clone(),
+                row: r.row,
+                score: r.score,
+            })
+            .collect())
+    }
+
+    /// How many live rows of `column` match `query`, from its text index.
+    pub async fn count_matches(
+        &self,
+        snapshot: &Snapshot,
+        column: &str,
+        query: &str,
+    ) -> Result<u64> {
+        self.check_text_column(snapshot, column)?;
+        let (_, bound) = self.bind_text_query(snapshot, column, query)?;
+        let mut count = 0u64;
+        for entry in &snapshot.parts {
+            let Some(reader) = self.text_index(snapshot, entry, column).await? else {
+                return Err(self.missing_text_index(entry, column));
+            };
+            let rows = matching_rows(&reader, &bound).await?;
+            let mask = self.deletion_mask(entry).await?;
+            count += rows
+                .iter()
+                .filter(|&&r| !is_deleted(mask.as_deref(), r))
+                .count() as u64;
+        }
+        Ok(count)
+    }
+}
+
+fn is_deleted(deleted: Option<&BooleanBuffer>, row: u32) -> bool {
+    deleted.is_some_and(|d| (row as usize) < d.len() && d.value(row as usize))
+}
+
+/// Offers a part's live rows to the best.
+struct LiveRows<'a> {
+    best: &'a mut TopRows,
+    part: usize,
+    deleted: Option<&'a BooleanBuffer>,
+}
+
+#[async_trait]
+impl Collector for LiveRows<'_> {
+    fn threshold(&self) -> f32 {
+        self.best.threshold()
+    }
+
+    async fn collect(&mut self, row: u32, score: f32) -> Result<()> {
+        if !is_deleted(self.deleted, row) {
+            self.best.push(Ranked {
+                score,
+                part: self.part,
+                row,
+            });
+        }
+        Ok(())
+    }
+}

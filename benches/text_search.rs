@@ -28,7 +28,8 @@
 //! `cargo bench --bench text_search` (indexes are built once under the
 //! target directory; `DIAGON_BENCH_RELOAD=1` rebuilds them).
 //! `DIAGON_TEXT_DOCS=n` limits the documents, `DIAGON_TEXT_QUERIES=n`
-//! the queries.
+//! the queries; `DIAGON_TEXT_QUERY_FILE` reads queries from another file
+//! of the same form.
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -64,7 +65,10 @@ fn corpus_path() -> PathBuf {
 }
 
 fn queries_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/queries-aol-962.jsonl")
+    match std::env::var_os("DIAGON_TEXT_QUERY_FILE") {
+        Some(p) => p.into(),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/queries-aol-962.jsonl"),
+    }
 }
 
 fn read_corpus(limit: Option<usize>) -> Vec<String> {

@@ -129,6 +129,24 @@ impl PartPlan {
         self.granules.iter().filter(|g| g.is_read()).count()
     }
 
+    /// The rows the plan reads, in order.
+    pub fn rows_to_read(&self) -> impl Iterator<Item = u32> + Send + '_ {
+        self.granules
+            .iter()
+            .enumerate()
+            .flat_map(move |(g, granule)| {
+                let start = self.index.granule_starts[g] as u32;
+                let rows: Box<dyn Iterator<Item = u32> + Send> = match granule {
+                    Granule::Scan => Box::new(start..start + self.index.granule_rows(g) as u32),
+                    Granule::Select(s) => {
+                        Box::new(s.rows.set_indices().map(move |i| start + i as u32))
+                    }
+                    Granule::Skip(_) => Box::new(std::iter::empty()),
+                };
+                rows
+            })
+    }
+
     /// The granule holding part row `row`.
     pub fn granule_of(&self, row: u64) -> usize {
         let starts = &self.index.granule_starts;

@@ -120,11 +120,11 @@ pub(crate) async fn top_k(
         let mut taken: Vec<(usize, u32)> = accepted.iter().map(|c| (c.part, c.row)).collect();
         taken.sort_unstable();
         'parts: for (p, part) in plan.parts.iter().enumerate() {
-            for row in 0..part.index.meta.rows as u32 {
+            for row in part.rows_to_read() {
                 if accepted.len() == k {
                     break 'parts;
                 }
-                if !part.reads_row(u64::from(row)) || taken.binary_search(&(p, row)).is_ok() {
+                if taken.binary_search(&(p, row)).is_ok() {
                     continue;
                 }
                 counts.candidates += 1;

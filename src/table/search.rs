@@ -104,8 +104,16 @@ impl Table {
             let Some(reader) = self.text_index(snapshot, entry, column).await? else {
                 return Err(self.missing_text_index(entry, column));
             };
-            let rows = matching_rows(&reader, &bound).await?;
             let mask = self.deletion_mask(entry).await?;
+            if let (Bound::Term { term, .. }, None) = (&bound, &mask) {
+                // Every row is live: the term's count is in its term info.
+                count += reader
+                    .term(term)
+                    .await?
+                    .map_or(0, |i| u64::from(i.doc_freq));
+                continue;
+            }
+            let rows = matching_rows(&reader, &bound).await?;
             count += rows
                 .iter()
                 .filter(|&&r| !is_deleted(mask.as_deref(), r))

@@ -39,10 +39,29 @@ async fn rows_of(reader: &TextIndexReader, bound: &Bound) -> Result<Vec<u32>> {
 }
 
 async fn boolean_rows(reader: &TextIndexReader, clauses: &[(Occur, Bound)]) -> Result<Vec<u32>> {
-    let mut must: Option<Vec<u32>> = None;
+    // Required terms intersect by leaping through their postings (skip
+    // entries pass whole blocks), not by listing each term's rows.
+    let required_terms: Vec<&str> = clauses
+        .iter()
+        .filter_map(|(occur, clause)| match (occur, clause) {
+            (Occur::Must, Bound::Term { term, .. }) => Some(term.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut must: Option<Vec<u32>> = match required_terms.len() {
+        0 | 1 => None,
+        _ => Some(intersect_terms(reader, &required_terms).await?),
+    };
     let mut should: Option<Vec<u32>> = None;
     let mut excluded: Vec<u32> = Vec::new();
     for (occur, clause) in clauses {
+        if must.is_some()
+            && required_terms.len() > 1
+            && *occur == Occur::Must
+            && matches!(clause, Bound::Term { .. })
+        {
+            continue; // intersected above
+        }
         let rows = Box::pin(rows_of(reader, clause)).await?;
         match occur {
             Occur::Must => must = Some(must.map_or(rows.clone(), |m| intersect(&m, &rows))),
@@ -58,6 +77,47 @@ async fn boolean_rows(reader: &TextIndexReader, clauses: &[(Occur, Bound)]) -> R
         (None, None) => (0..reader.summary().part_rows as u32).collect(),
     };
     Ok(difference(&candidates, &excluded))
+}
+
+/// Rows holding every one of `terms` (at least two): cursors leapfrog,
+/// the rarest leading.
+async fn intersect_terms(reader: &TextIndexReader, terms: &[&str]) -> Result<Vec<u32>> {
+    let mut blocks = Vec::with_capacity(terms.len());
+    for term in terms {
+        let Some(info) = reader.term(term).await? else {
+            return Ok(Vec::new());
+        };
+        blocks.push((info.doc_freq, reader.postings(&info).await?));
+    }
+    blocks.sort_by_key(|(doc_freq, _)| *doc_freq);
+    let lists = blocks
+        .iter()
+        .map(|(_, (block, range))| reader.posting_list(&block.bytes()[range.clone()]))
+        .collect::<Result<Vec<_>>>()?;
+    let mut cursors = lists
+        .iter()
+        .map(|l| l.cursor().map_err(|e| reader.malformed(e)))
+        .collect::<Result<Vec<_>>>()?;
+    let mut rows = Vec::new();
+    let mut target = 0u32;
+    'rows: loop {
+        for cursor in cursors.iter_mut() {
+            let row = cursor.seek(target).map_err(|e| reader.malformed(e))?;
+            if row == super::postings::END {
+                break 'rows;
+            }
+            if row > target {
+                target = row;
+                continue 'rows;
+            }
+        }
+        rows.push(target);
+        match target.checked_add(1) {
+            Some(next) => target = next,
+            None => break,
+        }
+    }
+    Ok(rows)
 }
 
 /// Rows holding any of `terms`: collected, then sorted once (merging term

@@ -180,15 +180,25 @@ impl Clause<'_, '_> {
         self.cursor.row()
     }
 
+    /// The block holding `row` (`None` past the list): the cursor's own
+    /// block when it holds it, else found by the skip entries.
+    fn block_at(&self, row: u32) -> Option<usize> {
+        let b = self.cursor.block();
+        let starts_before = b == 0 || self.list.bound(b - 1).last_row < row;
+        if b < self.list.blocks() && starts_before && row <= self.list.bound(b).last_row {
+            return Some(b);
+        }
+        self.list.block_of(row)
+    }
+
     /// The bound on the scores of the block holding `row` (0 past the list).
     fn block_max_at(&self, row: u32) -> f32 {
-        self.list.block_of(row).map_or(0.0, |b| self.block_max[b])
+        self.block_at(row).map_or(0.0, |b| self.block_max[b])
     }
 
     /// The last row of the block holding `row` (`END` past the list).
     fn block_end_at(&self, row: u32) -> u32 {
-        self.list
-            .block_of(row)
+        self.block_at(row)
             .map_or(END, |b| self.list.bound(b).last_row)
     }
 }
@@ -248,6 +258,7 @@ pub async fn search(
     }
     let mut search = Search {
         reader,
+        present: Vec::new(),
         norms: Norms::new(reader),
         excluded,
         counts: SearchCounts::default(),
@@ -261,6 +272,9 @@ pub async fn search(
 
 struct Search<'r> {
     reader: &'r TextIndexReader,
+    /// The scores of a row's clauses (query order, required, score),
+    /// kept between rows.
+    present: Vec<(usize, bool, f32)>,
     norms: Norms<'r>,
     /// Rows a `MustNot` clause matches, sorted.
     excluded: Vec<u32>,
@@ -286,19 +300,29 @@ impl Search<'_> {
                 p += 1;
             }
             let upper: f32 = clauses[..=p].iter().map(|c| c.block_max_at(row)).sum();
-            if !may_beat(upper, threshold) {
+            if !may_beat(upper, threshold, p + 1) {
                 // No row before the first block end (or the next clause's
-                // row) can beat the threshold.
-                let mut next = clauses[..=p]
-                    .iter()
-                    .map(|c| c.block_end_at(row).saturating_add(1))
-                    .min()
-                    .unwrap_or(END);
-                if let Some(after) = clauses.get(p + 1) {
-                    next = next.min(after.row());
+                // row) can beat the threshold; nor, perhaps, in the blocks
+                // after: their bounds are read without decoding them.
+                let limit = clauses.get(p + 1).map_or(END, Clause::row);
+                let mut target = row;
+                loop {
+                    self.counts.blocks_skipped += 1;
+                    target = clauses[..=p]
+                        .iter()
+                        .map(|c| c.block_end_at(target).saturating_add(1))
+                        .min()
+                        .unwrap_or(END)
+                        .min(limit);
+                    if target >= limit {
+                        break;
+                    }
+                    let upper: f32 = clauses[..=p].iter().map(|c| c.block_max_at(target)).sum();
+                    if may_beat(upper, threshold, p + 1) {
+                        break;
+                    }
                 }
-                self.counts.blocks_skipped += 1;
-                self.seek(&mut clauses[..=p], next)?;
+                self.seek(&mut clauses[..=p], target)?;
                 continue;
             }
             if clauses[0].row() == row {
@@ -351,20 +375,35 @@ impl Search<'_> {
                 .chain(optional.iter())
                 .map(|c| c.block_max_at(row))
                 .sum();
-            if !may_beat(upper, threshold) {
+            let terms = required.len() + optional.len();
+            if !may_beat(upper, threshold, terms) {
                 // Every bound summed holds to the end of its block: the
-                // first block to end (optional terms' too) ends the run.
-                self.counts.blocks_skipped += 1;
-                target = required
-                    .iter()
-                    .chain(optional.iter())
-                    .map(|c| c.block_end_at(row))
-                    .min()
-                    .unwrap_or(END)
-                    .saturating_add(1);
-                if target == END {
-                    return Ok(());
+                // first block to end (optional terms' too) ends the run,
+                // and the runs after it whose bounds cannot beat the
+                // threshold either are passed without decoding.
+                let mut next = row;
+                loop {
+                    self.counts.blocks_skipped += 1;
+                    next = required
+                        .iter()
+                        .chain(optional.iter())
+                        .map(|c| c.block_end_at(next))
+                        .min()
+                        .unwrap_or(END)
+                        .saturating_add(1);
+                    if next == END {
+                        return Ok(());
+                    }
+                    let upper: f32 = required
+                        .iter()
+                        .chain(optional.iter())
+                        .map(|c| c.block_max_at(next))
+                        .sum();
+                    if may_beat(upper, threshold, terms) {
+                        break;
+                    }
                 }
+                target = next;
                 continue;
             }
             for clause in optional.iter_mut() {
@@ -396,14 +435,25 @@ impl Search<'_> {
             return Ok(());
         }
         let norm = self.norms.get(row).await?;
+        if let ([only], []) = (&*matched, &*optional) {
+            let score = only.scorer.score(only.cursor.freq(), norm);
+            self.counts.scored += 1;
+            if score > threshold {
+                collector.collect(row, score).await?;
+            }
+            return Ok(());
+        }
         // Summed as `score` sums: required clauses in query order, then
         // optional ones in query order, then the two sums.
-        let mut present: Vec<(usize, bool, f32)> = matched
-            .iter()
-            .chain(optional.iter().filter(|c| c.row() == row))
-            .map(|c| (c.order, c.required, c.scorer.score(c.cursor.freq(), norm)))
-            .collect();
-        present.sort_by_key(|(order, ..)| *order);
+        let present = &mut self.present;
+        present.clear();
+        present.extend(
+            matched
+                .iter()
+                .chain(optional.iter().filter(|c| c.row() == row))
+                .map(|c| (c.order, c.required, c.scorer.score(c.cursor.freq(), norm))),
+        );
+        present.sort_unstable_by_key(|(order, ..)| *order);
         let sum = |required: bool| -> Option<f32> {
             present
                 .iter()
@@ -446,16 +496,22 @@ fn pivot(clauses: &[Clause<'_, '_>], threshold: f32) -> Option<usize> {
             return None;
         }
         sum += clause.max;
-        if may_beat(sum, threshold) {
+        if may_beat(sum, threshold, i + 1) {
             return Some(i);
         }
     }
     None
 }
 
-/// Whether scores bounded by `upper` may beat `threshold`. Bounds are
-/// summed in another order than scores are, so a score may round a hair
-/// above its bound: the comparison leaves that much room.
-fn may_beat(upper: f32, threshold: f32) -> bool {
-    upper * (1.0 + 1e-5) > threshold
+/// Whether scores bounded by `upper`, a sum of `terms` bounds, may beat
+/// `threshold`. One term's bound is its block's best score computed as
+/// scores are, so it compares exactly (a block whose best only ties the
+/// threshold is passed, as ties keep the earlier row). Summed bounds are
+/// added in another order than scores are, so a score may round a hair
+/// above their sum: the comparison leaves that much room.
+fn may_beat(upper: f32, threshold: f32, terms: usize) -> bool {
+    match terms {
+        0 | 1 => upper > threshold,
+        n => upper * (1.0 + 1e-6 * n as f32) > threshold,
+    }
 }

@@ -18,11 +18,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::bm25::{Bm25, ColumnStats, TermScorer, idf};
-use super::bound::{Bound, phrase_freq};
+use super::bound::Bound;
 use super::component::{NORMS_PER_BLOCK, TextIndexReader};
 use super::postings::END;
 use super::query::Occur;
-use super::search::{difference, matching_rows};
+use super::search::{difference, matching_rows, phrase_occurrences};
 use crate::error::Result;
 
 /// What scoring needs beyond a part: BM25's parameters and the column's
@@ -226,48 +226,9 @@ async fn phrase_hits(
     scorer: &TermScorer,
     norms: &mut Norms<'_>,
 ) -> Result<Hits> {
-    let mut blocks = Vec::with_capacity(terms.len());
-    for (term, _) in terms {
-        let Some(info) = reader.term(term).await? else {
-            return Ok(Hits::default());
-        };
-        blocks.push(reader.postings(&info).await?);
-    }
-    let lists = blocks
-        .iter()
-        .map(|(block, range)| reader.posting_list(&block.bytes()[range.clone()]))
-        .collect::<Result<Vec<_>>>()?;
-    let mut cursors = lists
-        .iter()
-        .map(|l| l.cursor().map_err(|e| reader.malformed(e)))
-        .collect::<Result<Vec<_>>>()?;
-    let mut positions: Vec<Vec<u32>> = vec![Vec::new(); terms.len()];
     let mut hits = Hits::default();
-    let mut target = 0u32;
-    'rows: loop {
-        // Leapfrog: every cursor onto the same row.
-        for cursor in cursors.iter_mut() {
-            let row = cursor.seek(target).map_err(|e| reader.malformed(e))?;
-            if row == END {
-                break 'rows;
-            }
-            if row > target {
-                target = row;
-                continue 'rows;
-            }
-        }
-        for (cursor, out) in cursors.iter_mut().zip(positions.iter_mut()) {
-            cursor.positions(out).map_err(|e| reader.malformed(e))?;
-        }
-        let slices: Vec<&[u32]> = positions.iter().map(Vec::as_slice).collect();
-        let freq = phrase_freq(terms, &slices, slop);
-        if freq > 0.0 {
-            hits.push(target, scorer.score_freq(freq, norms.get(target).await?));
-        }
-        match target.checked_add(1) {
-            Some(next) => target = next,
-            None => break,
-        }
+    for (row, freq) in phrase_occurrences(reader, terms, slop, true).await? {
+        hits.push(row, scorer.score_freq(freq, norms.get(row).await?));
     }
     Ok(hits)
 }

@@ -11,8 +11,9 @@
 
 use fst::{IntoStreamer, Streamer};
 
-use super::bound::{Bound, phrase_in, within_edits};
+use super::bound::{Bound, phrase_freq, phrase_in, within_edits};
 use super::component::TextIndexReader;
+use super::postings::{Cursor, END};
 use super::query::Occur;
 use crate::error::Result;
 
@@ -100,19 +101,9 @@ async fn intersect_terms(reader: &TextIndexReader, terms: &[&str]) -> Result<Vec
         .collect::<Result<Vec<_>>>()?;
     let mut rows = Vec::new();
     let mut target = 0u32;
-    'rows: loop {
-        for cursor in cursors.iter_mut() {
-            let row = cursor.seek(target).map_err(|e| reader.malformed(e))?;
-            if row == super::postings::END {
-                break 'rows;
-            }
-            if row > target {
-                target = row;
-                continue 'rows;
-            }
-        }
-        rows.push(target);
-        match target.checked_add(1) {
+    while let Some(row) = align(reader, &mut cursors, target)? {
+        rows.push(row);
+        match row.checked_add(1) {
             Some(next) => target = next,
             None => break,
         }
@@ -138,14 +129,27 @@ async fn phrase_rows(
     terms: &[(String, u32)],
     slop: u32,
 ) -> Result<Vec<u32>> {
-    let mut lists = Vec::with_capacity(terms.len());
+    let found = phrase_occurrences(reader, terms, slop, false).await?;
+    Ok(found.into_iter().map(|(row, _)| row).collect())
+}
+
+/// The rows holding the phrase `terms` within `slop`, each with the
+/// phrase's frequency there (see [`super::bound::phrase_freq`]) when
+/// `count` is set, else 1.
+pub(crate) async fn phrase_occurrences(
+    reader: &TextIndexReader,
+    terms: &[(String, u32)],
+    slop: u32,
+    count: bool,
+) -> Result<Vec<(u32, f32)>> {
+    let mut blocks = Vec::with_capacity(terms.len());
     for (term, _) in terms {
         let Some(info) = reader.term(term).await? else {
             return Ok(Vec::new());
         };
-        lists.push(reader.postings(&info).await?);
+        blocks.push(reader.postings(&info).await?);
     }
-    let lists = lists
+    let lists = blocks
         .iter()
         .map(|(block, range)| reader.posting_list(&block.bytes()[range.clone()]))
         .collect::<Result<Vec<_>>>()?;
@@ -154,33 +158,49 @@ async fn phrase_rows(
         .map(|l| l.cursor().map_err(|e| reader.malformed(e)))
         .collect::<Result<Vec<_>>>()?;
     let mut positions: Vec<Vec<u32>> = vec![Vec::new(); terms.len()];
-    let mut rows = Vec::new();
+    let mut found = Vec::new();
     let mut target = 0u32;
+    while let Some(row) = align(reader, &mut cursors, target)? {
+        for (cursor, out) in cursors.iter_mut().zip(positions.iter_mut()) {
+            cursor.positions(out).map_err(|e| reader.malformed(e))?;
+        }
+        let slices: Vec<&[u32]> = positions.iter().map(Vec::as_slice).collect();
+        let freq = match count {
+            true => phrase_freq(terms, &slices, slop),
+            false => f32::from(u8::from(phrase_in(terms, &slices, slop))),
+        };
+        if freq > 0.0 {
+            found.push((row, freq));
+        }
+        match row.checked_add(1) {
+            Some(next) => target = next,
+            None => break,
+        }
+    }
+    Ok(found)
+}
+
+/// Moves every cursor to the first row at or after `target` that all of
+/// them hold (leapfrogging: each jumps to the row the last one found), or
+/// `None` when one runs out.
+pub(crate) fn align(
+    reader: &TextIndexReader,
+    cursors: &mut [Cursor<'_, '_>],
+    mut target: u32,
+) -> Result<Option<u32>> {
     'rows: loop {
-        // Leapfrog: every cursor onto the same row.
         for cursor in cursors.iter_mut() {
             let row = cursor.seek(target).map_err(|e| reader.malformed(e))?;
-            if row == super::postings::END {
-                break 'rows;
+            if row == END {
+                return Ok(None);
             }
             if row > target {
                 target = row;
                 continue 'rows;
             }
         }
-        for (cursor, out) in cursors.iter_mut().zip(positions.iter_mut()) {
-            cursor.positions(out).map_err(|e| reader.malformed(e))?;
-        }
-        let slices: Vec<&[u32]> = positions.iter().map(Vec::as_slice).collect();
-        if phrase_in(terms, &slices, slop) {
-            rows.push(target);
-        }
-        match target.checked_add(1) {
-            Some(next) => target = next,
-            None => break,
-        }
+        return Ok(Some(target));
     }
-    Ok(rows)
 }
 
 /// Sorted rows in both.

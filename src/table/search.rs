@@ -8,10 +8,11 @@
 use arrow::buffer::BooleanBuffer;
 use async_trait::async_trait;
 
+use super::text::statistics_of;
 use super::{Snapshot, Table};
 use crate::error::Result;
 use crate::index::text::bound::Bound;
-use crate::index::text::score::scored_rows;
+use crate::index::text::score::{Scoring, scored_rows, scored_terms};
 use crate::index::text::search::matching_rows;
 use crate::index::text::topk::{Collector, Ranked, TopRows, search};
 use crate::index::text::{Analyzer, Query};
@@ -52,26 +53,29 @@ impl Table {
         k: usize,
     ) -> Result<Vec<SearchHit>> {
         let (_, bound) = self.bind_text_query(snapshot, column, query)?;
-        let scoring = self.text_scoring(snapshot, column, &bound).await?;
+        // Each part's index is opened once, for statistics and search.
+        let parts = self.text_parts(snapshot, column).await?;
+        let terms = scored_terms(&bound);
+        let stats = statistics_of(&parts, &terms).await?;
+        let scoring = Scoring::new(
+            snapshot.options.text.bm25,
+            stats.column,
+            &terms,
+            &stats.doc_freqs,
+        );
         let mut best = TopRows::new(k);
-        for (p, entry) in snapshot.parts.iter().enumerate() {
+        for (p, part) in parts.iter().enumerate() {
             if k == 0 {
                 break;
             }
-            let Some(reader) = self.text_index(snapshot, entry, column).await? else {
-                return Err(self.missing_text_index(entry, column));
-            };
-            let mask = self.deletion_mask(entry).await?;
             let mut live = LiveRows {
                 best: &mut best,
                 part: p,
-                deleted: mask.as_deref(),
+                deleted: part.mask.as_deref(),
             };
-            if search(&reader, &bound, &scoring, &mut live)
-                .await?
-                .is_none()
-            {
-                let hits = scored_rows(&reader, &bound, &scoring).await?;
+            let reader = &part.reader;
+            if search(reader, &bound, &scoring, &mut live).await?.is_none() {
+                let hits = scored_rows(reader, &bound, &scoring).await?;
                 for (&row, &score) in hits.rows.iter().zip(&hits.scores) {
                     if score > live.threshold() {
                         live.collect(row, score).await?;
@@ -97,15 +101,11 @@ impl Table {
         column: &str,
         query: &str,
     ) -> Result<u64> {
-        self.check_text_column(snapshot, column)?;
         let (_, bound) = self.bind_text_query(snapshot, column, query)?;
         let mut count = 0u64;
-        for entry in &snapshot.parts {
-            let Some(reader) = self.text_index(snapshot, entry, column).await? else {
-                return Err(self.missing_text_index(entry, column));
-            };
-            let mask = self.deletion_mask(entry).await?;
-            if let (Bound::Term { term, .. }, None) = (&bound, &mask) {
+        for part in self.text_parts(snapshot, column).await? {
+            let (reader, mask) = (&part.reader, part.mask.as_deref());
+            if let (Bound::Term { term, .. }, None) = (&bound, mask) {
                 // Every row is live: the term's count is in its term info.
                 count += reader
                     .term(term)
@@ -113,11 +113,8 @@ impl Table {
                     .map_or(0, |i| u64::from(i.doc_freq));
                 continue;
             }
-            let rows = matching_rows(&reader, &bound).await?;
-            count += rows
-                .iter()
-                .filter(|&&r| !is_deleted(mask.as_deref(), r))
-                .count() as u64;
+            let rows = matching_rows(reader, &bound).await?;
+            count += rows.iter().filter(|&&r| !is_deleted(mask, r)).count() as u64;
         }
         Ok(count)
     }

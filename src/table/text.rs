@@ -78,19 +78,27 @@ impl Table {
         column: &str,
         terms: &[String],
     ) -> Result<TextStatistics> {
+        let parts = self.text_parts(snapshot, column).await?;
+        statistics_of(&parts, terms).await
+    }
+
+    /// Every part's index of `column` with its deletion mask, in snapshot
+    /// order; a part without the index is an error naming it.
+    pub(crate) async fn text_parts(
+        &self,
+        snapshot: &Snapshot,
+        column: &str,
+    ) -> Result<Vec<TextPart>> {
         self.check_text_column(snapshot, column)?;
-        let mut stats = TextStatistics {
-            column: ColumnStats::default(),
-            doc_freqs: vec![0; terms.len()],
-        };
+        let mut parts = Vec::with_capacity(snapshot.parts.len());
         for entry in &snapshot.parts {
             let Some(reader) = self.text_index(snapshot, entry, column).await? else {
                 return Err(self.missing_text_index(entry, column));
             };
             let mask = self.deletion_mask(entry).await?;
-            add_part(&reader, mask.as_deref(), terms, &mut stats).await?;
+            parts.push(TextPart { reader, mask });
         }
-        Ok(stats)
+        Ok(parts)
     }
 
     /// The terms of `column`'s text index over `snapshot` starting with
@@ -138,6 +146,25 @@ impl Table {
             self.name()
         ))
     }
+}
+
+/// One part's text index of a column and its deleted rows.
+pub(crate) struct TextPart {
+    pub reader: TextIndexReader,
+    pub mask: Option<std::sync::Arc<BooleanBuffer>>,
+}
+
+/// The statistics of the live rows of `parts`, with the document
+/// frequencies of `terms`.
+pub(crate) async fn statistics_of(parts: &[TextPart], terms: &[String]) -> Result<TextStatistics> {
+    let mut stats = TextStatistics {
+        column: ColumnStats::default(),
+        doc_freqs: vec![0; terms.len()],
+    };
+    for part in parts {
+        add_part(&part.reader, part.mask.as_deref(), terms, &mut stats).await?;
+    }
+    Ok(stats)
 }
 
 /// Adds one part's live rows to `stats`.

@@ -149,9 +149,7 @@ async fn score(
             term_hits(reader, term, &scorer, norms).await?
         }
         Bound::Phrase { terms, slop, boost } => {
-            let idf: f32 = terms.iter().map(|(t, _)| scoring.idf(t)).sum();
-            let scorer = scoring.scorer(boost * idf);
-            phrase_hits(reader, terms, *slop, &scorer, norms).await?
+            phrase_hits(reader, terms, *slop, *boost, scoring, norms, None).await?
         }
         Bound::Prefix { boost, .. } | Bound::Fuzzy { boost, .. } => {
             Hits::constant(matching_rows(reader, bound).await?, *boost)
@@ -160,7 +158,28 @@ async fn score(
             let mut must: Option<Hits> = None;
             let mut should: Option<Hits> = None;
             let mut excluded: Vec<u32> = Vec::new();
-            for (occur, clause) in clauses {
+            // Required phrases come last, scored only on the rows the
+            // other required clauses leave (two-phase).
+            let phrase_last = clauses
+                .iter()
+                .filter(|(o, c)| !(*o == Occur::Must && matches!(c, Bound::Phrase { .. })))
+                .chain(
+                    clauses
+                        .iter()
+                        .filter(|(o, c)| *o == Occur::Must && matches!(c, Bound::Phrase { .. })),
+                );
+            for (occur, clause) in phrase_last {
+                if let (Occur::Must, Bound::Phrase { terms, slop, boost }) = (occur, clause) {
+                    let candidates = must.as_ref().map(|m| m.rows.as_slice());
+                    let hits =
+                        phrase_hits(reader, terms, *slop, *boost, scoring, norms, candidates)
+                            .await?;
+                    must = Some(match must {
+                        Some(m) => intersect_sum(&m, &hits),
+                        None => hits,
+                    });
+                    continue;
+                }
                 match occur {
                     Occur::MustNot => {
                         let rows = matching_rows(reader, clause).await?;
@@ -218,16 +237,21 @@ async fn term_hits(
     Ok(hits)
 }
 
-/// Rows holding the phrase, scored by its frequency in each.
+/// Rows holding the phrase (among `candidates` when given), scored by its
+/// frequency in each, with the sum of its terms' idfs.
 async fn phrase_hits(
     reader: &TextIndexReader,
     terms: &[(String, u32)],
     slop: u32,
-    scorer: &TermScorer,
+    boost: f32,
+    scoring: &Scoring,
     norms: &mut Norms<'_>,
+    candidates: Option<&[u32]>,
 ) -> Result<Hits> {
+    let idf: f32 = terms.iter().map(|(t, _)| scoring.idf(t)).sum();
+    let scorer = scoring.scorer(boost * idf);
     let mut hits = Hits::default();
-    for (row, freq) in phrase_occurrences(reader, terms, slop, true).await? {
+    for (row, freq) in phrase_occurrences(reader, terms, slop, true, candidates).await? {
         hits.push(row, scorer.score_freq(freq, norms.get(row).await?));
     }
     Ok(hits)

@@ -56,18 +56,26 @@ async fn boolean_rows(reader: &TextIndexReader, clauses: &[(Occur, Bound)]) -> R
     let mut should: Option<Vec<u32>> = None;
     let mut excluded: Vec<u32> = Vec::new();
     for (occur, clause) in clauses {
-        if must.is_some()
-            && required_terms.len() > 1
-            && *occur == Occur::Must
-            && matches!(clause, Bound::Term { .. })
-        {
-            continue; // intersected above
+        let intersected =
+            must.is_some() && required_terms.len() > 1 && matches!(clause, Bound::Term { .. });
+        // Required phrases come last, checked only on the rows the other
+        // required clauses leave (two-phase: positions are costly).
+        let phrase = matches!(clause, Bound::Phrase { .. });
+        if *occur == Occur::Must && (intersected || phrase) {
+            continue;
         }
         let rows = Box::pin(rows_of(reader, clause)).await?;
         match occur {
             Occur::Must => must = Some(must.map_or(rows.clone(), |m| intersect(&m, &rows))),
             Occur::Should => should = Some(should.map_or(rows.clone(), |s| union(&s, &rows))),
             Occur::MustNot => excluded = union(&excluded, &rows),
+        }
+    }
+    for (occur, clause) in clauses {
+        if let (Occur::Must, Bound::Phrase { terms, slop, .. }) = (occur, clause) {
+            let found = phrase_occurrences(reader, terms, *slop, false, must.as_deref()).await?;
+            let rows: Vec<u32> = found.into_iter().map(|(row, _)| row).collect();
+            must = Some(must.map_or(rows.clone(), |m| intersect(&m, &rows)));
         }
     }
     // Must clauses decide alone (should clauses only score); without them,
@@ -129,18 +137,19 @@ async fn phrase_rows(
     terms: &[(String, u32)],
     slop: u32,
 ) -> Result<Vec<u32>> {
-    let found = phrase_occurrences(reader, terms, slop, false).await?;
+    let found = phrase_occurrences(reader, terms, slop, false, None).await?;
     Ok(found.into_iter().map(|(row, _)| row).collect())
 }
 
 /// The rows holding the phrase `terms` within `slop`, each with the
 /// phrase's frequency there (see [`super::bound::phrase_freq`]) when
-/// `count` is set, else 1.
+/// `count` is set, else 1; only among `candidates` (sorted) when given.
 pub(crate) async fn phrase_occurrences(
     reader: &TextIndexReader,
     terms: &[(String, u32)],
     slop: u32,
     count: bool,
+    candidates: Option<&[u32]>,
 ) -> Result<Vec<(u32, f32)>> {
     let mut blocks = Vec::with_capacity(terms.len());
     for (term, _) in terms {
@@ -160,7 +169,20 @@ pub(crate) async fn phrase_occurrences(
     let mut positions: Vec<Vec<u32>> = vec![Vec::new(); terms.len()];
     let mut found = Vec::new();
     let mut target = 0u32;
+    let mut next_candidate = 0;
     while let Some(row) = align(reader, &mut cursors, target)? {
+        if let Some(candidates) = candidates {
+            // Leap to the first candidate at or after the row.
+            next_candidate += candidates[next_candidate..].partition_point(|&c| c < row);
+            match candidates.get(next_candidate) {
+                None => break,
+                Some(&c) if c > row => {
+                    target = c;
+                    continue;
+                }
+                Some(_) => {}
+            }
+        }
         for (cursor, out) in cursors.iter_mut().zip(positions.iter_mut()) {
             cursor.positions(out).map_err(|e| reader.malformed(e))?;
         }

@@ -1,7 +1,7 @@
 -- diagon quick start: run with `cargo run -- -f examples/quickstart.sql`.
 -- Creates a table under ./target/quickstart, loads 200,000 rows, and shows
 -- how the sparse primary index, min/max statistics and a skip index prune
--- granules, then deletes rows and merges parts.
+-- granules, then deletes rows and merges parts; then searches text.
 -- Running it again appends another copy; delete ./target/quickstart to reset.
 
 CREATE EXTERNAL TABLE events (
@@ -56,3 +56,28 @@ SELECT count(*) FROM events WHERE id <= 1000;
 -- Merge every part into one (drops the deleted rows).
 SELECT * FROM diagon_optimize('events', true);
 SELECT part, rows, deleted_rows, level, layout FROM diagon_parts('events');
+
+-- Full-text search: a text index on a column, match() as a filter answered
+-- by the index inside the scan, bm25() as a score, best first.
+CREATE EXTERNAL TABLE notes (id BIGINT NOT NULL, body VARCHAR)
+STORED AS DIAGON
+LOCATION 'target/quickstart/notes'
+OPTIONS ('order_by' 'id', 'text_index' 'body', 'analyzer.body' 'english');
+
+INSERT INTO notes
+SELECT value,
+       CASE value % 5
+         WHEN 0 THEN 'Wireless headphones with noise cancelling'
+         WHEN 1 THEN 'Wired headphones, a long cable'
+         WHEN 2 THEN 'Running shoes for trail running'
+         WHEN 3 THEN 'A speaker for parties'
+         ELSE 'Headphone stand'
+       END || ' #' || value
+FROM generate_series(1, 50000);
+
+SELECT count(*) FROM notes WHERE match(body, '+headphones -cable');
+SELECT id, body, bm25(body, 'wireless headphones') AS score
+FROM notes WHERE match(body, 'wireless headphones') AND id > 100
+ORDER BY score DESC LIMIT 3;
+EXPLAIN SELECT id, bm25(body, '"noise cancelling"') AS score
+FROM notes WHERE match(body, '"noise cancelling"') ORDER BY score DESC LIMIT 3;

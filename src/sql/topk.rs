@@ -166,7 +166,7 @@ impl Collector for PartCollector<'_, '_> {
             .checker
             .passes(self.part, row, self.counts)
             .await
-            .map_err(|e| crate::error::Error::Table(e.to_string()))?;
+            .map_err(into_diagon)?;
         if passes {
             self.best.push(Ranked {
                 score,
@@ -175,6 +175,18 @@ impl Collector for PartCollector<'_, '_> {
             });
         }
         Ok(())
+    }
+}
+
+/// A DataFusion error as diagon's: diagon's own errors (a corrupt file
+/// while reading a granule) come back as they were.
+fn into_diagon(error: DataFusionError) -> crate::error::Error {
+    match error {
+        DataFusionError::External(inner) => match inner.downcast::<crate::error::Error>() {
+            Ok(diagon) => *diagon,
+            Err(other) => crate::error::Error::Table(other.to_string()),
+        },
+        other => crate::error::Error::Table(other.to_string()),
     }
 }
 

@@ -43,6 +43,17 @@ pub async fn open_text_index(
     TextIndexReader::open(component).await.map(Some)
 }
 
+/// The values of a string array of any of Arrow's three string types;
+/// `None` for another type.
+pub fn strings(values: &dyn Array) -> Option<Box<dyn Iterator<Item = Option<&str>> + '_>> {
+    Some(match values.data_type() {
+        DataType::Utf8 => Box::new(values.as_string::<i32>().iter()),
+        DataType::LargeUtf8 => Box::new(values.as_string::<i64>().iter()),
+        DataType::Utf8View => Box::new(values.as_string_view().iter()),
+        _ => return None,
+    })
+}
+
 /// Keeps the rows of granules that a text query matches in one column.
 #[derive(Debug)]
 pub struct TextPruner {
@@ -118,36 +129,18 @@ impl TextPruner {
 
     /// Positions in `values` of the non-null values the query matches.
     fn matching_values(&self, values: &dyn Array) -> Result<Vec<u32>> {
-        let mut out = Vec::new();
-        let mut check = |i: usize, value: Option<&str>| {
-            if value.is_some_and(|v| self.bound.matches(self.analyzer, v)) {
-                out.push(i as u32);
-            }
-        };
-        match values.data_type() {
-            DataType::Utf8 => values
-                .as_string::<i32>()
-                .iter()
-                .enumerate()
-                .for_each(|(i, v)| check(i, v)),
-            DataType::LargeUtf8 => values
-                .as_string::<i64>()
-                .iter()
-                .enumerate()
-                .for_each(|(i, v)| check(i, v)),
-            DataType::Utf8View => values
-                .as_string_view()
-                .iter()
-                .enumerate()
-                .for_each(|(i, v)| check(i, v)),
-            other => {
-                return Err(Error::Table(format!(
-                    "match() needs a text column, but '{}' is {other}",
-                    self.column
-                )));
-            }
-        }
-        Ok(out)
+        let strings = strings(values).ok_or_else(|| {
+            Error::Table(format!(
+                "match() needs a text column, but '{}' is {}",
+                self.column,
+                values.data_type()
+            ))
+        })?;
+        Ok(strings
+            .enumerate()
+            .filter(|(_, v)| v.is_some_and(|v| self.bound.matches(self.analyzer, v)))
+            .map(|(i, _)| i as u32)
+            .collect())
     }
 }
 

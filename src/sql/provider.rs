@@ -30,12 +30,13 @@ use super::dml::{ExprMatcher, Mutation, MutationSink};
 use super::pruning;
 use super::scan::DiagonSource;
 use super::sink::DiagonSink;
-use super::text::{MatchFunction, MatchTarget, literal_text};
+use super::text::{MatchFunction, literal_text};
 use crate::index::text::bound::Bound;
 use crate::plan::text::{ScanScores, ScoreRequest, TextPruner};
 use crate::plan::{Pruner, split_tasks};
 use crate::storage::Cache;
 use crate::table::Table;
+use crate::table::search::TextTarget;
 
 /// Sizes the process's cache as the session says (`diagon.cache_bytes`).
 fn set_cache_capacity(state: &dyn Session) {
@@ -114,7 +115,7 @@ impl DiagonTableProvider {
         let mut fields: Vec<arrow::datatypes::FieldRef> =
             self.table_schema.fields().iter().cloned().collect();
         for score in &scores {
-            let target = MatchTarget::of(&options, &score.column);
+            let target = TextTarget::of(&options, &score.column);
             if !options.text.indexes.contains_key(&score.column) {
                 return plan_err!(
                     "bm25({}, ...): table '{}' has no text index on '{}' (declare it with \
@@ -163,7 +164,7 @@ impl DiagonTableProvider {
     /// `None` for any other filter. The scan answers it whatever its
     /// parts' indexes: a part indexed otherwise is searched by analysing
     /// values.
-    fn text_filter(&self, filter: &Expr) -> Option<(MatchTarget, String, Bound)> {
+    fn text_filter(&self, filter: &Expr) -> Option<(TextTarget, String, Bound)> {
         let Expr::ScalarFunction(call) = filter else {
             return None;
         };
@@ -352,7 +353,7 @@ impl TableProvider for DiagonTableProvider {
             let Some(score) = p.checked_sub(width).and_then(|k| self.scores.get(k)) else {
                 continue;
             };
-            let target = MatchTarget::of(&snapshot.options, &score.column);
+            let target = TextTarget::of(&snapshot.options, &score.column);
             let bound = target.bind(&score.query).map_err(|e| {
                 DataFusionError::Plan(format!(
                     "table '{}': bm25({}, '{}'): {e}",

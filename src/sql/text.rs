@@ -6,7 +6,7 @@
 //! the diagon table column its first argument comes from (through
 //! projections, aliases, filters, sorts and joins) and
 //!
-//! - gives `match` that column's analysis ([`MatchTarget`]), so the
+//! - gives `match` that column's analysis ([`TextTarget`]), so the
 //!   predicate answers the same wherever it is evaluated: pushed into the
 //!   scan (the text index selects rows; see `plan::text`), or row by row
 //!   (analysing each value) anywhere else. On a column of another kind of
@@ -20,7 +20,7 @@
 use std::any::Any;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray};
+use arrow::array::{Array, ArrayRef, BooleanArray};
 use arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::catalog::TableProvider;
 use datafusion::common::config::ConfigOptions;
@@ -37,9 +37,10 @@ use datafusion::logical_expr::{
 use datafusion::optimizer::AnalyzerRule;
 
 use super::provider::{DiagonTableProvider, ScoreColumn};
-use crate::index::text::bound::Bound;
-use crate::index::text::{Analyzer, DefaultOperator, Query};
+use crate::index::text::{Analyzer, DefaultOperator};
+use crate::plan::text::strings;
 use crate::table::Table;
+use crate::table::search::TextTarget;
 
 /// What the names of score columns start with.
 const SCORE_PREFIX: &str = "__diagon_bm25_";
@@ -49,34 +50,6 @@ pub fn score_column_name(n: usize) -> String {
     format!("{SCORE_PREFIX}{n}")
 }
 
-/// The analysis a `match` call searches with: its column's.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct MatchTarget {
-    /// The column's name in its table.
-    pub column: String,
-    pub analyzer: Analyzer,
-    pub operator: DefaultOperator,
-}
-
-impl MatchTarget {
-    /// How a table with `options` searches its `column`: with its text
-    /// index's analyzer (`standard` without one) and its default operator.
-    pub fn of(options: &crate::table::TableOptions, column: &str) -> MatchTarget {
-        let text = &options.text;
-        MatchTarget {
-            column: column.to_string(),
-            analyzer: text.indexes.get(column).copied().unwrap_or_default(),
-            operator: text.default_operator,
-        }
-    }
-
-    /// `query` parsed and bound to the column.
-    pub fn bind(&self, query: &str) -> crate::error::Result<Bound> {
-        let parsed = Query::parse(query, self.operator)?;
-        Bound::bind(&parsed, &self.column, self.analyzer)
-    }
-}
-
 /// `match(col, 'query')`: whether the value matches the query (NULL for
 /// NULL).
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -84,7 +57,7 @@ pub struct MatchFunction {
     signature: Signature,
     /// Set by [`TextSearchRule`]; until then the column is analysed with
     /// `standard` and the OR operator.
-    pub target: Option<MatchTarget>,
+    pub target: Option<TextTarget>,
 }
 
 impl Default for MatchFunction {
@@ -101,7 +74,7 @@ impl MatchFunction {
         Arc::new(ScalarUDF::new_from_impl(MatchFunction::default()))
     }
 
-    fn targeted(target: MatchTarget) -> Arc<ScalarUDF> {
+    fn targeted(target: TextTarget) -> Arc<ScalarUDF> {
         Arc::new(ScalarUDF::new_from_impl(MatchFunction {
             target: Some(target),
             ..MatchFunction::default()
@@ -189,7 +162,7 @@ impl ScalarUDFImpl for MatchFunction {
             return plan_err!("match(column, 'query') takes 2 arguments");
         };
         let query = query_arg("match", query)?;
-        let target = self.target.clone().unwrap_or_else(|| MatchTarget {
+        let target = self.target.clone().unwrap_or_else(|| TextTarget {
             column: field.name().clone(),
             analyzer: Analyzer::Standard,
             operator: DefaultOperator::Or,
@@ -198,13 +171,12 @@ impl ScalarUDFImpl for MatchFunction {
             DataFusionError::Plan(format!("match({}, '{query}'): {e}", target.column))
         })?;
         let values = values.to_array(args.number_rows)?;
-        let matches = |v: Option<&str>| v.map(|v| bound.matches(target.analyzer, v));
-        let result: BooleanArray = match values.data_type() {
-            DataType::Utf8 => values.as_string::<i32>().iter().map(matches).collect(),
-            DataType::LargeUtf8 => values.as_string::<i64>().iter().map(matches).collect(),
-            DataType::Utf8View => values.as_string_view().iter().map(matches).collect(),
-            other => return plan_err!("match() needs a text column, not {other}"),
+        let Some(strings) = strings(values.as_ref()) else {
+            return plan_err!("match() needs a text column, not {}", values.data_type());
         };
+        let result: BooleanArray = strings
+            .map(|v| v.map(|v| bound.matches(target.analyzer, v)))
+            .collect();
         Ok(ColumnarValue::Array(Arc::new(result) as ArrayRef))
     }
 }
@@ -537,12 +509,12 @@ fn column_arg(expr: &Expr) -> Option<&Column> {
 
 /// The analysis of the diagon table column `column` comes from, found
 /// through `inputs`.
-fn match_target(inputs: &[LogicalPlan], column: &Column) -> Option<MatchTarget> {
+fn match_target(inputs: &[LogicalPlan], column: &Column) -> Option<TextTarget> {
     let input = &inputs[input_of(inputs, column)?];
     let (table, name) = origin(input, column)?;
     let options = table.cached_snapshot().options.clone();
     let text = &options.text;
-    Some(MatchTarget {
+    Some(TextTarget {
         analyzer: text
             .indexes
             .get(&name)

@@ -15,7 +15,8 @@ use crate::index::text::bound::Bound;
 use crate::index::text::score::{Scoring, scored_rows, scored_terms};
 use crate::index::text::search::matching_rows;
 use crate::index::text::topk::{Collector, Ranked, TopRows, search};
-use crate::index::text::{Analyzer, Query};
+use crate::index::text::{Analyzer, DefaultOperator, Query};
+use crate::table::TableOptions;
 
 /// A row found by [`Table::search`].
 #[derive(Debug, Clone, PartialEq)]
@@ -26,22 +27,36 @@ pub struct SearchHit {
     pub score: f32,
 }
 
-impl Table {
-    /// `query` parsed with the table's default operator and bound to
-    /// `column` with its analyzer (`standard` for a column without a
-    /// text index).
-    pub fn bind_text_query(
-        &self,
-        snapshot: &Snapshot,
-        column: &str,
-        query: &str,
-    ) -> Result<(Analyzer, Bound)> {
-        let text = &snapshot.options.text;
-        let analyzer = text.indexes.get(column).copied().unwrap_or_default();
-        let parsed = Query::parse(query, text.default_operator)?;
-        Ok((analyzer, Bound::bind(&parsed, column, analyzer)?))
+/// How a table searches one of its columns: with the column's text
+/// index analyzer (`standard` without one) and the table's default
+/// operator. SQL's `match` and `bm25` carry it from planning to the scan.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TextTarget {
+    /// The column's name in its table.
+    pub column: String,
+    pub analyzer: Analyzer,
+    pub operator: DefaultOperator,
+}
+
+impl TextTarget {
+    /// How a table with `options` searches `column`.
+    pub fn of(options: &TableOptions, column: &str) -> TextTarget {
+        let text = &options.text;
+        TextTarget {
+            column: column.to_string(),
+            analyzer: text.indexes.get(column).copied().unwrap_or_default(),
+            operator: text.default_operator,
+        }
     }
 
+    /// `query` parsed and bound to the column.
+    pub fn bind(&self, query: &str) -> Result<Bound> {
+        let parsed = Query::parse(query, self.operator)?;
+        Bound::bind(&parsed, &self.column, self.analyzer)
+    }
+}
+
+impl Table {
     /// The `k` best live rows for `query` on the text-indexed `column`,
     /// best first (equal scores in table order), scored with the
     /// snapshot's statistics.
@@ -52,7 +67,7 @@ impl Table {
         query: &str,
         k: usize,
     ) -> Result<Vec<SearchHit>> {
-        let (_, bound) = self.bind_text_query(snapshot, column, query)?;
+        let bound = TextTarget::of(&snapshot.options, column).bind(query)?;
         // Each part's index is opened once, for statistics and search.
         let parts = self.text_parts(snapshot, column).await?;
         let terms = scored_terms(&bound);
@@ -101,7 +116,7 @@ impl Table {
         column: &str,
         query: &str,
     ) -> Result<u64> {
-        let (_, bound) = self.bind_text_query(snapshot, column, query)?;
+        let bound = TextTarget::of(&snapshot.options, column).bind(query)?;
         let mut count = 0u64;
         for part in self.text_parts(snapshot, column).await? {
             let (reader, mask) = (&part.reader, part.mask.as_deref());

@@ -36,6 +36,7 @@ use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
 use datafusion::datasource::MemTable;
 use datafusion::error::{DataFusionError, Result};
 
+use super::block_on;
 use super::definition;
 use super::provider::DiagonTableProvider;
 use crate::storage::Storage;
@@ -304,35 +305,6 @@ impl DiagonSchema {
             writer.commit().await?;
         }
         Ok(Arc::new(DiagonTableProvider::new(table)))
-    }
-}
-
-/// Runs a future to completion from synchronous catalog methods, which
-/// DataFusion calls from inside its async runtime.
-fn block_on<F>(future: F) -> F::Output
-where
-    F: std::future::Future + Send,
-    F::Output: Send,
-{
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current() {
-        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(|| handle.block_on(future))
-        }
-        // A current-thread runtime (or none) cannot be blocked on from within:
-        // run the future on a runtime of its own, on another thread.
-        _ => std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .expect("a tokio runtime")
-                        .block_on(future)
-                })
-                .join()
-                .expect("catalog thread")
-        }),
     }
 }
 

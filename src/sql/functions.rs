@@ -195,26 +195,40 @@ fn columns_schema() -> SchemaRef {
 impl ListingTable {
     /// Finds the diagon table the function names in the session's catalog.
     async fn resolve(&self, state: &dyn Session) -> Result<Arc<Table>> {
-        let options = state.config_options();
-        let resolved = self.table.clone().resolve(
-            &options.catalog.default_catalog,
-            &options.catalog.default_schema,
-        );
-        let provider = state
-            .catalog_list()
-            .catalog(&resolved.catalog)
-            .and_then(|c| c.schema(&resolved.schema));
-        let provider = match provider {
-            Some(schema) => schema.table(&resolved.table).await?,
-            None => None,
-        };
-        let Some(provider) = provider else {
-            return plan_err!("table '{}' not found", self.table);
-        };
-        match (provider.as_ref() as &dyn std::any::Any).downcast_ref::<DiagonTableProvider>() {
-            Some(diagon) => Ok(diagon.table().clone()),
-            None => plan_err!("table '{}' is not a diagon table", self.table),
-        }
+        let provider = diagon_provider(state, &self.table).await?;
+        let diagon = (provider.as_ref() as &dyn std::any::Any)
+            .downcast_ref::<DiagonTableProvider>()
+            .expect("checked by diagon_provider");
+        Ok(diagon.table().clone())
+    }
+}
+
+/// The provider of the diagon table `table` names in the session's
+/// catalog, or an error saying it is missing or not a diagon table.
+pub(crate) async fn diagon_provider(
+    state: &dyn Session,
+    table: &TableReference,
+) -> Result<Arc<dyn TableProvider>> {
+    let options = state.config_options();
+    let resolved = table.clone().resolve(
+        &options.catalog.default_catalog,
+        &options.catalog.default_schema,
+    );
+    let schema = state
+        .catalog_list()
+        .catalog(&resolved.catalog)
+        .and_then(|c| c.schema(&resolved.schema));
+    let provider = match schema {
+        Some(schema) => schema.table(&resolved.table).await?,
+        None => None,
+    };
+    let Some(provider) = provider else {
+        return plan_err!("table '{table}' not found");
+    };
+    if (provider.as_ref() as &dyn std::any::Any).is::<DiagonTableProvider>() {
+        Ok(provider)
+    } else {
+        plan_err!("table '{table}' is not a diagon table")
     }
 }
 

@@ -10,6 +10,7 @@ pub mod functions;
 pub mod provider;
 pub mod pruning;
 pub mod scan;
+pub mod search;
 pub mod sink;
 pub mod skipping;
 pub mod text;
@@ -35,8 +36,8 @@ impl From<crate::error::Error> for datafusion::error::DataFusionError {
 pub const FORMAT_NAME: &str = "DIAGON";
 
 /// Installs diagon on a session: the `STORED AS DIAGON` table factory, the
-/// `diagon_parts`, `diagon_columns`, `diagon_terms` and `diagon_optimize`
-/// table functions, the text search functions `match` and `bm25` with the
+/// `diagon_parts`, `diagon_columns`, `diagon_terms`, `diagon_search` and
+/// `diagon_optimize` table functions, the text search functions `match` and `bm25` with the
 /// analyzer rule that ties them to their columns, and the `diagon.*`
 /// settings.
 pub fn register(ctx: &SessionContext) {
@@ -56,6 +57,7 @@ pub fn register(ctx: &SessionContext) {
         "diagon_terms",
         Arc::new(functions::DiagonListingFunction::terms()),
     );
+    ctx.register_udtf("diagon_search", Arc::new(search::DiagonSearchFunction));
     ctx.register_udf(text::MatchFunction::udf().as_ref().clone());
     ctx.register_udf(text::Bm25Function::udf().as_ref().clone());
     use datafusion::optimizer::AnalyzerRule;
@@ -122,4 +124,34 @@ pub fn use_data_dir(
     let name = ctx.state().config_options().catalog.default_catalog.clone();
     ctx.register_catalog(name, Arc::new(catalog::DiagonCatalog::open(dir)?));
     Ok(())
+}
+
+/// Runs a future to completion from synchronous methods (a catalog's,
+/// a table function's), which DataFusion calls from inside its async
+/// runtime.
+pub(crate) fn block_on<F>(future: F) -> F::Output
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| handle.block_on(future))
+        }
+        // A current-thread runtime (or none) cannot be blocked on from within:
+        // run the future on a runtime of its own, on another thread.
+        _ => std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("a tokio runtime")
+                        .block_on(future)
+                })
+                .join()
+                .expect("catalog thread")
+        }),
+    }
 }

@@ -390,6 +390,25 @@ async fn check(
                 "{text}: top {k} has {score} where {best} is due"
             );
         }
+        // diagon_search with the filter outside: the same best rows.
+        let searched = scored(
+            &sql(
+                &ctx,
+                &format!(
+                    "SELECT id, _score FROM diagon_search('t', 'body', '{text}', {k}) \
+                     WHERE id % 3 <> 2"
+                ),
+            )
+            .await,
+        );
+        assert_eq!(searched.len(), top.len(), "diagon_search top {k} of {text}");
+        for ((id, score), (_, best)) in searched.iter().zip(&qualifying) {
+            assert!(id % 3 != 2, "diagon_search: {id} fails the filter");
+            assert!(
+                close(*score, *best),
+                "diagon_search {text}: top {k} has {score} where {best} is due"
+            );
+        }
         // The same rows with the index bypassed, every value analysed.
         sql(&ctx, "SET diagon.enable_text_index = false").await;
         let bypassed = ids(&sql(

@@ -7,6 +7,7 @@ pub mod definition;
 pub mod dml;
 pub mod factory;
 pub mod functions;
+pub mod highlight;
 pub mod provider;
 pub mod pruning;
 pub mod scan;
@@ -37,9 +38,9 @@ pub const FORMAT_NAME: &str = "DIAGON";
 
 /// Installs diagon on a session: the `STORED AS DIAGON` table factory, the
 /// `diagon_parts`, `diagon_columns`, `diagon_terms`, `diagon_search` and
-/// `diagon_optimize` table functions, the text search functions `match` and `bm25` with the
-/// analyzer rule that ties them to their columns, and the `diagon.*`
-/// settings.
+/// `diagon_optimize` table functions, the text search functions `match`,
+/// `bm25` and `highlight` with the analyzer rule that ties them to their
+/// columns, and the `diagon.*` settings.
 pub fn register(ctx: &SessionContext) {
     ctx.register_udtf(
         "diagon_parts",
@@ -60,6 +61,7 @@ pub fn register(ctx: &SessionContext) {
     ctx.register_udtf("diagon_search", Arc::new(search::DiagonSearchFunction));
     ctx.register_udf(text::MatchFunction::udf().as_ref().clone());
     ctx.register_udf(text::Bm25Function::udf().as_ref().clone());
+    ctx.register_udf(highlight::HighlightFunction::udf().as_ref().clone());
     use datafusion::optimizer::AnalyzerRule;
     let rule = text::TextSearchRule;
     let known = ctx

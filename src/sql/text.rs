@@ -36,6 +36,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::optimizer::AnalyzerRule;
 
+use super::highlight::HighlightFunction;
 use super::provider::{DiagonTableProvider, ScoreColumn};
 use crate::index::text::{Analyzer, DefaultOperator};
 use crate::plan::text::strings;
@@ -83,7 +84,7 @@ impl MatchFunction {
 }
 
 /// The string types a text argument may have, or an error naming `function`.
-fn coerce_text_args(function: &str, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+pub(crate) fn coerce_text_args(function: &str, arg_types: &[DataType]) -> Result<Vec<DataType>> {
     let text = |t: &DataType| {
         matches!(
             t,
@@ -128,7 +129,7 @@ pub fn literal_text(expr: &Expr) -> Option<&str> {
 }
 
 /// The query argument: a constant string.
-fn query_arg<'a>(function: &str, value: &'a ColumnarValue) -> Result<&'a str> {
+pub(crate) fn query_arg<'a>(function: &str, value: &'a ColumnarValue) -> Result<&'a str> {
     match value {
         ColumnarValue::Scalar(value) => scalar_text(value),
         ColumnarValue::Array(_) => None,
@@ -450,25 +451,39 @@ fn call(
     let Expr::ScalarFunction(ScalarFunction { func, args }) = &expr else {
         return Ok(Transformed::no(expr));
     };
-    let [column_arg_expr, query] = args.as_slice() else {
+    let Some(column_arg_expr) = args.first() else {
         return Ok(Transformed::no(expr));
     };
-    if let Some(function) = func.inner().downcast_ref::<MatchFunction>() {
-        if function.target.is_some() {
-            return Ok(Transformed::no(expr));
+    // match and highlight analyse as the column's table says.
+    let targeted = match func.inner() {
+        f if f
+            .downcast_ref::<MatchFunction>()
+            .is_some_and(|m| m.target.is_none()) =>
+        {
+            Some(MatchFunction::targeted as fn(TextTarget) -> Arc<ScalarUDF>)
         }
+        f if f
+            .downcast_ref::<HighlightFunction>()
+            .is_some_and(|h| h.target.is_none()) =>
+        {
+            Some(HighlightFunction::targeted as fn(TextTarget) -> Arc<ScalarUDF>)
+        }
+        _ => None,
+    };
+    if let Some(targeted) = targeted {
         let Some(target) = column_arg(column_arg_expr).and_then(|c| match_target(inputs, c)) else {
             return Ok(Transformed::no(expr));
         };
         let args = args.clone();
         return Ok(Transformed::yes(Expr::ScalarFunction(ScalarFunction {
-            func: MatchFunction::targeted(target),
+            func: targeted(target),
             args,
         })));
     }
-    if func.inner().downcast_ref::<Bm25Function>().is_none() {
+    let ([_, query], Some(_)) = (args.as_slice(), func.inner().downcast_ref::<Bm25Function>())
+    else {
         return Ok(Transformed::no(expr));
-    }
+    };
     let Some(column) = column_arg(column_arg_expr) else {
         return plan_err!(
             "bm25(): the first argument must be a column of a diagon table with a text \

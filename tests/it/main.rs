@@ -14,6 +14,7 @@ mod differential;
 mod encoding;
 mod explain;
 mod format;
+mod highlight;
 mod limits;
 mod log;
 mod merge;

@@ -278,7 +278,7 @@ fn phrase_matches(value: &Analysed, terms: &[(String, u32)], slop: u32) -> bool 
 pub fn phrase_in(terms: &[(String, u32)], lists: &[&[u32]], slop: u32) -> bool {
     let (lows, order) = windows(terms, lists);
     lows.into_iter()
-        .any(|low| assign(terms, lists, &order, low, slop).is_some())
+        .any(|low| assign(terms, lists, &order, low, slop, |_, _| {}).is_some())
 }
 
 /// How often the phrase occurs, as BM25 counts it (Lucene's phrase
@@ -294,7 +294,7 @@ pub fn phrase_freq(terms: &[(String, u32)], lists: &[&[u32]], slop: u32) -> f32 
     let mut freq = 0.0;
     let mut last_start: Option<i64> = None;
     for low in lows {
-        let Some((start, end)) = assign(terms, lists, &order, low, slop) else {
+        let Some((start, end)) = assign(terms, lists, &order, low, slop, |_, _| {}) else {
             continue;
         };
         // Two windows finding the same assignment start are one match.
@@ -305,6 +305,27 @@ pub fn phrase_freq(terms: &[(String, u32)], lists: &[&[u32]], slop: u32) -> f32 
         freq += 1.0 / (1.0 + (end - start) as f32);
     }
     freq
+}
+
+/// The matches [`phrase_freq`] counts, each as the positions it places
+/// the terms at (in the order of `terms`).
+pub fn phrase_matches_at(terms: &[(String, u32)], lists: &[&[u32]], slop: u32) -> Vec<Vec<u32>> {
+    let (lows, order) = windows(terms, lists);
+    let mut matches = Vec::new();
+    let mut last_start: Option<i64> = None;
+    let mut placed = vec![0u32; terms.len()];
+    for low in lows {
+        let place = |i: usize, p: u32| placed[i] = p;
+        let Some((start, _)) = assign(terms, lists, &order, low, slop, place) else {
+            continue;
+        };
+        if last_start.is_some_and(|s| s >= start) {
+            continue;
+        }
+        last_start = Some(start);
+        matches.push(placed.clone());
+    }
+    matches
 }
 
 /// Where a match may start (each term's positions minus its offset,
@@ -328,13 +349,15 @@ fn windows(terms: &[(String, u32)], lists: &[&[u32]]) -> (Vec<i64>, Vec<usize>) 
 }
 
 /// The earliest positions placing every term within `[low, low + slop]`
-/// (positions minus offsets), as the least and greatest of those.
+/// (positions minus offsets), as the least and greatest of those; `place`
+/// hears where each term (by index) is put.
 fn assign(
     terms: &[(String, u32)],
     lists: &[&[u32]],
     order: &[usize],
     low: i64,
     slop: u32,
+    mut place: impl FnMut(usize, u32),
 ) -> Option<(i64, i64)> {
     let mut last: Option<(&str, i64)> = None;
     let (mut start, mut end) = (i64::MAX, i64::MIN);
@@ -350,6 +373,7 @@ fn assign(
         let list = lists[i];
         let at = list.partition_point(|&p| i64::from(p) < least);
         let p = list.get(at).map(|&p| i64::from(p)).filter(|&p| p <= to)?;
+        place(i, p as u32);
         last = Some((term.as_str(), p));
         start = start.min(p - offset);
         end = end.max(p - offset);

@@ -2,12 +2,14 @@
 //! into terms the same way; the query language; the postings codec; BM25;
 //! queries bound to a column's analysis; the per-part component that holds
 //! a column's index; the rows a query matches in a part (`search`), their
-//! scores (`score`), and the best of them without scoring all (`topk`).
+//! scores (`score`), the best of them without scoring all (`topk`), and
+//! what a query matched in a value, marked (`highlight`).
 
 pub mod analysis;
 pub mod bm25;
 pub mod bound;
 pub mod component;
+pub mod highlight;
 pub mod postings;
 pub mod query;
 pub mod score;

@@ -29,7 +29,9 @@
 //! target directory; `DIAGON_BENCH_RELOAD=1` rebuilds them).
 //! `DIAGON_TEXT_DOCS=n` limits the documents, `DIAGON_TEXT_QUERIES=n`
 //! the queries; `DIAGON_TEXT_QUERY_FILE` reads queries from another file
-//! of the same form.
+//! of the same form. `DIAGON_TEXT_PROFILE=count|top10` runs only
+//! diagon's calls of that mode, every query `DIAGON_TEXT_RUNS` times, for
+//! a profiler (`perf record -g`).
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -287,6 +289,33 @@ fn main() {
         .unwrap();
 
     let queries = read_queries(env_usize("DIAGON_TEXT_QUERIES"));
+    if let Ok(mode) = std::env::var("DIAGON_TEXT_PROFILE") {
+        // Each query's fastest run, summed: steadier than a mean on a
+        // noisy machine.
+        let mut fastest = vec![Duration::MAX; queries.len()];
+        // A warm-up pass, then the measured ones (`measured_call`, a name
+        // to give callgrind's --toggle-collect).
+        for (_, text) in &queries {
+            runtime.block_on(profiled_call(&table, &snapshot, &mode, text));
+        }
+        for _ in 0..runs {
+            for ((_, text), best) in queries.iter().zip(fastest.iter_mut()) {
+                let started = Instant::now();
+                measured_call(&runtime, &table, &snapshot, &mode, text);
+                *best = (*best).min(started.elapsed());
+            }
+        }
+        let total: Duration = fastest.iter().sum();
+        let mut sorted: Vec<f64> = fastest.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+        sorted.sort_by(f64::total_cmp);
+        println!(
+            "{mode}: {} queries x {runs} runs; fastest runs: mean {:.4} ms, p50 {:.4} ms",
+            queries.len(),
+            total.as_secs_f64() * 1e3 / queries.len() as f64,
+            quantile(&sorted, 0.5)
+        );
+        return;
+    }
     // (group, mode) -> per query (diagon, tantivy)
     let mut times: BTreeMap<(String, Mode), Vec<(Duration, Duration)>> = BTreeMap::new();
     let mut sql_extra: Vec<f64> = Vec::new();
@@ -398,6 +427,30 @@ fn main() {
             quantile(&sql_extra, 0.9)
         );
     }
+}
+
+/// One call of the profiled mode.
+async fn profiled_call(table: &Table, snapshot: &diagon::table::Snapshot, mode: &str, text: &str) {
+    match mode {
+        "count" => {
+            let _ = std::hint::black_box(table.count_matches(snapshot, "body", text).await);
+        }
+        _ => {
+            let _ = std::hint::black_box(table.search(snapshot, "body", text, 10).await);
+        }
+    }
+}
+
+/// [`profiled_call`], measured.
+#[inline(never)]
+fn measured_call(
+    runtime: &tokio::runtime::Runtime,
+    table: &Table,
+    snapshot: &diagon::table::Snapshot,
+    mode: &str,
+    text: &str,
+) {
+    runtime.block_on(profiled_call(table, snapshot, mode, text))
 }
 
 fn report(group: &str, mode: Mode, list: &[(Duration, Duration)]) {

@@ -123,7 +123,14 @@ pub struct Component {
     storage: Storage,
     /// Path of the file relative to the table.
     path: String,
+    /// What its cache keys start with (made once: a lookup is a hot path).
+    key: String,
     meta: ComponentMeta,
+}
+
+thread_local! {
+    /// A buffer for cache keys, so a cache hit allocates nothing.
+    static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
 
 impl Component {
@@ -138,6 +145,7 @@ impl Component {
         }
         Ok(Component {
             storage: storage.clone(),
+            key: storage.cache_key(&path),
             path,
             meta: meta.clone(),
         })
@@ -155,7 +163,7 @@ impl Component {
     }
 
     async fn directory(&self) -> Result<Arc<Directory>> {
-        let key = format!("{}#directory", self.storage.cache_key(&self.path));
+        let key = format!("{}#directory", self.key);
         let cache = self.storage.cache();
         if let Some(directory) = cache.get::<Directory>(&key) {
             return Ok(directory);
@@ -242,11 +250,18 @@ impl Component {
         decode: impl FnOnce(&[u8]) -> std::result::Result<T, String>,
         weight: impl FnOnce(&T) -> u64,
     ) -> Result<Arc<T>> {
-        let key = format!("{}#block{i}", self.storage.cache_key(&self.path));
         let cache = self.storage.cache();
-        if let Some(block) = cache.get::<T>(&key) {
-            return Ok(block);
-        }
+        let key = KEY.with_borrow_mut(|key| {
+            use std::fmt::Write;
+            key.clear();
+            key.push_str(&self.key);
+            write!(key, "#block{i}").expect("writing to a string");
+            cache.get::<T>(key).ok_or_else(|| key.clone())
+        });
+        let key = match key {
+            Ok(block) => return Ok(block),
+            Err(key) => key,
+        };
         let payload = self.read_block(i).await?;
         let value =
             decode(payload.as_slice()).map_err(|e| self.corrupt(format!("block {i}"), e))?;

@@ -94,7 +94,9 @@ impl ScalarUDFImpl for HighlightFunction {
             [values, query] => (values, query, None),
             [values, query, options] => (values, query, Some(options)),
             _ => {
-                return plan_err!("highlight(column, 'query' [, 'options']) takes 2 or 3 arguments");
+                return plan_err!(
+                    "highlight(column, 'query' [, 'options']) takes 2 or 3 arguments"
+                );
             }
         };
         let query = query_arg("highlight", query)?;

@@ -48,6 +48,28 @@ pub struct Snapshot {
     pub definition: Arc<Definition>,
     /// The newest checkpoint this handle knows (0: none).
     pub checkpoint: u64,
+    /// What readers derive from the snapshot once and share.
+    pub(crate) derived: Derived,
+}
+
+/// What readers derive from a snapshot once and share while it lives:
+/// each text-indexed column's open part indexes (see `text.rs`). A clone
+/// starts empty: a snapshot is cloned to be changed.
+#[derive(Default)]
+pub(crate) struct Derived {
+    pub(crate) text: std::sync::Mutex<std::collections::HashMap<String, Arc<text::TextColumn>>>,
+}
+
+impl Clone for Derived {
+    fn clone(&self) -> Self {
+        Derived::default()
+    }
+}
+
+impl std::fmt::Debug for Derived {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Derived")
+    }
 }
 
 impl Snapshot {
@@ -62,6 +84,7 @@ impl Snapshot {
             parts: state.parts,
             definition: Arc::new(state.definition),
             checkpoint,
+            derived: Derived::default(),
         })
     }
 

@@ -69,9 +69,9 @@ impl Table {
     ) -> Result<Vec<SearchHit>> {
         let bound = TextTarget::of(&snapshot.options, column).bind(query)?;
         // Each part's index is opened once, for statistics and search.
-        let parts = self.text_parts(snapshot, column).await?;
+        let column_index = self.text_parts(snapshot, column).await?;
         let terms = scored_terms(&bound);
-        let stats = statistics_of(&parts, &terms).await?;
+        let stats = statistics_of(&column_index, &terms).await?;
         let scoring = Scoring::new(
             snapshot.options.text.bm25,
             stats.column,
@@ -79,7 +79,7 @@ impl Table {
             &stats.doc_freqs,
         );
         let mut best = TopRows::new(k);
-        for (p, part) in parts.iter().enumerate() {
+        for (p, part) in column_index.parts.iter().enumerate() {
             if k == 0 {
                 break;
             }
@@ -118,7 +118,7 @@ impl Table {
     ) -> Result<u64> {
         let bound = TextTarget::of(&snapshot.options, column).bind(query)?;
         let mut count = 0u64;
-        for part in self.text_parts(snapshot, column).await? {
+        for part in &self.text_parts(snapshot, column).await?.parts {
             let (reader, mask) = (&part.reader, part.mask.as_deref());
             if let (Bound::Term { term, .. }, None) = (&bound, mask) {
                 // Every row is live: the term's count is in its term info.

@@ -11,6 +11,8 @@
 //!   deletes scoring exactly as one built from its live rows;
 //! - a term's document frequency: live rows holding it.
 
+use std::sync::Arc;
+
 use arrow::buffer::BooleanBuffer;
 
 use super::Snapshot;
@@ -83,13 +85,17 @@ impl Table {
     }
 
     /// Every part's index of `column` with its deletion mask, in snapshot
-    /// order; a part without the index is an error naming it.
+    /// order; a part without the index is an error naming it. Opened once
+    /// per snapshot, then shared by its readers.
     pub(crate) async fn text_parts(
         &self,
         snapshot: &Snapshot,
         column: &str,
-    ) -> Result<Vec<TextPart>> {
+    ) -> Result<Arc<TextColumn>> {
         self.check_text_column(snapshot, column)?;
+        if let Some(opened) = crate::sync::lock(&snapshot.derived.text).get(column) {
+            return Ok(opened.clone());
+        }
         let mut parts = Vec::with_capacity(snapshot.parts.len());
         for entry in &snapshot.parts {
             let Some(reader) = self.text_index(snapshot, entry, column).await? else {
@@ -98,7 +104,10 @@ impl Table {
             let mask = self.deletion_mask(entry).await?;
             parts.push(TextPart { reader, mask });
         }
-        Ok(parts)
+        let stats = column_stats(&parts).await?;
+        let opened = Arc::new(TextColumn { parts, stats });
+        let mut derived = crate::sync::lock(&snapshot.derived.text);
+        Ok(derived.entry(column.to_string()).or_insert(opened).clone())
     }
 
     /// The terms of `column`'s text index over `snapshot` starting with
@@ -151,29 +160,48 @@ impl Table {
 /// One part's text index of a column and its deleted rows.
 pub(crate) struct TextPart {
     pub reader: TextIndexReader,
-    pub mask: Option<std::sync::Arc<BooleanBuffer>>,
+    pub mask: Option<Arc<BooleanBuffer>>,
 }
 
-/// The statistics of the live rows of `parts`, with the document
+/// A column's text indexes over a snapshot: every part's, and the
+/// column's statistics over the live rows.
+pub(crate) struct TextColumn {
+    pub parts: Vec<TextPart>,
+    pub stats: ColumnStats,
+}
+
+/// The statistics of the live rows of `column`, with the document
 /// frequencies of `terms`.
-pub(crate) async fn statistics_of(parts: &[TextPart], terms: &[String]) -> Result<TextStatistics> {
-    let mut stats = TextStatistics {
-        column: ColumnStats::default(),
-        doc_freqs: vec![0; terms.len()],
-    };
+pub(crate) async fn statistics_of(column: &TextColumn, terms: &[String]) -> Result<TextStatistics> {
+    let mut doc_freqs = vec![0; terms.len()];
+    for part in &column.parts {
+        let deleted = part.mask.as_deref();
+        for (term, doc_freq) in terms.iter().zip(doc_freqs.iter_mut()) {
+            *doc_freq += live_doc_freq(&part.reader, term, deleted).await?;
+        }
+    }
+    Ok(TextStatistics {
+        column: column.stats,
+        doc_freqs,
+    })
+}
+
+/// The column's statistics over the live rows of `parts`.
+async fn column_stats(parts: &[TextPart]) -> Result<ColumnStats> {
+    let mut stats = ColumnStats::default();
     for part in parts {
-        add_part(&part.reader, part.mask.as_deref(), terms, &mut stats).await?;
+        let live = part_stats(&part.reader, part.mask.as_deref()).await?;
+        stats.rows += live.rows;
+        stats.total_len += live.total_len;
     }
     Ok(stats)
 }
 
-/// Adds one part's live rows to `stats`.
-async fn add_part(
+/// One part's live rows with tokens and their coded lengths.
+async fn part_stats(
     reader: &TextIndexReader,
     deleted: Option<&BooleanBuffer>,
-    terms: &[String],
-    stats: &mut TextStatistics,
-) -> Result<()> {
+) -> Result<ColumnStats> {
     let summary = reader.summary();
     let mut part = ColumnStats {
         rows: summary.stats.rows,
@@ -182,7 +210,7 @@ async fn add_part(
     let disagree = || reader.malformed("its length codes disagree with its rows".into());
     if let Some(deleted) = deleted {
         // Take back what the deleted rows with tokens added.
-        let mut block: Option<(usize, std::sync::Arc<Vec<u8>>)> = None;
+        let mut block: Option<(usize, Arc<Vec<u8>>)> = None;
         for row in deleted.set_indices() {
             let b = row / NORMS_PER_BLOCK;
             if block.as_ref().is_none_or(|(at, _)| *at != b) {
@@ -200,12 +228,7 @@ async fn add_part(
             }
         }
     }
-    stats.column.rows += part.rows;
-    stats.column.total_len += part.total_len;
-    for (term, doc_freq) in terms.iter().zip(stats.doc_freqs.iter_mut()) {
-        *doc_freq += live_doc_freq(reader, term, deleted).await?;
-    }
-    Ok(())
+    Ok(part)
 }
 
 /// Live rows of the part holding `term`.

@@ -1,8 +1,10 @@
 //! The postings codec against the lists it encoded: every row, frequency
 //! and position back in order; `seek` lands where a linear search does;
-//! each block's bound is its rows' largest frequency and shortest length;
+//! each block's impacts bound its rows' BM25 scores exactly, whatever the
+//! parameters;
 //! damaged bytes are errors or wrong-but-bounded values, never a panic.
 
+use diagon::index::text::bm25::{decode_length, encode_length};
 use diagon::index::text::postings::{BLOCK_LEN, END, PostingList, TermPostings, encode};
 use proptest::prelude::*;
 
@@ -92,11 +94,22 @@ proptest! {
         }
         prop_assert_eq!(cursor.row(), END);
         for (b, block) in list.chunks(BLOCK_LEN).enumerate() {
-            let bound = reader.bound(b);
-            prop_assert_eq!(bound.max_freq as usize, block.iter().map(|p| p.positions.len()).max().unwrap());
-            prop_assert_eq!(bound.min_len, block.iter().map(|p| p.len).min().unwrap());
-            prop_assert_eq!(bound.last_row, block.last().unwrap().row);
+            prop_assert_eq!(reader.last_row(b), block.last().unwrap().row);
+            prop_assert_eq!(reader.block_of(block[0].row), Some(b));
+            for (k1, b_param, avg) in [(1.2f32, 0.75f32, 30f32), (0.3, 1.0, 2.0), (3.0, 0.0, 500.0)] {
+                let score = |freq: u32, code: u8| {
+                    let len = decode_length(code) as f32;
+                    let f = freq as f32;
+                    f / (f + k1 * (1.0 - b_param + b_param * len / avg))
+                };
+                let best = block
+                    .iter()
+                    .map(|p| score(p.positions.len() as u32, encode_length(p.len)))
+                    .fold(0f32, f32::max);
+                prop_assert_eq!(reader.block_max(b, score).unwrap(), best, "block {}", b);
+            }
         }
+        prop_assert_eq!(reader.block_of(list.last().unwrap().row + 1), None);
     }
 
     #[test]

@@ -166,12 +166,6 @@ impl TermScorer {
         self.weight - self.weight / (1.0 + x)
     }
 
-    /// The most any row of a block can score: its largest frequency at its
-    /// shortest length (the score grows with the one, falls with the other).
-    pub fn max_score(&self, max_freq: u32, min_len: u32) -> f32 {
-        self.score(max_freq, encode_length(min_len))
-    }
-
     /// Scores a block of rows into `out`, one loop the compiler can
     /// vectorise: the per-row lookup is the only gather.
     pub fn score_block(&self, freqs: &[u32], norms: &[u8], out: &mut [f32]) {

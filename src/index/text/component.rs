@@ -34,7 +34,7 @@ use crate::error::{Error, Result};
 use crate::part::component::{BuiltComponent, Component, ComponentBuilder};
 
 pub const KIND: &str = "text_index";
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 
 /// Terms per term info block.
 pub const TERMS_PER_BLOCK: usize = 4096;

@@ -1,36 +1,53 @@
 //! The postings of one term in one part: the rows holding the term, how
 //! often each holds it, and where (positions, for phrases), encoded as in
 //! Lucene and tantivy: blocks of [`BLOCK_LEN`] rows with bit-packed
-//! deltas, and a skip entry per block that lets a reader jump over blocks
-//! and bound their scores without decoding them.
+//! deltas, and a skip entry per block that lets a reader jump over blocks,
+//! and bound their scores, without decoding them.
 //!
 //! ```text
-//! rows: u32 LE                         number of rows (at least 1)
-//! skip entry per full block (SKIP_LEN bytes):
-//!     last_row: u32 LE                 the block's last row
-//!     max_freq: u32 LE, min_len: u32 LE  the block's largest frequency and
-//!                                       shortest field length (a BM25 bound)
-//!     positions_end: u32 LE            end of its positions in `positions`
-//!     row_bits: u8, freq_bits: u8      bit widths of the packed blocks
-//! full blocks: row deltas (strictly increasing, from the previous block's
-//!     last row), then frequency - 1, each BLOCK_LEN values bit-packed
+//! rows: u32 LE                     number of rows (at least 1)
+//! last_row: u32 LE                 the list's last row
+//! skip entry per full block (SKIP_LEN bytes, u32 LE each):
+//!     last_row                     the block's last row
+//!     data_end                     end of the block's data (from the data's start)
+//!     impacts_end                  end of its impacts (from the impacts' start)
+//!     positions_end                end of its positions (from the positions' start)
+//! tail_bytes: varint, impacts_len: varint   lengths of the tail and the impacts
+//! data per full block: row_bits u8, freq_bits u8, row deltas (strictly
+//!     increasing from the previous block's last row), frequency - 1,
+//!     each BLOCK_LEN values bit-packed
 //! tail (rows % BLOCK_LEN rows): varint row deltas, then varint frequency - 1
-//! tail bound: max_freq, min_len as varints
+//! impacts per block, the tail's last (if it has rows): a varint count, then
+//!     (frequency varint, length code u8) pairs, frequency ascending
 //! positions: per row, its positions as varint deltas
 //! ```
+//!
+//! A block's impacts are its competitive (frequency, length code) pairs,
+//! Lucene's: those no other row of the block beats on both (as often or
+//! more, as short or shorter). BM25 grows with the frequency and falls with
+//! the length whatever its parameters, so the best score of a block's rows
+//! is the best of its impacts' scores: an exact bound, for the table's
+//! statistics whatever they are when the query runs.
+//!
+//! A reader opens a list in constant time (the skip entries are read where
+//! a seek needs them, by galloping search) and decodes a block's
+//! frequencies only when one is asked for.
 //!
 //! Invariants the writer guarantees and the reader checks before it
 //! relies on them: rows strictly increase; each frequency is at least 1
 //! and equals the number of the row's positions; positions of a row
-//! strictly increase; every length and bit width lies inside the bytes.
+//! strictly increase; every offset, length and bit width lies inside the
+//! bytes.
 
 use bitpacking::{BitPacker, BitPacker4x};
+
+use super::bm25::encode_length;
 
 /// Rows per packed block (the 4x packer's block: SIMD-friendly).
 pub const BLOCK_LEN: usize = BitPacker4x::BLOCK_LEN;
 
 /// Bytes of one skip entry.
-const SKIP_LEN: usize = 18;
+const SKIP_LEN: usize = 16;
 
 /// One term's postings in a part, as the index builder holds them:
 /// parallel `rows` (strictly increasing) and `freqs` (each at least 1),
@@ -44,7 +61,7 @@ pub struct TermPostings<'a> {
 }
 
 /// Encodes `postings` into `out`; `len_of` gives a row's length in tokens
-/// (for the blocks' score bounds).
+/// (for the blocks' impacts).
 pub fn encode(postings: TermPostings<'_>, len_of: impl Fn(u32) -> u32, out: &mut Vec<u8>) {
     let TermPostings {
         rows: all_rows,
@@ -55,10 +72,9 @@ pub fn encode(postings: TermPostings<'_>, len_of: impl Fn(u32) -> u32, out: &mut
     debug_assert!(all_rows.windows(2).all(|w| w[0] < w[1]));
     let packer = BitPacker4x::new();
     let full = all_rows.len() / BLOCK_LEN;
-    out.extend_from_slice(&(all_rows.len() as u32).to_le_bytes());
-    let skips_at = out.len();
-    out.resize(skips_at + full * SKIP_LEN, 0);
-
+    let mut skips = Vec::with_capacity(full * SKIP_LEN);
+    let mut data = Vec::new();
+    let mut impacts = Vec::new();
     let mut positions = Vec::new();
     let mut next_position = 0;
     let mut put_row_positions = |freq: u32, positions: &mut Vec<u8>| {
@@ -79,43 +95,79 @@ pub fn encode(postings: TermPostings<'_>, len_of: impl Fn(u32) -> u32, out: &mut
         }
         let row_bits = packer.num_bits_strictly_sorted(previous, &rows);
         let freq_bits = packer.num_bits(&freqs);
+        data.extend_from_slice(&[row_bits, freq_bits]);
         let n = packer.compress_strictly_sorted(previous, &rows, &mut packed, row_bits);
-        out.extend_from_slice(&packed[..n]);
+        data.extend_from_slice(&packed[..n]);
         let n = packer.compress(&freqs, &mut packed, freq_bits);
-        out.extend_from_slice(&packed[..n]);
-
-        let (max_freq, min_len) = bound(&all_rows[range.clone()], &all_freqs[range], &len_of);
+        data.extend_from_slice(&packed[..n]);
+        put_impacts(
+            &all_rows[range.clone()],
+            &all_freqs[range],
+            &len_of,
+            &mut impacts,
+        );
         let last_row = rows[BLOCK_LEN - 1];
-        let skip = &mut out[skips_at + b * SKIP_LEN..skips_at + (b + 1) * SKIP_LEN];
-        skip[0..4].copy_from_slice(&last_row.to_le_bytes());
-        skip[4..8].copy_from_slice(&max_freq.to_le_bytes());
-        skip[8..12].copy_from_slice(&min_len.to_le_bytes());
-        skip[12..16].copy_from_slice(&(positions.len() as u32).to_le_bytes());
-        skip[16] = row_bits;
-        skip[17] = freq_bits;
+        for word in [
+            last_row,
+            data.len() as u32,
+            impacts.len() as u32,
+            positions.len() as u32,
+        ] {
+            skips.extend_from_slice(&word.to_le_bytes());
+        }
         previous = Some(last_row);
     }
     let tail = full * BLOCK_LEN..all_rows.len();
+    let mut tail_bytes = Vec::new();
     let mut last = previous;
     for &row in &all_rows[tail.clone()] {
-        put_varint(last.map_or(row, |l| row - l - 1), out);
+        put_varint(last.map_or(row, |l| row - l - 1), &mut tail_bytes);
         last = Some(row);
     }
     for &freq in &all_freqs[tail.clone()] {
-        put_varint(freq - 1, out);
+        put_varint(freq - 1, &mut tail_bytes);
         put_row_positions(freq, &mut positions);
     }
-    let (max_freq, min_len) = bound(&all_rows[tail.clone()], &all_freqs[tail], &len_of);
-    put_varint(max_freq, out);
-    put_varint(min_len, out);
-    out.extend_from_slice(&positions);
+    if !tail.is_empty() {
+        put_impacts(
+            &all_rows[tail.clone()],
+            &all_freqs[tail],
+            &len_of,
+            &mut impacts,
+        );
+    }
+    out.extend_from_slice(&(all_rows.len() as u32).to_le_bytes());
+    out.extend_from_slice(&all_rows[all_rows.len() - 1].to_le_bytes());
+    out.extend_from_slice(&skips);
+    put_varint(tail_bytes.len() as u32, out);
+    put_varint(impacts.len() as u32, out);
+    for area in [&data, &tail_bytes, &impacts, &positions] {
+        out.extend_from_slice(area);
+    }
 }
 
-/// The largest frequency and the shortest length among `rows`.
-fn bound(rows: &[u32], freqs: &[u32], len_of: &impl Fn(u32) -> u32) -> (u32, u32) {
-    let max_freq = freqs.iter().copied().max().unwrap_or(0);
-    let min_len = rows.iter().map(|&r| len_of(r)).min().unwrap_or(u32::MAX);
-    (max_freq, min_len)
+/// The competitive (frequency, length code) pairs of a block's rows,
+/// frequency ascending (see the module's documentation).
+fn put_impacts(rows: &[u32], freqs: &[u32], len_of: &impl Fn(u32) -> u32, out: &mut Vec<u8>) {
+    let mut pairs: Vec<(u32, u8)> = rows
+        .iter()
+        .zip(freqs)
+        .map(|(&row, &freq)| (freq, encode_length(len_of(row))))
+        .collect();
+    // Most frequent first, shortest first among equals; each pair kept is
+    // shorter than every more frequent one.
+    pairs.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let mut frontier: Vec<(u32, u8)> = Vec::new();
+    for pair in pairs {
+        if frontier.last().is_none_or(|last| pair.1 < last.1) {
+            frontier.push(pair);
+        }
+    }
+    put_varint(frontier.len() as u32, out);
+    for (freq, code) in frontier.into_iter().rev() {
+        put_varint(freq, out);
+        out.push(code);
+    }
 }
 
 fn put_positions(positions: &[u32], out: &mut Vec<u8>) {
@@ -150,127 +202,86 @@ fn get_varint(bytes: &[u8], pos: &mut usize) -> Result<u32, String> {
     Err("a varint longer than 5 bytes".into())
 }
 
-/// What bounds the scores of a block's rows: its largest frequency and
-/// shortest length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BlockBound {
-    /// The block's last row.
-    pub last_row: u32,
-    pub max_freq: u32,
-    pub min_len: u32,
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
 }
 
-struct Skip {
-    bound: BlockBound,
-    /// Byte range of the block's packed rows and frequencies.
-    start: usize,
-    row_bits: u8,
-    freq_bits: u8,
-    positions_end: usize,
-}
-
-/// A reader over one encoded posting list, checked on open: every skip
-/// entry and block lies inside the bytes.
+/// A reader over one encoded posting list. Opening checks where the
+/// areas lie; each block's entry is checked when it is read.
 pub struct PostingList<'a> {
     bytes: &'a [u8],
     rows: u32,
-    skips: Vec<Skip>,
-    tail_bound: BlockBound,
-    /// Where the positions start.
+    last_row: u32,
+    /// Full blocks (with skip entries).
+    full: usize,
+    /// Where the areas start, and the impacts' length.
+    data_at: usize,
+    tail_at: usize,
+    impacts_at: usize,
+    impacts_len: usize,
     positions_at: usize,
-    /// Tail rows and frequencies, decoded on open (at most BLOCK_LEN - 1).
-    tail_rows: Vec<u32>,
-    tail_freqs: Vec<u32>,
 }
 
 impl<'a> PostingList<'a> {
     /// Opens the posting list `bytes`; a malformed one is an error saying
     /// what is wrong (the caller names the part and component).
     pub fn open(bytes: &'a [u8]) -> Result<Self, String> {
-        let rows = bytes
-            .get(..4)
-            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
-            .filter(|&r| r > 0)
-            .ok_or("a posting list without rows")?;
-        let full = rows as usize / BLOCK_LEN;
-        let skips_len = full
-            .checked_mul(SKIP_LEN)
-            .filter(|&l| 4 + l <= bytes.len())
-            .ok_or("skip entries run past the end")?;
-        let mut skips = Vec::with_capacity(full);
-        let mut at = 4 + skips_len;
-        let mut previous_row = None;
-        let mut previous_positions = 0;
-        for b in 0..full {
-            let s = &bytes[4 + b * SKIP_LEN..4 + (b + 1) * SKIP_LEN];
-            let word = |i: usize| u32::from_le_bytes(s[i..i + 4].try_into().expect("4 bytes"));
-            let (row_bits, freq_bits) = (s[16], s[17]);
-            if row_bits > 32 || freq_bits > 32 {
-                return Err(format!("block {b}: bit width over 32"));
-            }
-            let last_row = word(0);
-            if previous_row.is_some_and(|p| last_row <= p) {
-                return Err(format!("block {b}: rows do not increase"));
-            }
-            let positions_end = word(12) as usize;
-            if positions_end < previous_positions {
-                return Err(format!("block {b}: positions go back"));
-            }
-            let len = BitPacker4x::compressed_block_size(row_bits)
-                + BitPacker4x::compressed_block_size(freq_bits);
-            if at + len > bytes.len() {
-                return Err(format!("block {b} runs past the end"));
-            }
-            skips.push(Skip {
-                bound: BlockBound {
-                    last_row,
-                    max_freq: word(4),
-                    min_len: word(8),
-                },
-                start: at,
-                row_bits,
-                freq_bits,
-                positions_end,
-            });
-            at += len;
-            previous_row = Some(last_row);
-            previous_positions = positions_end;
-        }
-        let tail = rows as usize % BLOCK_LEN;
-        let mut pos = at;
-        let (mut tail_rows, mut tail_freqs) = (Vec::with_capacity(tail), Vec::with_capacity(tail));
-        let mut last = previous_row;
-        for _ in 0..tail {
-            let delta = get_varint(bytes, &mut pos)?;
-            let row = match last {
-                None => Some(delta),
-                Some(l) => l.checked_add(delta).and_then(|r| r.checked_add(1)),
-            }
-            .ok_or("a row past u32")?;
-            tail_rows.push(row);
-            last = Some(row);
-        }
-        for _ in 0..tail {
-            let freq = get_varint(bytes, &mut pos)?;
-            tail_freqs.push(freq.checked_add(1).ok_or("a frequency past u32")?);
-        }
-        let tail_bound = BlockBound {
-            last_row: last.unwrap_or(0),
-            max_freq: get_varint(bytes, &mut pos)?,
-            min_len: get_varint(bytes, &mut pos)?,
+        let (rows, last_row) = match bytes {
+            [r0, r1, r2, r3, l0, l1, l2, l3, ..] => (
+                u32::from_le_bytes([*r0, *r1, *r2, *r3]),
+                u32::from_le_bytes([*l0, *l1, *l2, *l3]),
+            ),
+            _ => return Err("a posting list without rows".into()),
         };
-        if previous_positions > bytes.len() - pos {
-            return Err("positions run past the end".into());
+        if rows == 0 {
+            return Err("a posting list without rows".into());
         }
-        Ok(PostingList {
+        let full = rows as usize / BLOCK_LEN;
+        let mut pos = full
+            .checked_mul(SKIP_LEN)
+            .map(|l| 8 + l)
+            .filter(|&at| at <= bytes.len())
+            .ok_or("skip entries run past the end")?;
+        let tail_bytes = get_varint(bytes, &mut pos)? as usize;
+        let impacts_len = get_varint(bytes, &mut pos)? as usize;
+        let mut list = PostingList {
             bytes,
             rows,
-            skips,
-            tail_bound,
-            positions_at: pos,
-            tail_rows,
-            tail_freqs,
-        })
+            last_row,
+            full,
+            data_at: pos,
+            tail_at: 0,
+            impacts_at: 0,
+            impacts_len,
+            positions_at: 0,
+        };
+        let data_len = match full {
+            0 => 0,
+            _ => list.skip(full - 1, 4) as usize,
+        };
+        list.tail_at = pos + data_len;
+        list.impacts_at = list.tail_at + tail_bytes;
+        list.positions_at = list.impacts_at + impacts_len;
+        if list.positions_at > bytes.len() {
+            return Err("blocks, tail or impacts run past the end".into());
+        }
+        if full > 0 && list.skip(full - 1, 12) as usize > bytes.len() - list.positions_at {
+            return Err("positions run past the end".into());
+        }
+        if full > 0 && rows as usize % BLOCK_LEN == 0 && list.skip(full - 1, 0) != last_row {
+            return Err("the last block's last row is not the list's".into());
+        }
+        Ok(list)
+    }
+
+    /// Rows in the tail block (the last, without a skip entry).
+    fn tail_len(&self) -> usize {
+        self.rows as usize % BLOCK_LEN
+    }
+
+    /// Word `word` (a byte offset in the entry) of block `b`'s skip entry.
+    fn skip(&self, b: usize, word: usize) -> u32 {
+        u32_at(self.bytes, 8 + b * SKIP_LEN + word)
     }
 
     /// Rows in the list (the term's document frequency in the part).
@@ -284,25 +295,76 @@ impl<'a> PostingList<'a> {
 
     /// Blocks, the tail counted as one when it has rows.
     pub fn blocks(&self) -> usize {
-        self.skips.len() + usize::from(!self.tail_rows.is_empty())
+        self.full + usize::from(self.tail_len() > 0)
     }
 
-    /// The bound of block `b` (the tail is the last block).
-    pub fn bound(&self, b: usize) -> BlockBound {
-        match self.skips.get(b) {
-            Some(skip) => skip.bound,
-            None => self.tail_bound,
+    /// The last row of block `b` (the tail is the last block).
+    pub fn last_row(&self, b: usize) -> u32 {
+        match b < self.full {
+            true => self.skip(b, 0),
+            false => self.last_row,
         }
+    }
+
+    /// The best `score` of block `b`'s rows, `score` being a BM25 of
+    /// (frequency, length code): the best of its impacts.
+    pub fn block_max(&self, b: usize, score: impl Fn(u32, u8) -> f32) -> Result<f32, String> {
+        let start = match b {
+            0 => 0,
+            b => self.skip(b - 1, 8) as usize,
+        };
+        let end = match b < self.full {
+            true => self.skip(b, 8) as usize,
+            false => self.impacts_len,
+        };
+        let impacts = self
+            .bytes
+            .get(self.impacts_at + start..self.impacts_at + end)
+            .filter(|_| start <= end && end <= self.impacts_len)
+            .ok_or_else(|| format!("block {b}: impacts outside their area"))?;
+        let mut pos = 0;
+        let count = get_varint(impacts, &mut pos)?;
+        let mut best = 0f32;
+        for _ in 0..count {
+            let freq = get_varint(impacts, &mut pos)?;
+            let code = *impacts.get(pos).ok_or("an impact runs past its block")?;
+            pos += 1;
+            best = best.max(score(freq, code));
+        }
+        Ok(best)
     }
 
     /// The block holding `row` if the list has it: the first block whose
     /// last row is at or after it; `None` past the list's last row.
     pub fn block_of(&self, row: u32) -> Option<usize> {
-        let b = self.skips.partition_point(|s| s.bound.last_row < row);
-        match b < self.skips.len() {
-            true => Some(b),
-            false => (!self.tail_rows.is_empty() && self.tail_bound.last_row >= row).then_some(b),
+        let b = self.first_block_from(0, row);
+        (b < self.blocks() && self.last_row(b) >= row).then_some(b)
+    }
+
+    /// The first full block at or after `from` whose last row is at or
+    /// after `row`, or the tail (`full`): galloping, then binary search
+    /// (a seek usually lands near).
+    fn first_block_from(&self, from: usize, row: u32) -> usize {
+        let (mut low, mut step) = (from, 1);
+        let mut high = self.full;
+        while low < self.full {
+            let probe = (low + step - 1).min(self.full - 1);
+            if self.skip(probe, 0) >= row {
+                high = probe;
+                break;
+            }
+            low = probe + 1;
+            step *= 2;
         }
+        // The answer lies in low..=high.
+        while low < high {
+            let mid = low + (high - low) / 2;
+            match self.skip(mid, 0) >= row {
+                true => high = mid,
+                false => low = mid + 1,
+            }
+        }
+        low
     }
 
     /// A cursor on the first row.
@@ -312,6 +374,7 @@ impl<'a> PostingList<'a> {
             block: usize::MAX,
             rows: [0; BLOCK_LEN],
             freqs: [0; BLOCK_LEN],
+            freqs_at: None,
             len: 0,
             i: 0,
             positions_row: 0,
@@ -330,6 +393,9 @@ pub struct Cursor<'l, 'a> {
     block: usize,
     rows: [u32; BLOCK_LEN],
     freqs: [u32; BLOCK_LEN],
+    /// Where the block's packed frequencies are, and their bit width,
+    /// until they are decoded.
+    freqs_at: Option<(usize, u8)>,
     len: usize,
     i: usize,
     /// The row of the block whose positions start at `positions_at`
@@ -348,27 +414,84 @@ impl Cursor<'_, '_> {
         self.positions_row = 0;
         self.positions_at = self.block_positions_start();
         let list = self.list;
-        if let Some(skip) = list.skips.get(b) {
-            let packer = BitPacker4x::new();
-            let previous = b.checked_sub(1).map(|p| list.skips[p].bound.last_row);
-            let rows_len = BitPacker4x::compressed_block_size(skip.row_bits);
-            let bytes = &list.bytes[skip.start..];
-            packer.decompress_strictly_sorted(previous, bytes, &mut self.rows, skip.row_bits);
-            packer.decompress(&bytes[rows_len..], &mut self.freqs, skip.freq_bits);
-            if self.rows[BLOCK_LEN - 1] != skip.bound.last_row {
+        if b < list.full {
+            let start = match b {
+                0 => 0,
+                b => list.skip(b - 1, 4) as usize,
+            };
+            let end = list.skip(b, 4) as usize;
+            let data = list
+                .bytes
+                .get(list.data_at + start..list.data_at + end)
+                .filter(|_| start <= end)
+                .ok_or_else(|| format!("block {b} lies outside the data"))?;
+            let (row_bits, freq_bits) = match data {
+                [r, f, ..] if *r <= 32 && *f <= 32 => (*r, *f),
+                _ => return Err(format!("block {b}: no bit widths, or over 32")),
+            };
+            let rows_len = BitPacker4x::compressed_block_size(row_bits);
+            if data.len() != 2 + rows_len + BitPacker4x::compressed_block_size(freq_bits) {
+                return Err(format!(
+                    "block {b}: its length disagrees with its bit widths"
+                ));
+            }
+            let previous = b.checked_sub(1).map(|p| list.skip(p, 0));
+            BitPacker4x::new().decompress_strictly_sorted(
+                previous,
+                &data[2..],
+                &mut self.rows,
+                row_bits,
+            );
+            if self.rows[BLOCK_LEN - 1] != list.skip(b, 0) {
                 return Err(format!("block {b}: rows disagree with its skip entry"));
             }
-            for f in &mut self.freqs {
-                *f = f.checked_add(1).ok_or("a frequency past u32")?;
-            }
+            self.freqs_at = Some((list.data_at + start + 2 + rows_len, freq_bits));
             self.len = BLOCK_LEN;
         } else {
-            let n = list.tail_rows.len();
-            self.rows[..n].copy_from_slice(&list.tail_rows);
-            self.freqs[..n].copy_from_slice(&list.tail_freqs);
-            self.len = n;
+            self.load_tail()?;
         }
         Ok(())
+    }
+
+    /// Decodes the tail block's rows and frequencies.
+    fn load_tail(&mut self) -> Result<(), String> {
+        let list = self.list;
+        let n = list.tail_len();
+        let tail = &list.bytes[list.tail_at..list.impacts_at];
+        let mut pos = 0;
+        let mut last = list.full.checked_sub(1).map(|b| list.skip(b, 0));
+        for i in 0..n {
+            let delta = get_varint(tail, &mut pos)?;
+            let row = match last {
+                None => Some(delta),
+                Some(l) => l.checked_add(delta).and_then(|r| r.checked_add(1)),
+            }
+            .ok_or("a row past u32")?;
+            self.rows[i] = row;
+            last = Some(row);
+        }
+        for i in 0..n {
+            let freq = get_varint(tail, &mut pos)?;
+            self.freqs[i] = freq.checked_add(1).ok_or("a frequency past u32")?;
+        }
+        if n > 0 && last != Some(list.last_row) {
+            return Err("the tail's last row is not the list's".into());
+        }
+        self.freqs_at = None;
+        self.len = n;
+        Ok(())
+    }
+
+    /// Decodes the block's frequencies if they are not yet.
+    fn decode_freqs(&mut self) {
+        if let Some((at, bits)) = self.freqs_at.take() {
+            // `load` checked that the packed frequencies lie inside.
+            BitPacker4x::new().decompress(&self.list.bytes[at..], &mut self.freqs, bits);
+            for f in &mut self.freqs {
+                // A damaged width may decode u32::MAX; it stays a bound.
+                *f = f.saturating_add(1);
+            }
+        }
     }
 
     /// The current row, or [`END`].
@@ -380,7 +503,8 @@ impl Cursor<'_, '_> {
     }
 
     /// How often the current row holds the term.
-    pub fn freq(&self) -> u32 {
+    pub fn freq(&mut self) -> u32 {
+        self.decode_freqs();
         self.freqs[self.i.min(BLOCK_LEN - 1)]
     }
 
@@ -405,22 +529,26 @@ impl Cursor<'_, '_> {
             return Ok(self.row());
         }
         let list = self.list;
-        let mut b = self.block;
-        while b < list.skips.len() && list.skips[b].bound.last_row < target {
-            b += 1;
-        }
-        if b != self.block {
+        if self.block < list.full && list.skip(self.block, 0) < target {
+            let b = list.first_block_from(self.block + 1, target);
             if b >= list.blocks() {
                 self.i = self.len;
                 return Ok(END);
             }
             self.load(b)?;
         }
-        while self.i < self.len && self.rows[self.i] < target {
+        // The block's rows from the cursor on are sorted: a few steps
+        // find a near target (the usual seek), a binary search a far one.
+        let rows = &self.rows[..self.len];
+        let near = (self.i + 8).min(rows.len());
+        while self.i < near && rows[self.i] < target {
             self.i += 1;
         }
+        if self.i == near {
+            self.i += rows[near..].partition_point(|&r| r < target);
+        }
         if self.i >= self.len {
-            // Past the block's last row (the tail has no skip entry).
+            // Past the tail's last row (a full block ends at or after it).
             return self.advance_block();
         }
         Ok(self.row())
@@ -444,6 +572,7 @@ impl Cursor<'_, '_> {
         if self.i >= self.len {
             return Ok(());
         }
+        self.decode_freqs();
         if self.positions_row > self.i {
             self.positions_row = 0;
             self.positions_at = self.block_positions_start();
@@ -476,7 +605,7 @@ impl Cursor<'_, '_> {
     fn block_positions_start(&self) -> usize {
         match self.block {
             0 => 0,
-            b => self.list.skips[b - 1].positions_end,
+            b => self.list.skip(b - 1, 12) as usize,
         }
     }
 }

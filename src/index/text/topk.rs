@@ -184,8 +184,8 @@ impl Clause<'_, '_> {
     /// block when it holds it, else found by the skip entries.
     fn block_at(&self, row: u32) -> Option<usize> {
         let b = self.cursor.block();
-        let starts_before = b == 0 || self.list.bound(b - 1).last_row < row;
-        if b < self.list.blocks() && starts_before && row <= self.list.bound(b).last_row {
+        let starts_before = b == 0 || self.list.last_row(b - 1) < row;
+        if b < self.list.blocks() && starts_before && row <= self.list.last_row(b) {
             return Some(b);
         }
         self.list.block_of(row)
@@ -198,8 +198,7 @@ impl Clause<'_, '_> {
 
     /// The last row of the block holding `row` (`END` past the list).
     fn block_end_at(&self, row: u32) -> u32 {
-        self.block_at(row)
-            .map_or(END, |b| self.list.bound(b).last_row)
+        self.block_at(row).map_or(END, |b| self.list.last_row(b))
     }
 }
 
@@ -240,11 +239,9 @@ pub async fn search(
     for (list, (order, term, boost, required)) in lists.iter().zip(present) {
         let scorer = scoring.term_scorer(term, boost);
         let block_max: Vec<f32> = (0..list.blocks())
-            .map(|b| {
-                let bound = list.bound(b);
-                scorer.max_score(bound.max_freq, bound.min_len)
-            })
-            .collect();
+            .map(|b| list.block_max(b, |freq, norm| scorer.score(freq, norm)))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| reader.malformed(e))?;
         let max = block_max.iter().copied().fold(0.0, f32::max);
         clauses.push(Clause {
             order,
@@ -435,7 +432,7 @@ impl Search<'_> {
             return Ok(());
         }
         let norm = self.norms.get(row).await?;
-        if let ([only], []) = (&*matched, &*optional) {
+        if let ([only], []) = (&mut *matched, &*optional) {
             let score = only.scorer.score(only.cursor.freq(), norm);
             self.counts.scored += 1;
             if score > threshold {
@@ -449,8 +446,13 @@ impl Search<'_> {
         present.clear();
         present.extend(
             matched
-                .iter()
-                .chain(optional.iter().filter(|c| c.row() == row))
+                .iter_mut()
+                .map(|c| (c.order, c.required, c.scorer.score(c.cursor.freq(), norm))),
+        );
+        present.extend(
+            optional
+                .iter_mut()
+                .filter(|c| c.row() == row)
                 .map(|c| (c.order, c.required, c.scorer.score(c.cursor.freq(), norm))),
         );
         present.sort_unstable_by_key(|(order, ..)| *order);

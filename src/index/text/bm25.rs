@@ -162,8 +162,22 @@ impl TermScorer {
     /// [`Self::score`] for a fractional frequency (a sloppy phrase's).
     #[inline]
     pub fn score_freq(&self, freq: f32, norm: u8) -> f32 {
-        let x = freq * self.norm_inverse[norm as usize];
-        self.weight - self.weight / (1.0 + x)
+        self.score_tf(self.tf(freq, norm))
+    }
+
+    /// The frequency normalised by the length, `freq · norm_inverse`: the
+    /// score grows with it, computed as here (every step of
+    /// [`Self::score_tf`] rounds monotonically), so the row with the
+    /// largest has the largest score.
+    #[inline]
+    pub fn tf(&self, freq: f32, norm: u8) -> f32 {
+        freq * self.norm_inverse[norm as usize]
+    }
+
+    /// The score of a normalised frequency from [`Self::tf`].
+    #[inline]
+    pub fn score_tf(&self, tf: f32) -> f32 {
+        self.weight - self.weight / (1.0 + tf)
     }
 
     /// Scores a block of rows into `out`, one loop the compiler can

@@ -186,7 +186,15 @@ fn put_varint(mut v: u32, out: &mut Vec<u8>) {
     out.push(v as u8);
 }
 
+#[inline]
 fn get_varint(bytes: &[u8], pos: &mut usize) -> Result<u32, String> {
+    // Most values (deltas, frequencies) take one byte.
+    if let Some(&byte) = bytes.get(*pos)
+        && byte < 0x80
+    {
+        *pos += 1;
+        return Ok(u32::from(byte));
+    }
     let mut v: u32 = 0;
     for shift in [0, 7, 14, 21, 28] {
         let byte = *bytes.get(*pos).ok_or("a varint runs past the end")?;
@@ -306,9 +314,11 @@ impl<'a> PostingList<'a> {
         }
     }
 
-    /// The best `score` of block `b`'s rows, `score` being a BM25 of
-    /// (frequency, length code): the best of its impacts.
-    pub fn block_max(&self, b: usize, score: impl Fn(u32, u8) -> f32) -> Result<f32, String> {
+    /// The largest `key` of block `b`'s impacts. For a key that grows with
+    /// the frequency and falls with the length code (BM25's, or its
+    /// normalised frequency, from which the score grows), the largest of
+    /// any row of the block.
+    pub fn block_max(&self, b: usize, key: impl Fn(u32, u8) -> f32) -> Result<f32, String> {
         let start = match b {
             0 => 0,
             b => self.skip(b - 1, 8) as usize,
@@ -329,7 +339,10 @@ impl<'a> PostingList<'a> {
             let freq = get_varint(impacts, &mut pos)?;
             let code = *impacts.get(pos).ok_or("an impact runs past its block")?;
             pos += 1;
-            best = best.max(score(freq, code));
+            let k = key(freq, code);
+            if k > best {
+                best = k;
+            }
         }
         Ok(best)
     }
@@ -506,6 +519,13 @@ impl Cursor<'_, '_> {
     pub fn freq(&mut self) -> u32 {
         self.decode_freqs();
         self.freqs[self.i.min(BLOCK_LEN - 1)]
+    }
+
+    /// The current block's rows and frequencies (all of them, whatever
+    /// row the cursor is on).
+    pub fn block_postings(&mut self) -> (&[u32], &[u32]) {
+        self.decode_freqs();
+        (&self.rows[..self.len], &self.freqs[..self.len])
     }
 
     /// The block the cursor is in.

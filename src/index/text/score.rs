@@ -344,6 +344,30 @@ impl<'a> Norms<'a> {
         }
     }
 
+    /// The length codes of `rows` (ascending), into `out`.
+    pub(crate) async fn codes(&mut self, rows: &[u32], out: &mut [u8]) -> Result<()> {
+        let (Some(&first), Some(&last)) = (rows.first(), rows.last()) else {
+            return Ok(());
+        };
+        let b = first as usize / NORMS_PER_BLOCK;
+        if last as usize / NORMS_PER_BLOCK == b {
+            // One norms block holds them all: a gather.
+            self.get(first).await?;
+            let (_, codes) = self.block.as_ref().expect("loaded by get");
+            let base = b * NORMS_PER_BLOCK;
+            if let Some(codes) = codes.get(..=last as usize - base) {
+                for (&row, code) in rows.iter().zip(out.iter_mut()) {
+                    *code = codes[row as usize - base];
+                }
+                return Ok(());
+            }
+        }
+        for (&row, code) in rows.iter().zip(out.iter_mut()) {
+            *code = self.get(row).await?;
+        }
+        Ok(())
+    }
+
     pub(crate) async fn get(&mut self, row: u32) -> Result<u8> {
         let b = row as usize / NORMS_PER_BLOCK;
         if self.block.as_ref().is_none_or(|(at, _)| *at != b) {

@@ -3,8 +3,8 @@
 //! conjunction (Ding and Suel, "Faster top-k document retrieval using
 //! block-max indexes", 2011; Lucene's and tantivy's top-k scorers).
 //!
-//! Each posting block's skip entry bounds the scores of its rows (its
-//! largest frequency at its shortest length). A [`Collector`] holds the
+//! Each posting block's impacts bound the scores of its rows exactly (the
+//! best score of its competitive (frequency, length) pairs). A [`Collector`] holds the
 //! best rows so far and says what score a row must beat; blocks whose
 //! bounds cannot beat it are passed without decoding their rows' scores,
 //! and rows that cannot beat it are never scored.
@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use super::bm25::TermScorer;
 use super::bound::Bound;
 use super::component::TextIndexReader;
-use super::postings::{Cursor, END, PostingList};
+use super::postings::{BLOCK_LEN, Cursor, END, PostingList};
 use super::query::Occur;
 use super::score::{Norms, Scoring};
 use super::search::{matching_rows, union};
@@ -202,6 +202,17 @@ impl Clause<'_, '_> {
     }
 }
 
+/// The best score of block `b`'s rows, exactly as they score: the score
+/// of its impacts' largest normalised frequency.
+fn block_max(
+    list: &PostingList<'_>,
+    b: usize,
+    scorer: &TermScorer,
+) -> std::result::Result<f32, String> {
+    let tf = list.block_max(b, |freq, norm| scorer.tf(freq as f32, norm))?;
+    Ok(scorer.score_tf(tf))
+}
+
 /// Offers the part's rows that `bound` matches and could enter
 /// `collector` to it, best-first search by block bounds. Returns `None`
 /// when the query's shape is not one this searches (nothing was offered).
@@ -238,10 +249,14 @@ pub async fn search(
     let mut clauses = Vec::with_capacity(lists.len());
     for (list, (order, term, boost, required)) in lists.iter().zip(present) {
         let scorer = scoring.term_scorer(term, boost);
-        let block_max: Vec<f32> = (0..list.blocks())
-            .map(|b| list.block_max(b, |freq, norm| scorer.score(freq, norm)))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|e| reader.malformed(e))?;
+        // One term bounds its blocks as it meets them (see `single`).
+        let block_max: Vec<f32> = match lists.len() {
+            1 => Vec::new(),
+            _ => (0..list.blocks())
+                .map(|b| block_max(list, b, &scorer))
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|e| reader.malformed(e))?,
+        };
         let max = block_max.iter().copied().fold(0.0, f32::max);
         clauses.push(Clause {
             order,
@@ -260,9 +275,10 @@ pub async fn search(
         excluded,
         counts: SearchCounts::default(),
     };
-    match clauses.iter().any(|c| c.required) {
-        true => search.conjunction(clauses, collector).await?,
-        false => search.disjunction(clauses, collector).await?,
+    match clauses.len() {
+        1 => search.single(&mut clauses[0], collector).await?,
+        _ if clauses.iter().any(|c| c.required) => search.conjunction(clauses, collector).await?,
+        _ => search.disjunction(clauses, collector).await?,
     }
     Ok(Some(search.counts))
 }
@@ -279,6 +295,53 @@ struct Search<'r> {
 }
 
 impl Search<'_> {
+    /// One term: block by block, the blocks whose best cannot beat the
+    /// threshold passed without decoding; the others scored a block at a
+    /// time (one loop the compiler vectorises), and only their rows that
+    /// beat the threshold offered.
+    async fn single(
+        &mut self,
+        clause: &mut Clause<'_, '_>,
+        collector: &mut dyn Collector,
+    ) -> Result<()> {
+        let list = clause.list;
+        let mut codes = [0u8; BLOCK_LEN];
+        let mut scores = [0f32; BLOCK_LEN];
+        let scorer = &clause.scorer;
+        for b in 0..list.blocks() {
+            let mut threshold = collector.threshold();
+            let best = block_max(list, b, scorer).map_err(|e| self.reader.malformed(e))?;
+            if !may_beat(best, threshold, 1) {
+                self.counts.blocks_skipped += 1;
+                continue;
+            }
+            let first = match b {
+                0 => 0,
+                b => list.last_row(b - 1).saturating_add(1),
+            };
+            if clause
+                .cursor
+                .seek(first)
+                .map_err(|e| self.reader.malformed(e))?
+                == END
+            {
+                break;
+            }
+            let (rows, freqs) = clause.cursor.block_postings();
+            let n = rows.len();
+            self.norms.codes(rows, &mut codes[..n]).await?;
+            scorer.score_block(freqs, &codes[..n], &mut scores[..n]);
+            self.counts.scored += n;
+            for (&row, &score) in rows.iter().zip(&scores[..n]) {
+                if score > threshold && self.excluded.binary_search(&row).is_err() {
+                    collector.collect(row, score).await?;
+                    threshold = collector.threshold();
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Block-max WAND: clauses ordered by their current row; the pivot is
     /// the first row where the clauses up to it could beat the threshold.
     async fn disjunction(

@@ -350,7 +350,13 @@ impl<'a> PostingList<'a> {
     /// The block holding `row` if the list has it: the first block whose
     /// last row is at or after it; `None` past the list's last row.
     pub fn block_of(&self, row: u32) -> Option<usize> {
-        let b = self.first_block_from(0, row);
+        self.block_of_from(0, row)
+    }
+
+    /// [`Self::block_of`] for a row known not to lie before block `from`
+    /// (searched from there: near rows are found in a few steps).
+    pub fn block_of_from(&self, from: usize, row: u32) -> Option<usize> {
+        let b = self.first_block_from(from, row);
         (b < self.blocks() && self.last_row(b) >= row).then_some(b)
     }
 
@@ -385,8 +391,8 @@ impl<'a> PostingList<'a> {
         let mut cursor = Cursor {
             list: self,
             block: usize::MAX,
-            rows: [0; BLOCK_LEN],
-            freqs: [0; BLOCK_LEN],
+            rows: Box::new([0; BLOCK_LEN]),
+            freqs: Box::new([0; BLOCK_LEN]),
             freqs_at: None,
             len: 0,
             i: 0,
@@ -404,8 +410,9 @@ pub struct Cursor<'l, 'a> {
     list: &'l PostingList<'a>,
     /// The decoded block (`usize::MAX` before the first).
     block: usize,
-    rows: [u32; BLOCK_LEN],
-    freqs: [u32; BLOCK_LEN],
+    /// Boxed: cursors are moved (sorted, collected) more than once.
+    rows: Box<[u32; BLOCK_LEN]>,
+    freqs: Box<[u32; BLOCK_LEN]>,
     /// Where the block's packed frequencies are, and their bit width,
     /// until they are decoded.
     freqs_at: Option<(usize, u8)>,
@@ -452,7 +459,7 @@ impl Cursor<'_, '_> {
             BitPacker4x::new().decompress_strictly_sorted(
                 previous,
                 &data[2..],
-                &mut self.rows,
+                &mut self.rows[..],
                 row_bits,
             );
             if self.rows[BLOCK_LEN - 1] != list.skip(b, 0) {
@@ -499,8 +506,8 @@ impl Cursor<'_, '_> {
     fn decode_freqs(&mut self) {
         if let Some((at, bits)) = self.freqs_at.take() {
             // `load` checked that the packed frequencies lie inside.
-            BitPacker4x::new().decompress(&self.list.bytes[at..], &mut self.freqs, bits);
-            for f in &mut self.freqs {
+            BitPacker4x::new().decompress(&self.list.bytes[at..], &mut self.freqs[..], bits);
+            for f in self.freqs.iter_mut() {
                 // A damaged width may decode u32::MAX; it stays a bound.
                 *f = f.saturating_add(1);
             }

@@ -188,7 +188,11 @@ impl Clause<'_, '_> {
         if b < self.list.blocks() && starts_before && row <= self.list.last_row(b) {
             return Some(b);
         }
-        self.list.block_of(row)
+        match starts_before && b < self.list.blocks() {
+            // Past the cursor's block: search on from it.
+            true => self.list.block_of_from(b, row),
+            false => self.list.block_of(row),
+        }
     }
 
     /// The bound on the scores of the block holding `row` (0 past the list).
@@ -258,7 +262,7 @@ pub async fn search(
                 .map_err(|e| reader.malformed(e))?,
         };
         let max = block_max.iter().copied().fold(0.0, f32::max);
-        clauses.push(Clause {
+        clauses.push(Box::new(Clause {
             order,
             required,
             list,
@@ -266,7 +270,7 @@ pub async fn search(
             scorer,
             block_max,
             max,
-        });
+        }));
     }
     let mut search = Search {
         reader,
@@ -346,12 +350,14 @@ impl Search<'_> {
     /// the first row where the clauses up to it could beat the threshold.
     async fn disjunction(
         &mut self,
-        mut clauses: Vec<Clause<'_, '_>>,
+        mut clauses: Vec<Box<Clause<'_, '_>>>,
         collector: &mut dyn Collector,
     ) -> Result<()> {
         loop {
             let threshold = collector.threshold();
-            clauses.sort_by_key(Clause::row);
+            // Boxed, so sorting moves pointers; nearly sorted already, so
+            // (for few clauses) an insertion sort.
+            clauses.sort_unstable_by_key(|c| c.row());
             let Some(mut p) = pivot(&clauses, threshold) else {
                 return Ok(());
             };
@@ -364,7 +370,7 @@ impl Search<'_> {
                 // No row before the first block end (or the next clause's
                 // row) can beat the threshold; nor, perhaps, in the blocks
                 // after: their bounds are read without decoding them.
-                let limit = clauses.get(p + 1).map_or(END, Clause::row);
+                let limit = clauses.get(p + 1).map_or(END, |c| c.row());
                 let mut target = row;
                 loop {
                     self.counts.blocks_skipped += 1;
@@ -406,7 +412,7 @@ impl Search<'_> {
     /// shortest of those blocks.
     async fn conjunction(
         &mut self,
-        clauses: Vec<Clause<'_, '_>>,
+        clauses: Vec<Box<Clause<'_, '_>>>,
         collector: &mut dyn Collector,
     ) -> Result<()> {
         let (mut required, mut optional): (Vec<_>, Vec<_>) =
@@ -485,8 +491,8 @@ impl Search<'_> {
     /// `optional` that are on it, and offers it if it beats `threshold`.
     async fn offer(
         &mut self,
-        matched: &mut [Clause<'_, '_>],
-        optional: &mut [Clause<'_, '_>],
+        matched: &mut [Box<Clause<'_, '_>>],
+        optional: &mut [Box<Clause<'_, '_>>],
         row: u32,
         threshold: f32,
         collector: &mut dyn Collector,
@@ -539,7 +545,7 @@ impl Search<'_> {
         Ok(())
     }
 
-    fn seek(&self, clauses: &mut [Clause<'_, '_>], target: u32) -> Result<()> {
+    fn seek(&self, clauses: &mut [Box<Clause<'_, '_>>], target: u32) -> Result<()> {
         for clause in clauses {
             if clause.row() < target {
                 clause
@@ -554,7 +560,7 @@ impl Search<'_> {
 
 /// The first clause (in row order) by which the clauses' bounds summed
 /// could beat `threshold`.
-fn pivot(clauses: &[Clause<'_, '_>], threshold: f32) -> Option<usize> {
+fn pivot(clauses: &[Box<Clause<'_, '_>>], threshold: f32) -> Option<usize> {
     let mut sum = 0.0f32;
     for (i, clause) in clauses.iter().enumerate() {
         if clause.row() == END {

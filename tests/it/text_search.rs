@@ -677,3 +677,125 @@ async fn top_k_search_skips_blocks_and_equals_the_reference() {
         "top 10 of {matches} matches scored {scored_rows} rows"
     );
 }
+
+/// The answers of `queries` over the table at `location`, opened afresh
+/// (a new storage handle, so nothing comes from the cache), as text; or
+/// the first error.
+async fn fresh_answers(
+    location: &std::path::Path,
+    queries: &[&str],
+) -> Result<Vec<String>, String> {
+    let ctx = crate::common::context(2);
+    ctx.sql(&format!(
+        "CREATE EXTERNAL TABLE t (id BIGINT, body VARCHAR) STORED AS DIAGON LOCATION '{}'",
+        location.display()
+    ))
+    .await
+    .map_err(|e| e.to_string())?;
+    let mut answers = Vec::new();
+    for query in queries {
+        let batches = match ctx.sql(query).await {
+            Ok(frame) => frame.collect().await,
+            Err(e) => Err(e),
+        }
+        .map_err(|e| e.to_string())?;
+        answers.push(
+            arrow::util::pretty::pretty_format_batches(&batches)
+                .unwrap()
+                .to_string(),
+        );
+    }
+    Ok(answers)
+}
+
+/// A damaged or truncated text index: every search answers as the intact
+/// index does (the damage lies where it does not read) or fails with an
+/// error naming the part and the component file; never other rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_text_indexes_are_reported_never_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = crate::common::context(2);
+    let words = [
+        "wireless",
+        "headphones",
+        "cable",
+        "speaker",
+        "noise",
+        "music",
+    ];
+    let rows: Vec<(i64, Option<String>)> = (0..600)
+        .map(|i: i64| {
+            let n = 1 + (i * 7 % 11) as usize;
+            let text: Vec<&str> = (0..n)
+                .map(|k| words[(i as usize * 31 + k * 17 + (k * k) % 5) % 6])
+                .collect();
+            (i, Some(text.join(" ")))
+        })
+        .collect();
+    table(&ctx, dir.path(), "t", "english", &rows, 1).await;
+    let location = dir.path().join("t");
+    let queries = [
+        "SELECT id FROM t WHERE match(body, 'wireless') ORDER BY id",
+        "SELECT id, bm25(body, 'wireless cable') AS s FROM t \
+         WHERE match(body, 'wireless cable') ORDER BY s DESC, id LIMIT 5",
+        "SELECT count(*) FROM t WHERE match(body, '\"noise music\" +speaker')",
+        "SELECT id FROM t WHERE match(body, 'head* OR musik~1') ORDER BY id",
+    ];
+    let intact = fresh_answers(&location, &queries).await.unwrap();
+    let file = walk_files(&location)
+        .into_iter()
+        .find(|f| f.extension().is_some_and(|e| e == "cmp"))
+        .expect("a text index component");
+    let name = file.file_name().unwrap().to_string_lossy().to_string();
+    let original = std::fs::read(&file).unwrap();
+    let mut reported = 0;
+    let mut check = |result: Result<Vec<String>, String>, what: String| match result {
+        Ok(answers) => assert_eq!(answers, intact, "{what}: other rows"),
+        Err(e) => {
+            assert!(
+                e.contains(&name) && e.contains("/parts/p_"),
+                "{what}: the error names neither {name} nor its part: {e}"
+            );
+            reported += 1;
+        }
+    };
+    let step = (original.len() / 80).max(1);
+    for at in (0..original.len())
+        .step_by(step)
+        .chain(original.len() - 8..original.len())
+    {
+        let mut bytes = original.clone();
+        bytes[at] ^= 0x5a;
+        std::fs::write(&file, &bytes).unwrap();
+        check(
+            fresh_answers(&location, &queries).await,
+            format!("byte {at}"),
+        );
+    }
+    for keep in [0, 7, original.len() / 3, original.len() - 1] {
+        std::fs::write(&file, &original[..keep]).unwrap();
+        check(
+            fresh_answers(&location, &queries).await,
+            format!("truncated to {keep}"),
+        );
+    }
+    // The searches read most of the index: most damage is seen.
+    assert!(
+        reported > 40,
+        "only {reported} damaged copies were reported"
+    );
+    std::fs::write(&file, &original).unwrap();
+    assert_eq!(fresh_answers(&location, &queries).await.unwrap(), intact);
+}
+
+fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        match path.is_dir() {
+            true => out.extend(walk_files(&path)),
+            false => out.push(path),
+        }
+    }
+    out
+}

@@ -444,12 +444,9 @@ proptest! {
     }
 }
 
-/// After a DELETE every row scores what it scores in a table holding only
-/// the live rows, whatever the parts.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scores_after_delete_equal_a_table_of_the_live_rows() {
-    let dir = tempfile::tempdir().unwrap();
-    let ctx = crate::common::context(2);
+/// `n` rows (id, text) of 1 to 11 words drawn from six, spread so that
+/// every word is in many rows at several frequencies.
+fn six_word_rows(n: i64) -> Vec<(i64, Option<String>)> {
     let words = [
         "wireless",
         "headphones",
@@ -458,15 +455,24 @@ async fn scores_after_delete_equal_a_table_of_the_live_rows() {
         "noise",
         "music",
     ];
-    let rows: Vec<(i64, Option<String>)> = (0..400)
-        .map(|i: i64| {
-            let n = 1 + (i * 7 % 11) as usize;
-            let text: Vec<&str> = (0..n)
+    (0..n)
+        .map(|i| {
+            let len = 1 + (i * 7 % 11) as usize;
+            let text: Vec<&str> = (0..len)
                 .map(|k| words[(i as usize * 31 + k * 17 + (k * k) % 5) % 6])
                 .collect();
             (i, Some(text.join(" ")))
         })
-        .collect();
+        .collect()
+}
+
+/// After a DELETE every row scores what it scores in a table holding only
+/// the live rows, whatever the parts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scores_after_delete_equal_a_table_of_the_live_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = crate::common::context(2);
+    let rows = six_word_rows(400);
     table(&ctx, dir.path(), "full", "english", &rows, 3).await;
     sql(&ctx, "DELETE FROM full WHERE id % 3 = 0 OR id > 350").await;
     let live: Vec<(i64, Option<String>)> = rows
@@ -715,23 +721,7 @@ async fn fresh_answers(
 async fn damaged_text_indexes_are_reported_never_wrong() {
     let dir = tempfile::tempdir().unwrap();
     let ctx = crate::common::context(2);
-    let words = [
-        "wireless",
-        "headphones",
-        "cable",
-        "speaker",
-        "noise",
-        "music",
-    ];
-    let rows: Vec<(i64, Option<String>)> = (0..600)
-        .map(|i: i64| {
-            let n = 1 + (i * 7 % 11) as usize;
-            let text: Vec<&str> = (0..n)
-                .map(|k| words[(i as usize * 31 + k * 17 + (k * k) % 5) % 6])
-                .collect();
-            (i, Some(text.join(" ")))
-        })
-        .collect();
+    let rows = six_word_rows(600);
     table(&ctx, dir.path(), "t", "english", &rows, 1).await;
     let location = dir.path().join("t");
     let queries = [

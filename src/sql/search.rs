@@ -63,8 +63,23 @@ impl TableFunctionImpl for DiagonSearchFunction {
         };
         let reference = TableReference::from(table.as_str());
         let state = args.session();
-        let provider = block_on(diagon_provider(state, &reference))?;
-        check_column(provider.as_ref(), &table, &column, &query)?;
+        // The table's newest snapshot decides (another process may have
+        // declared the index since this handle last looked).
+        let (provider, snapshot) = block_on(async {
+            let provider = diagon_provider(state, &reference).await?;
+            let diagon = (provider.as_ref() as &dyn std::any::Any)
+                .downcast_ref::<super::DiagonTableProvider>()
+                .expect("checked by diagon_provider");
+            let snapshot = diagon.table().snapshot().await?;
+            Ok::<_, DataFusionError>((provider, snapshot))
+        })?;
+        check_column(
+            provider.as_ref(),
+            &snapshot.options,
+            &table,
+            &column,
+            &query,
+        )?;
         let mut fields: Vec<FieldRef> = provider.schema().fields().iter().cloned().collect();
         fields.push(Arc::new(Field::new(SCORE, DataType::Float32, false)));
         Ok(Arc::new(SearchTable {
@@ -203,6 +218,7 @@ fn limit(expr: &Expr) -> Result<usize> {
 /// that does not parse.
 fn check_column(
     provider: &dyn TableProvider,
+    options: &crate::table::TableOptions,
     table: &str,
     column: &str,
     query: &str,
@@ -217,10 +233,6 @@ fn check_column(
              the score; use bm25() in a query instead"
         );
     }
-    let diagon = (provider as &dyn std::any::Any)
-        .downcast_ref::<super::DiagonTableProvider>()
-        .expect("a diagon table");
-    let options = &diagon.table().cached_snapshot().options;
     if !options.text.indexes.contains_key(column) {
         return plan_err!(
             "diagon_search(): column '{column}' of '{table}' has no text index \

@@ -237,13 +237,18 @@ fn phrase_marks(
     else {
         return;
     };
+    // Tokens by position (n-grams of one start share one).
+    let mut at: HashMap<u32, Vec<&Token>> = HashMap::new();
+    for t in tokens {
+        at.entry(t.position).or_default().push(t);
+    }
     for placed in phrase_matches_at(terms, &lists, slop) {
         // The tokens the match placed its terms on.
-        let bytes = tokens.iter().filter(|t| {
-            placed
-                .iter()
-                .zip(terms)
-                .any(|(&p, (term, _))| t.position == p && t.term == *term)
+        let bytes = placed.iter().zip(terms).flat_map(|(p, (term, _))| {
+            at.get(p)
+                .into_iter()
+                .flatten()
+                .filter(move |t| t.term == *term)
         });
         let (start, end) = bytes.fold((usize::MAX, 0), |(s, e), t| (s.min(t.start), e.max(t.end)));
         if start < end {
@@ -329,7 +334,8 @@ fn fragments(
         let (first, last) = (char_at(mark.start), char_at(mark.end));
         let spare = options.fragment_size.saturating_sub(last - first);
         let mut from = first.saturating_sub(spare / 2);
-        let mut to = (from + options.fragment_size)
+        let mut to = from
+            .saturating_add(options.fragment_size)
             .max(last)
             .min(chars.len() - 1);
         if to - from < options.fragment_size {
@@ -343,10 +349,15 @@ fn fragments(
             to -= 1;
         }
         let (start, end) = (chars[from], chars[to]);
+        // Trimmed of spaces, but never inside its own mark (a `raw` token
+        // may hold them).
         let (start, end) = trim(value, start, end);
-        let inside: Vec<&Mark> = marks
+        let (start, end) = (start.min(mark.start), end.max(mark.end));
+        // Marks are sorted and apart: those inside are one run.
+        let first_inside = marks.partition_point(|m| m.start < start);
+        let inside: Vec<&Mark> = marks[first_inside..]
             .iter()
-            .filter(|m| m.start >= start && m.end <= end)
+            .take_while(|m| m.end <= end)
             .collect();
         let mut clauses: Vec<usize> = inside.iter().flat_map(|m| m.clauses.clone()).collect();
         clauses.sort_unstable();

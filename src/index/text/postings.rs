@@ -267,9 +267,14 @@ impl<'a> PostingList<'a> {
             0 => 0,
             _ => list.skip(full - 1, 4) as usize,
         };
-        list.tail_at = pos + data_len;
-        list.impacts_at = list.tail_at + tail_bytes;
-        list.positions_at = list.impacts_at + impacts_len;
+        let ends = pos
+            .checked_add(data_len)
+            .and_then(|tail| Some((tail, tail.checked_add(tail_bytes)?)))
+            .and_then(|(tail, impacts)| Some((tail, impacts, impacts.checked_add(impacts_len)?)));
+        let Some((tail_at, impacts_at, positions_at)) = ends else {
+            return Err("blocks, tail or impacts run past the end".into());
+        };
+        (list.tail_at, list.impacts_at, list.positions_at) = (tail_at, impacts_at, positions_at);
         if list.positions_at > bytes.len() {
             return Err("blocks, tail or impacts run past the end".into());
         }
@@ -464,6 +469,12 @@ impl Cursor<'_, '_> {
             );
             if self.rows[BLOCK_LEN - 1] != list.skip(b, 0) {
                 return Err(format!("block {b}: rows disagree with its skip entry"));
+            }
+            // Damaged deltas can wrap around: rows must rise from the
+            // previous block's last (searches and gathers rely on it).
+            let after_previous = previous.is_none_or(|p| self.rows[0] > p);
+            if !after_previous || self.rows.windows(2).any(|w| w[0] >= w[1]) {
+                return Err(format!("block {b}: rows do not increase"));
             }
             self.freqs_at = Some((list.data_at + start + 2 + rows_len, freq_bits));
             self.len = BLOCK_LEN;

@@ -331,6 +331,10 @@ impl Search<'_> {
             {
                 break;
             }
+            if clause.cursor.block() != b {
+                let reason = format!("block {b}: its skip entries do not rise");
+                return Err(self.reader.malformed(reason));
+            }
             let (rows, freqs) = clause.cursor.block_postings();
             let n = rows.len();
             self.norms.codes(rows, &mut codes[..n]).await?;

@@ -558,3 +558,21 @@ async fn statistics_cover_live_rows_across_parts() {
         stats
     );
 }
+
+proptest! {
+    /// The union of sorted row lists, by bitmap or by sorting, is every row
+    /// of any list once, in order.
+    #[test]
+    fn union_all_equals_sorting_every_row(
+        lists in proptest::collection::vec(
+            proptest::collection::btree_set(0u32..2_000, 0..300), 0..6),
+        part_rows in prop_oneof![Just(2_000usize), Just(1_000_000usize), Just(1_000usize)],
+    ) {
+        let lists: Vec<Vec<u32>> = lists.into_iter().map(|l| l.into_iter().collect()).collect();
+        let mut expected: Vec<u32> = lists.concat();
+        expected.sort_unstable();
+        expected.dedup();
+        let found = diagon::index::text::search::union_all(lists, part_rows);
+        prop_assert_eq!(found, expected);
+    }
+}

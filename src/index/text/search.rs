@@ -53,8 +53,9 @@ async fn boolean_rows(reader: &TextIndexReader, clauses: &[(Occur, Bound)]) -> R
         0 | 1 => None,
         _ => Some(intersect_terms(reader, &required_terms).await?),
     };
-    let mut should: Option<Vec<u32>> = None;
-    let mut excluded: Vec<u32> = Vec::new();
+    let mut should: Vec<Vec<u32>> = Vec::new();
+    let mut excluded: Vec<Vec<u32>> = Vec::new();
+    let any_must = clauses.iter().any(|(occur, _)| *occur == Occur::Must);
     for (occur, clause) in clauses {
         let intersected =
             must.is_some() && required_terms.len() > 1 && matches!(clause, Bound::Term { .. });
@@ -64,13 +65,20 @@ async fn boolean_rows(reader: &TextIndexReader, clauses: &[(Occur, Bound)]) -> R
         if *occur == Occur::Must && (intersected || phrase) {
             continue;
         }
+        // With a required clause, optional ones only score.
+        if *occur == Occur::Should && any_must {
+            continue;
+        }
         let rows = Box::pin(rows_of(reader, clause)).await?;
         match occur {
             Occur::Must => must = Some(must.map_or(rows.clone(), |m| intersect(&m, &rows))),
-            Occur::Should => should = Some(should.map_or(rows.clone(), |s| union(&s, &rows))),
-            Occur::MustNot => excluded = union(&excluded, &rows),
+            Occur::Should => should.push(rows),
+            Occur::MustNot => excluded.push(rows),
         }
     }
+    let part_rows = reader.summary().part_rows as usize;
+    let should = (!should.is_empty()).then(|| union_all(should, part_rows));
+    let excluded = union_all(excluded, part_rows);
     for (occur, clause) in clauses {
         if let (Occur::Must, Bound::Phrase { terms, slop, .. }) = (occur, clause) {
             let found = phrase_occurrences(reader, terms, *slop, false, must.as_deref()).await?;
@@ -119,16 +127,14 @@ async fn intersect_terms(reader: &TextIndexReader, terms: &[&str]) -> Result<Vec
     Ok(rows)
 }
 
-/// Rows holding any of `terms`: collected, then sorted once (merging term
-/// by term would copy the result once per term).
+/// Rows holding any of `terms` (merging term by term would copy the
+/// result once per term).
 async fn union_of_terms(reader: &TextIndexReader, terms: &[String]) -> Result<Vec<u32>> {
-    let mut rows = Vec::new();
+    let mut lists = Vec::with_capacity(terms.len());
     for term in terms {
-        rows.extend(reader.rows(term).await?);
+        lists.push(reader.rows(term).await?);
     }
-    rows.sort_unstable();
-    rows.dedup();
-    Ok(rows)
+    Ok(union_all(lists, reader.summary().part_rows as usize))
 }
 
 /// Rows holding every term, then checked by the terms' positions.
@@ -240,6 +246,45 @@ pub fn intersect(a: &[u32], b: &[u32]) -> Vec<u32> {
         }
     }
     out
+}
+
+/// Sorted rows in any of `lists` (each sorted), of a part of `part_rows`
+/// rows: set in a bitmap when they are many for the part (a pass over
+/// the bitmap costs a word per 64 rows), else merged.
+pub fn union_all(mut lists: Vec<Vec<u32>>, part_rows: usize) -> Vec<u32> {
+    match lists.len() {
+        0 => return Vec::new(),
+        1 => return lists.pop().expect("one list"),
+        _ => {}
+    }
+    let total: usize = lists.iter().map(Vec::len).sum();
+    let fits = lists.iter().flatten().all(|&r| (r as usize) < part_rows);
+    if !fits || total < part_rows / 64 {
+        // Few lists merge in linear passes; many, sorted at once.
+        if lists.len() <= 4 {
+            return lists
+                .iter()
+                .skip(1)
+                .fold(lists[0].clone(), |a, b| union(&a, b));
+        }
+        let mut rows: Vec<u32> = lists.concat();
+        rows.sort_unstable();
+        rows.dedup();
+        return rows;
+    }
+    let mut words = vec![0u64; part_rows.div_ceil(64)];
+    for &row in lists.iter().flatten() {
+        words[row as usize / 64] |= 1 << (row % 64);
+    }
+    let mut rows = Vec::with_capacity(total);
+    for (w, &word) in words.iter().enumerate() {
+        let mut bits = word;
+        while bits != 0 {
+            rows.push((w * 64) as u32 + bits.trailing_zeros());
+            bits &= bits - 1;
+        }
+    }
+    rows
 }
 
 /// Sorted rows in either.

@@ -150,7 +150,8 @@ proptest! {
         values in corpus(),
         queries in proptest::collection::vec(query_text(), 1..4),
         analyzer in prop_oneof![
-            Just("standard"), Just("english"), Just("simple"), Just("ngram(2,3)")
+            Just("standard"), Just("english"), Just("simple"), Just("ngram(2,3)"),
+            Just("whitespace"), Just("raw")
         ],
         fragment_size in 1usize..40,
     ) {

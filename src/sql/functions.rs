@@ -195,20 +195,17 @@ fn columns_schema() -> SchemaRef {
 impl ListingTable {
     /// Finds the diagon table the function names in the session's catalog.
     async fn resolve(&self, state: &dyn Session) -> Result<Arc<Table>> {
-        let provider = diagon_provider(state, &self.table).await?;
-        let diagon = (provider.as_ref() as &dyn std::any::Any)
-            .downcast_ref::<DiagonTableProvider>()
-            .expect("checked by diagon_provider");
-        Ok(diagon.table().clone())
+        Ok(diagon_provider(state, &self.table).await?.1)
     }
 }
 
 /// The provider of the diagon table `table` names in the session's
-/// catalog, or an error saying it is missing or not a diagon table.
+/// catalog, and the table, or an error saying it is missing or not a
+/// diagon table.
 pub(crate) async fn diagon_provider(
     state: &dyn Session,
     table: &TableReference,
-) -> Result<Arc<dyn TableProvider>> {
+) -> Result<(Arc<dyn TableProvider>, Arc<Table>)> {
     let options = state.config_options();
     let resolved = table.clone().resolve(
         &options.catalog.default_catalog,
@@ -225,10 +222,10 @@ pub(crate) async fn diagon_provider(
     let Some(provider) = provider else {
         return plan_err!("table '{table}' not found");
     };
-    if (provider.as_ref() as &dyn std::any::Any).is::<DiagonTableProvider>() {
-        Ok(provider)
-    } else {
-        plan_err!("table '{table}' is not a diagon table")
+    let diagon = (provider.as_ref() as &dyn std::any::Any).downcast_ref::<DiagonTableProvider>();
+    match diagon.map(|d| d.table().clone()) {
+        Some(diagon) => Ok((provider, diagon)),
+        None => plan_err!("table '{table}' is not a diagon table"),
     }
 }
 

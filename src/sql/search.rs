@@ -35,6 +35,7 @@ use super::block_on;
 use super::functions::diagon_provider;
 use super::text::{Bm25Function, MatchFunction, literal_text};
 use crate::table::search::TextTarget;
+use crate::table::{Snapshot, Table};
 
 /// The name of the score column.
 pub const SCORE: &str = "_score";
@@ -65,21 +66,12 @@ impl TableFunctionImpl for DiagonSearchFunction {
         let state = args.session();
         // The table's newest snapshot decides (another process may have
         // declared the index since this handle last looked).
-        let (provider, snapshot) = block_on(async {
-            let provider = diagon_provider(state, &reference).await?;
-            let diagon = (provider.as_ref() as &dyn std::any::Any)
-                .downcast_ref::<super::DiagonTableProvider>()
-                .expect("checked by diagon_provider");
-            let snapshot = diagon.table().snapshot().await?;
-            Ok::<_, DataFusionError>((provider, snapshot))
+        let (provider, diagon, snapshot) = block_on(async {
+            let (provider, diagon) = diagon_provider(state, &reference).await?;
+            let snapshot = diagon.snapshot().await?;
+            Ok::<_, DataFusionError>((provider, diagon, snapshot))
         })?;
-        check_column(
-            provider.as_ref(),
-            &snapshot.options,
-            &table,
-            &column,
-            &query,
-        )?;
+        check_column(&diagon, &snapshot, &column, &query)?;
         let mut fields: Vec<FieldRef> = provider.schema().fields().iter().cloned().collect();
         fields.push(Arc::new(Field::new(SCORE, DataType::Float32, false)));
         Ok(Arc::new(SearchTable {
@@ -214,32 +206,19 @@ fn limit(expr: &Expr) -> Result<usize> {
 }
 
 /// Errors at planning for what the search would fail on later: a column
-/// missing or without a text index, a name taken by the score, a query
-/// that does not parse.
-fn check_column(
-    provider: &dyn TableProvider,
-    options: &crate::table::TableOptions,
-    table: &str,
-    column: &str,
-    query: &str,
-) -> Result<()> {
-    let schema = provider.schema();
-    if schema.field_with_name(column).is_err() {
-        return plan_err!("diagon_search(): table '{table}' has no column '{column}'");
-    }
-    if schema.field_with_name(SCORE).is_ok() {
+/// without a text index, a name taken by the score, a query that does not
+/// parse.
+fn check_column(table: &Table, snapshot: &Snapshot, column: &str, query: &str) -> Result<()> {
+    let failed = |e: crate::error::Error| DataFusionError::Plan(format!("diagon_search(): {e}"));
+    table.check_text_column(snapshot, column).map_err(failed)?;
+    if snapshot.schema.field_with_name(SCORE).is_ok() {
         return plan_err!(
-            "diagon_search(): table '{table}' has a column named '{SCORE}', the name of \
-             the score; use bm25() in a query instead"
+            "diagon_search(): table '{}' has a column named '{SCORE}', the name of \
+             the score; use bm25() in a query instead",
+            table.name()
         );
     }
-    if !options.text.indexes.contains_key(column) {
-        return plan_err!(
-            "diagon_search(): column '{column}' of '{table}' has no text index \
-             (declare it in the table option 'text_index')"
-        );
-    }
-    TextTarget::of(options, column)
+    TextTarget::of(&snapshot.options, column)
         .bind(query)
         .map_err(|e| DataFusionError::Plan(format!("diagon_search(): query '{query}': {e}")))?;
     Ok(())

@@ -28,7 +28,7 @@ use fst::{Map, MapBuilder};
 
 use super::analysis::Analyzer;
 use super::bm25::{ColumnStats, decode_length, encode_length};
-use super::postings::{PostingList, TermPostings, encode};
+use super::postings::{Cursor, PostingList, TermPostings, encode};
 use crate::encoding::Codec;
 use crate::error::{Error, Result};
 use crate::part::component::{BuiltComponent, Component, ComponentBuilder};
@@ -451,6 +451,25 @@ impl TextIndexReader {
     /// component when it is malformed.
     pub fn posting_list<'a>(&self, bytes: &'a [u8]) -> Result<PostingList<'a>> {
         PostingList::open(bytes).map_err(|e| self.corrupt(format!("posting list: {e}")))
+    }
+
+    /// The posting lists of `blocks` (from [`Self::postings`]), opened.
+    pub fn posting_lists<'a>(
+        &self,
+        blocks: impl IntoIterator<Item = &'a (Arc<PostingsBlock>, std::ops::Range<usize>)>,
+    ) -> Result<Vec<PostingList<'a>>> {
+        blocks
+            .into_iter()
+            .map(|(block, range)| self.posting_list(&block.bytes()[range.clone()]))
+            .collect()
+    }
+
+    /// A cursor on the first row of each of `lists`.
+    pub fn cursors<'l, 'a>(&self, lists: &'l [PostingList<'a>]) -> Result<Vec<Cursor<'l, 'a>>> {
+        lists
+            .iter()
+            .map(|l| l.cursor().map_err(|e| self.malformed(e)))
+            .collect()
     }
 
     /// The length codes of rows `NORMS_PER_BLOCK * b ..` (norm block `b`).

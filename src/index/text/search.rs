@@ -107,14 +107,8 @@ async fn intersect_terms(reader: &TextIndexReader, terms: &[&str]) -> Result<Vec
         blocks.push((info.doc_freq, reader.postings(&info).await?));
     }
     blocks.sort_by_key(|(doc_freq, _)| *doc_freq);
-    let lists = blocks
-        .iter()
-        .map(|(_, (block, range))| reader.posting_list(&block.bytes()[range.clone()]))
-        .collect::<Result<Vec<_>>>()?;
-    let mut cursors = lists
-        .iter()
-        .map(|l| l.cursor().map_err(|e| reader.malformed(e)))
-        .collect::<Result<Vec<_>>>()?;
+    let lists = reader.posting_lists(blocks.iter().map(|(_, b)| b))?;
+    let mut cursors = reader.cursors(&lists)?;
     let mut rows = Vec::new();
     let mut target = 0u32;
     while let Some(row) = align(reader, &mut cursors, target)? {
@@ -164,14 +158,8 @@ pub(crate) async fn phrase_occurrences(
         };
         blocks.push(reader.postings(&info).await?);
     }
-    let lists = blocks
-        .iter()
-        .map(|(block, range)| reader.posting_list(&block.bytes()[range.clone()]))
-        .collect::<Result<Vec<_>>>()?;
-    let mut cursors = lists
-        .iter()
-        .map(|l| l.cursor().map_err(|e| reader.malformed(e)))
-        .collect::<Result<Vec<_>>>()?;
+    let lists = reader.posting_lists(&blocks)?;
+    let mut cursors = reader.cursors(&lists)?;
     let mut positions: Vec<Vec<u32>> = vec![Vec::new(); terms.len()];
     let mut found = Vec::new();
     let mut target = 0u32;

@@ -246,10 +246,7 @@ pub async fn search(
             None => {}
         }
     }
-    let lists = blocks
-        .iter()
-        .map(|(block, range)| reader.posting_list(&block.bytes()[range.clone()]))
-        .collect::<Result<Vec<_>>>()?;
+    let lists = reader.posting_lists(&blocks)?;
     let mut clauses = Vec::with_capacity(lists.len());
     for (list, (order, term, boost, required)) in lists.iter().zip(present) {
         let scorer = scoring.term_scorer(term, boost);

@@ -17,7 +17,7 @@ use arrow::datatypes::{DataType, SchemaRef};
 use bytes::Bytes;
 
 use super::column;
-use super::component::{ComponentBuilder, ComponentMeta};
+use super::component::{BuiltComponent, ComponentBuilder, ComponentMeta};
 use super::index::{self, ColumnMeta, INDEX_FILE, PartIndex, PartMeta};
 use super::stats;
 use crate::encoding::envelope::{self, ENVELOPE_HEADER_LEN, FileKind};
@@ -112,6 +112,8 @@ pub struct PartWriter {
     level: u32,
     schema: SchemaRef,
     builders: Vec<Box<dyn ComponentBuilder>>,
+    /// Components built elsewhere, written after the builders'.
+    built: Vec<BuiltComponent>,
     /// Rows not yet cut into a granule, in order.
     pending: Vec<RecordBatch>,
     /// Rows and counted bytes of `pending`.
@@ -150,6 +152,7 @@ impl PartWriter {
             level,
             schema,
             builders,
+            built: Vec::new(),
             pending: Vec::new(),
             pending_rows: 0,
             pending_bytes: 0,
@@ -165,6 +168,12 @@ impl PartWriter {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Adds a component built elsewhere (a merge remaps its inputs'),
+    /// written with the builders' at [`Self::finish`].
+    pub fn add_component(&mut self, component: BuiltComponent) {
+        self.built.push(component);
     }
 
     fn dir(&self) -> String {
@@ -374,8 +383,12 @@ impl PartWriter {
 
     async fn write_components(&mut self, written: &mut Vec<String>) -> Result<Vec<ComponentMeta>> {
         let mut metas = Vec::new();
-        for (n, builder) in std::mem::take(&mut self.builders).into_iter().enumerate() {
-            let built = builder.finish()?;
+        let mut built = Vec::new();
+        for builder in std::mem::take(&mut self.builders) {
+            built.push(builder.finish()?);
+        }
+        built.append(&mut self.built);
+        for (n, built) in built.into_iter().enumerate() {
             let file = format!("k{n}.cmp");
             let (bytes, meta) = built.encode(&file)?;
             let path = format!("{}/{file}", self.dir());

@@ -14,8 +14,9 @@
 //! order) and feeds the result to a part writer, which writes granules as
 //! they fill. Its memory is a few granules per input and the writer's
 //! buffers, whatever the part sizes. It also yields the [`RowMap`] from
-//! input rows to output rows, so a component can be remapped rather than
-//! rebuilt.
+//! input rows to output rows, through which the inputs' text indexes are
+//! remapped into the merged part's (skip indexes, cheap to build, are
+//! built from the merged rows).
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -32,6 +33,9 @@ use super::log::PartEntry;
 use super::options::MergeOptions;
 use super::{Snapshot, Table};
 use crate::error::{Error, Result};
+use crate::index::text::Analyzer;
+use crate::index::text::component::TextIndexReader;
+use crate::index::text::merge::DROPPED;
 use crate::part::ReadStats;
 use crate::part::writer::{PartWriter, new_part_name};
 use crate::plan::{PartPlan, ScanPlan, projection, read_granules};
@@ -138,6 +142,22 @@ impl RowMap {
             next[input] = row + 1;
             f(input, row, out as u64);
         }
+    }
+
+    /// For each input, the output row of each of its rows
+    /// ([`DROPPED`] for a deleted one), as the text index's merge takes
+    /// them; `None` if the output has too many rows to number in a u32.
+    pub fn row_maps(&self) -> Option<Vec<Vec<u32>>> {
+        if self.output_rows() >= u64::from(DROPPED) {
+            return None;
+        }
+        let mut maps: Vec<Vec<u32>> = self
+            .input_rows
+            .iter()
+            .map(|&rows| vec![DROPPED; rows as usize])
+            .collect();
+        self.for_each(|input, row, out| maps[input][row as usize] = out as u32);
+        Some(maps)
     }
 
     /// For input `input`, the output row of each of its rows (`None` for a
@@ -549,6 +569,12 @@ impl Table {
             return Ok(None);
         }
         let layout = Table::part_layout(base);
+        let remapped = remapped_text_indexes(base, &plan).await?;
+        let options = &base.options;
+        let mut builders = crate::index::skip_builders(&base.schema, &options.skip_indexes);
+        let mut rebuilt = options.text.indexes.clone();
+        rebuilt.retain(|column, _| !remapped.iter().any(|r| &r.0 == column));
+        builders.extend(crate::index::text_builders(&base.schema, &rebuilt));
         let name = new_part_name();
         self.begin_write(&name);
         let mut writer = PartWriter::new(
@@ -557,10 +583,10 @@ impl Table {
             base.schema.clone(),
             layout.clone(),
             level,
-            Table::component_builders(base),
+            builders,
         );
         let written = async {
-            merge_into(
+            let map = merge_into(
                 &plan,
                 &base.schema,
                 &layout.key,
@@ -568,6 +594,25 @@ impl Table {
                 layout.granularity,
             )
             .await?;
+            if !remapped.is_empty() {
+                let maps = map.row_maps().ok_or_else(|| {
+                    Error::Table(format!(
+                        "a text-indexed part holds at most {} rows",
+                        DROPPED - 1
+                    ))
+                })?;
+                for (column, analyzer, inputs) in &remapped {
+                    let index = crate::index::text::merge::merge(
+                        column,
+                        *analyzer,
+                        inputs,
+                        &maps,
+                        map.output_rows(),
+                    )
+                    .await?;
+                    writer.add_component(index);
+                }
+            }
             writer.finish().await
         }
         .await;
@@ -579,4 +624,33 @@ impl Table {
             }
         }
     }
+}
+
+/// The text indexes a merge remaps rather than rebuilds: each declared
+/// column whose index every input has (built with the declared analyzer),
+/// with the inputs' indexes in plan order. The others are built from the
+/// merged rows.
+async fn remapped_text_indexes(
+    base: &Snapshot,
+    plan: &ScanPlan,
+) -> Result<Vec<(String, Analyzer, Vec<TextIndexReader>)>> {
+    let mut remapped = Vec::new();
+    'columns: for (column, analyzer) in &base.options.text.indexes {
+        if base.schema.index_of(column).is_err() {
+            continue;
+        }
+        let mut inputs = Vec::with_capacity(plan.parts.len());
+        for part in &plan.parts {
+            let index =
+                crate::plan::text::open_text_index(&part.index, &part.storage, column, analyzer)
+                    .await
+                    .map_err(|e| e.context(format!("part '{}'", part.name())))?;
+            match index {
+                Some(index) => inputs.push(index),
+                None => continue 'columns,
+            }
+        }
+        remapped.push((column.clone(), *analyzer, inputs));
+    }
+    Ok(remapped)
 }

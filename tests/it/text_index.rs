@@ -11,8 +11,9 @@ use arrow::datatypes::{DataType, Field, Schema};
 use diagon::index::text::Analyzer;
 use diagon::index::text::bm25::{decode_length, encode_length};
 use diagon::index::text::component::{NORMS_PER_BLOCK, TextIndexBuilder, TextIndexReader};
+use diagon::index::text::merge::{DROPPED, merge};
 use diagon::index::text::postings::END;
-use diagon::part::component::{Component, ComponentBuilder};
+use diagon::part::component::{BuiltComponent, Component, ComponentBuilder};
 use diagon::storage::Storage;
 use proptest::prelude::*;
 
@@ -48,6 +49,17 @@ async fn build(
     granule: usize,
     data_type: &DataType,
 ) -> TextIndexReader {
+    let built = built(analyzer, rows, granule, data_type);
+    open(&built, "part").await
+}
+
+/// The text index component of `rows`, fed in granules of `granule`.
+fn built(
+    analyzer: Analyzer,
+    rows: &[Option<String>],
+    granule: usize,
+    data_type: &DataType,
+) -> BuiltComponent {
     let schema = Arc::new(Schema::new(vec![Field::new(
         "body",
         data_type.clone(),
@@ -61,11 +73,18 @@ async fn build(
         let batch = RecordBatch::try_new(schema.clone(), vec![array]).unwrap();
         builder.add_granule((g * granule) as u64, &batch).unwrap();
     }
-    let built = builder.finish().unwrap();
+    builder.finish().unwrap()
+}
+
+/// `built` written as part `part`'s component, opened.
+async fn open(built: &BuiltComponent, part: &str) -> TextIndexReader {
     let (bytes, meta) = built.encode("text_body.cmp").unwrap();
     let storage = Storage::memory("memory://text");
-    storage.put("part/text_body.cmp", bytes).await.unwrap();
-    let component = Component::open(&storage, "part", &meta).unwrap();
+    storage
+        .put(&format!("{part}/text_body.cmp"), bytes)
+        .await
+        .unwrap();
+    let component = Component::open(&storage, part, &meta).unwrap();
     TextIndexReader::open(component).await.unwrap()
 }
 
@@ -152,6 +171,115 @@ proptest! {
         tokio::runtime::Runtime::new()
             .unwrap()
             .block_on(check(analyzer, &rows, granule, &data_type));
+    }
+}
+
+/// Merges `inputs` as a part merge would: input `i`'s row `r` is deleted
+/// when `(r + i) % delete_every == 1` (never with 0), and the live rows
+/// interleave as `picks` choose. Returns the output rows and the row maps.
+fn merged_rows(
+    inputs: &[Vec<Option<String>>],
+    delete_every: usize,
+    picks: &[u8],
+) -> (Vec<Option<String>>, Vec<Vec<u32>>) {
+    let live = |i: usize, r: usize| delete_every == 0 || (r + i) % delete_every != 1;
+    let mut maps: Vec<Vec<u32>> = inputs
+        .iter()
+        .map(|rows| vec![DROPPED; rows.len()])
+        .collect();
+    let mut queues: Vec<std::collections::VecDeque<usize>> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, rows)| (0..rows.len()).filter(|&r| live(i, r)).collect())
+        .collect();
+    let mut output = Vec::new();
+    let mut picks = picks.iter();
+    loop {
+        let open: Vec<usize> = (0..queues.len())
+            .filter(|&i| !queues[i].is_empty())
+            .collect();
+        let Some(&first) = open.first() else {
+            break;
+        };
+        let i = picks
+            .next()
+            .map_or(first, |&p| open[p as usize % open.len()]);
+        let r = queues[i].pop_front().unwrap();
+        maps[i][r] = output.len() as u32;
+        output.push(inputs[i][r].clone());
+    }
+    (output, maps)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// The index a merge writes from its inputs' postings through the row
+    /// map is the index of the merged rows, byte for byte (but the
+    /// summary's exact total length, which deleted long rows blur).
+    #[test]
+    fn a_merged_index_is_the_index_of_the_merged_rows(
+        inputs in proptest::collection::vec(corpus(), 1..4),
+        delete_every in 0usize..4,
+        picks in proptest::collection::vec(any::<u8>(), 0..900),
+        analyzer in prop_oneof![Just("standard"), Just("english"), Just("ngram(2,3)")],
+    ) {
+        let analyzer = Analyzer::parse("analyzer.body", analyzer).unwrap();
+        let (output, maps) = merged_rows(&inputs, delete_every, &picks);
+        let expected = built(analyzer, &output, 13, &DataType::Utf8);
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            let mut readers = Vec::new();
+            for (i, rows) in inputs.iter().enumerate() {
+                let built = built(analyzer, rows, 1 + i * 5, &DataType::Utf8);
+                readers.push(open(&built, &format!("in{i}")).await);
+            }
+            let merged = merge("body", analyzer, &readers, &maps, output.len() as u64)
+                .await
+                .unwrap();
+            assert_eq!(
+                (&merged.kind, &merged.columns, merged.version, &merged.params),
+                (&expected.kind, &expected.columns, expected.version, &expected.params)
+            );
+            assert_eq!(merged.blocks.len(), expected.blocks.len());
+            for (b, (m, e)) in merged.blocks.iter().zip(&expected.blocks).enumerate().skip(1) {
+                assert!(m == e, "block {b} of {} differs", merged.blocks.len());
+            }
+            let (m, e) = (*open(&merged, "m").await.summary(), *open(&expected, "e").await.summary());
+            assert!(m.stats.total_len >= e.stats.total_len);
+            if delete_every == 0 {
+                assert_eq!(m, e);
+            }
+            assert_eq!((m.stats.rows, m.coded_len, m.terms), (e.stats.rows, e.coded_len, e.terms));
+        });
+    }
+}
+
+/// A merge's input index that is damaged fails the merge naming the
+/// component; it never writes a wrong index.
+#[tokio::test]
+async fn a_damaged_input_fails_the_merge() {
+    let rows: Vec<Option<String>> = (0..500)
+        .map(|i| Some(format!("w{} x{}", i % 13, i % 5)))
+        .collect();
+    let good = built(Analyzer::Standard, &rows, 64, &DataType::Utf8);
+    let maps = vec![(0..500).collect::<Vec<u32>>()];
+    let last = good.blocks.len() - 1;
+    for damage in 0..3 {
+        let mut bad = good.clone();
+        let block = &mut bad.blocks[last];
+        match damage {
+            0 => block.truncate(block.len() / 2),
+            1 => block.iter_mut().skip(8).step_by(7).for_each(|b| *b ^= 0x5a),
+            _ => block.iter_mut().for_each(|b| *b = 0xff),
+        }
+        let reader = open(&bad, "in").await;
+        match merge("body", Analyzer::Standard, &[reader], &maps, 500).await {
+            Err(e) => assert!(e.to_string().contains("text_index(body)"), "{e}"),
+            Ok(merged) => assert!(
+                merged.blocks == good.blocks,
+                "damage {damage} merged into a different index"
+            ),
+        }
     }
 }
 

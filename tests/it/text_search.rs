@@ -250,7 +250,7 @@ fn close(found: f32, expected: f64) -> bool {
 }
 
 /// Creates table `name` with `rows` (id = position) inserted in `chunks`
-/// commits, then deletes the rows `deleted` picks.
+/// commits of consecutive rows.
 async fn table(
     ctx: &SessionContext,
     dir: &std::path::Path,
@@ -271,7 +271,13 @@ async fn table(
     )
     .await;
     let size = rows.len().div_ceil(chunks.max(1)).max(1);
-    for chunk in rows.chunks(size) {
+    let chunks: Vec<Vec<(i64, Option<String>)>> = rows.chunks(size).map(<[_]>::to_vec).collect();
+    insert(ctx, name, &chunks).await;
+}
+
+/// Inserts each of `chunks` in a commit of its own.
+async fn insert(ctx: &SessionContext, name: &str, chunks: &[Vec<(i64, Option<String>)>]) {
+    for chunk in chunks.iter().filter(|c| !c.is_empty()) {
         let values: Vec<String> = chunk
             .iter()
             .map(|(id, v)| match v {
@@ -294,6 +300,7 @@ async fn check(
     chunks: usize,
     delete_every: i64,
     and: bool,
+    merge: bool,
 ) {
     let dir = tempfile::tempdir().unwrap();
     let ctx = crate::common::context(2);
@@ -302,7 +309,18 @@ async fn check(
         .enumerate()
         .map(|(i, v)| (i as i64, v))
         .collect();
-    table(&ctx, dir.path(), "t", analyzer_name, &rows, chunks).await;
+    match merge {
+        // Rows dealt round-robin: the parts' rows interleave by id, and a
+        // merge (after the delete) interleaves their postings.
+        true => {
+            table(&ctx, dir.path(), "t", analyzer_name, &[], 1).await;
+            let dealt: Vec<Vec<(i64, Option<String>)>> = (0..chunks)
+                .map(|c| rows.iter().skip(c).step_by(chunks).cloned().collect())
+                .collect();
+            insert(&ctx, "t", &dealt).await;
+        }
+        false => table(&ctx, dir.path(), "t", analyzer_name, &rows, chunks).await,
+    }
     if and {
         // Reopened with the AND operator: options a reopen states apply.
         sql(&ctx, "DROP TABLE t").await;
@@ -321,6 +339,10 @@ async fn check(
         &format!("DELETE FROM t WHERE id % {delete_every} = 1"),
     )
     .await;
+    if merge {
+        // The text index of the merged part is remapped from the parts'.
+        sql(&ctx, "SELECT * FROM diagon_optimize('t', true)").await;
+    }
     let live: Vec<(i64, String)> = rows
         .iter()
         .filter(|(id, _)| id % delete_every != 1)
@@ -425,7 +447,8 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
     /// Matching rows and scores through SQL equal brute force and Lucene's
-    /// formula over the live rows, for any split into parts and deletes.
+    /// formula over the live rows, for any split into parts and deletes,
+    /// and after the parts are merged.
     #[test]
     fn match_and_bm25_equal_the_reference(
         values in corpus(),
@@ -434,13 +457,14 @@ proptest! {
         chunks in 1usize..4,
         delete_every in 2i64..6,
         and in any::<bool>(),
+        merge in any::<bool>(),
     ) {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap()
-            .block_on(check(values, queries, analyzer, chunks, delete_every, and));
+            .block_on(check(values, queries, analyzer, chunks, delete_every, and, merge));
     }
 }
 

@@ -22,7 +22,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use std::ops::Range;
+
 use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::buffer::Buffer;
 use arrow::datatypes::DataType;
 use fst::{Map, MapBuilder};
 
@@ -170,68 +173,122 @@ impl ComponentBuilder for TextIndexBuilder {
         } = *self;
         let mut terms: Vec<(Box<str>, TermBuffer)> = terms.into_iter().collect();
         terms.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-
-        let mut dictionary = MapBuilder::memory();
-        let mut infos = Vec::with_capacity(terms.len() * TERM_INFO_LEN);
-        let mut postings_blocks: Vec<Vec<u8>> = Vec::new();
-        let mut current = Vec::new();
-        let mut list = Vec::new();
-        let len_of = |row: u32| lens[row as usize];
-        for (ordinal, (term, buffer)) in terms.iter().enumerate() {
-            dictionary
-                .insert(term.as_bytes(), ordinal as u64)
-                .map_err(|e| Error::Schema(format!("text index on '{name}': {e}")))?;
-            list.clear();
+        let norms: Vec<u8> = lens.iter().map(|&l| encode_length(l)).collect();
+        let mut writer = IndexWriter::new(&name, analyzer);
+        for (term, buffer) in &terms {
             let postings = TermPostings {
                 rows: &buffer.rows,
                 freqs: &buffer.freqs,
                 positions: &buffer.positions,
             };
-            encode(postings, len_of, &mut list);
-            if !current.is_empty() && current.len() + list.len() > POSTINGS_BLOCK_BYTES {
-                postings_blocks.push(std::mem::take(&mut current));
-            }
-            for value in [
-                buffer.rows.len() as u32,
-                postings_blocks.len() as u32,
-                current.len() as u32,
-                list.len() as u32,
-            ] {
-                infos.extend_from_slice(&value.to_le_bytes());
-            }
-            current.extend_from_slice(&list);
+            writer.add_term(term.as_bytes(), postings, &norms)?;
         }
-        if !current.is_empty() {
-            postings_blocks.push(current);
+        writer.finish(norms, stats, coded_len)
+    }
+}
+
+/// Writes a text index component from its terms in order: what building
+/// from rows and merging through a row map share.
+pub(crate) struct IndexWriter {
+    name: String,
+    analyzer: Analyzer,
+    dictionary: MapBuilder<Vec<u8>>,
+    terms: u64,
+    infos: Vec<u8>,
+    postings_blocks: Vec<Vec<u8>>,
+    /// The postings block being filled, and one list's encoding.
+    current: Vec<u8>,
+    list: Vec<u8>,
+}
+
+impl IndexWriter {
+    pub(crate) fn new(name: &str, analyzer: Analyzer) -> Self {
+        IndexWriter {
+            name: name.to_string(),
+            analyzer,
+            dictionary: MapBuilder::memory(),
+            terms: 0,
+            infos: Vec::new(),
+            postings_blocks: Vec::new(),
+            current: Vec::new(),
+            list: Vec::new(),
         }
-        let dictionary = dictionary
+    }
+
+    /// Adds the next term (terms come in byte order) with its postings;
+    /// `norms` holds every part row's length code (the blocks' impacts are
+    /// computed from them, so a merge, which has only the codes, writes
+    /// the same bytes as a build: a code decodes to a length that encodes
+    /// back to it).
+    pub(crate) fn add_term(
+        &mut self,
+        term: &[u8],
+        postings: TermPostings<'_>,
+        norms: &[u8],
+    ) -> Result<()> {
+        let name = &self.name;
+        self.dictionary
+            .insert(term, self.terms)
+            .map_err(|e| Error::Schema(format!("text index on '{name}': {e}")))?;
+        self.terms += 1;
+        self.list.clear();
+        let len_of = |row: u32| decode_length(norms[row as usize]);
+        encode(postings, len_of, &mut self.list);
+        if !self.current.is_empty() && self.current.len() + self.list.len() > POSTINGS_BLOCK_BYTES {
+            self.postings_blocks.push(std::mem::take(&mut self.current));
+        }
+        for value in [
+            postings.rows.len() as u32,
+            self.postings_blocks.len() as u32,
+            self.current.len() as u32,
+            self.list.len() as u32,
+        ] {
+            self.infos.extend_from_slice(&value.to_le_bytes());
+        }
+        self.current.extend_from_slice(&self.list);
+        Ok(())
+    }
+
+    /// The component, with every part row's length code and the
+    /// statistics of the rows with tokens.
+    pub(crate) fn finish(
+        mut self,
+        norms: Vec<u8>,
+        stats: ColumnStats,
+        coded_len: u64,
+    ) -> Result<BuiltComponent> {
+        if !self.current.is_empty() {
+            self.postings_blocks.push(std::mem::take(&mut self.current));
+        }
+        let name = self.name;
+        let dictionary = self
+            .dictionary
             .into_inner()
             .map_err(|e| Error::Schema(format!("text index on '{name}': {e}")))?;
-        let info_blocks: Vec<Vec<u8>> = infos
+        let info_blocks: Vec<Vec<u8>> = self
+            .infos
             .chunks(TERMS_PER_BLOCK * TERM_INFO_LEN)
             .map(<[u8]>::to_vec)
             .collect();
-        let norms: Vec<u8> = lens.iter().map(|&l| encode_length(l)).collect();
         let norm_blocks: Vec<Vec<u8>> = norms.chunks(NORMS_PER_BLOCK).map(<[u8]>::to_vec).collect();
-
         let summary = Summary {
-            part_rows: lens.len() as u64,
+            part_rows: norms.len() as u64,
             stats,
             coded_len,
-            terms: terms.len() as u64,
+            terms: self.terms,
             info_blocks: info_blocks.len() as u32,
             norm_blocks: norm_blocks.len() as u32,
-            postings_blocks: postings_blocks.len() as u32,
+            postings_blocks: self.postings_blocks.len() as u32,
         };
         let mut blocks = vec![summary.encode(), dictionary];
         blocks.extend(info_blocks);
         blocks.extend(norm_blocks);
-        blocks.extend(postings_blocks);
+        blocks.extend(self.postings_blocks);
         Ok(BuiltComponent {
             kind: KIND.to_string(),
             columns: vec![name],
             version: VERSION,
-            params: analyzer.to_string(),
+            params: self.analyzer.to_string(),
             blocks,
             codec: Codec::None,
         })
@@ -243,7 +300,11 @@ impl ComponentBuilder for TextIndexBuilder {
 pub struct Summary {
     /// Rows of the part (norms cover every one).
     pub part_rows: u64,
-    /// Rows with tokens and their lengths summed.
+    /// Rows with tokens and their lengths summed. The lengths are exact in
+    /// a part built from rows; a merged part's are its inputs' less the
+    /// deleted rows' coded lengths (a deleted row's exact length is not
+    /// kept), so exact when no deleted row had more than 40 tokens.
+    /// Scoring reads `coded_len`, never this.
     pub stats: ColumnStats,
     /// Their lengths as the length codes decode them, summed: what a
     /// table-wide mean can be kept from when rows are deleted (a deleted
@@ -312,7 +373,7 @@ impl Summary {
 pub struct TermInfo {
     /// Rows of the part holding the term.
     pub doc_freq: u32,
-    block: u32,
+    pub(crate) block: u32,
     offset: u32,
     len: u32,
 }
@@ -405,6 +466,11 @@ impl TextIndexReader {
             .component
             .block(block, |b| Ok(b.to_vec()), |b| b.len() as u64)
             .await?;
+        self.info_in(&infos, ordinal).map(Some)
+    }
+
+    /// Term `ordinal`'s info from its term info block `infos`.
+    pub(crate) fn info_in(&self, infos: &[u8], ordinal: u64) -> Result<TermInfo> {
         let at = (ordinal as usize % TERMS_PER_BLOCK) * TERM_INFO_LEN;
         let word = |i: usize| -> Result<u32> {
             infos
@@ -412,12 +478,51 @@ impl TextIndexReader {
                 .map(|w| u32::from_le_bytes(w.try_into().unwrap()))
                 .ok_or_else(|| self.corrupt(format!("term info {ordinal} past its block")))
         };
-        Ok(Some(TermInfo {
+        Ok(TermInfo {
             doc_freq: word(0)?,
             block: word(1)?,
             offset: word(2)?,
             len: word(3)?,
-        }))
+        })
+    }
+
+    /// The term dictionary read without caching it (a merge reads every
+    /// block of its inputs once).
+    pub(crate) async fn dictionary_once(&self) -> Result<Map<Vec<u8>>> {
+        let bytes = self.component.read_block(1).await?;
+        Map::new(bytes.to_vec()).map_err(|e| self.corrupt(format!("term dictionary: {e}")))
+    }
+
+    /// The term info block holding term `ordinal`, read without caching it.
+    pub(crate) async fn infos_once(&self, ordinal: u64) -> Result<Buffer> {
+        if ordinal >= self.summary.terms {
+            return Err(self.corrupt(format!("term ordinal {ordinal} past its terms")));
+        }
+        let block = 2 + ordinal as usize / TERMS_PER_BLOCK;
+        self.component.read_block(block).await
+    }
+
+    /// Postings block `block`, read without caching it.
+    pub(crate) async fn postings_once(&self, block: u32) -> Result<Buffer> {
+        if block >= self.summary.postings_blocks {
+            return Err(self.corrupt(format!("postings block {block} past its blocks")));
+        }
+        let at = 2
+            + self.summary.info_blocks as usize
+            + self.summary.norm_blocks as usize
+            + block as usize;
+        self.component.read_block(at).await
+    }
+
+    /// The range of `info`'s list in its postings block `bytes`.
+    pub(crate) fn list_range(&self, info: &TermInfo, bytes: &[u8]) -> Result<Range<usize>> {
+        let range = info.offset as usize..info.offset as usize + info.len as usize;
+        match range.end <= bytes.len() {
+            true => Ok(range),
+            false => {
+                Err(self.corrupt(format!("a posting list past postings block {}", info.block)))
+            }
+        }
     }
 
     /// The postings block holding `info`'s list, and the list's range in it.
@@ -440,10 +545,7 @@ impl TextIndexReader {
                 |b| b.0.len() as u64,
             )
             .await?;
-        let range = info.offset as usize..info.offset as usize + info.len as usize;
-        if range.end > bytes.0.len() {
-            return Err(self.corrupt(format!("a posting list past postings block {}", info.block)));
-        }
+        let range = self.list_range(info, &bytes.0)?;
         Ok((bytes, range))
     }
 
@@ -474,13 +576,7 @@ impl TextIndexReader {
 
     /// The length codes of rows `NORMS_PER_BLOCK * b ..` (norm block `b`).
     pub async fn norms(&self, b: usize) -> Result<Arc<Vec<u8>>> {
-        if b >= self.summary.norm_blocks as usize {
-            return Err(self.corrupt(format!("norm block {b} past its blocks")));
-        }
-        let block = 2 + self.summary.info_blocks as usize + b;
-        // Every block holds NORMS_PER_BLOCK rows but the last, the rest.
-        let rows = self.summary.part_rows as usize;
-        let expected = (rows - b * NORMS_PER_BLOCK).min(NORMS_PER_BLOCK);
+        let (block, expected) = self.norm_block(b)?;
         self.component
             .block(
                 block,
@@ -491,6 +587,30 @@ impl TextIndexReader {
                 |n| n.len() as u64,
             )
             .await
+    }
+
+    /// Norm block `b`, read without caching it.
+    pub(crate) async fn norms_once(&self, b: usize) -> Result<Buffer> {
+        let (block, expected) = self.norm_block(b)?;
+        let bytes = self.component.read_block(block).await?;
+        match bytes.len() == expected {
+            true => Ok(bytes),
+            false => Err(self.corrupt(format!(
+                "norm block {b}: {} length codes, expected {expected}",
+                bytes.len()
+            ))),
+        }
+    }
+
+    /// Where norm block `b` is among the component's blocks, and how many
+    /// codes it holds: every block NORMS_PER_BLOCK but the last, the rest.
+    fn norm_block(&self, b: usize) -> Result<(usize, usize)> {
+        if b >= self.summary.norm_blocks as usize {
+            return Err(self.corrupt(format!("norm block {b} past its blocks")));
+        }
+        let rows = self.summary.part_rows as usize;
+        let expected = (rows - b * NORMS_PER_BLOCK).min(NORMS_PER_BLOCK);
+        Ok((2 + self.summary.info_blocks as usize + b, expected))
     }
 
     /// A malformed posting list, named with the component.

@@ -9,11 +9,13 @@
 //!   `simple` analyzer (split on non-alphanumeric characters, lowercase;
 //!   tokens up to 255 bytes kept). Counts are compared and differences
 //!   reported.
-//! - Indexing: tantivy with one indexing thread and a 1 GB budget, then
-//!   merged into one segment; diagon inserting 10,000 documents per
-//!   commit (it also stores the `body` column itself), then
-//!   `optimize(true)` into one part. Both wall clock, from the same
-//!   in-memory documents.
+//! - Indexing: tantivy with one indexing thread and a 1 GB budget, one
+//!   commit, then merged into one segment; diagon writing batches of
+//!   10,000 documents in one insert (it also stores the `body` column
+//!   itself, zstd-compressed), one commit, then `optimize(true)` into one
+//!   part (nothing to do when the insert wrote one). Both wall clock,
+//!   from the same in-memory documents. Also the memory the text index
+//!   builder holds after taking every document into one part.
 //! - Queries: `../shared/data/queries-aol-962.jsonl`, grouped by their
 //!   first tag (term, intersection, union, phrase, ...). Modes COUNT,
 //!   TOP_10, TOP_10_COUNT, TOP_100. Each query runs once to warm up and
@@ -24,6 +26,10 @@
 //!   calls (`Table::search`, `Table::count_matches`); the SQL path
 //!   (`ORDER BY bm25(...) DESC LIMIT 10` through DataFusion) is timed on
 //!   the TOP_10 queries too, as its difference from the library call.
+//! - Filtered top-k: each TOP_10 query AND a range of ids keeping 1% of
+//!   the documents, diagon through SQL (`WHERE match(...) AND id BETWEEN
+//!   ... ORDER BY bm25 DESC LIMIT 10`) against tantivy with the range as
+//!   a fast-field range clause of a boolean query.
 //!
 //! `cargo bench --bench text_search` (indexes are built once under the
 //! target directory; `DIAGON_BENCH_RELOAD=1` rebuilds them).
@@ -109,16 +115,38 @@ fn schema() -> SchemaRef {
     ]))
 }
 
+/// Bytes of the files under `dir`, but fast fields (the `id` column,
+/// which the filtered top-k needs and diagon keeps as a column too).
 fn dir_bytes(dir: &Path) -> u64 {
     let mut total = 0;
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
         let meta = entry.metadata().unwrap();
         total += match meta.is_dir() {
             true => dir_bytes(&entry.path()),
+            false if entry.path().extension().is_some_and(|e| e == "fast") => 0,
             false => meta.len(),
         };
     }
     total
+}
+
+/// The memory diagon's text index builder holds after taking every
+/// document into one part, in granules of 8192 (before it encodes).
+fn builder_memory(docs: &[String]) -> usize {
+    use diagon::part::component::ComponentBuilder;
+    let mut builder = diagon::index::text::component::TextIndexBuilder::new(
+        1,
+        "body",
+        diagon::index::text::Analyzer::Simple,
+    );
+    for (g, chunk) in docs.chunks(8192).enumerate() {
+        let first = (g * 8192) as i64;
+        let ids = Int64Array::from_iter_values(first..first + chunk.len() as i64);
+        let bodies = StringArray::from_iter_values(chunk.iter());
+        let batch = RecordBatch::try_new(schema(), vec![Arc::new(ids), Arc::new(bodies)]).unwrap();
+        builder.add_granule(first as u64, &batch).unwrap();
+    }
+    builder.memory_bytes()
 }
 
 /// Builds (or opens) tantivy's index; returns it with the time taken to
@@ -132,12 +160,13 @@ fn tantivy_index(dir: &Path, docs: &[String], reload: bool) -> (tantivy::Index, 
     std::fs::create_dir_all(&path).unwrap();
     let mut builder = tantivy::schema::Schema::builder();
     let body = builder.add_text_field("body", tantivy::schema::TEXT);
+    let id = builder.add_i64_field("id", tantivy::schema::FAST | tantivy::schema::INDEXED);
     let index = tantivy::Index::create_in_dir(&path, builder.build()).unwrap();
     let started = Instant::now();
     let mut writer: tantivy::IndexWriter = index.writer_with_num_threads(1, 1_000_000_000).unwrap();
-    for text in docs {
+    for (i, text) in docs.iter().enumerate() {
         writer
-            .add_document(tantivy::doc!(body => text.as_str()))
+            .add_document(tantivy::doc!(body => text.as_str(), id => i as i64))
             .unwrap();
     }
     writer.commit().unwrap();
@@ -176,15 +205,15 @@ async fn diagon_table(
         .await
         .unwrap();
     let started = Instant::now();
+    let mut writer = table.insert();
     for (b, chunk) in docs.chunks(BATCH).enumerate() {
         let first = (b * BATCH) as i64;
         let ids = Int64Array::from_iter_values(first..first + chunk.len() as i64);
         let bodies = StringArray::from_iter_values(chunk.iter());
         let batch = RecordBatch::try_new(schema(), vec![Arc::new(ids), Arc::new(bodies)]).unwrap();
-        let mut writer = table.insert();
         writer.write(batch).await.unwrap();
-        writer.commit().await.unwrap();
     }
+    writer.commit().await.unwrap();
     let inserted = started.elapsed();
     let started = Instant::now();
     table.optimize(true).await.unwrap();
@@ -242,6 +271,16 @@ fn main() {
         true => read_corpus(env_usize("DIAGON_TEXT_DOCS")),
         false => Vec::new(),
     };
+    if needs_docs {
+        let text: usize = docs.iter().map(String::len).sum();
+        let held = builder_memory(&docs);
+        println!(
+            "text index builder: {:.1} MB held for {:.1} MB of text ({:.2} bytes per byte)",
+            held as f64 / 1e6,
+            text as f64 / 1e6,
+            held as f64 / text as f64
+        );
+    }
     let (index, tantivy_built) = tantivy_index(&dir, &docs, needs_docs);
     let (table, diagon_built) = runtime.block_on(diagon_table(&dir, &docs, needs_docs));
     drop(docs);
@@ -319,6 +358,9 @@ fn main() {
     // (group, mode) -> per query (diagon, tantivy)
     let mut times: BTreeMap<(String, Mode), Vec<(Duration, Duration)>> = BTreeMap::new();
     let mut sql_extra: Vec<f64> = Vec::new();
+    // Per query (diagon, tantivy) of the filtered TOP_10.
+    let mut filtered: Vec<(Duration, Duration)> = Vec::new();
+    let id_field = index.schema().get_field("id").unwrap();
     let mut count_mismatches = Vec::new();
     let mut skipped = 0;
     for (group, text) in &queries {
@@ -394,6 +436,14 @@ fn main() {
                     })
                 });
                 sql_extra.push(s.as_secs_f64() * 1e3 - d.as_secs_f64() * 1e3);
+                filtered.push(filtered_top10(
+                    &runtime,
+                    &ctx,
+                    &searcher,
+                    query.as_ref(),
+                    id_field,
+                    (text, filtered.len(), rows, runs),
+                ));
             }
         }
     }
@@ -418,6 +468,10 @@ fn main() {
     for (mode, list) in &all {
         report("all", *mode, list);
     }
+    if !filtered.is_empty() {
+        println!();
+        report("filtered 1%", Mode::Top10, &filtered);
+    }
     if !sql_extra.is_empty() {
         sql_extra.sort_by(f64::total_cmp);
         println!(
@@ -427,6 +481,57 @@ fn main() {
             quantile(&sql_extra, 0.9)
         );
     }
+}
+
+/// The times of `text` AND a range of ids keeping 1% of the `rows`
+/// documents (a different range for the `n`-th query), best 10 by score:
+/// diagon through SQL, tantivy with a fast-field range clause. Both find
+/// as many rows.
+fn filtered_top10(
+    runtime: &tokio::runtime::Runtime,
+    ctx: &datafusion::prelude::SessionContext,
+    searcher: &tantivy::Searcher,
+    query: &dyn tantivy::query::Query,
+    id: tantivy::schema::Field,
+    (text, n, rows, runs): (&str, usize, u64, usize),
+) -> (Duration, Duration) {
+    use std::ops::Bound::{Excluded, Included};
+    let width = (rows / 100).max(1) as i64;
+    let lo = (n as i64 * 7919) % (rows as i64 - width).max(1);
+    let hi = lo + width;
+    let escaped = text.replace('\'', "''");
+    let sql = format!(
+        "SELECT id, bm25(body, '{escaped}') AS s FROM docs \
+         WHERE match(body, '{escaped}') AND id >= {lo} AND id < {hi} ORDER BY s DESC LIMIT 10"
+    );
+    let range = tantivy::query::RangeQuery::new(
+        Included(tantivy::Term::from_field_i64(id, lo)),
+        Excluded(tantivy::Term::from_field_i64(id, hi)),
+    );
+    let both = tantivy::query::BooleanQuery::new(vec![
+        (tantivy::query::Occur::Must, query.box_clone()),
+        (tantivy::query::Occur::Must, Box::new(range)),
+    ]);
+    let mut found = (0, 0);
+    let d = time(runs, || {
+        runtime.block_on(async {
+            let batches = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+            found.0 = batches.iter().map(RecordBatch::num_rows).sum::<usize>();
+        })
+    });
+    let t = time(runs, || {
+        let top = searcher
+            .search(&both, &TopDocs::with_limit(10).order_by_score())
+            .unwrap();
+        found.1 = top.len();
+    });
+    if found.0 != found.1 {
+        println!(
+            "  filtered top 10 of {text:?}: diagon {} rows, tantivy {}",
+            found.0, found.1
+        );
+    }
+    (d, t)
 }
 
 /// One call of the profiled mode.

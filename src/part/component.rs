@@ -61,6 +61,12 @@ pub trait ComponentBuilder: Send {
     /// part row number of the first.
     fn add_granule(&mut self, first_row: u64, granule: &RecordBatch) -> Result<()>;
 
+    /// The memory the builder holds, which an insert bounds by cutting
+    /// the part (0 for builders whose memory does not grow with the rows).
+    fn memory_bytes(&self) -> usize {
+        0
+    }
+
     /// The finished component.
     fn finish(self: Box<Self>) -> Result<BuiltComponent>;
 }

@@ -170,6 +170,13 @@ impl PartWriter {
         &self.name
     }
 
+    /// The memory the component builders hold (see
+    /// [`ComponentBuilder::memory_bytes`]); rows not yet cut into a granule
+    /// have not reached them.
+    pub fn component_memory(&self) -> usize {
+        self.builders.iter().map(|b| b.memory_bytes()).sum()
+    }
+
     /// Adds a component built elsewhere (a merge remaps its inputs'),
     /// written with the builders' at [`Self::finish`].
     pub fn add_component(&mut self, component: BuiltComponent) {
@@ -388,6 +395,8 @@ impl PartWriter {
             built.push(builder.finish()?);
         }
         built.append(&mut self.built);
+        // By kind, then column: the same order whether built or remapped.
+        built.sort_by(|a, b| (&a.kind, &a.columns).cmp(&(&b.kind, &b.columns)));
         for (n, built) in built.into_iter().enumerate() {
             let file = format!("k{n}.cmp");
             let (bytes, meta) = built.encode(&file)?;

@@ -119,31 +119,52 @@ impl InsertWriter {
         self.buffered_bytes = self.buffered_bytes * rest / all.num_rows();
         self.buffered_rows = rest;
         let batch = self.sort(all.slice(0, take))?;
-        // Registered before the first file lands, so a concurrent cleanup
-        // never takes the files of a part still being written.
-        let name = new_part_name();
-        self.table.begin_write(&name);
-        let mut writer = PartWriter::new(
-            self.table.storage(),
-            &name,
-            self.base.schema.clone(),
-            self.layout.clone(),
-            0,
-            Table::component_builders(&self.base),
-        );
-        let written = match writer.write(&batch).await {
-            Ok(()) => writer.finish().await,
-            Err(e) => Err(e),
-        };
-        let part = match written {
-            Ok(part) => part,
-            Err(e) => {
-                self.table.end_writes([&name]);
-                return Err(self.context(e));
+        self.write_parts(&batch).await
+    }
+
+    /// Writes `batch` (sorted) as one part, or as several when the part's
+    /// index builders reach `insert_index_bytes` first: the part is cut at
+    /// that granule and the next one goes on. Cut from one sorted batch,
+    /// the parts' key ranges are disjoint.
+    async fn write_parts(&mut self, batch: &RecordBatch) -> Result<()> {
+        let step = self.layout.granularity.max(1);
+        let budget = self.base.options.insert_index_bytes;
+        let mut at = 0;
+        while at < batch.num_rows() {
+            // Registered before the first file lands, so a concurrent
+            // cleanup never takes the files of a part still being written.
+            let name = new_part_name();
+            self.table.begin_write(&name);
+            let mut writer = PartWriter::new(
+                self.table.storage(),
+                &name,
+                self.base.schema.clone(),
+                self.layout.clone(),
+                0,
+                Table::component_builders(&self.base),
+            );
+            let written = async {
+                while at < batch.num_rows() {
+                    let rows = step.min(batch.num_rows() - at);
+                    writer.write(&batch.slice(at, rows)).await?;
+                    at += rows;
+                    if writer.component_memory() >= budget {
+                        break;
+                    }
+                }
+                writer.finish().await
             }
-        };
-        self.rows += part.meta.rows;
-        self.parts.push(PartEntry::new(&part, 0));
+            .await;
+            let part = match written {
+                Ok(part) => part,
+                Err(e) => {
+                    self.table.end_writes([&name]);
+                    return Err(self.context(e));
+                }
+            };
+            self.rows += part.meta.rows;
+            self.parts.push(PartEntry::new(&part, 0));
+        }
         Ok(())
     }
 

@@ -18,6 +18,7 @@ pub const DEFAULT_GRANULARITY_BYTES: usize = 10 << 20;
 pub const DEFAULT_MIN_BYTES_FOR_WIDE_PART: usize = 10 << 20;
 pub const DEFAULT_INSERT_BLOCK_ROWS: usize = 1 << 20;
 pub const DEFAULT_INSERT_BLOCK_BYTES: usize = 256 << 20;
+pub const DEFAULT_INSERT_INDEX_BYTES: usize = 512 << 20;
 const MAX_GRANULARITY: usize = crate::part::column::MAX_GRANULE_ROWS;
 
 /// The option names a table accepts (`codec.<column>` is a family).
@@ -35,6 +36,7 @@ pub const KNOWN_OPTIONS: &[&str] = &[
     "default_operator",
     "insert_block_rows",
     "insert_block_bytes",
+    "insert_index_bytes",
     "merge.background",
     "merge.size_ratio",
     "merge.parts_per_merge",
@@ -113,6 +115,9 @@ pub struct TableOptions {
     pub insert_block_rows: usize,
     /// ...or after this many buffered bytes (in memory), whichever comes first.
     pub insert_block_bytes: usize,
+    /// An insert also cuts a part once its index builders (text indexes)
+    /// hold this many bytes.
+    pub insert_index_bytes: usize,
     pub merge: MergeOptions,
     /// Seconds before unreferenced part files are deleted.
     pub old_parts_lifetime: u64,
@@ -141,6 +146,7 @@ impl Default for TableOptions {
             text: TextSearch::default(),
             insert_block_rows: DEFAULT_INSERT_BLOCK_ROWS,
             insert_block_bytes: DEFAULT_INSERT_BLOCK_BYTES,
+            insert_index_bytes: DEFAULT_INSERT_INDEX_BYTES,
             merge: MergeOptions::default(),
             old_parts_lifetime: DEFAULT_OLD_PARTS_LIFETIME,
             checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
@@ -175,6 +181,9 @@ impl TableOptions {
                 }
                 "insert_block_bytes" => {
                     parsed.insert_block_bytes = parse_count(key, value, 1024, usize::MAX)?;
+                }
+                "insert_index_bytes" => {
+                    parsed.insert_index_bytes = parse_count(key, value, 1024, usize::MAX)?;
                 }
                 "merge.background" => parsed.merge.background = parse_bool(key, value)?,
                 "merge.size_ratio" => {
@@ -280,6 +289,10 @@ impl TableOptions {
         map.insert(
             "insert_block_bytes".into(),
             self.insert_block_bytes.to_string(),
+        );
+        map.insert(
+            "insert_index_bytes".into(),
+            self.insert_index_bytes.to_string(),
         );
         let m = &self.merge;
         map.insert("merge.background".into(), m.background.to_string());

@@ -5,7 +5,9 @@
 //! damaged bytes are errors or wrong-but-bounded values, never a panic.
 
 use diagon::index::text::bm25::{decode_length, encode_length};
-use diagon::index::text::postings::{BLOCK_LEN, END, PostingList, TermPostings, encode};
+use diagon::index::text::postings::{
+    BLOCK_LEN, END, PostingList, TermPostings, encode, put_positions,
+};
 use proptest::prelude::*;
 
 /// Rows from sorted gaps, each with 1 to 4 positions and a length.
@@ -61,7 +63,10 @@ struct Posting {
 fn encoded(list: &[Posting]) -> Vec<u8> {
     let rows: Vec<u32> = list.iter().map(|p| p.row).collect();
     let freqs: Vec<u32> = list.iter().map(|p| p.positions.len() as u32).collect();
-    let positions: Vec<u32> = list.iter().flat_map(|p| p.positions.clone()).collect();
+    let mut positions = Vec::new();
+    for p in list {
+        put_positions(&p.positions, &mut positions);
+    }
     let len_of = |row: u32| list.iter().find(|p| p.row == row).unwrap().len;
     let mut bytes = Vec::new();
     let postings = TermPostings {

@@ -813,3 +813,66 @@ fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// An insert cuts a part once its text index builders hold
+/// `insert_index_bytes`: several parts with disjoint key ranges, cut at
+/// granules, every row searchable as in one part.
+#[tokio::test]
+async fn an_insert_cuts_parts_at_the_index_memory_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = crate::common::context(2);
+    for (name, budget) in [("bounded", 64 << 10), ("unbounded", 1 << 30)] {
+        sql(
+            &ctx,
+            &format!(
+                "CREATE EXTERNAL TABLE {name} (id BIGINT, body VARCHAR) STORED AS DIAGON \
+                 LOCATION '{}' OPTIONS ('order_by' 'id', 'granularity' '256', \
+                 'text_index' 'body', 'insert_index_bytes' '{budget}', \
+                 'merge.background' 'false')",
+                dir.path().join(name).display()
+            ),
+        )
+        .await;
+        sql(
+            &ctx,
+            &format!(
+                "INSERT INTO {name} SELECT value, concat('w', value % 97, ' x', value % 13, \
+                 ' t', value) FROM range(20000)"
+            ),
+        )
+        .await;
+    }
+    let parts = |name: &str| format!("SELECT rows FROM diagon_parts('{name}')");
+    let bounded = sql(&ctx, &parts("bounded")).await;
+    let rows: Vec<i64> = bounded
+        .iter()
+        .flat_map(|b| {
+            let rows = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Int64);
+            rows.unwrap().as_primitive::<Int64Type>().values().to_vec()
+        })
+        .collect();
+    assert!(rows.len() > 2, "parts of {rows:?} rows");
+    assert_eq!(rows.iter().sum::<i64>(), 20000);
+    assert!(
+        rows[..rows.len() - 1].iter().all(|r| r % 256 == 0),
+        "{rows:?}"
+    );
+    assert_eq!(sql(&ctx, &parts("unbounded")).await[0].num_rows(), 1);
+    for query in ["w5", "x7 AND w11", "t19999", "\"w3 x3\""] {
+        let of = |name: &str| {
+            format!(
+                "SELECT id, bm25(body, '{query}') FROM {name} WHERE match(body, '{query}') \
+                 ORDER BY id"
+            )
+        };
+        let (b, u) = (
+            sql(&ctx, &of("bounded")).await,
+            sql(&ctx, &of("unbounded")).await,
+        );
+        assert_eq!(ids(&b), ids(&u), "{query}");
+        assert!(!ids(&u).is_empty(), "{query}");
+        for ((_, x), (_, y)) in scored(&b).iter().zip(&scored(&u)) {
+            assert!(close(*x, f64::from(*y)), "{query}: {x} vs {y}");
+        }
+    }
+}

@@ -19,7 +19,6 @@
 //! Rows without tokens (NULL, empty, only stop words) hold no posting and
 //! do not count in the statistics, as in Lucene.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use std::ops::Range;
@@ -31,7 +30,7 @@ use fst::{Map, MapBuilder};
 
 use super::analysis::Analyzer;
 use super::bm25::{ColumnStats, decode_length, encode_length};
-use super::postings::{Cursor, PostingList, TermPostings, encode};
+use super::postings::{Cursor, PostingList, TermPostings, encode, put_position};
 use crate::encoding::Codec;
 use crate::error::{Error, Result};
 use crate::part::component::{BuiltComponent, Component, ComponentBuilder};
@@ -51,12 +50,15 @@ const TERM_INFO_LEN: usize = 16;
 const SUMMARY_U64S: usize = 5;
 const SUMMARY_LEN: usize = 8 * SUMMARY_U64S + 4 * 3;
 
-/// One term's postings while the part is being built.
+/// One term's postings while the part is being built, positions encoded
+/// as the list stores them.
 #[derive(Default)]
 struct TermBuffer {
     rows: Vec<u32>,
     freqs: Vec<u32>,
-    positions: Vec<u32>,
+    positions: Vec<u8>,
+    /// The current row's last position.
+    last_position: u32,
 }
 
 /// Builds the text index of one column from the part's granules.
@@ -64,11 +66,19 @@ pub struct TextIndexBuilder {
     column: usize,
     name: String,
     analyzer: Analyzer,
-    terms: HashMap<Box<str>, TermBuffer>,
+    terms: rustc_hash::FxHashMap<Box<str>, TermBuffer>,
     /// Length of every part row so far (0 without tokens).
     lens: Vec<u32>,
     stats: ColumnStats,
     coded_len: u64,
+    /// Bytes the terms' names and postings buffers hold (their capacity).
+    buffered: usize,
+}
+
+impl TermBuffer {
+    fn capacity_bytes(&self) -> usize {
+        4 * (self.rows.capacity() + self.freqs.capacity()) + self.positions.capacity()
+    }
 }
 
 impl TextIndexBuilder {
@@ -79,17 +89,18 @@ impl TextIndexBuilder {
             column,
             name: name.to_string(),
             analyzer,
-            terms: HashMap::new(),
+            terms: Default::default(),
             lens: Vec::new(),
             stats: ColumnStats::default(),
             coded_len: 0,
+            buffered: 0,
         }
     }
 
     fn add_value(&mut self, row: u32, text: &str) {
         let mut len = 0u32;
         let mut last_position = None;
-        let terms = &mut self.terms;
+        let (terms, buffered) = (&mut self.terms, &mut self.buffered);
         self.analyzer.analyze(text, |token| {
             if last_position != Some(token.position) {
                 len += 1;
@@ -97,15 +108,26 @@ impl TextIndexBuilder {
             }
             let buffer = match terms.get_mut(token.term) {
                 Some(buffer) => buffer,
-                None => terms.entry(Box::from(token.term)).or_default(),
+                None => {
+                    *buffered += token.term.len();
+                    terms.entry(Box::from(token.term)).or_default()
+                }
             };
-            if buffer.rows.last() == Some(&row) {
-                *buffer.freqs.last_mut().expect("a row has its frequency") += 1;
-            } else {
-                buffer.rows.push(row);
-                buffer.freqs.push(1);
-            }
-            buffer.positions.push(token.position);
+            let capacity = buffer.capacity_bytes();
+            let last = match buffer.rows.last() == Some(&row) {
+                true => {
+                    *buffer.freqs.last_mut().expect("a row has its frequency") += 1;
+                    Some(buffer.last_position)
+                }
+                false => {
+                    buffer.rows.push(row);
+                    buffer.freqs.push(1);
+                    None
+                }
+            };
+            put_position(last, token.position, &mut buffer.positions);
+            buffer.last_position = token.position;
+            *buffered += buffer.capacity_bytes() - capacity;
         });
         self.lens.push(len);
         if len > 0 {
@@ -133,6 +155,13 @@ fn for_each_text(name: &str, array: &dyn Array, mut f: impl FnMut(Option<&str>))
 }
 
 impl ComponentBuilder for TextIndexBuilder {
+    /// The term table, the terms' names, their postings buffers and the
+    /// rows' lengths, by capacity.
+    fn memory_bytes(&self) -> usize {
+        let entry = std::mem::size_of::<(Box<str>, TermBuffer)>() + 1;
+        self.buffered + self.terms.capacity() * entry + 4 * self.lens.capacity()
+    }
+
     fn add_granule(&mut self, first_row: u64, granule: &RecordBatch) -> Result<()> {
         if first_row != self.lens.len() as u64 {
             return Err(Error::Schema(format!(

@@ -26,7 +26,7 @@ use fst::{IntoStreamer, Streamer};
 use super::analysis::Analyzer;
 use super::bm25::{ColumnStats, decode_length};
 use super::component::{IndexWriter, NORMS_PER_BLOCK, TERMS_PER_BLOCK, TermInfo, TextIndexReader};
-use super::postings::{END, TermPostings};
+use super::postings::{END, TermPostings, put_positions};
 use crate::error::{Error, Result};
 use crate::part::component::BuiltComponent;
 
@@ -193,13 +193,14 @@ impl<'r> Source<'r> {
 /// One term's postings gathered from the inputs, in output rows.
 #[derive(Default)]
 struct Gathered {
-    /// (output row, frequency, where its positions start in `positions`).
-    entries: Vec<(u32, u32, u32)>,
-    positions: Vec<u32>,
+    /// (output row, frequency, where its encoded positions lie in
+    /// `positions`: start and length).
+    entries: Vec<(u32, u32, usize, usize)>,
+    positions: Vec<u8>,
     /// The postings in output row order.
     rows: Vec<u32>,
     freqs: Vec<u32>,
-    ordered_positions: Vec<u32>,
+    ordered_positions: Vec<u8>,
     scratch: Vec<u32>,
 }
 
@@ -223,8 +224,10 @@ impl Gathered {
                 cursor
                     .positions(&mut self.scratch)
                     .map_err(|e| reader.malformed(e))?;
-                self.entries.push((out, freq, self.positions.len() as u32));
-                self.positions.extend_from_slice(&self.scratch);
+                let at = self.positions.len();
+                put_positions(&self.scratch, &mut self.positions);
+                let len = self.positions.len() - at;
+                self.entries.push((out, freq, at, len));
             }
             row = cursor.advance().map_err(|e| reader.malformed(e))?;
         }
@@ -243,12 +246,11 @@ impl Gathered {
         self.rows.clear();
         self.freqs.clear();
         self.ordered_positions.clear();
-        for &(row, freq, at) in &self.entries {
+        for &(row, freq, at, len) in &self.entries {
             self.rows.push(row);
             self.freqs.push(freq);
-            let at = at as usize;
             self.ordered_positions
-                .extend_from_slice(&self.positions[at..at + freq as usize]);
+                .extend_from_slice(&self.positions[at..at + len]);
         }
         Some(TermPostings {
             rows: &self.rows,

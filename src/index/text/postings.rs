@@ -52,12 +52,14 @@ const SKIP_LEN: usize = 16;
 /// One term's postings in a part, as the index builder holds them:
 /// parallel `rows` (strictly increasing) and `freqs` (each at least 1),
 /// and every row's positions in row order, `freqs[i]` of them for row `i`,
-/// strictly increasing within a row.
+/// strictly increasing within a row, already encoded as the list stores
+/// them (each row's by [`put_positions`]): a builder keeps them in a
+/// quarter of the memory, and encoding copies them.
 #[derive(Debug, Clone, Copy)]
 pub struct TermPostings<'a> {
     pub rows: &'a [u32],
     pub freqs: &'a [u32],
-    pub positions: &'a [u32],
+    pub positions: &'a [u8],
 }
 
 /// Encodes `postings` into `out`; `len_of` gives a row's length in tokens
@@ -77,9 +79,11 @@ pub fn encode(postings: TermPostings<'_>, len_of: impl Fn(u32) -> u32, out: &mut
     let mut impacts = Vec::new();
     let mut positions = Vec::new();
     let mut next_position = 0;
-    let mut put_row_positions = |freq: u32, positions: &mut Vec<u8>| {
-        let end = next_position + freq as usize;
-        put_positions(&all_positions[next_position..end], positions);
+    // Copies the positions of rows with frequencies `freqs`.
+    let mut put_rows_positions = |freqs: &[u32], positions: &mut Vec<u8>| {
+        let values: u32 = freqs.iter().sum();
+        let end = varints_end(all_positions, next_position, values);
+        positions.extend_from_slice(&all_positions[next_position..end]);
         next_position = end;
     };
     let mut rows = [0u32; BLOCK_LEN];
@@ -91,8 +95,8 @@ pub fn encode(postings: TermPostings<'_>, len_of: impl Fn(u32) -> u32, out: &mut
         rows.copy_from_slice(&all_rows[range.clone()]);
         for (i, &freq) in all_freqs[range.clone()].iter().enumerate() {
             freqs[i] = freq - 1;
-            put_row_positions(freq, &mut positions);
         }
+        put_rows_positions(&all_freqs[range.clone()], &mut positions);
         let row_bits = packer.num_bits_strictly_sorted(previous, &rows);
         let freq_bits = packer.num_bits(&freqs);
         data.extend_from_slice(&[row_bits, freq_bits]);
@@ -126,8 +130,8 @@ pub fn encode(postings: TermPostings<'_>, len_of: impl Fn(u32) -> u32, out: &mut
     }
     for &freq in &all_freqs[tail.clone()] {
         put_varint(freq - 1, &mut tail_bytes);
-        put_row_positions(freq, &mut positions);
     }
+    put_rows_positions(&all_freqs[tail.clone()], &mut positions);
     if !tail.is_empty() {
         put_impacts(
             &all_rows[tail.clone()],
@@ -170,12 +174,32 @@ fn put_impacts(rows: &[u32], freqs: &[u32], len_of: &impl Fn(u32) -> u32, out: &
     }
 }
 
-fn put_positions(positions: &[u32], out: &mut Vec<u8>) {
+/// Encodes one row's positions (strictly increasing) as a list stores
+/// them: the first, then each one's distance from the previous less one,
+/// as varints.
+pub fn put_positions(positions: &[u32], out: &mut Vec<u8>) {
     let mut last = None;
     for &p in positions {
-        put_varint(last.map_or(p, |l: u32| p - l - 1), out);
+        put_position(last, p, out);
         last = Some(p);
     }
+}
+
+/// Appends position `p` of a row whose previous position is `last`.
+#[inline]
+pub fn put_position(last: Option<u32>, p: u32, out: &mut Vec<u8>) {
+    put_varint(last.map_or(p, |l| p - l - 1), out);
+}
+
+/// Where `n` varints starting at `at` end.
+fn varints_end(bytes: &[u8], at: usize, n: u32) -> usize {
+    let mut end = at;
+    let mut left = n;
+    while left > 0 {
+        left -= u32::from(bytes[end] < 0x80);
+        end += 1;
+    }
+    end
 }
 
 fn put_varint(mut v: u32, out: &mut Vec<u8>) {

@@ -153,6 +153,17 @@ impl PartPlan {
         starts.partition_point(|&s| s <= row).saturating_sub(1)
     }
 
+    /// The first row at or after `row` in a granule the plan reads (not
+    /// necessarily a row it reads: a granule may select some of its
+    /// rows), or `None` past the last such granule.
+    pub fn next_read_granule_row(&self, row: u64) -> Option<u64> {
+        let starts = &self.index.granule_starts;
+        let first = self.granule_of(row);
+        (first..self.granules.len())
+            .find(|&g| self.granules[g].is_read() && row < starts[g] + self.index.granule_rows(g))
+            .map(|g| row.max(starts[g]))
+    }
+
     /// Whether the plan reads part row `row`.
     pub fn reads_row(&self, row: u64) -> bool {
         let starts = &self.index.granule_starts;

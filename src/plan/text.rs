@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::index::text::Analyzer;
 use crate::index::text::bound::Bound;
 use crate::index::text::component::TextIndexReader;
+use crate::index::text::counts::{Counter, SearchCounts, counted};
 use crate::index::text::score::{Hits, Scoring, scored_rows};
 use crate::index::text::search::matching_rows;
 use crate::part::component::Component;
@@ -68,6 +69,8 @@ pub struct TextPruner {
     /// Parts answered by their index, and by analysing values.
     indexed: AtomicUsize,
     unindexed: AtomicUsize,
+    /// What searching the indexes did.
+    counts: Arc<SearchCounts>,
 }
 
 impl TextPruner {
@@ -86,6 +89,7 @@ impl TextPruner {
             use_index,
             indexed: AtomicUsize::new(0),
             unindexed: AtomicUsize::new(0),
+            counts: Arc::default(),
         }
     }
 
@@ -158,7 +162,7 @@ impl Pruner for TextPruner {
         let rows = match reader {
             Some(reader) => {
                 self.indexed.fetch_add(1, Ordering::Relaxed);
-                matching_rows(&reader, &self.bound).await?
+                counted(&self.counts, matching_rows(&reader, &self.bound)).await?
             }
             None => {
                 self.unindexed.fetch_add(1, Ordering::Relaxed);
@@ -170,7 +174,16 @@ impl Pruner for TextPruner {
     }
 
     fn report(&self) -> Vec<(String, usize)> {
-        vec![
+        let searched = [
+            Counter::TermsLookedUp,
+            Counter::BlocksDecoded,
+            Counter::BlocksSkipped,
+        ]
+        .map(|c| {
+            let name = format!("text_{}_{}", self.column, c.name());
+            (name, self.counts.get(c))
+        });
+        let mut report = vec![
             (
                 format!("text_{}_parts_indexed", self.column),
                 self.indexed.load(Ordering::Relaxed),
@@ -179,7 +192,9 @@ impl Pruner for TextPruner {
                 format!("text_{}_parts_unindexed", self.column),
                 self.unindexed.load(Ordering::Relaxed),
             ),
-        ]
+        ];
+        report.extend(searched);
+        report
     }
 
     fn describe(&self) -> Option<String> {

@@ -34,6 +34,7 @@ use datafusion::physical_plan::{DisplayFormatType, SortOrderPushdownResult};
 use datafusion_functions_aggregate_common::min_max::{max_batch, min_batch};
 use futures::TryStreamExt;
 
+use crate::index::text::counts::{Counter, SearchCounts, counted};
 use crate::index::text::score::Hits;
 use crate::part::{PartIndex, ReadStats};
 use crate::plan::prune::Stats;
@@ -214,7 +215,7 @@ impl DiagonSource {
     /// The stream of a scan by score: partition 0 emits everything.
     fn open_top_k(&self, partition: usize, request: usize) -> SendableRecordBatchStream {
         let source = self.clone();
-        let metrics = PartitionMetrics::new(&self.metrics, partition);
+        let metrics = PartitionMetrics::new(self, partition);
         let candidates = MetricBuilder::new(&self.metrics).counter("topk_candidates", partition);
         let scored = MetricBuilder::new(&self.metrics).counter("topk_rows_scored", partition);
         let skipped = MetricBuilder::new(&self.metrics).counter("topk_blocks_skipped", partition);
@@ -227,11 +228,15 @@ impl DiagonSource {
             }
             let timer = metrics.baseline.elapsed_compute().timer();
             let mut counts = super::topk::TopKCounts::default();
-            let batches = super::topk::top_k(&source, request, source.fetch, &mut counts)
-                .await
-                .map_err(|e| {
-                    DataFusionError::Context(format!("table '{}'", source.table_name), Box::new(e))
-                })?;
+            let searched = counted(
+                &metrics.searches,
+                super::topk::top_k(&source, request, source.fetch, &mut counts),
+            )
+            .await;
+            metrics.record_searches();
+            let batches = searched.map_err(|e| {
+                DataFusionError::Context(format!("table '{}'", source.table_name), Box::new(e))
+            })?;
             timer.done();
             candidates.add(counts.candidates);
             scored.add(counts.scored);
@@ -394,7 +399,7 @@ impl DataSource for DiagonSource {
         }
         let task = self.tasks.get(partition).cloned().unwrap_or_default();
         let reads = read_order(&task, self.reverse);
-        let metrics = PartitionMetrics::new(&self.metrics, partition);
+        let metrics = PartitionMetrics::new(self, partition);
         let runtime = RuntimePruner::new(&self.runtime_filters, &self.projected_schema);
         let state = ReadState {
             source: self.clone(),
@@ -675,6 +680,9 @@ fn read_order(task: &ScanTask, reverse: bool) -> VecDeque<(usize, Range<usize>)>
 
 struct PartitionMetrics {
     baseline: BaselineMetrics,
+    /// What the scan's text searches did (scans that search text only).
+    text: Option<Vec<(Counter, Count)>>,
+    searches: Arc<SearchCounts>,
     bytes_read: Count,
     rows_read: Count,
     granules_read: Count,
@@ -684,16 +692,38 @@ struct PartitionMetrics {
 }
 
 impl PartitionMetrics {
-    fn new(metrics: &ExecutionPlanMetricsSet, partition: usize) -> Self {
+    fn new(source: &DiagonSource, partition: usize) -> Self {
+        let metrics = &source.metrics;
         let counter = |name: &'static str| MetricBuilder::new(metrics).counter(name, partition);
+        let text = (!source.text.is_empty()).then(|| {
+            Counter::ALL
+                .iter()
+                .map(|&c| {
+                    let name = format!("text_{}", c.name());
+                    (c, MetricBuilder::new(metrics).counter(name, partition))
+                })
+                .collect()
+        });
         PartitionMetrics {
             baseline: BaselineMetrics::new(metrics, partition),
+            text,
+            searches: Arc::default(),
             bytes_read: counter("bytes_read"),
             rows_read: counter("rows_read"),
             granules_read: counter("granules_read"),
             granules_pruned_dynamic: counter("granules_pruned_by_dynamic_filter"),
             dynamic_filter_rebuilds: counter("dynamic_filter_rebuilds"),
             decode_time: MetricBuilder::new(metrics).subset_time("decode_time", partition),
+        }
+    }
+
+    /// Moves what the searches counted so far into the metrics.
+    fn record_searches(&self) {
+        let Some(text) = &self.text else {
+            return;
+        };
+        for ((_, metric), (_, n)) in text.iter().zip(self.searches.take()) {
+            metric.add(n);
         }
     }
 }
@@ -890,12 +920,12 @@ impl ReadState {
             .add_duration(stats.decode_time);
         let hits = match self.source.score_positions.is_empty() {
             true => &[],
-            false => self
-                .source
-                .scores
-                .part(&self.source.plan, part)
-                .await
-                .map_err(|e| e.context(format!("table '{}'", self.source.table_name)))?,
+            false => {
+                let scores = self.source.scores.part(&self.source.plan, part);
+                let scored = counted(&self.metrics.searches, scores).await;
+                self.metrics.record_searches();
+                scored.map_err(|e| e.context(format!("table '{}'", self.source.table_name)))?
+            }
         };
         let mut out = Vec::with_capacity(batches.len());
         for granule in batches {

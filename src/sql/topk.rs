@@ -36,6 +36,7 @@ use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 
 use super::scan::DiagonSource;
+use crate::index::text::postings::END;
 use crate::index::text::score::Hits;
 use crate::index::text::topk::{Collector, Ranked, TopRows, search};
 use crate::part::ReadStats;
@@ -85,6 +86,8 @@ pub(crate) async fn top_k(
             best: &mut best,
             part: p,
             plan: part,
+            every_granule: part.granules.iter().all(|g| g.is_read()),
+            read_until: None,
             checker: &mut checker,
             counts,
         };
@@ -147,6 +150,10 @@ struct PartCollector<'a, 'b> {
     best: &'a mut TopRows,
     part: usize,
     plan: &'a PartPlan,
+    /// Whether the plan reads every granule (then every row is a candidate).
+    every_granule: bool,
+    /// The end of the run of read granules the last candidate was in.
+    read_until: Option<(u32, u32)>,
     checker: &'a mut FilterCheck<'b>,
     counts: &'a mut TopKCounts,
 }
@@ -175,6 +182,27 @@ impl Collector for PartCollector<'_, '_> {
             });
         }
         Ok(())
+    }
+
+    /// The first row at or after `row` in a granule the plan reads: the
+    /// granules other filters pruned are passed over, unscored.
+    fn next_candidate(&mut self, row: u32) -> u32 {
+        if self.every_granule {
+            return row;
+        }
+        if let Some((start, end)) = self.read_until
+            && start <= row
+            && row < end
+        {
+            return row;
+        }
+        let Some(next) = self.plan.next_read_granule_row(u64::from(row)) else {
+            return END;
+        };
+        let g = self.plan.granule_of(next);
+        let end = self.plan.index.granule_starts[g] + self.plan.index.granule_rows(g);
+        self.read_until = Some((next as u32, end.min(u64::from(END)) as u32));
+        next as u32
     }
 }
 

@@ -412,6 +412,38 @@ async fn check(
                 "{text}: top {k} has {score} where {best} is due"
             );
         }
+        // A range of ids, which prunes granules (the key is the id): the
+        // search passes over the pruned granules' rows.
+        let (lo, hi) = (rows.len() as i64 / 3, 2 * rows.len() as i64 / 3);
+        let ranged = scored(
+            &sql(
+                &ctx,
+                &format!(
+                    "SELECT id, bm25(body, '{text}') AS s FROM t \
+                     WHERE match(body, '{text}') AND id >= {lo} AND id < {hi} \
+                     ORDER BY s DESC LIMIT {k}"
+                ),
+            )
+            .await,
+        );
+        let mut in_range: Vec<(i64, f64)> = expected
+            .iter()
+            .filter(|(id, _)| (lo..hi).contains(id))
+            .copied()
+            .collect();
+        in_range.sort_by(|a, b| b.1.total_cmp(&a.1));
+        assert_eq!(
+            ranged.len(),
+            k.min(in_range.len()),
+            "top {k} of {text} in range"
+        );
+        for ((id, score), (_, best)) in ranged.iter().zip(&in_range) {
+            assert!((lo..hi).contains(id), "{id} is out of range");
+            assert!(
+                close(*score, *best),
+                "{text} in range: top {k} has {score} where {best} is due"
+            );
+        }
         // diagon_search with the filter outside: the same best rows.
         let searched = scored(
             &sql(
@@ -875,4 +907,81 @@ async fn an_insert_cuts_parts_at_the_index_memory_budget() {
             assert!(close(*x, f64::from(*y)), "{query}: {x} vs {y}");
         }
     }
+}
+
+/// The metric `name` of an EXPLAIN ANALYZE text (summed over the
+/// operators that have it).
+fn metric(analyzed: &str, name: &str) -> usize {
+    let found: Vec<usize> = analyzed
+        .split("metrics=[")
+        .skip(1)
+        .filter_map(|metrics| {
+            let metrics = metrics.split(']').next()?;
+            let value = metrics.split(&format!(" {name}=")).nth(1)?;
+            value
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(!found.is_empty(), "no {name} in {analyzed}");
+    found.iter().sum()
+}
+
+/// EXPLAIN ANALYZE counts what the text index did: terms looked up,
+/// postings blocks decoded and skipped, rows scored.
+#[tokio::test]
+async fn explain_analyze_counts_the_text_search() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = crate::common::context(1);
+    sql(
+        &ctx,
+        &format!(
+            "CREATE EXTERNAL TABLE t (id BIGINT, body VARCHAR) STORED AS DIAGON \
+             LOCATION '{}' OPTIONS ('order_by' 'id', 'text_index' 'body')",
+            dir.path().display()
+        ),
+    )
+    .await;
+    // `w0` in the 500 even rows (4 blocks of 128), `rare` in rows 2 and 998
+    // (metrics under 1000: EXPLAIN prints larger ones rounded).
+    sql(
+        &ctx,
+        "INSERT INTO t SELECT value, concat('w', value % 2, \
+         CASE WHEN value IN (2, 998) THEN ' rare' ELSE '' END) FROM range(1000)",
+    )
+    .await;
+    let analyze = |query: &str| {
+        let ctx = ctx.clone();
+        let query = format!("EXPLAIN ANALYZE {query}");
+        async move { crate::common::query(&ctx, &query).await }
+    };
+    let listed = analyze("SELECT id FROM t WHERE match(body, 'w0')").await;
+    assert_eq!(metric(&listed, "text_body_terms_looked_up"), 1, "{listed}");
+    assert_eq!(
+        metric(&listed, "text_body_postings_blocks_decoded"),
+        4,
+        "{listed}"
+    );
+    assert_eq!(
+        metric(&listed, "text_body_postings_blocks_skipped"),
+        0,
+        "{listed}"
+    );
+
+    // The rare term's rows are sought in w0's list: its middle blocks are
+    // passed over by their skip entries.
+    let both = analyze("SELECT id FROM t WHERE match(body, '+w0 +rare')").await;
+    assert_eq!(metric(&both, "text_body_terms_looked_up"), 2, "{both}");
+    let decoded = metric(&both, "text_body_postings_blocks_decoded");
+    let skipped = metric(&both, "text_body_postings_blocks_skipped");
+    assert!(decoded <= 3 && skipped >= 2, "{both}");
+
+    let scored = analyze("SELECT id, bm25(body, 'w0') FROM t WHERE match(body, 'w0')").await;
+    assert_eq!(metric(&scored, "text_rows_scored"), 500, "{scored}");
+    assert!(
+        metric(&scored, "text_postings_blocks_decoded") >= 4,
+        "{scored}"
+    );
 }

@@ -484,6 +484,7 @@ impl TextIndexReader {
 
     /// Where `term` (already analysed) lies, or `None` if no row holds it.
     pub async fn term(&self, term: &str) -> Result<Option<TermInfo>> {
+        super::counts::add(super::counts::Counter::TermsLookedUp, 1);
         let Some(ordinal) = self.dictionary().await?.get(term) else {
             return Ok(None);
         };

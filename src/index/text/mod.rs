@@ -10,6 +10,7 @@ pub mod analysis;
 pub mod bm25;
 pub mod bound;
 pub mod component;
+pub mod counts;
 pub mod highlight;
 pub mod merge;
 pub mod postings;

@@ -42,6 +42,7 @@
 use bitpacking::{BitPacker, BitPacker4x};
 
 use super::bm25::encode_length;
+use super::counts::{self, Counter};
 
 /// Rows per packed block (the 4x packer's block: SIMD-friendly).
 pub const BLOCK_LEN: usize = BitPacker4x::BLOCK_LEN;
@@ -458,6 +459,7 @@ pub const END: u32 = u32::MAX;
 
 impl Cursor<'_, '_> {
     fn load(&mut self, b: usize) -> Result<(), String> {
+        counts::add(Counter::BlocksDecoded, 1);
         self.block = b;
         self.i = 0;
         self.positions_row = 0;
@@ -593,6 +595,10 @@ impl Cursor<'_, '_> {
         let list = self.list;
         if self.block < list.full && list.skip(self.block, 0) < target {
             let b = list.first_block_from(self.block + 1, target);
+            counts::add(
+                Counter::BlocksSkipped,
+                b.min(list.blocks()) - self.block - 1,
+            );
             if b >= list.blocks() {
                 self.i = self.len;
                 return Ok(END);

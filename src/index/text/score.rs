@@ -134,7 +134,9 @@ pub async fn scored_rows(
     scoring: &Scoring,
 ) -> Result<Hits> {
     let mut norms = Norms::new(reader);
-    Box::pin(score(reader, bound, scoring, &mut norms)).await
+    let hits = Box::pin(score(reader, bound, scoring, &mut norms)).await?;
+    super::counts::add(super::counts::Counter::RowsScored, hits.rows.len());
+    Ok(hits)
 }
 
 async fn score(

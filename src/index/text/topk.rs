@@ -22,6 +22,7 @@ use async_trait::async_trait;
 use super::bm25::TermScorer;
 use super::bound::Bound;
 use super::component::TextIndexReader;
+use super::counts::{self, Counter};
 use super::postings::{BLOCK_LEN, Cursor, END, PostingList};
 use super::query::Occur;
 use super::score::{Norms, Scoring};
@@ -37,6 +38,14 @@ pub trait Collector: Send {
 
     /// Offers a row beating the threshold (rows come in ascending order).
     async fn collect(&mut self, row: u32, score: f32) -> Result<()>;
+
+    /// The first row at or after `row` the collector may take ([`END`]
+    /// if none): rows before it are passed over without scoring. A
+    /// collector for a scan whose other filters pruned granules skips
+    /// them so (the default takes every row).
+    fn next_candidate(&mut self, row: u32) -> u32 {
+        row
+    }
 }
 
 /// A row found: its score, part (by position in the searched order) and
@@ -309,17 +318,34 @@ impl Search<'_> {
         let mut codes = [0u8; BLOCK_LEN];
         let mut scores = [0f32; BLOCK_LEN];
         let scorer = &clause.scorer;
-        for b in 0..list.blocks() {
+        let mut next_block = 0;
+        while next_block < list.blocks() {
+            let b = next_block;
+            next_block += 1;
+            let first = match b {
+                0 => 0,
+                b => list.last_row(b - 1).saturating_add(1),
+            };
+            let candidate = collector.next_candidate(first);
+            if candidate == END {
+                break;
+            }
+            if candidate > list.last_row(b) {
+                // No row of the block may be taken: on to the block
+                // holding the next that may, none decoded between.
+                match list.block_of_from(b, candidate) {
+                    Some(to) => next_block = to,
+                    None => break,
+                }
+                counts::add(Counter::BlocksSkipped, next_block - b);
+                continue;
+            }
             let mut threshold = collector.threshold();
             let best = block_max(list, b, scorer).map_err(|e| self.reader.malformed(e))?;
             if !may_beat(best, threshold, 1) {
                 self.counts.blocks_skipped += 1;
                 continue;
             }
-            let first = match b {
-                0 => 0,
-                b => list.last_row(b - 1).saturating_add(1),
-            };
             if clause
                 .cursor
                 .seek(first)
@@ -359,6 +385,15 @@ impl Search<'_> {
             // Boxed, so sorting moves pointers; nearly sorted already, so
             // (for few clauses) an insertion sort.
             clauses.sort_unstable_by_key(|c| c.row());
+            let first = clauses[0].row();
+            let next = collector.next_candidate(first);
+            if next == END {
+                return Ok(());
+            }
+            if next > first {
+                self.seek(&mut clauses, next)?;
+                continue;
+            }
             let Some(mut p) = pivot(&clauses, threshold) else {
                 return Ok(());
             };
@@ -422,6 +457,10 @@ impl Search<'_> {
         required.sort_by_key(|c| c.list.len());
         let mut target = 0u32;
         'rows: loop {
+            target = collector.next_candidate(target);
+            if target == END {
+                return Ok(());
+            }
             for clause in required.iter_mut() {
                 let row = clause
                     .cursor

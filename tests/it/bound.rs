@@ -127,3 +127,34 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// An exact phrase's frequency is the number of starts at which every
+    /// term sits at its offset, and it occurs iff there is one (the merge
+    /// the index uses for exact phrases against counting every start).
+    #[test]
+    fn an_exact_phrase_counts_its_starts(
+        words in proptest::collection::vec(0u8..4, 1..60),
+        phrase in proptest::collection::vec(0u8..4, 2..4),
+    ) {
+        use diagon::index::text::bound::{phrase_freq, phrase_in};
+        // Terms with their offsets, as a phrase binds them (a repeated
+        // word is one term at two offsets).
+        let terms: Vec<(String, u32)> =
+            phrase.iter().enumerate().map(|(i, w)| (format!("w{w}"), i as u32)).collect();
+        let positions: Vec<Vec<u32>> = phrase
+            .iter()
+            .map(|w| {
+                (0..words.len() as u32).filter(|&p| words[p as usize] == *w).collect()
+            })
+            .collect();
+        let lists: Vec<&[u32]> = positions.iter().map(Vec::as_slice).collect();
+        let starts = (0..words.len())
+            .filter(|&s| {
+                phrase.iter().enumerate().all(|(i, w)| words.get(s + i) == Some(w))
+            })
+            .count();
+        prop_assert_eq!(phrase_freq(&terms, &lists, 0), starts as f32);
+        prop_assert_eq!(phrase_in(&terms, &lists, 0), starts > 0);
+    }
+}

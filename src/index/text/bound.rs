@@ -276,6 +276,9 @@ fn phrase_matches(value: &Analysed, terms: &[(String, u32)], slop: u32) -> bool 
 /// Whether the phrase `terms` occurs in a value where term `i` is at
 /// `lists[i]` (sorted positions), within `slop` (see [`phrase_matches`]).
 pub fn phrase_in(terms: &[(String, u32)], lists: &[&[u32]], slop: u32) -> bool {
+    if let Some(found) = exact_starts(terms, lists, slop, true) {
+        return found > 0;
+    }
     let (lows, order) = windows(terms, lists);
     lows.into_iter()
         .any(|low| assign(terms, lists, &order, low, slop, |_, _| {}).is_some())
@@ -290,6 +293,9 @@ pub fn phrase_in(terms: &[(String, u32)], lists: &[&[u32]], slop: u32) -> bool {
 /// number of occurrences, overlapping ones included ("a a" in "a a a"
 /// twice); 0 when the phrase does not occur.
 pub fn phrase_freq(terms: &[(String, u32)], lists: &[&[u32]], slop: u32) -> f32 {
+    if let Some(found) = exact_starts(terms, lists, slop, false) {
+        return found as f32;
+    }
     let (lows, order) = windows(terms, lists);
     let mut freq = 0.0;
     let mut last_start: Option<i64> = None;
@@ -326,6 +332,49 @@ pub fn phrase_matches_at(terms: &[(String, u32)], lists: &[&[u32]], slop: u32) -
         matches.push(placed.clone());
     }
     matches
+}
+
+/// An exact phrase (slop 0) whose (term, offset) pairs are distinct, as
+/// phrases from analysis are: how many starts `s` put every term `i` at
+/// `s + offset_i` (the first only, with `first`), by one merge driven by
+/// the rarest term's positions; the general search sorts every position
+/// and searches from each. `None` for another phrase.
+fn exact_starts(
+    terms: &[(String, u32)],
+    lists: &[&[u32]],
+    slop: u32,
+    first: bool,
+) -> Option<usize> {
+    let distinct = terms
+        .iter()
+        .enumerate()
+        .all(|(i, a)| terms[..i].iter().all(|b| a != b));
+    if slop != 0 || !distinct || lists.len() != terms.len() {
+        return None;
+    }
+    let rarest = (0..lists.len()).min_by_key(|&i| lists[i].len())?;
+    let mut at = vec![0usize; lists.len()];
+    let mut found = 0;
+    'starts: for &q in lists[rarest] {
+        let start = i64::from(q) - i64::from(terms[rarest].1);
+        for (i, list) in lists.iter().enumerate() {
+            if i == rarest {
+                continue;
+            }
+            let want = start + i64::from(terms[i].1);
+            // Starts rise, so each list's pointer only moves on.
+            let seen = &list[at[i]..];
+            at[i] += seen.partition_point(|&p| i64::from(p) < want);
+            if list.get(at[i]).is_none_or(|&p| i64::from(p) != want) {
+                continue 'starts;
+            }
+        }
+        found += 1;
+        if first {
+            break;
+        }
+    }
+    Some(found)
 }
 
 /// Where a match may start (each term's positions minus its offset,

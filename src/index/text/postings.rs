@@ -82,8 +82,9 @@ pub fn encode(postings: TermPostings<'_>, len_of: impl Fn(u32) -> u32, out: &mut
     let mut next_position = 0;
     // Copies the positions of rows with frequencies `freqs`.
     let mut put_rows_positions = |freqs: &[u32], positions: &mut Vec<u8>| {
-        let values: u32 = freqs.iter().sum();
-        let end = varints_end(all_positions, next_position, values);
+        let values: u64 = freqs.iter().map(|&f| u64::from(f)).sum();
+        let end = skip_varints(all_positions, next_position, values)
+            .expect("a row's positions are its frequency's varints");
         positions.extend_from_slice(&all_positions[next_position..end]);
         next_position = end;
     };
@@ -192,15 +193,30 @@ pub fn put_position(last: Option<u32>, p: u32, out: &mut Vec<u8>) {
     put_varint(last.map_or(p, |l| p - l - 1), out);
 }
 
-/// Where `n` varints starting at `at` end.
-fn varints_end(bytes: &[u8], at: usize, n: u32) -> usize {
-    let mut end = at;
-    let mut left = n;
-    while left > 0 {
-        left -= u32::from(bytes[end] < 0x80);
-        end += 1;
+/// Where `n` varints starting at `pos` end, counted by their last bytes
+/// (high bit clear) eight bytes at a time; an error past the end.
+fn skip_varints(bytes: &[u8], mut pos: usize, mut n: u64) -> Result<usize, String> {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    while n >= 8 {
+        let Some(chunk) = bytes.get(pos..pos + 8) else {
+            break;
+        };
+        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        let ends = u64::from((!word & HIGH).count_ones());
+        if ends > n {
+            break;
+        }
+        // The chunk's complete varints are passed; one it cuts goes on
+        // in the next.
+        n -= ends;
+        pos += 8;
     }
-    end
+    while n > 0 {
+        let byte = *bytes.get(pos).ok_or("positions run past the end")?;
+        n -= u64::from(byte < 0x80);
+        pos += 1;
+    }
+    Ok(pos)
 }
 
 fn put_varint(mut v: u32, out: &mut Vec<u8>) {
@@ -211,7 +227,7 @@ fn put_varint(mut v: u32, out: &mut Vec<u8>) {
     out.push(v as u8);
 }
 
-#[inline]
+#[inline(always)]
 fn get_varint(bytes: &[u8], pos: &mut usize) -> Result<u32, String> {
     // Most values (deltas, frequencies) take one byte.
     if let Some(&byte) = bytes.get(*pos)
@@ -646,22 +662,22 @@ impl Cursor<'_, '_> {
             self.positions_at = self.block_positions_start();
         }
         let bytes = &self.list.bytes[self.list.positions_at..];
-        let mut pos = self.positions_at;
-        for row in self.positions_row..=self.i {
-            let mut last: Option<u32> = None;
-            for _ in 0..self.freqs[row] {
-                let delta = get_varint(bytes, &mut pos)?;
-                if row < self.i {
-                    continue;
-                }
-                let p = match last {
-                    None => Some(delta),
-                    Some(l) => l.checked_add(delta).and_then(|p| p.checked_add(1)),
-                }
-                .ok_or("a position past u32")?;
-                last = Some(p);
-                out.push(p);
+        // The rows stepped over: their positions counted, not decoded.
+        let skipped: u64 = self.freqs[self.positions_row..self.i]
+            .iter()
+            .map(|&f| u64::from(f))
+            .sum();
+        let mut pos = skip_varints(bytes, self.positions_at, skipped)?;
+        let mut last: Option<u32> = None;
+        for _ in 0..self.freqs[self.i] {
+            let delta = get_varint(bytes, &mut pos)?;
+            let p = match last {
+                None => Some(delta),
+                Some(l) => l.checked_add(delta).and_then(|p| p.checked_add(1)),
             }
+            .ok_or("a position past u32")?;
+            last = Some(p);
+            out.push(p);
         }
         self.positions_row = self.i + 1;
         self.positions_at = pos;

@@ -370,6 +370,14 @@ impl<'a> Norms<'a> {
         Ok(())
     }
 
+    /// `row`'s length code if its norms block is the one loaded.
+    #[inline]
+    pub(crate) fn cached(&self, row: u32) -> Option<u8> {
+        let (b, codes) = self.block.as_ref()?;
+        let at = (row as usize).checked_sub(b * NORMS_PER_BLOCK)?;
+        codes.get(at).copied()
+    }
+
     pub(crate) async fn get(&mut self, row: u32) -> Result<u8> {
         let b = row as usize / NORMS_PER_BLOCK;
         if self.block.as_ref().is_none_or(|(at, _)| *at != b) {

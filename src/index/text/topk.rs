@@ -280,7 +280,7 @@ pub async fn search(
     }
     let mut search = Search {
         reader,
-        present: Vec::new(),
+        present: vec![None; shape.terms.len()],
         norms: Norms::new(reader),
         excluded,
         counts: SearchCounts::default(),
@@ -295,9 +295,9 @@ pub async fn search(
 
 struct Search<'r> {
     reader: &'r TextIndexReader,
-    /// The scores of a row's clauses (query order, required, score),
-    /// kept between rows.
-    present: Vec<(usize, bool, f32)>,
+    /// The scores of a row's clauses by query order (required, score),
+    /// all `None` between rows.
+    present: Vec<Option<(bool, f32)>>,
     norms: Norms<'r>,
     /// Rows a `MustNot` clause matches, sorted.
     excluded: Vec<u32>,
@@ -540,7 +540,10 @@ impl Search<'_> {
         if self.excluded.binary_search(&row).is_ok() {
             return Ok(());
         }
-        let norm = self.norms.get(row).await?;
+        let norm = match self.norms.cached(row) {
+            Some(norm) => norm,
+            None => self.norms.get(row).await?,
+        };
         if let ([only], []) = (&mut *matched, &*optional) {
             let score = only.scorer.score(only.cursor.freq(), norm);
             self.counts.scored += 1;
@@ -552,27 +555,22 @@ impl Search<'_> {
         // Summed as `score` sums: required clauses in query order, then
         // optional ones in query order, then the two sums.
         let present = &mut self.present;
-        present.clear();
-        present.extend(
-            matched
-                .iter_mut()
-                .map(|c| (c.order, c.required, c.scorer.score(c.cursor.freq(), norm))),
-        );
-        present.extend(
-            optional
-                .iter_mut()
-                .filter(|c| c.row() == row)
-                .map(|c| (c.order, c.required, c.scorer.score(c.cursor.freq(), norm))),
-        );
-        present.sort_unstable_by_key(|(order, ..)| *order);
+        for c in matched.iter_mut() {
+            present[c.order] = Some((c.required, c.scorer.score(c.cursor.freq(), norm)));
+        }
+        for c in optional.iter_mut().filter(|c| c.row() == row) {
+            present[c.order] = Some((c.required, c.scorer.score(c.cursor.freq(), norm)));
+        }
         let sum = |required: bool| -> Option<f32> {
             present
                 .iter()
-                .filter(|(_, r, _)| *r == required)
-                .map(|(.., s)| *s)
+                .filter_map(|p| p.filter(|(r, _)| *r == required))
+                .map(|(_, s)| s)
                 .reduce(|a, b| a + b)
         };
-        let score = match (sum(true), sum(false)) {
+        let (must, should) = (sum(true), sum(false));
+        present.iter_mut().for_each(|p| *p = None);
+        let score = match (must, should) {
             (Some(must), Some(should)) => must + should,
             (Some(must), None) => must,
             (None, Some(should)) => should,

@@ -382,9 +382,7 @@ impl Search<'_> {
     ) -> Result<()> {
         loop {
             let threshold = collector.threshold();
-            // Boxed, so sorting moves pointers; nearly sorted already, so
-            // (for few clauses) an insertion sort.
-            clauses.sort_unstable_by_key(|c| c.row());
+            sort_by_row(&mut clauses);
             let first = clauses[0].row();
             let next = collector.next_candidate(first);
             if next == END {
@@ -593,6 +591,19 @@ impl Search<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// Orders clauses by their current row: an insertion sort, as only the
+/// clauses that moved are out of place (boxed, so swaps move pointers).
+fn sort_by_row(clauses: &mut [Box<Clause<'_, '_>>]) {
+    for i in 1..clauses.len() {
+        let row = clauses[i].row();
+        let mut j = i;
+        while j > 0 && clauses[j - 1].row() > row {
+            clauses.swap(j - 1, j);
+            j -= 1;
+        }
     }
 }
 

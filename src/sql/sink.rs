@@ -57,6 +57,8 @@ impl DataSink for DiagonSink {
         while let Some(batch) = data.next().await {
             writer.write(batch?).await?;
         }
+        // Written before counting: the buffer may become several parts.
+        writer.flush_all().await?;
         let parts = writer.pending_parts();
         let rows = writer.commit().await?;
         MetricBuilder::new(&self.metrics)

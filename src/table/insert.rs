@@ -238,7 +238,9 @@ impl InsertWriter {
         Ok(())
     }
 
-    async fn flush_all(&mut self) -> Result<()> {
+    /// Writes every buffered row as parts (uncommitted until
+    /// [`Self::commit`]), so [`Self::pending_parts`] counts them all.
+    pub async fn flush_all(&mut self) -> Result<()> {
         let max_rows = self.base.options.insert_block_rows;
         while !self.buffer.is_empty() {
             self.flush(max_rows).await?;

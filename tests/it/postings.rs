@@ -21,7 +21,11 @@ fn postings() -> impl Strategy<Value = Vec<Posting>> {
         let n = gaps.len();
         (
             Just(gaps),
-            proptest::collection::vec(proptest::collection::vec(0u32..50, 1..5), n),
+            // Position gaps of one to three varint bytes.
+            proptest::collection::vec(
+                proptest::collection::vec(prop_oneof![0u32..50, 0u32..100_000], 1..5),
+                n,
+            ),
             proptest::collection::vec(1u32..1000, n),
         )
     })

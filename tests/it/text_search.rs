@@ -939,7 +939,8 @@ async fn explain_analyze_counts_the_text_search() {
         &ctx,
         &format!(
             "CREATE EXTERNAL TABLE t (id BIGINT, body VARCHAR) STORED AS DIAGON \
-             LOCATION '{}' OPTIONS ('order_by' 'id', 'text_index' 'body')",
+             LOCATION '{}' OPTIONS ('order_by' 'id', 'text_index' 'body', \
+             'granularity' '128')",
             dir.path().display()
         ),
     )
@@ -977,6 +978,14 @@ async fn explain_analyze_counts_the_text_search() {
     let decoded = metric(&both, "text_body_postings_blocks_decoded");
     let skipped = metric(&both, "text_body_postings_blocks_skipped");
     assert!(decoded <= 3 && skipped >= 2, "{both}");
+
+    // A top 3 among ids from 768 (the last two granules): the search
+    // passes over w0's first three blocks, whose granules are pruned.
+    let top =
+        analyze("SELECT id, bm25(body, 'w0') AS s FROM t WHERE id >= 768 ORDER BY s DESC LIMIT 3")
+            .await;
+    assert_eq!(metric(&top, "text_postings_blocks_skipped"), 3, "{top}");
+    assert!(metric(&top, "text_postings_blocks_decoded") <= 2, "{top}");
 
     let scored = analyze("SELECT id, bm25(body, 'w0') FROM t WHERE match(body, 'w0')").await;
     assert_eq!(metric(&scored, "text_rows_scored"), 500, "{scored}");

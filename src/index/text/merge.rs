@@ -12,9 +12,11 @@
 //! length, which a merge cannot know for deleted rows (it subtracts their
 //! coded lengths; scoring never reads it).
 //!
-//! Memory: the output index (as a build holds it, encoded), each input's
-//! current term info block and postings block, and the row maps (four
-//! bytes per input row): never a whole input index.
+//! Memory: the output index (as a build holds it, encoded), one length
+//! code per output row, the row maps (four bytes per input row), each
+//! input's term dictionary and its current term info and postings
+//! blocks, and one term's postings at a time (twice: gathered and
+//! ordered). Never an input's whole postings.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -118,7 +120,9 @@ async fn merge_norms(
     let (mut stats, mut coded_len) = (ColumnStats::default(), 0u64);
     let mut exact_len = 0u64;
     for (reader, map) in inputs.iter().zip(maps) {
-        exact_len += reader.summary().stats.total_len;
+        // Saturating: a damaged summary must not overflow (scoring never
+        // reads this total).
+        exact_len = exact_len.saturating_add(reader.summary().stats.total_len);
         for b in 0..reader.summary().norm_blocks as usize {
             let codes = reader.norms_once(b).await?;
             let rows = &map[b * NORMS_PER_BLOCK..][..codes.len()];

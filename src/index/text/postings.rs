@@ -638,6 +638,20 @@ impl Cursor<'_, '_> {
         Ok(self.row())
     }
 
+    /// Moves to the first row of block `b`, decoding it; the blocks
+    /// passed are neither decoded nor counted (the caller counts them).
+    pub fn enter_block(&mut self, b: usize) -> Result<u32, String> {
+        if b >= self.list.blocks() {
+            self.i = self.len;
+            return Ok(END);
+        }
+        match b == self.block {
+            true => self.i = 0,
+            false => self.load(b)?,
+        }
+        Ok(self.row())
+    }
+
     fn advance_block(&mut self) -> Result<u32, String> {
         match self.block + 1 < self.list.blocks() {
             true => {

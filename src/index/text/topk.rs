@@ -327,36 +327,36 @@ impl Search<'_> {
                 b => list.last_row(b - 1).saturating_add(1),
             };
             let candidate = collector.next_candidate(first);
-            if candidate == END {
+            // No row of the block may be taken: on to the block holding
+            // the next that may, none decoded between.
+            let to = match candidate {
+                END => None,
+                c if c > list.last_row(b) => Some(list.block_of_from(b, c)),
+                _ => Some(Some(b)),
+            };
+            let Some(Some(to)) = to else {
+                counts::add(Counter::BlocksSkipped, list.blocks() - b);
                 break;
-            }
-            if candidate > list.last_row(b) {
-                // No row of the block may be taken: on to the block
-                // holding the next that may, none decoded between.
-                match list.block_of_from(b, candidate) {
-                    Some(to) => next_block = to,
-                    None => break,
-                }
-                counts::add(Counter::BlocksSkipped, next_block - b);
+            };
+            if to != b {
+                counts::add(Counter::BlocksSkipped, to - b);
+                next_block = to;
                 continue;
             }
             let mut threshold = collector.threshold();
             let best = block_max(list, b, scorer).map_err(|e| self.reader.malformed(e))?;
             if !may_beat(best, threshold, 1) {
                 self.counts.blocks_skipped += 1;
+                counts::add(Counter::BlocksSkipped, 1);
                 continue;
             }
             if clause
                 .cursor
-                .seek(first)
+                .enter_block(b)
                 .map_err(|e| self.reader.malformed(e))?
                 == END
             {
                 break;
-            }
-            if clause.cursor.block() != b {
-                let reason = format!("block {b}: its skip entries do not rise");
-                return Err(self.reader.malformed(reason));
             }
             let (rows, freqs) = clause.cursor.block_postings();
             let n = rows.len();

@@ -87,7 +87,7 @@ pub(crate) async fn top_k(
             part: p,
             plan: part,
             every_granule: part.granules.iter().all(|g| g.is_read()),
-            read_until: None,
+            current: None,
             checker: &mut checker,
             counts,
         };
@@ -150,10 +150,11 @@ struct PartCollector<'a, 'b> {
     best: &'a mut TopRows,
     part: usize,
     plan: &'a PartPlan,
-    /// Whether the plan reads every granule (then every row is a candidate).
+    /// Whether the plan reads every granule (then without filters every
+    /// row is a candidate).
     every_granule: bool,
-    /// The end of the run of read granules the last candidate was in.
-    read_until: Option<(u32, u32)>,
+    /// The read granule the search is in.
+    current: Option<CurrentGranule>,
     checker: &'a mut FilterCheck<'b>,
     counts: &'a mut TopKCounts,
 }
@@ -184,26 +185,64 @@ impl Collector for PartCollector<'_, '_> {
         Ok(())
     }
 
-    /// The first row at or after `row` in a granule the plan reads: the
-    /// granules other filters pruned are passed over, unscored.
-    fn next_candidate(&mut self, row: u32) -> u32 {
-        if self.every_granule {
+    /// The first row at or after `row` that may be taken, unscored
+    /// before it: granules other filters pruned are passed over, and in
+    /// a granule whose filters a candidate made known, rows that fail them.
+    fn next_candidate(&mut self, mut row: u32) -> u32 {
+        if self.every_granule && self.checker.source.filters.is_empty() {
             return row;
         }
-        if let Some((start, end)) = self.read_until
-            && start <= row
-            && row < end
-        {
-            return row;
+        loop {
+            let current = match &mut self.current {
+                Some(c) if c.start <= row && row < c.end => c,
+                _ => {
+                    let Some(next) = self.plan.next_read_granule_row(u64::from(row)) else {
+                        return END;
+                    };
+                    let g = self.plan.granule_of(next);
+                    let index = &self.plan.index;
+                    let start = index.granule_starts[g];
+                    let end = start + index.granule_rows(g);
+                    row = next as u32;
+                    self.current.insert(CurrentGranule {
+                        granule: g,
+                        start: start as u32,
+                        end: end.min(u64::from(END)) as u32,
+                        passed: None,
+                        generation: usize::MAX,
+                    })
+                }
+            };
+            if current.passed.is_none() && current.generation != self.checker.generation {
+                current.generation = self.checker.generation;
+                current.passed = self
+                    .checker
+                    .passed
+                    .get(&(self.part, current.granule))
+                    .cloned();
+            }
+            let Some(passed) = &current.passed else {
+                return row;
+            };
+            let at = (row - current.start) as usize;
+            match passed.slice(at, passed.len() - at).set_indices().next() {
+                Some(i) => return row + i as u32,
+                None if current.end == END => return END,
+                None => row = current.end,
+            }
         }
-        let Some(next) = self.plan.next_read_granule_row(u64::from(row)) else {
-            return END;
-        };
-        let g = self.plan.granule_of(next);
-        let end = self.plan.index.granule_starts[g] + self.plan.index.granule_rows(g);
-        self.read_until = Some((next as u32, end.min(u64::from(END)) as u32));
-        next as u32
     }
+}
+
+/// The read granule a top-k search is in: its rows `start..end`, and
+/// which of them pass the scan's filters once they are known (looked up
+/// again only when the checker has evaluated another granule).
+struct CurrentGranule {
+    granule: usize,
+    start: u32,
+    end: u32,
+    passed: Option<BooleanBuffer>,
+    generation: usize,
 }
 
 /// A DataFusion error as diagon's: diagon's own errors (a corrupt file
@@ -225,6 +264,8 @@ struct FilterCheck<'a> {
     reads_scores: bool,
     /// Per (part, granule): which of its rows pass (by row in granule).
     passed: HashMap<(usize, usize), BooleanBuffer>,
+    /// Granules evaluated so far.
+    generation: usize,
 }
 
 impl<'a> FilterCheck<'a> {
@@ -238,6 +279,7 @@ impl<'a> FilterCheck<'a> {
             source,
             reads_scores,
             passed: HashMap::new(),
+            generation: 0,
         }
     }
 
@@ -251,6 +293,7 @@ impl<'a> FilterCheck<'a> {
             let mask = self.evaluate(part, g, counts).await?;
             counts.granules_checked += 1;
             self.passed.insert((part, g), mask);
+            self.generation += 1;
         }
         let at = (u64::from(row) - plan.index.granule_starts[g]) as usize;
         let pass = self.passed[&(part, g)].value(at);

@@ -994,3 +994,79 @@ async fn explain_analyze_counts_the_text_search() {
         "{scored}"
     );
 }
+
+/// A merge remaps the text index of a column whose parts all have it and
+/// rebuilds one whose parts do not (here `body`, declared with another
+/// analyzer after the first insert): both answer as the values do, and
+/// the merged part lists its indexes in the order an insert writes them.
+#[tokio::test]
+async fn a_merge_remaps_some_text_indexes_and_rebuilds_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let location = dir.path().join("t");
+    let ctx = crate::common::context(2);
+    let create = |options: &str| {
+        format!(
+            "CREATE EXTERNAL TABLE t (id BIGINT, title VARCHAR, body VARCHAR) STORED AS DIAGON \
+             LOCATION '{}' OPTIONS ('order_by' 'id', 'granularity' '16', \
+             'merge.background' 'false'{options})",
+            location.display()
+        )
+    };
+    sql(&ctx, &create(", 'text_index' 'title,body'")).await;
+    let insert = |range: std::ops::Range<i64>| {
+        let values: Vec<String> = range
+            .map(|i| {
+                format!(
+                    "({i}, 'title{} common', 'running runs w{} body{}')",
+                    i % 5,
+                    i % 7,
+                    i % 3
+                )
+            })
+            .collect();
+        format!("INSERT INTO t VALUES {}", values.join(", "))
+    };
+    // Interleaved ids, so the merge interleaves rows of both parts.
+    sql(&ctx, &insert(0..100)).await;
+    sql(&ctx, "DROP TABLE t").await;
+    sql(
+        &ctx,
+        &create(", 'text_index' 'title,body', 'analyzer.body' 'english'"),
+    )
+    .await;
+    sql(&ctx, &insert(50..160)).await;
+    sql(&ctx, "DELETE FROM t WHERE id % 11 = 3").await;
+    let queries = [
+        ("title", "title3"),
+        ("title", "common AND title1"),
+        ("body", "run"),
+        ("body", "running AND w2"),
+        ("body", "\"run w4\""),
+    ];
+    let answers = |ctx: SessionContext| async move {
+        let mut all = Vec::new();
+        for (column, query) in queries {
+            let found = sql(
+                &ctx,
+                &format!("SELECT id FROM t WHERE match({column}, '{query}') ORDER BY id"),
+            )
+            .await;
+            all.push(ids(&found));
+        }
+        all
+    };
+    sql(&ctx, "SELECT * FROM diagon_optimize('t', true)").await;
+    let components = sql(&ctx, "SELECT components FROM diagon_parts('t')").await;
+    let components = arrow::util::pretty::pretty_format_batches(&components)
+        .unwrap()
+        .to_string();
+    assert!(
+        components.contains("text_index(body) english, text_index(title) standard"),
+        "{components}"
+    );
+    let indexed = answers(ctx.clone()).await;
+    sql(&ctx, "SET diagon.enable_text_index = false").await;
+    let analysed = answers(ctx.clone()).await;
+    assert_eq!(indexed, analysed);
+    assert!(indexed.iter().all(|rows| !rows.is_empty()), "{indexed:?}");
+}

@@ -2,21 +2,83 @@
 //! query by BM25 ([`Table::search`]) and how many live rows match
 //! ([`Table::count_matches`]), over a snapshot. The query means what it
 //! means in SQL's `match` and `bm25` on the column (the table's analyzer
-//! and default operator), except that the index does not know NULLs: a
-//! query of only excluded clauses matches rows without a value too.
+//! and default operator). The index does not know NULLs: for a query
+//! that matches values without terms (only excluded clauses), each
+//! part's NULLs are read from the column and left out, as SQL leaves
+//! them out.
 
+use std::sync::Arc;
+
+use arrow::array::Array;
 use arrow::buffer::BooleanBuffer;
+use arrow::datatypes::{Field, Schema};
 use async_trait::async_trait;
 
+use super::log::PartEntry;
 use super::text::statistics_of;
 use super::{Snapshot, Table};
 use crate::error::Result;
 use crate::index::text::bound::Bound;
 use crate::index::text::score::{Scoring, scored_rows, scored_terms};
-use crate::index::text::search::matching_rows;
+use crate::index::text::search::{count_matching, is_deleted};
 use crate::index::text::topk::{Collector, Ranked, TopRows, search};
 use crate::index::text::{Analyzer, DefaultOperator, Query};
 use crate::table::TableOptions;
+
+impl Table {
+    /// The rows of part `entry` that `bound` must not match: its deleted
+    /// rows, and when the query matches values without terms, the rows
+    /// whose `column` is NULL (read from the column: no index knows them).
+    async fn unmatchable(
+        &self,
+        entry: &PartEntry,
+        column: &str,
+        bound: &Bound,
+        deleted: Option<&Arc<BooleanBuffer>>,
+    ) -> Result<Option<BooleanBuffer>> {
+        let deleted = deleted.map(|d| d.as_ref().clone());
+        if bound.needs_terms() {
+            return Ok(deleted);
+        }
+        let index = self.entry_index(entry).await?;
+        let Some(position) = index.column_position(column) else {
+            return Ok(deleted);
+        };
+        if index
+            .null_counts(position)
+            .iter()
+            .all(|n| n.unwrap_or(0) == 0)
+        {
+            return Ok(deleted);
+        }
+        let field = Field::new(column, index.data_type(position).clone(), true);
+        let schema = Arc::new(Schema::new(vec![field]));
+        let storage = self.storage_for(entry)?;
+        let granules = 0..index.num_granules();
+        let mut stats = crate::part::ReadStats::default();
+        let batches = crate::part::read_granules(
+            &storage,
+            &index,
+            &[position],
+            &schema,
+            granules,
+            &mut stats,
+        )
+        .await?;
+        let mut nulls = Vec::with_capacity(index.meta.rows as usize);
+        for batch in &batches {
+            let values = batch.column(0);
+            nulls.extend((0..values.len()).map(|i| values.is_null(i)));
+        }
+        if let Some(deleted) = &deleted {
+            let rows = nulls.len();
+            for row in deleted.set_indices().take_while(|&r| r < rows) {
+                nulls[row] = true;
+            }
+        }
+        Ok(Some(BooleanBuffer::from(nulls)))
+    }
+}
 
 /// A row found by [`Table::search`].
 #[derive(Debug, Clone, PartialEq)]
@@ -83,10 +145,14 @@ impl Table {
             if k == 0 {
                 break;
             }
+            let entry = &snapshot.parts[p];
+            let unmatchable = self
+                .unmatchable(entry, column, &bound, part.mask.as_ref())
+                .await?;
             let mut live = LiveRows {
                 best: &mut best,
                 part: p,
-                deleted: part.mask.as_deref(),
+                deleted: unmatchable.as_ref(),
             };
             let reader = &part.reader;
             if search(reader, &bound, &scoring, &mut live).await?.is_none() {
@@ -118,8 +184,12 @@ impl Table {
     ) -> Result<u64> {
         let bound = TextTarget::of(&snapshot.options, column).bind(query)?;
         let mut count = 0u64;
-        for part in &self.text_parts(snapshot, column).await?.parts {
-            let (reader, mask) = (&part.reader, part.mask.as_deref());
+        let column_index = self.text_parts(snapshot, column).await?;
+        for (entry, part) in snapshot.parts.iter().zip(&column_index.parts) {
+            let mask = self
+                .unmatchable(entry, column, &bound, part.mask.as_ref())
+                .await?;
+            let (reader, mask) = (&part.reader, mask.as_ref());
             if let (Bound::Term { term, .. }, None) = (&bound, mask) {
                 // Every row is live: the term's count is in its term info.
                 count += reader
@@ -128,15 +198,10 @@ impl Table {
                     .map_or(0, |i| u64::from(i.doc_freq));
                 continue;
             }
-            let rows = matching_rows(reader, &bound).await?;
-            count += rows.iter().filter(|&&r| !is_deleted(mask, r)).count() as u64;
+            count += count_matching(reader, &bound, mask).await?;
         }
         Ok(count)
     }
-}
-
-fn is_deleted(deleted: Option<&BooleanBuffer>, row: u32) -> bool {
-    deleted.is_some_and(|d| (row as usize) < d.len() && d.value(row as usize))
 }
 
 /// Offers a part's live rows to the best.

@@ -355,6 +355,11 @@ async fn check(
     } else {
         DefaultOperator::Or
     };
+    let opened = diagon::Table::open("t", crate::common::local_storage(&dir.path().join("t")))
+        .await
+        .unwrap()
+        .unwrap();
+    let snapshot = opened.snapshot().await.unwrap();
     for text in queries {
         let query = Query::parse(&text, operator).unwrap();
         let bound = Bound::bind(&query, "body", analyzer).unwrap();
@@ -374,6 +379,25 @@ async fn check(
         let found_ids: Vec<i64> = found.iter().map(|(id, _)| *id).collect();
         let expected_ids: Vec<i64> = expected.iter().map(|(id, _)| *id).collect();
         assert_eq!(found_ids, expected_ids, "query {text} bound as {bound:?}");
+        let counted = opened
+            .count_matches(&snapshot, "body", &text)
+            .await
+            .unwrap();
+        assert_eq!(counted as usize, expected_ids.len(), "count of {text}");
+        // The library's top k: as many rows as match (NULLs never do),
+        // with the best scores.
+        let k = 1 + (expected.len() % 5);
+        let hits = opened.search(&snapshot, "body", &text, k).await.unwrap();
+        let mut best: Vec<f64> = expected.iter().map(|(_, s)| *s).collect();
+        best.sort_by(|a, b| b.total_cmp(a));
+        assert_eq!(hits.len(), k.min(expected.len()), "search {text} top {k}");
+        for (hit, due) in hits.iter().zip(&best) {
+            assert!(
+                close(hit.score, *due),
+                "search {text}: {} where {due} is due",
+                hit.score
+            );
+        }
         for ((id, score), (_, reference)) in found.iter().zip(&expected) {
             assert!(
                 close(*score, *reference),
@@ -986,6 +1010,14 @@ async fn explain_analyze_counts_the_text_search() {
             .await;
     assert_eq!(metric(&top, "text_postings_blocks_skipped"), 3, "{top}");
     assert!(metric(&top, "text_postings_blocks_decoded") <= 2, "{top}");
+
+    // A top k of words no row holds: rows score 0 and come in table order.
+    let none = sql(
+        &ctx,
+        "SELECT id, bm25(body, 'nowhere OR neither') AS s FROM t ORDER BY s DESC LIMIT 3",
+    )
+    .await;
+    assert_eq!(ids(&none), [0, 1, 2]);
 
     let scored = analyze("SELECT id, bm25(body, 'w0') FROM t WHERE match(body, 'w0')").await;
     assert_eq!(metric(&scored, "text_rows_scored"), 500, "{scored}");

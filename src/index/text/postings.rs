@@ -588,6 +588,11 @@ impl Cursor<'_, '_> {
         (&self.rows[..self.len], &self.freqs[..self.len])
     }
 
+    /// The current block's rows (all of them), without its frequencies.
+    pub fn block_rows(&self) -> &[u32] {
+        &self.rows[..self.len]
+    }
+
     /// The block the cursor is in.
     pub fn block(&self) -> usize {
         self.block

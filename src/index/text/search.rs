@@ -9,6 +9,7 @@
 //! query of only excluded clauses matches every row of the part that the
 //! clauses do not: the caller restricts that to rows with a value.
 
+use arrow::buffer::BooleanBuffer;
 use fst::{IntoStreamer, Streamer};
 
 use super::bound::{Bound, phrase_freq, phrase_in, within_edits};
@@ -37,6 +38,76 @@ async fn rows_of(reader: &TextIndexReader, bound: &Bound) -> Result<Vec<u32>> {
         Bound::Boolean(clauses) => boolean_rows(reader, clauses).await?,
         Bound::Nothing => Vec::new(),
     })
+}
+
+/// How many rows of the part `reader` indexes that `bound` matches are
+/// not `deleted`. A union of terms (an OR of words, a prefix, a fuzzy
+/// word) is counted without listing its rows when they are many for the
+/// part: each list's blocks set bits in a bitmap, which is counted.
+pub async fn count_matching(
+    reader: &TextIndexReader,
+    bound: &Bound,
+    deleted: Option<&BooleanBuffer>,
+) -> Result<u64> {
+    let terms = match bound {
+        Bound::Prefix { prefix, .. } => Some(reader.terms_with_prefix(prefix).await?),
+        Bound::Fuzzy { term, edits, .. } => Some(reader.terms_within_edits(term, *edits).await?),
+        Bound::Boolean(clauses)
+            if clauses
+                .iter()
+                .all(|(o, c)| *o == Occur::Should && matches!(c, Bound::Term { .. })) =>
+        {
+            let terms = clauses.iter().filter_map(|(_, c)| match c {
+                Bound::Term { term, .. } => Some(term.clone()),
+                _ => None,
+            });
+            Some(terms.collect())
+        }
+        _ => None,
+    };
+    let live = |rows: &[u32]| rows.iter().filter(|&&r| !is_deleted(deleted, r)).count() as u64;
+    let Some(terms) = terms else {
+        return Ok(live(&matching_rows(reader, bound).await?));
+    };
+    let mut blocks = Vec::with_capacity(terms.len());
+    for term in &terms {
+        if let Some(info) = reader.term(term).await? {
+            blocks.push((info.doc_freq, reader.postings(&info).await?));
+        }
+    }
+    let part_rows = reader.summary().part_rows as usize;
+    let total: usize = blocks.iter().map(|(n, _)| *n as usize).sum();
+    if total < part_rows / 64 {
+        return Ok(live(&union_of_terms(reader, &terms).await?));
+    }
+    let lists = reader.posting_lists(blocks.iter().map(|(_, b)| b))?;
+    let mut words = vec![0u64; part_rows.div_ceil(64)];
+    for list in &lists {
+        let mut cursor = list.cursor().map_err(|e| reader.malformed(e))?;
+        for b in 0..list.blocks() {
+            if cursor.enter_block(b).map_err(|e| reader.malformed(e))? == END {
+                break;
+            }
+            for &row in cursor.block_rows() {
+                let word = words
+                    .get_mut(row as usize / 64)
+                    .ok_or_else(|| reader.malformed(format!("row {row} past the part's rows")))?;
+                *word |= 1 << (row % 64);
+            }
+        }
+    }
+    if let Some(deleted) = deleted {
+        for row in deleted.set_indices().take_while(|&r| r < part_rows) {
+            words[row / 64] &= !(1 << (row % 64));
+        }
+    }
+    Ok(words.iter().map(|w| u64::from(w.count_ones())).sum())
+}
+
+/// Whether `row` is set in `deleted` (a mask shorter than the part
+/// leaves the rows past it live).
+pub(crate) fn is_deleted(deleted: Option<&BooleanBuffer>, row: u32) -> bool {
+    deleted.is_some_and(|d| (row as usize) < d.len() && d.value(row as usize))
 }
 
 async fn boolean_rows(reader: &TextIndexReader, clauses: &[(Occur, Bound)]) -> Result<Vec<u32>> {

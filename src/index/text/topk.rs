@@ -383,7 +383,10 @@ impl Search<'_> {
         loop {
             let threshold = collector.threshold();
             sort_by_row(&mut clauses);
-            let first = clauses[0].row();
+            // No clause (no term of the query is in the part): nothing.
+            let Some(first) = clauses.first().map(|c| c.row()) else {
+                return Ok(());
+            };
             let next = collector.next_candidate(first);
             if next == END {
                 return Ok(());

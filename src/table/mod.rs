@@ -26,7 +26,7 @@ pub use merge::set_background_merge_threads;
 pub use mutate::RowMatcher;
 pub use options::{MergeOptions, TableOptions};
 pub use schema::{ConstraintDef, Definition, Extras};
-pub use search::SearchHit;
+pub use search::{SearchHit, TextTarget};
 
 use crate::error::{Error, Result};
 use crate::part::component::ComponentBuilder;

@@ -130,9 +130,21 @@ impl Table {
         k: usize,
     ) -> Result<Vec<SearchHit>> {
         let bound = TextTarget::of(&snapshot.options, column).bind(query)?;
+        self.search_bound(snapshot, column, &bound, k).await
+    }
+
+    /// [`Self::search`] for a query already bound to the column (with
+    /// [`TextTarget::bind`]): a query run many times is parsed once.
+    pub async fn search_bound(
+        &self,
+        snapshot: &Snapshot,
+        column: &str,
+        bound: &Bound,
+        k: usize,
+    ) -> Result<Vec<SearchHit>> {
         // Each part's index is opened once, for statistics and search.
         let column_index = self.text_parts(snapshot, column).await?;
-        let terms = scored_terms(&bound);
+        let terms = scored_terms(bound);
         let stats = statistics_of(&column_index, &terms).await?;
         let scoring = Scoring::new(
             snapshot.options.text.bm25,
@@ -147,7 +159,7 @@ impl Table {
             }
             let entry = &snapshot.parts[p];
             let unmatchable = self
-                .unmatchable(entry, column, &bound, part.mask.as_ref())
+                .unmatchable(entry, column, bound, part.mask.as_ref())
                 .await?;
             let mut live = LiveRows {
                 best: &mut best,
@@ -155,8 +167,8 @@ impl Table {
                 deleted: unmatchable.as_ref(),
             };
             let reader = &part.reader;
-            if search(reader, &bound, &scoring, &mut live).await?.is_none() {
-                let hits = scored_rows(reader, &bound, &scoring).await?;
+            if search(reader, bound, &scoring, &mut live).await?.is_none() {
+                let hits = scored_rows(reader, bound, &scoring).await?;
                 for (&row, &score) in hits.rows.iter().zip(&hits.scores) {
                     if score > live.threshold() {
                         live.collect(row, score).await?;
@@ -183,14 +195,24 @@ impl Table {
         query: &str,
     ) -> Result<u64> {
         let bound = TextTarget::of(&snapshot.options, column).bind(query)?;
+        self.count_bound(snapshot, column, &bound).await
+    }
+
+    /// [`Self::count_matches`] for a query already bound to the column.
+    pub async fn count_bound(
+        &self,
+        snapshot: &Snapshot,
+        column: &str,
+        bound: &Bound,
+    ) -> Result<u64> {
         let mut count = 0u64;
         let column_index = self.text_parts(snapshot, column).await?;
         for (entry, part) in snapshot.parts.iter().zip(&column_index.parts) {
             let mask = self
-                .unmatchable(entry, column, &bound, part.mask.as_ref())
+                .unmatchable(entry, column, bound, part.mask.as_ref())
                 .await?;
             let (reader, mask) = (&part.reader, mask.as_ref());
-            if let (Bound::Term { term, .. }, None) = (&bound, mask) {
+            if let (Bound::Term { term, .. }, None) = (bound, mask) {
                 // Every row is live: the term's count is in its term info.
                 count += reader
                     .term(term)
@@ -198,7 +220,7 @@ impl Table {
                     .map_or(0, |i| u64::from(i.doc_freq));
                 continue;
             }
-            count += count_matching(reader, &bound, mask).await?;
+            count += count_matching(reader, bound, mask).await?;
         }
         Ok(count)
     }

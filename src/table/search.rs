@@ -44,11 +44,8 @@ impl Table {
         let Some(position) = index.column_position(column) else {
             return Ok(deleted);
         };
-        if index
-            .null_counts(position)
-            .iter()
-            .all(|n| n.unwrap_or(0) == 0)
-        {
+        // A granule whose null count is unknown may hold NULLs.
+        if index.null_counts(position).iter().all(|n| n == Some(0)) {
             return Ok(deleted);
         }
         let field = Field::new(column, index.data_type(position).clone(), true);

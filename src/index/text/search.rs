@@ -53,9 +53,10 @@ pub async fn count_matching(
         Bound::Prefix { prefix, .. } => Some(reader.terms_with_prefix(prefix).await?),
         Bound::Fuzzy { term, edits, .. } => Some(reader.terms_within_edits(term, *edits).await?),
         Bound::Boolean(clauses)
-            if clauses
-                .iter()
-                .all(|(o, c)| *o == Occur::Should && matches!(c, Bound::Term { .. })) =>
+            if !clauses.is_empty()
+                && clauses
+                    .iter()
+                    .all(|(o, c)| *o == Occur::Should && matches!(c, Bound::Term { .. })) =>
         {
             let terms = clauses.iter().filter_map(|(_, c)| match c {
                 Bound::Term { term, .. } => Some(term.clone()),
@@ -82,17 +83,24 @@ pub async fn count_matching(
     }
     let lists = reader.posting_lists(blocks.iter().map(|(_, b)| b))?;
     let mut words = vec![0u64; part_rows.div_ceil(64)];
-    for list in &lists {
+    for (list, (doc_freq, _)) in lists.iter().zip(&blocks) {
+        if list.len() != *doc_freq {
+            let reason = format!(
+                "a list of {} rows, its term info says {doc_freq}",
+                list.len()
+            );
+            return Err(reader.malformed(reason));
+        }
         let mut cursor = list.cursor().map_err(|e| reader.malformed(e))?;
         for b in 0..list.blocks() {
             if cursor.enter_block(b).map_err(|e| reader.malformed(e))? == END {
                 break;
             }
             for &row in cursor.block_rows() {
-                let word = words
-                    .get_mut(row as usize / 64)
-                    .ok_or_else(|| reader.malformed(format!("row {row} past the part's rows")))?;
-                *word |= 1 << (row % 64);
+                if row as usize >= part_rows {
+                    return Err(reader.malformed(format!("row {row} past the part's rows")));
+                }
+                words[row as usize / 64] |= 1 << (row % 64);
             }
         }
     }

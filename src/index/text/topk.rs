@@ -334,12 +334,14 @@ impl Search<'_> {
                 c if c > list.last_row(b) => Some(list.block_of_from(b, c)),
                 _ => Some(Some(b)),
             };
+            // Block 0 was decoded when the cursor opened: not skipped.
+            let passed = |to: usize| to - b - usize::from(b == 0);
             let Some(Some(to)) = to else {
-                counts::add(Counter::BlocksSkipped, list.blocks() - b);
+                counts::add(Counter::BlocksSkipped, passed(list.blocks()));
                 break;
             };
             if to != b {
-                counts::add(Counter::BlocksSkipped, to - b);
+                counts::add(Counter::BlocksSkipped, passed(to));
                 next_block = to;
                 continue;
             }
@@ -347,7 +349,7 @@ impl Search<'_> {
             let best = block_max(list, b, scorer).map_err(|e| self.reader.malformed(e))?;
             if !may_beat(best, threshold, 1) {
                 self.counts.blocks_skipped += 1;
-                counts::add(Counter::BlocksSkipped, 1);
+                counts::add(Counter::BlocksSkipped, usize::from(b > 0));
                 continue;
             }
             if clause

@@ -139,6 +139,24 @@ thread_local! {
     static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
 
+/// Appends `n` in decimal (a block lookup is a hot path; `write!` goes
+/// through the formatting machinery).
+fn push_decimal(mut n: usize, out: &mut String) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[at..] {
+        out.push(char::from(d));
+    }
+}
+
 impl Component {
     /// The component `meta` of the part in `part_dir`.
     pub fn open(storage: &Storage, part_dir: &str, meta: &ComponentMeta) -> Result<Self> {
@@ -258,10 +276,10 @@ impl Component {
     ) -> Result<Arc<T>> {
         let cache = self.storage.cache();
         let key = KEY.with_borrow_mut(|key| {
-            use std::fmt::Write;
             key.clear();
             key.push_str(&self.key);
-            write!(key, "#block{i}").expect("writing to a string");
+            key.push_str("#block");
+            push_decimal(i, key);
             cache.get::<T>(key).ok_or_else(|| key.clone())
         });
         let key = match key {

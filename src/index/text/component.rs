@@ -414,6 +414,10 @@ pub struct TextIndexReader {
     component: Component,
     summary: Summary,
     analyzer: Analyzer,
+    /// The term dictionary once read: every query looks terms up in it,
+    /// so a reader (opened once per snapshot) keeps it rather than
+    /// finding it in the cache each time.
+    dictionary: Arc<std::sync::OnceLock<Arc<Map<Vec<u8>>>>>,
 }
 
 /// A postings block, kept whole in the cache.
@@ -460,6 +464,7 @@ impl TextIndexReader {
             component,
             summary,
             analyzer,
+            dictionary: Arc::default(),
         })
     }
 
@@ -473,13 +478,18 @@ impl TextIndexReader {
     }
 
     pub(crate) async fn dictionary(&self) -> Result<Arc<Map<Vec<u8>>>> {
-        self.component
+        if let Some(dictionary) = self.dictionary.get() {
+            return Ok(dictionary.clone());
+        }
+        let dictionary = self
+            .component
             .block(
                 1,
                 |bytes| Map::new(bytes.to_vec()).map_err(|e| format!("term dictionary: {e}")),
                 |map| map.as_fst().as_bytes().len() as u64,
             )
-            .await
+            .await?;
+        Ok(self.dictionary.get_or_init(|| dictionary).clone())
     }
 
     /// Where `term` (already analysed) lies, or `None` if no row holds it.

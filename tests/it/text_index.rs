@@ -704,3 +704,56 @@ proptest! {
         prop_assert_eq!(found, expected);
     }
 }
+
+/// A merge whose output has more terms than a term info block, more rows
+/// than a norm block and lists longer than a postings block writes the
+/// index a build of its rows writes, block for block.
+#[tokio::test]
+async fn a_large_merge_crosses_every_block_boundary() {
+    let row = |i: usize| {
+        let repeated = if i % 3 == 0 {
+            " common".repeat(40)
+        } else {
+            String::new()
+        };
+        Some(format!("w{} x{}{repeated}", i % 5000, i % 7))
+    };
+    let half = (NORMS_PER_BLOCK + 10_000) / 2;
+    let inputs: Vec<Vec<Option<String>>> = (0..2)
+        .map(|input| (0..half).map(|i| row(2 * i + input)).collect())
+        .collect();
+    // Every 11th row of each input deleted; the rest interleave.
+    let picks: Vec<u8> = (0..2 * half).map(|i| (i % 2) as u8).collect();
+    let (output, maps) = merged_rows(&inputs, 11, &picks);
+    let expected = built(Analyzer::Standard, &output, 8192, &DataType::Utf8);
+    let mut readers = Vec::new();
+    for (i, rows) in inputs.iter().enumerate() {
+        let built = built(Analyzer::Standard, rows, 8192, &DataType::Utf8);
+        readers.push(open(&built, &format!("in{i}")).await);
+    }
+    let merged = merge(
+        "body",
+        Analyzer::Standard,
+        &readers,
+        &maps,
+        output.len() as u64,
+    )
+    .await
+    .unwrap();
+    let summary = *open(&merged, "m").await.summary();
+    assert!(
+        summary.info_blocks >= 2 && summary.norm_blocks == 2,
+        "{summary:?}"
+    );
+    assert!(summary.postings_blocks >= 3, "{summary:?}");
+    assert_eq!(merged.blocks.len(), expected.blocks.len());
+    for (b, (m, e)) in merged
+        .blocks
+        .iter()
+        .zip(&expected.blocks)
+        .enumerate()
+        .skip(1)
+    {
+        assert!(m == e, "block {b} differs");
+    }
+}

@@ -711,7 +711,7 @@ proptest! {
 #[tokio::test]
 async fn a_large_merge_crosses_every_block_boundary() {
     let row = |i: usize| {
-        let repeated = if i % 3 == 0 {
+        let repeated = if i.is_multiple_of(3) {
             " common".repeat(40)
         } else {
             String::new()

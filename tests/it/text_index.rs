@@ -519,6 +519,7 @@ pub(crate) fn query_text() -> impl Strategy<Value = String> {
             (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a} {b})")),
             (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("(+{a} -{b})")),
             inner.clone().prop_map(|a| format!("NOT {a}")),
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a} -{b})")),
             inner.prop_map(|a| format!("({a})^2")),
         ]
     })

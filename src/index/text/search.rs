@@ -9,11 +9,14 @@
 //! query of only excluded clauses matches every row of the part that the
 //! clauses do not: the caller restricts that to rows with a value.
 
+use std::ops::Range;
+use std::sync::Arc;
+
 use arrow::buffer::BooleanBuffer;
 use fst::{IntoStreamer, Streamer};
 
 use super::bound::{Bound, phrase_freq, phrase_in, within_edits};
-use super::component::TextIndexReader;
+use super::component::{PostingsBlock, TextIndexReader};
 use super::postings::{Cursor, END};
 use super::query::Occur;
 use crate::error::Result;
@@ -42,32 +45,16 @@ async fn rows_of(reader: &TextIndexReader, bound: &Bound) -> Result<Vec<u32>> {
 
 /// How many rows of the part `reader` indexes that `bound` matches are
 /// not `deleted`. A union of terms (an OR of words, a prefix, a fuzzy
-/// word) is counted without listing its rows when they are many for the
-/// part: each list's blocks set bits in a bitmap, which is counted.
+/// word), less rows holding excluded words, is counted without listing
+/// its rows when they are many for the part: each list's blocks set (or,
+/// excluded, clear) bits in a bitmap, which is counted.
 pub async fn count_matching(
     reader: &TextIndexReader,
     bound: &Bound,
     deleted: Option<&BooleanBuffer>,
 ) -> Result<u64> {
-    let terms = match bound {
-        Bound::Prefix { prefix, .. } => Some(reader.terms_with_prefix(prefix).await?),
-        Bound::Fuzzy { term, edits, .. } => Some(reader.terms_within_edits(term, *edits).await?),
-        Bound::Boolean(clauses)
-            if !clauses.is_empty()
-                && clauses
-                    .iter()
-                    .all(|(o, c)| *o == Occur::Should && matches!(c, Bound::Term { .. })) =>
-        {
-            let terms = clauses.iter().filter_map(|(_, c)| match c {
-                Bound::Term { term, .. } => Some(term.clone()),
-                _ => None,
-            });
-            Some(terms.collect())
-        }
-        _ => None,
-    };
     let live = |rows: &[u32]| rows.iter().filter(|&&r| !is_deleted(deleted, r)).count() as u64;
-    let Some(terms) = terms else {
+    let Some((terms, excluded)) = union_shape(reader, bound).await? else {
         return Ok(live(&matching_rows(reader, bound).await?));
     };
     let mut blocks = Vec::with_capacity(terms.len());
@@ -79,11 +66,72 @@ pub async fn count_matching(
     let part_rows = reader.summary().part_rows as usize;
     let total: usize = blocks.iter().map(|(n, _)| *n as usize).sum();
     if total < part_rows / 64 {
-        return Ok(live(&union_of_terms(reader, &terms).await?));
+        return Ok(live(&matching_rows(reader, bound).await?));
     }
-    let lists = reader.posting_lists(blocks.iter().map(|(_, b)| b))?;
     let mut words = vec![0u64; part_rows.div_ceil(64)];
-    for (list, (doc_freq, _)) in lists.iter().zip(&blocks) {
+    set_bits(reader, &blocks, &mut words, true)?;
+    let mut excluded_blocks = Vec::with_capacity(excluded.len());
+    for term in &excluded {
+        if let Some(info) = reader.term(term).await? {
+            excluded_blocks.push((info.doc_freq, reader.postings(&info).await?));
+        }
+    }
+    set_bits(reader, &excluded_blocks, &mut words, false)?;
+    if let Some(deleted) = deleted {
+        for row in deleted.set_indices().take_while(|&r| r < part_rows) {
+            words[row / 64] &= !(1 << (row % 64));
+        }
+    }
+    Ok(words.iter().map(|w| u64::from(w.count_ones())).sum())
+}
+
+/// The terms of a union `bound` is (an OR of words, with words it
+/// excludes; a prefix; a fuzzy word), or `None` for another shape.
+async fn union_shape(
+    reader: &TextIndexReader,
+    bound: &Bound,
+) -> Result<Option<(Vec<String>, Vec<String>)>> {
+    Ok(match bound {
+        Bound::Prefix { prefix, .. } => Some((reader.terms_with_prefix(prefix).await?, Vec::new())),
+        Bound::Fuzzy { term, edits, .. } => {
+            Some((reader.terms_within_edits(term, *edits).await?, Vec::new()))
+        }
+        Bound::Boolean(clauses)
+            if clauses.iter().any(|(o, _)| *o == Occur::Should)
+                && clauses
+                    .iter()
+                    .all(|(o, c)| *o != Occur::Must && matches!(c, Bound::Term { .. })) =>
+        {
+            let terms_of = |occur: Occur| -> Vec<String> {
+                clauses
+                    .iter()
+                    .filter(|(o, _)| *o == occur)
+                    .filter_map(|(_, c)| match c {
+                        Bound::Term { term, .. } => Some(term.clone()),
+                        _ => None,
+                    })
+                    .collect()
+            };
+            Some((terms_of(Occur::Should), terms_of(Occur::MustNot)))
+        }
+        _ => None,
+    })
+}
+
+/// A posting list's postings block and its range there.
+type ListBytes = (Arc<PostingsBlock>, Range<usize>);
+
+/// Sets (or clears) in `words` the bits of the rows of the lists of
+/// `blocks`, checked as listing them checks them.
+fn set_bits(
+    reader: &TextIndexReader,
+    blocks: &[(u32, ListBytes)],
+    words: &mut [u64],
+    set: bool,
+) -> Result<()> {
+    let part_rows = reader.summary().part_rows as usize;
+    let lists = reader.posting_lists(blocks.iter().map(|(_, b)| b))?;
+    for (list, (doc_freq, _)) in lists.iter().zip(blocks) {
         if list.len() != *doc_freq {
             let reason = format!(
                 "a list of {} rows, its term info says {doc_freq}",
@@ -100,16 +148,13 @@ pub async fn count_matching(
                 if row as usize >= part_rows {
                     return Err(reader.malformed(format!("row {row} past the part's rows")));
                 }
-                words[row as usize / 64] |= 1 << (row % 64);
+                let bit = 1u64 << (row % 64);
+                let word = &mut words[row as usize / 64];
+                *word = if set { *word | bit } else { *word & !bit };
             }
         }
     }
-    if let Some(deleted) = deleted {
-        for row in deleted.set_indices().take_while(|&r| r < part_rows) {
-            words[row / 64] &= !(1 << (row % 64));
-        }
-    }
-    Ok(words.iter().map(|w| u64::from(w.count_ones())).sum())
+    Ok(())
 }
 
 /// Whether `row` is set in `deleted` (a mask shorter than the part

@@ -44,9 +44,8 @@ async fn rows_of(reader: &TextIndexReader, bound: &Bound) -> Result<Vec<u32>> {
 }
 
 /// How many rows of the part `reader` indexes that `bound` matches are
-/// not `deleted`. A union of terms (an OR of words or one required word,
-/// a prefix, a fuzzy word), less rows holding excluded words, is counted
-/// without listing
+/// not `deleted`. A union of terms (an OR of words, a prefix, a fuzzy
+/// word), less rows holding excluded words, is counted without listing
 /// its rows when they are many for the part: each list's blocks set (or,
 /// excluded, clear) bits in a bitmap, which is counted.
 pub async fn count_matching(
@@ -86,9 +85,8 @@ pub async fn count_matching(
     Ok(words.iter().map(|w| u64::from(w.count_ones())).sum())
 }
 
-/// The words whose rows `bound` matches, as a union, and the words whose
-/// rows it excludes: an OR of words or one required word, less excluded
-/// words; a prefix; a fuzzy word. `None` for another shape.
+/// The terms of a union `bound` is (an OR of words, with words it
+/// excludes; a prefix; a fuzzy word), or `None` for another shape.
 async fn union_shape(
     reader: &TextIndexReader,
     bound: &Bound,
@@ -98,7 +96,12 @@ async fn union_shape(
         Bound::Fuzzy { term, edits, .. } => {
             Some((reader.terms_within_edits(term, *edits).await?, Vec::new()))
         }
-        Bound::Boolean(clauses) if clauses.iter().all(|(_, c)| matches!(c, Bound::Term { .. })) => {
+        Bound::Boolean(clauses)
+            if clauses.iter().any(|(o, _)| *o == Occur::Should)
+                && clauses
+                    .iter()
+                    .all(|(o, c)| *o != Occur::Must && matches!(c, Bound::Term { .. })) =>
+        {
             let terms_of = |occur: Occur| -> Vec<String> {
                 clauses
                     .iter()
@@ -109,16 +112,7 @@ async fn union_shape(
                     })
                     .collect()
             };
-            let (must, should) = (terms_of(Occur::Must), terms_of(Occur::Should));
-            // One required word decides alone (optional ones only score);
-            // without one, any optional word does. Several required words
-            // intersect, which listing does best.
-            let base = match must.len() {
-                0 if !should.is_empty() => should,
-                1 => must,
-                _ => return Ok(None),
-            };
-            Some((base, terms_of(Occur::MustNot)))
+            Some((terms_of(Occur::Should), terms_of(Occur::MustNot)))
         }
         _ => None,
     })

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::index::text::Analyzer;
 use crate::index::text::bound::Bound;
 use crate::index::text::component::TextIndexReader;
-use crate::index::text::counts::{Counter, SearchCounts, counted};
+use crate::index::text::counts::{Counter, SearchCounters, counted};
 use crate::index::text::score::{Hits, Scoring, scored_rows};
 use crate::index::text::search::matching_rows;
 use crate::part::component::Component;
@@ -70,7 +70,7 @@ pub struct TextPruner {
     indexed: AtomicUsize,
     unindexed: AtomicUsize,
     /// What searching the indexes did.
-    counts: Arc<SearchCounts>,
+    counts: Arc<SearchCounters>,
 }
 
 impl TextPruner {

@@ -34,7 +34,7 @@ use datafusion::physical_plan::{DisplayFormatType, SortOrderPushdownResult};
 use datafusion_functions_aggregate_common::min_max::{max_batch, min_batch};
 use futures::TryStreamExt;
 
-use crate::index::text::counts::{Counter, SearchCounts, counted};
+use crate::index::text::counts::{Counter, SearchCounters, counted};
 use crate::index::text::score::Hits;
 use crate::part::{PartIndex, ReadStats};
 use crate::plan::prune::Stats;
@@ -681,8 +681,9 @@ fn read_order(task: &ScanTask, reverse: bool) -> VecDeque<(usize, Range<usize>)>
 struct PartitionMetrics {
     baseline: BaselineMetrics,
     /// What the scan's text searches did (scans that search text only).
-    text: Option<Vec<(Counter, Count)>>,
-    searches: Arc<SearchCounts>,
+    /// One metric per [`Counter::ALL`], in its order.
+    text: Option<Vec<Count>>,
+    searches: Arc<SearchCounters>,
     bytes_read: Count,
     rows_read: Count,
     granules_read: Count,
@@ -698,9 +699,8 @@ impl PartitionMetrics {
         let text = (!source.text.is_empty()).then(|| {
             Counter::ALL
                 .iter()
-                .map(|&c| {
-                    let name = format!("text_{}", c.name());
-                    (c, MetricBuilder::new(metrics).counter(name, partition))
+                .map(|c| {
+                    MetricBuilder::new(metrics).counter(format!("text_{}", c.name()), partition)
                 })
                 .collect()
         });
@@ -722,7 +722,7 @@ impl PartitionMetrics {
         let Some(text) = &self.text else {
             return;
         };
-        for ((_, metric), (_, n)) in text.iter().zip(self.searches.take()) {
+        for (metric, (_, n)) in text.iter().zip(self.searches.take()) {
             metric.add(n);
         }
     }

@@ -1021,6 +1021,24 @@ async fn explain_analyze_counts_the_text_search() {
     assert_eq!(metric(&top, "text_postings_blocks_skipped"), 2, "{top}");
     assert_eq!(metric(&top, "text_postings_blocks_decoded"), 2, "{top}");
 
+    // ids 700..760 lie inside granule 5 (640..768): once the first
+    // candidate there makes its filter known, the union's search passes
+    // the rows before 700 that fail it unoffered (a single term scores a
+    // block at a time and offers what beats the threshold).
+    let inside = analyze(
+        "SELECT id, bm25(body, 'w0 rare') AS s FROM t WHERE id >= 700 AND id < 760 \
+         ORDER BY s DESC LIMIT 3",
+    )
+    .await;
+    assert!(metric(&inside, "topk_rejected_by_filters") <= 1, "{inside}");
+    let found = sql(
+        &ctx,
+        "SELECT id, bm25(body, 'w0 rare') AS s FROM t WHERE id >= 700 AND id < 760 \
+         ORDER BY s DESC, id LIMIT 3",
+    )
+    .await;
+    assert_eq!(ids(&found), [700, 702, 704]);
+
     // A top k of words no row holds: rows score 0 and come in table order.
     let none = sql(
         &ctx,

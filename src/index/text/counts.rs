@@ -2,10 +2,10 @@
 //! dictionaries, postings blocks decoded, postings blocks passed over
 //! without decoding (by skip entries or block bounds), rows scored.
 //!
-//! The counts go to the [`SearchCounts`] of the task running the search,
-//! set with [`counted`] (or [`counted_sync`] around one poll), so the
-//! search code counts where the work happens without carrying a counter
-//! through every call; work outside such a scope is not counted. A
+//! The counts go to the [`SearchCounters`] of the task running the search,
+//! set with [`counted`], so the search code counts where the work
+//! happens without carrying a counter through every call; work outside
+//! such a scope is not counted. A
 //! counted event costs a task-local lookup: they are per term or per
 //! block of 128 rows, never per row.
 
@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Counts of one scan's (or one pruner's) text searches.
 #[derive(Debug, Default)]
-pub struct SearchCounts {
+pub struct SearchCounters {
     counts: [AtomicUsize; 4],
 }
 
@@ -47,7 +47,7 @@ impl Counter {
     }
 }
 
-impl SearchCounts {
+impl SearchCounters {
     pub fn get(&self, counter: Counter) -> usize {
         self.counts[counter as usize].load(Ordering::Relaxed)
     }
@@ -60,17 +60,12 @@ impl SearchCounts {
 }
 
 tokio::task_local! {
-    static COUNTS: Arc<SearchCounts>;
+    static COUNTS: Arc<SearchCounters>;
 }
 
 /// Runs `f`, counting its text searches into `counts`.
-pub async fn counted<F: Future>(counts: &Arc<SearchCounts>, f: F) -> F::Output {
+pub async fn counted<F: Future>(counts: &Arc<SearchCounters>, f: F) -> F::Output {
     COUNTS.scope(counts.clone(), f).await
-}
-
-/// Runs `f` (one poll of a stream, say), counting into `counts`.
-pub fn counted_sync<R>(counts: &Arc<SearchCounts>, f: impl FnOnce() -> R) -> R {
-    COUNTS.sync_scope(counts.clone(), f)
 }
 
 /// Adds `n` to `counter` of the running search, if it is counted.

@@ -253,7 +253,9 @@ impl ScoreRequest {
             .await?
             .ok_or_else(|| {
                 Error::Table(format!(
-                    "part '{}' has no text index on '{}' to score with",
+                    "part '{}' has no text index on '{}' to score with (written before \
+                     the index was declared, with another analyzer or in an older format: \
+                     diagon_optimize('<table>', true) builds it)",
                     part.name(),
                     self.column
                 ))

@@ -24,6 +24,7 @@ mod scan;
 mod skip;
 mod stats;
 mod storage;
+mod terminfo;
 mod text_index;
 mod text_search;
 

@@ -16,6 +16,8 @@ fn postings() -> impl Strategy<Value = Vec<Posting>> {
         proptest::collection::vec(0u32..3, 1..700),
         proptest::collection::vec(0u32..100_000, 1..300),
         proptest::collection::vec(0u32..2, 255..260),
+        // Lists of one or two rows: no header, a singleton's own impacts.
+        proptest::collection::vec(0u32..5_000_000, 1..3),
     ];
     gaps.prop_flat_map(|gaps| {
         let n = gaps.len();
@@ -88,7 +90,7 @@ proptest! {
     #[test]
     fn every_posting_reads_back(list in postings()) {
         let bytes = encoded(&list);
-        let reader = PostingList::open(&bytes).unwrap();
+        let reader = PostingList::open(&bytes, list.len() as u32).unwrap();
         prop_assert_eq!(reader.len() as usize, list.len());
         prop_assert_eq!(reader.blocks(), list.len().div_ceil(BLOCK_LEN));
         let mut cursor = reader.cursor().unwrap();
@@ -127,7 +129,7 @@ proptest! {
         targets in proptest::collection::vec(0u32..400_000, 1..20),
     ) {
         let bytes = encoded(&list);
-        let reader = PostingList::open(&bytes).unwrap();
+        let reader = PostingList::open(&bytes, list.len() as u32).unwrap();
         let mut targets = targets;
         targets.sort_unstable();
         let mut cursor = reader.cursor().unwrap();
@@ -151,6 +153,7 @@ proptest! {
         list in postings(),
         cut in any::<prop::sample::Index>(),
         flips in proptest::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 0..4),
+        claimed in proptest::option::of(1u32..1000),
     ) {
         let mut bytes = encoded(&list);
         for (at, mask) in flips {
@@ -158,7 +161,9 @@ proptest! {
             bytes[i] ^= mask;
         }
         bytes.truncate(cut.index(bytes.len() + 1));
-        let Ok(reader) = PostingList::open(&bytes) else {
+        // A damaged term info may claim another number of rows.
+        let rows = claimed.unwrap_or(list.len() as u32);
+        let Ok(reader) = PostingList::open(&bytes, rows) else {
             return Ok(());
         };
         let Ok(mut cursor) = reader.cursor() else {
@@ -181,7 +186,9 @@ proptest! {
 
 #[test]
 fn an_empty_or_short_list_is_an_error() {
-    assert!(PostingList::open(&[]).is_err());
-    assert!(PostingList::open(&0u32.to_le_bytes()).is_err());
-    assert!(PostingList::open(&200u32.to_le_bytes()).is_err());
+    assert!(PostingList::open(&[], 1).is_err());
+    assert!(PostingList::open(&[0, 0], 0).is_err());
+    // One row whose frequency is missing; a block's header without skips.
+    assert!(PostingList::open(&[5], 1).is_err());
+    assert!(PostingList::open(&200u32.to_le_bytes(), 200).is_err());
 }

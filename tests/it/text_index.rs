@@ -119,8 +119,8 @@ async fn check(
     for (term, expected) in &terms {
         let info = reader.term(term).await.unwrap().expect(term);
         assert_eq!(info.doc_freq as usize, expected.len(), "{term}");
-        let (block, range) = reader.postings(&info).await.unwrap();
-        let list = reader.posting_list(&block.bytes()[range]).unwrap();
+        let bytes = reader.postings(&info).await.unwrap();
+        let list = bytes.open(&reader).unwrap();
         let mut cursor = list.cursor().unwrap();
         for (row, expected_positions) in expected {
             assert_eq!(cursor.row(), *row, "{term}");
@@ -244,7 +244,7 @@ proptest! {
             for (b, (m, e)) in merged.blocks.iter().zip(&expected.blocks).enumerate().skip(1) {
                 assert!(m == e, "block {b} of {} differs", merged.blocks.len());
             }
-            let (m, e) = (*open(&merged, "m").await.summary(), *open(&expected, "e").await.summary());
+            let (m, e) = (open(&merged, "m").await.summary().clone(), open(&expected, "e").await.summary().clone());
             assert!(m.stats.total_len >= e.stats.total_len);
             if delete_every == 0 {
                 assert_eq!(m, e);
@@ -741,7 +741,7 @@ async fn a_large_merge_crosses_every_block_boundary() {
     )
     .await
     .unwrap();
-    let summary = *open(&merged, "m").await.summary();
+    let summary = open(&merged, "m").await.summary().clone();
     assert!(
         summary.info_blocks >= 2 && summary.norm_blocks == 2,
         "{summary:?}"

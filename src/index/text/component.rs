@@ -5,15 +5,21 @@
 //! ```text
 //! block 0                summary: part rows, rows with tokens, their total
 //!                        length exact and as the length codes decode it,
-//!                        terms, and how many blocks of each kind follow
+//!                        terms, how many blocks of each kind follow, and
+//!                        where each postings block starts in the postings
 //! block 1                term dictionary: an fst map from term to ordinal
 //! term info blocks       per term (TERMS_PER_BLOCK a block): document
-//!                        frequency, postings block, offset and length (u32 LE each)
+//!                        frequency and where its list ends (terminfo.rs)
 //! norm blocks            per part row (NORMS_PER_BLOCK a block): its length
 //!                        code (bm25::encode_length; 0 for a row without tokens)
-//! postings blocks        posting lists (postings.rs) in term order, cut near
-//!                        POSTINGS_BLOCK_BYTES; a longer list has a block alone
+//! postings blocks        posting lists (postings.rs) end to end in term
+//!                        order, cut between lists near POSTINGS_BLOCK_BYTES;
+//!                        a longer list has a block alone
 //! ```
+//! A list's place in the postings is its offset in those blocks laid end
+//! to end, so a term info holds one number for it (its end; it starts
+//! where the previous term's ends); the summary's block starts say which
+//! block holds it.
 //! A row's length counts its token positions (tokens sharing a position,
 //! such as one start's n-grams, count once, as Lucene discounts overlaps).
 //! Rows without tokens (NULL, empty, only stop words) hold no posting and
@@ -31,24 +37,29 @@ use fst::{Map, MapBuilder};
 use super::analysis::Analyzer;
 use super::bm25::{ColumnStats, decode_length, encode_length};
 use super::postings::{Cursor, PostingList, TermPostings, encode, put_position};
+use super::terminfo;
 use crate::encoding::Codec;
 use crate::error::{Error, Result};
 use crate::part::component::{BuiltComponent, Component, ComponentBuilder};
 
 pub const KIND: &str = "text_index";
-pub const VERSION: u16 = 2;
+/// Version 3: term infos bit-packed by group, list headers without the
+/// row count (the term info has it), lists of fewer than a block's rows
+/// without any header. A part whose component has another version reads
+/// as a part without the index (its rows analysed; rebuilt by
+/// `diagon_optimize(t, true)` and by merges).
+pub const VERSION: u16 = 3;
 
-/// Terms per term info block.
-pub const TERMS_PER_BLOCK: usize = 4096;
+pub use super::terminfo::TERMS_PER_BLOCK;
 /// Rows per norm block.
 pub const NORMS_PER_BLOCK: usize = 65536;
 /// Where a postings block is cut (a longer list is a block of its own).
 pub const POSTINGS_BLOCK_BYTES: usize = 256 << 10;
 
-const TERM_INFO_LEN: usize = 16;
-/// The summary: five u64 counts, then three u32 block counts.
+/// The summary: five u64 counts, three u32 block counts, then the
+/// postings blocks' starts and their end (u64 each).
 const SUMMARY_U64S: usize = 5;
-const SUMMARY_LEN: usize = 8 * SUMMARY_U64S + 4 * 3;
+const SUMMARY_FIXED_LEN: usize = 8 * SUMMARY_U64S + 4 * 3;
 
 /// One term's postings while the part is being built, positions encoded
 /// as the list stores them.
@@ -223,8 +234,12 @@ pub(crate) struct IndexWriter {
     analyzer: Analyzer,
     dictionary: MapBuilder<Vec<u8>>,
     terms: u64,
-    infos: Vec<u8>,
+    /// Per term: its rows, and where its list ends in the postings.
+    doc_freqs: Vec<u32>,
+    ends: Vec<u64>,
     postings_blocks: Vec<Vec<u8>>,
+    /// Where each postings block starts in the postings (then `current`).
+    postings_starts: Vec<u64>,
     /// The postings block being filled, and one list's encoding.
     current: Vec<u8>,
     list: Vec<u8>,
@@ -237,8 +252,10 @@ impl IndexWriter {
             analyzer,
             dictionary: MapBuilder::memory(),
             terms: 0,
-            infos: Vec::new(),
+            doc_freqs: Vec::new(),
+            ends: Vec::new(),
             postings_blocks: Vec::new(),
+            postings_starts: vec![0],
             current: Vec::new(),
             list: Vec::new(),
         }
@@ -264,18 +281,26 @@ impl IndexWriter {
         let len_of = |row: u32| decode_length(norms[row as usize]);
         encode(postings, len_of, &mut self.list);
         if !self.current.is_empty() && self.current.len() + self.list.len() > POSTINGS_BLOCK_BYTES {
-            self.postings_blocks.push(std::mem::take(&mut self.current));
-        }
-        for value in [
-            postings.rows.len() as u32,
-            self.postings_blocks.len() as u32,
-            self.current.len() as u32,
-            self.list.len() as u32,
-        ] {
-            self.infos.extend_from_slice(&value.to_le_bytes());
+            self.cut_postings_block();
         }
         self.current.extend_from_slice(&self.list);
+        let start = *self
+            .postings_starts
+            .last()
+            .expect("the first block's start");
+        self.doc_freqs.push(postings.rows.len() as u32);
+        self.ends.push(start + self.current.len() as u64);
         Ok(())
+    }
+
+    /// Ends the postings block being filled; the next starts after it.
+    fn cut_postings_block(&mut self) {
+        let start = *self
+            .postings_starts
+            .last()
+            .expect("the first block's start");
+        self.postings_starts.push(start + self.current.len() as u64);
+        self.postings_blocks.push(std::mem::take(&mut self.current));
     }
 
     /// The component, with every part row's length code and the
@@ -287,18 +312,15 @@ impl IndexWriter {
         coded_len: u64,
     ) -> Result<BuiltComponent> {
         if !self.current.is_empty() {
-            self.postings_blocks.push(std::mem::take(&mut self.current));
+            self.cut_postings_block();
         }
         let name = self.name;
         let dictionary = self
             .dictionary
             .into_inner()
             .map_err(|e| Error::Schema(format!("text index on '{name}': {e}")))?;
-        let info_blocks: Vec<Vec<u8>> = self
-            .infos
-            .chunks(TERMS_PER_BLOCK * TERM_INFO_LEN)
-            .map(<[u8]>::to_vec)
-            .collect();
+        let info_blocks = terminfo::encode(&self.doc_freqs, &self.ends)
+            .map_err(|e| Error::Schema(format!("text index on '{name}': {e}")))?;
         let norm_blocks: Vec<Vec<u8>> = norms.chunks(NORMS_PER_BLOCK).map(<[u8]>::to_vec).collect();
         let summary = Summary {
             part_rows: norms.len() as u64,
@@ -308,6 +330,7 @@ impl IndexWriter {
             info_blocks: info_blocks.len() as u32,
             norm_blocks: norm_blocks.len() as u32,
             postings_blocks: self.postings_blocks.len() as u32,
+            postings_starts: self.postings_starts,
         };
         let mut blocks = vec![summary.encode(), dictionary];
         blocks.extend(info_blocks);
@@ -325,7 +348,7 @@ impl IndexWriter {
 }
 
 /// Block 0 of a text index component.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
     /// Rows of the part (norms cover every one).
     pub part_rows: u64,
@@ -343,11 +366,14 @@ pub struct Summary {
     pub info_blocks: u32,
     pub norm_blocks: u32,
     pub postings_blocks: u32,
+    /// Where each postings block starts in the postings, then where the
+    /// last ends (`postings_blocks + 1` offsets, rising).
+    pub postings_starts: Vec<u64>,
 }
 
 impl Summary {
     fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(SUMMARY_LEN);
+        let mut out = Vec::with_capacity(SUMMARY_FIXED_LEN + 8 * self.postings_starts.len());
         for value in [
             self.part_rows,
             self.stats.rows,
@@ -360,11 +386,14 @@ impl Summary {
         for value in [self.info_blocks, self.norm_blocks, self.postings_blocks] {
             out.extend_from_slice(&value.to_le_bytes());
         }
+        for start in &self.postings_starts {
+            out.extend_from_slice(&start.to_le_bytes());
+        }
         out
     }
 
     fn decode(bytes: &[u8]) -> std::result::Result<Self, String> {
-        if bytes.len() != SUMMARY_LEN {
+        if bytes.len() < SUMMARY_FIXED_LEN {
             return Err(format!("summary of {} bytes", bytes.len()));
         }
         let u64_at = |i: usize| u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().unwrap());
@@ -383,6 +412,10 @@ impl Summary {
             info_blocks: u32_at(0),
             norm_blocks: u32_at(1),
             postings_blocks: u32_at(2),
+            postings_starts: bytes[SUMMARY_FIXED_LEN..]
+                .chunks(8)
+                .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0xff; 8])))
+                .collect(),
         };
         let expected_info = summary.terms.div_ceil(TERMS_PER_BLOCK as u64);
         let expected_norms = summary.part_rows.div_ceil(NORMS_PER_BLOCK as u64);
@@ -390,6 +423,9 @@ impl Summary {
             || u64::from(summary.norm_blocks) != expected_norms
             || summary.stats.rows > summary.part_rows
             || summary.part_rows > u64::from(u32::MAX)
+            || bytes.len() != SUMMARY_FIXED_LEN + 8 * (summary.postings_blocks as usize + 1)
+            || summary.postings_starts.first() != Some(&0)
+            || summary.postings_starts.windows(2).any(|w| w[0] >= w[1])
         {
             return Err("summary counts disagree".into());
         }
@@ -402,9 +438,10 @@ impl Summary {
 pub struct TermInfo {
     /// Rows of the part holding the term.
     pub doc_freq: u32,
+    /// The postings block holding its list, and where the list lies in it.
     pub(crate) block: u32,
-    offset: u32,
-    len: u32,
+    offset: usize,
+    len: usize,
 }
 
 /// A text index component opened for reading: blocks are fetched, checked
@@ -423,9 +460,26 @@ pub struct TextIndexReader {
 /// A postings block, kept whole in the cache.
 pub struct PostingsBlock(Vec<u8>);
 
-impl PostingsBlock {
+/// One term's posting list as read: its postings block, where the list
+/// lies in it, and its rows (the term info's document frequency).
+pub struct ListBytes {
+    block: Arc<PostingsBlock>,
+    range: Range<usize>,
+    rows: u32,
+}
+
+impl ListBytes {
     pub fn bytes(&self) -> &[u8] {
-        &self.0
+        &self.block.0[self.range.clone()]
+    }
+
+    pub fn rows(&self) -> u32 {
+        self.rows
+    }
+
+    /// The list opened, `reader` naming it when it is malformed.
+    pub fn open<'a>(&'a self, reader: &TextIndexReader) -> Result<PostingList<'a>> {
+        reader.posting_list(self.bytes(), self.rows)
     }
 }
 
@@ -447,9 +501,13 @@ impl TextIndexReader {
         }
         let analyzer =
             Analyzer::parse("analyzer", &meta.params).map_err(|e| corrupt(e.to_string()))?;
-        let summary = *component
-            .block(0, Summary::decode, |_| SUMMARY_LEN as u64)
-            .await?;
+        let summary = Summary::clone(
+            &*component
+                .block(0, Summary::decode, |s| {
+                    (SUMMARY_FIXED_LEN + 8 * s.postings_starts.len()) as u64
+                })
+                .await?,
+        );
         let expected = 2
             + u64::from(summary.info_blocks)
             + u64::from(summary.norm_blocks)
@@ -511,18 +569,33 @@ impl TextIndexReader {
 
     /// Term `ordinal`'s info from its term info block `infos`.
     pub(crate) fn info_in(&self, infos: &[u8], ordinal: u64) -> Result<TermInfo> {
-        let at = (ordinal as usize % TERMS_PER_BLOCK) * TERM_INFO_LEN;
-        let word = |i: usize| -> Result<u32> {
-            infos
-                .get(at + i * 4..at + i * 4 + 4)
-                .map(|w| u32::from_le_bytes(w.try_into().unwrap()))
-                .ok_or_else(|| self.corrupt(format!("term info {ordinal} past its block")))
-        };
+        if ordinal >= self.summary.terms {
+            return Err(self.corrupt(format!("term ordinal {ordinal} past its terms")));
+        }
+        let first = ordinal - ordinal % TERMS_PER_BLOCK as u64;
+        let terms = (self.summary.terms - first).min(TERMS_PER_BLOCK as u64) as usize;
+        let entry = terminfo::entry(infos, terms, (ordinal - first) as usize)
+            .map_err(|e| self.corrupt(format!("term info {ordinal}: {e}")))?;
+        // The postings block holding the list: the last starting at or
+        // before its start; the list must end inside it.
+        let starts = &self.summary.postings_starts;
+        let block = starts
+            .partition_point(|&s| s <= entry.start)
+            .saturating_sub(1);
+        match starts.get(block + 1) {
+            Some(&next) if entry.end <= next => {}
+            _ => {
+                return Err(self.corrupt(format!(
+                    "term info {ordinal}: postings {}..{} outside every postings block",
+                    entry.start, entry.end
+                )));
+            }
+        }
         Ok(TermInfo {
-            doc_freq: word(0)?,
-            block: word(1)?,
-            offset: word(2)?,
-            len: word(3)?,
+            doc_freq: entry.doc_freq,
+            block: block as u32,
+            offset: (entry.start - starts[block]) as usize,
+            len: (entry.end - entry.start) as usize,
         })
     }
 
@@ -556,7 +629,7 @@ impl TextIndexReader {
 
     /// The range of `info`'s list in its postings block `bytes`.
     pub(crate) fn list_range(&self, info: &TermInfo, bytes: &[u8]) -> Result<Range<usize>> {
-        let range = info.offset as usize..info.offset as usize + info.len as usize;
+        let range = info.offset..info.offset + info.len;
         match range.end <= bytes.len() {
             true => Ok(range),
             false => {
@@ -565,11 +638,8 @@ impl TextIndexReader {
         }
     }
 
-    /// The postings block holding `info`'s list, and the list's range in it.
-    pub async fn postings(
-        &self,
-        info: &TermInfo,
-    ) -> Result<(Arc<PostingsBlock>, std::ops::Range<usize>)> {
+    /// `info`'s posting list: the postings block holding it, where.
+    pub async fn postings(&self, info: &TermInfo) -> Result<ListBytes> {
         if info.block >= self.summary.postings_blocks {
             return Err(self.corrupt(format!("postings block {} past its blocks", info.block)));
         }
@@ -586,24 +656,25 @@ impl TextIndexReader {
             )
             .await?;
         let range = self.list_range(info, &bytes.0)?;
-        Ok((bytes, range))
+        Ok(ListBytes {
+            block: bytes,
+            range,
+            rows: info.doc_freq,
+        })
     }
 
-    /// Opens a posting list returned by [`Self::postings`], naming the
-    /// component when it is malformed.
-    pub fn posting_list<'a>(&self, bytes: &'a [u8]) -> Result<PostingList<'a>> {
-        PostingList::open(bytes).map_err(|e| self.corrupt(format!("posting list: {e}")))
+    /// Opens the posting list `bytes` of `rows` rows, naming the component
+    /// when it is malformed.
+    pub fn posting_list<'a>(&self, bytes: &'a [u8], rows: u32) -> Result<PostingList<'a>> {
+        PostingList::open(bytes, rows).map_err(|e| self.corrupt(format!("posting list: {e}")))
     }
 
-    /// The posting lists of `blocks` (from [`Self::postings`]), opened.
+    /// The posting lists of `lists` (from [`Self::postings`]), opened.
     pub fn posting_lists<'a>(
         &self,
-        blocks: impl IntoIterator<Item = &'a (Arc<PostingsBlock>, std::ops::Range<usize>)>,
+        lists: impl IntoIterator<Item = &'a ListBytes>,
     ) -> Result<Vec<PostingList<'a>>> {
-        blocks
-            .into_iter()
-            .map(|(block, range)| self.posting_list(&block.bytes()[range.clone()]))
-            .collect()
+        lists.into_iter().map(|l| l.open(self)).collect()
     }
 
     /// A cursor on the first row of each of `lists`.

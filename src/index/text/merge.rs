@@ -95,8 +95,8 @@ pub async fn merge(
             holders.push((j, o));
         }
         for &(i, ordinal) in &holders {
-            let (bytes, range) = sources[i].list(ordinal).await?;
-            postings.add(&inputs[i], &bytes[range], &maps[i])?;
+            let (bytes, range, rows) = sources[i].list(ordinal).await?;
+            postings.add(&inputs[i], &bytes[range], rows, &maps[i])?;
             if let Some((next, o)) = streams[i].next() {
                 heads.push(Reverse((next.to_vec(), i, o)));
             }
@@ -165,8 +165,9 @@ impl<'r> Source<'r> {
         }
     }
 
-    /// Term `ordinal`'s posting list: its postings block and its range.
-    async fn list(&mut self, ordinal: u64) -> Result<(Buffer, Range<usize>)> {
+    /// Term `ordinal`'s posting list: its postings block, its range and
+    /// its rows.
+    async fn list(&mut self, ordinal: u64) -> Result<(Buffer, Range<usize>, u32)> {
         let info = self.info(ordinal).await?;
         let bytes = match &self.postings {
             Some((b, bytes)) if *b == info.block => bytes.clone(),
@@ -177,7 +178,7 @@ impl<'r> Source<'r> {
             }
         };
         let range = self.reader.list_range(&info, &bytes)?;
-        Ok((bytes, range))
+        Ok((bytes, range, info.doc_freq))
     }
 
     async fn info(&mut self, ordinal: u64) -> Result<TermInfo> {
@@ -215,8 +216,14 @@ impl Gathered {
     }
 
     /// Adds the live rows of the list `bytes` of `reader`, mapped by `map`.
-    fn add(&mut self, reader: &TextIndexReader, bytes: &[u8], map: &[u32]) -> Result<()> {
-        let list = reader.posting_list(bytes)?;
+    fn add(
+        &mut self,
+        reader: &TextIndexReader,
+        bytes: &[u8],
+        rows: u32,
+        map: &[u32],
+    ) -> Result<()> {
+        let list = reader.posting_list(bytes, rows)?;
         let mut cursor = list.cursor().map_err(|e| reader.malformed(e))?;
         let mut row = cursor.row();
         while row != END {

@@ -17,6 +17,7 @@ pub mod postings;
 pub mod query;
 pub mod score;
 pub mod search;
+pub mod terminfo;
 pub mod topk;
 
 pub use analysis::{Analyzer, Token};

@@ -4,8 +4,9 @@
 //! deltas, and a skip entry per block that lets a reader jump over blocks,
 //! and bound their scores, without decoding them.
 //!
+//! A list of at least [`BLOCK_LEN`] rows:
+//!
 //! ```text
-//! rows: u32 LE                     number of rows (at least 1)
 //! last_row: u32 LE                 the list's last row
 //! skip entry per full block (SKIP_LEN bytes, u32 LE each):
 //!     last_row                     the block's last row
@@ -21,6 +22,12 @@
 //!     (frequency varint, length code u8) pairs, frequency ascending
 //! positions: per row, its positions as varint deltas
 //! ```
+//!
+//! A list of fewer rows (most terms) is a tail only, and has no header:
+//! its tail, impacts and positions, where each ends found by reading
+//! them. The impacts of a list of one row are its length code alone (its
+//! one impact's frequency is the row's). The number of rows is not in the
+//! list: the term info holds it.
 //!
 //! A block's impacts are its competitive (frequency, length code) pairs,
 //! Lucene's: those no other row of the block beats on both (as often or
@@ -49,6 +56,8 @@ pub const BLOCK_LEN: usize = BitPacker4x::BLOCK_LEN;
 
 /// Bytes of one skip entry.
 const SKIP_LEN: usize = 16;
+/// Where the skip entries start (after the last row).
+const SKIPS_AT: usize = 4;
 
 /// One term's postings in a part, as the index builder holds them:
 /// parallel `rows` (strictly increasing) and `freqs` (each at least 1),
@@ -134,7 +143,9 @@ pub fn encode(postings: TermPostings<'_>, len_of: impl Fn(u32) -> u32, out: &mut
         put_varint(freq - 1, &mut tail_bytes);
     }
     put_rows_positions(&all_freqs[tail.clone()], &mut positions);
-    if !tail.is_empty() {
+    if all_rows.len() == 1 {
+        impacts.push(encode_length(len_of(all_rows[0])));
+    } else if !tail.is_empty() {
         put_impacts(
             &all_rows[tail.clone()],
             &all_freqs[tail],
@@ -142,11 +153,12 @@ pub fn encode(postings: TermPostings<'_>, len_of: impl Fn(u32) -> u32, out: &mut
             &mut impacts,
         );
     }
-    out.extend_from_slice(&(all_rows.len() as u32).to_le_bytes());
-    out.extend_from_slice(&all_rows[all_rows.len() - 1].to_le_bytes());
-    out.extend_from_slice(&skips);
-    put_varint(tail_bytes.len() as u32, out);
-    put_varint(impacts.len() as u32, out);
+    if full > 0 {
+        out.extend_from_slice(&all_rows[all_rows.len() - 1].to_le_bytes());
+        out.extend_from_slice(&skips);
+        put_varint(tail_bytes.len() as u32, out);
+        put_varint(impacts.len() as u32, out);
+    }
     for area in [&data, &tail_bytes, &impacts, &positions] {
         out.extend_from_slice(area);
     }
@@ -272,6 +284,9 @@ pub struct PostingList<'a> {
     bytes: &'a [u8],
     rows: u32,
     last_row: u32,
+    /// The frequency of a list of one row (its impacts are its length
+    /// code alone); 0 for other lists.
+    single_freq: u32,
     /// Full blocks (with skip entries).
     full: usize,
     /// Where the areas start, and the impacts' length.
@@ -283,23 +298,74 @@ pub struct PostingList<'a> {
 }
 
 impl<'a> PostingList<'a> {
-    /// Opens the posting list `bytes`; a malformed one is an error saying
-    /// what is wrong (the caller names the part and component).
-    pub fn open(bytes: &'a [u8]) -> Result<Self, String> {
-        let (rows, last_row) = match bytes {
-            [r0, r1, r2, r3, l0, l1, l2, l3, ..] => (
-                u32::from_le_bytes([*r0, *r1, *r2, *r3]),
-                u32::from_le_bytes([*l0, *l1, *l2, *l3]),
-            ),
-            _ => return Err("a posting list without rows".into()),
-        };
-        if rows == 0 {
-            return Err("a posting list without rows".into());
+    /// Opens the posting list `bytes` of `rows` rows; a malformed one is
+    /// an error saying what is wrong (the caller names the part and
+    /// component).
+    pub fn open(bytes: &'a [u8], rows: u32) -> Result<Self, String> {
+        match rows as usize / BLOCK_LEN {
+            _ if rows == 0 => Err("a posting list without rows".into()),
+            0 => Self::open_tail(bytes, rows),
+            full => Self::open_blocks(bytes, rows, full),
         }
-        let full = rows as usize / BLOCK_LEN;
+    }
+
+    /// Opens a list of a tail only, reading where its areas end.
+    fn open_tail(bytes: &'a [u8], rows: u32) -> Result<Self, String> {
+        let mut pos = 0;
+        let mut last: Option<u32> = None;
+        for _ in 0..rows {
+            let delta = get_varint(bytes, &mut pos)?;
+            let row = match last {
+                None => Some(delta),
+                Some(l) => l.checked_add(delta).and_then(|r| r.checked_add(1)),
+            };
+            last = Some(row.ok_or("a row past u32")?);
+        }
+        let single_freq = match rows {
+            1 => get_varint(bytes, &mut pos)?
+                .checked_add(1)
+                .ok_or("a frequency past u32")?,
+            _ => {
+                pos = skip_varints(bytes, pos, u64::from(rows))?;
+                0
+            }
+        };
+        let impacts_at = pos;
+        match rows {
+            1 => pos += 1,
+            _ => {
+                for _ in 0..get_varint(bytes, &mut pos)? {
+                    get_varint(bytes, &mut pos)?;
+                    pos += 1;
+                }
+            }
+        }
+        if pos > bytes.len() {
+            return Err("the impacts run past the end".into());
+        }
+        Ok(PostingList {
+            bytes,
+            rows,
+            last_row: last.expect("a list has rows"),
+            single_freq,
+            full: 0,
+            data_at: 0,
+            tail_at: 0,
+            impacts_at,
+            impacts_len: pos - impacts_at,
+            positions_at: pos,
+        })
+    }
+
+    /// Opens a list of `full` blocks and a tail, by its header.
+    fn open_blocks(bytes: &'a [u8], rows: u32, full: usize) -> Result<Self, String> {
+        let last_row = match bytes {
+            [l0, l1, l2, l3, ..] => u32::from_le_bytes([*l0, *l1, *l2, *l3]),
+            _ => return Err("a posting list without its last row".into()),
+        };
         let mut pos = full
             .checked_mul(SKIP_LEN)
-            .map(|l| 8 + l)
+            .map(|l| SKIPS_AT + l)
             .filter(|&at| at <= bytes.len())
             .ok_or("skip entries run past the end")?;
         let tail_bytes = get_varint(bytes, &mut pos)? as usize;
@@ -308,6 +374,7 @@ impl<'a> PostingList<'a> {
             bytes,
             rows,
             last_row,
+            single_freq: 0,
             full,
             data_at: pos,
             tail_at: 0,
@@ -346,7 +413,7 @@ impl<'a> PostingList<'a> {
 
     /// Word `word` (a byte offset in the entry) of block `b`'s skip entry.
     fn skip(&self, b: usize, word: usize) -> u32 {
-        u32_at(self.bytes, 8 + b * SKIP_LEN + word)
+        u32_at(self.bytes, SKIPS_AT + b * SKIP_LEN + word)
     }
 
     /// Rows in the list (the term's document frequency in the part).
@@ -389,6 +456,9 @@ impl<'a> PostingList<'a> {
             .get(self.impacts_at + start..self.impacts_at + end)
             .filter(|_| start <= end && end <= self.impacts_len)
             .ok_or_else(|| format!("block {b}: impacts outside their area"))?;
+        if self.rows == 1 {
+            return Ok(key(self.single_freq, impacts[0]).max(0.0));
+        }
         let mut pos = 0;
         let count = get_varint(impacts, &mut pos)?;
         let mut best = 0f32;

@@ -227,8 +227,8 @@ async fn term_hits(
     let Some(info) = reader.term(term).await? else {
         return Ok(Hits::default());
     };
-    let (block, range) = reader.postings(&info).await?;
-    let list = reader.posting_list(&block.bytes()[range])?;
+    let bytes = reader.postings(&info).await?;
+    let list = bytes.open(reader)?;
     let mut cursor = list.cursor().map_err(|e| reader.malformed(e))?;
     let mut hits = Hits::default();
     while cursor.row() != END {

@@ -9,14 +9,11 @@
 //! query of only excluded clauses matches every row of the part that the
 //! clauses do not: the caller restricts that to rows with a value.
 
-use std::ops::Range;
-use std::sync::Arc;
-
 use arrow::buffer::BooleanBuffer;
 use fst::{IntoStreamer, Streamer};
 
 use super::bound::{Bound, phrase_freq, phrase_in, within_edits};
-use super::component::{PostingsBlock, TextIndexReader};
+use super::component::{ListBytes, TextIndexReader};
 use super::postings::{Cursor, END};
 use super::query::Occur;
 use crate::error::Result;
@@ -60,11 +57,11 @@ pub async fn count_matching(
     let mut blocks = Vec::with_capacity(terms.len());
     for term in &terms {
         if let Some(info) = reader.term(term).await? {
-            blocks.push((info.doc_freq, reader.postings(&info).await?));
+            blocks.push(reader.postings(&info).await?);
         }
     }
     let part_rows = reader.summary().part_rows as usize;
-    let total: usize = blocks.iter().map(|(n, _)| *n as usize).sum();
+    let total: usize = blocks.iter().map(|l| l.rows() as usize).sum();
     if total < part_rows / 64 {
         return Ok(live(&matching_rows(reader, bound).await?));
     }
@@ -73,7 +70,7 @@ pub async fn count_matching(
     let mut excluded_blocks = Vec::with_capacity(excluded.len());
     for term in &excluded {
         if let Some(info) = reader.term(term).await? {
-            excluded_blocks.push((info.doc_freq, reader.postings(&info).await?));
+            excluded_blocks.push(reader.postings(&info).await?);
         }
     }
     set_bits(reader, &excluded_blocks, &mut words, false)?;
@@ -118,27 +115,16 @@ async fn union_shape(
     })
 }
 
-/// A posting list's postings block and its range there.
-type ListBytes = (Arc<PostingsBlock>, Range<usize>);
-
 /// Sets (or clears) in `words` the bits of the rows of the lists of
 /// `blocks`, checked as listing them checks them.
 fn set_bits(
     reader: &TextIndexReader,
-    blocks: &[(u32, ListBytes)],
+    blocks: &[ListBytes],
     words: &mut [u64],
     set: bool,
 ) -> Result<()> {
     let part_rows = reader.summary().part_rows as usize;
-    let lists = reader.posting_lists(blocks.iter().map(|(_, b)| b))?;
-    for (list, (doc_freq, _)) in lists.iter().zip(blocks) {
-        if list.len() != *doc_freq {
-            let reason = format!(
-                "a list of {} rows, its term info says {doc_freq}",
-                list.len()
-            );
-            return Err(reader.malformed(reason));
-        }
+    for list in reader.posting_lists(blocks)? {
         let mut cursor = list.cursor().map_err(|e| reader.malformed(e))?;
         for b in 0..list.blocks() {
             if cursor.enter_block(b).map_err(|e| reader.malformed(e))? == END {
@@ -228,10 +214,10 @@ async fn intersect_terms(reader: &TextIndexReader, terms: &[&str]) -> Result<Vec
         let Some(info) = reader.term(term).await? else {
             return Ok(Vec::new());
         };
-        blocks.push((info.doc_freq, reader.postings(&info).await?));
+        blocks.push(reader.postings(&info).await?);
     }
-    blocks.sort_by_key(|(doc_freq, _)| *doc_freq);
-    let lists = reader.posting_lists(blocks.iter().map(|(_, b)| b))?;
+    blocks.sort_by_key(ListBytes::rows);
+    let lists = reader.posting_lists(&blocks)?;
     let mut cursors = reader.cursors(&lists)?;
     let mut rows = Vec::new();
     let mut target = 0u32;
@@ -436,19 +422,12 @@ impl TextIndexReader {
         let Some(info) = self.term(term).await? else {
             return Ok(Vec::new());
         };
-        let (block, range) = self.postings(&info).await?;
-        let list = self.posting_list(&block.bytes()[range])?;
-        if list.len() != info.doc_freq {
-            return Err(self.malformed(format!(
-                "'{term}' has {} rows, its term info says {}",
-                list.len(),
-                info.doc_freq
-            )));
-        }
+        let bytes = self.postings(&info).await?;
+        let list = bytes.open(self)?;
         let mut cursor = list.cursor().map_err(|e| self.malformed(e))?;
         // The list's length is bounded by its bytes (each row costs at
         // least a bit); the term info's is only a claim.
-        let mut rows = Vec::with_capacity((list.len() as usize).min(block.bytes().len() * 8));
+        let mut rows = Vec::with_capacity((list.len() as usize).min(bytes.bytes().len() * 8));
         while cursor.row() != super::postings::END {
             rows.push(cursor.row());
             cursor.advance().map_err(|e| self.malformed(e))?;

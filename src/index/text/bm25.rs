@@ -152,6 +152,15 @@ impl TermScorer {
         }
     }
 
+    /// This scorer with another weight (the length normalisation kept: it
+    /// depends on the column, not the term).
+    pub fn with_same_norms(&self, weight: f32) -> Self {
+        TermScorer {
+            weight,
+            norm_inverse: self.norm_inverse,
+        }
+    }
+
     /// The score of a row holding the term `freq` times, of length code
     /// `norm` (Lucene's `weight - weight / (1 + freq · norm_inverse)`).
     #[inline]

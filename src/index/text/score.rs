@@ -33,6 +33,9 @@ pub struct Scoring {
     pub bm25: Bm25,
     pub column: ColumnStats,
     doc_freqs: HashMap<String, u64>,
+    /// A scorer of weight 1: its length normalisation (256 divisions) is
+    /// the column's, computed once for every term scored.
+    unit: TermScorer,
 }
 
 impl Scoring {
@@ -41,6 +44,7 @@ impl Scoring {
         Scoring {
             bm25,
             column,
+            unit: TermScorer::with_weight(bm25, column, 1.0),
             doc_freqs: terms
                 .iter()
                 .cloned()
@@ -56,7 +60,7 @@ impl Scoring {
     }
 
     fn scorer(&self, weight: f32) -> TermScorer {
-        TermScorer::with_weight(self.bm25, self.column, weight)
+        self.unit.with_same_norms(weight)
     }
 
     /// The scorer of `term` with `boost`.

@@ -179,9 +179,13 @@ struct Clause<'l, 'a> {
     list: &'l PostingList<'a>,
     cursor: Cursor<'l, 'a>,
     scorer: TermScorer,
-    /// Each block's score bound, and the largest.
+    /// Each block's score bound once needed (NaN before: a search visits
+    /// few of a frequent term's blocks), and a bound on them all.
     block_max: Vec<f32>,
     max: f32,
+    /// The rows of the block last asked about and its bound: the search
+    /// asks about the same block many times before it moves on.
+    window: (u32, u32, f32),
 }
 
 impl Clause<'_, '_> {
@@ -205,13 +209,53 @@ impl Clause<'_, '_> {
     }
 
     /// The bound on the scores of the block holding `row` (0 past the list).
-    fn block_max_at(&self, row: u32) -> f32 {
-        self.block_at(row).map_or(0.0, |b| self.block_max[b])
+    #[inline]
+    fn block_max_at(&mut self, row: u32) -> f32 {
+        self.window_at(row).2
     }
 
     /// The last row of the block holding `row` (`END` past the list).
-    fn block_end_at(&self, row: u32) -> u32 {
-        self.block_at(row).map_or(END, |b| self.list.last_row(b))
+    #[inline]
+    fn block_end_at(&mut self, row: u32) -> u32 {
+        self.window_at(row).1
+    }
+
+    /// The first and last rows of the block holding `row` and its bound
+    /// (past the list: its rows to `END`, bound 0).
+    #[inline]
+    fn window_at(&mut self, row: u32) -> (u32, u32, f32) {
+        let (first, last, _) = self.window;
+        if first <= row && row <= last {
+            return self.window;
+        }
+        self.window = match self.block_at(row) {
+            Some(b) => {
+                let first = match b {
+                    0 => 0,
+                    b => self.list.last_row(b - 1) + 1,
+                };
+                (first, self.list.last_row(b), self.bound(b))
+            }
+            None => (
+                self.list.last_row(self.list.blocks() - 1).saturating_add(1),
+                END,
+                0.0,
+            ),
+        };
+        self.window
+    }
+
+    /// Block `b`'s bound, computed the first time. Impacts that do not
+    /// decode bound nothing (infinity): the block's rows are then scored,
+    /// and decoding them reports the damage.
+    fn bound(&mut self, b: usize) -> f32 {
+        let known = self.block_max[b];
+        if !known.is_nan() {
+            return known;
+        }
+        let bound = block_max(self.list, b, &self.scorer).unwrap_or(f32::INFINITY);
+        self.block_max[b] = bound;
+        bound
     }
 }
 
@@ -258,25 +302,29 @@ pub async fn search(
     let lists = reader.posting_lists(&blocks)?;
     let mut clauses = Vec::with_capacity(lists.len());
     for (list, (order, term, boost, required)) in lists.iter().zip(present) {
-        let scorer = scoring.term_scorer(term, boost);
-        // One term bounds its blocks as it meets them (see `single`).
-        let block_max: Vec<f32> = match lists.len() {
-            1 => Vec::new(),
-            _ => (0..list.blocks())
-                .map(|b| block_max(list, b, &scorer))
-                .collect::<std::result::Result<_, _>>()
-                .map_err(|e| reader.malformed(e))?,
-        };
-        let max = block_max.iter().copied().fold(0.0, f32::max);
-        clauses.push(Box::new(Clause {
+        let clause = Box::new(Clause {
             order,
             required,
             list,
             cursor: list.cursor().map_err(|e| reader.malformed(e))?,
-            scorer,
-            block_max,
-            max,
-        }));
+            scorer: scoring.term_scorer(term, boost),
+            block_max: vec![f32::NAN; list.blocks()],
+            max: 0.0,
+            // Empty: no row lies in it.
+            window: (1, 0, 0.0),
+        });
+        clauses.push(clause);
+    }
+    // A disjunction's pivot needs each term's bound on every row: the
+    // best of its blocks' (its weight, which no score reaches, measured
+    // worse: the pivot comes later). A conjunction reads only the
+    // bounds of the blocks it meets.
+    if clauses.len() > 1 && clauses.iter().all(|c| !c.required) {
+        for clause in &mut clauses {
+            clause.max = (0..clause.list.blocks())
+                .map(|b| clause.bound(b))
+                .fold(0.0, f32::max);
+        }
     }
     let mut search = Search {
         reader,
@@ -404,7 +452,7 @@ impl Search<'_> {
             while p + 1 < clauses.len() && clauses[p + 1].row() == row {
                 p += 1;
             }
-            let upper: f32 = clauses[..=p].iter().map(|c| c.block_max_at(row)).sum();
+            let upper: f32 = clauses[..=p].iter_mut().map(|c| c.block_max_at(row)).sum();
             if !may_beat(upper, threshold, p + 1) {
                 // No row before the first block end (or the next clause's
                 // row) can beat the threshold; nor, perhaps, in the blocks
@@ -414,7 +462,7 @@ impl Search<'_> {
                 loop {
                     self.counts.blocks_skipped += 1;
                     target = clauses[..=p]
-                        .iter()
+                        .iter_mut()
                         .map(|c| c.block_end_at(target).saturating_add(1))
                         .min()
                         .unwrap_or(END)
@@ -422,7 +470,10 @@ impl Search<'_> {
                     if target >= limit {
                         break;
                     }
-                    let upper: f32 = clauses[..=p].iter().map(|c| c.block_max_at(target)).sum();
+                    let upper: f32 = clauses[..=p]
+                        .iter_mut()
+                        .map(|c| c.block_max_at(target))
+                        .sum();
                     if may_beat(upper, threshold, p + 1) {
                         break;
                     }
@@ -480,8 +531,8 @@ impl Search<'_> {
             let row = target;
             let threshold = collector.threshold();
             let upper: f32 = required
-                .iter()
-                .chain(optional.iter())
+                .iter_mut()
+                .chain(optional.iter_mut())
                 .map(|c| c.block_max_at(row))
                 .sum();
             let terms = required.len() + optional.len();
@@ -494,8 +545,8 @@ impl Search<'_> {
                 loop {
                     self.counts.blocks_skipped += 1;
                     next = required
-                        .iter()
-                        .chain(optional.iter())
+                        .iter_mut()
+                        .chain(optional.iter_mut())
                         .map(|c| c.block_end_at(next))
                         .min()
                         .unwrap_or(END)
@@ -504,8 +555,8 @@ impl Search<'_> {
                         return Ok(());
                     }
                     let upper: f32 = required
-                        .iter()
-                        .chain(optional.iter())
+                        .iter_mut()
+                        .chain(optional.iter_mut())
                         .map(|c| c.block_max_at(next))
                         .sum();
                     if may_beat(upper, threshold, terms) {
@@ -547,16 +598,28 @@ impl Search<'_> {
             Some(norm) => norm,
             None => self.norms.get(row).await?,
         };
-        if let ([only], []) = (&mut *matched, &*optional) {
-            let score = only.scorer.score(only.cursor.freq(), norm);
-            self.counts.scored += 1;
-            if score > threshold {
-                collector.collect(row, score).await?;
-            }
+        let Some(score) = self.score_row(matched, optional, row, norm) else {
             return Ok(());
+        };
+        self.counts.scored += 1;
+        if score > threshold {
+            collector.collect(row, score).await?;
         }
-        // Summed as `score` sums: required clauses in query order, then
-        // optional ones in query order, then the two sums.
+        Ok(())
+    }
+
+    /// `row`'s score, summed as `score` sums: required clauses in query
+    /// order, then optional ones in query order, then the two sums.
+    fn score_row(
+        &mut self,
+        matched: &mut [Box<Clause<'_, '_>>],
+        optional: &mut [Box<Clause<'_, '_>>],
+        row: u32,
+        norm: u8,
+    ) -> Option<f32> {
+        if let ([only], []) = (&mut *matched, &*optional) {
+            return Some(only.scorer.score(only.cursor.freq(), norm));
+        }
         let present = &mut self.present;
         for c in matched.iter_mut() {
             present[c.order] = Some((c.required, c.scorer.score(c.cursor.freq(), norm)));
@@ -564,26 +627,15 @@ impl Search<'_> {
         for c in optional.iter_mut().filter(|c| c.row() == row) {
             present[c.order] = Some((c.required, c.scorer.score(c.cursor.freq(), norm)));
         }
-        let sum = |required: bool| -> Option<f32> {
-            present
-                .iter()
-                .filter_map(|p| p.filter(|(r, _)| *r == required))
-                .map(|(_, s)| s)
-                .reduce(|a, b| a + b)
-        };
-        let (must, should) = (sum(true), sum(false));
-        present.iter_mut().for_each(|p| *p = None);
-        let score = match (must, should) {
-            (Some(must), Some(should)) => must + should,
-            (Some(must), None) => must,
-            (None, Some(should)) => should,
-            (None, None) => return Ok(()),
-        };
-        self.counts.scored += 1;
-        if score > threshold {
-            collector.collect(row, score).await?;
+        let (mut must, mut should) = (None::<f32>, None::<f32>);
+        for (required, score) in present.iter_mut().filter_map(Option::take) {
+            let sum = if required { &mut must } else { &mut should };
+            *sum = Some(sum.map_or(score, |s| s + score));
         }
-        Ok(())
+        match (must, should) {
+            (Some(must), Some(should)) => Some(must + should),
+            (must, should) => must.or(should),
+        }
     }
 
     fn seek(&self, clauses: &mut [Box<Clause<'_, '_>>], target: u32) -> Result<()> {

@@ -593,10 +593,15 @@ impl Cursor<'_, '_> {
             if self.rows[BLOCK_LEN - 1] != list.skip(b, 0) {
                 return Err(format!("block {b}: rows disagree with its skip entry"));
             }
-            // Damaged deltas can wrap around: rows must rise from the
-            // previous block's last (searches and gathers rely on it).
+            // Rows must rise from the previous block's last (searches and
+            // gathers rely on it). Each is the one before plus its delta
+            // plus one, a delta under 2^row_bits: only damaged deltas
+            // wide enough to carry a row past u32::MAX can break that,
+            // so only blocks of such widths are checked.
+            let reach = u64::from(previous.unwrap_or(0)) + ((BLOCK_LEN as u64) << row_bits);
+            let may_wrap = reach > u64::from(u32::MAX);
             let after_previous = previous.is_none_or(|p| self.rows[0] > p);
-            if !after_previous || !strictly_rising(&self.rows) {
+            if may_wrap && (!after_previous || !strictly_rising(&self.rows)) {
                 return Err(format!("block {b}: rows do not increase"));
             }
             self.freqs_at = Some((list.data_at + start + 2 + rows_len, freq_bits));

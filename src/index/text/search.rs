@@ -130,13 +130,21 @@ fn set_bits(
             if cursor.enter_block(b).map_err(|e| reader.malformed(e))? == END {
                 break;
             }
-            for &row in cursor.block_rows() {
-                if row as usize >= part_rows {
-                    return Err(reader.malformed(format!("row {row} past the part's rows")));
-                }
-                let bit = 1u64 << (row % 64);
-                let word = &mut words[row as usize / 64];
-                *word = if set { *word | bit } else { *word & !bit };
+            // A block's rows rise (its decoding checks it): its last
+            // row bounds them all.
+            let rows = cursor.block_rows();
+            if let Some(&last) = rows.last()
+                && last as usize >= part_rows
+            {
+                return Err(reader.malformed(format!("row {last} past the part's rows")));
+            }
+            match set {
+                true => rows
+                    .iter()
+                    .for_each(|&r| words[r as usize / 64] |= 1 << (r % 64)),
+                false => rows
+                    .iter()
+                    .for_each(|&r| words[r as usize / 64] &= !(1 << (r % 64))),
             }
         }
     }

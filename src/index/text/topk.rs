@@ -186,6 +186,8 @@ struct Clause<'l, 'a> {
     /// The rows of the block last asked about and its bound: the search
     /// asks about the same block many times before it moves on.
     window: (u32, u32, f32),
+    /// Impacts that did not decode (see [`Clause::bound`]).
+    fault: Option<String>,
 }
 
 impl Clause<'_, '_> {
@@ -246,14 +248,22 @@ impl Clause<'_, '_> {
     }
 
     /// Block `b`'s bound, computed the first time. Impacts that do not
-    /// decode bound nothing (infinity): the block's rows are then scored,
-    /// and decoding them reports the damage.
+    /// decode bound nothing (infinity, so the search goes on correctly)
+    /// and are kept as the clause's fault, which the search reports when
+    /// it ends (the loops that ask for bounds stay free of error paths:
+    /// with them, the union search ran 7% more instructions).
     fn bound(&mut self, b: usize) -> f32 {
         let known = self.block_max[b];
         if !known.is_nan() {
             return known;
         }
-        let bound = block_max(self.list, b, &self.scorer).unwrap_or(f32::INFINITY);
+        let bound = match block_max(self.list, b, &self.scorer) {
+            Ok(bound) => bound,
+            Err(fault) => {
+                self.fault.get_or_insert(fault);
+                f32::INFINITY
+            }
+        };
         self.block_max[b] = bound;
         bound
     }
@@ -312,6 +322,7 @@ pub async fn search(
             max: 0.0,
             // Empty: no row lies in it.
             window: (1, 0, 0.0),
+            fault: None,
         });
         clauses.push(clause);
     }
@@ -335,8 +346,18 @@ pub async fn search(
     };
     match clauses.len() {
         1 => search.single(&mut clauses[0], collector).await?,
-        _ if clauses.iter().any(|c| c.required) => search.conjunction(clauses, collector).await?,
-        _ => search.disjunction(clauses, collector).await?,
+        _ if clauses.iter().any(|c| c.required) => {
+            let (mut required, mut optional): (Vec<_>, Vec<_>) =
+                clauses.into_iter().partition(|c| c.required);
+            search
+                .conjunction(&mut required, &mut optional, collector)
+                .await?;
+            clauses = required.into_iter().chain(optional).collect();
+        }
+        _ => search.disjunction(&mut clauses, collector).await?,
+    }
+    if let Some(fault) = clauses.iter_mut().find_map(|c| c.fault.take()) {
+        return Err(reader.malformed(fault));
     }
     Ok(Some(search.counts))
 }
@@ -427,12 +448,12 @@ impl Search<'_> {
     /// the first row where the clauses up to it could beat the threshold.
     async fn disjunction(
         &mut self,
-        mut clauses: Vec<Box<Clause<'_, '_>>>,
+        clauses: &mut [Box<Clause<'_, '_>>],
         collector: &mut dyn Collector,
     ) -> Result<()> {
         loop {
             let threshold = collector.threshold();
-            sort_by_row(&mut clauses);
+            sort_by_row(clauses);
             // No clause (no term of the query is in the part): nothing.
             let Some(first) = clauses.first().map(|c| c.row()) else {
                 return Ok(());
@@ -442,7 +463,7 @@ impl Search<'_> {
                 return Ok(());
             }
             if next > first {
-                self.seek(&mut clauses, next)?;
+                self.seek(clauses, next)?;
                 continue;
             }
             let Some(mut p) = pivot(&clauses, threshold) else {
@@ -500,13 +521,12 @@ impl Search<'_> {
     /// Block-max intersection: required clauses leapfrog to a common row;
     /// a row whose blocks cannot beat the threshold passes the rest of the
     /// shortest of those blocks.
-    async fn conjunction(
+    async fn conjunction<'l, 'a>(
         &mut self,
-        clauses: Vec<Box<Clause<'_, '_>>>,
+        required: &mut [Box<Clause<'l, 'a>>],
+        optional: &mut [Box<Clause<'l, 'a>>],
         collector: &mut dyn Collector,
     ) -> Result<()> {
-        let (mut required, mut optional): (Vec<_>, Vec<_>) =
-            clauses.into_iter().partition(|c| c.required);
         // Leading with the rarest term makes the fewest seeks.
         required.sort_by_key(|c| c.list.len());
         let mut target = 0u32;
@@ -572,7 +592,7 @@ impl Search<'_> {
                     .seek(row)
                     .map_err(|e| self.reader.malformed(e))?;
             }
-            self.offer(&mut required, &mut optional, row, threshold, collector)
+            self.offer(required, optional, row, threshold, collector)
                 .await?;
             match row.checked_add(1) {
                 Some(next) if next != END => target = next,

@@ -345,15 +345,27 @@ fn exact_starts(
     slop: u32,
     first: bool,
 ) -> Option<usize> {
+    // Offsets first: they usually differ, and the terms are then not
+    // compared (this runs for every row a phrase's terms share).
     let distinct = terms
         .iter()
         .enumerate()
-        .all(|(i, a)| terms[..i].iter().all(|b| a != b));
+        .all(|(i, a)| terms[..i].iter().all(|b| a.1 != b.1 || a.0 != b.0));
     if slop != 0 || !distinct || lists.len() != terms.len() {
         return None;
     }
     let rarest = (0..lists.len()).min_by_key(|&i| lists[i].len())?;
-    let mut at = vec![0usize; lists.len()];
+    let (mut few, mut many);
+    let at: &mut [usize] = match lists.len() {
+        n if n <= 8 => {
+            few = [0usize; 8];
+            &mut few[..n]
+        }
+        n => {
+            many = vec![0usize; n];
+            &mut many
+        }
+    };
     let mut found = 0;
     'starts: for &q in lists[rarest] {
         let start = i64::from(q) - i64::from(terms[rarest].1);

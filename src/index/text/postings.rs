@@ -773,16 +773,26 @@ impl Cursor<'_, '_> {
             .map(|&f| u64::from(f))
             .sum();
         let mut pos = skip_varints(bytes, self.positions_at, skipped)?;
-        let mut last: Option<u32> = None;
-        for _ in 0..self.freqs[self.i] {
-            let delta = get_varint(bytes, &mut pos)?;
-            let p = match last {
-                None => Some(delta),
-                Some(l) => l.checked_add(delta).and_then(|p| p.checked_add(1)),
-            }
-            .ok_or("a position past u32")?;
-            last = Some(p);
-            out.push(p);
+        // Each position takes a byte at least: a damaged frequency
+        // claiming more than the bytes hold is an error before anything
+        // is allocated for it.
+        let freq = self.freqs[self.i] as usize;
+        if freq > bytes.len().saturating_sub(pos) {
+            return Err("positions run past the end".into());
+        }
+        // Sized once and filled in place (a push per position checked
+        // the capacity each time). `next` is the least the next position
+        // may be; positions rise, so the last tells whether any passed
+        // u32::MAX.
+        out.resize(freq, 0);
+        let mut next = 0u64;
+        for slot in out.iter_mut() {
+            let p = next + u64::from(get_varint(bytes, &mut pos)?);
+            *slot = p as u32;
+            next = p + 1;
+        }
+        if next > 1 << 32 {
+            return Err("a position past u32".into());
         }
         self.positions_row = self.i + 1;
         self.positions_at = pos;

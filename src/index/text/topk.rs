@@ -466,7 +466,7 @@ impl Search<'_> {
                 self.seek(clauses, next)?;
                 continue;
             }
-            let Some(mut p) = pivot(&clauses, threshold) else {
+            let Some(mut p) = pivot(clauses, threshold) else {
                 return Ok(());
             };
             let row = clauses[p].row();

@@ -1022,9 +1022,22 @@ async fn explain_analyze_counts_the_text_search() {
     assert_eq!(metric(&top, "text_postings_blocks_decoded"), 2, "{top}");
 
     // ids 700..760 lie inside granule 5 (640..768): once the first
-    // candidate there makes its filter known, the union's search passes
-    // the rows before 700 that fail it unoffered (a single term scores a
-    // block at a time and offers what beats the threshold).
+    // candidate there makes its filter known, the search passes the rows
+    // before 700 that fail it unoffered, for one term (scored a block at
+    // a time) and for a union.
+    let single = analyze(
+        "SELECT id, bm25(body, 'w0') AS s FROM t WHERE id >= 700 AND id < 760 \
+         ORDER BY s DESC LIMIT 3",
+    )
+    .await;
+    assert!(metric(&single, "topk_rejected_by_filters") <= 1, "{single}");
+    let found = sql(
+        &ctx,
+        "SELECT id, bm25(body, 'w0') AS s FROM t WHERE id >= 700 AND id < 760 \
+         ORDER BY s DESC, id LIMIT 3",
+    )
+    .await;
+    assert_eq!(ids(&found), [700, 702, 704]);
     let inside = analyze(
         "SELECT id, bm25(body, 'w0 rare') AS s FROM t WHERE id >= 700 AND id < 760 \
          ORDER BY s DESC LIMIT 3",

@@ -434,10 +434,19 @@ impl Search<'_> {
             self.norms.codes(rows, &mut codes[..n]).await?;
             scorer.score_block(freqs, &codes[..n], &mut scores[..n]);
             self.counts.scored += n;
+            // The next row the collector may take, asked again after
+            // each row it takes (taking one may make a granule's other
+            // filters known, and rows failing them are passed unoffered).
+            let mut next = 0;
             for (&row, &score) in rows.iter().zip(&scores[..n]) {
-                if score > threshold && self.excluded.binary_search(&row).is_err() {
+                if score <= threshold || row < next {
+                    continue;
+                }
+                next = collector.next_candidate(row);
+                if next == row && self.excluded.binary_search(&row).is_err() {
                     collector.collect(row, score).await?;
                     threshold = collector.threshold();
+                    next = 0;
                 }
             }
         }

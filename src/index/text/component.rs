@@ -36,7 +36,7 @@ use fst::{Map, MapBuilder};
 
 use super::analysis::Analyzer;
 use super::bm25::{ColumnStats, decode_length, encode_length};
-use super::postings::{Cursor, PostingList, TermPostings, encode, put_position};
+use super::postings::{Cursor, Encoder, PostingList, TermPostings, put_position};
 use super::terminfo;
 use crate::encoding::Codec;
 use crate::error::{Error, Result};
@@ -243,6 +243,7 @@ pub(crate) struct IndexWriter {
     /// The postings block being filled, and one list's encoding.
     current: Vec<u8>,
     list: Vec<u8>,
+    encoder: Encoder,
 }
 
 impl IndexWriter {
@@ -258,6 +259,7 @@ impl IndexWriter {
             postings_starts: vec![0],
             current: Vec::new(),
             list: Vec::new(),
+            encoder: Encoder::default(),
         }
     }
 
@@ -279,7 +281,7 @@ impl IndexWriter {
         self.terms += 1;
         self.list.clear();
         let len_of = |row: u32| decode_length(norms[row as usize]);
-        encode(postings, len_of, &mut self.list);
+        self.encoder.encode(postings, len_of, &mut self.list);
         if !self.current.is_empty() && self.current.len() + self.list.len() > POSTINGS_BLOCK_BYTES {
             self.cut_postings_block();
         }

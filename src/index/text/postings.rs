@@ -75,114 +75,156 @@ pub struct TermPostings<'a> {
 /// Encodes `postings` into `out`; `len_of` gives a row's length in tokens
 /// (for the blocks' impacts).
 pub fn encode(postings: TermPostings<'_>, len_of: impl Fn(u32) -> u32, out: &mut Vec<u8>) {
-    let TermPostings {
-        rows: all_rows,
-        freqs: all_freqs,
-        positions: all_positions,
-    } = postings;
-    debug_assert!(!all_rows.is_empty() && all_rows.len() == all_freqs.len());
-    debug_assert!(all_rows.windows(2).all(|w| w[0] < w[1]));
-    let packer = BitPacker4x::new();
-    let full = all_rows.len() / BLOCK_LEN;
-    let mut skips = Vec::with_capacity(full * SKIP_LEN);
-    let mut data = Vec::new();
-    let mut impacts = Vec::new();
-    let mut positions = Vec::new();
-    let mut next_position = 0;
-    // Copies the positions of rows with frequencies `freqs`.
-    let mut put_rows_positions = |freqs: &[u32], positions: &mut Vec<u8>| {
-        let values: u64 = freqs.iter().map(|&f| u64::from(f)).sum();
-        let end = skip_varints(all_positions, next_position, values)
-            .expect("a row's positions are its frequency's varints");
-        positions.extend_from_slice(&all_positions[next_position..end]);
-        next_position = end;
-    };
-    let mut rows = [0u32; BLOCK_LEN];
-    let mut freqs = [0u32; BLOCK_LEN];
-    let mut packed = [0u8; 4 * BLOCK_LEN];
-    let mut previous: Option<u32> = None;
-    for b in 0..full {
-        let range = b * BLOCK_LEN..(b + 1) * BLOCK_LEN;
-        rows.copy_from_slice(&all_rows[range.clone()]);
-        for (i, &freq) in all_freqs[range.clone()].iter().enumerate() {
-            freqs[i] = freq - 1;
-        }
-        put_rows_positions(&all_freqs[range.clone()], &mut positions);
-        let row_bits = packer.num_bits_strictly_sorted(previous, &rows);
-        let freq_bits = packer.num_bits(&freqs);
-        data.extend_from_slice(&[row_bits, freq_bits]);
-        let n = packer.compress_strictly_sorted(previous, &rows, &mut packed, row_bits);
-        data.extend_from_slice(&packed[..n]);
-        let n = packer.compress(&freqs, &mut packed, freq_bits);
-        data.extend_from_slice(&packed[..n]);
-        put_impacts(
-            &all_rows[range.clone()],
-            &all_freqs[range],
-            &len_of,
-            &mut impacts,
-        );
-        let last_row = rows[BLOCK_LEN - 1];
-        for word in [
-            last_row,
-            data.len() as u32,
-            impacts.len() as u32,
-            positions.len() as u32,
+    Encoder::default().encode(postings, len_of, out);
+}
+
+/// Encodes posting lists one after another, its areas' buffers kept
+/// from one list to the next (an index writes hundreds of thousands of
+/// lists, most of a few bytes: allocating the areas anew for each took
+/// a third of encoding a part's index).
+#[derive(Default)]
+pub struct Encoder {
+    skips: Vec<u8>,
+    data: Vec<u8>,
+    tail: Vec<u8>,
+    impacts: Vec<u8>,
+    positions: Vec<u8>,
+    pairs: Impacts,
+    frontier: Impacts,
+}
+
+/// (frequency, length code) pairs.
+type Impacts = Vec<(u32, u8)>;
+
+impl Encoder {
+    /// Encodes `postings` into `out`, as [`encode`] does.
+    pub fn encode(
+        &mut self,
+        postings: TermPostings<'_>,
+        len_of: impl Fn(u32) -> u32,
+        out: &mut Vec<u8>,
+    ) {
+        let TermPostings {
+            rows: all_rows,
+            freqs: all_freqs,
+            positions: all_positions,
+        } = postings;
+        debug_assert!(!all_rows.is_empty() && all_rows.len() == all_freqs.len());
+        debug_assert!(all_rows.windows(2).all(|w| w[0] < w[1]));
+        let Encoder {
+            skips,
+            data,
+            tail: tail_bytes,
+            impacts,
+            positions,
+            pairs,
+            frontier,
+        } = self;
+        for area in [
+            &mut *skips,
+            &mut *data,
+            &mut *tail_bytes,
+            &mut *impacts,
+            &mut *positions,
         ] {
-            skips.extend_from_slice(&word.to_le_bytes());
+            area.clear();
         }
-        previous = Some(last_row);
-    }
-    let tail = full * BLOCK_LEN..all_rows.len();
-    let mut tail_bytes = Vec::new();
-    let mut last = previous;
-    for &row in &all_rows[tail.clone()] {
-        put_varint(last.map_or(row, |l| row - l - 1), &mut tail_bytes);
-        last = Some(row);
-    }
-    for &freq in &all_freqs[tail.clone()] {
-        put_varint(freq - 1, &mut tail_bytes);
-    }
-    put_rows_positions(&all_freqs[tail.clone()], &mut positions);
-    if all_rows.len() == 1 {
-        impacts.push(encode_length(len_of(all_rows[0])));
-    } else if !tail.is_empty() {
-        put_impacts(
-            &all_rows[tail.clone()],
-            &all_freqs[tail],
-            &len_of,
-            &mut impacts,
-        );
-    }
-    if full > 0 {
-        out.extend_from_slice(&all_rows[all_rows.len() - 1].to_le_bytes());
-        out.extend_from_slice(&skips);
-        put_varint(tail_bytes.len() as u32, out);
-        put_varint(impacts.len() as u32, out);
-    }
-    for area in [&data, &tail_bytes, &impacts, &positions] {
-        out.extend_from_slice(area);
+        let packer = BitPacker4x::new();
+        let full = all_rows.len() / BLOCK_LEN;
+        let mut next_position = 0;
+        // Copies the positions of rows with frequencies `freqs`.
+        let mut put_rows_positions = |freqs: &[u32], positions: &mut Vec<u8>| {
+            let values: u64 = freqs.iter().map(|&f| u64::from(f)).sum();
+            let end = skip_varints(all_positions, next_position, values)
+                .expect("a row's positions are its frequency's varints");
+            positions.extend_from_slice(&all_positions[next_position..end]);
+            next_position = end;
+        };
+        let mut rows = [0u32; BLOCK_LEN];
+        let mut freqs = [0u32; BLOCK_LEN];
+        let mut packed = [0u8; 4 * BLOCK_LEN];
+        let mut previous: Option<u32> = None;
+        for b in 0..full {
+            let range = b * BLOCK_LEN..(b + 1) * BLOCK_LEN;
+            rows.copy_from_slice(&all_rows[range.clone()]);
+            for (i, &freq) in all_freqs[range.clone()].iter().enumerate() {
+                freqs[i] = freq - 1;
+            }
+            put_rows_positions(&all_freqs[range.clone()], positions);
+            let row_bits = packer.num_bits_strictly_sorted(previous, &rows);
+            let freq_bits = packer.num_bits(&freqs);
+            data.extend_from_slice(&[row_bits, freq_bits]);
+            let n = packer.compress_strictly_sorted(previous, &rows, &mut packed, row_bits);
+            data.extend_from_slice(&packed[..n]);
+            let n = packer.compress(&freqs, &mut packed, freq_bits);
+            data.extend_from_slice(&packed[..n]);
+            let block = (&all_rows[range.clone()], &all_freqs[range]);
+            put_impacts(block, &len_of, (pairs, frontier), impacts);
+            let last_row = rows[BLOCK_LEN - 1];
+            for word in [
+                last_row,
+                data.len() as u32,
+                impacts.len() as u32,
+                positions.len() as u32,
+            ] {
+                skips.extend_from_slice(&word.to_le_bytes());
+            }
+            previous = Some(last_row);
+        }
+        let tail = full * BLOCK_LEN..all_rows.len();
+        let mut last = previous;
+        for &row in &all_rows[tail.clone()] {
+            put_varint(last.map_or(row, |l| row - l - 1), tail_bytes);
+            last = Some(row);
+        }
+        for &freq in &all_freqs[tail.clone()] {
+            put_varint(freq - 1, tail_bytes);
+        }
+        put_rows_positions(&all_freqs[tail.clone()], positions);
+        if all_rows.len() == 1 {
+            impacts.push(encode_length(len_of(all_rows[0])));
+        } else if !tail.is_empty() {
+            let block = (&all_rows[tail.clone()], &all_freqs[tail]);
+            put_impacts(block, &len_of, (pairs, frontier), impacts);
+        }
+        if full > 0 {
+            out.extend_from_slice(&all_rows[all_rows.len() - 1].to_le_bytes());
+            out.extend_from_slice(skips);
+            put_varint(tail_bytes.len() as u32, out);
+            put_varint(impacts.len() as u32, out);
+        }
+        for area in [&*data, &*tail_bytes, &*impacts, &*positions] {
+            out.extend_from_slice(area);
+        }
     }
 }
 
-/// The competitive (frequency, length code) pairs of a block's rows,
-/// frequency ascending (see the module's documentation).
-fn put_impacts(rows: &[u32], freqs: &[u32], len_of: &impl Fn(u32) -> u32, out: &mut Vec<u8>) {
-    let mut pairs: Vec<(u32, u8)> = rows
-        .iter()
-        .zip(freqs)
-        .map(|(&row, &freq)| (freq, encode_length(len_of(row))))
-        .collect();
+/// The competitive (frequency, length code) pairs of a block's rows
+/// (`rows`, `freqs`), frequency ascending (see the module's
+/// documentation); `scratch` holds the pairs and the frontier.
+fn put_impacts(
+    (rows, freqs): (&[u32], &[u32]),
+    len_of: &impl Fn(u32) -> u32,
+    (pairs, frontier): (&mut Impacts, &mut Impacts),
+    out: &mut Vec<u8>,
+) {
+    pairs.clear();
+    pairs.extend(
+        rows.iter()
+            .zip(freqs)
+            .map(|(&row, &freq)| (freq, encode_length(len_of(row)))),
+    );
     // Most frequent first, shortest first among equals; each pair kept is
     // shorter than every more frequent one.
     pairs.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    let mut frontier: Vec<(u32, u8)> = Vec::new();
-    for pair in pairs {
+    frontier.clear();
+    for &pair in pairs.iter() {
         if frontier.last().is_none_or(|last| pair.1 < last.1) {
             frontier.push(pair);
         }
     }
     put_varint(frontier.len() as u32, out);
-    for (freq, code) in frontier.into_iter().rev() {
+    for &(freq, code) in frontier.iter().rev() {
         put_varint(freq, out);
         out.push(code);
     }

@@ -6,7 +6,7 @@
 
 use diagon::index::text::bm25::{decode_length, encode_length};
 use diagon::index::text::postings::{
-    BLOCK_LEN, END, PostingList, TermPostings, encode, put_positions,
+    BLOCK_LEN, END, Encoder, PostingList, TermPostings, encode, put_positions,
 };
 use proptest::prelude::*;
 
@@ -143,6 +143,28 @@ proptest! {
                 cursor.positions(&mut positions).unwrap();
                 prop_assert_eq!(&positions, &p.positions);
             }
+        }
+    }
+
+    /// One encoder reused from list to list writes each as a fresh one
+    /// does: nothing of a list is left in its buffers for the next.
+    #[test]
+    fn a_reused_encoder_writes_each_list_as_a_fresh_one(
+        lists in proptest::collection::vec(postings(), 1..5),
+    ) {
+        let mut encoder = Encoder::default();
+        for list in &lists {
+            let rows: Vec<u32> = list.iter().map(|p| p.row).collect();
+            let freqs: Vec<u32> = list.iter().map(|p| p.positions.len() as u32).collect();
+            let mut positions = Vec::new();
+            for p in list {
+                put_positions(&p.positions, &mut positions);
+            }
+            let len_of = |row: u32| list.iter().find(|p| p.row == row).unwrap().len;
+            let postings = TermPostings { rows: &rows, freqs: &freqs, positions: &positions };
+            let mut reused = Vec::new();
+            encoder.encode(postings, len_of, &mut reused);
+            prop_assert_eq!(reused, encoded(list));
         }
     }
 

@@ -42,7 +42,10 @@ pub trait Collector: Send {
     /// The first row at or after `row` the collector may take ([`END`]
     /// if none): rows before it are passed over without scoring. A
     /// collector for a scan whose other filters pruned granules skips
-    /// them so (the default takes every row).
+    /// them so (the default takes every row). An answer holds until the
+    /// next [`Self::collect`]: a search may skip rows by it until then (a
+    /// collector learns which rows fail its filters only from the rows
+    /// offered to it).
     fn next_candidate(&mut self, row: u32) -> u32 {
         row
     }

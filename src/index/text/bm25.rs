@@ -94,6 +94,10 @@ pub fn encode_length(len: u32) -> u8 {
     }
 }
 
+/// The length each code stands for, as a float.
+static CODE_LENGTHS: std::sync::LazyLock<[f32; 256]> =
+    std::sync::LazyLock::new(|| std::array::from_fn(|code| decode_length(code as u8) as f32));
+
 /// The length a byte from [`encode_length`] stands for.
 pub fn decode_length(code: u8) -> u32 {
     let code = u32::from(code);
@@ -142,8 +146,9 @@ impl TermScorer {
     pub fn with_weight(bm25: Bm25, stats: ColumnStats, weight: f32) -> Self {
         let avg_len = stats.avg_len();
         let mut norm_inverse = [0f32; 256];
-        for (code, slot) in norm_inverse.iter_mut().enumerate() {
-            let len = decode_length(code as u8) as f32;
+        // The lengths decoded once per process: decoding them took most
+        // of a query's setup, and the loop over the table vectorises.
+        for (slot, &len) in norm_inverse.iter_mut().zip(CODE_LENGTHS.iter()) {
             *slot = 1.0 / (bm25.k1 * ((1.0 - bm25.b) + bm25.b * len / avg_len));
         }
         TermScorer {

@@ -36,7 +36,7 @@ use fst::{Map, MapBuilder};
 
 use super::analysis::Analyzer;
 use super::bm25::{ColumnStats, decode_length, encode_length};
-use super::postings::{Cursor, Encoder, PostingList, TermPostings, put_position};
+use super::postings::{Cursor, Encoder, PostingList, TermPostings, get_varint, put_varint};
 use super::terminfo;
 use crate::encoding::Codec;
 use crate::error::{Error, Result};
@@ -61,15 +61,66 @@ pub const POSTINGS_BLOCK_BYTES: usize = 256 << 10;
 const SUMMARY_U64S: usize = 5;
 const SUMMARY_FIXED_LEN: usize = 8 * SUMMARY_U64S + 4 * 3;
 
-/// One term's postings while the part is being built, positions encoded
-/// as the list stores them.
+/// One term's postings while the part is being built, in one buffer of
+/// varints (tantivy's in-memory form): per row, its distance from the
+/// term's previous row (the first row: the row), then each position's
+/// distance from the one before (the first: the position plus one, so
+/// never 0), then a 0 that ends the row, written when the term's next
+/// row starts (the last row's ends with the buffer). One allocation per
+/// term, rather than three vectors of which two held a u32 a row.
 #[derive(Default)]
 struct TermBuffer {
-    rows: Vec<u32>,
-    freqs: Vec<u32>,
-    positions: Vec<u8>,
-    /// The current row's last position.
-    last_position: u32,
+    bytes: Vec<u8>,
+    /// Rows so far; the last row plus one; the current row's last
+    /// position plus one.
+    rows: u32,
+    next_row: u32,
+    next_position: u32,
+}
+
+impl TermBuffer {
+    fn add(&mut self, row: u32, position: u32) {
+        if self.rows == 0 || self.next_row != row + 1 {
+            if self.rows > 0 {
+                self.bytes.push(0);
+            }
+            put_varint(row - self.next_row, &mut self.bytes);
+            (self.rows, self.next_row, self.next_position) = (self.rows + 1, row + 1, 0);
+        }
+        // Positions rise within a row (saturated ones, past u32::MAX
+        // tokens in one value, stay apart rather than end the row).
+        let next = position.saturating_add(1);
+        put_varint(
+            next.saturating_sub(self.next_position).max(1),
+            &mut self.bytes,
+        );
+        self.next_position = next;
+    }
+
+    /// The postings, into `rows`, `freqs` and `positions` (cleared first;
+    /// positions as lists store them).
+    fn decode(&self, rows: &mut Vec<u32>, freqs: &mut Vec<u32>, positions: &mut Vec<u8>) {
+        rows.clear();
+        freqs.clear();
+        positions.clear();
+        let (bytes, mut at, mut next_row) = (&self.bytes, 0, 0);
+        // The buffer was written by `add`: every varint is whole.
+        let varint = |at: &mut usize| get_varint(bytes, at).expect("a term buffer's varints");
+        while at < bytes.len() {
+            let row = next_row + varint(&mut at);
+            rows.push(row);
+            next_row = row + 1;
+            let mut freq = 0;
+            while at < bytes.len() {
+                match varint(&mut at) {
+                    0 => break,
+                    distance => put_varint(distance - 1, positions),
+                }
+                freq += 1;
+            }
+            freqs.push(freq);
+        }
+    }
 }
 
 /// Builds the text index of one column from the part's granules.
@@ -84,12 +135,6 @@ pub struct TextIndexBuilder {
     coded_len: u64,
     /// Bytes the terms' names and postings buffers hold (their capacity).
     buffered: usize,
-}
-
-impl TermBuffer {
-    fn capacity_bytes(&self) -> usize {
-        4 * (self.rows.capacity() + self.freqs.capacity()) + self.positions.capacity()
-    }
 }
 
 impl TextIndexBuilder {
@@ -124,21 +169,9 @@ impl TextIndexBuilder {
                     terms.entry(Box::from(token.term)).or_default()
                 }
             };
-            let capacity = buffer.capacity_bytes();
-            let last = match buffer.rows.last() == Some(&row) {
-                true => {
-                    *buffer.freqs.last_mut().expect("a row has its frequency") += 1;
-                    Some(buffer.last_position)
-                }
-                false => {
-                    buffer.rows.push(row);
-                    buffer.freqs.push(1);
-                    None
-                }
-            };
-            put_position(last, token.position, &mut buffer.positions);
-            buffer.last_position = token.position;
-            *buffered += buffer.capacity_bytes() - capacity;
+            let capacity = buffer.bytes.capacity();
+            buffer.add(row, token.position);
+            *buffered += buffer.bytes.capacity() - capacity;
         });
         self.lens.push(len);
         if len > 0 {
@@ -215,11 +248,13 @@ impl ComponentBuilder for TextIndexBuilder {
         terms.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
         let norms: Vec<u8> = lens.iter().map(|&l| encode_length(l)).collect();
         let mut writer = IndexWriter::new(&name, analyzer);
+        let (mut rows, mut freqs, mut positions) = (Vec::new(), Vec::new(), Vec::new());
         for (term, buffer) in &terms {
+            buffer.decode(&mut rows, &mut freqs, &mut positions);
             let postings = TermPostings {
-                rows: &buffer.rows,
-                freqs: &buffer.freqs,
-                positions: &buffer.positions,
+                rows: &rows,
+                freqs: &freqs,
+                positions: &positions,
             };
             writer.add_term(term.as_bytes(), postings, &norms)?;
         }

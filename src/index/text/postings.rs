@@ -284,7 +284,7 @@ fn skip_varints(bytes: &[u8], mut pos: usize, mut n: u64) -> Result<usize, Strin
     Ok(pos)
 }
 
-fn put_varint(mut v: u32, out: &mut Vec<u8>) {
+pub(crate) fn put_varint(mut v: u32, out: &mut Vec<u8>) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -293,7 +293,7 @@ fn put_varint(mut v: u32, out: &mut Vec<u8>) {
 }
 
 #[inline(always)]
-fn get_varint(bytes: &[u8], pos: &mut usize) -> Result<u32, String> {
+pub(crate) fn get_varint(bytes: &[u8], pos: &mut usize) -> Result<u32, String> {
     // Most values (deltas, frequencies) take one byte.
     if let Some(&byte) = bytes.get(*pos)
         && byte < 0x80

@@ -67,6 +67,15 @@ struct Posting {
 }
 
 fn encoded(list: &[Posting]) -> Vec<u8> {
+    encoded_by(list, |postings, len_of, out| encode(postings, len_of, out))
+}
+
+/// `list` encoded by `encode`, given its postings as an index builder
+/// holds them and each row's length.
+fn encoded_by(
+    list: &[Posting],
+    encode: impl FnOnce(TermPostings<'_>, &dyn Fn(u32) -> u32, &mut Vec<u8>),
+) -> Vec<u8> {
     let rows: Vec<u32> = list.iter().map(|p| p.row).collect();
     let freqs: Vec<u32> = list.iter().map(|p| p.positions.len() as u32).collect();
     let mut positions = Vec::new();
@@ -80,7 +89,7 @@ fn encoded(list: &[Posting]) -> Vec<u8> {
         freqs: &freqs,
         positions: &positions,
     };
-    encode(postings, len_of, &mut bytes);
+    encode(postings, &len_of, &mut bytes);
     bytes
 }
 
@@ -154,16 +163,9 @@ proptest! {
     ) {
         let mut encoder = Encoder::default();
         for list in &lists {
-            let rows: Vec<u32> = list.iter().map(|p| p.row).collect();
-            let freqs: Vec<u32> = list.iter().map(|p| p.positions.len() as u32).collect();
-            let mut positions = Vec::new();
-            for p in list {
-                put_positions(&p.positions, &mut positions);
-            }
-            let len_of = |row: u32| list.iter().find(|p| p.row == row).unwrap().len;
-            let postings = TermPostings { rows: &rows, freqs: &freqs, positions: &positions };
-            let mut reused = Vec::new();
-            encoder.encode(postings, len_of, &mut reused);
+            let reused = encoded_by(list, |postings, len_of, out| {
+                encoder.encode(postings, len_of, out)
+            });
             prop_assert_eq!(reused, encoded(list));
         }
     }

@@ -758,3 +758,58 @@ async fn a_large_merge_crosses_every_block_boundary() {
         assert!(m == e, "block {b} differs");
     }
 }
+
+/// Rows offered by a top-k search, none refused (its bounds never prune).
+#[derive(Default)]
+struct TakeAll(Vec<u32>);
+
+#[async_trait::async_trait]
+impl diagon::index::text::topk::Collector for TakeAll {
+    fn threshold(&self) -> f32 {
+        f32::NEG_INFINITY
+    }
+
+    async fn collect(&mut self, row: u32, _score: f32) -> diagon::Result<()> {
+        self.0.push(row);
+        Ok(())
+    }
+}
+
+/// Impacts that do not decode (here a block's count of pairs reaching
+/// past its impacts, under a valid checksum) fail a top-k search of a
+/// union or an intersection, naming the component: a search reads them
+/// lazily, and must not pass them by silently.
+#[tokio::test]
+async fn undecodable_impacts_fail_the_top_k_search() {
+    use diagon::index::text::bm25::{Bm25, ColumnStats};
+    use diagon::index::text::bound::Bound;
+    use diagon::index::text::score::Scoring;
+    use diagon::index::text::{DefaultOperator, Query};
+
+    let rows: Vec<Option<String>> = (0..512).map(|_| Some("a b".to_string())).collect();
+    let good = built(Analyzer::Standard, &rows, 128, &DataType::Utf8);
+    let summary = open(&good, "good").await.summary().clone();
+    // `a`, the first term, is the first list of the first postings block:
+    // 4 full blocks, so its last row, 4 skip entries, two one-byte
+    // varints (no tail; short impacts), its blocks' data, then block 0's
+    // impacts, whose first byte counts its pairs.
+    let mut bad = good.clone();
+    let postings = &mut bad.blocks[2 + (summary.info_blocks + summary.norm_blocks) as usize];
+    let data_end = u32::from_le_bytes(postings[4 + 3 * 16 + 4..][..4].try_into().unwrap());
+    postings[4 + 4 * 16 + 2 + data_end as usize] = 0x7f;
+    let reader = open(&bad, "bad").await;
+    let stats = ColumnStats {
+        rows: 512,
+        total_len: 1024,
+    };
+    let terms = ["a".to_string(), "b".to_string()];
+    let scoring = Scoring::new(Bm25::default(), stats, &terms, &[512, 512]);
+    for query in ["a b", "+a +b"] {
+        let parsed = Query::parse(query, DefaultOperator::Or).unwrap();
+        let bound = Bound::bind(&parsed, "body", Analyzer::Standard).unwrap();
+        let mut taken = TakeAll::default();
+        let found = diagon::index::text::topk::search(&reader, &bound, &scoring, &mut taken).await;
+        let error = found.err().unwrap_or_else(|| panic!("{query}: no error"));
+        assert!(error.to_string().contains("text_index(body)"), "{error}");
+    }
+}

@@ -201,7 +201,7 @@ impl Encoder {
 
 /// The competitive (frequency, length code) pairs of a block's rows
 /// (`rows`, `freqs`), frequency ascending (see the module's
-/// documentation); `scratch` holds the pairs and the frontier.
+/// documentation); `pairs` and `frontier` are the encoder's buffers.
 fn put_impacts(
     (rows, freqs): (&[u32], &[u32]),
     len_of: &impl Fn(u32) -> u32,

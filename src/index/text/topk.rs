@@ -330,9 +330,9 @@ pub async fn search(
         clauses.push(clause);
     }
     // A disjunction's pivot needs each term's bound on every row: the
-    // best of its blocks' (its weight, which no score reaches, measured
-    // worse: the pivot comes later). A conjunction reads only the
-    // bounds of the blocks it meets.
+    // best of its blocks' bounds (the term's weight, a looser bound that
+    // needs no block read, measured worse: the pivot comes later). A
+    // conjunction reads only the bounds of the blocks it meets.
     if clauses.len() > 1 && clauses.iter().all(|c| !c.required) {
         for clause in &mut clauses {
             clause.max = (0..clause.list.blocks())

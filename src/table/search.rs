@@ -15,7 +15,7 @@ use arrow::datatypes::{Field, Schema};
 use async_trait::async_trait;
 
 use super::log::PartEntry;
-use super::text::statistics_of;
+use super::text::{TextPart, statistics_of};
 use super::{Snapshot, Table};
 use crate::error::Result;
 use crate::index::text::bound::Bound;
@@ -26,20 +26,35 @@ use crate::index::text::{Analyzer, DefaultOperator, Query};
 use crate::table::TableOptions;
 
 impl Table {
-    /// The rows of part `entry` that `bound` must not match: its deleted
-    /// rows, and when the query matches values without terms, the rows
-    /// whose `column` is NULL (read from the column: no index knows them).
+    /// The rows of `part` (the text index of `column` in part `entry`)
+    /// that `bound` must not match: its deleted rows, and when the query
+    /// matches values without terms, the rows whose value is NULL (no
+    /// index knows them: read from the column once per snapshot).
     async fn unmatchable(
         &self,
         entry: &PartEntry,
         column: &str,
         bound: &Bound,
-        deleted: Option<&Arc<BooleanBuffer>>,
+        part: &TextPart,
     ) -> Result<Option<BooleanBuffer>> {
-        let deleted = deleted.map(|d| d.as_ref().clone());
+        let deleted = part.mask.as_deref().cloned();
         if bound.needs_terms() {
             return Ok(deleted);
         }
+        let nulls = part
+            .nulls_or_deleted
+            .get_or_try_init(|| self.nulls_or_deleted(entry, column, deleted))
+            .await?;
+        Ok(nulls.clone())
+    }
+
+    /// The rows of part `entry` whose `column` is NULL, or `deleted`.
+    async fn nulls_or_deleted(
+        &self,
+        entry: &PartEntry,
+        column: &str,
+        deleted: Option<BooleanBuffer>,
+    ) -> Result<Option<BooleanBuffer>> {
         let index = self.entry_index(entry).await?;
         let Some(position) = index.column_position(column) else {
             return Ok(deleted);
@@ -155,9 +170,7 @@ impl Table {
                 break;
             }
             let entry = &snapshot.parts[p];
-            let unmatchable = self
-                .unmatchable(entry, column, bound, part.mask.as_ref())
-                .await?;
+            let unmatchable = self.unmatchable(entry, column, bound, part).await?;
             let mut live = LiveRows {
                 best: &mut best,
                 part: p,
@@ -205,9 +218,7 @@ impl Table {
         let mut count = 0u64;
         let column_index = self.text_parts(snapshot, column).await?;
         for (entry, part) in snapshot.parts.iter().zip(&column_index.parts) {
-            let mask = self
-                .unmatchable(entry, column, bound, part.mask.as_ref())
-                .await?;
+            let mask = self.unmatchable(entry, column, bound, part).await?;
             let (reader, mask) = (&part.reader, mask.as_ref());
             if let (Bound::Term { term, .. }, None) = (bound, mask) {
                 // Every row is live: the term's count is in its term info.

@@ -102,7 +102,11 @@ impl Table {
                 return Err(self.missing_text_index(entry, column));
             };
             let mask = self.deletion_mask(entry).await?;
-            parts.push(TextPart { reader, mask });
+            parts.push(TextPart {
+                reader,
+                mask,
+                nulls_or_deleted: tokio::sync::OnceCell::new(),
+            });
         }
         let stats = column_stats(&parts).await?;
         let opened = Arc::new(TextColumn { parts, stats });
@@ -161,6 +165,10 @@ impl Table {
 pub(crate) struct TextPart {
     pub reader: TextIndexReader,
     pub mask: Option<Arc<BooleanBuffer>>,
+    /// Its deleted rows and the rows whose value is NULL, once a query
+    /// that matches values without terms needed them (read from the
+    /// column, kept with the snapshot).
+    pub nulls_or_deleted: tokio::sync::OnceCell<Option<BooleanBuffer>>,
 }
 
 /// A column's text indexes over a snapshot: every part's, and the

@@ -35,7 +35,8 @@
 //!   a fast-field range clause of a boolean query.
 //!
 //! `cargo bench --bench text_search` (indexes are built once under the
-//! target directory; `DIAGON_BENCH_RELOAD=1` rebuilds them).
+//! target directory; `DIAGON_BENCH_RELOAD=1` rebuilds them, as does a change of format or
+//! analysis recorded in `built_as.txt` beside them).
 //! `DIAGON_TEXT_DOCS=n` limits the documents, `DIAGON_TEXT_QUERIES=n`
 //! the queries; `DIAGON_TEXT_QUERY_FILE` reads queries from another file
 //! of the same form. `DIAGON_TEXT_PROFILE=count|top10` runs only
@@ -138,7 +139,7 @@ fn dir_bytes(dir: &Path) -> u64 {
 /// document into one part, in granules of 8192 (before it encodes), and
 /// the time it took to take them and to encode the component (the share
 /// of an insert's time that is the text index's).
-fn builder_memory(docs: &[String]) -> (usize, Duration, Duration) {
+fn builder_cost(docs: &[String]) -> (usize, Duration, Duration) {
     use diagon::part::component::ComponentBuilder;
     let mut builder = diagon::index::text::component::TextIndexBuilder::new(
         1,
@@ -165,6 +166,10 @@ fn builder_memory(docs: &[String]) -> (usize, Duration, Duration) {
     Box::new(builder).finish().unwrap();
     (held, taken, started.elapsed())
 }
+
+/// What the kept indexes are, in the file `BUILT_AS` beside them.
+const INDEXES: &str = "diagon text_index 3; tantivy with diagon's simple analysis\n";
+const BUILT_AS: &str = "built_as.txt";
 
 /// The name tantivy knows diagon's analysis by.
 const SIMPLE: &str = "diagon_simple";
@@ -306,15 +311,20 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let needs_docs =
-        reload || !dir.join("tantivy/meta.json").exists() || !dir.join("diagon").exists();
+    // Indexes an earlier bench built with another format or analysis
+    // are built again.
+    let built_as = std::fs::read_to_string(dir.join(BUILT_AS)).unwrap_or_default();
+    let needs_docs = reload
+        || built_as != INDEXES
+        || !dir.join("tantivy/meta.json").exists()
+        || !dir.join("diagon").exists();
     let docs = match needs_docs {
         true => read_corpus(env_usize("DIAGON_TEXT_DOCS")),
         false => Vec::new(),
     };
     if needs_docs {
         let text: usize = docs.iter().map(String::len).sum();
-        let (held, taken, encoded) = builder_memory(&docs);
+        let (held, taken, encoded) = builder_cost(&docs);
         println!(
             "text index builder: {:.1} MB held for {:.1} MB of text ({:.2} bytes per byte); \
              rows taken in {:.2} s, component encoded in {:.2} s",
@@ -327,6 +337,7 @@ fn main() {
     }
     let (index, tantivy_built) = tantivy_index(&dir, &docs, needs_docs);
     let (table, diagon_built) = runtime.block_on(diagon_table(&dir, &docs, needs_docs));
+    std::fs::write(dir.join(BUILT_AS), INDEXES).unwrap();
     drop(docs);
 
     let snapshot = runtime.block_on(table.snapshot()).unwrap();

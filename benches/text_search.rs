@@ -35,8 +35,9 @@
 //!   a fast-field range clause of a boolean query.
 //!
 //! `cargo bench --bench text_search` (indexes are built once under the
-//! target directory; `DIAGON_BENCH_RELOAD=1` rebuilds them, as does a change of format or
-//! analysis recorded in `built_as.txt` beside them).
+//! target directory; `DIAGON_BENCH_RELOAD=1` rebuilds them, as does a
+//! change of the format or analysis recorded in `built_as.txt` beside
+//! them).
 //! `DIAGON_TEXT_DOCS=n` limits the documents, `DIAGON_TEXT_QUERIES=n`
 //! the queries; `DIAGON_TEXT_QUERY_FILE` reads queries from another file
 //! of the same form. `DIAGON_TEXT_PROFILE=count|top10` runs only

@@ -814,3 +814,158 @@ async fn undecodable_impacts_fail_the_top_k_search() {
         assert!(error.to_string().contains("text_index(body)"), "{error}");
     }
 }
+
+/// A top-k collector over one part: the best `k` rows, with an optional
+/// filter on rows (`row % modulus != 0` passes) that it applies when a
+/// row is offered, and, when `skips`, also tells the search which rows to
+/// pass over (as a scan does once a granule's filters are known).
+struct Best {
+    top: diagon::index::text::topk::TopRows,
+    modulus: Option<u32>,
+    skips: bool,
+}
+
+impl Best {
+    fn passes(&self, row: u32) -> bool {
+        self.modulus.is_none_or(|m| !row.is_multiple_of(m))
+    }
+}
+
+#[async_trait::async_trait]
+impl diagon::index::text::topk::Collector for Best {
+    fn threshold(&self) -> f32 {
+        self.top.threshold()
+    }
+
+    async fn collect(&mut self, row: u32, score: f32) -> diagon::Result<()> {
+        assert!(
+            score > self.top.threshold(),
+            "row {row} offered below the threshold"
+        );
+        if self.passes(row) {
+            self.top.push(diagon::index::text::topk::Ranked {
+                score,
+                part: 0,
+                row,
+            });
+        }
+        Ok(())
+    }
+
+    fn next_candidate(&mut self, row: u32) -> u32 {
+        match self.skips {
+            true => (row..END).find(|&r| self.passes(r)).unwrap_or(END),
+            false => row,
+        }
+    }
+}
+
+/// A corpus of `rows` values over a vocabulary whose low-numbered words
+/// are far more frequent (as in text), from `seed`.
+fn skewed_corpus(seed: u64, rows: usize, words: usize) -> Vec<Option<String>> {
+    let mut state = seed | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    (0..rows)
+        .map(|_| {
+            let len = (next() % 24) as usize;
+            let text: Vec<String> = (0..len)
+                .map(|_| {
+                    let r = (next() % 1000) as f64 / 1000.0;
+                    format!("w{}", ((r * r * r) * words as f64) as usize)
+                })
+                .collect();
+            (next() % 20 != 0).then(|| text.join(" "))
+        })
+        .collect()
+}
+
+/// Queries of the shapes the top-k search takes: disjunctions (boosted
+/// or not), conjunctions with optional terms, exclusions.
+fn top_k_query(words: usize) -> impl Strategy<Value = String> {
+    let word = (0..words + 2).prop_map(|w| format!("w{w}"));
+    let boosted = (
+        word.clone(),
+        prop_oneof![Just(""), Just("^2"), Just("^0.5")],
+    )
+        .prop_map(|(w, b)| format!("{w}{b}"));
+    prop_oneof![
+        proptest::collection::vec(boosted, 1..6).prop_map(|w| w.join(" ")),
+        (
+            proptest::collection::vec(word.clone(), 1..3),
+            proptest::collection::vec(word.clone(), 0..3)
+        )
+            .prop_map(|(must, should)| {
+                let must: Vec<String> = must.iter().map(|w| format!("+{w}")).collect();
+                format!("{} {}", must.join(" "), should.join(" "))
+            }),
+        (proptest::collection::vec(word.clone(), 1..4), word)
+            .prop_map(|(should, not)| format!("{} -{not}", should.join(" "))),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// The rows a top-k search of a part collects, and their scores to
+    /// the bit, are the best `k` of scoring every match (ties keep the
+    /// earlier row), with and without a filter on rows, whether or not
+    /// the collector says which rows to pass: across posting blocks and
+    /// the disjunction's windows.
+    #[test]
+    fn top_k_equals_scoring_every_match(
+        seed in any::<u64>(),
+        rows in 1usize..5000,
+        queries in proptest::collection::vec(top_k_query(30), 1..5),
+        k in 1usize..40,
+        modulus in proptest::option::of(2u32..7),
+        skips in any::<bool>(),
+    ) {
+        use diagon::index::text::bm25::Bm25;
+        use diagon::index::text::bound::Bound;
+        use diagon::index::text::score::{Scoring, scored_rows, scored_terms};
+        use diagon::index::text::topk::{TopRows, search};
+        use diagon::index::text::{DefaultOperator, Query};
+
+        let corpus = skewed_corpus(seed, rows, 30);
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let reader = runtime.block_on(build(Analyzer::Standard, &corpus, 100, &DataType::Utf8));
+        for text in queries {
+            let query = Query::parse(&text, DefaultOperator::Or).unwrap();
+            let bound = Bound::bind(&query, "body", Analyzer::Standard).unwrap();
+            let terms = scored_terms(&bound);
+            let doc_freqs: Vec<u64> = terms
+                .iter()
+                .map(|t| {
+                    runtime
+                        .block_on(reader.term(t))
+                        .unwrap()
+                        .map_or(0, |i| u64::from(i.doc_freq))
+                })
+                .collect();
+            let scoring = Scoring::new(Bm25::default(), reader.summary().stats, &terms, &doc_freqs);
+            let mut best = Best { top: TopRows::new(k), modulus, skips };
+            let searched = runtime
+                .block_on(search(&reader, &bound, &scoring, &mut best))
+                .unwrap();
+            prop_assert!(searched.is_some(), "{} is not searched", text);
+            let found: Vec<(u32, f32)> =
+                best.top.into_sorted().iter().map(|r| (r.row, r.score)).collect();
+            let hits = runtime.block_on(scored_rows(&reader, &bound, &scoring)).unwrap();
+            let mut expected: Vec<(u32, f32)> = hits
+                .rows
+                .iter()
+                .zip(&hits.scores)
+                .map(|(&r, &s)| (r, s))
+                .filter(|&(r, _)| modulus.is_none_or(|m| !r.is_multiple_of(m)))
+                .collect();
+            expected.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            expected.truncate(k);
+            prop_assert_eq!(found, expected, "query {}", text);
+        }
+    }
+}

@@ -735,6 +735,35 @@ impl Cursor<'_, '_> {
         Ok(self.row())
     }
 
+    /// Visits the rows from the cursor's up to `last` (inclusive) with
+    /// their frequencies, a block at a time, and moves past them; returns
+    /// the row the cursor is then on, or [`END`].
+    pub fn take_until(
+        &mut self,
+        last: u32,
+        mut visit: impl FnMut(u32, u32),
+    ) -> Result<u32, String> {
+        loop {
+            if self.i >= self.len {
+                return Ok(END);
+            }
+            self.decode_freqs();
+            let rows = &self.rows[self.i..self.len];
+            let n = rows.partition_point(|&r| r <= last);
+            for (&row, &freq) in rows[..n].iter().zip(&self.freqs[self.i..self.i + n]) {
+                visit(row, freq);
+            }
+            self.i += n;
+            if self.i < self.len {
+                return Ok(self.rows[self.i]);
+            }
+            if self.block + 1 >= self.list.blocks() {
+                return Ok(END);
+            }
+            self.load(self.block + 1)?;
+        }
+    }
+
     /// Moves to the first row at or after `target`, jumping over whole
     /// blocks whose last row is before it; returns that row or [`END`].
     pub fn seek(&mut self, target: u32) -> Result<u32, String> {

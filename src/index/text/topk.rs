@@ -183,7 +183,8 @@ struct Clause<'l, 'a> {
     cursor: Cursor<'l, 'a>,
     scorer: TermScorer,
     /// Each block's score bound once needed (NaN before: a search visits
-    /// few of a frequent term's blocks), and a bound on them all.
+    /// few of a frequent term's blocks), and a bound on them all (NaN
+    /// until needed).
     block_max: Vec<f32>,
     max: f32,
     /// The rows of the block last asked about and its bound: the search
@@ -250,6 +251,40 @@ impl Clause<'_, '_> {
         self.window
     }
 
+    /// A bound on the scores of the rows from `lo` to `hi` the clause
+    /// holds: the best of its blocks' bounds there, or of all its blocks'
+    /// when the window spans more than `SPAN` of them.
+    fn max_between(&mut self, lo: u32, hi: u32) -> f32 {
+        let from = self.row().max(lo);
+        if from > hi {
+            return 0.0;
+        }
+        let Some(first) = self.block_at(from) else {
+            return 0.0;
+        };
+        let mut best = 0f32;
+        for b in first..self.list.blocks() {
+            if b - first == SPAN {
+                return self.max_all();
+            }
+            best = best.max(self.bound(b));
+            if self.list.last_row(b) >= hi {
+                break;
+            }
+        }
+        best
+    }
+
+    /// The best of all the blocks' bounds.
+    fn max_all(&mut self) -> f32 {
+        if self.max.is_nan() {
+            self.max = (0..self.list.blocks())
+                .map(|b| self.bound(b))
+                .fold(0.0, f32::max);
+        }
+        self.max
+    }
+
     /// Block `b`'s bound, computed the first time. Impacts that do not
     /// decode bound nothing (infinity, so the search goes on correctly)
     /// and are kept as the clause's fault, which the search reports when
@@ -270,6 +305,140 @@ impl Clause<'_, '_> {
         self.block_max[b] = bound;
         bound
     }
+}
+
+/// Rows a disjunction's essential clauses gather at once (Lucene's
+/// `MaxScoreBulkScorer` gathers 4,096).
+const WINDOW: usize = 1024;
+
+/// Blocks of a clause whose bounds a window's bound is the best of; a
+/// window spanning more takes the clause's bound on all its blocks (a
+/// frequent term's window under a rare term's block).
+const SPAN: usize = 8;
+
+/// A disjunction's windows: the clauses' bounds in the current one, and
+/// which are essential.
+struct Windows {
+    /// By clause (query order): its bound in the window.
+    bounds: Vec<f32>,
+    /// Clauses by ascending bound: `..split` non-essential, `split..`
+    /// essential.
+    by_bound: Vec<usize>,
+    /// `prefix[j]`: the bounds of `by_bound[..=j]` summed.
+    prefix: Vec<f32>,
+    split: usize,
+    /// By clause: its score in the row being completed, 0.0 if it does
+    /// not hold it (0.0 between rows).
+    scores: Vec<f32>,
+    gather: Option<Gather>,
+}
+
+impl Windows {
+    /// Chooses the window from `lo` (a row some clause may hold) and
+    /// partitions the clauses by their bounds in it against `threshold`;
+    /// returns its last row. The window ends where the first of the
+    /// essential clauses' blocks (all clauses', at first) ends, and spans
+    /// at least 32 rows per such clause (Lucene's choice: windows ending
+    /// at every block boundary of many clauses cost more in bounds than
+    /// they save).
+    fn partition(&mut self, clauses: &mut [Box<Clause<'_, '_>>], lo: u32, threshold: f32) -> u32 {
+        let mut hi = END - 1;
+        let mut leads = 0u32;
+        for &i in &self.by_bound[self.split.min(clauses.len() - 1)..] {
+            let clause = &mut clauses[i];
+            let at = clause.row().max(lo);
+            if at != END {
+                hi = hi.min(clause.block_end_at(at));
+                leads += 1;
+            }
+        }
+        let hi = hi
+            .max(lo.saturating_add(32 * leads.max(1) - 1))
+            .min(END - 1);
+        for (i, clause) in clauses.iter_mut().enumerate() {
+            self.bounds[i] = clause.max_between(lo, hi);
+        }
+        let bounds = &self.bounds;
+        self.by_bound
+            .sort_unstable_by(|&a, &b| bounds[a].total_cmp(&bounds[b]).then(a.cmp(&b)));
+        let mut sum = 0.0f32;
+        self.split = 0;
+        for (j, &i) in self.by_bound.iter().enumerate() {
+            sum += self.bounds[i];
+            self.prefix[j] = sum;
+            if self.split == j && !may_beat(sum, threshold, j + 1) {
+                self.split = j + 1;
+            }
+        }
+        hi
+    }
+
+    /// The scores of the row being completed summed in query order from
+    /// 0.0, as `score` sums them (an absent clause's 0.0 leaves the sum
+    /// as it is), leaving them all 0.0.
+    fn take_score(&mut self) -> f32 {
+        self.scores
+            .iter_mut()
+            .fold(0.0f32, |sum, s| sum + std::mem::take(s))
+    }
+
+    /// Whether `threshold` has risen past the bound that made the
+    /// weakest essential clause essential: partitioned anew, it would
+    /// not be.
+    fn outgrown(&self, threshold: f32) -> bool {
+        let j = self.split;
+        j < self.prefix.len() && !may_beat(self.prefix[j], threshold, j + 1)
+    }
+}
+
+/// The essential clauses' rows of a window: which rows some clause
+/// holds, a bit each, and each clause's frequency in each (0 where it
+/// does not hold it). All zero between windows.
+struct Gather {
+    words: Vec<u64>,
+    freqs: Vec<u32>,
+}
+
+impl Gather {
+    /// One for `clauses` clauses: a spare one of the thread's, all zero,
+    /// when it has one large enough (zeroing a new one cost a disjunction
+    /// of four terms a tenth of its instructions).
+    fn new(clauses: usize) -> Self {
+        let spare = SPARE_GATHERS.with_borrow_mut(|spares| {
+            let at = spares
+                .iter()
+                .position(|g| g.freqs.len() >= WINDOW * clauses)?;
+            Some(spares.swap_remove(at))
+        });
+        spare.unwrap_or_else(|| Gather {
+            words: vec![0; WINDOW / 64],
+            freqs: vec![0; WINDOW * clauses],
+        })
+    }
+
+    /// Keeps `self`, all zero again, for the thread's next disjunction.
+    fn spare(self) {
+        debug_assert!(self.words.iter().all(|&w| w == 0) && self.freqs.iter().all(|&f| f == 0));
+        SPARE_GATHERS.with_borrow_mut(|spares| {
+            if spares.len() < 4 {
+                spares.push(self);
+            }
+        });
+    }
+}
+
+thread_local! {
+    static SPARE_GATHERS: std::cell::RefCell<Vec<Gather>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// What completing a row found.
+enum Completed {
+    /// Its score, which beats the threshold.
+    Score(f32),
+    /// It cannot beat the threshold (or is excluded).
+    Below,
+    /// The collector takes no row before this one.
+    SkipTo(u32),
 }
 
 /// The best score of block `b`'s rows, exactly as they score: the score
@@ -322,23 +491,12 @@ pub async fn search(
             cursor: list.cursor().map_err(|e| reader.malformed(e))?,
             scorer: scoring.term_scorer(term, boost),
             block_max: vec![f32::NAN; list.blocks()],
-            max: 0.0,
+            max: f32::NAN,
             // Empty: no row lies in it.
             window: (1, 0, 0.0),
             fault: None,
         });
         clauses.push(clause);
-    }
-    // A disjunction's pivot needs each term's bound on every row: the
-    // best of its blocks' bounds (the term's weight, a looser bound that
-    // needs no block read, measured worse: the pivot comes later). A
-    // conjunction reads only the bounds of the blocks it meets.
-    if clauses.len() > 1 && clauses.iter().all(|c| !c.required) {
-        for clause in &mut clauses {
-            clause.max = (0..clause.list.blocks())
-                .map(|b| clause.bound(b))
-                .fold(0.0, f32::max);
-        }
     }
     let mut search = Search {
         reader,
@@ -456,77 +614,254 @@ impl Search<'_> {
         Ok(())
     }
 
-    /// Block-max WAND: clauses ordered by their current row; the pivot is
-    /// the first row where the clauses up to it could beat the threshold.
+    /// MaxScore over windows of rows (Turtle and Flood, 1995; Lucene's
+    /// `MaxScoreBulkScorer`). For each window, each term's bound is the
+    /// best of its blocks there; the weakest terms whose bounds summed
+    /// cannot beat the threshold are non-essential: a row only they hold
+    /// cannot enter, so only the essential terms' rows are visited, and
+    /// the others are looked up (strongest first) for a row only while
+    /// its score may still beat the threshold. A window no term is
+    /// essential in is passed without decoding anything.
     async fn disjunction(
         &mut self,
         clauses: &mut [Box<Clause<'_, '_>>],
         collector: &mut dyn Collector,
     ) -> Result<()> {
+        let n = clauses.len();
+        let mut w = Windows {
+            bounds: vec![0.0; n],
+            by_bound: (0..n).collect(),
+            prefix: vec![0.0; n],
+            split: 0,
+            scores: vec![0.0; n],
+            gather: None,
+        };
+        let mut lo = 0u32;
         loop {
+            let first = clauses.iter().map(|c| c.row()).min().unwrap_or(END);
+            lo = collector.next_candidate(lo.max(first));
+            if lo == END {
+                break;
+            }
             let threshold = collector.threshold();
-            sort_by_row(clauses);
-            // No clause (no term of the query is in the part): nothing.
-            let Some(first) = clauses.first().map(|c| c.row()) else {
-                return Ok(());
-            };
-            let next = collector.next_candidate(first);
-            if next == END {
-                return Ok(());
-            }
-            if next > first {
-                self.seek(clauses, next)?;
-                continue;
-            }
-            let Some(mut p) = pivot(clauses, threshold) else {
-                return Ok(());
-            };
-            let row = clauses[p].row();
-            while p + 1 < clauses.len() && clauses[p + 1].row() == row {
-                p += 1;
-            }
-            let upper: f32 = clauses[..=p].iter_mut().map(|c| c.block_max_at(row)).sum();
-            if !may_beat(upper, threshold, p + 1) {
-                // No row before the first block end (or the next clause's
-                // row) can beat the threshold; nor, perhaps, in the blocks
-                // after: their bounds are read without decoding them.
-                let limit = clauses.get(p + 1).map_or(END, |c| c.row());
-                let mut target = row;
-                loop {
+            let hi = w.partition(clauses, lo, threshold);
+            let essential = n - w.split;
+            let next = match essential {
+                0 => {
                     self.counts.blocks_skipped += 1;
-                    target = clauses[..=p]
-                        .iter_mut()
-                        .map(|c| c.block_end_at(target).saturating_add(1))
-                        .min()
-                        .unwrap_or(END)
-                        .min(limit);
-                    if target >= limit {
-                        break;
+                    hi.saturating_add(1)
+                }
+                1 => {
+                    self.one_essential(clauses, &mut w, lo, hi, collector)
+                        .await?
+                }
+                _ => self.essentials(clauses, &mut w, lo, hi, collector).await?,
+            };
+            if next == END {
+                break;
+            }
+            lo = next;
+        }
+        if let Some(gather) = w.gather.take() {
+            gather.spare();
+        }
+        Ok(())
+    }
+
+    /// The rows from `lo` to `hi` of the one essential clause, each
+    /// completed by the others while it may beat the threshold. Returns
+    /// the row to go on from: past the window, or sooner when the
+    /// threshold rose enough to partition the clauses anew.
+    async fn one_essential(
+        &mut self,
+        clauses: &mut [Box<Clause<'_, '_>>],
+        w: &mut Windows,
+        lo: u32,
+        hi: u32,
+        collector: &mut dyn Collector,
+    ) -> Result<u32> {
+        let e = w.by_bound[w.split];
+        let n = clauses.len();
+        let weak = w
+            .prefix
+            .get(w.split.wrapping_sub(1))
+            .copied()
+            .unwrap_or(0.0);
+        let mut threshold = collector.threshold();
+        let mut skip_to = 0;
+        let mut row = self.seek_one(&mut clauses[e], lo)?;
+        while row <= hi {
+            let norm = match self.norms.cached(row) {
+                Some(norm) => norm,
+                None => self.norms.get(row).await?,
+            };
+            let clause = &mut clauses[e];
+            let score = clause.scorer.score(clause.cursor.freq(), norm);
+            if row >= skip_to && may_beat(score + weak, threshold, n) {
+                w.scores[e] = score;
+                match self.complete(clauses, w, row, norm, score, threshold, collector)? {
+                    Completed::Score(score) => {
+                        collector.collect(row, score).await?;
+                        threshold = collector.threshold();
+                        skip_to = 0;
+                        if w.outgrown(threshold) {
+                            return Ok(row.saturating_add(1));
+                        }
                     }
-                    let upper: f32 = clauses[..=p]
-                        .iter_mut()
-                        .map(|c| c.block_max_at(target))
-                        .sum();
-                    if may_beat(upper, threshold, p + 1) {
-                        break;
+                    Completed::Below => {}
+                    Completed::SkipTo(next) if next > hi => return Ok(next),
+                    Completed::SkipTo(next) => skip_to = next,
+                }
+            }
+            row = clauses[e]
+                .cursor
+                .advance()
+                .map_err(|e| self.reader.malformed(e))?;
+        }
+        Ok(hi.saturating_add(1))
+    }
+
+    /// The rows from `lo` to `hi` of two or more essential clauses,
+    /// gathered `WINDOW` rows at a time (their frequencies side by side),
+    /// then each completed by the non-essential clauses in row order.
+    async fn essentials(
+        &mut self,
+        clauses: &mut [Box<Clause<'_, '_>>],
+        w: &mut Windows,
+        lo: u32,
+        hi: u32,
+        collector: &mut dyn Collector,
+    ) -> Result<u32> {
+        let n = clauses.len();
+        let mut gather = w.gather.take().unwrap_or_else(|| Gather::new(n));
+        let weak = w
+            .prefix
+            .get(w.split.wrapping_sub(1))
+            .copied()
+            .unwrap_or(0.0);
+        let mut threshold = collector.threshold();
+        let mut skip_to = 0;
+        let mut from = lo;
+        let result = loop {
+            let to = hi.min(from.saturating_add(WINDOW as u32 - 1));
+            for (k, &i) in w.by_bound[w.split..].iter().enumerate() {
+                let clause = &mut clauses[i];
+                self.seek_one(clause, from)?;
+                let freqs = &mut gather.freqs[k * WINDOW..(k + 1) * WINDOW];
+                let words = &mut gather.words;
+                clause
+                    .cursor
+                    .take_until(to, |row, freq| {
+                        let at = (row - from) as usize;
+                        words[at / 64] |= 1 << (at % 64);
+                        freqs[at] = freq;
+                    })
+                    .map_err(|e| self.reader.malformed(e))?;
+            }
+            let words = (to - from) as usize / 64 + 1;
+            for word in 0..words {
+                let mut bits = std::mem::take(&mut gather.words[word]);
+                while bits != 0 {
+                    let at = word * 64 + bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    let row = from + at as u32;
+                    let norm = match self.norms.cached(row) {
+                        Some(norm) => norm,
+                        None => self.norms.get(row).await?,
+                    };
+                    let mut partial = 0.0;
+                    for (k, &i) in w.by_bound[w.split..].iter().enumerate() {
+                        let freq = std::mem::take(&mut gather.freqs[k * WINDOW + at]);
+                        if freq != 0 {
+                            let score = clauses[i].scorer.score(freq, norm);
+                            w.scores[i] = score;
+                            partial += score;
+                        }
+                    }
+                    if row < skip_to || !may_beat(partial + weak, threshold, n) {
+                        for &i in &w.by_bound[w.split..] {
+                            w.scores[i] = 0.0;
+                        }
+                        continue;
+                    }
+                    match self.complete(clauses, w, row, norm, partial, threshold, collector)? {
+                        Completed::Score(score) => {
+                            collector.collect(row, score).await?;
+                            threshold = collector.threshold();
+                            skip_to = 0;
+                        }
+                        Completed::Below => {}
+                        Completed::SkipTo(next) => skip_to = next,
                     }
                 }
-                self.seek(&mut clauses[..=p], target)?;
-                continue;
             }
-            if clauses[0].row() == row {
-                let at = clauses.iter().take_while(|c| c.row() == row).count();
-                self.offer(&mut clauses[..at], &mut [], row, threshold, collector)
-                    .await?;
-                for clause in &mut clauses[..at] {
-                    clause
-                        .cursor
-                        .advance()
-                        .map_err(|e| self.reader.malformed(e))?;
+            if to >= hi {
+                break hi.saturating_add(1);
+            }
+            from = to + 1;
+            if w.outgrown(threshold) {
+                break from;
+            }
+        };
+        w.gather = Some(gather);
+        Ok(result)
+    }
+
+    /// Completes `row`, whose essential clauses' scores (in
+    /// `w.scores`, summing to `partial`) may beat `threshold`: looks the
+    /// non-essential clauses up, strongest first, while the row may still
+    /// beat it, and sums its scores as `score` does. Leaves `w.scores`
+    /// all zero.
+    #[allow(clippy::too_many_arguments)]
+    fn complete(
+        &mut self,
+        clauses: &mut [Box<Clause<'_, '_>>],
+        w: &mut Windows,
+        row: u32,
+        norm: u8,
+        mut partial: f32,
+        threshold: f32,
+        collector: &mut dyn Collector,
+    ) -> Result<Completed> {
+        let n = clauses.len();
+        let outcome = 'row: {
+            if !self.excluded.is_empty() && self.excluded.binary_search(&row).is_ok() {
+                break 'row Completed::Below;
+            }
+            let next = collector.next_candidate(row);
+            if next != row {
+                break 'row Completed::SkipTo(next);
+            }
+            for j in (0..w.split).rev() {
+                if !may_beat(partial + w.prefix[j], threshold, n) {
+                    break 'row Completed::Below;
                 }
-            } else {
-                self.seek(&mut clauses[..p], row)?;
+                let i = w.by_bound[j];
+                let clause = &mut clauses[i];
+                if self.seek_one(clause, row)? == row {
+                    let score = clause.scorer.score(clause.cursor.freq(), norm);
+                    w.scores[i] = score;
+                    partial += score;
+                }
             }
+            self.counts.scored += 1;
+            match w.take_score() {
+                score if score > threshold => Completed::Score(score),
+                _ => Completed::Below,
+            }
+        };
+        w.take_score();
+        Ok(outcome)
+    }
+
+    /// Moves `clause` to its first row at or after `target`.
+    fn seek_one(&self, clause: &mut Clause<'_, '_>, target: u32) -> Result<u32> {
+        match clause.row() < target {
+            true => clause
+                .cursor
+                .seek(target)
+                .map_err(|e| self.reader.malformed(e)),
+            false => Ok(clause.row()),
         }
     }
 
@@ -669,47 +1004,6 @@ impl Search<'_> {
             (must, should) => must.or(should),
         }
     }
-
-    fn seek(&self, clauses: &mut [Box<Clause<'_, '_>>], target: u32) -> Result<()> {
-        for clause in clauses {
-            if clause.row() < target {
-                clause
-                    .cursor
-                    .seek(target)
-                    .map_err(|e| self.reader.malformed(e))?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Orders clauses by their current row: an insertion sort, as only the
-/// clauses that moved are out of place (boxed, so swaps move pointers).
-fn sort_by_row(clauses: &mut [Box<Clause<'_, '_>>]) {
-    for i in 1..clauses.len() {
-        let row = clauses[i].row();
-        let mut j = i;
-        while j > 0 && clauses[j - 1].row() > row {
-            clauses.swap(j - 1, j);
-            j -= 1;
-        }
-    }
-}
-
-/// The first clause (in row order) by which the clauses' bounds summed
-/// could beat `threshold`.
-fn pivot(clauses: &[Box<Clause<'_, '_>>], threshold: f32) -> Option<usize> {
-    let mut sum = 0.0f32;
-    for (i, clause) in clauses.iter().enumerate() {
-        if clause.row() == END {
-            return None;
-        }
-        sum += clause.max;
-        if may_beat(sum, threshold, i + 1) {
-            return Some(i);
-        }
-    }
-    None
 }
 
 /// Whether scores bounded by `upper`, a sum of `terms` bounds, may beat

@@ -1,13 +1,15 @@
-//! The best-scoring rows of a part without scoring every match: block-max
-//! WAND for a disjunction of terms, block-max intersection for a
-//! conjunction (Ding and Suel, "Faster top-k document retrieval using
-//! block-max indexes", 2011; Lucene's and tantivy's top-k scorers).
+//! The best-scoring rows of a part without scoring every match: MaxScore
+//! over windows of rows for a disjunction of terms (Turtle and Flood,
+//! 1995, as Lucene's `MaxScoreBulkScorer` runs it), block-max
+//! intersection for a conjunction (Ding and Suel, "Faster top-k document
+//! retrieval using block-max indexes", 2011), block by block for one term.
 //!
 //! Each posting block's impacts bound the scores of its rows exactly (the
-//! best score of its competitive (frequency, length) pairs). A [`Collector`] holds the
-//! best rows so far and says what score a row must beat; blocks whose
-//! bounds cannot beat it are passed without decoding their rows' scores,
-//! and rows that cannot beat it are never scored.
+//! best score of its competitive (frequency, length) pairs). A
+//! [`Collector`] holds the best rows so far and says what score a row
+//! must beat; blocks whose bounds cannot beat it are passed without
+//! decoding their rows' scores, and rows that cannot beat it are never
+//! scored in full.
 //!
 //! Queries of other shapes (phrases, prefixes, nested booleans) are not
 //! searched here: [`search`] says so and the caller scores every match.

@@ -915,7 +915,7 @@ proptest! {
     /// the bit, are the best `k` of scoring every match (ties keep the
     /// earlier row), with and without a filter on rows, whether or not
     /// the collector says which rows to pass: across posting blocks and
-    /// the disjunction's windows.
+    /// the disjunction's windows. Counting the matches gives their number.
     #[test]
     fn top_k_equals_scoring_every_match(
         seed in any::<u64>(),
@@ -956,6 +956,11 @@ proptest! {
             let found: Vec<(u32, f32)> =
                 best.top.into_sorted().iter().map(|r| (r.row, r.score)).collect();
             let hits = runtime.block_on(scored_rows(&reader, &bound, &scoring)).unwrap();
+            // Counting (a bitmap for frequent unions) agrees too.
+            let counted = runtime
+                .block_on(diagon::index::text::search::count_matching(&reader, &bound, None))
+                .unwrap();
+            prop_assert_eq!(counted as usize, hits.rows.len(), "count of {}", text);
             let mut expected: Vec<(u32, f32)> = hits
                 .rows
                 .iter()

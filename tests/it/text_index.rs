@@ -919,7 +919,7 @@ proptest! {
     #[test]
     fn top_k_equals_scoring_every_match(
         seed in any::<u64>(),
-        rows in 1usize..5000,
+        rows in 1usize..9000,
         queries in proptest::collection::vec(top_k_query(30), 1..5),
         k in 1usize..40,
         modulus in proptest::option::of(2u32..7),

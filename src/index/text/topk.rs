@@ -309,9 +309,10 @@ impl Clause<'_, '_> {
     }
 }
 
-/// Rows a disjunction's essential clauses gather at once (Lucene's
-/// `MaxScoreBulkScorer` gathers 4,096).
-const WINDOW: usize = 1024;
+/// Rows a disjunction's essential clauses gather at once, as Lucene's
+/// `MaxScoreBulkScorer` (measured: 1,024 took 10% longer on the union
+/// queries; the buffers are reused, so their size costs nothing).
+const WINDOW: usize = 4096;
 
 /// Blocks of a clause whose bounds a window's bound is the best of; a
 /// window spanning more takes the clause's bound on all its blocks (a

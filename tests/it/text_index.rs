@@ -815,19 +815,25 @@ async fn undecodable_impacts_fail_the_top_k_search() {
     }
 }
 
-/// A top-k collector over one part: the best `k` rows, with an optional
-/// filter on rows (`row % modulus != 0` passes) that it applies when a
-/// row is offered, and, when `skips`, also tells the search which rows to
-/// pass over (as a scan does once a granule's filters are known).
+/// A top-k collector over one part (searched after an earlier part, as
+/// part 1): the best `k` rows, with an optional filter on granules of
+/// rows (a row fails when `(row / granule) % modulus == 0`) that, like a
+/// scan's, it learns for a granule only once a row of it is offered,
+/// and then, when `skips`, tells the search to pass that granule's
+/// rows. It checks that rows come in rising order and beat the
+/// threshold.
 struct Best {
     top: diagon::index::text::topk::TopRows,
-    modulus: Option<u32>,
+    filter: Option<(u32, u32)>,
     skips: bool,
+    known: std::collections::BTreeSet<u32>,
+    last: Option<u32>,
 }
 
 impl Best {
-    fn passes(&self, row: u32) -> bool {
-        self.modulus.is_none_or(|m| !row.is_multiple_of(m))
+    fn fails(&self, row: u32) -> bool {
+        self.filter
+            .is_some_and(|(granule, modulus)| (row / granule).is_multiple_of(modulus))
     }
 }
 
@@ -842,21 +848,33 @@ impl diagon::index::text::topk::Collector for Best {
             score > self.top.threshold(),
             "row {row} offered below the threshold"
         );
-        if self.passes(row) {
+        assert!(
+            self.last.is_none_or(|l| row > l),
+            "row {row} offered after {:?}",
+            self.last
+        );
+        self.last = Some(row);
+        if let Some((granule, _)) = self.filter {
+            self.known.insert(row / granule);
+        }
+        if !self.fails(row) {
             self.top.push(diagon::index::text::topk::Ranked {
                 score,
-                part: 0,
+                part: 1,
                 row,
             });
         }
         Ok(())
     }
 
-    fn next_candidate(&mut self, row: u32) -> u32 {
-        match self.skips {
-            true => (row..END).find(|&r| self.passes(r)).unwrap_or(END),
-            false => row,
+    fn next_candidate(&mut self, mut row: u32) -> u32 {
+        let Some((granule, _)) = self.filter.filter(|_| self.skips) else {
+            return row;
+        };
+        while row != END && self.known.contains(&(row / granule)) && self.fails(row) {
+            row = (row / granule + 1).checked_mul(granule).unwrap_or(END);
         }
+        row
     }
 }
 
@@ -879,7 +897,13 @@ fn skewed_corpus(seed: u64, rows: usize, words: usize) -> Vec<Option<String>> {
                     format!("w{}", ((r * r * r) * words as f64) as usize)
                 })
                 .collect();
-            (next() % 20 != 0).then(|| text.join(" "))
+            let mut text = text.join(" ");
+            // Rare words, a few rows in thousands: lists of one block
+            // whose windows span many of the frequent words' blocks.
+            if next() % 300 == 0 {
+                text.push_str(&format!(" r{}", next() % 4));
+            }
+            (next() % 20 != 0).then_some(text)
         })
         .collect()
 }
@@ -887,7 +911,10 @@ fn skewed_corpus(seed: u64, rows: usize, words: usize) -> Vec<Option<String>> {
 /// Queries of the shapes the top-k search takes: disjunctions (boosted
 /// or not), conjunctions with optional terms, exclusions.
 fn top_k_query(words: usize) -> impl Strategy<Value = String> {
-    let word = (0..words + 2).prop_map(|w| format!("w{w}"));
+    let word = prop_oneof![
+        4 => (0..words + 2).prop_map(|w| format!("w{w}")),
+        1 => (0..4usize).prop_map(|w| format!("r{w}")),
+    ];
     let boosted = (
         word.clone(),
         prop_oneof![Just(""), Just("^2"), Just("^0.5")],
@@ -913,64 +940,157 @@ proptest! {
 
     /// The rows a top-k search of a part collects, and their scores to
     /// the bit, are the best `k` of scoring every match (ties keep the
-    /// earlier row), with and without a filter on rows, whether or not
-    /// the collector says which rows to pass: across posting blocks and
-    /// the disjunction's windows. Counting the matches gives their number.
+    /// earlier row), with and without a filter on granules of rows,
+    /// whether or not the collector says which rows to pass, and whether
+    /// the top k starts empty or holds rows of an earlier part: across
+    /// posting blocks and the disjunction's windows. Counting the
+    /// matches gives their number.
     #[test]
     fn top_k_equals_scoring_every_match(
         seed in any::<u64>(),
         rows in 1usize..9000,
         queries in proptest::collection::vec(top_k_query(30), 1..5),
         k in 1usize..40,
-        modulus in proptest::option::of(2u32..7),
+        filter in proptest::option::of((prop_oneof![Just(1u32), Just(64), Just(1000), Just(5000)], 2u32..5)),
         skips in any::<bool>(),
+        earlier in any::<bool>(),
     ) {
-        use diagon::index::text::bm25::Bm25;
-        use diagon::index::text::bound::Bound;
-        use diagon::index::text::score::{Scoring, scored_rows, scored_terms};
-        use diagon::index::text::topk::{TopRows, search};
-        use diagon::index::text::{DefaultOperator, Query};
-
         let corpus = skewed_corpus(seed, rows, 30);
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let reader = runtime.block_on(build(Analyzer::Standard, &corpus, 100, &DataType::Utf8));
         for text in queries {
-            let query = Query::parse(&text, DefaultOperator::Or).unwrap();
-            let bound = Bound::bind(&query, "body", Analyzer::Standard).unwrap();
-            let terms = scored_terms(&bound);
-            let doc_freqs: Vec<u64> = terms
-                .iter()
-                .map(|t| {
-                    runtime
-                        .block_on(reader.term(t))
-                        .unwrap()
-                        .map_or(0, |i| u64::from(i.doc_freq))
-                })
-                .collect();
-            let scoring = Scoring::new(Bm25::default(), reader.summary().stats, &terms, &doc_freqs);
-            let mut best = Best { top: TopRows::new(k), modulus, skips };
-            let searched = runtime
-                .block_on(search(&reader, &bound, &scoring, &mut best))
-                .unwrap();
-            prop_assert!(searched.is_some(), "{} is not searched", text);
-            let found: Vec<(u32, f32)> =
-                best.top.into_sorted().iter().map(|r| (r.row, r.score)).collect();
-            let hits = runtime.block_on(scored_rows(&reader, &bound, &scoring)).unwrap();
-            // Counting (a bitmap for frequent unions) agrees too.
-            let counted = runtime
-                .block_on(diagon::index::text::search::count_matching(&reader, &bound, None))
-                .unwrap();
-            prop_assert_eq!(counted as usize, hits.rows.len(), "count of {}", text);
-            let mut expected: Vec<(u32, f32)> = hits
-                .rows
-                .iter()
-                .zip(&hits.scores)
-                .map(|(&r, &s)| (r, s))
-                .filter(|&(r, _)| modulus.is_none_or(|m| !r.is_multiple_of(m)))
-                .collect();
-            expected.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-            expected.truncate(k);
-            prop_assert_eq!(found, expected, "query {}", text);
+            check_top_k(&runtime, &reader, &text, k, filter, skips, earlier)?;
+
+        }
+    }
+}
+
+/// Checks a top-k search of `text` over `reader` against scoring every
+/// match (see `top_k_equals_scoring_every_match`).
+fn check_top_k(
+    runtime: &tokio::runtime::Runtime,
+    reader: &TextIndexReader,
+    text: &str,
+    k: usize,
+    filter: Option<(u32, u32)>,
+    skips: bool,
+    earlier: bool,
+) -> Result<(), TestCaseError> {
+    use diagon::index::text::bm25::Bm25;
+    use diagon::index::text::bound::Bound;
+    use diagon::index::text::score::{Scoring, scored_rows, scored_terms};
+    use diagon::index::text::topk::{Ranked, TopRows, search};
+    use diagon::index::text::{DefaultOperator, Query};
+
+    let query = Query::parse(text, DefaultOperator::Or).unwrap();
+    let bound = Bound::bind(&query, "body", Analyzer::Standard).unwrap();
+    let terms = scored_terms(&bound);
+    let doc_freqs: Vec<u64> = terms
+        .iter()
+        .map(|t| {
+            runtime
+                .block_on(reader.term(t))
+                .unwrap()
+                .map_or(0, |i| u64::from(i.doc_freq))
+        })
+        .collect();
+    let scoring = Scoring::new(Bm25::default(), reader.summary().stats, &terms, &doc_freqs);
+    let hits = runtime
+        .block_on(scored_rows(reader, &bound, &scoring))
+        .unwrap();
+    // Counting (a bitmap for frequent unions) agrees.
+    let counted = runtime
+        .block_on(diagon::index::text::search::count_matching(
+            reader, &bound, None,
+        ))
+        .unwrap();
+    prop_assert_eq!(counted as usize, hits.rows.len(), "count of {}", text);
+    let mut expected: Vec<Ranked> = hits
+        .rows
+        .iter()
+        .zip(&hits.scores)
+        .map(|(&row, &score)| Ranked {
+            score,
+            part: 1,
+            row,
+        })
+        .filter(|r| filter.is_none_or(|(g, m)| !(r.row / g).is_multiple_of(m)))
+        .collect();
+    // An earlier part's k rows, scoring as the median match: the
+    // search starts with a threshold, and ties keep those rows.
+    let mut top = TopRows::new(k);
+    if earlier && !hits.scores.is_empty() {
+        let mut scores = hits.scores.clone();
+        scores.sort_by(f32::total_cmp);
+        let median = scores[scores.len() / 2];
+        for row in 0..k as u32 {
+            let ranked = Ranked {
+                score: median,
+                part: 0,
+                row,
+            };
+            top.push(ranked);
+            expected.push(ranked);
+        }
+    }
+    let mut best = Best {
+        top,
+        filter,
+        skips,
+        known: Default::default(),
+        last: None,
+    };
+    let searched = runtime
+        .block_on(search(reader, &bound, &scoring, &mut best))
+        .unwrap();
+    prop_assert!(searched.is_some(), "{} is not searched", text);
+    let found: Vec<(usize, u32, f32)> = best
+        .top
+        .into_sorted()
+        .iter()
+        .map(|r| (r.part, r.row, r.score))
+        .collect();
+    expected.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then((a.part, a.row).cmp(&(b.part, b.row)))
+    });
+    expected.truncate(k);
+    let expected: Vec<(usize, u32, f32)> =
+        expected.iter().map(|r| (r.part, r.row, r.score)).collect();
+    prop_assert_eq!(found, expected, "query {}", text);
+    Ok(())
+}
+
+/// Rare terms whose single blocks span a part of 20,000 rows: the
+/// disjunction gathers their rows in several sub-windows of one window,
+/// and a filter on granules makes it pass rows (`d` holds the first row
+/// of every granule of 64, where a pass lands); all matches are due or
+/// half of them, so no row may be missed at a sub-window's edge.
+#[test]
+fn top_k_crosses_sub_windows_of_rare_terms() {
+    let corpus: Vec<Option<String>> = (0..20_000u32)
+        .map(|i| {
+            let mut text = String::from("x");
+            for (word, every) in [("a", 97), ("b", 89), ("c", 4099), ("d", 64)] {
+                if i.is_multiple_of(every) {
+                    text.push(' ');
+                    text.push_str(word);
+                }
+            }
+            Some(text)
+        })
+        .collect();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let reader = runtime.block_on(build(Analyzer::Standard, &corpus, 100, &DataType::Utf8));
+    for text in ["a b", "a b c", "c a", "a b^2 -c", "d^3 a", "d^3 a b"] {
+        for (filter, skips, earlier) in [
+            (None, false, false),
+            (Some((64, 3)), true, false),
+            (Some((1000, 2)), true, true),
+            (Some((5000, 2)), false, true),
+        ] {
+            check_top_k(&runtime, &reader, text, 500, filter, skips, earlier).unwrap();
         }
     }
 }

@@ -747,6 +747,9 @@ impl Cursor<'_, '_> {
             if self.i >= self.len {
                 return Ok(END);
             }
+            if self.rows[self.i] > last {
+                return Ok(self.rows[self.i]);
+            }
             self.decode_freqs();
             let rows = &self.rows[self.i..self.len];
             let n = rows.partition_point(|&r| r <= last);

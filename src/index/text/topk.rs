@@ -337,27 +337,30 @@ struct Windows {
 }
 
 impl Windows {
-    /// Chooses the window from `lo` (a row some clause may hold) and
-    /// partitions the clauses by their bounds in it against `threshold`;
-    /// returns its last row. The window ends where the first of the
+    /// Chooses the window from `lo` and partitions the clauses by their
+    /// bounds in it against `threshold`; returns its last row (`None`
+    /// when no clause holds a row from `lo` on). The window ends where the first of the
     /// essential clauses' blocks (all clauses', at first) ends, and spans
     /// at least 32 rows per such clause (Lucene's choice: windows ending
     /// at every block boundary of many clauses cost more in bounds than
     /// they save).
-    fn partition(&mut self, clauses: &mut [Box<Clause<'_, '_>>], lo: u32, threshold: f32) -> u32 {
-        let mut hi = END - 1;
-        let mut leads = 0u32;
-        for &i in &self.by_bound[self.split.min(clauses.len() - 1)..] {
-            let clause = &mut clauses[i];
-            let at = clause.row().max(lo);
-            if at != END {
-                hi = hi.min(clause.block_end_at(at));
-                leads += 1;
-            }
+    fn partition(
+        &mut self,
+        clauses: &mut [Box<Clause<'_, '_>>],
+        lo: u32,
+        threshold: f32,
+    ) -> Option<u32> {
+        // Leads whose lists end before `lo` bound nothing: without one
+        // left, every clause leads; without any, no row is left.
+        let leads = &self.by_bound[self.split.min(clauses.len() - 1)..];
+        let (hi, leads) = match window_end(clauses, leads, lo) {
+            (_, 0) => window_end(clauses, &self.by_bound, lo),
+            found => found,
+        };
+        if leads == 0 {
+            return None;
         }
-        let hi = hi
-            .max(lo.saturating_add(32 * leads.max(1) - 1))
-            .min(END - 1);
+        let hi = hi.max(lo.saturating_add(32 * leads - 1)).min(END - 1);
         for (i, clause) in clauses.iter_mut().enumerate() {
             self.bounds[i] = clause.max_between(lo, hi);
         }
@@ -373,7 +376,7 @@ impl Windows {
                 self.split = j + 1;
             }
         }
-        hi
+        Some(hi)
     }
 
     /// The scores of the row being completed summed in query order from
@@ -394,36 +397,62 @@ impl Windows {
     }
 }
 
+/// The first block end at or after `lo` among `leads` (by index into
+/// `clauses`) whose lists hold rows from `lo` on, and how many do.
+fn window_end(clauses: &mut [Box<Clause<'_, '_>>], leads: &[usize], lo: u32) -> (u32, u32) {
+    let (mut hi, mut found) = (END - 1, 0);
+    for &i in leads {
+        let clause = &mut clauses[i];
+        let at = clause.row().max(lo);
+        if at == END {
+            continue;
+        }
+        // Past its list, a clause's window ends at END.
+        let end = clause.block_end_at(at);
+        if end != END {
+            hi = hi.min(end);
+            found += 1;
+        }
+    }
+    (hi, found)
+}
+
 /// The essential clauses' rows of a window: which rows some clause
 /// holds, a bit each, and each clause's frequency in each (0 where it
 /// does not hold it). All zero between windows.
 struct Gather {
     words: Vec<u64>,
     freqs: Vec<u32>,
+    /// Rows per sub-window: `WINDOW`, fewer for queries of more than 8
+    /// terms (the buffers stay within 8 windows of frequencies).
+    window: usize,
 }
 
 impl Gather {
     /// One for `clauses` clauses: a spare one of the thread's, all zero,
-    /// when it has one large enough (zeroing a new one cost a disjunction
+    /// when it has one that fits (zeroing a new one cost a disjunction
     /// of four terms a tenth of its instructions).
     fn new(clauses: usize) -> Self {
+        let window = (WINDOW * 8 / clauses).clamp(64, WINDOW) / 64 * 64;
         let spare = SPARE_GATHERS.with_borrow_mut(|spares| {
             let at = spares
                 .iter()
-                .position(|g| g.freqs.len() >= WINDOW * clauses)?;
+                .position(|g| g.window == window && g.freqs.len() >= window * clauses)?;
             Some(spares.swap_remove(at))
         });
         spare.unwrap_or_else(|| Gather {
-            words: vec![0; WINDOW / 64],
-            freqs: vec![0; WINDOW * clauses],
+            words: vec![0; window / 64],
+            freqs: vec![0; window * clauses],
+            window,
         })
     }
 
-    /// Keeps `self`, all zero again, for the thread's next disjunction.
+    /// Keeps `self`, all zero again, for the thread's next disjunction
+    /// (a few, of at most 8 windows of frequencies).
     fn spare(self) {
         debug_assert!(self.words.iter().all(|&w| w == 0) && self.freqs.iter().all(|&f| f == 0));
         SPARE_GATHERS.with_borrow_mut(|spares| {
-            if spares.len() < 4 {
+            if spares.len() < 4 && self.freqs.len() <= WINDOW * 8 {
                 spares.push(self);
             }
         });
@@ -456,8 +485,9 @@ fn block_max(
 }
 
 /// Offers the part's rows that `bound` matches and could enter
-/// `collector` to it, best-first search by block bounds. Returns `None`
-/// when the query's shape is not one this searches (nothing was offered).
+/// `collector` to it, in row order, passing what block bounds rule out.
+/// Returns `None` when the query's shape is not one this searches
+/// (nothing was offered).
 pub async fn search(
     reader: &TextIndexReader,
     bound: &Bound,
@@ -631,6 +661,9 @@ impl Search<'_> {
         collector: &mut dyn Collector,
     ) -> Result<()> {
         let n = clauses.len();
+        if n == 0 {
+            return Ok(());
+        }
         let mut w = Windows {
             bounds: vec![0.0; n],
             by_bound: (0..n).collect(),
@@ -647,7 +680,9 @@ impl Search<'_> {
                 break;
             }
             let threshold = collector.threshold();
-            let hi = w.partition(clauses, lo, threshold);
+            let Some(hi) = w.partition(clauses, lo, threshold) else {
+                break;
+            };
             let essential = n - w.split;
             let next = match essential {
                 0 => {
@@ -673,8 +708,9 @@ impl Search<'_> {
 
     /// The rows from `lo` to `hi` of the one essential clause, each
     /// completed by the others while it may beat the threshold. Returns
-    /// the row to go on from: past the window, or sooner when the
-    /// threshold rose enough to partition the clauses anew.
+    /// the row to go on from: past the window; sooner when the threshold
+    /// rose enough to partition the clauses anew; later when the
+    /// collector takes no row before it.
     async fn one_essential(
         &mut self,
         clauses: &mut [Box<Clause<'_, '_>>],
@@ -691,7 +727,6 @@ impl Search<'_> {
             .copied()
             .unwrap_or(0.0);
         let mut threshold = collector.threshold();
-        let mut skip_to = 0;
         let mut row = self.seek_one(&mut clauses[e], lo)?;
         while row <= hi {
             let norm = match self.norms.cached(row) {
@@ -700,20 +735,22 @@ impl Search<'_> {
             };
             let clause = &mut clauses[e];
             let score = clause.scorer.score(clause.cursor.freq(), norm);
-            if row >= skip_to && may_beat(score + weak, threshold, n) {
+            if may_beat(score + weak, threshold, n) {
                 w.scores[e] = score;
                 match self.complete(clauses, w, row, norm, score, threshold, collector)? {
                     Completed::Score(score) => {
                         collector.collect(row, score).await?;
                         threshold = collector.threshold();
-                        skip_to = 0;
                         if w.outgrown(threshold) {
                             return Ok(row.saturating_add(1));
                         }
                     }
                     Completed::Below => {}
                     Completed::SkipTo(next) if next > hi => return Ok(next),
-                    Completed::SkipTo(next) => skip_to = next,
+                    Completed::SkipTo(next) => {
+                        row = self.seek_one(&mut clauses[e], next)?;
+                        continue;
+                    }
                 }
             }
             row = clauses[e]
@@ -737,6 +774,7 @@ impl Search<'_> {
     ) -> Result<u32> {
         let n = clauses.len();
         let mut gather = w.gather.take().unwrap_or_else(|| Gather::new(n));
+        let window = gather.window;
         let weak = w
             .prefix
             .get(w.split.wrapping_sub(1))
@@ -746,13 +784,16 @@ impl Search<'_> {
         let mut skip_to = 0;
         let mut from = lo;
         let result = loop {
-            let to = hi.min(from.saturating_add(WINDOW as u32 - 1));
+            let to = hi.min(from.saturating_add(window as u32 - 1));
+            // The first row of any essential clause after `to`: where
+            // the next sub-window starts.
+            let mut after = END;
             for (k, &i) in w.by_bound[w.split..].iter().enumerate() {
                 let clause = &mut clauses[i];
                 self.seek_one(clause, from)?;
-                let freqs = &mut gather.freqs[k * WINDOW..(k + 1) * WINDOW];
+                let freqs = &mut gather.freqs[k * window..(k + 1) * window];
                 let words = &mut gather.words;
-                clause
+                let next = clause
                     .cursor
                     .take_until(to, |row, freq| {
                         let at = (row - from) as usize;
@@ -760,6 +801,7 @@ impl Search<'_> {
                         freqs[at] = freq;
                     })
                     .map_err(|e| self.reader.malformed(e))?;
+                after = after.min(next);
             }
             let words = (to - from) as usize / 64 + 1;
             for word in 0..words {
@@ -768,20 +810,27 @@ impl Search<'_> {
                     let at = word * 64 + bits.trailing_zeros() as usize;
                     bits &= bits - 1;
                     let row = from + at as u32;
+                    let essential = &w.by_bound[w.split..];
+                    if row < skip_to {
+                        for k in 0..essential.len() {
+                            gather.freqs[k * window + at] = 0;
+                        }
+                        continue;
+                    }
                     let norm = match self.norms.cached(row) {
                         Some(norm) => norm,
                         None => self.norms.get(row).await?,
                     };
                     let mut partial = 0.0;
-                    for (k, &i) in w.by_bound[w.split..].iter().enumerate() {
-                        let freq = std::mem::take(&mut gather.freqs[k * WINDOW + at]);
+                    for (k, &i) in essential.iter().enumerate() {
+                        let freq = std::mem::take(&mut gather.freqs[k * window + at]);
                         if freq != 0 {
                             let score = clauses[i].scorer.score(freq, norm);
                             w.scores[i] = score;
                             partial += score;
                         }
                     }
-                    if row < skip_to || !may_beat(partial + weak, threshold, n) {
+                    if !may_beat(partial + weak, threshold, n) {
                         for &i in &w.by_bound[w.split..] {
                             w.scores[i] = 0.0;
                         }
@@ -798,10 +847,13 @@ impl Search<'_> {
                     }
                 }
             }
-            if to >= hi {
-                break hi.saturating_add(1);
+            // No essential row before `after`: the rows between are only
+            // the weak clauses', which cannot enter (past the window they
+            // may, partitioned anew).
+            from = after.max(skip_to);
+            if from > hi {
+                break hi.saturating_add(1).max(skip_to);
             }
-            from = to + 1;
             if w.outgrown(threshold) {
                 break from;
             }

@@ -388,6 +388,11 @@ impl Windows {
             .fold(0.0f32, |sum, s| sum + std::mem::take(s))
     }
 
+    /// The non-essential clauses' bounds summed.
+    fn weak(&self) -> f32 {
+        self.split.checked_sub(1).map_or(0.0, |j| self.prefix[j])
+    }
+
     /// Whether `threshold` has risen past the bound that made the
     /// weakest essential clause essential: partitioned anew, it would
     /// not be.
@@ -721,11 +726,7 @@ impl Search<'_> {
     ) -> Result<u32> {
         let e = w.by_bound[w.split];
         let n = clauses.len();
-        let weak = w
-            .prefix
-            .get(w.split.wrapping_sub(1))
-            .copied()
-            .unwrap_or(0.0);
+        let weak = w.weak();
         let mut threshold = collector.threshold();
         let mut row = self.seek_one(&mut clauses[e], lo)?;
         while row <= hi {
@@ -775,11 +776,7 @@ impl Search<'_> {
         let n = clauses.len();
         let mut gather = w.gather.take().unwrap_or_else(|| Gather::new(n));
         let window = gather.window;
-        let weak = w
-            .prefix
-            .get(w.split.wrapping_sub(1))
-            .copied()
-            .unwrap_or(0.0);
+        let weak = w.weak();
         let mut threshold = collector.threshold();
         let mut skip_to = 0;
         let mut from = lo;

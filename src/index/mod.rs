@@ -59,7 +59,7 @@ pub fn text_index_meta<'a>(
     let params = analyzer.to_string();
     components.iter().find(|c| {
         c.kind == text::component::KIND
-            && c.version == text::component::VERSION
+            && text::component::readable(c.version)
             && c.columns.first().map(String::as_str) == Some(column)
             && c.params == params
     })

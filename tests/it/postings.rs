@@ -1,10 +1,11 @@
 //! The postings codec against the lists it encoded: every row, frequency
 //! and position back in order; `seek` lands where a linear search does;
 //! each block's impacts bound its rows' BM25 scores exactly, whatever the
-//! parameters;
+//! parameters, and its lead exactly under the part's reference scoring and
+//! by its scale under any other;
 //! damaged bytes are errors or wrong-but-bounded values, never a panic.
 
-use diagon::index::text::bm25::{decode_length, encode_length};
+use diagon::index::text::bm25::{Bm25, ColumnStats, TermScorer, decode_length, encode_length};
 use diagon::index::text::postings::{
     BLOCK_LEN, END, Encoder, PostingList, TermPostings, encode, put_positions,
 };
@@ -66,8 +67,17 @@ struct Posting {
     len: u32,
 }
 
+/// The statistics of the part the tests' lists are in (rows of 30 tokens
+/// on average), which pick the blocks' leads.
+const STATS: ColumnStats = ColumnStats {
+    rows: 1000,
+    total_len: 30_000,
+};
+
 fn encoded(list: &[Posting]) -> Vec<u8> {
-    encoded_by(list, |postings, len_of, out| encode(postings, len_of, out))
+    encoded_by(list, |postings, len_of, out| {
+        encode(postings, len_of, STATS, out)
+    })
 }
 
 /// `list` encoded by `encode`, given its postings as an index builder
@@ -128,6 +138,28 @@ proptest! {
                     .fold(0f32, f32::max);
                 prop_assert_eq!(reader.block_max(b, score).unwrap(), best, "block {}", b);
             }
+            // The lead scores best under the reference scoring, and
+            // bounds every row's normalised frequency by its scale under
+            // others (a part's statistics apart from the table's).
+            let reference = TermScorer::reference(STATS);
+            let tf = |scorer: &TermScorer, p: &Posting| {
+                scorer.tf(p.positions.len() as f32, encode_length(p.len))
+            };
+            let (freq, code) = reader.lead(b).unwrap();
+            let lead = reference.tf(freq as f32, code);
+            let best = block.iter().map(|p| tf(&reference, p)).fold(0f32, f32::max);
+            prop_assert_eq!(lead, best, "block {}", b);
+            prop_assert_eq!(reference.norms_scale(&reference), Some(1.0));
+            for (k1, b_param, rows, total_len) in
+                [(1.2f32, 0.75f32, 1000, 29_000), (1.2, 0.75, 1000, 31_000), (0.3, 1.0, 7, 9), (3.0, 0.0, 1, 500)]
+            {
+                let stats = ColumnStats { rows, total_len };
+                let scorer = TermScorer::with_weight(Bm25::new(k1, b_param).unwrap(), stats, 1.0);
+                let scale = scorer.norms_scale(&reference).unwrap();
+                for p in block {
+                    prop_assert!(tf(&scorer, p) <= scale * lead, "block {} row {}", b, p.row);
+                }
+            }
         }
         prop_assert_eq!(reader.block_of(list.last().unwrap().row + 1), None);
     }
@@ -161,7 +193,7 @@ proptest! {
     fn a_reused_encoder_writes_each_list_as_a_fresh_one(
         lists in proptest::collection::vec(postings(), 1..5),
     ) {
-        let mut encoder = Encoder::default();
+        let mut encoder = Encoder::new(STATS);
         for list in &lists {
             let reused = encoded_by(list, |postings, len_of, out| {
                 encoder.encode(postings, len_of, out)
@@ -204,6 +236,10 @@ proptest! {
         }
         if let Ok(mut cursor) = reader.cursor() {
             let _ = cursor.seek(list[list.len() / 2].row);
+        }
+        for b in 0..reader.blocks() {
+            let _ = reader.lead(b);
+            let _ = reader.block_max(b, |freq, code| freq as f32 / f32::from(code));
         }
     }
 }

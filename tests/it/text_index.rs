@@ -776,10 +776,11 @@ impl diagon::index::text::topk::Collector for TakeAll {
     }
 }
 
-/// Impacts that do not decode (here a block's count of pairs reaching
-/// past its impacts, under a valid checksum) fail a top-k search of a
-/// union or an intersection, naming the component: a search reads them
-/// lazily, and must not pass them by silently.
+/// Impacts that do not decode (here a block's count of pairs 0, under a
+/// valid checksum) fail a top-k search of a union or an intersection,
+/// naming the component, whether the search reads the blocks' leads
+/// alone (scoring by the part's statistics) or their impacts too: a
+/// search reads them lazily, and must not pass them by silently.
 #[tokio::test]
 async fn undecodable_impacts_fail_the_top_k_search() {
     use diagon::index::text::bm25::{Bm25, ColumnStats};
@@ -797,15 +798,20 @@ async fn undecodable_impacts_fail_the_top_k_search() {
     let mut bad = good.clone();
     let postings = &mut bad.blocks[2 + (summary.info_blocks + summary.norm_blocks) as usize];
     let data_end = u32::from_le_bytes(postings[4 + 3 * 16 + 4..][..4].try_into().unwrap());
-    postings[4 + 4 * 16 + 2 + data_end as usize] = 0x7f;
+    postings[4 + 4 * 16 + 2 + data_end as usize] = 0;
     let reader = open(&bad, "bad").await;
-    let stats = ColumnStats {
-        rows: 512,
-        total_len: 1024,
-    };
     let terms = ["a".to_string(), "b".to_string()];
-    let scoring = Scoring::new(Bm25::default(), stats, &terms, &[512, 512]);
-    for query in ["a b", "+a +b"] {
+    for (query, total_len) in [
+        ("a b", 1024),
+        ("+a +b", 1024),
+        ("a b", 3000),
+        ("+a +b", 3000),
+    ] {
+        let stats = ColumnStats {
+            rows: 512,
+            total_len,
+        };
+        let scoring = Scoring::new(Bm25::default(), stats, &terms, &[512, 512]);
         let parsed = Query::parse(query, DefaultOperator::Or).unwrap();
         let bound = Bound::bind(&parsed, "body", Analyzer::Standard).unwrap();
         let mut taken = TakeAll::default();
@@ -954,15 +960,33 @@ proptest! {
         filter in proptest::option::of((prop_oneof![Just(1u32), Just(64), Just(1000), Just(5000)], 2u32..5)),
         skips in any::<bool>(),
         earlier in any::<bool>(),
+        scoring in 0usize..4,
     ) {
         let corpus = skewed_corpus(seed, rows, 30);
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let reader = runtime.block_on(build(Analyzer::Standard, &corpus, 100, &DataType::Utf8));
+        let case = TopK { k, filter, skips, earlier, scoring };
         for text in queries {
-            check_top_k(&runtime, &reader, &text, k, filter, skips, earlier)?;
-
+            check_top_k(&runtime, &reader, &text, case)?;
         }
     }
+}
+
+/// How `check_top_k` searches: the best `k`; a granule filter of rows
+/// `(granule, m)`, passing every `m`-th granule of `granule` rows; whether
+/// the collector says which rows to pass; whether the top k starts with
+/// an earlier part's rows; and the scoring (0: the part's own statistics,
+/// under which the blocks' leads bound them exactly; 1 and 2: a table's
+/// whose rows are longer or shorter, with other parameters, the leads
+/// scaled (2's `b` of 0 ignores lengths: a block's best row under it is
+/// often not its lead); 3: `k1` 0, which no lead bounds).
+#[derive(Debug, Clone, Copy)]
+struct TopK {
+    k: usize,
+    filter: Option<(u32, u32)>,
+    skips: bool,
+    earlier: bool,
+    scoring: usize,
 }
 
 /// Checks a top-k search of `text` over `reader` against scoring every
@@ -971,12 +995,9 @@ fn check_top_k(
     runtime: &tokio::runtime::Runtime,
     reader: &TextIndexReader,
     text: &str,
-    k: usize,
-    filter: Option<(u32, u32)>,
-    skips: bool,
-    earlier: bool,
+    case: TopK,
 ) -> Result<(), TestCaseError> {
-    use diagon::index::text::bm25::Bm25;
+    use diagon::index::text::bm25::{Bm25, ColumnStats};
     use diagon::index::text::bound::Bound;
     use diagon::index::text::score::{Scoring, scored_rows, scored_terms};
     use diagon::index::text::topk::{Ranked, TopRows, search};
@@ -994,7 +1015,36 @@ fn check_top_k(
                 .map_or(0, |i| u64::from(i.doc_freq))
         })
         .collect();
-    let scoring = Scoring::new(Bm25::default(), reader.summary().stats, &terms, &doc_freqs);
+    let TopK {
+        k,
+        filter,
+        skips,
+        earlier,
+        scoring,
+    } = case;
+    let part = ColumnStats {
+        rows: reader.summary().stats.rows,
+        total_len: reader.summary().coded_len,
+    };
+    let (bm25, stats) = match scoring {
+        0 => (Bm25::default(), part),
+        1 => (
+            Bm25::new(1.5, 0.9).unwrap(),
+            ColumnStats {
+                rows: part.rows,
+                total_len: part.total_len * 3 / 2 + 1,
+            },
+        ),
+        2 => (
+            Bm25::new(0.8, 0.0).unwrap(),
+            ColumnStats {
+                rows: part.rows + 5,
+                total_len: part.total_len / 2,
+            },
+        ),
+        _ => (Bm25::new(0.0, 0.75).unwrap(), part),
+    };
+    let scoring = Scoring::new(bm25, stats, &terms, &doc_freqs);
     let hits = runtime
         .block_on(scored_rows(reader, &bound, &scoring))
         .unwrap();
@@ -1084,13 +1134,20 @@ fn top_k_crosses_sub_windows_of_rare_terms() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let reader = runtime.block_on(build(Analyzer::Standard, &corpus, 100, &DataType::Utf8));
     for text in ["a b", "a b c", "c a", "a b^2 -c", "d^3 a", "d^3 a b"] {
-        for (filter, skips, earlier) in [
-            (None, false, false),
-            (Some((64, 3)), true, false),
-            (Some((1000, 2)), true, true),
-            (Some((5000, 2)), false, true),
+        for (filter, skips, earlier, scoring) in [
+            (None, false, false, 0),
+            (Some((64, 3)), true, false, 1),
+            (Some((1000, 2)), true, true, 2),
+            (Some((5000, 2)), false, true, 0),
         ] {
-            check_top_k(&runtime, &reader, text, 500, filter, skips, earlier).unwrap();
+            let case = TopK {
+                k: 500,
+                filter,
+                skips,
+                earlier,
+                scoring,
+            };
+            check_top_k(&runtime, &reader, text, case).unwrap();
         }
     }
 }

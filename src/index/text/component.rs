@@ -35,7 +35,7 @@ use arrow::datatypes::DataType;
 use fst::{Map, MapBuilder};
 
 use super::analysis::Analyzer;
-use super::bm25::{ColumnStats, decode_length, encode_length};
+use super::bm25::{ColumnStats, TermScorer, decode_length, encode_length};
 use super::postings::{Cursor, Encoder, PostingList, TermPostings, get_varint, put_varint};
 use super::terminfo;
 use crate::encoding::Codec;
@@ -43,12 +43,30 @@ use crate::error::{Error, Result};
 use crate::part::component::{BuiltComponent, Component, ComponentBuilder};
 
 pub const KIND: &str = "text_index";
-/// Version 3: term infos bit-packed by group, list headers without the
-/// row count (the term info has it), lists of fewer than a block's rows
-/// without any header. A part whose component has another version reads
-/// as a part without the index (its rows analysed; rebuilt by
+/// Version 4: each posting block's impacts start with its lead (see
+/// [`super::postings`]). Version 3 (read too, its blocks bounded by all
+/// their impacts): term infos bit-packed by group, list headers without
+/// the row count (the term info has it), lists of fewer than a block's
+/// rows without any header. A part whose component has another version
+/// reads as a part without the index (its rows analysed; rebuilt by
 /// `diagon_optimize(t, true)` and by merges).
-pub const VERSION: u16 = 3;
+pub const VERSION: u16 = 4;
+/// The oldest version read.
+const OLDEST_VERSION: u16 = 3;
+
+/// Whether a text index component of `version` is read.
+pub fn readable(version: u16) -> bool {
+    (OLDEST_VERSION..=VERSION).contains(&version)
+}
+
+/// What BM25 scores a part's rows by: rows with tokens, and their coded
+/// lengths summed (see [`Summary::coded_len`]).
+fn scored_stats(stats: ColumnStats, coded_len: u64) -> ColumnStats {
+    ColumnStats {
+        rows: stats.rows,
+        total_len: coded_len,
+    }
+}
 
 pub use super::terminfo::TERMS_PER_BLOCK;
 /// Rows per norm block.
@@ -247,7 +265,7 @@ impl ComponentBuilder for TextIndexBuilder {
         let mut terms: Vec<(Box<str>, TermBuffer)> = terms.into_iter().collect();
         terms.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
         let norms: Vec<u8> = lens.iter().map(|&l| encode_length(l)).collect();
-        let mut writer = IndexWriter::new(&name, analyzer);
+        let mut writer = IndexWriter::new(&name, analyzer, stats, coded_len);
         let (mut rows, mut freqs, mut positions) = (Vec::new(), Vec::new(), Vec::new());
         for (term, buffer) in &terms {
             buffer.decode(&mut rows, &mut freqs, &mut positions);
@@ -258,7 +276,7 @@ impl ComponentBuilder for TextIndexBuilder {
             };
             writer.add_term(term.as_bytes(), postings, &norms)?;
         }
-        writer.finish(norms, stats, coded_len)
+        writer.finish(norms)
     }
 }
 
@@ -279,10 +297,16 @@ pub(crate) struct IndexWriter {
     current: Vec<u8>,
     list: Vec<u8>,
     encoder: Encoder,
+    /// The part's rows with tokens and their lengths (see [`Summary`]).
+    stats: ColumnStats,
+    coded_len: u64,
 }
 
 impl IndexWriter {
-    pub(crate) fn new(name: &str, analyzer: Analyzer) -> Self {
+    /// A writer of the index of column `name` analysed by `analyzer`,
+    /// over a part's rows whose statistics are `stats` and `coded_len`
+    /// (see [`Summary`]).
+    pub(crate) fn new(name: &str, analyzer: Analyzer, stats: ColumnStats, coded_len: u64) -> Self {
         IndexWriter {
             name: name.to_string(),
             analyzer,
@@ -294,7 +318,9 @@ impl IndexWriter {
             postings_starts: vec![0],
             current: Vec::new(),
             list: Vec::new(),
-            encoder: Encoder::default(),
+            encoder: Encoder::new(scored_stats(stats, coded_len)),
+            stats,
+            coded_len,
         }
     }
 
@@ -340,14 +366,8 @@ impl IndexWriter {
         self.postings_blocks.push(std::mem::take(&mut self.current));
     }
 
-    /// The component, with every part row's length code and the
-    /// statistics of the rows with tokens.
-    pub(crate) fn finish(
-        mut self,
-        norms: Vec<u8>,
-        stats: ColumnStats,
-        coded_len: u64,
-    ) -> Result<BuiltComponent> {
+    /// The component, with every part row's length code.
+    pub(crate) fn finish(mut self, norms: Vec<u8>) -> Result<BuiltComponent> {
         if !self.current.is_empty() {
             self.cut_postings_block();
         }
@@ -361,8 +381,8 @@ impl IndexWriter {
         let norm_blocks: Vec<Vec<u8>> = norms.chunks(NORMS_PER_BLOCK).map(<[u8]>::to_vec).collect();
         let summary = Summary {
             part_rows: norms.len() as u64,
-            stats,
-            coded_len,
+            stats: self.stats,
+            coded_len: self.coded_len,
             terms: self.terms,
             info_blocks: info_blocks.len() as u32,
             norm_blocks: norm_blocks.len() as u32,
@@ -492,6 +512,9 @@ pub struct TextIndexReader {
     /// so a reader (opened once per snapshot) keeps it rather than
     /// finding it in the cache each time.
     dictionary: Arc<std::sync::OnceLock<Arc<Map<Vec<u8>>>>>,
+    /// The scoring that picked the blocks' leads (version 4; a version 3
+    /// index has none).
+    reference: Option<TermScorer>,
 }
 
 /// A postings block, kept whole in the cache.
@@ -530,9 +553,9 @@ impl TextIndexReader {
                 format!("component {}: {reason}", meta.describe()),
             )
         };
-        if meta.kind != KIND || meta.version != VERSION {
+        if meta.kind != KIND || !readable(meta.version) {
             return Err(corrupt(format!(
-                "expected {KIND} version {VERSION}, found {} version {}",
+                "expected {KIND} version {OLDEST_VERSION} to {VERSION}, found {} version {}",
                 meta.kind, meta.version
             )));
         }
@@ -555,12 +578,21 @@ impl TextIndexReader {
                 "{blocks} blocks, its summary says {expected}"
             )));
         }
+        let reference = (meta.version >= 4)
+            .then(|| TermScorer::reference(scored_stats(summary.stats, summary.coded_len)));
         Ok(TextIndexReader {
             component,
             summary,
             analyzer,
             dictionary: Arc::default(),
+            reference,
         })
+    }
+
+    /// The scoring that picked the blocks' leads (see [`super::postings`]),
+    /// if its version has leads.
+    pub fn reference(&self) -> Option<&TermScorer> {
+        self.reference.as_ref()
     }
 
     pub fn summary(&self) -> &Summary {

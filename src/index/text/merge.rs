@@ -69,7 +69,7 @@ pub async fn merge(
         }
     }
     let (norms, stats, coded_len) = merge_norms(inputs, maps, output_rows).await?;
-    let mut writer = IndexWriter::new(name, analyzer);
+    let mut writer = IndexWriter::new(name, analyzer, stats, coded_len);
     let mut sources: Vec<Source> = inputs.iter().map(Source::new).collect();
     let dictionaries =
         futures::future::try_join_all(inputs.iter().map(|r| r.dictionary_once())).await?;
@@ -105,7 +105,7 @@ pub async fn merge(
             writer.add_term(&term, merged, &norms)?;
         }
     }
-    writer.finish(norms, stats, coded_len)
+    writer.finish(norms)
 }
 
 /// The output rows' length codes, with the statistics of those with

@@ -19,7 +19,8 @@
 //!     each BLOCK_LEN values bit-packed
 //! tail (rows % BLOCK_LEN rows): varint row deltas, then varint frequency - 1
 //! impacts per block, the tail's last (if it has rows): a varint count, then
-//!     (frequency varint, length code u8) pairs, frequency ascending
+//!     (frequency varint, length code u8) pairs: the block's lead first,
+//!     then the others frequency ascending
 //! positions: per row, its positions as varint deltas
 //! ```
 //!
@@ -36,6 +37,15 @@
 //! is the best of its impacts' scores: an exact bound, for the table's
 //! statistics whatever they are when the query runs.
 //!
+//! A block's lead is the impact that scores best under the part's
+//! reference scoring ([`TermScorer::reference`]: BM25's default
+//! parameters and the part's own average length), so a search bounds a
+//! block by one impact instead of all (tantivy keeps one such pair per
+//! block, Lucene a list per level). Under the reference scoring the lead's
+//! score is the block's bound, to the bit; under any other, every row's
+//! normalised frequency is at most the lead's times the largest ratio
+//! of the two scorings' length factors ([`TermScorer::norms_scale`]).
+//!
 //! A reader opens a list in constant time (the skip entries are read where
 //! a seek needs them, by galloping search) and decodes a block's
 //! frequencies only when one is asked for.
@@ -48,7 +58,7 @@
 
 use bitpacking::{BitPacker, BitPacker4x};
 
-use super::bm25::encode_length;
+use super::bm25::{ColumnStats, TermScorer, encode_length};
 use super::counts::{self, Counter};
 
 /// Rows per packed block (the 4x packer's block: SIMD-friendly).
@@ -73,17 +83,24 @@ pub struct TermPostings<'a> {
 }
 
 /// Encodes `postings` into `out`; `len_of` gives a row's length in tokens
-/// (for the blocks' impacts).
-pub fn encode(postings: TermPostings<'_>, len_of: impl Fn(u32) -> u32, out: &mut Vec<u8>) {
-    Encoder::default().encode(postings, len_of, out);
+/// (for the blocks' impacts), `stats` are the part's (for the blocks'
+/// leads).
+pub fn encode(
+    postings: TermPostings<'_>,
+    len_of: impl Fn(u32) -> u32,
+    stats: ColumnStats,
+    out: &mut Vec<u8>,
+) {
+    Encoder::new(stats).encode(postings, len_of, out);
 }
 
 /// Encodes posting lists one after another, its areas' buffers kept
 /// from one list to the next (an index writes hundreds of thousands of
 /// lists, most of a few bytes: allocating the areas anew for each took
 /// a third of encoding a part's index).
-#[derive(Default)]
 pub struct Encoder {
+    /// The part's reference scoring, which picks the blocks' leads.
+    reference: TermScorer,
     skips: Vec<u8>,
     data: Vec<u8>,
     tail: Vec<u8>,
@@ -97,6 +114,20 @@ pub struct Encoder {
 type Impacts = Vec<(u32, u8)>;
 
 impl Encoder {
+    /// An encoder for the lists of a part whose rows have `stats`.
+    pub fn new(stats: ColumnStats) -> Self {
+        Encoder {
+            reference: TermScorer::reference(stats),
+            skips: Vec::new(),
+            data: Vec::new(),
+            tail: Vec::new(),
+            impacts: Vec::new(),
+            positions: Vec::new(),
+            pairs: Vec::new(),
+            frontier: Vec::new(),
+        }
+    }
+
     /// Encodes `postings` into `out`, as [`encode`] does.
     pub fn encode(
         &mut self,
@@ -112,6 +143,7 @@ impl Encoder {
         debug_assert!(!all_rows.is_empty() && all_rows.len() == all_freqs.len());
         debug_assert!(all_rows.windows(2).all(|w| w[0] < w[1]));
         let Encoder {
+            reference,
             skips,
             data,
             tail: tail_bytes,
@@ -159,7 +191,7 @@ impl Encoder {
             let n = packer.compress(&freqs, &mut packed, freq_bits);
             data.extend_from_slice(&packed[..n]);
             let block = (&all_rows[range.clone()], &all_freqs[range]);
-            put_impacts(block, &len_of, (pairs, frontier), impacts);
+            put_impacts(block, &len_of, reference, (pairs, frontier), impacts);
             let last_row = rows[BLOCK_LEN - 1];
             for word in [
                 last_row,
@@ -185,7 +217,7 @@ impl Encoder {
             impacts.push(encode_length(len_of(all_rows[0])));
         } else if !tail.is_empty() {
             let block = (&all_rows[tail.clone()], &all_freqs[tail]);
-            put_impacts(block, &len_of, (pairs, frontier), impacts);
+            put_impacts(block, &len_of, reference, (pairs, frontier), impacts);
         }
         if full > 0 {
             out.extend_from_slice(&all_rows[all_rows.len() - 1].to_le_bytes());
@@ -200,11 +232,13 @@ impl Encoder {
 }
 
 /// The competitive (frequency, length code) pairs of a block's rows
-/// (`rows`, `freqs`), frequency ascending (see the module's
-/// documentation); `pairs` and `frontier` are the encoder's buffers.
+/// (`rows`, `freqs`): the one `reference` scores best first, then the
+/// others frequency ascending (see the module's documentation); `pairs`
+/// and `frontier` are the encoder's buffers.
 fn put_impacts(
     (rows, freqs): (&[u32], &[u32]),
     len_of: &impl Fn(u32) -> u32,
+    reference: &TermScorer,
     (pairs, frontier): (&mut Impacts, &mut Impacts),
     out: &mut Vec<u8>,
 ) {
@@ -223,8 +257,22 @@ fn put_impacts(
             frontier.push(pair);
         }
     }
+    // The first of the best: a row's normalised frequency, as a search
+    // computes it.
+    let key = |&(freq, code): &(u32, u8)| reference.tf(freq as f32, code);
+    let mut lead = 0;
+    for (i, pair) in frontier.iter().enumerate() {
+        if key(pair) > key(&frontier[lead]) {
+            lead = i;
+        }
+    }
     put_varint(frontier.len() as u32, out);
-    for &(freq, code) in frontier.iter().rev() {
+    let others = frontier
+        .iter()
+        .enumerate()
+        .rev()
+        .filter(|&(i, _)| i != lead);
+    for (_, &(freq, code)) in std::iter::once((lead, &frontier[lead])).chain(others) {
         put_varint(freq, out);
         out.push(code);
     }
@@ -485,24 +533,15 @@ impl<'a> PostingList<'a> {
     /// normalised frequency, from which the score grows), the largest of
     /// any row of the block.
     pub fn block_max(&self, b: usize, key: impl Fn(u32, u8) -> f32) -> Result<f32, String> {
-        let start = match b {
-            0 => 0,
-            b => self.skip(b - 1, 8) as usize,
-        };
-        let end = match b < self.full {
-            true => self.skip(b, 8) as usize,
-            false => self.impacts_len,
-        };
-        let impacts = self
-            .bytes
-            .get(self.impacts_at + start..self.impacts_at + end)
-            .filter(|_| start <= end && end <= self.impacts_len)
-            .ok_or_else(|| format!("block {b}: impacts outside their area"))?;
+        let impacts = self.impacts(b)?;
         if self.rows == 1 {
             return Ok(key(self.single_freq, impacts[0]).max(0.0));
         }
         let mut pos = 0;
         let count = get_varint(impacts, &mut pos)?;
+        if count == 0 {
+            return Err(format!("block {b}: no impacts"));
+        }
         let mut best = 0f32;
         for _ in 0..count {
             let freq = get_varint(impacts, &mut pos)?;
@@ -514,6 +553,40 @@ impl<'a> PostingList<'a> {
             }
         }
         Ok(best)
+    }
+
+    /// Block `b`'s lead: its impact that scores best under the part's
+    /// reference scoring (see the module's documentation).
+    #[inline]
+    pub fn lead(&self, b: usize) -> Result<(u32, u8), String> {
+        let impacts = self.impacts(b)?;
+        if self.rows == 1 {
+            return Ok((self.single_freq, impacts[0]));
+        }
+        let mut pos = 0;
+        if get_varint(impacts, &mut pos)? == 0 {
+            return Err(format!("block {b}: no impacts"));
+        }
+        let freq = get_varint(impacts, &mut pos)?;
+        let code = *impacts.get(pos).ok_or("an impact runs past its block")?;
+        Ok((freq, code))
+    }
+
+    /// Block `b`'s impacts (not empty).
+    #[inline]
+    fn impacts(&self, b: usize) -> Result<&'a [u8], String> {
+        let start = match b {
+            0 => 0,
+            b => self.skip(b - 1, 8) as usize,
+        };
+        let end = match b < self.full {
+            true => self.skip(b, 8) as usize,
+            false => self.impacts_len,
+        };
+        self.bytes
+            .get(self.impacts_at + start..self.impacts_at + end)
+            .filter(|_| start < end && end <= self.impacts_len)
+            .ok_or_else(|| format!("block {b}: impacts outside their area"))
     }
 
     /// The block holding `row` if the list has it: the first block whose

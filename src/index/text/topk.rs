@@ -184,6 +184,7 @@ struct Clause<'l, 'a> {
     list: &'l PostingList<'a>,
     cursor: Cursor<'l, 'a>,
     scorer: TermScorer,
+    leads: Leads<'l>,
     /// Each block's score bound once needed (NaN before: a search visits
     /// few of a frequent term's blocks), and a bound on them all (NaN
     /// until needed).
@@ -287,6 +288,31 @@ impl Clause<'_, '_> {
         self.max
     }
 
+    /// Whether block `b` may hold a row scoring above `threshold`, the
+    /// block's lead read first: it decides alone when it bounds the
+    /// block exactly, and a scaled lead's bound passes most blocks a
+    /// search passes before their impacts are read.
+    fn block_may_beat(&self, b: usize, threshold: f32) -> std::result::Result<bool, String> {
+        let best = match self.leads {
+            Leads::Exact => {
+                let (freq, code) = self.list.lead(b)?;
+                self.scorer.score(freq, code)
+            }
+            Leads::Scaled(reference, scale) => {
+                let (freq, code) = self.list.lead(b)?;
+                let upper = self
+                    .scorer
+                    .score_tf(scale * reference.tf(freq as f32, code));
+                if !may_beat(upper, threshold, 1) {
+                    return Ok(false);
+                }
+                block_max(self.list, b, &self.scorer)?
+            }
+            Leads::None => block_max(self.list, b, &self.scorer)?,
+        };
+        Ok(may_beat(best, threshold, 1))
+    }
+
     /// Block `b`'s bound, computed the first time. Impacts that do not
     /// decode bound nothing (infinity, so the search goes on correctly)
     /// and are kept as the clause's fault, which the search reports when
@@ -297,7 +323,14 @@ impl Clause<'_, '_> {
         if !known.is_nan() {
             return known;
         }
-        let bound = match block_max(self.list, b, &self.scorer) {
+        let exact = match self.leads {
+            Leads::Exact => self
+                .list
+                .lead(b)
+                .map(|(f, code)| self.scorer.score(f, code)),
+            _ => block_max(self.list, b, &self.scorer),
+        };
+        let bound = match exact {
             Ok(bound) => bound,
             Err(fault) => {
                 self.fault.get_or_insert(fault);
@@ -479,6 +512,32 @@ enum Completed {
     SkipTo(u32),
 }
 
+/// How a search reads a block's lead (see [`super::postings`]).
+#[derive(Clone, Copy)]
+enum Leads<'r> {
+    /// The query scores as the part's reference scoring does: a block's
+    /// lead scores as its best row.
+    Exact,
+    /// Every row's normalised frequency is at most the scale times its
+    /// normalised frequency under the reference scoring.
+    Scaled(&'r TermScorer, f32),
+    /// The index has no leads (version 3), or no scale bounds them.
+    None,
+}
+
+impl<'r> Leads<'r> {
+    fn new(reader: &'r TextIndexReader, scorer: &TermScorer) -> Self {
+        let Some(reference) = reader.reference() else {
+            return Leads::None;
+        };
+        match scorer.norms_scale(reference) {
+            Some(1.0) => Leads::Exact,
+            Some(scale) => Leads::Scaled(reference, scale),
+            None => Leads::None,
+        }
+    }
+}
+
 /// The best score of block `b`'s rows, exactly as they score: the score
 /// of its impacts' largest normalised frequency.
 fn block_max(
@@ -522,13 +581,18 @@ pub async fn search(
     }
     let lists = reader.posting_lists(&blocks)?;
     let mut clauses = Vec::with_capacity(lists.len());
+    // The clauses' scorers share their length factors: one scale for all.
+    let mut leads = None;
     for (list, (order, term, boost, required)) in lists.iter().zip(present) {
+        let scorer = scoring.term_scorer(term, boost);
+        let leads = *leads.get_or_insert_with(|| Leads::new(reader, &scorer));
         let clause = Box::new(Clause {
             order,
             required,
             list,
             cursor: list.cursor().map_err(|e| reader.malformed(e))?,
-            scorer: scoring.term_scorer(term, boost),
+            scorer,
+            leads,
             block_max: vec![f32::NAN; list.blocks()],
             max: f32::NAN,
             // Empty: no row lies in it.
@@ -615,8 +679,8 @@ impl Search<'_> {
                 continue;
             }
             let mut threshold = collector.threshold();
-            let best = block_max(list, b, scorer).map_err(|e| self.reader.malformed(e))?;
-            if !may_beat(best, threshold, 1) {
+            let may = clause.block_may_beat(b, threshold);
+            if !may.map_err(|e| self.reader.malformed(e))? {
                 self.counts.blocks_skipped += 1;
                 counts::add(Counter::BlocksSkipped, usize::from(b > 0));
                 continue;

@@ -166,9 +166,10 @@ impl Collector for PartCollector<'_, '_> {
     }
 
     async fn collect(&mut self, row: u32, score: f32) -> crate::error::Result<()> {
-        if !self.plan.reads_row(u64::from(row)) {
-            return Ok(());
+        if let Some(taken) = self.collect_now(row, score) {
+            return taken;
         }
+        // A row of a read granule whose filters are not known yet.
         self.counts.candidates += 1;
         let passes = self
             .checker
@@ -183,6 +184,26 @@ impl Collector for PartCollector<'_, '_> {
             });
         }
         Ok(())
+    }
+
+    /// A row is taken at once when its granule's filters are known (or
+    /// there are none).
+    fn collect_now(&mut self, row: u32, score: f32) -> Option<crate::error::Result<()>> {
+        if !self.plan.reads_row(u64::from(row)) {
+            return Some(Ok(()));
+        }
+        // Counted once: as a candidate here, or by `collect`.
+        let counts = &mut *self.counts;
+        let pass = self.checker.passes_now(self.part, row, counts)?;
+        counts.candidates += 1;
+        if pass {
+            self.best.push(Ranked {
+                score,
+                part: self.part,
+                row,
+            });
+        }
+        Some(Ok(()))
     }
 
     /// The first row at or after `row` that may be taken, unscored
@@ -284,23 +305,34 @@ impl<'a> FilterCheck<'a> {
     }
 
     async fn passes(&mut self, part: usize, row: u32, counts: &mut TopKCounts) -> Result<bool> {
+        if let Some(pass) = self.passes_now(part, row, counts) {
+            return Ok(pass);
+        }
+        let g = self.source.plan.parts[part].granule_of(u64::from(row));
+        let mask = self.evaluate(part, g, counts).await?;
+        counts.granules_checked += 1;
+        self.passed.insert((part, g), mask);
+        self.generation += 1;
+        Ok(self
+            .passes_now(part, row, counts)
+            .expect("its granule's filters are known"))
+    }
+
+    /// Whether `row` of part `part` passes every filter, when that is
+    /// known without reading (no filters, or its granule's evaluated).
+    fn passes_now(&mut self, part: usize, row: u32, counts: &mut TopKCounts) -> Option<bool> {
         if self.source.filters.is_empty() {
-            return Ok(true);
+            return Some(true);
         }
         let plan = &self.source.plan.parts[part];
         let g = plan.granule_of(u64::from(row));
-        if !self.passed.contains_key(&(part, g)) {
-            let mask = self.evaluate(part, g, counts).await?;
-            counts.granules_checked += 1;
-            self.passed.insert((part, g), mask);
-            self.generation += 1;
-        }
+        let mask = self.passed.get(&(part, g))?;
         let at = (u64::from(row) - plan.index.granule_starts[g]) as usize;
-        let pass = self.passed[&(part, g)].value(at);
+        let pass = mask.value(at);
         if !pass {
             counts.rejected += 1;
         }
-        Ok(pass)
+        Some(pass)
     }
 
     /// Which rows of granule `g` of part `part` pass every filter.

@@ -248,6 +248,10 @@ impl Collector for LiveRows<'_> {
     }
 
     async fn collect(&mut self, row: u32, score: f32) -> Result<()> {
+        self.collect_now(row, score).unwrap_or(Ok(()))
+    }
+
+    fn collect_now(&mut self, row: u32, score: f32) -> Option<Result<()>> {
         if !is_deleted(self.deleted, row) {
             self.best.push(Ranked {
                 score,
@@ -255,6 +259,6 @@ impl Collector for LiveRows<'_> {
                 row,
             });
         }
-        Ok(())
+        Some(Ok(()))
     }
 }

@@ -563,6 +563,10 @@ impl<'a> PostingList<'a> {
         if self.rows == 1 {
             return Ok((self.single_freq, impacts[0]));
         }
+        // Nearly always: a count and a frequency of one byte each.
+        if let [1..0x80, freq @ 0..0x80, code, ..] = *impacts {
+            return Ok((u32::from(freq), code));
+        }
         let mut pos = 0;
         if get_varint(impacts, &mut pos)? == 0 {
             return Err(format!("block {b}: no impacts"));

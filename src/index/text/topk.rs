@@ -41,6 +41,15 @@ pub trait Collector: Send {
     /// Offers a row beating the threshold (rows come in ascending order).
     async fn collect(&mut self, row: u32, score: f32) -> Result<()>;
 
+    /// Takes a row as [`Self::collect`] does when the collector needs
+    /// nothing read to decide (`Some`, with the outcome); `None` (the
+    /// default) when the row must be offered by `collect`. The searches
+    /// ask this first: an `async` call through a trait object allocates
+    /// its future.
+    fn collect_now(&mut self, _row: u32, _score: f32) -> Option<Result<()>> {
+        None
+    }
+
     /// The first row at or after `row` the collector may take ([`END`]
     /// if none): rows before it are passed over without scoring. A
     /// collector for a scan whose other filters pruned granules skips
@@ -114,12 +123,17 @@ impl TopRows {
         }
     }
 
-    /// Adds `candidate`, which beats the threshold, dropping the worst.
+    /// Adds `candidate`, which beats the threshold, dropping the worst
+    /// (in its place: one sift instead of a pop's and a push's).
     pub fn push(&mut self, candidate: Ranked) {
-        if self.heap.len() == self.k {
-            self.heap.pop();
+        match self.heap.len() < self.k {
+            true => self.heap.push(Worst(candidate)),
+            false => {
+                if let Some(mut worst) = self.heap.peek_mut() {
+                    *worst = Worst(candidate);
+                }
+            }
         }
-        self.heap.push(Worst(candidate));
     }
 
     /// Best first.
@@ -708,7 +722,7 @@ impl Search<'_> {
                 }
                 next = collector.next_candidate(row);
                 if next == row && self.excluded.binary_search(&row).is_err() {
-                    collector.collect(row, score).await?;
+                    offer_row(collector, row, score).await?;
                     threshold = collector.threshold();
                     next = 0;
                 }
@@ -805,7 +819,7 @@ impl Search<'_> {
                 w.scores[e] = score;
                 match self.complete(clauses, w, row, norm, score, threshold, collector)? {
                     Completed::Score(score) => {
-                        collector.collect(row, score).await?;
+                        offer_row(collector, row, score).await?;
                         threshold = collector.threshold();
                         if w.outgrown(threshold) {
                             return Ok(row.saturating_add(1));
@@ -900,7 +914,7 @@ impl Search<'_> {
                     }
                     match self.complete(clauses, w, row, norm, partial, threshold, collector)? {
                         Completed::Score(score) => {
-                            collector.collect(row, score).await?;
+                            offer_row(collector, row, score).await?;
                             threshold = collector.threshold();
                             skip_to = 0;
                         }
@@ -1087,7 +1101,7 @@ impl Search<'_> {
         };
         self.counts.scored += 1;
         if score > threshold {
-            collector.collect(row, score).await?;
+            offer_row(collector, row, score).await?;
         }
         Ok(())
     }
@@ -1120,6 +1134,14 @@ impl Search<'_> {
             (Some(must), Some(should)) => Some(must + should),
             (must, should) => must.or(should),
         }
+    }
+}
+
+/// Offers `row` to `collector`: at once when it can take it so.
+async fn offer_row(collector: &mut dyn Collector, row: u32, score: f32) -> Result<()> {
+    match collector.collect_now(row, score) {
+        Some(taken) => taken,
+        None => collector.collect(row, score).await,
     }
 }
 

@@ -149,6 +149,9 @@ proptest! {
             let lead = reference.tf(freq as f32, code);
             let best = block.iter().map(|p| tf(&reference, p)).fold(0f32, f32::max);
             prop_assert_eq!(lead, best, "block {}", b);
+            let (freq, code) = reader.list_lead().unwrap();
+            let best = list.iter().map(|p| tf(&reference, p)).fold(0f32, f32::max);
+            prop_assert_eq!(reference.tf(freq as f32, code), best);
             prop_assert_eq!(reference.norms_scale(&reference), Some(1.0));
             for (k1, b_param, rows, total_len) in
                 [(1.2f32, 0.75f32, 1000, 29_000), (1.2, 0.75, 1000, 31_000), (0.3, 1.0, 7, 9), (3.0, 0.0, 1, 500)]
@@ -237,6 +240,7 @@ proptest! {
         if let Ok(mut cursor) = reader.cursor() {
             let _ = cursor.seek(list[list.len() / 2].row);
         }
+        let _ = reader.list_lead();
         for b in 0..reader.blocks() {
             let _ = reader.lead(b);
             let _ = reader.block_max(b, |freq, code| freq as f32 / f32::from(code));

@@ -793,12 +793,13 @@ async fn undecodable_impacts_fail_the_top_k_search() {
     let summary = open(&good, "good").await.summary().clone();
     // `a`, the first term, is the first list of the first postings block:
     // 4 full blocks, so its last row, 4 skip entries, two one-byte
-    // varints (no tail; short impacts), its blocks' data, then block 0's
+    // varints (no tail; short impacts), the list's lead (a frequency of
+    // one byte and a length code), its blocks' data, then block 0's
     // impacts, whose first byte counts its pairs.
     let mut bad = good.clone();
     let postings = &mut bad.blocks[2 + (summary.info_blocks + summary.norm_blocks) as usize];
     let data_end = u32::from_le_bytes(postings[4 + 3 * 16 + 4..][..4].try_into().unwrap());
-    postings[4 + 4 * 16 + 2 + data_end as usize] = 0;
+    postings[4 + 4 * 16 + 4 + data_end as usize] = 0;
     let reader = open(&bad, "bad").await;
     let terms = ["a".to_string(), "b".to_string()];
     for (query, total_len) in [
@@ -1110,6 +1111,44 @@ fn check_top_k(
         expected.iter().map(|r| (r.part, r.row, r.score)).collect();
     prop_assert_eq!(found, expected, "query {}", text);
     Ok(())
+}
+
+/// A frequent term under a rare one: once the frequent term is weak in
+/// a window of its own blocks, the rare term's one block is the next
+/// window, over many of the frequent term's blocks, which bounds it by
+/// its list's best (its lead); the best rows hold the frequent term only,
+/// late in the part, past blocks whose bounds are lower.
+#[test]
+fn top_k_bounds_a_frequent_term_by_its_list_under_a_rare_one() {
+    let corpus: Vec<Option<String>> = (0..20_000u32)
+        .map(|i| {
+            // The frequent term's best rows come late in the part.
+            let f = match i < 15_000 {
+                true => 1 + i as usize % 2,
+                false => 3 + i as usize % 4,
+            };
+            let mut words = vec!["f"; f];
+            words.extend(std::iter::repeat_n("x", (i as usize * 13) % 11));
+            if i % 5000 == 17 {
+                words.push("r");
+            }
+            Some(words.join(" "))
+        })
+        .collect();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let reader = runtime.block_on(build(Analyzer::Standard, &corpus, 100, &DataType::Utf8));
+    for text in ["r f", "f r", "r^0.2 f"] {
+        for (k, scoring) in [(10, 0), (10, 1), (40, 0), (3, 2)] {
+            let case = TopK {
+                k,
+                filter: None,
+                skips: false,
+                earlier: false,
+                scoring,
+            };
+            check_top_k(&runtime, &reader, text, case).unwrap();
+        }
+    }
 }
 
 /// Rare terms whose single blocks span a part of 20,000 rows: the

@@ -14,6 +14,8 @@
 //!     impacts_end                  end of its impacts (from the impacts' start)
 //!     positions_end                end of its positions (from the positions' start)
 //! tail_bytes: varint, impacts_len: varint   lengths of the tail and the impacts
+//! lead: frequency varint, length code u8    the list's lead (the best
+//!     of its blocks' leads)
 //! data per full block: row_bits u8, freq_bits u8, row deltas (strictly
 //!     increasing from the previous block's last row), frequency - 1,
 //!     each BLOCK_LEN values bit-packed
@@ -41,7 +43,7 @@
 //! reference scoring ([`TermScorer::reference`]: BM25's default
 //! parameters and the part's own average length), so a search bounds a
 //! block by one impact instead of all (tantivy keeps one such pair per
-//! block, Lucene a list per level). Under the reference scoring the lead's
+//! block, Lucene a list per level), and a list by its lead. Under the reference scoring the lead's
 //! score is the block's bound, to the bit; under any other, every row's
 //! normalised frequency is at most the lead's times the largest ratio
 //! of the two scorings' length factors ([`TermScorer::norms_scale`]).
@@ -176,6 +178,7 @@ impl Encoder {
         let mut freqs = [0u32; BLOCK_LEN];
         let mut packed = [0u8; 4 * BLOCK_LEN];
         let mut previous: Option<u32> = None;
+        let mut list_lead = None;
         for b in 0..full {
             let range = b * BLOCK_LEN..(b + 1) * BLOCK_LEN;
             rows.copy_from_slice(&all_rows[range.clone()]);
@@ -191,7 +194,8 @@ impl Encoder {
             let n = packer.compress(&freqs, &mut packed, freq_bits);
             data.extend_from_slice(&packed[..n]);
             let block = (&all_rows[range.clone()], &all_freqs[range]);
-            put_impacts(block, &len_of, reference, (pairs, frontier), impacts);
+            let lead = put_impacts(block, &len_of, reference, (pairs, frontier), impacts);
+            list_lead = best_lead(reference, list_lead, lead);
             let last_row = rows[BLOCK_LEN - 1];
             for word in [
                 last_row,
@@ -217,13 +221,17 @@ impl Encoder {
             impacts.push(encode_length(len_of(all_rows[0])));
         } else if !tail.is_empty() {
             let block = (&all_rows[tail.clone()], &all_freqs[tail]);
-            put_impacts(block, &len_of, reference, (pairs, frontier), impacts);
+            let lead = put_impacts(block, &len_of, reference, (pairs, frontier), impacts);
+            list_lead = best_lead(reference, list_lead, lead);
         }
         if full > 0 {
             out.extend_from_slice(&all_rows[all_rows.len() - 1].to_le_bytes());
             out.extend_from_slice(skips);
             put_varint(tail_bytes.len() as u32, out);
             put_varint(impacts.len() as u32, out);
+            let (freq, code) = list_lead.expect("a full block's lead");
+            put_varint(freq, out);
+            out.push(code);
         }
         for area in [&*data, &*tail_bytes, &*impacts, &*positions] {
             out.extend_from_slice(area);
@@ -241,7 +249,7 @@ fn put_impacts(
     reference: &TermScorer,
     (pairs, frontier): (&mut Impacts, &mut Impacts),
     out: &mut Vec<u8>,
-) {
+) -> (u32, u8) {
     pairs.clear();
     pairs.extend(
         rows.iter()
@@ -275,6 +283,21 @@ fn put_impacts(
     for (_, &(freq, code)) in std::iter::once((lead, &frontier[lead])).chain(others) {
         put_varint(freq, out);
         out.push(code);
+    }
+    frontier[lead]
+}
+
+/// The better of a list's best lead so far and a block's `lead` under
+/// `reference` (the earlier of equals).
+fn best_lead(
+    reference: &TermScorer,
+    best: Option<(u32, u8)>,
+    lead: (u32, u8),
+) -> Option<(u32, u8)> {
+    let key = |(freq, code): (u32, u8)| reference.tf(freq as f32, code);
+    match best {
+        Some(best) if key(best) >= key(lead) => Some(best),
+        _ => Some(lead),
     }
 }
 
@@ -377,6 +400,8 @@ pub struct PostingList<'a> {
     /// The frequency of a list of one row (its impacts are its length
     /// code alone); 0 for other lists.
     single_freq: u32,
+    /// The list's lead, for a list of full blocks (others have one block).
+    lead: Option<(u32, u8)>,
     /// Full blocks (with skip entries).
     full: usize,
     /// Where the areas start, and the impacts' length.
@@ -438,6 +463,7 @@ impl<'a> PostingList<'a> {
             rows,
             last_row: last.expect("a list has rows"),
             single_freq,
+            lead: None,
             full: 0,
             data_at: 0,
             tail_at: 0,
@@ -460,11 +486,15 @@ impl<'a> PostingList<'a> {
             .ok_or("skip entries run past the end")?;
         let tail_bytes = get_varint(bytes, &mut pos)? as usize;
         let impacts_len = get_varint(bytes, &mut pos)? as usize;
+        let freq = get_varint(bytes, &mut pos)?;
+        let code = *bytes.get(pos).ok_or("the list's lead runs past the end")?;
+        pos += 1;
         let mut list = PostingList {
             bytes,
             rows,
             last_row,
             single_freq: 0,
+            lead: Some((freq, code)),
             full,
             data_at: pos,
             tail_at: 0,
@@ -574,6 +604,14 @@ impl<'a> PostingList<'a> {
         let freq = get_varint(impacts, &mut pos)?;
         let code = *impacts.get(pos).ok_or("an impact runs past its block")?;
         Ok((freq, code))
+    }
+
+    /// The list's lead: the best of its blocks' leads.
+    pub fn list_lead(&self) -> Result<(u32, u8), String> {
+        match self.lead {
+            Some(lead) => Ok(lead),
+            None => self.lead(0),
+        }
     }
 
     /// Block `b`'s impacts (not empty).

@@ -292,12 +292,22 @@ impl Clause<'_, '_> {
         best
     }
 
-    /// The best of all the blocks' bounds.
+    /// The best of all the blocks' bounds: the list's lead's score when
+    /// leads are exact.
     fn max_all(&mut self) -> f32 {
         if self.max.is_nan() {
-            self.max = (0..self.list.blocks())
-                .map(|b| self.bound(b))
-                .fold(0.0, f32::max);
+            self.max = match self.leads {
+                Leads::Exact => match self.list.list_lead() {
+                    Ok((freq, code)) => self.scorer.score(freq, code),
+                    Err(fault) => {
+                        self.fault.get_or_insert(fault);
+                        f32::INFINITY
+                    }
+                },
+                _ => (0..self.list.blocks())
+                    .map(|b| self.bound(b))
+                    .fold(0.0, f32::max),
+            };
         }
         self.max
     }

@@ -157,24 +157,25 @@ impl TermScorer {
         }
     }
 
-    /// This scorer with another weight (the length normalisation kept: it
-    /// depends on the column, not the term).
     /// The scoring a part's index picks its blocks' leads by: BM25's
     /// default parameters and the part's own statistics (`stats`), weight 1.
     pub fn reference(stats: ColumnStats) -> Self {
         Self::with_weight(Bm25::default(), stats, 1.0)
     }
 
+    /// Whether this scorer's length factors are `other`'s to the bit:
+    /// then both order (frequency, length code) pairs alike.
+    pub fn same_norms(&self, other: &TermScorer) -> bool {
+        self.norm_inverse == other.norm_inverse
+    }
+
     /// At most how many times a row's normalised frequency under this
-    /// scorer is its normalised frequency under `reference`: 1 when their
-    /// length factors are the same to the bit, else the largest ratio of
-    /// the two, rounded up past the roundings of the products it scales
-    /// (`None` when that is not finite: a `k1` of 0). Rows of no tokens
-    /// hold no term, so their factor (infinite when `b` is 1) is left out.
+    /// scorer is its normalised frequency under `reference`: the largest
+    /// ratio of their length factors, rounded up past the roundings of
+    /// the products it scales (`None` when that is not finite: a `k1` of
+    /// 0). Rows of no tokens hold no term, so their factor (infinite when
+    /// `b` is 1) is left out.
     pub fn norms_scale(&self, reference: &TermScorer) -> Option<f32> {
-        if self.norm_inverse == reference.norm_inverse {
-            return Some(1.0);
-        }
         let ratio = self.norm_inverse[1..]
             .iter()
             .zip(&reference.norm_inverse[1..])
@@ -184,6 +185,8 @@ impl TermScorer {
         scale.is_finite().then_some(scale)
     }
 
+    /// This scorer with another weight (the length normalisation kept: it
+    /// depends on the column, not the term).
     pub fn with_same_norms(&self, weight: f32) -> Self {
         TermScorer {
             weight,

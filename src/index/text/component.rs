@@ -735,7 +735,11 @@ impl TextIndexReader {
     /// Opens the posting list `bytes` of `rows` rows, naming the component
     /// when it is malformed.
     pub fn posting_list<'a>(&self, bytes: &'a [u8], rows: u32) -> Result<PostingList<'a>> {
-        PostingList::open(bytes, rows).map_err(|e| self.corrupt(format!("posting list: {e}")))
+        let list = match self.reference {
+            Some(_) => PostingList::open(bytes, rows),
+            None => PostingList::open_without_leads(bytes, rows),
+        };
+        list.map_err(|e| self.corrupt(format!("posting list: {e}")))
     }
 
     /// The posting lists of `lists` (from [`Self::postings`]), opened.

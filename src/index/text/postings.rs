@@ -43,8 +43,9 @@
 //! reference scoring ([`TermScorer::reference`]: BM25's default
 //! parameters and the part's own average length), so a search bounds a
 //! block by one impact instead of all (tantivy keeps one such pair per
-//! block, Lucene a list per level), and a list by its lead. Under the reference scoring the lead's
-//! score is the block's bound, to the bit; under any other, every row's
+//! block, Lucene a list per level), and a list by its lead. Under the
+//! reference scoring the lead's score is the block's bound, to the bit;
+//! under any other, every row's
 //! normalised frequency is at most the lead's times the largest ratio
 //! of the two scorings' length factors ([`TermScorer::norms_scale`]).
 //!
@@ -402,6 +403,8 @@ pub struct PostingList<'a> {
     single_freq: u32,
     /// The list's lead, for a list of full blocks (others have one block).
     lead: Option<(u32, u8)>,
+    /// Whether blocks and lists have leads (not in version 3).
+    has_leads: bool,
     /// Full blocks (with skip entries).
     full: usize,
     /// Where the areas start, and the impacts' length.
@@ -417,11 +420,23 @@ impl<'a> PostingList<'a> {
     /// an error saying what is wrong (the caller names the part and
     /// component).
     pub fn open(bytes: &'a [u8], rows: u32) -> Result<Self, String> {
-        match rows as usize / BLOCK_LEN {
-            _ if rows == 0 => Err("a posting list without rows".into()),
-            0 => Self::open_tail(bytes, rows),
-            full => Self::open_blocks(bytes, rows, full),
-        }
+        Self::open_as(bytes, rows, true)
+    }
+
+    /// Opens a list as version 3 of the text index wrote it: without
+    /// leads (its blocks' impacts in any order, no lead in its header).
+    pub fn open_without_leads(bytes: &'a [u8], rows: u32) -> Result<Self, String> {
+        Self::open_as(bytes, rows, false)
+    }
+
+    fn open_as(bytes: &'a [u8], rows: u32, has_leads: bool) -> Result<Self, String> {
+        let mut list = match rows as usize / BLOCK_LEN {
+            _ if rows == 0 => return Err("a posting list without rows".into()),
+            0 => Self::open_tail(bytes, rows)?,
+            full => Self::open_blocks(bytes, rows, full, has_leads)?,
+        };
+        list.has_leads = has_leads;
+        Ok(list)
     }
 
     /// Opens a list of a tail only, reading where its areas end.
@@ -464,6 +479,7 @@ impl<'a> PostingList<'a> {
             last_row: last.expect("a list has rows"),
             single_freq,
             lead: None,
+            has_leads: true,
             full: 0,
             data_at: 0,
             tail_at: 0,
@@ -474,7 +490,12 @@ impl<'a> PostingList<'a> {
     }
 
     /// Opens a list of `full` blocks and a tail, by its header.
-    fn open_blocks(bytes: &'a [u8], rows: u32, full: usize) -> Result<Self, String> {
+    fn open_blocks(
+        bytes: &'a [u8],
+        rows: u32,
+        full: usize,
+        has_leads: bool,
+    ) -> Result<Self, String> {
         let last_row = match bytes {
             [l0, l1, l2, l3, ..] => u32::from_le_bytes([*l0, *l1, *l2, *l3]),
             _ => return Err("a posting list without its last row".into()),
@@ -486,15 +507,22 @@ impl<'a> PostingList<'a> {
             .ok_or("skip entries run past the end")?;
         let tail_bytes = get_varint(bytes, &mut pos)? as usize;
         let impacts_len = get_varint(bytes, &mut pos)? as usize;
-        let freq = get_varint(bytes, &mut pos)?;
-        let code = *bytes.get(pos).ok_or("the list's lead runs past the end")?;
-        pos += 1;
+        let lead = match has_leads {
+            true => {
+                let freq = get_varint(bytes, &mut pos)?;
+                let code = *bytes.get(pos).ok_or("the list's lead runs past the end")?;
+                pos += 1;
+                Some((freq, code))
+            }
+            false => None,
+        };
         let mut list = PostingList {
             bytes,
             rows,
             last_row,
             single_freq: 0,
-            lead: Some((freq, code)),
+            lead,
+            has_leads,
             full,
             data_at: pos,
             tail_at: 0,
@@ -589,6 +617,9 @@ impl<'a> PostingList<'a> {
     /// reference scoring (see the module's documentation).
     #[inline]
     pub fn lead(&self, b: usize) -> Result<(u32, u8), String> {
+        if !self.has_leads {
+            return Err("a list without leads (text index version 3)".into());
+        }
         let impacts = self.impacts(b)?;
         if self.rows == 1 {
             return Ok((self.single_freq, impacts[0]));
@@ -608,7 +639,7 @@ impl<'a> PostingList<'a> {
 
     /// The list's lead: the best of its blocks' leads.
     pub fn list_lead(&self) -> Result<(u32, u8), String> {
-        match self.lead {
+        match self.lead.filter(|_| self.has_leads) {
             Some(lead) => Ok(lead),
             None => self.lead(0),
         }

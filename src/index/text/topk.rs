@@ -5,7 +5,10 @@
 //! retrieval using block-max indexes", 2011), block by block for one term.
 //!
 //! Each posting block's impacts bound the scores of its rows exactly (the
-//! best score of its competitive (frequency, length) pairs). A
+//! best score of its competitive (frequency, length) pairs), read by
+//! their lead first (see [`super::postings`]): alone when the query
+//! scores as the part's reference scoring does, else scaled, to pass a
+//! block before its other pairs are read. A
 //! [`Collector`] holds the best rows so far and says what score a row
 //! must beat; blocks whose bounds cannot beat it are passed without
 //! decoding their rows' scores, and rows that cannot beat it are never
@@ -554,8 +557,10 @@ impl<'r> Leads<'r> {
         let Some(reference) = reader.reference() else {
             return Leads::None;
         };
+        if scorer.same_norms(reference) {
+            return Leads::Exact;
+        }
         match scorer.norms_scale(reference) {
-            Some(1.0) => Leads::Exact,
             Some(scale) => Leads::Scaled(reference, scale),
             None => Leads::None,
         }

@@ -874,12 +874,14 @@ impl Search<'_> {
         let mut threshold = collector.threshold();
         let mut skip_to = 0;
         let mut from = lo;
+        let essential: Vec<usize> = w.by_bound[w.split..].to_vec();
+        let mut row_scores = vec![0f32; essential.len()];
         let result = loop {
             let to = hi.min(from.saturating_add(window as u32 - 1));
             // The first row of any essential clause after `to`: where
             // the next sub-window starts.
             let mut after = END;
-            for (k, &i) in w.by_bound[w.split..].iter().enumerate() {
+            for (k, &i) in essential.iter().enumerate() {
                 let clause = &mut clauses[i];
                 self.seek_one(clause, from)?;
                 let freqs = &mut gather.freqs[k * window..(k + 1) * window];
@@ -901,7 +903,6 @@ impl Search<'_> {
                     let at = word * 64 + bits.trailing_zeros() as usize;
                     bits &= bits - 1;
                     let row = from + at as u32;
-                    let essential = &w.by_bound[w.split..];
                     if row < skip_to {
                         for k in 0..essential.len() {
                             gather.freqs[k * window + at] = 0;
@@ -912,20 +913,23 @@ impl Search<'_> {
                         Some(norm) => norm,
                         None => self.norms.get(row).await?,
                     };
+                    // The essential clauses' scores, by their place among
+                    // them (0.0 where absent: adding it leaves the sum);
+                    // only a row that may beat the threshold hands them on.
                     let mut partial = 0.0;
-                    for (k, &i) in essential.iter().enumerate() {
+                    for (k, (&i, score)) in essential.iter().zip(&mut row_scores).enumerate() {
                         let freq = std::mem::take(&mut gather.freqs[k * window + at]);
-                        if freq != 0 {
-                            let score = clauses[i].scorer.score(freq, norm);
-                            w.scores[i] = score;
-                            partial += score;
-                        }
+                        *score = match freq {
+                            0 => 0.0,
+                            freq => clauses[i].scorer.score(freq, norm),
+                        };
+                        partial += *score;
                     }
                     if !may_beat(partial + weak, threshold, n) {
-                        for &i in &w.by_bound[w.split..] {
-                            w.scores[i] = 0.0;
-                        }
                         continue;
+                    }
+                    for (&i, &score) in essential.iter().zip(&row_scores) {
+                        w.scores[i] = score;
                     }
                     match self.complete(clauses, w, row, norm, partial, threshold, collector)? {
                         Completed::Score(score) => {

@@ -990,6 +990,47 @@ struct TopK {
     scoring: usize,
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Counting a query's live matches equals analysing every live row,
+    /// for unions few for the part (listed) and many (a bitmap), with
+    /// excluded words and deleted rows.
+    #[test]
+    fn counting_matches_equals_brute_force(
+        seed in any::<u64>(),
+        rows in 600usize..9000,
+        queries in proptest::collection::vec(top_k_query(30), 1..5),
+        deleted_every in 2usize..12,
+    ) {
+        use arrow::buffer::BooleanBuffer;
+        use diagon::index::text::bound::Bound;
+        use diagon::index::text::search::count_matching;
+        use diagon::index::text::{DefaultOperator, Query};
+
+        let corpus = skewed_corpus(seed, rows, 30);
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let reader = runtime.block_on(build(Analyzer::Standard, &corpus, 100, &DataType::Utf8));
+        let deleted = BooleanBuffer::from_iter((0..rows).map(|r| (r * 7 + 3) % deleted_every == 0));
+        for text in queries {
+            let query = Query::parse(&text, DefaultOperator::Or).unwrap();
+            let bound = Bound::bind(&query, "body", Analyzer::Standard).unwrap();
+            let expected = corpus
+                .iter()
+                .enumerate()
+                .filter(|(r, v)| {
+                    !deleted.value(*r)
+                        && v.as_deref().is_some_and(|v| bound.matches(Analyzer::Standard, v))
+                })
+                .count() as u64;
+            let counted = runtime
+                .block_on(count_matching(&reader, &bound, Some(&deleted)))
+                .unwrap();
+            prop_assert_eq!(counted, expected, "query {}", text);
+        }
+    }
+}
+
 /// Checks a top-k search of `text` over `reader` against scoring every
 /// match (see `top_k_equals_scoring_every_match`).
 fn check_top_k(

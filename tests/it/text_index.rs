@@ -1000,7 +1000,24 @@ proptest! {
     fn counting_matches_equals_brute_force(
         seed in any::<u64>(),
         rows in 600usize..9000,
-        queries in proptest::collection::vec(top_k_query(30), 1..5),
+        queries in proptest::collection::vec(
+            prop_oneof![
+                3 => top_k_query(30),
+                // Rare unions (listed), with a repeated word, exclusions,
+                // prefixes and fuzzy words; and a prefix of nothing.
+                1 => prop_oneof![
+                    Just("r1 r1 -w0"),
+                    Just("r0 r2 -r3 -w1"),
+                    Just("r0 r1 r2 r3 -w2"),
+                    Just("r*"),
+                    Just("w2*"),
+                    Just("r1~1"),
+                    Just("zz*"),
+                ]
+                .prop_map(String::from),
+            ],
+            1..5,
+        ),
         deleted_every in 2usize..12,
     ) {
         use arrow::buffer::BooleanBuffer;

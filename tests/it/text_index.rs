@@ -1209,6 +1209,38 @@ fn top_k_bounds_a_frequent_term_by_its_list_under_a_rare_one() {
     }
 }
 
+/// One essential term whose rows lie twice in each granule of 64, one
+/// at its start: once a granule's filter is known to fail, the search
+/// passes to the next granule's start, which holds the term and must be
+/// offered (the top k starts full, so the weak term is not essential).
+#[test]
+fn top_k_passes_to_a_granule_start_holding_the_one_essential_term() {
+    let corpus: Vec<Option<String>> = (0..20_000u32)
+        .map(|i| {
+            let mut words = vec!["x"; 1 + (i as usize * 7) % 5];
+            if i % 64 == 0 || i % 64 == 5 {
+                words.push("e");
+            }
+            if i % 97 == 0 {
+                words.push("a");
+            }
+            Some(words.join(" "))
+        })
+        .collect();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let reader = runtime.block_on(build(Analyzer::Standard, &corpus, 100, &DataType::Utf8));
+    for (k, filter) in [(200, (64, 2)), (50, (64, 3)), (400, (128, 2))] {
+        let case = TopK {
+            k,
+            filter: Some(filter),
+            skips: true,
+            earlier: true,
+            scoring: 0,
+        };
+        check_top_k(&runtime, &reader, "e^3 a", case).unwrap();
+    }
+}
+
 /// Rare terms whose single blocks span a part of 20,000 rows: the
 /// disjunction gathers their rows in several sub-windows of one window,
 /// and a filter on granules makes it pass rows (`d` holds the first row

@@ -211,10 +211,7 @@ async fn part_stats(
     deleted: Option<&BooleanBuffer>,
 ) -> Result<ColumnStats> {
     let summary = reader.summary();
-    let mut part = ColumnStats {
-        rows: summary.stats.rows,
-        total_len: summary.coded_len,
-    };
+    let mut part = summary.scored_stats();
     let disagree = || reader.malformed("its length codes disagree with its rows".into());
     if let Some(deleted) = deleted {
         // Take back what the deleted rows with tokens added.

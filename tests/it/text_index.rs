@@ -1081,10 +1081,7 @@ fn check_top_k(
         earlier,
         scoring,
     } = case;
-    let part = ColumnStats {
-        rows: reader.summary().stats.rows,
-        total_len: reader.summary().coded_len,
-    };
+    let part = reader.summary().scored_stats();
     let (bm25, stats) = match scoring {
         0 => (Bm25::default(), part),
         1 => (

@@ -429,6 +429,11 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// What BM25 scores the part's rows by (see [`Self::coded_len`]).
+    pub fn scored_stats(&self) -> ColumnStats {
+        scored_stats(self.stats, self.coded_len)
+    }
+
     fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(SUMMARY_FIXED_LEN + 8 * self.postings_starts.len());
         for value in [
@@ -578,8 +583,7 @@ impl TextIndexReader {
                 "{blocks} blocks, its summary says {expected}"
             )));
         }
-        let reference = (meta.version >= 4)
-            .then(|| TermScorer::reference(scored_stats(summary.stats, summary.coded_len)));
+        let reference = (meta.version >= 4).then(|| TermScorer::reference(summary.scored_stats()));
         Ok(TextIndexReader {
             component,
             summary,

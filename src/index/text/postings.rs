@@ -45,9 +45,9 @@
 //! block by one impact instead of all (tantivy keeps one such pair per
 //! block, Lucene a list per level), and a list by its lead. Under the
 //! reference scoring the lead's score is the block's bound, to the bit;
-//! under any other, every row's
-//! normalised frequency is at most the lead's times the largest ratio
-//! of the two scorings' length factors ([`TermScorer::norms_scale`]).
+//! under any other, every row's normalised frequency is at most the
+//! lead's times the largest ratio of the two scorings' length factors
+//! ([`TermScorer::norms_scale`]).
 //!
 //! A reader opens a list in constant time (the skip entries are read where
 //! a seek needs them, by galloping search) and decodes a block's
@@ -266,12 +266,10 @@ fn put_impacts(
             frontier.push(pair);
         }
     }
-    // The first of the best: a row's normalised frequency, as a search
-    // computes it.
-    let key = |&(freq, code): &(u32, u8)| reference.tf(freq as f32, code);
+    // The first of the best.
     let mut lead = 0;
-    for (i, pair) in frontier.iter().enumerate() {
-        if key(pair) > key(&frontier[lead]) {
+    for (i, &pair) in frontier.iter().enumerate() {
+        if lead_key(reference, pair) > lead_key(reference, frontier[lead]) {
             lead = i;
         }
     }
@@ -295,11 +293,16 @@ fn best_lead(
     best: Option<(u32, u8)>,
     lead: (u32, u8),
 ) -> Option<(u32, u8)> {
-    let key = |(freq, code): (u32, u8)| reference.tf(freq as f32, code);
     match best {
-        Some(best) if key(best) >= key(lead) => Some(best),
+        Some(best) if lead_key(reference, best) >= lead_key(reference, lead) => Some(best),
         _ => Some(lead),
     }
+}
+
+/// What leads are chosen by: an impact's normalised frequency under
+/// `reference`, computed as a search computes a row's.
+fn lead_key(reference: &TermScorer, (freq, code): (u32, u8)) -> f32 {
+    reference.tf(freq as f32, code)
 }
 
 /// Whether a block's rows strictly rise: every pair compared without
@@ -430,17 +433,15 @@ impl<'a> PostingList<'a> {
     }
 
     fn open_as(bytes: &'a [u8], rows: u32, has_leads: bool) -> Result<Self, String> {
-        let mut list = match rows as usize / BLOCK_LEN {
-            _ if rows == 0 => return Err("a posting list without rows".into()),
-            0 => Self::open_tail(bytes, rows)?,
-            full => Self::open_blocks(bytes, rows, full, has_leads)?,
-        };
-        list.has_leads = has_leads;
-        Ok(list)
+        match rows as usize / BLOCK_LEN {
+            _ if rows == 0 => Err("a posting list without rows".into()),
+            0 => Self::open_tail(bytes, rows, has_leads),
+            full => Self::open_blocks(bytes, rows, full, has_leads),
+        }
     }
 
     /// Opens a list of a tail only, reading where its areas end.
-    fn open_tail(bytes: &'a [u8], rows: u32) -> Result<Self, String> {
+    fn open_tail(bytes: &'a [u8], rows: u32, has_leads: bool) -> Result<Self, String> {
         let mut pos = 0;
         let mut last: Option<u32> = None;
         for _ in 0..rows {
@@ -479,7 +480,7 @@ impl<'a> PostingList<'a> {
             last_row: last.expect("a list has rows"),
             single_freq,
             lead: None,
-            has_leads: true,
+            has_leads,
             full: 0,
             data_at: 0,
             tail_at: 0,
@@ -639,7 +640,7 @@ impl<'a> PostingList<'a> {
 
     /// The list's lead: the best of its blocks' leads.
     pub fn list_lead(&self) -> Result<(u32, u8), String> {
-        match self.lead.filter(|_| self.has_leads) {
+        match self.lead {
             Some(lead) => Ok(lead),
             None => self.lead(0),
         }

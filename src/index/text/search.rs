@@ -72,11 +72,11 @@ pub async fn count_matching(
     // A bitmap costs a word per 64 part rows to clear and to count,
     // listing a few operations per row and a sort. Measured on the union
     // queries over 137,000 rows (the median query's fastest of 100 runs,
-    // parsing included): listing up to a row per 64
-    // part rows 11.0 µs, up to a row per 512 7.1 µs; the bitmap for all
-    // but unions of under a row per 4,096 measured the same 7.1 µs (with
-    // the listing by way of `matching_rows`, which looked the terms up
-    // again: 11.8 µs at a row per 64).
+    // parsing included): listing up to a row per 64 part rows 11.0 µs,
+    // up to a row per 512 7.1 µs; the bitmap for all but unions of under
+    // a row per 4,096 measured the same 7.1 µs (with the listing by way
+    // of `matching_rows`, which looked the terms up again: 11.8 µs at a
+    // row per 64).
     if total < part_rows / 512 {
         // The few rows are looked up in the excluded lists, which are
         // not listed (they may be long).

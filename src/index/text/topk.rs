@@ -320,24 +320,28 @@ impl Clause<'_, '_> {
     /// block exactly, and a scaled lead's bound passes most blocks a
     /// search passes before their impacts are read.
     fn block_may_beat(&self, b: usize, threshold: f32) -> std::result::Result<bool, String> {
-        let best = match self.leads {
+        if let Leads::Scaled(reference, scale) = self.leads {
+            let (freq, code) = self.list.lead(b)?;
+            let upper = self
+                .scorer
+                .score_tf(scale * reference.tf(freq as f32, code));
+            if !may_beat(upper, threshold, 1) {
+                return Ok(false);
+            }
+        }
+        Ok(may_beat(self.exact_bound(b)?, threshold, 1))
+    }
+
+    /// The best score of block `b`'s rows: its lead's when leads are
+    /// exact, else the best of its impacts'.
+    fn exact_bound(&self, b: usize) -> std::result::Result<f32, String> {
+        match self.leads {
             Leads::Exact => {
                 let (freq, code) = self.list.lead(b)?;
-                self.scorer.score(freq, code)
+                Ok(self.scorer.score(freq, code))
             }
-            Leads::Scaled(reference, scale) => {
-                let (freq, code) = self.list.lead(b)?;
-                let upper = self
-                    .scorer
-                    .score_tf(scale * reference.tf(freq as f32, code));
-                if !may_beat(upper, threshold, 1) {
-                    return Ok(false);
-                }
-                block_max(self.list, b, &self.scorer)?
-            }
-            Leads::None => block_max(self.list, b, &self.scorer)?,
-        };
-        Ok(may_beat(best, threshold, 1))
+            _ => block_max(self.list, b, &self.scorer),
+        }
     }
 
     /// Block `b`'s bound, computed the first time. Impacts that do not
@@ -350,14 +354,7 @@ impl Clause<'_, '_> {
         if !known.is_nan() {
             return known;
         }
-        let exact = match self.leads {
-            Leads::Exact => self
-                .list
-                .lead(b)
-                .map(|(f, code)| self.scorer.score(f, code)),
-            _ => block_max(self.list, b, &self.scorer),
-        };
-        let bound = match exact {
+        let bound = match self.exact_bound(b) {
             Ok(bound) => bound,
             Err(fault) => {
                 self.fault.get_or_insert(fault);
@@ -448,6 +445,13 @@ impl Windows {
         self.scores
             .iter_mut()
             .fold(0.0f32, |sum, s| sum + std::mem::take(s))
+    }
+
+    /// Whether a row whose clauses' scores are bounded by `upper` may
+    /// beat `threshold` ([`may_beat`] for all the clauses).
+    #[inline]
+    fn may_beat(&self, upper: f32, threshold: f32) -> bool {
+        upper * self.slack > threshold
     }
 
     /// The non-essential clauses' bounds summed.
@@ -832,7 +836,7 @@ impl Search<'_> {
             };
             let clause = &mut clauses[e];
             let score = clause.scorer.score(clause.cursor.freq(), norm);
-            if (score + weak) * w.slack > threshold {
+            if w.may_beat(score + weak, threshold) {
                 w.scores[e] = score;
                 match self.complete(clauses, w, row, norm, score, threshold, collector)? {
                     Completed::Score(score) => {
@@ -927,7 +931,7 @@ impl Search<'_> {
                         };
                         partial += *score;
                     }
-                    if (partial + weak) * w.slack <= threshold {
+                    if !w.may_beat(partial + weak, threshold) {
                         continue;
                     }
                     for (&i, &score) in essential.iter().zip(&row_scores) {
@@ -984,7 +988,7 @@ impl Search<'_> {
                 break 'row Completed::SkipTo(next);
             }
             for j in (0..w.split).rev() {
-                if (partial + w.prefix[j]) * w.slack <= threshold {
+                if !w.may_beat(partial + w.prefix[j], threshold) {
                     break 'row Completed::Below;
                 }
                 let i = w.by_bound[j];

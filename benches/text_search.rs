@@ -42,7 +42,8 @@
 //! the queries; `DIAGON_TEXT_QUERY_FILE` reads queries from another file
 //! of the same form. `DIAGON_TEXT_PROFILE=count|top10` runs only
 //! diagon's calls of that mode, every query `DIAGON_TEXT_RUNS` times, for
-//! a profiler (`perf record -g`).
+//! a profiler (`perf record -g`); `tantivy_count|tantivy_top10` runs
+//! tantivy's, to compare the two engines' instructions on a query file.
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -390,13 +391,20 @@ fn main() {
         let mut fastest = vec![Duration::MAX; queries.len()];
         // A warm-up pass, then the measured ones (`measured_call`, a name
         // to give callgrind's --toggle-collect).
+        let engines = Engines {
+            runtime: &runtime,
+            table: &table,
+            snapshot: &snapshot,
+            searcher: &searcher,
+            parser: &parser,
+        };
         for (_, text) in &queries {
-            runtime.block_on(profiled_call(&table, &snapshot, &mode, text));
+            call(&engines, &mode, text);
         }
         for _ in 0..runs {
             for ((_, text), best) in queries.iter().zip(fastest.iter_mut()) {
                 let started = Instant::now();
-                measured_call(&runtime, &table, &snapshot, &mode, text);
+                measured_call(&engines, &mode, text);
                 *best = (*best).min(started.elapsed());
             }
         }
@@ -600,28 +608,52 @@ fn filtered_top10(
     (d, t)
 }
 
-/// One call of the profiled mode.
-async fn profiled_call(table: &Table, snapshot: &diagon::table::Snapshot, mode: &str, text: &str) {
-    match mode {
-        "count" => {
-            let _ = std::hint::black_box(table.count_matches(snapshot, "body", text).await);
-        }
-        _ => {
-            let _ = std::hint::black_box(table.search(snapshot, "body", text, 10).await);
-        }
-    }
+/// What the profiled mode runs its queries on.
+struct Engines<'a> {
+    runtime: &'a tokio::runtime::Runtime,
+    table: &'a Table,
+    snapshot: &'a diagon::table::Snapshot,
+    searcher: &'a tantivy::Searcher,
+    parser: &'a QueryParser,
 }
 
-/// [`profiled_call`], measured.
+/// [`call`], measured (a name for callgrind's --toggle-collect, which
+/// leaves the warm-up pass's calls out).
 #[inline(never)]
-fn measured_call(
-    runtime: &tokio::runtime::Runtime,
-    table: &Table,
-    snapshot: &diagon::table::Snapshot,
-    mode: &str,
-    text: &str,
-) {
-    runtime.block_on(profiled_call(table, snapshot, mode, text))
+fn measured_call(e: &Engines, mode: &str, text: &str) {
+    call(e, mode, text)
+}
+
+/// One call of the profiled mode, the query parsed in it: `count` and
+/// `top10` on diagon, `tantivy_count` and `tantivy_top10` on tantivy
+/// (to compare instructions on the same queries).
+fn call(e: &Engines, mode: &str, text: &str) {
+    let tantivy_query = || e.parser.parse_query(text).ok();
+    match mode {
+        "count" => {
+            let _ = std::hint::black_box(
+                e.runtime
+                    .block_on(e.table.count_matches(e.snapshot, "body", text)),
+            );
+        }
+        "tantivy_count" => {
+            if let Some(query) = tantivy_query() {
+                std::hint::black_box(e.searcher.search(&query, &Count).ok());
+            }
+        }
+        "tantivy_top10" => {
+            if let Some(query) = tantivy_query() {
+                let top = TopDocs::with_limit(10).order_by_score();
+                std::hint::black_box(e.searcher.search(&query, &top).ok());
+            }
+        }
+        _ => {
+            let _ = std::hint::black_box(
+                e.runtime
+                    .block_on(e.table.search(e.snapshot, "body", text, 10)),
+            );
+        }
+    }
 }
 
 fn report(group: &str, mode: Mode, list: &[(Duration, Duration)]) {

@@ -13,6 +13,7 @@ use diagon::index::text::bm25::{decode_length, encode_length};
 use diagon::index::text::component::{NORMS_PER_BLOCK, TextIndexBuilder, TextIndexReader};
 use diagon::index::text::merge::{DROPPED, merge};
 use diagon::index::text::postings::END;
+use diagon::index::text::topk::{Plan, search_planned};
 use diagon::part::component::{BuiltComponent, Component, ComponentBuilder};
 use diagon::storage::Storage;
 use proptest::prelude::*;
@@ -816,7 +817,8 @@ async fn undecodable_impacts_fail_the_top_k_search() {
         let parsed = Query::parse(query, DefaultOperator::Or).unwrap();
         let bound = Bound::bind(&parsed, "body", Analyzer::Standard).unwrap();
         let mut taken = TakeAll::default();
-        let found = diagon::index::text::topk::search(&reader, &bound, &scoring, &mut taken).await;
+        // MaxScore: scoring every row of a union reads no impacts.
+        let found = search_planned(&reader, &bound, &scoring, &mut taken, Plan::MaxScore).await;
         let error = found.err().unwrap_or_else(|| panic!("{query}: no error"));
         assert!(error.to_string().contains("text_index(body)"), "{error}");
     }
@@ -962,11 +964,12 @@ proptest! {
         skips in any::<bool>(),
         earlier in any::<bool>(),
         scoring in 0usize..4,
+        plan in prop_oneof![Just(Plan::ByCost), Just(Plan::MaxScore), Just(Plan::EveryRow)],
     ) {
         let corpus = skewed_corpus(seed, rows, 30);
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let reader = runtime.block_on(build(Analyzer::Standard, &corpus, 100, &DataType::Utf8));
-        let case = TopK { k, filter, skips, earlier, scoring };
+        let case = TopK { k, filter, skips, earlier, scoring, plan };
         for text in queries {
             check_top_k(&runtime, &reader, &text, case)?;
         }
@@ -980,7 +983,8 @@ proptest! {
 /// under which the blocks' leads bound them exactly; 1 and 2: a table's
 /// whose rows are longer or shorter, with other parameters, the leads
 /// scaled (2's `b` of 0 ignores lengths: a block's best row under it is
-/// often not its lead); 3: `k1` 0, which no lead bounds).
+/// often not its lead); 3: `k1` 0, which no lead bounds); and how a
+/// disjunction is searched.
 #[derive(Debug, Clone, Copy)]
 struct TopK {
     k: usize,
@@ -988,6 +992,7 @@ struct TopK {
     skips: bool,
     earlier: bool,
     scoring: usize,
+    plan: Plan,
 }
 
 proptest! {
@@ -1059,7 +1064,7 @@ fn check_top_k(
     use diagon::index::text::bm25::{Bm25, ColumnStats};
     use diagon::index::text::bound::Bound;
     use diagon::index::text::score::{Scoring, scored_rows, scored_terms};
-    use diagon::index::text::topk::{Ranked, TopRows, search};
+    use diagon::index::text::topk::{Ranked, TopRows};
     use diagon::index::text::{DefaultOperator, Query};
 
     let query = Query::parse(text, DefaultOperator::Or).unwrap();
@@ -1080,6 +1085,7 @@ fn check_top_k(
         skips,
         earlier,
         scoring,
+        plan,
     } = case;
     let part = reader.summary().scored_stats();
     let (bm25, stats) = match scoring {
@@ -1147,7 +1153,7 @@ fn check_top_k(
         last: None,
     };
     let searched = runtime
-        .block_on(search(reader, &bound, &scoring, &mut best))
+        .block_on(search_planned(reader, &bound, &scoring, &mut best, plan))
         .unwrap();
     prop_assert!(searched.is_some(), "{} is not searched", text);
     let found: Vec<(usize, u32, f32)> = best
@@ -1194,14 +1200,17 @@ fn top_k_bounds_a_frequent_term_by_its_list_under_a_rare_one() {
     let reader = runtime.block_on(build(Analyzer::Standard, &corpus, 100, &DataType::Utf8));
     for text in ["r f", "f r", "r^0.2 f"] {
         for (k, scoring) in [(10, 0), (10, 1), (40, 0), (3, 2)] {
-            let case = TopK {
-                k,
-                filter: None,
-                skips: false,
-                earlier: false,
-                scoring,
-            };
-            check_top_k(&runtime, &reader, text, case).unwrap();
+            for plan in [Plan::MaxScore, Plan::EveryRow] {
+                let case = TopK {
+                    k,
+                    filter: None,
+                    skips: false,
+                    earlier: false,
+                    scoring,
+                    plan,
+                };
+                check_top_k(&runtime, &reader, text, case).unwrap();
+            }
         }
     }
 }
@@ -1227,14 +1236,17 @@ fn top_k_passes_to_a_granule_start_holding_the_one_essential_term() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let reader = runtime.block_on(build(Analyzer::Standard, &corpus, 100, &DataType::Utf8));
     for (k, filter) in [(200, (64, 2)), (50, (64, 3)), (400, (128, 2))] {
-        let case = TopK {
-            k,
-            filter: Some(filter),
-            skips: true,
-            earlier: true,
-            scoring: 0,
-        };
-        check_top_k(&runtime, &reader, "e^3 a", case).unwrap();
+        for plan in [Plan::MaxScore, Plan::EveryRow] {
+            let case = TopK {
+                k,
+                filter: Some(filter),
+                skips: true,
+                earlier: true,
+                scoring: 0,
+                plan,
+            };
+            check_top_k(&runtime, &reader, "e^3 a", case).unwrap();
+        }
     }
 }
 
@@ -1266,12 +1278,61 @@ fn top_k_crosses_sub_windows_of_rare_terms() {
             (Some((1000, 2)), true, true, 2),
             (Some((5000, 2)), false, true, 0),
         ] {
+            for plan in [Plan::MaxScore, Plan::EveryRow] {
+                let case = TopK {
+                    k: 500,
+                    filter,
+                    skips,
+                    earlier,
+                    scoring,
+                    plan,
+                };
+                check_top_k(&runtime, &reader, text, case).unwrap();
+            }
+        }
+    }
+}
+
+/// Every-row scoring over a part of three norms blocks: its windows are
+/// the blocks, so terms whose rows straddle their edges (`a` holds the
+/// last row of each and the first of the next) must be scored in both,
+/// and rows passed by a filter or a collector that skips land in either.
+#[test]
+fn top_k_scores_every_row_across_norms_blocks() {
+    let blocks = NORMS_PER_BLOCK as u32;
+    let corpus: Vec<Option<String>> = (0..2 * blocks + 300)
+        .map(|i| {
+            let mut text = String::from("x");
+            let edge = (i + 1) % blocks <= 1;
+            for (word, holds) in [
+                ("a", edge || i % 1009 == 0),
+                ("b", i % 89 == 0),
+                ("c", i % 7919 == 0),
+            ] {
+                if holds {
+                    text.push(' ');
+                    text.push_str(word);
+                }
+            }
+            (i % 50 != 7).then_some(text)
+        })
+        .collect();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let reader = runtime.block_on(build(Analyzer::Standard, &corpus, 1000, &DataType::Utf8));
+    for text in ["a b", "a^5 c", "c b a", "a b -c"] {
+        for (k, filter, skips, earlier) in [
+            (20, None, false, false),
+            (2000, None, false, true),
+            (300, Some((1000, 3)), true, false),
+            (50, Some((8192, 2)), false, true),
+        ] {
             let case = TopK {
-                k: 500,
+                k,
                 filter,
                 skips,
                 earlier,
-                scoring,
+                scoring: 0,
+                plan: Plan::EveryRow,
             };
             check_top_k(&runtime, &reader, text, case).unwrap();
         }

@@ -383,11 +383,7 @@ impl<'a> Norms<'a> {
     }
 
     pub(crate) async fn get(&mut self, row: u32) -> Result<u8> {
-        let b = row as usize / NORMS_PER_BLOCK;
-        if self.block.as_ref().is_none_or(|(at, _)| *at != b) {
-            self.block = Some((b, self.reader.norms(b).await?));
-        }
-        let (_, codes) = self.block.as_ref().expect("loaded above");
+        let codes = self.load(row).await?;
         codes
             .get(row as usize % NORMS_PER_BLOCK)
             .copied()
@@ -395,5 +391,21 @@ impl<'a> Norms<'a> {
                 self.reader
                     .malformed(format!("row {row} has no length code"))
             })
+    }
+
+    /// The length codes of the norms block holding `row`, from the row
+    /// the block starts at.
+    pub(crate) async fn block(&mut self, row: u32) -> Result<(u32, Arc<Vec<u8>>)> {
+        let codes = self.load(row).await?.clone();
+        Ok((row - row % NORMS_PER_BLOCK as u32, codes))
+    }
+
+    /// Loads the norms block holding `row` unless it is the one loaded.
+    async fn load(&mut self, row: u32) -> Result<&Arc<Vec<u8>>> {
+        let b = row as usize / NORMS_PER_BLOCK;
+        if self.block.as_ref().is_none_or(|(at, _)| *at != b) {
+            self.block = Some((b, self.reader.norms(b).await?));
+        }
+        Ok(&self.block.as_ref().expect("loaded above").1)
     }
 }

@@ -41,9 +41,9 @@
 //! `DIAGON_TEXT_DOCS=n` limits the documents, `DIAGON_TEXT_QUERIES=n`
 //! the queries; `DIAGON_TEXT_QUERY_FILE` reads queries from another file
 //! of the same form. `DIAGON_TEXT_PROFILE=count|top10` runs only
-//! diagon's calls of that mode, every query `DIAGON_TEXT_RUNS` times, for
-//! a profiler (`perf record -g`); `tantivy_count|tantivy_top10` runs
-//! tantivy's, to compare the two engines' instructions on a query file.
+//! diagon's calls of that mode, every query (parsed before) `DIAGON_TEXT_RUNS`
+//! times, for a profiler (`perf record -g`); `tantivy_count|tantivy_top10`
+//! runs tantivy's, to compare the two engines on a query file.
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -396,15 +396,22 @@ fn main() {
             table: &table,
             snapshot: &snapshot,
             searcher: &searcher,
-            parser: &parser,
         };
-        for (_, text) in &queries {
-            call(&engines, &mode, text);
+        // Parsed and bound once, as in the comparison below.
+        let parsed: Vec<Parsed> = queries
+            .iter()
+            .map(|(_, text)| Parsed {
+                tantivy: parser.parse_query(text).ok(),
+                diagon: TextTarget::of(&snapshot.options, "body").bind(text).ok(),
+            })
+            .collect();
+        for query in &parsed {
+            call(&engines, &mode, query);
         }
         for _ in 0..runs {
-            for ((_, text), best) in queries.iter().zip(fastest.iter_mut()) {
+            for (query, best) in parsed.iter().zip(fastest.iter_mut()) {
                 let started = Instant::now();
-                measured_call(&engines, &mode, text);
+                measured_call(&engines, &mode, query);
                 *best = (*best).min(started.elapsed());
             }
         }
@@ -614,45 +621,42 @@ struct Engines<'a> {
     table: &'a Table,
     snapshot: &'a diagon::table::Snapshot,
     searcher: &'a tantivy::Searcher,
-    parser: &'a QueryParser,
+}
+
+/// A query as each engine parsed it (`None` where it did not).
+struct Parsed {
+    tantivy: Option<Box<dyn tantivy::query::Query>>,
+    diagon: Option<diagon::index::text::bound::Bound>,
 }
 
 /// [`call`], measured (a name for callgrind's --toggle-collect, which
 /// leaves the warm-up pass's calls out).
 #[inline(never)]
-fn measured_call(e: &Engines, mode: &str, text: &str) {
-    call(e, mode, text)
+fn measured_call(e: &Engines, mode: &str, query: &Parsed) {
+    call(e, mode, query)
 }
 
-/// One call of the profiled mode, the query parsed in it: `count` and
-/// `top10` on diagon, `tantivy_count` and `tantivy_top10` on tantivy
-/// (to compare instructions on the same queries).
-fn call(e: &Engines, mode: &str, text: &str) {
-    let tantivy_query = || e.parser.parse_query(text).ok();
-    match mode {
-        "count" => {
-            let _ = std::hint::black_box(
-                e.runtime
-                    .block_on(e.table.count_matches(e.snapshot, "body", text)),
-            );
+/// One call of the profiled mode: `count` and `top10` on diagon,
+/// `tantivy_count` and `tantivy_top10` on tantivy (to compare the two
+/// engines' instructions on the same queries).
+fn call(e: &Engines, mode: &str, query: &Parsed) {
+    match (mode, &query.tantivy, &query.diagon) {
+        ("count", _, Some(bound)) => {
+            let counted = e.table.count_bound(e.snapshot, "body", bound);
+            let _ = std::hint::black_box(e.runtime.block_on(counted));
         }
-        "tantivy_count" => {
-            if let Some(query) = tantivy_query() {
-                std::hint::black_box(e.searcher.search(&query, &Count).ok());
-            }
+        ("top10", _, Some(bound)) => {
+            let found = e.table.search_bound(e.snapshot, "body", bound, 10);
+            let _ = std::hint::black_box(e.runtime.block_on(found));
         }
-        "tantivy_top10" => {
-            if let Some(query) = tantivy_query() {
-                let top = TopDocs::with_limit(10).order_by_score();
-                std::hint::black_box(e.searcher.search(&query, &top).ok());
-            }
+        ("tantivy_count", Some(query), _) => {
+            std::hint::black_box(e.searcher.search(query, &Count).ok());
         }
-        _ => {
-            let _ = std::hint::black_box(
-                e.runtime
-                    .block_on(e.table.search(e.snapshot, "body", text, 10)),
-            );
+        ("tantivy_top10", Some(query), _) => {
+            let top = TopDocs::with_limit(10).order_by_score();
+            std::hint::black_box(e.searcher.search(query, &top).ok());
         }
+        _ => {}
     }
 }
 

@@ -391,6 +391,11 @@ fn main() {
         let mut fastest = vec![Duration::MAX; queries.len()];
         // A warm-up pass, then the measured ones (`measured_call`, a name
         // to give callgrind's --toggle-collect).
+        const MODES: [&str; 4] = ["count", "top10", "tantivy_count", "tantivy_top10"];
+        assert!(
+            MODES.contains(&mode.as_str()),
+            "DIAGON_TEXT_PROFILE={mode}: one of {MODES:?}"
+        );
         let engines = Engines {
             runtime: &runtime,
             table: &table,
@@ -405,6 +410,10 @@ fn main() {
                 diagon: TextTarget::of(&snapshot.options, "body").bind(text).ok(),
             })
             .collect();
+        let unparsed = parsed
+            .iter()
+            .filter(|p| p.tantivy.is_none() || p.diagon.is_none())
+            .count();
         for query in &parsed {
             call(&engines, &mode, query);
         }
@@ -419,7 +428,8 @@ fn main() {
         let mut sorted: Vec<f64> = fastest.iter().map(|d| d.as_secs_f64() * 1e3).collect();
         sorted.sort_by(f64::total_cmp);
         println!(
-            "{mode}: {} queries x {runs} runs; fastest runs: mean {:.4} ms, p50 {:.4} ms",
+            "{mode}: {} queries ({unparsed} not parsed by one engine, not run by it) \
+             x {runs} runs; fastest runs: mean {:.4} ms, p50 {:.4} ms",
             queries.len(),
             total.as_secs_f64() * 1e3 / queries.len() as f64,
             quantile(&sorted, 0.5)

@@ -824,6 +824,110 @@ async fn undecodable_impacts_fail_the_top_k_search() {
     }
 }
 
+/// A list whose row lies past the part's last (damaged, under a valid
+/// checksum) fails a union's top-k search by either plan, naming the
+/// component: scoring every row must not start the window again for
+/// ever, MaxScore must not read a length code that is not there.
+#[tokio::test]
+async fn a_row_past_the_part_fails_the_top_k_search() {
+    use diagon::index::text::bm25::{Bm25, ColumnStats};
+    use diagon::index::text::bound::Bound;
+    use diagon::index::text::score::Scoring;
+    use diagon::index::text::{DefaultOperator, Query};
+
+    // `a`, the first term, is held by row 5 alone: its list, the first
+    // of the first postings block, starts with that row as a one-byte
+    // varint, which becomes 127, past the 100 rows.
+    let rows: Vec<Option<String>> = (0..100)
+        .map(|i| Some(if i == 5 { "a b" } else { "b" }.to_string()))
+        .collect();
+    let good = built(Analyzer::Standard, &rows, 100, &DataType::Utf8);
+    let summary = open(&good, "good").await.summary().clone();
+    let mut bad = good.clone();
+    let postings = &mut bad.blocks[2 + (summary.info_blocks + summary.norm_blocks) as usize];
+    assert_eq!(postings[0], 5, "the list of `a` starts with its row");
+    postings[0] = 127;
+    let reader = open(&bad, "bad").await;
+    let terms = ["a".to_string(), "b".to_string()];
+    let stats = ColumnStats {
+        rows: 100,
+        total_len: 101,
+    };
+    let scoring = Scoring::new(Bm25::default(), stats, &terms, &[1, 100]);
+    let parsed = Query::parse("a b", DefaultOperator::Or).unwrap();
+    let bound = Bound::bind(&parsed, "body", Analyzer::Standard).unwrap();
+    for plan in [Plan::ByCost, Plan::MaxScore, Plan::EveryRow] {
+        let mut taken = TakeAll::default();
+        let found = search_planned(&reader, &bound, &scoring, &mut taken, plan).await;
+        let error = found.err().unwrap_or_else(|| panic!("{plan:?}: no error"));
+        assert!(error.to_string().contains("text_index(body)"), "{error}");
+    }
+}
+
+/// The default plan scores every row of a union of short lists, and
+/// runs MaxScore once the lists hold more postings in all than that is
+/// worth: every match scored in the first, blocks passed by their
+/// bounds in the second.
+#[tokio::test]
+async fn a_union_scores_every_row_of_short_lists_only() {
+    use diagon::index::text::bm25::Bm25;
+    use diagon::index::text::bound::Bound;
+    use diagon::index::text::score::Scoring;
+    use diagon::index::text::topk::{TopRows, search};
+    use diagon::index::text::{DefaultOperator, Query};
+
+    struct Top(TopRows);
+    #[async_trait::async_trait]
+    impl diagon::index::text::topk::Collector for Top {
+        fn threshold(&self) -> f32 {
+            self.0.threshold()
+        }
+        async fn collect(&mut self, row: u32, score: f32) -> diagon::Result<()> {
+            let ranked = diagon::index::text::topk::Ranked {
+                score,
+                part: 0,
+                row,
+            };
+            self.0.push(ranked);
+            Ok(())
+        }
+    }
+    // `f` in every row, more often in some; `r` in a few.
+    let corpus = |n: u32| -> Vec<Option<String>> {
+        (0..n)
+            .map(|i| {
+                let f = vec!["f"; 1 + (i as usize * 7) % 4].join(" ");
+                Some(if i % 997 == 0 { format!("{f} r") } else { f })
+            })
+            .collect()
+    };
+    let parsed = Query::parse("f r", DefaultOperator::Or).unwrap();
+    let bound = Bound::bind(&parsed, "body", Analyzer::Standard).unwrap();
+    let terms = ["f".to_string(), "r".to_string()];
+    for (rows, every_row) in [(10_000u32, true), (40_000, false)] {
+        let reader = build(Analyzer::Standard, &corpus(rows), 1000, &DataType::Utf8).await;
+        let doc_freqs = [u64::from(rows), u64::from(rows.div_ceil(997))];
+        let scoring = Scoring::new(
+            Bm25::default(),
+            reader.summary().scored_stats(),
+            &terms,
+            &doc_freqs,
+        );
+        let mut top = Top(TopRows::new(10));
+        let counts = search(&reader, &bound, &scoring, &mut top)
+            .await
+            .unwrap()
+            .unwrap();
+        match every_row {
+            true => assert_eq!(counts.scored, rows as usize, "{rows} rows"),
+            false => assert!(
+                counts.blocks_skipped > 0 && counts.scored < rows as usize / 2,
+                "{rows} rows: {counts:?}"
+            ),
+        }
+    }
+}
+
 /// A top-k collector over one part (searched after an earlier part, as
 /// part 1): the best `k` rows, with an optional filter on granules of
 /// rows (a row fails when `(row / granule) % modulus == 0`) that, like a

@@ -1,8 +1,11 @@
-//! The best-scoring rows of a part without scoring every match: MaxScore
-//! over windows of rows for a disjunction of terms (Turtle and Flood,
-//! 1995, as Lucene's `MaxScoreBulkScorer` runs it), block-max
-//! intersection for a conjunction (Ding and Suel, "Faster top-k document
-//! retrieval using block-max indexes", 2011), block by block for one term.
+//! The best-scoring rows of a part, mostly without scoring every match:
+//! MaxScore over windows of rows for a disjunction of terms (Turtle and
+//! Flood, 1995, as Lucene's `MaxScoreBulkScorer` runs it), or every row
+//! scored a norms block at a time when its lists are short (Lucene's
+//! `BooleanScorer`; bounds pass little of short lists, and cost seeks);
+//! block-max intersection for a conjunction (Ding and Suel, "Faster top-k
+//! document retrieval using block-max indexes", 2011), block by block for
+//! one term.
 //!
 //! Each posting block's impacts bound the scores of its rows exactly (the
 //! best score of its competitive (frequency, length) pairs), read by
@@ -539,12 +542,13 @@ struct Marks {
     words: Vec<u64>,
     /// Bit `w % 64` of `nonzero[w / 64]` set when `words[w]` holds a mark.
     nonzero: Vec<u64>,
-    /// The places taken.
-    taken: Vec<u32>,
+    /// The places taken (a window holds at most 65,536 rows).
+    taken: Vec<u16>,
 }
 
 impl Marks {
     fn new(window: usize) -> Self {
+        debug_assert!(window <= 1 << 16);
         let words = window.div_ceil(64);
         Marks {
             words: vec![0; words],
@@ -560,7 +564,7 @@ impl Marks {
     }
 
     /// Every place marked, in order, unmarking them all.
-    fn take_all(&mut self) -> &[u32] {
+    fn take_all(&mut self) -> &[u16] {
         let mut n = 0;
         for (group, nonzero) in self.nonzero.iter_mut().enumerate() {
             while *nonzero != 0 {
@@ -568,7 +572,7 @@ impl Marks {
                 *nonzero &= *nonzero - 1;
                 let mut bits = std::mem::take(&mut self.words[word]);
                 while bits != 0 {
-                    self.taken[n] = (word * 64) as u32 + bits.trailing_zeros();
+                    self.taken[n] = (word * 64) as u16 + bits.trailing_zeros() as u16;
                     bits &= bits - 1;
                     n += 1;
                 }
@@ -591,7 +595,7 @@ struct Slots {
 
 impl Slots {
     /// The thread's spare, all zero, or a new one (allocating and zeroing
-    /// its 256 KiB for every search would cost more than most searches).
+    /// its 392 KiB for every search would cost more than most searches).
     fn new() -> Self {
         SPARE_SLOTS
             .with_borrow_mut(Option::take)
@@ -663,7 +667,8 @@ fn block_max(
 }
 
 /// Offers the part's rows that `bound` matches and could enter
-/// `collector` to it, in row order, passing what block bounds rule out.
+/// `collector` to it, in row order, passing what block bounds rule out
+/// (a disjunction of short lists is scored whole: see [`Plan`]).
 /// Returns `None` when the query's shape is not one this searches
 /// (nothing was offered).
 pub async fn search(
@@ -856,8 +861,9 @@ impl Search<'_> {
         Ok(())
     }
 
-    /// MaxScore over windows of rows (Turtle and Flood, 1995; Lucene's
-    /// `MaxScoreBulkScorer`). For each window, each term's bound is the
+    /// Every row scored when the lists hold few postings in all (see
+    /// [`Self::every_row`]); else MaxScore over windows of rows (Turtle
+    /// and Flood, 1995; Lucene's `MaxScoreBulkScorer`). For each window, each term's bound is the
     /// best of its blocks there; the weakest terms whose bounds summed
     /// cannot beat the threshold are non-essential: a row only they hold
     /// cannot enter, so only the essential terms' rows are visited, and
@@ -949,11 +955,15 @@ impl Search<'_> {
             // The window: the norms block holding `from`, every row of
             // which up to `to` has a length code and a slot.
             let (base, codes) = self.norms.block(from).await?;
-            let Some(to) = (codes.len() as u32).checked_sub(1).map(|last| base + last) else {
+            // A norms block holds a code at least (`norm_block`); a row
+            // past the last one is a damaged list's, which would
+            // otherwise start this window again for ever.
+            let to = base + (codes.len() as u32).saturating_sub(1);
+            if from > to {
                 return Err(self
                     .reader
                     .malformed(format!("row {from} has no length code")));
-            };
+            }
             let mut after = END;
             for clause in clauses.iter_mut() {
                 self.seek_one(clause, from)?;
@@ -972,8 +982,8 @@ impl Search<'_> {
             let taken = slots.marks.take_all();
             self.counts.scored += taken.len();
             for &at in taken {
-                let score = std::mem::take(&mut slots.scores[at as usize]);
-                let row = base + at;
+                let score = std::mem::take(&mut slots.scores[usize::from(at)]);
+                let row = base + u32::from(at);
                 if score <= threshold
                     || (!self.excluded.is_empty() && self.excluded.binary_search(&row).is_ok())
                     || collector.next_candidate(row) != row
@@ -1080,7 +1090,7 @@ impl Search<'_> {
                 after = after.min(next);
             }
             for &at in gather.marks.take_all() {
-                let at = at as usize;
+                let at = usize::from(at);
                 let row = from + at as u32;
                 if row < skip_to {
                     for k in 0..essential.len() {

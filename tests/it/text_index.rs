@@ -824,6 +824,78 @@ async fn undecodable_impacts_fail_the_top_k_search() {
     }
 }
 
+/// A search that scores as the part does bounds blocks by their leads
+/// alone, never reading their other impacts: with every block's count of
+/// impacts of the first list damaged (its lead intact), a top-k search
+/// by the part's statistics answers as on the undamaged part, and one by
+/// other statistics, which must read them, fails naming the component.
+#[tokio::test]
+async fn a_search_scoring_as_the_part_reads_only_the_leads() {
+    use diagon::index::text::bm25::{Bm25, ColumnStats};
+    use diagon::index::text::bound::Bound;
+    use diagon::index::text::score::Scoring;
+    use diagon::index::text::{DefaultOperator, Query};
+
+    // Two competitive impacts in every block of `a`'s 4 full blocks:
+    // (1, length 2) and (3, length 12).
+    let rows: Vec<Option<String>> = (0..512)
+        .map(|i| match i % 2 {
+            0 => Some("a b".to_string()),
+            _ => Some("a a a b c d e f g h i j".to_string()),
+        })
+        .collect();
+    let good = built(Analyzer::Standard, &rows, 128, &DataType::Utf8);
+    let good_reader = open(&good, "good").await;
+    let summary = good_reader.summary().clone();
+    // `a`'s list: its last row, 4 skip entries, two one-byte varints, its
+    // lead (two bytes), its blocks' data, then each block's impacts, the
+    // first byte of which counts its pairs: 2, made 127.
+    let mut bad = good.clone();
+    let postings = &mut bad.blocks[2 + (summary.info_blocks + summary.norm_blocks) as usize];
+    let data_end = u32::from_le_bytes(postings[4 + 3 * 16 + 4..][..4].try_into().unwrap());
+    let impacts = 4 + 4 * 16 + 4 + data_end as usize;
+    assert_eq!(postings[impacts], 2, "block 0 of `a` has two impacts");
+    postings[impacts] = 127;
+    let reader = open(&bad, "bad").await;
+    let terms = ["a".to_string(), "b".to_string()];
+    let own = summary.scored_stats();
+    let other = ColumnStats {
+        rows: own.rows,
+        total_len: own.total_len * 2,
+    };
+    for query in ["a b", "+a +b", "a"] {
+        let parsed = Query::parse(query, DefaultOperator::Or).unwrap();
+        let bound = Bound::bind(&parsed, "body", Analyzer::Standard).unwrap();
+        let own_scoring = Scoring::new(Bm25::default(), own, &terms, &[512, 512]);
+        let expected = best_ten(&good_reader, &bound, &own_scoring).await.unwrap();
+        let found = best_ten(&reader, &bound, &own_scoring).await;
+        assert_eq!(found.unwrap(), expected, "{query}");
+        let other_scoring = Scoring::new(Bm25::default(), other, &terms, &[512, 512]);
+        let error = best_ten(&reader, &bound, &other_scoring)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{query}: no error under other statistics"));
+        assert!(error.to_string().contains("text_index(body)"), "{error}");
+    }
+}
+
+/// The best 10 rows by MaxScore (which reads impacts).
+async fn best_ten(
+    reader: &TextIndexReader,
+    bound: &diagon::index::text::bound::Bound,
+    scoring: &diagon::index::text::score::Scoring,
+) -> diagon::Result<Vec<diagon::index::text::topk::Ranked>> {
+    let mut best = Best {
+        top: diagon::index::text::topk::TopRows::new(10),
+        filter: None,
+        skips: false,
+        known: Default::default(),
+        last: None,
+    };
+    search_planned(reader, bound, scoring, &mut best, Plan::MaxScore).await?;
+    Ok(best.top.into_sorted())
+}
+
 /// A list whose row lies past the part's last (damaged, under a valid
 /// checksum) fails a union's top-k search by either plan, naming the
 /// component: scoring every row must not start the window again for

@@ -10,10 +10,10 @@ use arrow::array::{ArrayRef, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use diagon::index::text::Analyzer;
 use diagon::index::text::bm25::{decode_length, encode_length};
-use diagon::index::text::component::{NORMS_PER_BLOCK, TextIndexBuilder, TextIndexReader};
+use diagon::index::text::component::{NORMS_PER_BLOCK, Summary, TextIndexBuilder, TextIndexReader};
 use diagon::index::text::merge::{DROPPED, merge};
 use diagon::index::text::postings::END;
-use diagon::index::text::topk::{Plan, search_planned};
+use diagon::index::text::topk::{Plan, SearchCounts, search_planned};
 use diagon::part::component::{BuiltComponent, Component, ComponentBuilder};
 use diagon::storage::Storage;
 use proptest::prelude::*;
@@ -798,7 +798,7 @@ async fn undecodable_impacts_fail_the_top_k_search() {
     // one byte and a length code), its blocks' data, then block 0's
     // impacts, whose first byte counts its pairs.
     let mut bad = good.clone();
-    let postings = &mut bad.blocks[2 + (summary.info_blocks + summary.norm_blocks) as usize];
+    let postings = first_postings_block(&mut bad, &summary);
     let data_end = u32::from_le_bytes(postings[4 + 3 * 16 + 4..][..4].try_into().unwrap());
     postings[4 + 4 * 16 + 4 + data_end as usize] = 0;
     let reader = open(&bad, "bad").await;
@@ -851,7 +851,7 @@ async fn a_search_scoring_as_the_part_reads_only_the_leads() {
     // lead (two bytes), its blocks' data, then each block's impacts, the
     // first byte of which counts its pairs: 2, made 127.
     let mut bad = good.clone();
-    let postings = &mut bad.blocks[2 + (summary.info_blocks + summary.norm_blocks) as usize];
+    let postings = first_postings_block(&mut bad, &summary);
     let data_end = u32::from_le_bytes(postings[4 + 3 * 16 + 4..][..4].try_into().unwrap());
     let impacts = 4 + 4 * 16 + 4 + data_end as usize;
     assert_eq!(postings[impacts], 2, "block 0 of `a` has two impacts");
@@ -867,11 +867,13 @@ async fn a_search_scoring_as_the_part_reads_only_the_leads() {
         let parsed = Query::parse(query, DefaultOperator::Or).unwrap();
         let bound = Bound::bind(&parsed, "body", Analyzer::Standard).unwrap();
         let own_scoring = Scoring::new(Bm25::default(), own, &terms, &[512, 512]);
-        let expected = best_ten(&good_reader, &bound, &own_scoring).await.unwrap();
-        let found = best_ten(&reader, &bound, &own_scoring).await;
-        assert_eq!(found.unwrap(), expected, "{query}");
+        // MaxScore: scoring every row of a union reads no impacts.
+        let plan = Plan::MaxScore;
+        let expected = best_ten(&good_reader, &bound, &own_scoring, plan).await;
+        let found = best_ten(&reader, &bound, &own_scoring, plan).await;
+        assert_eq!(found.unwrap().1, expected.unwrap().1, "{query}");
         let other_scoring = Scoring::new(Bm25::default(), other, &terms, &[512, 512]);
-        let error = best_ten(&reader, &bound, &other_scoring)
+        let error = best_ten(&reader, &bound, &other_scoring, plan)
             .await
             .err()
             .unwrap_or_else(|| panic!("{query}: no error under other statistics"));
@@ -879,12 +881,13 @@ async fn a_search_scoring_as_the_part_reads_only_the_leads() {
     }
 }
 
-/// The best 10 rows by MaxScore (which reads impacts).
+/// The best 10 rows of a top-k search as `plan` says, and what it counted.
 async fn best_ten(
     reader: &TextIndexReader,
     bound: &diagon::index::text::bound::Bound,
     scoring: &diagon::index::text::score::Scoring,
-) -> diagon::Result<Vec<diagon::index::text::topk::Ranked>> {
+    plan: Plan,
+) -> diagon::Result<(SearchCounts, Vec<diagon::index::text::topk::Ranked>)> {
     let mut best = Best {
         top: diagon::index::text::topk::TopRows::new(10),
         filter: None,
@@ -892,8 +895,16 @@ async fn best_ten(
         known: Default::default(),
         last: None,
     };
-    search_planned(reader, bound, scoring, &mut best, Plan::MaxScore).await?;
-    Ok(best.top.into_sorted())
+    let counts = search_planned(reader, bound, scoring, &mut best, plan)
+        .await?
+        .expect("a query of terms is searched");
+    Ok((counts, best.top.into_sorted()))
+}
+
+/// The first postings block of a built text index component (after its
+/// summary, dictionary, term infos and length codes).
+fn first_postings_block<'b>(built: &'b mut BuiltComponent, summary: &Summary) -> &'b mut Vec<u8> {
+    &mut built.blocks[2 + (summary.info_blocks + summary.norm_blocks) as usize]
 }
 
 /// A list whose row lies past the part's last (damaged, under a valid
@@ -916,7 +927,7 @@ async fn a_row_past_the_part_fails_the_top_k_search() {
     let good = built(Analyzer::Standard, &rows, 100, &DataType::Utf8);
     let summary = open(&good, "good").await.summary().clone();
     let mut bad = good.clone();
-    let postings = &mut bad.blocks[2 + (summary.info_blocks + summary.norm_blocks) as usize];
+    let postings = first_postings_block(&mut bad, &summary);
     assert_eq!(postings[0], 5, "the list of `a` starts with its row");
     postings[0] = 127;
     let reader = open(&bad, "bad").await;
@@ -945,25 +956,8 @@ async fn a_union_scores_every_row_of_short_lists_only() {
     use diagon::index::text::bm25::Bm25;
     use diagon::index::text::bound::Bound;
     use diagon::index::text::score::Scoring;
-    use diagon::index::text::topk::{TopRows, search};
     use diagon::index::text::{DefaultOperator, Query};
 
-    struct Top(TopRows);
-    #[async_trait::async_trait]
-    impl diagon::index::text::topk::Collector for Top {
-        fn threshold(&self) -> f32 {
-            self.0.threshold()
-        }
-        async fn collect(&mut self, row: u32, score: f32) -> diagon::Result<()> {
-            let ranked = diagon::index::text::topk::Ranked {
-                score,
-                part: 0,
-                row,
-            };
-            self.0.push(ranked);
-            Ok(())
-        }
-    }
     // `f` in every row, more often in some; `r` in a few.
     let corpus = |n: u32| -> Vec<Option<String>> {
         (0..n)
@@ -985,10 +979,8 @@ async fn a_union_scores_every_row_of_short_lists_only() {
             &terms,
             &doc_freqs,
         );
-        let mut top = Top(TopRows::new(10));
-        let counts = search(&reader, &bound, &scoring, &mut top)
+        let (counts, _) = best_ten(&reader, &bound, &scoring, Plan::ByCost)
             .await
-            .unwrap()
             .unwrap();
         match every_row {
             true => assert_eq!(counts.scored, rows as usize, "{rows} rows"),

@@ -851,7 +851,7 @@ impl Search<'_> {
                     continue;
                 }
                 next = collector.next_candidate(row);
-                if next == row && self.excluded.binary_search(&row).is_err() {
+                if next == row && !self.is_excluded(row) {
                     offer_row(collector, row, score).await?;
                     threshold = collector.threshold();
                     next = 0;
@@ -863,13 +863,14 @@ impl Search<'_> {
 
     /// Every row scored when the lists hold few postings in all (see
     /// [`Self::every_row`]); else MaxScore over windows of rows (Turtle
-    /// and Flood, 1995; Lucene's `MaxScoreBulkScorer`). For each window, each term's bound is the
-    /// best of its blocks there; the weakest terms whose bounds summed
-    /// cannot beat the threshold are non-essential: a row only they hold
-    /// cannot enter, so only the essential terms' rows are visited, and
-    /// the others are looked up (strongest first) for a row only while
-    /// its score may still beat the threshold. A window no term is
-    /// essential in is passed without decoding anything.
+    /// and Flood, 1995; Lucene's `MaxScoreBulkScorer`). For each window,
+    /// each term's bound is the best of its blocks there; the weakest
+    /// terms whose bounds summed cannot beat the threshold are
+    /// non-essential: a row only they hold cannot enter, so only the
+    /// essential terms' rows are visited, and the others are looked up
+    /// (strongest first) for a row only while its score may still beat
+    /// the threshold. A window no term is essential in is passed without
+    /// decoding anything.
     async fn disjunction(
         &mut self,
         clauses: &mut [Box<Clause<'_, '_>>],
@@ -985,7 +986,7 @@ impl Search<'_> {
                 let score = std::mem::take(&mut slots.scores[usize::from(at)]);
                 let row = base + u32::from(at);
                 if score <= threshold
-                    || (!self.excluded.is_empty() && self.excluded.binary_search(&row).is_ok())
+                    || self.is_excluded(row)
                     || collector.next_candidate(row) != row
                 {
                     continue;
@@ -1164,7 +1165,7 @@ impl Search<'_> {
         collector: &mut dyn Collector,
     ) -> Result<Completed> {
         let outcome = 'row: {
-            if !self.excluded.is_empty() && self.excluded.binary_search(&row).is_ok() {
+            if self.is_excluded(row) {
                 break 'row Completed::Below;
             }
             let next = collector.next_candidate(row);
@@ -1191,6 +1192,12 @@ impl Search<'_> {
         };
         w.take_score();
         Ok(outcome)
+    }
+
+    /// Whether a `MustNot` clause matches `row`.
+    #[inline]
+    fn is_excluded(&self, row: u32) -> bool {
+        !self.excluded.is_empty() && self.excluded.binary_search(&row).is_ok()
     }
 
     /// Moves `clause` to its first row at or after `target`.
@@ -1297,7 +1304,7 @@ impl Search<'_> {
         threshold: f32,
         collector: &mut dyn Collector,
     ) -> Result<()> {
-        if self.excluded.binary_search(&row).is_ok() {
+        if self.is_excluded(row) {
             return Ok(());
         }
         let norm = match self.norms.cached(row) {

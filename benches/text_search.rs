@@ -40,10 +40,13 @@
 //! them).
 //! `DIAGON_TEXT_DOCS=n` limits the documents, `DIAGON_TEXT_QUERIES=n`
 //! the queries; `DIAGON_TEXT_QUERY_FILE` reads queries from another file
-//! of the same form. `DIAGON_TEXT_PROFILE=count|top10` runs only
-//! diagon's calls of that mode, every query (parsed before) `DIAGON_TEXT_RUNS`
-//! times, for a profiler (`perf record -g`); `tantivy_count|tantivy_top10`
-//! runs tantivy's, to compare the two engines on a query file.
+//! of the same form. `DIAGON_TEXT_PROFILE=count|top10|sql_top10` runs
+//! only diagon's calls of that mode (`sql_top10`: the TOP_10 through
+//! SQL), every query (parsed before) `DIAGON_TEXT_RUNS` times, for a
+//! profiler (`perf record -g`); `tantivy_count|tantivy_top10`
+//! runs tantivy's, to compare the two engines on a query file;
+//! `diagon_index|tantivy_index` builds only that engine's index, from the
+//! corpus, into a scratch directory.
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -313,6 +316,26 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    // Indexing alone, for a profiler: one engine builds its index from
+    // the corpus into a scratch directory, and nothing else runs.
+    if let Ok(mode) = std::env::var("DIAGON_TEXT_PROFILE")
+        && let Some(engine) = mode.strip_suffix("_index")
+    {
+        let docs = read_corpus(env_usize("DIAGON_TEXT_DOCS"));
+        let scratch = dir.join("profile");
+        let started = Instant::now();
+        match engine {
+            "diagon" => drop(runtime.block_on(diagon_table(&scratch, &docs, true))),
+            "tantivy" => drop(tantivy_index(&scratch, &docs, true)),
+            _ => panic!("DIAGON_TEXT_PROFILE={mode}: diagon_index or tantivy_index"),
+        }
+        println!(
+            "{engine} indexing: {:.2} s",
+            started.elapsed().as_secs_f64()
+        );
+        let _ = std::fs::remove_dir_all(&scratch);
+        return;
+    }
     // Indexes an earlier bench built with another format or analysis
     // are built again.
     let built_as = std::fs::read_to_string(dir.join(BUILT_AS)).unwrap_or_default();
@@ -391,7 +414,13 @@ fn main() {
         let mut fastest = vec![Duration::MAX; queries.len()];
         // A warm-up pass, then the measured ones (`measured_call`, a name
         // to give callgrind's --toggle-collect).
-        const MODES: [&str; 4] = ["count", "top10", "tantivy_count", "tantivy_top10"];
+        const MODES: [&str; 5] = [
+            "count",
+            "top10",
+            "sql_top10",
+            "tantivy_count",
+            "tantivy_top10",
+        ];
         assert!(
             MODES.contains(&mode.as_str()),
             "DIAGON_TEXT_PROFILE={mode}: one of {MODES:?}"
@@ -401,6 +430,7 @@ fn main() {
             table: &table,
             snapshot: &snapshot,
             searcher: &searcher,
+            ctx: &ctx,
         };
         // Parsed and bound once, as in the comparison below.
         let parsed: Vec<Parsed> = queries
@@ -408,6 +438,7 @@ fn main() {
             .map(|(_, text)| Parsed {
                 tantivy: parser.parse_query(text).ok(),
                 diagon: TextTarget::of(&snapshot.options, "body").bind(text).ok(),
+                sql: top10_sql(text),
             })
             .collect();
         let unparsed = parsed
@@ -515,11 +546,7 @@ fn main() {
             });
             times.entry((group.clone(), mode)).or_default().push((d, t));
             if mode == Mode::Top10 {
-                let escaped = text.replace('\'', "''");
-                let sql = format!(
-                    "SELECT id, bm25(body, '{escaped}') AS s FROM docs \
-                     WHERE match(body, '{escaped}') ORDER BY s DESC LIMIT 10"
-                );
+                let sql = top10_sql(text);
                 let s = time(runs, || {
                     runtime.block_on(async {
                         let batches = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
@@ -631,12 +658,24 @@ struct Engines<'a> {
     table: &'a Table,
     snapshot: &'a diagon::table::Snapshot,
     searcher: &'a tantivy::Searcher,
+    ctx: &'a datafusion::prelude::SessionContext,
 }
 
 /// A query as each engine parsed it (`None` where it did not).
 struct Parsed {
     tantivy: Option<Box<dyn tantivy::query::Query>>,
     diagon: Option<diagon::index::text::bound::Bound>,
+    /// The TOP_10 query through SQL, as the comparison times it.
+    sql: String,
+}
+
+/// `text`'s TOP_10 through SQL.
+fn top10_sql(text: &str) -> String {
+    let escaped = text.replace('\'', "''");
+    format!(
+        "SELECT id, bm25(body, '{escaped}') AS s FROM docs \
+         WHERE match(body, '{escaped}') ORDER BY s DESC LIMIT 10"
+    )
 }
 
 /// [`call`], measured (a name for callgrind's --toggle-collect, which
@@ -646,7 +685,8 @@ fn measured_call(e: &Engines, mode: &str, query: &Parsed) {
     call(e, mode, query)
 }
 
-/// One call of the profiled mode: `count` and `top10` on diagon,
+/// One call of the profiled mode: `count`, `top10` and `sql_top10` (the
+/// same through SQL) on diagon,
 /// `tantivy_count` and `tantivy_top10` on tantivy (to compare the two
 /// engines' instructions on the same queries).
 fn call(e: &Engines, mode: &str, query: &Parsed) {
@@ -658,6 +698,10 @@ fn call(e: &Engines, mode: &str, query: &Parsed) {
         ("top10", _, Some(bound)) => {
             let found = e.table.search_bound(e.snapshot, "body", bound, 10);
             let _ = std::hint::black_box(e.runtime.block_on(found));
+        }
+        ("sql_top10", _, Some(_)) => {
+            let batches = async { e.ctx.sql(&query.sql).await?.collect().await };
+            std::hint::black_box(e.runtime.block_on(batches).ok());
         }
         ("tantivy_count", Some(query), _) => {
             std::hint::black_box(e.searcher.search(query, &Count).ok());

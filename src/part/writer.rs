@@ -231,7 +231,7 @@ impl PartWriter {
         };
         self.pending_rows = 0;
         self.pending_bytes = 0;
-        self.encode_granule(&granule)?;
+        self.encode_granule(&granule).await?;
         self.memory_bytes += sliced_bytes(&granule);
         if !self.wide && self.memory_bytes >= self.layout.min_bytes_for_wide_part {
             self.go_wide().await?;
@@ -246,35 +246,50 @@ impl PartWriter {
         Ok(())
     }
 
-    fn encode_granule(&mut self, granule: &RecordBatch) -> Result<()> {
+    /// Encodes `granule`'s columns and hands it to the component builders.
+    /// With builders, the columns are encoded meanwhile on tokio's
+    /// blocking pool: a text index takes longer over a granule than its
+    /// columns' compression does, so on two cores the one hides the other.
+    async fn encode_granule(&mut self, granule: &RecordBatch) -> Result<()> {
         let first_row = self.rows;
-        for (i, array) in granule.columns().iter().enumerate() {
-            let codec = &self.layout.codecs[i];
-            let field = self.schema.field(i);
-            let context = |e: Error| e.context(format!("column '{}'", field.name()));
-            let sink = &mut self.columns[i];
-            self.payload.clear();
-            column::encode(array.as_ref(), &codec.transforms, &mut self.payload)
-                .map_err(context)?;
-            sink.uncompressed += self.payload.len() as u64;
-            sink.marks.push(sink.len);
-            let before = sink.buffer.len();
-            encode_block(codec.compressor, &self.payload, &mut sink.buffer).map_err(context)?;
-            sink.crc.update(&sink.buffer[before..]);
-            sink.len += (sink.buffer.len() - before) as u64;
-            let (min, max) = stats::min_max(array.as_ref()).map_err(context)?;
-            sink.mins.push(min);
-            sink.maxs.push(max);
-            sink.nulls.push(array.null_count() as u32);
+        let overlap = !self.builders.is_empty() && tokio::runtime::Handle::try_current().is_ok();
+        if overlap {
+            let mut sinks = std::mem::take(&mut self.columns);
+            let mut payload = std::mem::take(&mut self.payload);
+            let codecs = self.layout.codecs.clone();
+            let rows = granule.clone();
+            let encoding = tokio::task::spawn_blocking(move || {
+                let encoded = encode_columns(&rows, &codecs, &mut sinks, &mut payload);
+                (sinks, payload, encoded)
+            });
+            let built = self.build_components(first_row, granule);
+            let (sinks, payload, encoded) = encoding.await.map_err(|e| {
+                Error::Table(format!("encoding the columns of part '{}': {e}", self.name))
+            })?;
+            (self.columns, self.payload) = (sinks, payload);
+            encoded?;
+            built?;
+        } else {
+            encode_columns(
+                granule,
+                &self.layout.codecs,
+                &mut self.columns,
+                &mut self.payload,
+            )?;
+            self.build_components(first_row, granule)?;
         }
         for (j, &k) in self.layout.key.iter().enumerate() {
             self.first_keys[j].push(stats::value_at(granule.column(k).as_ref(), 0)?);
         }
+        self.granule_rows.push(granule.num_rows() as u32);
+        self.rows += granule.num_rows() as u64;
+        Ok(())
+    }
+
+    fn build_components(&mut self, first_row: u64, granule: &RecordBatch) -> Result<()> {
         for builder in &mut self.builders {
             builder.add_granule(first_row, granule)?;
         }
-        self.granule_rows.push(granule.num_rows() as u32);
-        self.rows += granule.num_rows() as u64;
         Ok(())
     }
 
@@ -444,6 +459,35 @@ impl PartWriter {
         }
         Ok(RecordBatch::try_new(schema, arrays)?)
     }
+}
+
+/// Encodes each column of `granule` as its next block into its sink, with
+/// the statistics the index records; `payload` is scratch space.
+fn encode_columns(
+    granule: &RecordBatch,
+    codecs: &[CodecChain],
+    sinks: &mut [ColumnSink],
+    payload: &mut Vec<u8>,
+) -> Result<()> {
+    let schema = granule.schema();
+    for (i, array) in granule.columns().iter().enumerate() {
+        let codec = &codecs[i];
+        let context = |e: Error| e.context(format!("column '{}'", schema.field(i).name()));
+        let sink = &mut sinks[i];
+        payload.clear();
+        column::encode(array.as_ref(), &codec.transforms, payload).map_err(context)?;
+        sink.uncompressed += payload.len() as u64;
+        sink.marks.push(sink.len);
+        let before = sink.buffer.len();
+        encode_block(codec.compressor, payload, &mut sink.buffer).map_err(context)?;
+        sink.crc.update(&sink.buffer[before..]);
+        sink.len += (sink.buffer.len() - before) as u64;
+        let (min, max) = stats::min_max(array.as_ref()).map_err(context)?;
+        sink.mins.push(min);
+        sink.maxs.push(max);
+        sink.nulls.push(array.null_count() as u32);
+    }
+    Ok(())
 }
 
 /// Writes `batch` (sorted) as the new part `name` and returns its index.

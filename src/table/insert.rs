@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::{Array, RecordBatch};
 use arrow::compute::{
-    SortColumn, SortOptions, concat_batches, lexsort_to_indices, take_record_batch,
+    SortColumn, SortOptions, concat, interleave_record_batch, lexsort_to_indices,
 };
 
 use super::log::PartEntry;
@@ -98,39 +98,44 @@ impl InsertWriter {
     }
 
     /// Writes the first `max_rows` buffered rows, sorted, as one part and
-    /// keeps the rest buffered.
+    /// keeps the rest buffered. The buffer is never copied whole: the
+    /// batches are read in place, or through the sort's permutation one
+    /// granule at a time.
     async fn flush(&mut self, max_rows: usize) -> Result<()> {
         if self.buffer.is_empty() {
             return Ok(());
         }
         let schema = self.base.schema.clone();
-        // The batches' own schemas may differ in metadata or nullability flags.
-        let batches = std::mem::take(&mut self.buffer)
-            .into_iter()
-            .map(|b| RecordBatch::try_new(schema.clone(), b.columns().to_vec()))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        let all = concat_batches(&schema, &batches)?;
-        drop(batches);
-        let take = all.num_rows().min(max_rows);
-        let rest = all.num_rows() - take;
-        if rest > 0 {
-            self.buffer.push(all.slice(take, rest));
+        let (mut taken, mut rest) = (Vec::new(), Vec::new());
+        let mut rows = 0;
+        for batch in std::mem::take(&mut self.buffer) {
+            // The batches' own schemas may differ in metadata or nullability flags.
+            let batch = RecordBatch::try_new(schema.clone(), batch.columns().to_vec())?;
+            let take = (max_rows - rows).min(batch.num_rows());
+            if take < batch.num_rows() {
+                rest.push(batch.slice(take, batch.num_rows() - take));
+            }
+            if take > 0 {
+                taken.push(batch.slice(0, take));
+                rows += take;
+            }
         }
-        self.buffered_bytes = self.buffered_bytes * rest / all.num_rows();
-        self.buffered_rows = rest;
-        let batch = self.sort(all.slice(0, take))?;
-        self.write_parts(&batch).await
+        let all = self.buffered_rows;
+        self.buffered_bytes = self.buffered_bytes * (all - rows) / all;
+        self.buffered_rows = all - rows;
+        self.buffer = rest;
+        let mut sorted = SortedRows::new(taken, &self.layout.key)?;
+        self.write_parts(&mut sorted).await
     }
 
-    /// Writes `batch` (sorted) as one part, or as several when the part's
-    /// index builders reach `insert_index_bytes` first: the part is cut at
-    /// that granule and the next one goes on. Cut from one sorted batch,
+    /// Writes `rows` as one part, or as several when the part's index
+    /// builders reach `insert_index_bytes` first: the part is cut at that
+    /// granule and the next one goes on. Cut from rows in sorted order,
     /// the parts' key ranges are disjoint.
-    async fn write_parts(&mut self, batch: &RecordBatch) -> Result<()> {
+    async fn write_parts(&mut self, rows: &mut SortedRows) -> Result<()> {
         let step = self.layout.granularity.max(1);
         let budget = self.base.options.insert_index_bytes;
-        let mut at = 0;
-        while at < batch.num_rows() {
+        while rows.remaining() > 0 {
             // Registered before the first file lands, so a concurrent
             // cleanup never takes the files of a part still being written.
             let name = new_part_name();
@@ -144,10 +149,10 @@ impl InsertWriter {
                 Table::component_builders(&self.base),
             );
             let written = async {
-                while at < batch.num_rows() {
-                    let rows = step.min(batch.num_rows() - at);
-                    writer.write(&batch.slice(at, rows)).await?;
-                    at += rows;
+                while rows.remaining() > 0 {
+                    for batch in rows.next(step)? {
+                        writer.write(&batch).await?;
+                    }
                     if writer.component_memory() >= budget {
                         break;
                     }
@@ -166,28 +171,6 @@ impl InsertWriter {
             self.parts.push(PartEntry::new(&part, 0));
         }
         Ok(())
-    }
-
-    fn sort(&self, batch: RecordBatch) -> Result<RecordBatch> {
-        if self.layout.key.is_empty() || batch.num_rows() < 2 {
-            return Ok(batch);
-        }
-        let columns: Vec<SortColumn> = self
-            .layout
-            .key
-            .iter()
-            .map(|&k| SortColumn {
-                values: batch.column(k).clone(),
-                // ASC NULLS LAST: what SQL's `ORDER BY key` means, so scans can
-                // declare this ordering to DataFusion.
-                options: Some(SortOptions {
-                    descending: false,
-                    nulls_first: false,
-                }),
-            })
-            .collect();
-        let indices = lexsort_to_indices(&columns, None)?;
-        Ok(take_record_batch(&batch, &indices)?)
     }
 
     /// Parts written so far, plus one if rows are still buffered.
@@ -261,5 +244,109 @@ impl Drop for InsertWriter {
     /// the next cleanup may take.
     fn drop(&mut self) {
         self.table.end_writes(self.parts.iter().map(|p| &p.name));
+    }
+}
+
+/// The rows of one flush in the table's order, handed out a granule at a
+/// time: the batches themselves when the table has no key (slices, no
+/// copy), or gathered through the key's sort permutation.
+struct SortedRows {
+    batches: Vec<RecordBatch>,
+    /// (batch, row) of each row in key order; `None` when the batches are
+    /// in order as they are.
+    order: Option<Vec<(usize, usize)>>,
+    /// Rows handed out so far.
+    at: usize,
+    /// Where the next row is in `batches`, when `order` is `None`.
+    batch: usize,
+    offset: usize,
+    rows: usize,
+}
+
+impl SortedRows {
+    /// Sorts `batches` (all of the table's schema) by the `key` columns,
+    /// ASC NULLS LAST: what SQL's `ORDER BY key` means, so scans can
+    /// declare this ordering to DataFusion. Only the key columns are
+    /// copied to sort.
+    fn new(batches: Vec<RecordBatch>, key: &[usize]) -> Result<Self> {
+        let rows = batches.iter().map(RecordBatch::num_rows).sum();
+        let order = match key.is_empty() || rows < 2 {
+            true => None,
+            false => {
+                let columns = key
+                    .iter()
+                    .map(|&k| {
+                        let parts: Vec<&dyn Array> =
+                            batches.iter().map(|b| b.column(k).as_ref()).collect();
+                        Ok(SortColumn {
+                            values: concat(&parts)?,
+                            options: Some(SortOptions {
+                                descending: false,
+                                nulls_first: false,
+                            }),
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let indices = lexsort_to_indices(&columns, None)?;
+                // The batch holding each row of the concatenation.
+                let mut starts = Vec::with_capacity(batches.len());
+                let mut start = 0;
+                for b in &batches {
+                    starts.push(start);
+                    start += b.num_rows();
+                }
+                let locate = |row: usize| {
+                    let batch = starts.partition_point(|&s| s <= row) - 1;
+                    (batch, row - starts[batch])
+                };
+                Some(
+                    indices
+                        .values()
+                        .iter()
+                        .map(|&i| locate(i as usize))
+                        .collect(),
+                )
+            }
+        };
+        Ok(SortedRows {
+            batches,
+            order,
+            at: 0,
+            batch: 0,
+            offset: 0,
+            rows,
+        })
+    }
+
+    fn remaining(&self) -> usize {
+        self.rows - self.at
+    }
+
+    /// The next `len` rows (fewer at the end), as one batch or as
+    /// consecutive slices of the input.
+    fn next(&mut self, len: usize) -> Result<Vec<RecordBatch>> {
+        let len = len.min(self.remaining());
+        let start = self.at;
+        self.at += len;
+        if let Some(order) = &self.order {
+            let batches: Vec<&RecordBatch> = self.batches.iter().collect();
+            return Ok(vec![interleave_record_batch(
+                &batches,
+                &order[start..start + len],
+            )?]);
+        }
+        let mut out = Vec::new();
+        let mut left = len;
+        while left > 0 {
+            let batch = &self.batches[self.batch];
+            let take = left.min(batch.num_rows() - self.offset);
+            out.push(batch.slice(self.offset, take));
+            self.offset += take;
+            left -= take;
+            if self.offset == batch.num_rows() {
+                (self.batch, self.offset) = (self.batch + 1, 0);
+            }
+        }
+        Ok(out)
     }
 }

@@ -15,6 +15,7 @@ mod encoding;
 mod explain;
 mod format;
 mod highlight;
+mod insert;
 mod limits;
 mod log;
 mod merge;

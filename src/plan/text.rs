@@ -7,8 +7,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use arrow::array::{Array, AsArray};
-use arrow::buffer::BooleanBuffer;
+use arrow::array::{Array, AsArray, BooleanBufferBuilder};
 use arrow::datatypes::{DataType, Field, Schema};
 use async_trait::async_trait;
 
@@ -220,11 +219,12 @@ fn select(index: &PartIndex, granules: &mut [Granule], rows: &[u32], reason: &Sk
         if to - from == len as usize {
             continue; // every row matches: the granule stays as it was
         }
-        let mut bits = vec![false; len as usize];
+        let mut bits = BooleanBufferBuilder::new(len as usize);
+        bits.append_n(len as usize, false);
         for &r in &rows[from..to] {
-            bits[(u64::from(r) - start) as usize] = true;
+            bits.set_bit((u64::from(r) - start) as usize, true);
         }
-        let matched = BooleanBuffer::from(bits);
+        let matched = bits.finish();
         let selected = match granule {
             Granule::Select(s) => &s.rows & &matched,
             _ => matched,

@@ -473,26 +473,30 @@ async fn materialize(
         .collect();
     granules.sort_unstable();
     granules.dedup();
+    // Each granule read, with the part rows it yielded (ascending).
     let mut batches = Vec::with_capacity(granules.len());
-    let mut positions: HashMap<(usize, u64), (usize, usize)> = HashMap::new();
-    for (b, &(part, g)) in granules.iter().enumerate() {
+    let mut read_rows = Vec::with_capacity(granules.len());
+    for &(part, g) in &granules {
         let scores = ScoreSource::Ranked {
             request,
             hits: &ranked[&part],
         };
         let (rows, batch) = read_granule(source, part, g, scores, counts).await?;
-        for (i, row) in rows.into_iter().enumerate() {
-            positions.insert((part, row), (b, i));
-        }
+        read_rows.push(rows);
         batches.push(batch);
     }
     let indices = accepted
         .iter()
         .map(|c| {
-            positions
-                .get(&(c.part, u64::from(c.row)))
-                .copied()
-                .ok_or_else(|| DataFusionError::Internal(format!("row {} not read", c.row)))
+            let plan = &source.plan.parts[c.part];
+            let row = u64::from(c.row);
+            let b = granules
+                .binary_search(&(c.part, plan.granule_of(row)))
+                .map_err(|_| DataFusionError::Internal(format!("granule of row {row} not read")))?;
+            let i = read_rows[b]
+                .binary_search(&row)
+                .map_err(|_| DataFusionError::Internal(format!("row {row} not read")))?;
+            Ok((b, i))
         })
         .collect::<Result<Vec<_>>>()?;
     let refs: Vec<&RecordBatch> = batches.iter().collect();

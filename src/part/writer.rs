@@ -2,9 +2,11 @@
 //! in batches of any size.
 //!
 //! Rows are cut into granules as they arrive; each granule is encoded at
-//! once, column by column, and handed to the component builders, so the
-//! writer holds about one granule of rows and one write buffer per column,
-//! whatever the size of the part. A part stays compact (one data file,
+//! once, column by column, and handed to the component builders (the two
+//! side by side, the columns on tokio's blocking pool, when the part has
+//! builders), so the writer holds about one granule of rows and one write
+//! buffer per column, whatever the size of the part. A writer whose write
+//! failed is not used again. A part stays compact (one data file,
 //! kept in memory until the end) while its rows take fewer bytes than
 //! `min_bytes_for_wide_part`; past that its columns stream to files of
 //! their own. Column files are written first, components next, the index
@@ -128,6 +130,9 @@ pub struct PartWriter {
     /// Bytes the rows took in memory: whether the part is compact.
     memory_bytes: usize,
     wide: bool,
+    /// Whether a granule's encoding failed or was cancelled midway: the
+    /// sinks and builders no longer agree, and the writer is not used again.
+    broken: bool,
     /// Scratch space for one granule's block payload.
     payload: Vec<u8>,
 }
@@ -162,6 +167,7 @@ impl PartWriter {
             rows: 0,
             memory_bytes: 0,
             wide: false,
+            broken: false,
             payload: Vec::new(),
         }
     }
@@ -194,6 +200,7 @@ impl PartWriter {
 
     /// Appends rows, which must sort at or after every row written before.
     pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.check_usable()?;
         let granularity = self.layout.granularity.max(1);
         let max_bytes = self.layout.granularity_bytes.max(1);
         let sizes = row_bytes(batch);
@@ -216,6 +223,17 @@ impl PartWriter {
             self.pending_rows += batch.num_rows() - start;
         }
         Ok(())
+    }
+
+    /// An error once a granule's encoding failed or was cancelled midway.
+    fn check_usable(&self) -> Result<()> {
+        match self.broken {
+            true => Err(Error::Table(format!(
+                "part '{}': an earlier write failed or was cancelled while encoding a granule",
+                self.name
+            ))),
+            false => Ok(()),
+        }
     }
 
     /// Encodes the pending rows as the next granule.
@@ -253,6 +271,10 @@ impl PartWriter {
     async fn encode_granule(&mut self, granule: &RecordBatch) -> Result<()> {
         let first_row = self.rows;
         let overlap = !self.builders.is_empty() && tokio::runtime::Handle::try_current().is_ok();
+        // Broken until the granule is in every sink and builder: a failure
+        // (or a cancellation while the sinks are away) leaves some of them
+        // a granule ahead of the others.
+        self.broken = true;
         if overlap {
             let mut sinks = std::mem::take(&mut self.columns);
             let mut payload = std::mem::take(&mut self.payload);
@@ -278,6 +300,7 @@ impl PartWriter {
             )?;
             self.build_components(first_row, granule)?;
         }
+        self.broken = false;
         for (j, &k) in self.layout.key.iter().enumerate() {
             self.first_keys[j].push(stats::value_at(granule.column(k).as_ref(), 0)?);
         }
@@ -314,6 +337,7 @@ impl PartWriter {
     /// Writes what remains, the components and the index; returns the index.
     /// The files are durable when this returns.
     pub async fn finish(mut self) -> Result<PartIndex> {
+        self.check_usable()?;
         self.cut_granule().await?;
         if self.rows == 0 {
             return Err(Error::Table(format!("part '{}' has no rows", self.name)));

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use arrow::array::{Array, RecordBatch};
+use arrow::buffer::ScalarBuffer;
 use arrow::compute::{
     SortColumn, SortOptions, concat, interleave_record_batch, lexsort_to_indices,
 };
@@ -131,7 +132,7 @@ impl InsertWriter {
     /// Writes `rows` as one part, or as several when the part's index
     /// builders reach `insert_index_bytes` first: the part is cut at that
     /// granule and the next one goes on. Cut from rows in sorted order,
-    /// the parts' key ranges are disjoint.
+    /// the parts' key ranges do not overlap, but for equal keys at a cut.
     async fn write_parts(&mut self, rows: &mut SortedRows) -> Result<()> {
         let step = self.layout.granularity.max(1);
         let budget = self.base.options.insert_index_bytes;
@@ -252,9 +253,11 @@ impl Drop for InsertWriter {
 /// copy), or gathered through the key's sort permutation.
 struct SortedRows {
     batches: Vec<RecordBatch>,
-    /// (batch, row) of each row in key order; `None` when the batches are
-    /// in order as they are.
-    order: Option<Vec<(usize, usize)>>,
+    /// The rows in key order, as positions in the batches one after the
+    /// other; `None` when the batches are in order as they are.
+    order: Option<ScalarBuffer<u32>>,
+    /// The position of each batch's first row.
+    starts: Vec<usize>,
     /// Rows handed out so far.
     at: usize,
     /// Where the next row is in `batches`, when `order` is `None`.
@@ -288,29 +291,22 @@ impl SortedRows {
                     })
                     .collect::<Result<Vec<_>>>()?;
                 let indices = lexsort_to_indices(&columns, None)?;
-                // The batch holding each row of the concatenation.
-                let mut starts = Vec::with_capacity(batches.len());
-                let mut start = 0;
-                for b in &batches {
-                    starts.push(start);
-                    start += b.num_rows();
-                }
-                let locate = |row: usize| {
-                    let batch = starts.partition_point(|&s| s <= row) - 1;
-                    (batch, row - starts[batch])
-                };
-                Some(
-                    indices
-                        .values()
-                        .iter()
-                        .map(|&i| locate(i as usize))
-                        .collect(),
-                )
+                drop(columns);
+                Some(indices.into_parts().1)
             }
         };
+        let starts = batches
+            .iter()
+            .scan(0, |start, b| {
+                let first = *start;
+                *start += b.num_rows();
+                Some(first)
+            })
+            .collect();
         Ok(SortedRows {
             batches,
             order,
+            starts,
             at: 0,
             batch: 0,
             offset: 0,
@@ -329,11 +325,16 @@ impl SortedRows {
         let start = self.at;
         self.at += len;
         if let Some(order) = &self.order {
+            let rows: Vec<(usize, usize)> = order[start..start + len]
+                .iter()
+                .map(|&i| {
+                    let i = i as usize;
+                    let batch = self.starts.partition_point(|&s| s <= i) - 1;
+                    (batch, i - self.starts[batch])
+                })
+                .collect();
             let batches: Vec<&RecordBatch> = self.batches.iter().collect();
-            return Ok(vec![interleave_record_batch(
-                &batches,
-                &order[start..start + len],
-            )?]);
+            return Ok(vec![interleave_record_batch(&batches, &rows)?]);
         }
         let mut out = Vec::new();
         let mut left = len;

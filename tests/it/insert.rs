@@ -1,7 +1,9 @@
 //! INSERT: one statement's batches, whatever their sizes, become parts of
 //! at most `insert_block_rows` rows, in input order, each sorted by the
-//! key, together holding every row once; with a text index (whose builder
-//! runs beside the columns' encoding) the columns are the same.
+//! key, together holding every row once, compact or wide; with a text
+//! index (whose builder runs beside the columns' encoding, and whose
+//! memory may cut parts early) the columns are the same and every row is
+//! found by its own words.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,6 +11,7 @@ use std::sync::Arc;
 use arrow::array::{Array, AsArray, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use diagon::part::{ReadStats, read_granules};
+use diagon::sql::DiagonTableProvider;
 use diagon::storage::Storage;
 use diagon::{Table, TableOptions};
 use proptest::prelude::*;
@@ -80,23 +83,38 @@ async fn parts(table: &Table) -> Vec<Vec<(Option<i64>, String, i64)>> {
     parts
 }
 
-async fn check_insert(
-    keys: Vec<Vec<Option<i64>>>,
+/// How the table of a case is laid out.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
     keyed: bool,
+    /// A text index on `v`, and whether its memory budget is small
+    /// enough to cut parts early.
     indexed: bool,
+    small_budget: bool,
+    wide: bool,
     block_rows: usize,
     granularity: usize,
-) {
+}
+
+async fn check_insert(keys: Vec<Vec<Option<i64>>>, layout: Layout) {
+    let block_rows = layout.block_rows;
     let mut options = HashMap::from([
         ("insert_block_rows".to_string(), block_rows.to_string()),
-        ("granularity".to_string(), granularity.to_string()),
+        ("granularity".to_string(), layout.granularity.to_string()),
         ("merge.background".to_string(), "false".to_string()),
     ]);
-    if keyed {
+    if layout.keyed {
         options.insert("order_by".into(), "k".into());
     }
-    if indexed {
+    if layout.wide {
+        options.insert("min_bytes_for_wide_part".into(), "0".into());
+    }
+    let cut_early = layout.indexed && layout.small_budget;
+    if layout.indexed {
         options.insert("text_index".into(), "v".into());
+    }
+    if cut_early {
+        options.insert("insert_index_bytes".into(), "1024".into());
     }
     let options = TableOptions::parse(&options, &schema()).unwrap();
     let table = Table::create("t", Storage::memory("memory://insert"), schema(), options)
@@ -111,13 +129,22 @@ async fn check_insert(
     assert_eq!(writer.commit().await.unwrap(), total as u64);
 
     let mut parts = parts(&table).await;
-    // Part i holds input rows i * block_rows .. (i + 1) * block_rows.
     parts.sort_by_key(|rows| rows.iter().map(|r| r.2).min());
-    assert_eq!(parts.len(), total.div_ceil(block_rows));
+    if !cut_early {
+        assert_eq!(parts.len(), total.div_ceil(block_rows));
+    }
+    // Each block of `block_rows` input rows (a flush) is written as one
+    // part, or as several cut at granules when the index budget is small.
+    let mut seen = vec![0; total];
     let all: Vec<Option<i64>> = keys.concat();
     for (i, rows) in parts.iter().enumerate() {
-        let mut seqs: Vec<i64> = rows.iter().map(|r| r.2).collect();
-        if keyed {
+        let seqs: Vec<i64> = rows.iter().map(|r| r.2).collect();
+        let flush = seqs[0] as usize / block_rows;
+        assert!(
+            seqs.iter().all(|&s| s as usize / block_rows == flush),
+            "part {i} holds rows of two flushes: {seqs:?}"
+        );
+        if layout.keyed {
             // ASC NULLS LAST.
             let order = |k: &Option<i64>| (k.is_none(), *k);
             assert!(
@@ -127,11 +154,8 @@ async fn check_insert(
         } else {
             assert!(seqs.is_sorted(), "part {i} is not in input order");
         }
-        seqs.sort_unstable();
-        let first = (i * block_rows) as i64;
-        let expected: Vec<i64> = (first..(first + block_rows as i64).min(total as i64)).collect();
-        assert_eq!(seqs, expected, "rows of part {i}");
         for (k, v, seq) in rows {
+            seen[*seq as usize] += 1;
             assert_eq!(*k, all[*seq as usize], "key of row {seq}");
             assert_eq!(
                 *v,
@@ -140,6 +164,39 @@ async fn check_insert(
             );
         }
     }
+    assert!(seen.iter().all(|&n| n == 1), "rows seen {seen:?} times");
+    if layout.indexed {
+        check_text_index(&table, total).await;
+    }
+}
+
+/// Every row is found by the word only it holds, and the rows sharing a
+/// word are all found by it.
+async fn check_text_index(table: &Arc<Table>, total: usize) {
+    let ctx = crate::common::context(2);
+    ctx.register_table("t", Arc::new(DiagonTableProvider::new(table.clone())))
+        .unwrap();
+    let found = |sql: String| {
+        let ctx = ctx.clone();
+        async move {
+            let batches = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+            let mut seqs: Vec<i64> = batches
+                .iter()
+                .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+                .collect();
+            seqs.sort_unstable();
+            seqs
+        }
+    };
+    for seq in 0..total as i64 {
+        let sql = format!("SELECT seq FROM t WHERE match(v, 'row{seq}')");
+        assert_eq!(found(sql).await, vec![seq], "row{seq}");
+    }
+    let word3: Vec<i64> = (0..total as i64).filter(|s| s % 7 == 3).collect();
+    assert_eq!(
+        found("SELECT seq FROM t WHERE match(v, 'word3')".into()).await,
+        word3
+    );
 }
 
 proptest! {
@@ -151,8 +208,7 @@ proptest! {
             proptest::collection::vec(proptest::option::weighted(0.9, 0i64..30), 1..50),
             1..8,
         ),
-        keyed in any::<bool>(),
-        indexed in any::<bool>(),
+        (keyed, indexed, small_budget, wide) in any::<(bool, bool, bool, bool)>(),
         block_rows in 1usize..80,
         granularity in 1usize..9,
     ) {
@@ -160,6 +216,7 @@ proptest! {
             .enable_all()
             .build()
             .unwrap();
-        runtime.block_on(check_insert(keys, keyed, indexed, block_rows, granularity));
+        let layout = Layout { keyed, indexed, small_budget, wide, block_rows, granularity };
+        runtime.block_on(check_insert(keys, layout));
     }
 }

@@ -289,6 +289,9 @@ pub fn value_kind(data_type: &DataType) -> Option<ValueKind> {
         return None;
     }
     Some(match data_type {
+        // Not numbers of a width the transforms know (32-byte decimals,
+        // opaque bytes), or several numbers in one value (intervals).
+        Decimal256(_, _) | FixedSizeBinary(_) | Interval(_) => return None,
         UInt8 | UInt16 | UInt32 | UInt64 => ValueKind::Unsigned,
         Float16 | Float32 | Float64 => ValueKind::Float,
         _ => ValueKind::Signed,

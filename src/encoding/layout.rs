@@ -1,7 +1,7 @@
 //! How each Arrow type's values are laid out in a granule block: the
 //! physical classes the codecs and the column format work with.
 
-use arrow::datatypes::{DataType, TimeUnit};
+use arrow::datatypes::{DataType, IntervalUnit, TimeUnit};
 
 /// How a type's values are stored; `None` for types diagon does not store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,7 +22,14 @@ pub fn layout_of(data_type: &DataType) -> Option<Layout> {
         Time32(TimeUnit::Second | TimeUnit::Millisecond) => Layout::Fixed(4),
         Int64 | UInt64 | Float64 | Date64 | Timestamp(_, _) | Duration(_) => Layout::Fixed(8),
         Time64(TimeUnit::Microsecond | TimeUnit::Nanosecond) => Layout::Fixed(8),
+        Decimal32(_, _) => Layout::Fixed(4),
+        Decimal64(_, _) => Layout::Fixed(8),
         Decimal128(_, _) => Layout::Fixed(16),
+        Decimal256(_, _) => Layout::Fixed(32),
+        Interval(IntervalUnit::YearMonth) => Layout::Fixed(4),
+        Interval(IntervalUnit::DayTime) => Layout::Fixed(8),
+        Interval(IntervalUnit::MonthDayNano) => Layout::Fixed(16),
+        FixedSizeBinary(width) if *width > 0 => Layout::Fixed(*width as usize),
         Utf8 | LargeUtf8 | Utf8View | Binary | LargeBinary | BinaryView => Layout::VarLen,
         _ => return None,
     })

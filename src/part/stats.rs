@@ -10,8 +10,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, LargeBinaryArray, LargeStringArray,
-    PrimitiveArray, StringArray, downcast_primitive_array,
+    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, FixedSizeBinaryArray, LargeBinaryArray,
+    LargeStringArray, PrimitiveArray, StringArray, downcast_primitive_array,
 };
 use arrow::compute::kernels::aggregate;
 use arrow::datatypes::{ArrowPrimitiveType, DataType};
@@ -36,6 +36,13 @@ fn bytes_value(value: Option<&[u8]>, data_type: &DataType) -> ArrayRef {
     }
 }
 
+/// A one-row fixed-size binary array of `width` bytes holding `value`.
+fn fixed_value(value: Option<&[u8]>, width: i32) -> Result<ArrayRef> {
+    Ok(Arc::new(
+        FixedSizeBinaryArray::try_from_sparse_iter_with_size(std::iter::once(value), width)?,
+    ))
+}
+
 /// A one-row NULL of `data_type`: the statistic is unknown.
 fn unknown(data_type: &DataType) -> ArrayRef {
     arrow::array::new_null_array(data_type, 1)
@@ -55,6 +62,11 @@ pub fn min_max(array: &dyn Array) -> Result<(ArrayRef, ArrayRef)> {
     let binary = |min: Option<&[u8]>, max: Option<&[u8]>| -> Result<(ArrayRef, ArrayRef)> {
         Ok((bytes_value(min, data_type), bytes_value(max, data_type)))
     };
+    // Intervals have no order SQL agrees on (is a month more than 30
+    // days?): no bounds, so no filter on them ever prunes.
+    if let DataType::Interval(_) = data_type {
+        return Ok((unknown(data_type), unknown(data_type)));
+    }
     downcast_primitive_array!(
         array => Ok((one(array, aggregate::min(array)), one(array, aggregate::max(array)))),
         DataType::Utf8 => {
@@ -80,6 +92,12 @@ pub fn min_max(array: &dyn Array) -> Result<(ArrayRef, ArrayRef)> {
         DataType::BinaryView => {
             let a = array.as_binary_view();
             binary(aggregate::min_binary_view(a), aggregate::max_binary_view(a))
+        }
+        DataType::FixedSizeBinary(width) => {
+            // Bytes compare as Arrow's kernels compare them: lexicographically.
+            let values = array.as_fixed_size_binary().iter().flatten();
+            let (min, max) = (values.clone().min(), values.max());
+            Ok((fixed_value(min, *width)?, fixed_value(max, *width)?))
         }
         DataType::Boolean => {
             let a = array.as_boolean();
@@ -113,6 +131,8 @@ pub fn value_at(array: &dyn Array, row: usize) -> Result<ArrayRef> {
         DataType::Boolean => Ok(Arc::new(BooleanArray::from(vec![
             valid.then(|| array.as_boolean().value(row)),
         ])) as ArrayRef),
+        DataType::FixedSizeBinary(width) => fixed_value(
+            valid.then(|| array.as_fixed_size_binary().value(row)), *width),
         _ => Ok(unknown(data_type))
     )
 }

@@ -5,9 +5,15 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch};
+use arrow::array::{
+    Array, ArrayRef, FixedSizeBinaryArray, Float64Array, Int64Array, IntervalDayTimeArray,
+    IntervalMonthDayNanoArray, IntervalYearMonthArray, RecordBatch,
+};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{
+    DataType, Field, IntervalDayTime, IntervalMonthDayNano, IntervalUnit, Schema, SchemaRef,
+    TimeUnit,
+};
 use datafusion::catalog::TableProvider;
 use datafusion::common::ScalarValue;
 use datafusion::datasource::MemTable;
@@ -41,6 +47,13 @@ const TYPES: &[fn() -> DataType] = &[
     || DataType::Timestamp(TimeUnit::Microsecond, None),
     || DataType::Decimal128(12, 2),
     || DataType::Time64(TimeUnit::Microsecond),
+    || DataType::Decimal32(7, 2),
+    || DataType::Decimal64(15, 3),
+    || DataType::Decimal256(40, 3),
+    || DataType::Interval(IntervalUnit::YearMonth),
+    || DataType::Interval(IntervalUnit::DayTime),
+    || DataType::Interval(IntervalUnit::MonthDayNano),
+    || DataType::FixedSizeBinary(3),
 ];
 
 #[derive(Debug, Clone)]
@@ -198,6 +211,37 @@ fn column(values: &[Option<i64>], data_type: &DataType) -> ArrayRef {
             data_type,
         )
         .unwrap(),
+        // Intervals of several fields, equal in one and not the others.
+        DataType::Interval(IntervalUnit::YearMonth) => Arc::new(IntervalYearMonthArray::from(
+            values
+                .iter()
+                .map(|v| v.map(|x| x as i32))
+                .collect::<Vec<_>>(),
+        )),
+        DataType::Interval(IntervalUnit::DayTime) => Arc::new(IntervalDayTimeArray::from(
+            values
+                .iter()
+                .map(|v| v.map(|x| IntervalDayTime::new(x as i32 / 3, x as i32 * 1000)))
+                .collect::<Vec<_>>(),
+        )),
+        DataType::Interval(IntervalUnit::MonthDayNano) => {
+            Arc::new(IntervalMonthDayNanoArray::from(
+                values
+                    .iter()
+                    .map(|v| v.map(|x| IntervalMonthDayNano::new(x as i32 % 3, x as i32, x * 7)))
+                    .collect::<Vec<_>>(),
+            ))
+        }
+        // Bytes whose order is not the numbers' order.
+        DataType::FixedSizeBinary(3) => Arc::new(
+            FixedSizeBinaryArray::try_from_sparse_iter_with_size(
+                values
+                    .iter()
+                    .map(|v| v.map(|x| [(x * 37) as u8, x as u8, 7])),
+                3,
+            )
+            .unwrap(),
+        ),
         _ => cast(&Int64Array::from(values.to_vec()), data_type).unwrap(),
     }
 }

@@ -10,7 +10,7 @@
 use arrow::buffer::{Buffer, MutableBuffer};
 
 use super::codec::Codec;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 pub const BLOCK_HEADER_LEN: usize = 16;
 
@@ -25,12 +25,22 @@ pub fn encode_block(codec: Codec, payload: &[u8], out: &mut Vec<u8>) -> Result<(
         out.extend_from_slice(if zstd_pays { &zstd } else { &lz4 });
         return Ok(());
     }
+    // The frame records lengths in 32 bits.
+    let Ok(payload_len) = u32::try_from(payload.len()) else {
+        return Err(Error::Schema(format!(
+            "a granule of one column takes {} bytes, more than a block holds (4 GiB); \
+             lower 'granularity' or 'granularity_bytes'",
+            payload.len()
+        )));
+    };
     let start = out.len();
     out.extend_from_slice(&[codec.id(), codec.level() as u8, 0, 0]);
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&payload_len.to_le_bytes());
     out.extend_from_slice(&[0; 8]); // compressed length and crc, filled below
     codec.compress(payload, out)?;
-    let compressed_len = (out.len() - start - BLOCK_HEADER_LEN) as u32;
+    let compressed_len = u32::try_from(out.len() - start - BLOCK_HEADER_LEN).map_err(|_| {
+        Error::Schema("a compressed granule of one column passes 4 GiB; lower 'granularity'".into())
+    })?;
     out[start + 8..start + 12].copy_from_slice(&compressed_len.to_le_bytes());
     let mut crc = crc32fast::Hasher::new();
     crc.update(&out[start..start + 12]);

@@ -62,11 +62,6 @@ pub fn min_max(array: &dyn Array) -> Result<(ArrayRef, ArrayRef)> {
     let binary = |min: Option<&[u8]>, max: Option<&[u8]>| -> Result<(ArrayRef, ArrayRef)> {
         Ok((bytes_value(min, data_type), bytes_value(max, data_type)))
     };
-    // Intervals have no order SQL agrees on (is a month more than 30
-    // days?): no bounds, so no filter on them ever prunes.
-    if let DataType::Interval(_) = data_type {
-        return Ok((unknown(data_type), unknown(data_type)));
-    }
     downcast_primitive_array!(
         array => Ok((one(array, aggregate::min(array)), one(array, aggregate::max(array)))),
         DataType::Utf8 => {

@@ -285,7 +285,6 @@ impl CodecChain {
 /// `None` for types without fixed-width values (strings, binary, booleans).
 pub fn value_kind(data_type: &DataType) -> Option<ValueKind> {
     use DataType::*;
-    let data_type = super::layout::storage_type(data_type);
     if !matches!(layout_of(data_type), Some(Layout::Fixed(_))) {
         return None;
     }

@@ -11,25 +11,9 @@ pub enum Layout {
     VarLen,
 }
 
-/// The type a column's values are stored as: a dictionary's values (read
-/// back as the dictionary type; each granule picks its own dictionary
-/// layout where values repeat); any other type is stored as itself.
-pub fn storage_type(data_type: &DataType) -> &DataType {
-    match data_type {
-        DataType::Dictionary(_, values) => values,
-        other => other,
-    }
-}
-
 /// The layout of `data_type`, or `None` if this format version cannot store it.
 pub fn layout_of(data_type: &DataType) -> Option<Layout> {
     use DataType::*;
-    if let Dictionary(_, values) = data_type {
-        return match values.as_ref() {
-            Dictionary(_, _) => None,
-            values => layout_of(values),
-        };
-    }
     Some(match data_type {
         Boolean => Layout::Boolean,
         Int8 | UInt8 => Layout::Fixed(1),

@@ -158,7 +158,6 @@ impl SkipSpec {
 
     /// Checks the index can summarise `data_type`.
     pub fn check(&self, data_type: &DataType) -> std::result::Result<(), String> {
-        let data_type = crate::encoding::storage_type(data_type);
         let float = matches!(
             data_type,
             DataType::Float16 | DataType::Float32 | DataType::Float64
@@ -185,11 +184,6 @@ fn hash_bytes(bytes: &[u8]) -> u64 {
 /// The hash of each value of `array` from its stored byte form; `None` for
 /// NULL (never matched by `=` or `IN`).
 pub fn value_hashes(array: &dyn Array) -> Result<Vec<Option<u64>>> {
-    // A dictionary hashes as its values: how it is stored, and how a
-    // literal of the value type hashes.
-    if let Some(values) = column::to_storage(array)? {
-        return value_hashes(values.as_ref());
-    }
     let valid = |i: usize| array.is_valid(i);
     Ok(match layout_of(array.data_type()) {
         Some(Layout::Fixed(width)) => {

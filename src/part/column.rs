@@ -58,7 +58,7 @@ const DICT_INDEX_PACKED: u32 = 3;
 /// most this fraction of the plain layout.
 const DICT_MAX_FRACTION: f64 = 0.5;
 
-pub use crate::encoding::layout::{Layout, layout_of, storage_type};
+pub use crate::encoding::layout::{Layout, layout_of};
 
 fn pad16(n: usize) -> usize {
     n.div_ceil(16) * 16
@@ -69,21 +69,9 @@ fn push_padded(out: &mut Vec<u8>, bytes: &[u8]) {
     out.resize(pad16(out.len()), 0);
 }
 
-/// `array` as its storage type (see [`storage_type`]): a dictionary as
-/// its values; `None` when it already is.
-pub fn to_storage(array: &dyn Array) -> Result<Option<ArrayRef>> {
-    let storage = storage_type(array.data_type());
-    if storage == array.data_type() {
-        return Ok(None);
-    }
-    Ok(Some(arrow::compute::cast(array, storage)?))
-}
-
 /// Serialises `array` (any offset, any length) into `out`, passing fixed-width
 /// values through `transforms` (checked against the type at CREATE).
 pub fn encode(array: &dyn Array, transforms: &[Transform], out: &mut Vec<u8>) -> Result<()> {
-    let stored = to_storage(array)?;
-    let array = stored.as_deref().unwrap_or(array);
     let layout = layout_of(array.data_type())
         .ok_or_else(|| Error::Schema(format!("cannot encode type {}", array.data_type())))?;
     let rows = array.len();
@@ -304,12 +292,6 @@ fn encode_varlen(values: &[&[u8]], out: &mut Vec<u8>) -> Result<()> {
 /// Rebuilds an array of `data_type` from a decoded block payload.
 /// Errors are descriptions; the caller names the file and granule.
 pub fn decode(payload: &Buffer, data_type: &DataType) -> std::result::Result<ArrayRef, String> {
-    let stored = decode_stored(payload, storage_type(data_type))?;
-    widen(stored, data_type)
-}
-
-/// Rebuilds an array of the storage type `data_type`.
-fn decode_stored(payload: &Buffer, data_type: &DataType) -> std::result::Result<ArrayRef, String> {
     let layout =
         layout_of(data_type).ok_or_else(|| format!("type {data_type} cannot be decoded"))?;
     let bytes = payload.as_slice();

@@ -52,10 +52,6 @@ fn unknown(data_type: &DataType) -> ArrayRef {
 /// is NULL or the type has no order Arrow's kernels know). Floats follow
 /// Arrow's total order, as the comparisons pruning makes do.
 pub fn min_max(array: &dyn Array) -> Result<(ArrayRef, ArrayRef)> {
-    // A dictionary's bounds are its values'.
-    if let Some(values) = crate::part::column::to_storage(array)? {
-        return min_max(values.as_ref());
-    }
     let data_type = array.data_type();
     let text = |min: Option<&str>, max: Option<&str>| -> Result<(ArrayRef, ArrayRef)> {
         Ok((
@@ -111,9 +107,6 @@ pub fn min_max(array: &dyn Array) -> Result<(ArrayRef, ArrayRef)> {
 
 /// Row `row` of `array` as a one-row array with its own memory.
 pub fn value_at(array: &dyn Array, row: usize) -> Result<ArrayRef> {
-    if let Some(values) = crate::part::column::to_storage(&array.slice(row, 1))? {
-        return value_at(values.as_ref(), 0);
-    }
     let data_type = array.data_type();
     let valid = array.is_valid(row);
     downcast_primitive_array!(

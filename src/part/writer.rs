@@ -203,7 +203,7 @@ impl PartWriter {
         self.check_usable()?;
         let granularity = self.layout.granularity.max(1);
         let max_bytes = self.layout.granularity_bytes.max(1);
-        let sizes = row_bytes(batch)?;
+        let sizes = row_bytes(batch);
         let mut start = 0;
         for (row, &size) in sizes.iter().enumerate() {
             let count = self.pending_rows + (row - start);
@@ -538,7 +538,7 @@ pub async fn write_part(
 /// Bytes each row of `batch` counts toward a granule's `granularity_bytes`:
 /// fixed-width values, and for variable-length ones their bytes plus a
 /// length word.
-fn row_bytes(batch: &RecordBatch) -> Result<Vec<usize>> {
+fn row_bytes(batch: &RecordBatch) -> Vec<usize> {
     let fixed: usize = batch
         .columns()
         .iter()
@@ -550,15 +550,12 @@ fn row_bytes(batch: &RecordBatch) -> Result<Vec<usize>> {
     let mut sizes = vec![fixed; batch.num_rows()];
     for c in batch.columns() {
         if matches!(layout_of(c.data_type()), Some(Layout::VarLen)) {
-            // A dictionary's rows count their values' bytes, as stored.
-            let stored = column::to_storage(c.as_ref())?;
-            let values = stored.as_ref().unwrap_or(c);
-            for (size, len) in sizes.iter_mut().zip(column::value_lengths(values.as_ref())) {
+            for (size, len) in sizes.iter_mut().zip(column::value_lengths(c.as_ref())) {
                 *size += len + 4;
             }
         }
     }
-    Ok(sizes)
+    sizes
 }
 
 /// Bytes of the rows in `batch`, counting only the slices it uses (a batch

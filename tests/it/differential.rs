@@ -54,8 +54,6 @@ const TYPES: &[fn() -> DataType] = &[
     || DataType::Interval(IntervalUnit::DayTime),
     || DataType::Interval(IntervalUnit::MonthDayNano),
     || DataType::FixedSizeBinary(3),
-    || DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
-    || DataType::Dictionary(Box::new(DataType::Int8), Box::new(DataType::Int64)),
 ];
 
 #[derive(Debug, Clone)]
@@ -244,9 +242,6 @@ fn column(values: &[Option<i64>], data_type: &DataType) -> ArrayRef {
             )
             .unwrap(),
         ),
-        DataType::Dictionary(_, values_type) => {
-            cast(&column(values, values_type), data_type).unwrap()
-        }
         _ => cast(&Int64Array::from(values.to_vec()), data_type).unwrap(),
     }
 }

@@ -113,3 +113,32 @@ async fn a_table_of_the_previous_format_answers_the_same() {
     crate::common::query(&ctx, insert).await;
     assert_eq!(answers(&ctx).await, answers(&oracle).await);
 }
+
+/// Every storable type's name, as parts and the log record it, parses
+/// back to the same type (a reopened table reads its columns by it).
+#[test]
+fn stored_type_names_parse_back() {
+    use arrow::datatypes::{DataType, IntervalUnit, TimeUnit};
+    let types = [
+        DataType::Decimal32(7, 2),
+        DataType::Decimal64(15, 3),
+        DataType::Decimal256(50, 4),
+        DataType::Interval(IntervalUnit::YearMonth),
+        DataType::Interval(IntervalUnit::DayTime),
+        DataType::Interval(IntervalUnit::MonthDayNano),
+        DataType::FixedSizeBinary(16),
+        DataType::Timestamp(TimeUnit::Nanosecond, Some("+02:00".into())),
+    ];
+    for data_type in types {
+        let name = data_type.to_string();
+        assert_eq!(
+            diagon::part::index::parse_type(&name).unwrap(),
+            data_type,
+            "{name}"
+        );
+        assert!(
+            diagon::encoding::layout_of(&data_type).is_some(),
+            "{name} is storable"
+        );
+    }
+}

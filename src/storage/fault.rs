@@ -94,6 +94,13 @@ impl Faults {
         self.fail_reads.store(fail, Ordering::SeqCst);
     }
 
+    /// Lets writes pass again, as a store does once a transient failure
+    /// (a full disk freed, a network back) is over.
+    pub fn revive(&self) {
+        self.fail_at.store(usize::MAX, Ordering::SeqCst);
+        self.dead.store(false, Ordering::SeqCst);
+    }
+
     /// Whether the simulated process has died (a write failed).
     pub fn is_dead(&self) -> bool {
         self.dead.load(Ordering::SeqCst)

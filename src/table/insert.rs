@@ -27,6 +27,9 @@ pub struct InsertWriter {
     buffered_bytes: usize,
     parts: Vec<PartEntry>,
     rows: u64,
+    /// Whether a flush failed or was cancelled: some of the statement's
+    /// rows are in parts and others are lost, so it must not commit.
+    failed: bool,
 }
 
 impl InsertWriter {
@@ -41,6 +44,7 @@ impl InsertWriter {
             buffered_bytes: 0,
             parts: Vec::new(),
             rows: 0,
+            failed: false,
         }
     }
 
@@ -51,6 +55,7 @@ impl InsertWriter {
     /// Adds rows; writes a part whenever the buffer reaches its bound, so
     /// memory stays bounded whatever the size of the input.
     pub async fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        self.check_usable()?;
         self.check(&batch).map_err(|e| self.context(e))?;
         if batch.num_rows() == 0 {
             return Ok(());
@@ -63,8 +68,27 @@ impl InsertWriter {
             self.base.options.insert_block_bytes,
         );
         while self.buffered_rows >= max_rows || self.buffered_bytes >= max_bytes {
-            self.flush(max_rows).await?;
+            self.checked_flush(max_rows).await?;
         }
+        Ok(())
+    }
+
+    /// An error once a flush failed: the statement is half written.
+    fn check_usable(&self) -> Result<()> {
+        match self.failed {
+            true => Err(self.context(Error::Table(
+                "an earlier write of this insert failed; it cannot go on or commit".into(),
+            ))),
+            false => Ok(()),
+        }
+    }
+
+    /// [`Self::flush`], marking the insert failed unless it completes (an
+    /// error, or the future dropped midway).
+    async fn checked_flush(&mut self, max_rows: usize) -> Result<()> {
+        self.failed = true;
+        self.flush(max_rows).await?;
+        self.failed = false;
         Ok(())
     }
 
@@ -225,9 +249,10 @@ impl InsertWriter {
     /// Writes every buffered row as parts (uncommitted until
     /// [`Self::commit`]), so [`Self::pending_parts`] counts them all.
     pub async fn flush_all(&mut self) -> Result<()> {
+        self.check_usable()?;
         let max_rows = self.base.options.insert_block_rows;
         while !self.buffer.is_empty() {
-            self.flush(max_rows).await?;
+            self.checked_flush(max_rows).await?;
         }
         Ok(())
     }

@@ -100,10 +100,22 @@ async fn interrupted_insert(
     let storage = clean.with_faults(faults.clone());
     let table = Table::open("t", storage).await.unwrap().unwrap();
     let mut writer = table.insert();
-    let mut result = writer.write(batch(1000, 250)).await;
-    if result.is_ok() {
-        result = writer.commit().await.map(|_| ());
-    }
+    let written = writer.write(batch(1000, 250)).await;
+    let result = match written {
+        Ok(()) => writer.commit().await.map(|_| ()),
+        Err(e) => {
+            // The statement failed with some of its parts written: a
+            // commit, even once the store works again, must not keep
+            // those rows and lose the others.
+            faults.revive();
+            let committed = writer.commit().await;
+            assert!(
+                committed.is_err(),
+                "an insert whose write failed (at write {fail_at}) committed"
+            );
+            Err(e)
+        }
+    };
     let reached = faults.writes() > fail_at;
 
     let old = expected(&[(0, 150)]);

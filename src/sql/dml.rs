@@ -6,7 +6,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch};
+use arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch, RecordBatchOptions};
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::datasource::sink::DataSink;
@@ -79,7 +79,12 @@ impl RowMatcher for ExprMatcher {
             };
             columns[*i] = array;
         }
-        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+        let rows = RecordBatchOptions::new().with_row_count(Some(matched.num_rows()));
+        Ok(RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            columns,
+            &rows,
+        )?)
     }
 }
 

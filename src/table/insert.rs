@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, RecordBatch};
+use arrow::array::{Array, RecordBatch, RecordBatchOptions};
 use arrow::buffer::ScalarBuffer;
 use arrow::compute::{
     SortColumn, SortOptions, concat, interleave_record_batch, lexsort_to_indices,
@@ -134,8 +134,14 @@ impl InsertWriter {
         let (mut taken, mut rest) = (Vec::new(), Vec::new());
         let mut rows = 0;
         for batch in std::mem::take(&mut self.buffer) {
-            // The batches' own schemas may differ in metadata or nullability flags.
-            let batch = RecordBatch::try_new(schema.clone(), batch.columns().to_vec())?;
+            // The batches' own schemas may differ in metadata or nullability
+            // flags. (The row count keeps the rows of a table without columns.)
+            let count = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+            let batch = RecordBatch::try_new_with_options(
+                schema.clone(),
+                batch.columns().to_vec(),
+                &count,
+            )?;
             let take = (max_rows - rows).min(batch.num_rows());
             if take < batch.num_rows() {
                 rest.push(batch.slice(take, batch.num_rows() - take));

@@ -111,11 +111,6 @@ impl Definition {
 
 /// Rejects columns whose type this format version cannot store.
 pub fn check_supported(schema: &Schema) -> Result<()> {
-    if schema.fields().is_empty() {
-        return Err(Error::Schema(
-            "a diagon table needs at least one column".into(),
-        ));
-    }
     for field in schema.fields() {
         if layout_of(field.data_type()).is_none() {
             return Err(Error::UnsupportedType {

@@ -23,7 +23,7 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use arrow::array::RecordBatch;
+use arrow::array::{RecordBatch, RecordBatchOptions};
 use arrow::buffer::BooleanBuffer;
 use arrow::compute::{SortOptions, interleave_record_batch};
 use arrow::datatypes::SchemaRef;
@@ -369,8 +369,18 @@ impl Chunk {
     /// cursors still read from.
     async fn flush(&mut self, writer: &mut PartWriter, cursors: &mut [Cursor<'_>]) -> Result<()> {
         if !self.indices.is_empty() {
-            let refs: Vec<&RecordBatch> = self.batches.iter().collect();
-            let out = interleave_record_batch(&refs, &self.indices)?;
+            let out = match self.batches.first() {
+                // A table without columns: only the count of rows to keep
+                // (Arrow's interleave cannot build a batch without columns).
+                Some(first) if first.num_columns() == 0 => {
+                    let rows = RecordBatchOptions::new().with_row_count(Some(self.indices.len()));
+                    RecordBatch::try_new_with_options(first.schema(), vec![], &rows)?
+                }
+                _ => {
+                    let refs: Vec<&RecordBatch> = self.batches.iter().collect();
+                    interleave_record_batch(&refs, &self.indices)?
+                }
+            };
             self.indices.clear();
             writer.write(&out).await?;
         }

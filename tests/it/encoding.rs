@@ -423,3 +423,16 @@ fn byte_indexed_dictionaries_still_decode() {
     let expected: ArrayRef = Arc::new(StringArray::from(vec!["bc", "a", "bc"]));
     assert_eq!(decoded.as_ref(), expected.as_ref());
 }
+
+/// A block records its lengths in 32 bits: a granule of one column past
+/// 4 GiB (a wide fixed-size binary can reach it) is an error naming the
+/// options to lower, not a block whose length wrapped around.
+#[test]
+fn a_block_past_four_gib_is_an_error() {
+    // Zeroed on demand: the check comes before any byte is read.
+    let payload = vec![0u8; (u32::MAX as usize) + 1];
+    let mut block = Vec::new();
+    let error = encode_block(Codec::Lz4, &payload, &mut block).unwrap_err();
+    assert!(error.to_string().contains("granularity"), "{error}");
+    assert!(block.is_empty(), "nothing written");
+}

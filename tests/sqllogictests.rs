@@ -133,7 +133,7 @@ fn cell(column: &ArrayRef, row: usize) -> Result<String, DataFusionError> {
         DataType::Utf8 => text(column.as_string::<i32>().value(row)),
         DataType::LargeUtf8 => text(column.as_string::<i64>().value(row)),
         DataType::Utf8View => text(column.as_string_view().value(row)),
-        _ => ArrayFormatter::try_new(column.as_ref(), &FormatOptions::default())?
+        _ => ArrayFormatter::try_new(column.as_ref(), &FormatOptions::default().with_null("NULL"))?
             .value(row)
             .to_string(),
     })

@@ -9,6 +9,9 @@ pub enum Layout {
     Fixed(usize),
     Boolean,
     VarLen,
+    /// Lists, structs and maps: validity and lengths per level, then each
+    /// child's own layout (see `part::nested`).
+    Nested,
 }
 
 /// The layout of `data_type`, or `None` if this format version cannot store it.
@@ -31,6 +34,16 @@ pub fn layout_of(data_type: &DataType) -> Option<Layout> {
         Interval(IntervalUnit::MonthDayNano) => Layout::Fixed(16),
         FixedSizeBinary(width) if *width > 0 => Layout::Fixed(*width as usize),
         Utf8 | LargeUtf8 | Utf8View | Binary | LargeBinary | BinaryView => Layout::VarLen,
+        List(field) | LargeList(field) | FixedSizeList(field, _) | Map(field, _) => {
+            layout_of(field.data_type())?;
+            Layout::Nested
+        }
+        Struct(fields) => {
+            for field in fields {
+                layout_of(field.data_type())?;
+            }
+            Layout::Nested
+        }
         _ => return None,
     })
 }

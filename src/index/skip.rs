@@ -162,8 +162,24 @@ impl SkipSpec {
             data_type,
             DataType::Float16 | DataType::Float32 | DataType::Float64
         );
+        if let Some(element) = list_element(data_type) {
+            return match self.kind {
+                SkipKind::Set(_) | SkipKind::Bloom(_) => match self.check(element) {
+                    Ok(()) if layout_of(element) != Some(Layout::Nested) => Ok(()),
+                    _ => Err(format!(
+                        "a skip index on a list indexes its elements; {element} elements cannot be"
+                    )),
+                },
+                _ => Err(format!(
+                    "{data_type} takes set or bloom_filter (which index its elements)"
+                )),
+            };
+        }
         match self.kind {
             _ if layout_of(data_type).is_none() => Err(format!("no skip index for {data_type}")),
+            _ if layout_of(data_type) == Some(Layout::Nested) => Err(format!(
+                "no skip index for {data_type} (a list's set or bloom_filter indexes its elements)"
+            )),
             SkipKind::MinMax => Ok(()),
             SkipKind::TokenBloom(_) if !is_text(data_type) => {
                 Err(format!("tokenbf indexes words of strings, not {data_type}"))
@@ -204,13 +220,53 @@ pub fn value_hashes(array: &dyn Array) -> Result<Vec<Option<u64>>> {
             .enumerate()
             .map(|(i, bytes)| valid(i).then(|| hash_bytes(bytes)))
             .collect(),
-        None => {
+        Some(Layout::Nested) | None => {
             return Err(Error::Schema(format!(
                 "no skip index hashes {}",
                 array.data_type()
             )));
         }
     })
+}
+
+/// The element type of a list column, whose skip index holds the
+/// hashes of the elements rather than of whole rows.
+pub fn list_element(data_type: &DataType) -> Option<&DataType> {
+    match data_type {
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
+            Some(f.data_type())
+        }
+        _ => None,
+    }
+}
+
+/// The hashes a set or bloom index of `array`'s column holds: of each
+/// non-NULL value, or of a list's non-NULL elements (so `array_has`
+/// can prune).
+pub fn indexed_hashes(array: &dyn Array) -> Result<Vec<u64>> {
+    let elements = match array.data_type() {
+        DataType::List(_) => Some(list_elements(array.as_list::<i32>())),
+        DataType::LargeList(_) => Some(list_elements(array.as_list::<i64>())),
+        DataType::FixedSizeList(_, size) => {
+            let list = array.as_fixed_size_list();
+            Some(list.values().slice(0, list.len() * (*size).max(0) as usize))
+        }
+        _ => None,
+    };
+    let hashes = match elements {
+        Some(elements) => value_hashes(elements.as_ref())?,
+        None => value_hashes(array)?,
+    };
+    Ok(hashes.into_iter().flatten().collect())
+}
+
+/// The elements a list array's rows address.
+fn list_elements<O: arrow::array::OffsetSizeTrait>(
+    list: &arrow::array::GenericListArray<O>,
+) -> arrow::array::ArrayRef {
+    let offsets = list.value_offsets();
+    let (start, end) = (offsets[0].as_usize(), offsets[offsets.len() - 1].as_usize());
+    list.values().slice(start, end - start)
 }
 
 /// Words of a string: maximal runs of letters and digits.
@@ -244,7 +300,7 @@ impl Block {
                 .flat_map(|text| tokens(std::str::from_utf8(text).unwrap_or_default()))
                 .map(hash_token)
                 .collect(),
-            false => value_hashes(values)?.into_iter().flatten().collect(),
+            false => indexed_hashes(values)?,
         };
         Block::from_hashes(spec, hashes)
     }
@@ -419,8 +475,7 @@ impl ComponentBuilder for SkipIndexBuilder {
                 self.hashes.extend(tokens(text).map(hash_token));
             }
         } else if !self.overflowed() {
-            self.hashes
-                .extend(value_hashes(values.as_ref())?.into_iter().flatten());
+            self.hashes.extend(indexed_hashes(values.as_ref())?);
         }
         self.granules_in_block += 1;
         if self.granules_in_block == self.spec.granularity.max(1) {

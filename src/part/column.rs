@@ -49,6 +49,8 @@ const LAYOUT_VARLEN_OFFSETS: u32 = 2;
 /// ever-growing offsets (a one-letter flag column shrinks about 10×).
 const LAYOUT_VARLEN: u32 = 3;
 const LAYOUT_VARLEN_DICT: u32 = 4;
+/// Lists, structs and maps (see [`super::nested`]).
+const LAYOUT_NESTED: u32 = 5;
 
 /// Dictionary index encodings (the "index width" word): 1 and 2 are raw
 /// bytes per index (written first), 3 is t64-packed u16 indices.
@@ -90,6 +92,7 @@ pub fn encode(array: &dyn Array, transforms: &[Transform], out: &mut Vec<u8>) ->
         Layout::Boolean => LAYOUT_BOOLEAN,
         Layout::VarLen if dictionary.is_some() => LAYOUT_VARLEN_DICT,
         Layout::VarLen => LAYOUT_VARLEN,
+        Layout::Nested => LAYOUT_NESTED,
     };
     out.extend_from_slice(&(rows as u32).to_le_bytes());
     out.extend_from_slice(&(array.null_count() as u32).to_le_bytes());
@@ -128,6 +131,7 @@ pub fn encode(array: &dyn Array, transforms: &[Transform], out: &mut Vec<u8>) ->
             Some(dictionary) => dictionary.encode(out),
             None => encode_varlen(varlen.as_deref().unwrap_or_default(), out)?,
         },
+        Layout::Nested => super::nested::encode(array, out)?,
     }
     Ok(())
 }
@@ -232,6 +236,67 @@ pub fn value_lengths(array: &dyn Array) -> Vec<usize> {
         .unwrap_or_else(|_| vec![0; array.len()])
 }
 
+/// The bytes each row of `array` takes in a block, about: a fixed width,
+/// a bit for booleans (counted as a byte), a length word and the bytes of
+/// a variable-length value, and for nested values the length word and the
+/// sizes of the children the row holds.
+pub fn row_sizes(array: &dyn Array) -> Vec<usize> {
+    let rows = array.len();
+    let within = |offsets: &[usize], child: &dyn Array| -> Vec<usize> {
+        let child = row_sizes(child);
+        offsets
+            .windows(2)
+            .map(|w| {
+                4 + child[w[0] - offsets[0]..w[1] - offsets[0]]
+                    .iter()
+                    .sum::<usize>()
+            })
+            .collect()
+    };
+    let offsets_of = |offsets: Vec<usize>, values: &ArrayRef| {
+        let (start, end) = (offsets[0], offsets[offsets.len() - 1]);
+        within(&offsets, values.slice(start, end - start).as_ref())
+    };
+    match array.data_type() {
+        DataType::List(_) => {
+            let list = array.as_list::<i32>();
+            let offsets = list.value_offsets().iter().map(|o| *o as usize).collect();
+            offsets_of(offsets, list.values())
+        }
+        DataType::LargeList(_) => {
+            let list = array.as_list::<i64>();
+            let offsets = list.value_offsets().iter().map(|o| *o as usize).collect();
+            offsets_of(offsets, list.values())
+        }
+        DataType::Map(_, _) => {
+            let map = array.as_map();
+            let offsets = map.value_offsets().iter().map(|o| *o as usize).collect();
+            let entries: ArrayRef = Arc::new(map.entries().clone());
+            offsets_of(offsets, &entries)
+        }
+        DataType::FixedSizeList(_, size) => {
+            let size = (*size).max(0) as usize;
+            let offsets: Vec<usize> = (0..=rows).map(|r| r * size).collect();
+            let values = array.as_fixed_size_list().values();
+            within(&offsets, values.slice(0, rows * size).as_ref())
+        }
+        DataType::Struct(_) => {
+            let mut sizes = vec![0; rows];
+            for field in array.as_struct().columns() {
+                for (size, child) in sizes.iter_mut().zip(row_sizes(field.as_ref())) {
+                    *size += child;
+                }
+            }
+            sizes
+        }
+        _ => match layout_of(array.data_type()) {
+            Some(Layout::Fixed(width)) => vec![width; rows],
+            Some(Layout::VarLen) => value_lengths(array).iter().map(|l| l + 4).collect(),
+            _ => vec![1; rows],
+        },
+    }
+}
+
 /// The bytes of each value (empty for NULL), whatever the source
 /// representation (i32 or i64 offsets, or views).
 pub fn varlen_values(array: &dyn Array) -> Result<Vec<&[u8]>> {
@@ -292,6 +357,24 @@ fn encode_varlen(values: &[&[u8]], out: &mut Vec<u8>) -> Result<()> {
 /// Rebuilds an array of `data_type` from a decoded block payload.
 /// Errors are descriptions; the caller names the file and granule.
 pub fn decode(payload: &Buffer, data_type: &DataType) -> std::result::Result<ArrayRef, String> {
+    decode_block(payload, data_type, None)
+}
+
+/// Decodes the block of a nested column's child, which must hold exactly
+/// `rows` values (the rows its parent addresses).
+pub(super) fn decode_rows(
+    payload: &Buffer,
+    data_type: &DataType,
+    rows: usize,
+) -> std::result::Result<ArrayRef, String> {
+    decode_block(payload, data_type, Some(rows))
+}
+
+fn decode_block(
+    payload: &Buffer,
+    data_type: &DataType,
+    expected_rows: Option<usize>,
+) -> std::result::Result<ArrayRef, String> {
     let layout =
         layout_of(data_type).ok_or_else(|| format!("type {data_type} cannot be decoded"))?;
     let bytes = payload.as_slice();
@@ -300,10 +383,18 @@ pub fn decode(payload: &Buffer, data_type: &DataType) -> std::result::Result<Arr
     }
     let word = |i: usize| u32::from_le_bytes(bytes[i * 4..i * 4 + 4].try_into().unwrap()) as usize;
     let (rows, null_count, validity_len, layout_word) = (word(0), word(1), word(2), word(3) as u32);
-    if rows > MAX_GRANULE_ROWS {
-        return Err(format!(
-            "block claims {rows} rows; a granule holds at most {MAX_GRANULE_ROWS}"
-        ));
+    match expected_rows {
+        None if rows > MAX_GRANULE_ROWS => {
+            return Err(format!(
+                "block claims {rows} rows; a granule holds at most {MAX_GRANULE_ROWS}"
+            ));
+        }
+        Some(expected) if rows != expected => {
+            return Err(format!(
+                "block holds {rows} values; its parent addresses {expected}"
+            ));
+        }
+        _ => {}
     }
     let layout_id = layout_word & 0xff;
     let transforms = layout_word
@@ -319,6 +410,7 @@ pub fn decode(payload: &Buffer, data_type: &DataType) -> std::result::Result<Arr
         Layout::VarLen if layout_id == LAYOUT_VARLEN_OFFSETS => LAYOUT_VARLEN_OFFSETS,
         Layout::VarLen if layout_id == LAYOUT_VARLEN_DICT => LAYOUT_VARLEN_DICT,
         Layout::VarLen => LAYOUT_VARLEN,
+        Layout::Nested => LAYOUT_NESTED,
     };
     if layout_id != expected_id {
         return Err(format!(
@@ -378,6 +470,7 @@ pub fn decode(payload: &Buffer, data_type: &DataType) -> std::result::Result<Arr
                 .add_buffer(payload.slice_with_length(pos, rows.div_ceil(8)))
                 .build()
         }
+        Layout::Nested => return super::nested::decode(payload, pos, rows, nulls, data_type),
         Layout::VarLen if layout_id == LAYOUT_VARLEN_DICT => {
             let array = decode_dictionary(payload, pos, rows, nulls.clone(), data_type)?;
             return widen(array, data_type);

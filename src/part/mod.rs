@@ -11,6 +11,7 @@
 pub mod column;
 pub mod component;
 pub mod index;
+mod nested;
 pub mod reader;
 pub mod stats;
 pub mod writer;

@@ -23,7 +23,7 @@ use super::component::{BuiltComponent, ComponentBuilder, ComponentMeta};
 use super::index::{self, ColumnMeta, INDEX_FILE, PartIndex, PartMeta};
 use super::stats;
 use crate::encoding::envelope::{self, ENVELOPE_HEADER_LEN, FileKind};
-use crate::encoding::{CodecChain, Layout, encode_block, layout_of};
+use crate::encoding::{CodecChain, encode_block};
 use crate::error::{Error, Result};
 use crate::storage::{FileWriter, Storage};
 
@@ -535,24 +535,13 @@ pub async fn write_part(
     writer.finish().await
 }
 
-/// Bytes each row of `batch` counts toward a granule's `granularity_bytes`:
-/// fixed-width values, and for variable-length ones their bytes plus a
-/// length word.
+/// Bytes each row of `batch` counts toward a granule's `granularity_bytes`
+/// (see [`column::row_sizes`]).
 fn row_bytes(batch: &RecordBatch) -> Vec<usize> {
-    let fixed: usize = batch
-        .columns()
-        .iter()
-        .map(|c| match layout_of(c.data_type()) {
-            Some(Layout::Fixed(width)) => width,
-            _ => 1,
-        })
-        .sum();
-    let mut sizes = vec![fixed; batch.num_rows()];
+    let mut sizes = vec![0; batch.num_rows()];
     for c in batch.columns() {
-        if matches!(layout_of(c.data_type()), Some(Layout::VarLen)) {
-            for (size, len) in sizes.iter_mut().zip(column::value_lengths(c.as_ref())) {
-                *size += len + 4;
-            }
+        for (size, column) in sizes.iter_mut().zip(column::row_sizes(c.as_ref())) {
+            *size += column;
         }
     }
     sizes

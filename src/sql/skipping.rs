@@ -1,13 +1,15 @@
 //! A query's filters as one column's [`SkipCondition`]. Only forms a skip
-//! index can decide prune: `col = literal`, `col IN (literals)`, and for
+//! index can decide prune: `col = literal`, `col IN (literals)`, for
 //! token indexes `col = literal` and `col LIKE pattern` through the whole
-//! words of the pattern, under AND and OR; anything else is "may match".
+//! words of the pattern, and for list columns (whose index holds their
+//! elements) `array_has`, `array_has_any`, `array_has_all` and `col =
+//! list`, under AND and OR; anything else is "may match".
 
 use arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
 
-use crate::index::skip::{SkipCondition, SkipSpec, hash_token, tokens, value_hashes};
+use crate::index::skip::{SkipCondition, SkipSpec, hash_token, list_element, tokens, value_hashes};
 
 /// What `filters` (a conjunction) require of `column`, for its skip index `spec`.
 pub fn condition(
@@ -46,6 +48,9 @@ impl Translator<'_> {
                 },
                 _ => SkipCondition::Any,
             },
+            Expr::ScalarFunction(call) if list_element(self.data_type).is_some() => {
+                self.list_function(call.name(), &call.args)
+            }
             Expr::InList(list) if !list.negated && self.column_of(&list.expr) => SkipCondition::Or(
                 list.list
                     .iter()
@@ -77,8 +82,77 @@ impl Translator<'_> {
         matches!(expr, Expr::Column(c) if c.name == self.column)
     }
 
+    /// Whether `expr` is the list column cast to a list whose elements
+    /// hold the same values (the coercion `array_has_any(int_list, [..])`
+    /// gets): then a needle equals a cast element only if, cast back to
+    /// the element type, it equals the element.
+    fn column_widened(&self, expr: &Expr) -> bool {
+        let Expr::Cast(cast) = expr else {
+            return false;
+        };
+        let (Some(from), Some(to)) = (
+            list_element(self.data_type),
+            list_element(cast.field.data_type()),
+        ) else {
+            return false;
+        };
+        self.column_of(&cast.expr) && same_values(from, to)
+    }
+
+    /// What `array_has(column, v)` and its kin require of a list column's
+    /// elements.
+    fn list_function(&self, name: &str, args: &[Expr]) -> SkipCondition {
+        let [list, needle] = args else {
+            return SkipCondition::Any;
+        };
+        if !self.column_of(list) && !self.column_widened(list) {
+            return SkipCondition::Any;
+        }
+        let Some(needle) = literal(needle) else {
+            return SkipCondition::Any;
+        };
+        match name {
+            "array_has" => self
+                .element_hashes(std::slice::from_ref(needle))
+                .map_or(SkipCondition::Any, SkipCondition::AnyValue),
+            "array_has_any" | "array_has_all" => {
+                let Some(hashes) = list_values(needle).and_then(|v| self.element_hashes(&v)) else {
+                    return SkipCondition::Any;
+                };
+                match name {
+                    "array_has_any" => SkipCondition::AnyValue(hashes),
+                    _ => SkipCondition::AllWords(hashes),
+                }
+            }
+            _ => SkipCondition::Any,
+        }
+    }
+
+    /// The hashes of `values` as elements of the list column; `None` when
+    /// one is NULL (which the list functions may match to a NULL element,
+    /// and the index does not hold) or does not cast to the element type.
+    fn element_hashes(&self, values: &[ScalarValue]) -> Option<Vec<u64>> {
+        let element = list_element(self.data_type)?;
+        let mut hashes = Vec::new();
+        for value in values {
+            if value.is_null() {
+                return None;
+            }
+            let array = value.cast_to(element).ok()?.to_array().ok()?;
+            hashes.extend(value_hashes(array.as_ref()).ok()?.into_iter().flatten());
+        }
+        Some(hashes)
+    }
+
     /// What `column = value` requires.
     fn equals(&self, value: &ScalarValue) -> SkipCondition {
+        if list_element(self.data_type).is_some() {
+            // Every non-NULL element of the value is an element of the row.
+            return match list_values(value).and_then(|v| self.element_hashes(&v)) {
+                Some(hashes) => SkipCondition::AllWords(hashes),
+                None => SkipCondition::Any,
+            };
+        }
         let Ok(value) = value.cast_to(self.data_type) else {
             return SkipCondition::Any;
         };
@@ -109,6 +183,54 @@ fn literal(expr: &Expr) -> Option<&ScalarValue> {
         Expr::Literal(v, _) => Some(v),
         _ => None,
     }
+}
+
+/// Whether casting `from` to `to` keeps every value distinct and each
+/// value of `to` that comes from `from` casts back to where it came from:
+/// integer widening, and between string (or binary) representations.
+fn same_values(from: &DataType, to: &DataType) -> bool {
+    use DataType::*;
+    let signed = |t: &DataType| match t {
+        Int8 => Some(8),
+        Int16 => Some(16),
+        Int32 => Some(32),
+        Int64 => Some(64),
+        _ => None,
+    };
+    let unsigned = |t: &DataType| match t {
+        UInt8 => Some(8),
+        UInt16 => Some(16),
+        UInt32 => Some(32),
+        UInt64 => Some(64),
+        _ => None,
+    };
+    let string = |t: &DataType| matches!(t, Utf8 | LargeUtf8 | Utf8View);
+    let binary = |t: &DataType| matches!(t, Binary | LargeBinary | BinaryView);
+    from == to
+        || (string(from) && string(to))
+        || (binary(from) && binary(to))
+        || match (signed(from), unsigned(from), signed(to), unsigned(to)) {
+            (Some(f), _, Some(t), _) => f <= t,
+            (_, Some(f), _, Some(t)) => f <= t,
+            (_, Some(f), Some(t), _) => f < t,
+            _ => false,
+        }
+}
+
+/// The elements of a list literal.
+fn list_values(value: &ScalarValue) -> Option<Vec<ScalarValue>> {
+    if value.is_null() {
+        return None;
+    }
+    let array = match value {
+        ScalarValue::List(a) => a.value(0),
+        ScalarValue::LargeList(a) => a.value(0),
+        ScalarValue::FixedSizeList(a) => a.value(0),
+        _ => return None,
+    };
+    (0..array.len())
+        .map(|i| ScalarValue::try_from_array(array.as_ref(), i).ok())
+        .collect()
 }
 
 fn text(value: &ScalarValue) -> Option<&str> {

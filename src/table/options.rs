@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use arrow::datatypes::{DataType, Field, Schema};
 
-use crate::encoding::CodecChain;
+use crate::encoding::{CodecChain, Layout, layout_of};
 use crate::error::{Error, Result};
 use crate::index::skip::SkipSpec;
 use crate::index::text::bm25::Bm25;
@@ -435,6 +435,19 @@ fn parse_order_by(value: &str, schema: &Schema) -> Result<Vec<String>> {
             ));
         }
         let column = find_column("order_by", name, schema)?;
+        let data_type = schema
+            .field_with_name(&column)
+            .expect("found above")
+            .data_type();
+        if matches!(layout_of(data_type), Some(Layout::Nested)) {
+            return Err(Error::option(
+                "order_by",
+                format!(
+                    "column '{column}' has type {data_type}; a sort key orders by scalar \
+                     values (a field of a struct can be a column of its own)"
+                ),
+            ));
+        }
         if columns.contains(&column) {
             return Err(Error::option(
                 "order_by",

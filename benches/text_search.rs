@@ -370,7 +370,7 @@ fn main() {
     let text_bytes: u64 = runtime.block_on(async {
         let mut total = 0;
         for entry in &snapshot.parts {
-            let index = table.entry_index(entry).await.unwrap();
+            let index = table.entry_index(&snapshot, entry).await.unwrap();
             total += index
                 .meta
                 .components

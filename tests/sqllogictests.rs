@@ -61,7 +61,7 @@ impl AsyncDB for Diagon {
     type ColumnType = DefaultColumnType;
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, DataFusionError> {
-        let df = self.ctx.sql(sql).await?;
+        let df = diagon::sql::sql(&self.ctx, sql).await?;
         let types: Vec<_> = df
             .schema()
             .fields()

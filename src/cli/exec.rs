@@ -1,5 +1,6 @@
-//! Runs SQL the way datafusion-cli does, with one difference: a
-//! `CREATE EXTERNAL TABLE ... STORED AS DIAGON` is planned directly.
+//! Runs SQL the way datafusion-cli does, with two differences: a
+//! `CREATE EXTERNAL TABLE ... STORED AS DIAGON` is planned directly, and
+//! an `ALTER TABLE` (which DataFusion does not plan) runs as diagon's.
 //!
 //! datafusion-cli checks every CREATE's OPTIONS against the built-in file
 //! formats (CSV, JSON, Parquet) and rejects the diagon options; everything
@@ -12,6 +13,7 @@ use datafusion::common::plan_datafusion_err;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::{DFParser, Statement};
+use datafusion::sql::sqlparser::ast::AlterTable;
 use datafusion_cli::command::{Command, OutputFormat};
 use datafusion_cli::helper::CliHelper;
 use datafusion_cli::print_options::PrintOptions;
@@ -24,21 +26,40 @@ fn is_diagon_create(statement: &Statement) -> bool {
     matches!(statement, Statement::CreateExternalTable(create) if create.file_type.eq_ignore_ascii_case(FORMAT_NAME))
 }
 
+/// An ALTER TABLE, which DataFusion does not plan and diagon runs.
+fn as_alter(statement: &Statement) -> Option<&AlterTable> {
+    match statement {
+        Statement::Statement(s) => match s.as_ref() {
+            datafusion::sql::sqlparser::ast::Statement::AlterTable(alter) => Some(alter),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn is_diagon_own(statement: &Statement) -> bool {
+    is_diagon_create(statement) || as_alter(statement).is_some()
+}
+
 /// Executes `sql` (one or more statements) and prints the results.
 pub async fn exec_sql(ctx: &SessionContext, print_options: &PrintOptions, sql: &str) -> Result<()> {
     let dialect_name = ctx.state().config().options().sql_parser.dialect;
     let dialect = datafusion::sql::sqlparser::dialect::dialect_from_str(dialect_name)
         .ok_or_else(|| plan_datafusion_err!("Unsupported SQL dialect: {dialect_name}"))?;
     let statements = DFParser::parse_sql_with_dialect(sql, dialect.as_ref())?;
-    if !statements.iter().any(is_diagon_create) {
+    if !statements.iter().any(is_diagon_own) {
         return datafusion_cli::exec::exec_from_commands(ctx, vec![sql.to_string()], print_options)
             .await;
     }
     for statement in statements {
-        if is_diagon_create(&statement) {
+        if is_diagon_own(&statement) {
             let started = Instant::now();
-            let plan = ctx.state().statement_to_plan(statement).await?;
-            ctx.execute_logical_plan(plan).await?.collect().await?;
+            if let Some(alter) = as_alter(&statement) {
+                diagon::sql::alter::alter_table(ctx, alter).await?;
+            } else {
+                let plan = ctx.state().statement_to_plan(statement).await?;
+                ctx.execute_logical_plan(plan).await?.collect().await?;
+            }
             if !print_options.quiet {
                 println!(
                     "0 row(s) fetched. \nElapsed {:.3} seconds.\n",

@@ -53,6 +53,10 @@ pub struct ColumnMeta {
     pub data_end: u64,
     pub compressed_bytes: u64,
     pub uncompressed_bytes: u64,
+    /// The column's stable id in its table (see `conform`); absent in
+    /// parts written before ids existed, where it is the position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u32>,
 }
 
 fn header_len() -> u64 {
@@ -105,6 +109,9 @@ pub struct PartIndex {
     /// Set once a column file's envelope (magic, kind, version, length) has
     /// been checked, so each file is checked once per process.
     pub(crate) envelope_checked: Vec<std::sync::OnceLock<()>>,
+    /// Per column, the value of a column the part lacks (one row; see
+    /// `conform`): such a column has no file and reads as this value.
+    fills: Vec<Option<ArrayRef>>,
 }
 
 /// The schema of the per-granule table for a part's columns and key.
@@ -156,6 +163,7 @@ impl PartIndex {
         let row_counts: ArrayRef = Arc::new(UInt64Array::from_iter_values(
             starts.windows(2).map(|w| w[1] - w[0]),
         ));
+        let fills = vec![None; types.len()];
         let mut index = PartIndex {
             meta,
             granules,
@@ -164,6 +172,7 @@ impl PartIndex {
             row_counts,
             primary_upper: None,
             envelope_checked,
+            fills,
         };
         index.primary_upper = index.compute_primary_upper()?;
         Ok(index)
@@ -209,8 +218,37 @@ impl PartIndex {
     /// the granule table, whose layout [`granule_schema`] fixes and decoding
     /// validates.
     fn stat(&self, column: usize, offset: usize) -> &ArrayRef {
-        self.granules
-            .column(1 + self.meta.order_by.len() + STATS_PER_COLUMN * column + offset)
+        self.granules.column(self.stat_position(column, offset))
+    }
+
+    /// Where [`Self::stat`] finds its column in the granule table.
+    pub(crate) fn stat_position(&self, column: usize, offset: usize) -> usize {
+        1 + self.meta.order_by.len() + STATS_PER_COLUMN * column + offset
+    }
+
+    /// The stored type of each column.
+    pub(crate) fn types(&self) -> &[DataType] {
+        &self.types
+    }
+
+    /// The value every row of a column the part lacks reads as, if
+    /// `column` is one (see `conform`).
+    pub fn fill(&self, column: usize) -> Option<&ArrayRef> {
+        self.fills.get(column).and_then(Option::as_ref)
+    }
+
+    /// A conformed index (see `conform`): `fills` names the columns the
+    /// part lacks.
+    pub(crate) fn conformed(
+        meta: PartMeta,
+        granules: RecordBatch,
+        types: Vec<DataType>,
+        fills: Vec<Option<ArrayRef>>,
+    ) -> Result<Self> {
+        let mut index = PartIndex::new(meta, granules)?;
+        index.types = types;
+        index.fills = fills;
+        Ok(index)
     }
 
     pub fn min(&self, column: usize) -> &ArrayRef {

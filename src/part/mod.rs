@@ -10,6 +10,7 @@
 
 pub mod column;
 pub mod component;
+pub mod conform;
 pub mod index;
 mod nested;
 pub mod reader;

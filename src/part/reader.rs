@@ -6,7 +6,7 @@ use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, SchemaRef};
 use bytes::Bytes;
 
 use super::column;
@@ -67,6 +67,16 @@ async fn check_column_envelope(storage: &Storage, file: &str, file_len: u64) -> 
     Ok(())
 }
 
+/// `rows` copies of the one-row `value`, as `data_type`.
+fn repeat(value: &ArrayRef, rows: usize, data_type: &DataType) -> Result<ArrayRef> {
+    let indices = arrow::array::UInt32Array::from(vec![0u32; rows]);
+    let array = arrow::compute::take(value.as_ref(), &indices, None)?;
+    Ok(match array.data_type() == data_type {
+        true => array,
+        false => arrow::compute::cast(&array, data_type)?,
+    })
+}
+
 /// Reads granules `granules` of columns `projection` (positions in the part),
 /// returning one batch per granule with `schema` (the projected table schema).
 pub async fn read_granules(
@@ -83,6 +93,9 @@ pub async fn read_granules(
         let file = format!("{dir}/{}", meta.file);
         let range = part.mark_range(c, granules.start, granules.end);
         async move {
+            if part.fill(c).is_some() {
+                return Ok(Bytes::new()); // a column the part lacks: no file
+            }
             if part.envelope_checked[c].get().is_none() {
                 check_column_envelope(storage, &file, meta.file_len).await?;
                 let _ = part.envelope_checked[c].set(());
@@ -95,7 +108,15 @@ pub async fn read_granules(
 
     let started = Instant::now();
     let mut columns: Vec<Vec<ArrayRef>> = Vec::with_capacity(projection.len());
-    for (&c, bytes) in projection.iter().zip(&column_bytes) {
+    for ((&c, bytes), field) in projection.iter().zip(&column_bytes).zip(schema.fields()) {
+        if let Some(fill) = part.fill(c) {
+            let arrays = granules
+                .clone()
+                .map(|g| repeat(fill, part.granule_rows(g) as usize, field.data_type()))
+                .collect::<Result<Vec<_>>>()?;
+            columns.push(arrays);
+            continue;
+        }
         let file = storage.location(&format!("{dir}/{}", part.meta.columns[c].file));
         let data_type = part.data_type(c);
         let mut arrays = Vec::with_capacity(granules.len());
@@ -112,6 +133,12 @@ pub async fn read_granules(
                     part.granule_rows(g)
                 )));
             }
+            // A column widened since the part was written (ALTER TABLE)
+            // reads as its new type.
+            let array = match array.data_type() == field.data_type() {
+                true => array,
+                false => arrow::compute::cast(&array, field.data_type())?,
+            };
             arrays.push(array);
         }
         columns.push(arrays);

@@ -42,6 +42,9 @@ pub struct PartLayout {
     pub key: Vec<usize>,
     /// Codec of each column, by position.
     pub codecs: Vec<CodecChain>,
+    /// Stable id of each column, by position (see `conform`); positions
+    /// when empty.
+    pub column_ids: Vec<u32>,
 }
 
 /// Directory of a part inside the table.
@@ -388,6 +391,7 @@ impl PartWriter {
             data_end: start + sink.len,
             compressed_bytes: sink.len,
             uncompressed_bytes: sink.uncompressed,
+            id: Some(self.layout.column_ids.get(i).copied().unwrap_or(i as u32)),
         }
     }
 

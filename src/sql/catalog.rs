@@ -205,6 +205,12 @@ impl DiagonSchema {
         }
     }
 
+    /// Puts `provider` in place of the session's provider of table `name`
+    /// (after ALTER TABLE changed its schema).
+    pub fn replace(&self, name: &str, provider: Arc<dyn TableProvider>) {
+        crate::sync::write(&self.tables).insert(name.to_string(), provider);
+    }
+
     /// The incarnation id of the live table `name` (never for a name that
     /// is not a plain directory name): the newest not marked dropped.
     async fn live_id(&self, name: &str) -> Result<Option<String>> {

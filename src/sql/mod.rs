@@ -1,6 +1,7 @@
 //! The DataFusion glue: the only layer that knows about `Expr`,
 //! `ExecutionPlan` and `SessionContext`.
 
+pub mod alter;
 pub mod catalog;
 pub mod config;
 pub mod definition;
@@ -22,6 +23,7 @@ use std::sync::Arc;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
+pub use alter::sql;
 pub use config::DiagonConfig;
 pub use factory::DiagonTableFactory;
 pub use provider::DiagonTableProvider;

@@ -378,7 +378,10 @@ impl TableProvider for DiagonTableProvider {
                 scoring,
             });
         }
-        let mut plan = self.table.plan(&snapshot.parts, &pruners).await?;
+        let mut plan = self
+            .table
+            .plan(&snapshot, &snapshot.parts, &pruners)
+            .await?;
         plan.keep_alive = Some(Arc::new(pin));
         let plan = Arc::new(plan);
         let parts = plan.parts.len();

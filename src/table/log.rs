@@ -138,6 +138,9 @@ pub struct Commit {
     pub constraints: Vec<ConstraintDef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub options: Option<BTreeMap<String, String>>,
+    /// The next column id, once the schema was altered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_column_id: Option<u32>,
     /// Every live part, when this commit states them all (CREATE, and every
     /// commit written before checkpoints existed)...
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -162,6 +165,7 @@ impl Commit {
             schema_metadata: BTreeMap::new(),
             constraints: Vec::new(),
             options: None,
+            next_column_id: None,
             parts: None,
             removed: Vec::new(),
             added: Vec::new(),
@@ -206,6 +210,7 @@ impl Commit {
             schema_metadata: BTreeMap::new(),
             constraints: Vec::new(),
             options: None,
+            next_column_id: None,
             parts: Some(state.parts.clone()),
             removed: Vec::new(),
             added: Vec::new(),
@@ -219,6 +224,7 @@ impl Commit {
         self.schema_metadata = definition.schema_metadata.clone();
         self.constraints = definition.constraints.clone();
         self.options = Some(definition.options.clone());
+        self.next_column_id = definition.next_column_id;
     }
 
     /// The state after this commit, from the state before it (`None` only
@@ -230,6 +236,7 @@ impl Commit {
                 schema_metadata: self.schema_metadata.clone(),
                 constraints: self.constraints.clone(),
                 options: options.clone(),
+                next_column_id: self.next_column_id,
             },
             (None, None, Some(base)) => base.definition.clone(),
             _ => return Err("the commit states neither a whole definition nor a change".into()),

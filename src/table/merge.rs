@@ -454,7 +454,7 @@ impl Table {
             let mut needed = all.len() > 1 || snapshot.parts.iter().any(|p| p.deletes.is_some());
             // A part lacking a declared index component is rewritten to build it.
             for entry in &snapshot.parts {
-                let index = self.entry_index(entry).await?;
+                let index = self.entry_index(&snapshot, entry).await?;
                 let missing = snapshot
                     .options
                     .skip_indexes
@@ -470,7 +470,12 @@ impl Table {
                 let missing_text = snapshot.options.text.indexes.iter().any(|(column, a)| {
                     crate::index::text_index_meta(&index.meta.components, column, a).is_none()
                 });
-                needed |= missing || missing_text;
+                // A part written before an ALTER TABLE: rewritten as the
+                // current schema (dropped columns purged, added ones stored).
+                let stored = self
+                    .index_at(&self.storage_for(entry)?, &entry.name)
+                    .await?;
+                needed |= missing || missing_text || !stored.holds(&snapshot.columns);
             }
             match needed && self.merge_parts(&snapshot, &all).await?.is_some() {
                 true => 1,
@@ -573,7 +578,7 @@ impl Table {
         sources: &[PartEntry],
         level: u32,
     ) -> Result<Option<PartEntry>> {
-        let plan = self.plan(sources, &[]).await?;
+        let plan = self.plan(base, sources, &[]).await?;
         let live: u64 = plan.parts.iter().map(PartPlan::rows_read).sum();
         if live == 0 {
             return Ok(None);

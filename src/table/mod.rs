@@ -2,6 +2,7 @@
 //! ones. Readers work on a [`Snapshot`]; writers add parts and commit a new
 //! version atomically.
 
+pub mod alter;
 pub mod deletes;
 pub mod gc;
 pub mod insert;
@@ -30,6 +31,7 @@ pub use search::{SearchHit, TextTarget};
 
 use crate::error::{Error, Result};
 use crate::part::component::ComponentBuilder;
+use crate::part::conform::TableColumn;
 use crate::part::{PartIndex, PartLayout, read_index};
 use crate::plan::{PartInput, Pruner, ScanPlan};
 use crate::storage::{CacheCounts, Storage};
@@ -46,6 +48,9 @@ pub struct Snapshot {
     pub parts: Vec<PartEntry>,
     /// The stored definition (defaults, constraints, options as written).
     pub definition: Arc<Definition>,
+    /// The columns with their stable ids and fills, as parts are
+    /// conformed to them (see `part::conform`).
+    pub columns: Arc<Vec<TableColumn>>,
     /// The newest checkpoint this handle knows (0: none).
     pub checkpoint: u64,
     /// What readers derive from the snapshot once and share.
@@ -76,11 +81,13 @@ impl Snapshot {
     fn from_state(state: TableState, checkpoint: u64) -> Result<Self> {
         let schema = state.definition.arrow_schema()?;
         let options = TableOptions::from_map(&state.definition.options, &schema)?;
+        let columns = Arc::new(alter::table_columns(&state.definition, &schema)?);
         Ok(Snapshot {
             version: state.version,
             timestamp_ms: state.timestamp_ms,
             schema,
             options,
+            columns,
             parts: state.parts,
             definition: Arc::new(state.definition),
             checkpoint,
@@ -290,7 +297,8 @@ impl Table {
 
     /// The indexes of every part of `snapshot`, in snapshot order.
     pub async fn part_indexes(&self, snapshot: &Snapshot) -> Result<Vec<Arc<PartIndex>>> {
-        futures::future::try_join_all(snapshot.parts.iter().map(|p| self.entry_index(p))).await
+        futures::future::try_join_all(snapshot.parts.iter().map(|p| self.entry_index(snapshot, p)))
+            .await
     }
 
     /// The index of a live part of the table's own directory.
@@ -298,9 +306,39 @@ impl Table {
         self.index_at(&self.storage, part).await
     }
 
-    /// The index of the part `entry` names, wherever it lives.
-    pub async fn entry_index(&self, entry: &PartEntry) -> Result<Arc<PartIndex>> {
-        self.index_at(&self.storage_for(entry)?, &entry.name).await
+    /// The index of the part `entry` names, wherever it lives, as the
+    /// columns of `snapshot` see it (see `part::conform`).
+    pub async fn entry_index(
+        &self,
+        snapshot: &Snapshot,
+        entry: &PartEntry,
+    ) -> Result<Arc<PartIndex>> {
+        let storage = self.storage_for(entry)?;
+        let stored = self.index_at(&storage, &entry.name).await?;
+        if !snapshot.definition.altered() {
+            return Ok(stored);
+        }
+        let key = format!(
+            "{}#index@{:016x}",
+            storage.cache_key(&format!(
+                "{}/{}",
+                crate::part::part_dir(&entry.name),
+                crate::part::index::INDEX_FILE
+            )),
+            alter::fingerprint(&snapshot.columns)
+        );
+        if let Some(index) = storage.cache().get::<PartIndex>(&key) {
+            return Ok(index);
+        }
+        let ctx = |e: Error| e.context(format!("table '{}', part '{}'", self.name, entry.name));
+        let Some(conformed) = stored.conform(&snapshot.columns).map_err(ctx)? else {
+            return Ok(stored);
+        };
+        let index = Arc::new(conformed);
+        storage
+            .cache()
+            .insert(key, index.clone(), index.memory_size());
+        Ok(index)
     }
 
     async fn index_at(&self, storage: &Storage, part: &str) -> Result<Arc<PartIndex>> {
@@ -335,7 +373,7 @@ impl Table {
             return Ok(Some(mask));
         }
         let ctx = |e: Error| e.context(format!("table '{}', part '{}'", self.name, entry.name));
-        let index = self.entry_index(entry).await?;
+        let index = self.index_at(&storage, &entry.name).await?;
         if index.meta.rows != entry.rows {
             return Err(ctx(Error::corrupt(
                 storage.location(&crate::part::part_dir(&entry.name)),
@@ -356,10 +394,14 @@ impl Table {
     }
 
     /// The planner's view of `entries`: index, storage and mask of each.
-    pub async fn plan_inputs(&self, entries: &[PartEntry]) -> Result<Vec<PartInput>> {
+    pub async fn plan_inputs(
+        &self,
+        snapshot: &Snapshot,
+        entries: &[PartEntry],
+    ) -> Result<Vec<PartInput>> {
         let load = entries.iter().map(|entry| async move {
             Ok::<_, Error>(PartInput {
-                index: self.entry_index(entry).await?,
+                index: self.entry_index(snapshot, entry).await?,
                 storage: self.storage_for(entry)?,
                 mask: self.deletion_mask(entry).await?,
             })
@@ -371,12 +413,13 @@ impl Table {
     /// planning makes.
     pub async fn plan(
         &self,
+        snapshot: &Snapshot,
         entries: &[PartEntry],
         pruners: &[Arc<dyn Pruner>],
     ) -> Result<ScanPlan> {
         let counts = Arc::new(CacheCounts::default());
         let mut plan = crate::storage::cache::counted(counts.clone(), async {
-            let inputs = self.plan_inputs(entries).await?;
+            let inputs = self.plan_inputs(snapshot, entries).await?;
             crate::plan::build(inputs, pruners)
                 .await
                 .map_err(|e| e.context(format!("table '{}'", self.name)))
@@ -397,6 +440,7 @@ impl Table {
             // Options were validated against this schema when the table was opened.
             key: options.key_positions(schema).unwrap_or_default(),
             codecs: schema.fields().iter().map(|f| options.codec(f)).collect(),
+            column_ids: snapshot.definition.column_ids(),
         }
     }
 
@@ -513,6 +557,26 @@ impl Table {
         next: &mut impl FnMut(&Snapshot) -> Option<Vec<PartEntry>>,
         options: &(dyn Fn(&TableOptions) -> TableOptions + Sync),
     ) -> Result<Option<u64>> {
+        let define = |base: &Snapshot| {
+            let mut definition = base.definition.as_ref().clone();
+            let new_options = options(&base.options);
+            if new_options != base.options {
+                definition.options = new_options.to_map();
+            }
+            Ok(definition)
+        };
+        self.commit_definition(operation, next, &define).await
+    }
+
+    /// Commits the parts `next` and the definition `define` derive from
+    /// the newest version, retrying on a newer version when another writer
+    /// commits first; `None` when `next` refuses a version.
+    pub(crate) async fn commit_definition(
+        &self,
+        operation: &str,
+        next: &mut impl FnMut(&Snapshot) -> Option<Vec<PartEntry>>,
+        define: &(dyn Fn(&Snapshot) -> Result<Definition> + Sync),
+    ) -> Result<Option<u64>> {
         const MAX_ATTEMPTS: usize = 16;
         let ctx = |e: Error| e.context(format!("table '{}'", self.name));
         let txn = uuid::Uuid::new_v4().simple().to_string();
@@ -525,11 +589,7 @@ impl Table {
                 return Ok(None);
             };
             let before = base.state();
-            let mut definition = before.definition.clone();
-            let new_options = options(&base.options);
-            if new_options != base.options {
-                definition.options = new_options.to_map();
-            }
+            let definition = define(&base).map_err(ctx)?;
             let after = TableState {
                 version: base.version + 1,
                 timestamp_ms: log::now_ms(),

@@ -69,7 +69,7 @@ impl Table {
         matcher: &dyn RowMatcher,
     ) -> Result<Option<u64>> {
         let (_pin, base) = self.pinned_snapshot().await?;
-        let plan = self.plan(&base.parts, &matcher.pruners()).await?;
+        let plan = self.plan(&base, &base.parts, &matcher.pruners()).await?;
         let schema = base.schema.clone();
         let mut touched = Vec::new();
         let mut updated = Vec::new();

@@ -25,6 +25,15 @@ pub struct FieldDef {
     /// SQL layer parses it back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default: Option<String>,
+    /// The column's stable id: parts name their columns by it (see
+    /// `alter`), so a renamed column keeps its files. `None` in tables
+    /// never altered, where a column's id is its position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u32>,
+    /// For a column added by ALTER TABLE: its value in the rows of parts
+    /// written before (one value, Arrow IPC in hex); NULL when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fill: Option<String>,
 }
 
 /// A declared constraint. diagon keeps and reports them (DataFusion uses
@@ -46,6 +55,10 @@ pub struct Definition {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub constraints: Vec<ConstraintDef>,
     pub options: BTreeMap<String, String>,
+    /// The id the next added column gets; `None` until the first ALTER
+    /// TABLE (ids are positions until then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_column_id: Option<u32>,
 }
 
 /// What a table is created with besides its schema and options.
@@ -68,7 +81,23 @@ impl Definition {
             schema_metadata: schema.metadata().clone().into_iter().collect(),
             constraints: extras.constraints.clone(),
             options,
+            next_column_id: None,
         }
+    }
+
+    /// Each column's stable id, in column order.
+    pub fn column_ids(&self) -> Vec<u32> {
+        self.schema
+            .iter()
+            .enumerate()
+            .map(|(i, d)| d.id.unwrap_or(i as u32))
+            .collect()
+    }
+
+    /// Whether the schema was ever altered: parts may then hold columns
+    /// under other names or types, or lack some (see `alter`).
+    pub fn altered(&self) -> bool {
+        self.next_column_id.is_some()
     }
 
     /// The Arrow schema, with field and schema metadata.
@@ -132,6 +161,8 @@ pub fn to_defs(schema: &Schema) -> Vec<FieldDef> {
             nullable: f.is_nullable(),
             metadata: f.metadata().clone().into_iter().collect(),
             default: None,
+            id: None,
+            fill: None,
         })
         .collect()
 }

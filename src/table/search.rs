@@ -32,6 +32,7 @@ impl Table {
     /// index knows them: read from the column once per snapshot).
     async fn unmatchable(
         &self,
+        snapshot: &Snapshot,
         entry: &PartEntry,
         column: &str,
         bound: &Bound,
@@ -43,7 +44,7 @@ impl Table {
         }
         let nulls = part
             .nulls_or_deleted
-            .get_or_try_init(|| self.nulls_or_deleted(entry, column, deleted))
+            .get_or_try_init(|| self.nulls_or_deleted(snapshot, entry, column, deleted))
             .await?;
         Ok(nulls.clone())
     }
@@ -51,11 +52,12 @@ impl Table {
     /// The rows of part `entry` whose `column` is NULL, or `deleted`.
     async fn nulls_or_deleted(
         &self,
+        snapshot: &Snapshot,
         entry: &PartEntry,
         column: &str,
         deleted: Option<BooleanBuffer>,
     ) -> Result<Option<BooleanBuffer>> {
-        let index = self.entry_index(entry).await?;
+        let index = self.entry_index(snapshot, entry).await?;
         let Some(position) = index.column_position(column) else {
             return Ok(deleted);
         };
@@ -170,7 +172,9 @@ impl Table {
                 break;
             }
             let entry = &snapshot.parts[p];
-            let unmatchable = self.unmatchable(entry, column, bound, part).await?;
+            let unmatchable = self
+                .unmatchable(snapshot, entry, column, bound, part)
+                .await?;
             let mut live = LiveRows {
                 best: &mut best,
                 part: p,
@@ -218,7 +222,9 @@ impl Table {
         let mut count = 0u64;
         let column_index = self.text_parts(snapshot, column).await?;
         for (entry, part) in snapshot.parts.iter().zip(&column_index.parts) {
-            let mask = self.unmatchable(entry, column, bound, part).await?;
+            let mask = self
+                .unmatchable(snapshot, entry, column, bound, part)
+                .await?;
             let (reader, mask) = (&part.reader, mask.as_ref());
             if let (Bound::Term { term, .. }, None) = (bound, mask) {
                 // Every row is live: the term's count is in its term info.

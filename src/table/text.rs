@@ -44,7 +44,7 @@ impl Table {
         let Some(analyzer) = snapshot.options.text.indexes.get(column) else {
             return Ok(None);
         };
-        let index = self.entry_index(entry).await?;
+        let index = self.entry_index(snapshot, entry).await?;
         let storage = self.storage_for(entry)?;
         crate::plan::text::open_text_index(&index, &storage, column, analyzer)
             .await

@@ -648,8 +648,8 @@ fn every_type_leads_the_sort_key() {
             })
             .collect()
     };
-    for t in 0..TYPES.len() {
-        if TYPES[t]().is_nested() {
+    for (t, data_type) in TYPES.iter().enumerate() {
+        if data_type().is_nested() {
             continue; // a nested column cannot be a sort key
         }
         for op in 0..6u8 {

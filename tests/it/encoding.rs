@@ -340,8 +340,21 @@ fn chains_parse_print_and_check_types() {
 
 #[test]
 fn unsupported_types_have_no_layout() {
-    assert!(column::layout_of(&DataType::new_list(DataType::Int32, true)).is_none());
+    use arrow::datatypes::{Field, UnionFields, UnionMode};
     assert!(column::layout_of(&DataType::Null).is_none());
+    let union = DataType::Union(UnionFields::empty(), UnionMode::Sparse);
+    assert!(column::layout_of(&union).is_none());
+    // A nested type is stored only when every type inside it is.
+    assert_eq!(
+        column::layout_of(&DataType::new_list(DataType::Int32, true)),
+        Some(column::Layout::Nested)
+    );
+    assert!(column::layout_of(&DataType::new_list(DataType::Null, true)).is_none());
+    let fields = vec![
+        Field::new("a", DataType::Int8, true),
+        Field::new("u", union, true),
+    ];
+    assert!(column::layout_of(&DataType::Struct(fields.into())).is_none());
 }
 
 #[test]

@@ -52,7 +52,7 @@ async fn parts(table: &Table) -> Vec<Vec<(Option<i64>, String, i64)>> {
     let snapshot = table.snapshot().await.unwrap();
     let mut parts = Vec::new();
     for entry in &snapshot.parts {
-        let index = table.entry_index(entry).await.unwrap();
+        let index = table.entry_index(&snapshot, entry).await.unwrap();
         let read = read_granules(
             table.storage(),
             &index,

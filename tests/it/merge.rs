@@ -87,7 +87,7 @@ async fn check_merge(parts: Vec<Vec<Option<i64>>>, keyed: bool, wide: bool, dele
     crate::common::query(&ctx, &format!("DELETE FROM t WHERE j % 3 = {deleted_mod}")).await;
 
     let snapshot = table.snapshot().await.unwrap();
-    let plan = table.plan(&snapshot.parts, &[]).await.unwrap();
+    let plan = table.plan(&snapshot, &snapshot.parts, &[]).await.unwrap();
     let layout = Table::part_layout(&snapshot);
     let name = diagon::part::writer::new_part_name();
     let mut writer = PartWriter::new(&storage, &name, schema(), layout.clone(), 1, Vec::new());

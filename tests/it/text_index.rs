@@ -445,7 +445,10 @@ async fn parts_carry_their_text_indexes() {
 
     // A part's index answers: `w3` is in ids 3, 10, 17, ... (rows = ids here).
     let snapshot = table.snapshot().await.unwrap();
-    let index = table.entry_index(&snapshot.parts[0]).await.unwrap();
+    let index = table
+        .entry_index(&snapshot, &snapshot.parts[0])
+        .await
+        .unwrap();
     let meta = index
         .meta
         .components

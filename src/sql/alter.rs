@@ -16,13 +16,19 @@
 
 use std::sync::Arc;
 
-use arrow::array::ArrayRef;
-use arrow::datatypes::Field;
-use datafusion::catalog::TableProvider;
-use datafusion::common::{DataFusionError, TableReference, plan_err};
+use arrow::array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
+use arrow::datatypes::{DataType as ArrowType, Field, Schema, SchemaRef};
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::common::{DataFusionError, ScalarValue, TableReference, plan_err};
 use datafusion::dataframe::DataFrame;
 use datafusion::error::Result;
-use datafusion::logical_expr::{DdlStatement, LogicalPlan};
+use datafusion::execution::{SendableRecordBatchStream, SessionState, TaskContext};
+use datafusion::logical_expr::{DdlStatement, Expr, LogicalPlan, TableType};
+use datafusion::physical_expr::LexOrdering;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::{DFParser, Statement};
 use datafusion::sql::planner::{IdentNormalizer, object_name_to_table_reference};
@@ -69,8 +75,9 @@ pub fn parse_alter(ctx: &SessionContext, sql: &str) -> Result<Option<AlterTable>
     }
 }
 
-/// Applies `alter` to the diagon table it names.
-pub async fn alter_table(ctx: &SessionContext, alter: &AlterTable) -> Result<()> {
+/// Applies `alter` to the diagon table it names; returns the table's new
+/// version (0 when `IF EXISTS` found no table or nothing changed).
+pub async fn alter_table(ctx: &SessionContext, alter: &AlterTable) -> Result<u64> {
     let normalize = ctx
         .state()
         .config()
@@ -80,7 +87,7 @@ pub async fn alter_table(ctx: &SessionContext, alter: &AlterTable) -> Result<()>
     let reference = object_name_to_table_reference(alter.name.clone(), normalize)?;
     let provider = match ctx.table_provider(reference.clone()).await {
         Ok(provider) => provider,
-        Err(_) if alter.if_exists => return Ok(()),
+        Err(_) if alter.if_exists => return Ok(0),
         Err(e) => return Err(e),
     };
     let Some(diagon) =
@@ -99,11 +106,12 @@ pub async fn alter_table(ctx: &SessionContext, alter: &AlterTable) -> Result<()>
             changes.push(change);
         }
     }
-    table
+    let version = table
         .alter_all(&changes)
         .await
         .map_err(|e| DataFusionError::Plan(e.to_string()))?;
-    refresh(ctx, &reference, table)
+    refresh(ctx, &reference, table)?;
+    Ok(version)
 }
 
 /// Keeps `columns` (the names so far) current through `change`, so that
@@ -287,4 +295,133 @@ fn refresh(
     schema.deregister_table(&resolved.table)?;
     schema.register_table(resolved.table.to_string(), provider)?;
     Ok(())
+}
+
+/// `diagon_alter('t', 'ADD COLUMN c INT, DROP COLUMN d')`: an ALTER TABLE
+/// from any session (an embedder's own `SessionContext::sql` cannot plan
+/// one), run when the plan executes; it returns the table and its new
+/// version.
+#[derive(Debug)]
+pub struct DiagonAlterFunction;
+
+impl TableFunctionImpl for DiagonAlterFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        let text = |e: &Expr| match e {
+            Expr::Literal(ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)), _) => {
+                Some(s.clone())
+            }
+            _ => None,
+        };
+        match args.exprs() {
+            [table, operations] if text(table).is_some() && text(operations).is_some() => {
+                Ok(Arc::new(AlterFunctionTable {
+                    table: text(table).unwrap_or_default(),
+                    operations: text(operations).unwrap_or_default(),
+                }))
+            }
+            _ => plan_err!(
+                "diagon_alter() takes a table name and ALTER TABLE operations as strings, \
+                 e.g. diagon_alter('docs', 'ADD COLUMN lang VARCHAR DEFAULT ''en''')"
+            ),
+        }
+    }
+}
+
+fn alter_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("table", ArrowType::Utf8, false),
+        Field::new("version", ArrowType::UInt64, false),
+    ]))
+}
+
+#[derive(Debug)]
+struct AlterFunctionTable {
+    table: String,
+    operations: String,
+}
+
+#[async_trait]
+impl TableProvider for AlterFunctionTable {
+    fn schema(&self) -> SchemaRef {
+        alter_schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let Some(state) = state.as_any().downcast_ref::<SessionState>() else {
+            return plan_err!("diagon_alter() needs a DataFusion SessionState");
+        };
+        let reference = TableReference::from(self.table.as_str());
+        let sql = format!(
+            "ALTER TABLE {} {}",
+            reference.to_quoted_string(),
+            self.operations
+        );
+        let ctx = SessionContext::new_with_state(state.clone());
+        let Some(alter) = parse_alter(&ctx, &sql)? else {
+            return plan_err!(
+                "diagon_alter('{}', '{}'): not ALTER TABLE operations diagon can parse",
+                self.table,
+                self.operations
+            );
+        };
+        let stream = Arc::new(AlterStream {
+            ctx,
+            alter,
+            table: self.table.clone(),
+        });
+        Ok(Arc::new(StreamingTableExec::try_new(
+            alter_schema(),
+            vec![stream],
+            projection,
+            Vec::<LexOrdering>::new(),
+            false,
+            None,
+        )?))
+    }
+}
+
+/// Runs the ALTER when the plan executes, so EXPLAIN changes nothing.
+struct AlterStream {
+    ctx: SessionContext,
+    alter: AlterTable,
+    table: String,
+}
+
+impl std::fmt::Debug for AlterStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AlterStream({})", self.alter)
+    }
+}
+
+impl PartitionStream for AlterStream {
+    fn schema(&self) -> &SchemaRef {
+        static SCHEMA: std::sync::OnceLock<SchemaRef> = std::sync::OnceLock::new();
+        SCHEMA.get_or_init(alter_schema)
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let (ctx, alter, table) = (self.ctx.clone(), self.alter.clone(), self.table.clone());
+        let run = async move {
+            let version = alter_table(&ctx, &alter).await?;
+            let columns: Vec<ArrayRef> = vec![
+                Arc::new(StringArray::from(vec![table])),
+                Arc::new(UInt64Array::from(vec![version])),
+            ];
+            Ok(RecordBatch::try_new(alter_schema(), columns)?)
+        };
+        Box::pin(RecordBatchStreamAdapter::new(
+            alter_schema(),
+            futures::stream::once(run),
+        ))
+    }
 }

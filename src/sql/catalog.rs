@@ -205,6 +205,29 @@ impl DiagonSchema {
         }
     }
 
+    /// `provider`, or when its table was altered since it was made (by
+    /// another session or process: the newest version has other columns)
+    /// a provider with the table's columns now.
+    async fn current(
+        &self,
+        name: &str,
+        provider: Arc<dyn TableProvider>,
+    ) -> Result<Arc<dyn TableProvider>> {
+        let Some(diagon) =
+            (provider.as_ref() as &dyn std::any::Any).downcast_ref::<DiagonTableProvider>()
+        else {
+            return Ok(provider);
+        };
+        let table = diagon.table().clone();
+        let snapshot = table.snapshot().await?;
+        if snapshot.schema.fields() == diagon.table_schema().fields() {
+            return Ok(provider);
+        }
+        let fresh: Arc<dyn TableProvider> = Arc::new(DiagonTableProvider::new(table));
+        self.replace(name, fresh.clone());
+        Ok(fresh)
+    }
+
     /// Puts `provider` in place of the session's provider of table `name`
     /// (after ALTER TABLE changed its schema).
     pub fn replace(&self, name: &str, provider: Arc<dyn TableProvider>) {
@@ -337,8 +360,9 @@ impl SchemaProvider for DiagonSchema {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        if let Some(table) = crate::sync::read(&self.tables).get(name) {
-            return Ok(Some(table.clone()));
+        let cached = crate::sync::read(&self.tables).get(name).cloned();
+        if let Some(provider) = cached {
+            return Ok(Some(self.current(name, provider).await?));
         }
         let Some(id) = self.live_id(name).await? else {
             return Ok(None);

@@ -66,6 +66,10 @@ impl RowMatcher for ExprMatcher {
         self.assignments.is_some()
     }
 
+    fn schema(&self) -> Option<&SchemaRef> {
+        Some(&self.schema)
+    }
+
     fn update(&self, matched: &RecordBatch) -> crate::Result<RecordBatch> {
         let mut columns: Vec<ArrayRef> = matched.columns().to_vec();
         for (i, expr) in self.assignments.iter().flatten() {

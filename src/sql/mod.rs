@@ -39,8 +39,8 @@ impl From<crate::error::Error> for datafusion::error::DataFusionError {
 pub const FORMAT_NAME: &str = "DIAGON";
 
 /// Installs diagon on a session: the `STORED AS DIAGON` table factory, the
-/// `diagon_parts`, `diagon_columns`, `diagon_terms`, `diagon_search` and
-/// `diagon_optimize` table functions, the text search functions `match`,
+/// `diagon_parts`, `diagon_columns`, `diagon_terms`, `diagon_search`,
+/// `diagon_optimize` and `diagon_alter` table functions, the text search functions `match`,
 /// `bm25` and `highlight` with the analyzer rule that ties them to their
 /// columns, and the `diagon.*` settings.
 pub fn register(ctx: &SessionContext) {
@@ -61,6 +61,7 @@ pub fn register(ctx: &SessionContext) {
         Arc::new(functions::DiagonListingFunction::terms()),
     );
     ctx.register_udtf("diagon_search", Arc::new(search::DiagonSearchFunction));
+    ctx.register_udtf("diagon_alter", Arc::new(alter::DiagonAlterFunction));
     ctx.register_udf(text::MatchFunction::udf().as_ref().clone());
     ctx.register_udf(text::Bm25Function::udf().as_ref().clone());
     ctx.register_udf(highlight::HighlightFunction::udf().as_ref().clone());

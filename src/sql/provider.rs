@@ -103,6 +103,26 @@ impl DiagonTableProvider {
         &self.table
     }
 
+    /// The table's columns as this provider knows them.
+    pub fn table_schema(&self) -> &SchemaRef {
+        &self.table_schema
+    }
+
+    /// Refuses a snapshot whose columns are not this provider's: the table
+    /// was altered (by another session or process) since the provider was
+    /// made, and plans over the old columns would read the wrong ones.
+    fn check_current(&self, snapshot: &crate::table::Snapshot) -> Result<()> {
+        if snapshot.schema.fields() == self.table_schema.fields() {
+            return Ok(());
+        }
+        plan_err!(
+            "table '{}' was altered (ALTER TABLE) since this session opened it; \
+             run the query again (a data-dir catalog reopens it), or recreate the \
+             external table",
+            self.table.name()
+        )
+    }
+
     /// The scores this provider's scans compute, after the table's columns.
     pub fn score_columns(&self) -> &[ScoreColumn] {
         &self.scores
@@ -336,6 +356,7 @@ impl TableProvider for DiagonTableProvider {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let (pin, snapshot) = self.table.pinned_snapshot().await?;
+        self.check_current(&snapshot)?;
         set_cache_capacity(state);
         let pruners = self.pruners(state, &snapshot.options, filters)?;
         let projection: Vec<usize> = match projection {

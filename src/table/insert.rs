@@ -103,7 +103,22 @@ impl InsertWriter {
                 schema.fields().len()
             )));
         }
-        for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        for ((field, column), given) in schema
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .zip(batch.schema().fields())
+        {
+            // A session that planned the insert before an ALTER TABLE
+            // renamed, dropped or added columns.
+            if given.name() != field.name() {
+                return Err(Error::Schema(format!(
+                    "the insert gives column '{}' where the table has '{}' (the table was \
+                     altered since the statement was planned?)",
+                    given.name(),
+                    field.name()
+                )));
+            }
             if column.data_type() != field.data_type() {
                 return Err(Error::Schema(format!(
                     "column '{}' expects {}, insert gives {}",

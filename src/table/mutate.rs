@@ -32,6 +32,11 @@ pub trait RowMatcher: Send + Sync {
     fn is_update(&self) -> bool;
     /// For UPDATE, the new version of the matched rows.
     fn update(&self, matched: &RecordBatch) -> Result<RecordBatch>;
+    /// The columns the matcher was made for, if it depends on them: a
+    /// table altered since then refuses it.
+    fn schema(&self) -> Option<&arrow::datatypes::SchemaRef> {
+        None
+    }
 }
 
 /// One part's change: its new mask.
@@ -69,6 +74,16 @@ impl Table {
         matcher: &dyn RowMatcher,
     ) -> Result<Option<u64>> {
         let (_pin, base) = self.pinned_snapshot().await?;
+        if matcher
+            .schema()
+            .is_some_and(|s| s.fields() != base.schema.fields())
+        {
+            return Err(Error::Table(format!(
+                "table '{}' was altered (ALTER TABLE) after the statement was planned; \
+                 run it again",
+                self.name()
+            )));
+        }
         let plan = self.plan(&base, &base.parts, &matcher.pruners()).await?;
         let schema = base.schema.clone();
         let mut touched = Vec::new();

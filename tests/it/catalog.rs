@@ -96,3 +96,76 @@ async fn an_interrupted_create_table_as_leaves_no_table() {
             .contains("| 5 ")
     );
 }
+
+/// ALTER TABLE in the data-dir catalog: the altering session and a new one
+/// see the new columns, and so does a session that had the table open
+/// before (the catalog reopens a table whose columns changed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_altered_table_is_seen_by_every_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = session(dir.path());
+    crate::common::query(&a, "CREATE TABLE t (id BIGINT, name VARCHAR)").await;
+    crate::common::query(&a, "INSERT INTO t VALUES (1, 'x'), (2, NULL)").await;
+    let b = session(dir.path());
+    crate::common::query(&b, "SELECT * FROM t").await;
+
+    let alter = "ALTER TABLE t ADD COLUMN n INT DEFAULT 3, RENAME COLUMN name TO label";
+    diagon::sql::sql(&a, alter).await.unwrap();
+    crate::common::query(&a, "INSERT INTO t (id) VALUES (3)").await;
+    let want = "+----+-------+---+\n\
+                | id | label | n |\n\
+                +----+-------+---+\n\
+                | 1  | x     | 3 |\n\
+                | 2  |       | 3 |\n\
+                | 3  |       | 3 |\n\
+                +----+-------+---+";
+    for ctx in [&a, &b, &session(dir.path())] {
+        assert_eq!(
+            crate::common::query(ctx, "SELECT * FROM t ORDER BY id").await,
+            want
+        );
+    }
+}
+
+/// An external table altered by another session: a session holding the
+/// old columns is refused, for reads and writes, rather than reading or
+/// writing the wrong columns; recreating the table picks the change up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_with_the_old_columns_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let create = format!(
+        "CREATE EXTERNAL TABLE t (id BIGINT, a INT) STORED AS DIAGON LOCATION '{}'",
+        dir.path().join("t").display()
+    );
+    let a = crate::common::context(2);
+    crate::common::query(&a, &create).await;
+    crate::common::query(&a, "INSERT INTO t VALUES (1, 10)").await;
+    let b = crate::common::context(2);
+    let reopen = format!(
+        "CREATE EXTERNAL TABLE t STORED AS DIAGON LOCATION '{}'",
+        dir.path().join("t").display()
+    );
+    crate::common::query(&b, &reopen).await;
+
+    diagon::sql::sql(&a, "ALTER TABLE t DROP COLUMN a, ADD COLUMN b INT")
+        .await
+        .unwrap();
+    for sql in [
+        "SELECT * FROM t",
+        "INSERT INTO t VALUES (2, 20)",
+        "DELETE FROM t WHERE a = 10",
+    ] {
+        let error = match b.sql(sql).await {
+            Ok(df) => df.collect().await.unwrap_err(),
+            Err(e) => e,
+        };
+        assert!(error.to_string().contains("altered"), "{sql}: {error}");
+    }
+    crate::common::query(&a, "SELECT * FROM t").await;
+    let rows = crate::common::query(&a, "SELECT count(*) AS n, count(b) AS b FROM t").await;
+    assert!(rows.contains("| 1 | 0 |"), "{rows}");
+    crate::common::query(&b, "DROP TABLE t").await;
+    crate::common::query(&b, &reopen).await;
+    let rows = crate::common::query(&b, "SELECT * FROM t").await;
+    assert!(rows.contains("| id | b |"), "{rows}");
+}

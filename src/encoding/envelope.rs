@@ -54,7 +54,13 @@ impl FileKind {
 
     /// The newest format version of this kind that this build reads and writes.
     pub fn current_version(self) -> u16 {
-        1
+        match self {
+            // 2: the log of a table whose schema was altered (stable column
+            // ids, fills); builds that know only 1 refuse such a table
+            // rather than read parts by position or drop the ids.
+            FileKind::Commit | FileKind::Checkpoint => ALTERED_LOG_VERSION,
+            _ => 1,
+        }
     }
 }
 
@@ -84,10 +90,21 @@ pub fn footer(crc: crc32fast::Hasher) -> [u8; ENVELOPE_FOOTER_LEN] {
     f
 }
 
+/// The log format version of a table whose schema was altered.
+pub const ALTERED_LOG_VERSION: u16 = 2;
+
 /// Wraps `body` in a header and footer.
 pub fn seal(kind: FileKind, body: &[u8]) -> Vec<u8> {
+    seal_version(kind, kind.current_version(), body)
+}
+
+/// Wraps `body` in a header of format `version` (at most the kind's
+/// current one) and a footer.
+pub fn seal_version(kind: FileKind, version: u16, body: &[u8]) -> Vec<u8> {
     let mut file = Vec::with_capacity(ENVELOPE_HEADER_LEN + body.len() + ENVELOPE_FOOTER_LEN);
-    file.extend_from_slice(&header(kind));
+    let mut header = header(kind);
+    header[8..10].copy_from_slice(&version.min(kind.current_version()).to_le_bytes());
+    file.extend_from_slice(&header);
     file.extend_from_slice(body);
     append_footer(&mut file);
     file

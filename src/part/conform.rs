@@ -24,7 +24,7 @@ use arrow::array::{Array, ArrayRef, RecordBatch, UInt32Array, UInt64Array, new_n
 use arrow::datatypes::{DataType, Field, Schema};
 
 use super::index::{ColumnMeta, PartIndex};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// One column of the table's current schema.
 #[derive(Debug, Clone)]
@@ -40,6 +40,40 @@ pub struct TableColumn {
 /// The name a dropped column hides under: no table column can have it.
 fn hidden_name(id: u32) -> String {
     format!("\u{0}dropped.{id}")
+}
+
+/// Whether values of `from` convert to `to` without loss, each to a
+/// distinct value: the type changes ALTER TABLE allows, and the only ones
+/// a part may be read through.
+pub fn widens(from: &DataType, to: &DataType) -> bool {
+    use DataType::*;
+    let signed = |t: &DataType| match t {
+        Int8 => Some(1),
+        Int16 => Some(2),
+        Int32 => Some(4),
+        Int64 => Some(8),
+        _ => None,
+    };
+    let unsigned = |t: &DataType| match t {
+        UInt8 => Some(1),
+        UInt16 => Some(2),
+        UInt32 => Some(4),
+        UInt64 => Some(8),
+        _ => None,
+    };
+    let text = |t: &DataType| matches!(t, Utf8 | LargeUtf8 | Utf8View);
+    let binary = |t: &DataType| matches!(t, Binary | LargeBinary | BinaryView);
+    match (from, to) {
+        _ if from == to => true,
+        (Float16, Float32 | Float64) | (Float32, Float64) => true,
+        _ if text(from) => text(to),
+        _ if binary(from) => binary(to),
+        _ => match (signed(from), unsigned(from), signed(to), unsigned(to)) {
+            (Some(f), _, Some(t), _) | (_, Some(f), _, Some(t)) => f <= t,
+            (_, Some(f), Some(t), _) => f < t,
+            _ => false,
+        },
+    }
 }
 
 /// Whether a value hashes the same in `from`'s and `to`'s stored bytes.
@@ -81,6 +115,8 @@ impl PartIndex {
             return Ok(None);
         }
         let by_id: HashMap<u32, &TableColumn> = columns.iter().map(|c| (c.id, c)).collect();
+        let by_name: std::collections::HashSet<&str> =
+            columns.iter().map(|c| c.name.as_str()).collect();
         let mut meta = self.meta.clone();
         let mut renamed: HashMap<String, String> = HashMap::new();
         let mut retyped: HashMap<String, (DataType, DataType)> = HashMap::new();
@@ -89,6 +125,18 @@ impl PartIndex {
             let name = match by_id.get(&id) {
                 Some(table) => {
                     if *self.data_type(i) != table.data_type {
+                        if !widens(self.data_type(i), &table.data_type) {
+                            return Err(Error::corrupt(
+                                &self.meta.name,
+                                format!(
+                                    "column '{}' (id {id}) is stored as {}, which does not \
+                                     widen to the table's {}",
+                                    table.name,
+                                    self.data_type(i),
+                                    table.data_type
+                                ),
+                            ));
+                        }
                         retyped.insert(
                             table.name.clone(),
                             (self.data_type(i).clone(), table.data_type.clone()),
@@ -110,20 +158,25 @@ impl PartIndex {
         for component in &mut meta.components {
             component.columns.iter_mut().for_each(rename);
         }
+        // Components of dropped columns are hidden; skip indexes hashed
+        // in bytes a widened column no longer has are too.
+        let live = |name: &String| by_name.contains(name.as_str());
         meta.components.retain(|c| {
-            c.kind != crate::index::skip::KIND
-                || c.columns
-                    .first()
-                    .and_then(|name| retyped.get(name))
-                    .is_none_or(|(from, to)| same_bytes(from, to))
+            c.columns.iter().all(live)
+                && (c.kind != crate::index::skip::KIND
+                    || c.columns
+                        .first()
+                        .and_then(|name| retyped.get(name))
+                        .is_none_or(|(from, to)| same_bytes(from, to)))
         });
         for legacy in &mut meta.skip_indexes {
             rename(&mut legacy.column);
         }
         meta.skip_indexes.retain(|s| {
-            retyped
-                .get(&s.column)
-                .is_none_or(|(from, to)| same_bytes(from, to))
+            live(&s.column)
+                && retyped
+                    .get(&s.column)
+                    .is_none_or(|(from, to)| same_bytes(from, to))
         });
 
         let present: Vec<u32> = (0..self.meta.columns.len())

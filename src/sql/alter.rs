@@ -101,10 +101,13 @@ pub async fn alter_table(ctx: &SessionContext, alter: &AlterTable) -> Result<u64
     let mut changes = Vec::new();
     let mut columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
     for operation in &alter.operations {
-        for change in changes_of(ctx, operation, &names, &columns).await? {
+        for change in changes_of(ctx, operation, &names, &columns, &schema).await? {
             track(&mut columns, &change);
             changes.push(change);
         }
+    }
+    if changes.is_empty() {
+        return Ok(0); // IF [NOT] EXISTS left nothing to do
     }
     let version = table
         .alter_all(&changes)
@@ -135,6 +138,7 @@ async fn changes_of(
     operation: &AlterTableOperation,
     names: &IdentNormalizer,
     columns: &[String],
+    schema: &Schema,
 ) -> Result<Vec<SchemaChange>> {
     let name = |ident: &Ident| names.normalize(ident.clone());
     let exists = |c: &str| columns.iter().any(|n| n == c);
@@ -190,10 +194,17 @@ async fn changes_of(
                     data_type: arrow_type(ctx, data_type).await?,
                     column,
                 }],
-                AlterColumnOperation::SetDefault { value } => vec![SchemaChange::SetDefault {
-                    column,
-                    default: Some(default_text(ctx, &value.to_string()).await?),
-                }],
+                AlterColumnOperation::SetDefault { value } => {
+                    let text = value.to_string();
+                    // Checked to evaluate to a value of the column's type.
+                    if let Ok(field) = schema.field_with_name(&column) {
+                        evaluate(ctx, &text, field).await?;
+                    }
+                    vec![SchemaChange::SetDefault {
+                        column,
+                        default: Some(text),
+                    }]
+                }
                 AlterColumnOperation::DropDefault => vec![SchemaChange::SetDefault {
                     column,
                     default: None,
@@ -232,12 +243,6 @@ async fn column(
     Ok((field, Some((text, value))))
 }
 
-/// The stored text of the DEFAULT `sql` (checked to evaluate).
-async fn default_text(ctx: &SessionContext, sql: &str) -> Result<String> {
-    ctx.sql(&format!("SELECT {sql}")).await?;
-    Ok(sql.to_string())
-}
-
 /// The value of a constant expression, as `field`'s type.
 async fn evaluate(ctx: &SessionContext, sql: &str, field: &Field) -> Result<ArrayRef> {
     let batches = ctx
@@ -249,7 +254,14 @@ async fn evaluate(ctx: &SessionContext, sql: &str, field: &Field) -> Result<Arra
     let Some(batch) = batches.iter().find(|b| b.num_rows() == 1) else {
         return plan_err!("DEFAULT {sql} is not one value");
     };
-    Ok(arrow::compute::cast(batch.column(0), field.data_type())?)
+    // A value that does not fit the column is an error, not a NULL.
+    let options = arrow::compute::CastOptions {
+        safe: false,
+        ..Default::default()
+    };
+    arrow::compute::cast_with_options(batch.column(0), field.data_type(), &options).map_err(|e| {
+        DataFusionError::Plan(format!("DEFAULT {sql} for column '{}': {e}", field.name()))
+    })
 }
 
 /// The Arrow type DataFusion gives the SQL type `data_type`.

@@ -220,7 +220,7 @@ impl DiagonSchema {
         };
         let table = diagon.table().clone();
         let snapshot = table.snapshot().await?;
-        if snapshot.schema.fields() == diagon.table_schema().fields() {
+        if diagon.is_current(&snapshot) {
             return Ok(provider);
         }
         let fresh: Arc<dyn TableProvider> = Arc::new(DiagonTableProvider::new(table));

@@ -358,6 +358,7 @@ fn parts_batch(snapshot: &Snapshot, indexes: &[Arc<PartIndex>]) -> Result<Record
                 .meta
                 .columns
                 .iter()
+                .filter(|c| !c.file.is_empty()) // columns the part lacks
                 .all(|c| c.file == crate::part::writer::COMPACT_FILE);
             if compact { "compact" } else { "wide" }
         }))),

@@ -77,6 +77,9 @@ pub struct DiagonTableProvider {
     /// writing NULL in its place.
     defaults: std::result::Result<HashMap<String, Expr>, String>,
     constraints: Option<Constraints>,
+    /// The stored columns (names, types, defaults, ids) this provider was
+    /// made from: a table altered since is refused (see `check_current`).
+    fields: Vec<crate::table::schema::FieldDef>,
 }
 
 impl DiagonTableProvider {
@@ -96,6 +99,7 @@ impl DiagonTableProvider {
             scores: Vec::new(),
             defaults,
             constraints,
+            fields: snapshot.definition.schema.clone(),
         }
     }
 
@@ -115,6 +119,26 @@ impl DiagonTableProvider {
         if snapshot.schema.fields() == self.table_schema.fields() {
             return Ok(());
         }
+        self.altered()
+    }
+
+    /// Whether the table's stored columns (defaults included) are still
+    /// the ones this provider was made from.
+    pub fn is_current(&self, snapshot: &crate::table::Snapshot) -> bool {
+        snapshot.definition.schema == self.fields
+    }
+
+    /// Refuses a write planned with columns or defaults the table no
+    /// longer has.
+    async fn check_writable(&self) -> Result<()> {
+        let snapshot = self.table.snapshot().await?;
+        match self.is_current(&snapshot) {
+            true => Ok(()),
+            false => self.altered(),
+        }
+    }
+
+    fn altered(&self) -> Result<()> {
         plan_err!(
             "table '{}' was altered (ALTER TABLE) since this session opened it; \
              run the query again (a data-dir catalog reopens it), or recreate the \
@@ -171,6 +195,7 @@ impl DiagonTableProvider {
             scores,
             defaults: self.defaults.clone(),
             constraints: self.constraints.clone(),
+            fields: self.fields.clone(),
         })
     }
 
@@ -449,6 +474,7 @@ impl TableProvider for DiagonTableProvider {
         state: &dyn Session,
         filters: Vec<Expr>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.check_writable().await?;
         let matcher = self.matcher(state, filters, None)?;
         self.mutation_plan(Mutation::Rows(matcher))
     }
@@ -459,6 +485,7 @@ impl TableProvider for DiagonTableProvider {
         assignments: Vec<(String, Expr)>,
         filters: Vec<Expr>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.check_writable().await?;
         let matcher = self.matcher(state, filters, Some(assignments))?;
         self.mutation_plan(Mutation::Rows(matcher))
     }
@@ -479,6 +506,7 @@ impl TableProvider for DiagonTableProvider {
                 self.table.name()
             );
         }
+        self.check_writable().await?;
         if let Err(e) = &self.defaults {
             return plan_err!("{e}");
         }

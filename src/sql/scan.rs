@@ -358,16 +358,22 @@ fn column_statistics(reads: &[(&PartPlan, Range<usize>)], name: &str) -> Result<
         };
         let counts = part.null_counts(c);
         let (min, max) = (part.min(c), part.max(c));
+        // Nested values keep no min/max (and DataFusion has none for some,
+        // maps): their null counts are exact all the same.
+        let unordered =
+            crate::encoding::layout_of(min.data_type()) == Some(crate::encoding::Layout::Nested);
         for g in range.clone() {
             let granule_nulls = counts.value(g) as usize;
             nulls += granule_nulls;
             let all_null = granule_nulls as u64 == part.granule_rows(g);
-            if min.is_null(g) && !all_null {
+            if min.is_null(g) && !all_null && !unordered {
                 return Ok(ColumnStatistics::new_unknown().with_null_count(Precision::Absent));
             }
         }
-        mins.push(min.slice(range.start, range.len()));
-        maxs.push(max.slice(range.start, range.len()));
+        if !unordered {
+            mins.push(min.slice(range.start, range.len()));
+            maxs.push(max.slice(range.start, range.len()));
+        }
     }
     let mut stats = ColumnStatistics::new_unknown().with_null_count(Precision::Exact(nulls));
     if mins.is_empty() {

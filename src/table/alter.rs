@@ -53,38 +53,7 @@ pub enum SchemaChange {
     },
 }
 
-/// Whether values of `from` convert to `to` without loss, each to a
-/// distinct value: the type changes ALTER allows.
-pub fn widens(from: &DataType, to: &DataType) -> bool {
-    use DataType::*;
-    let signed = |t: &DataType| match t {
-        Int8 => Some(1),
-        Int16 => Some(2),
-        Int32 => Some(4),
-        Int64 => Some(8),
-        _ => None,
-    };
-    let unsigned = |t: &DataType| match t {
-        UInt8 => Some(1),
-        UInt16 => Some(2),
-        UInt32 => Some(4),
-        UInt64 => Some(8),
-        _ => None,
-    };
-    let text = |t: &DataType| matches!(t, Utf8 | LargeUtf8 | Utf8View);
-    let binary = |t: &DataType| matches!(t, Binary | LargeBinary | BinaryView);
-    match (from, to) {
-        _ if from == to => true,
-        (Float16, Float32 | Float64) | (Float32, Float64) => true,
-        _ if text(from) => text(to),
-        _ if binary(from) => binary(to),
-        _ => match (signed(from), unsigned(from), signed(to), unsigned(to)) {
-            (Some(f), _, Some(t), _) | (_, Some(f), _, Some(t)) => f <= t,
-            (_, Some(f), Some(t), _) => f < t,
-            _ => false,
-        },
-    }
-}
+pub use crate::part::conform::widens;
 
 impl Definition {
     /// The definition after `change`, checked: errors name the column

@@ -359,7 +359,13 @@ pub async fn read_commit(storage: &Storage, version: u64) -> Result<Commit> {
 pub async fn write_commit(storage: &Storage, commit: &Commit) -> Result<bool> {
     let json = serde_json::to_vec(commit)
         .map_err(|e| Error::Schema(format!("cannot serialise commit: {e}")))?;
-    let file = envelope::seal(FileKind::Commit, &json);
+    // Version 1 unless the commit states an altered schema: tables never
+    // altered stay readable by builds before ALTER TABLE.
+    let version = match commit.next_column_id {
+        Some(_) => envelope::ALTERED_LOG_VERSION,
+        None => 1,
+    };
+    let file = envelope::seal_version(FileKind::Commit, version, &json);
     storage
         .put_if_absent(&commit_file(commit.version), file)
         .await
@@ -398,8 +404,15 @@ pub async fn write_checkpoint(storage: &Storage, state: &TableState) -> Result<(
     let json = serde_json::to_vec(state)
         .map_err(|e| Error::Schema(format!("cannot serialise checkpoint: {e}")))?;
     let name = checkpoint_file(state.version);
+    let version = match state.definition.altered() {
+        true => envelope::ALTERED_LOG_VERSION,
+        false => 1,
+    };
     storage
-        .put(&name, envelope::seal(FileKind::Checkpoint, &json))
+        .put(
+            &name,
+            envelope::seal_version(FileKind::Checkpoint, version, &json),
+        )
         .await?;
     storage.sync(vec![name]).await?;
     // The pointer only moves forward: a writer that checkpointed an older

@@ -144,6 +144,11 @@ pub struct Table {
     released: Mutex<Vec<Released>>,
 }
 
+/// Whether `after` changes the definition of `before`.
+fn definition_changed(before: &TableState, after: &TableState) -> bool {
+    before.definition != after.definition
+}
+
 /// Something a table keeps until its last handle goes.
 struct Released {
     _guard: Box<dyn std::any::Any + Send + Sync>,
@@ -597,6 +602,14 @@ impl Table {
                 parts,
             };
             let commit = Commit::between(&before, &after, operation, &txn);
+            // The new state must open before it is written: a definition
+            // changed concurrently (a column dropped under a new skip
+            // index) is refused here, not committed as a table that no
+            // longer opens.
+            let mut snapshot = match definition_changed(&before, &after) {
+                true => Some(Snapshot::from_state(after.clone(), base.checkpoint).map_err(ctx)?),
+                false => None,
+            };
             // Retired before the new version can be visible, so a cleanup
             // never sees these files unreferenced yet unprotected (retiring
             // files a lost attempt did not replace protects them a while
@@ -626,7 +639,14 @@ impl Table {
             };
             if ours {
                 let checkpoint = self.checkpoint_if_due(&base, &after).await;
-                self.install(Snapshot::from_state(after, checkpoint)?);
+                let snapshot = match snapshot.take() {
+                    Some(mut snapshot) => {
+                        snapshot.checkpoint = checkpoint;
+                        snapshot
+                    }
+                    None => Snapshot::from_state(after, checkpoint)?,
+                };
+                self.install(snapshot);
                 return Ok(Some(commit.version));
             }
         }

@@ -220,11 +220,11 @@ impl TableOptions {
                     parsed.text.default_operator = DefaultOperator::parse(key, value)?;
                 }
                 _ if key_lower.starts_with("analyzer.") => {
-                    let column = find_column(key, &key_lower["analyzer.".len()..], schema)?;
+                    let column = find_column(key, &key["analyzer.".len()..], schema)?;
                     analyzers.push((key.clone(), column, Analyzer::parse(key, value)?));
                 }
                 _ if key_lower.starts_with("skip_index.") => {
-                    let column = find_column(key, &key_lower["skip_index.".len()..], schema)?;
+                    let column = find_column(key, &key["skip_index.".len()..], schema)?;
                     let spec = value
                         .parse::<SkipSpec>()
                         .map_err(|e| Error::option(key, e))?;
@@ -234,7 +234,10 @@ impl TableOptions {
                     parsed.skip_indexes.insert(column, spec);
                 }
                 _ => {
-                    let Some(column) = key_lower.strip_prefix("codec.") else {
+                    let Some(column) = key_lower
+                        .starts_with("codec.")
+                        .then(|| &key["codec.".len()..])
+                    else {
                         return Err(Error::option(
                             key,
                             format!("unknown option (known: {})", KNOWN_OPTIONS.join(", ")),
@@ -416,11 +419,14 @@ fn parse_float(key: &str, value: &str) -> Result<f32> {
         .map_err(|_| Error::option(key, format!("'{value}' is not a number")))
 }
 
+/// The column `name` names: exactly, or else ignoring ASCII case (option
+/// keys are case-insensitive, columns `Foo` and `foo` may both exist).
 fn find_column(key: &str, name: &str, schema: &Schema) -> Result<String> {
-    schema
-        .fields()
+    let fields = schema.fields();
+    fields
         .iter()
-        .find(|f| f.name().eq_ignore_ascii_case(name))
+        .find(|f| f.name() == name)
+        .or_else(|| fields.iter().find(|f| f.name().eq_ignore_ascii_case(name)))
         .map(|f| f.name().clone())
         .ok_or_else(|| Error::option(key, format!("the table has no column '{name}'")))
 }

@@ -125,6 +125,13 @@ async fn an_altered_table_is_seen_by_every_session() {
             want
         );
     }
+    // A new default is what every session's inserts write.
+    diagon::sql::sql(&a, "ALTER TABLE t ALTER COLUMN n SET DEFAULT 9")
+        .await
+        .unwrap();
+    crate::common::query(&b, "INSERT INTO t (id) VALUES (4)").await;
+    let row = crate::common::query(&a, "SELECT n FROM t WHERE id = 4").await;
+    assert!(row.contains("| 9 |"), "{row}");
 }
 
 /// An external table altered by another session: a session holding the

@@ -96,12 +96,12 @@ fn batch(b: i64) -> RecordBatch {
             span_names.push(Some(["db", "cache", "auth", "render"][(s % 4) as usize]));
             span_ms.push(Some((s % 5_000) as f64 / 10.0));
         }
-        valid.push(h % 50 != 0);
+        valid.push(!h.is_multiple_of(50));
         hosts.push(Some(format!("web-{:02}", (h >> 16) % 40)));
         statuses.push(Some(
             [200, 200, 200, 200, 301, 404, 500][((h >> 24) % 7) as usize],
         ));
-        latencies.push(((h >> 32) % 97 != 0).then(|| ((h >> 40) % 20_000) as f64 / 10.0));
+        latencies.push((!(h >> 32).is_multiple_of(97)).then(|| ((h >> 40) % 20_000) as f64 / 10.0));
     }
     let tags: ArrayRef = Arc::new(ListArray::new(
         Arc::new(Field::new_list_field(DataType::Utf8, true)),

@@ -47,3 +47,40 @@ pub fn layout_of(data_type: &DataType) -> Option<Layout> {
         _ => return None,
     })
 }
+
+/// The type a column of `data_type` is stored as: its own, or for
+/// dictionary and run-end encoded columns their value type (diagon's
+/// layouts dictionary-encode repeated strings per granule themselves, and
+/// a read casts back to the declared type). `None` if it cannot be stored.
+pub fn storage_type(data_type: &DataType) -> Option<DataType> {
+    match data_type {
+        DataType::Dictionary(_, value) => {
+            layout_of(value)?;
+            Some(value.as_ref().clone())
+        }
+        DataType::RunEndEncoded(_, value) => {
+            layout_of(value.data_type())?;
+            Some(value.data_type().clone())
+        }
+        _ => layout_of(data_type).map(|_| data_type.clone()),
+    }
+}
+
+/// Rows a granule of `data_type` may hold, if its keys bound them: a
+/// dictionary's key type indexes at most that many distinct values, and a
+/// run-end type counts rows up to its maximum.
+pub fn rows_bound(data_type: &DataType) -> Option<usize> {
+    let bound = |key: &DataType| match key {
+        DataType::Int8 => Some(i8::MAX as usize + 1),
+        DataType::UInt8 => Some(u8::MAX as usize + 1),
+        DataType::Int16 => Some(i16::MAX as usize + 1),
+        DataType::UInt16 => Some(u16::MAX as usize + 1),
+        _ => None,
+    };
+    match data_type {
+        DataType::Dictionary(key, _) => bound(key),
+        // Run ends are row positions: the last equals the row count.
+        DataType::RunEndEncoded(ends, _) => bound(ends.data_type()).map(|b| b - 1),
+        _ => None,
+    }
+}

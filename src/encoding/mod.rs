@@ -11,5 +11,5 @@ pub mod transform;
 pub use block::{BLOCK_HEADER_LEN, decode_block, encode_block};
 pub use codec::{Codec, CodecChain};
 pub use envelope::{ENVELOPE_FOOTER_LEN, ENVELOPE_HEADER_LEN, FileKind};
-pub use layout::{Layout, layout_of};
+pub use layout::{Layout, layout_of, rows_bound, storage_type};
 pub use transform::{Transform, ValueKind};

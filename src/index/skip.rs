@@ -156,8 +156,14 @@ impl SkipSpec {
         matches!(self.kind, SkipKind::TokenBloom(_))
     }
 
-    /// Checks the index can summarise `data_type`.
+    /// Checks the index can summarise `data_type` (a dictionary's or run-end
+    /// type's values, as parts store them).
     pub fn check(&self, data_type: &DataType) -> std::result::Result<(), String> {
+        if let Some(stored) = crate::encoding::storage_type(data_type)
+            && stored != *data_type
+        {
+            return self.check(&stored);
+        }
         let float = matches!(
             data_type,
             DataType::Float16 | DataType::Float32 | DataType::Float64

@@ -65,6 +65,9 @@ pub fn widens(from: &DataType, to: &DataType) -> bool {
     let binary = |t: &DataType| matches!(t, Binary | LargeBinary | BinaryView);
     match (from, to) {
         _ if from == to => true,
+        // Dictionary and run-end encoded columns are stored as their values.
+        (_, Dictionary(_, value)) => widens(from, value),
+        (_, RunEndEncoded(_, value)) => widens(from, value.data_type()),
         (Float16, Float32 | Float64) | (Float32, Float64) => true,
         _ if text(from) => text(to),
         _ if binary(from) => binary(to),
@@ -81,6 +84,11 @@ fn same_bytes(from: &DataType, to: &DataType) -> bool {
     use DataType::*;
     let text = |t: &DataType| matches!(t, Utf8 | LargeUtf8 | Utf8View);
     let binary = |t: &DataType| matches!(t, Binary | LargeBinary | BinaryView);
+    let to = match to {
+        Dictionary(_, value) => value.as_ref(),
+        RunEndEncoded(_, value) => value.data_type(),
+        other => other,
+    };
     from == to || (text(from) && text(to)) || (binary(from) && binary(to))
 }
 

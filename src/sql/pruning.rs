@@ -59,7 +59,10 @@ pub fn pruners(
         };
         // Kept even when it cannot prune, so EXPLAIN shows the index was
         // considered.
-        let condition = skipping::condition(filters, column, field.data_type(), spec);
+        // The index hashed the stored values (a dictionary's values).
+        let stored = crate::encoding::storage_type(field.data_type())
+            .unwrap_or_else(|| field.data_type().clone());
+        let condition = skipping::condition(filters, column, &stored, spec);
         pruners.push(Arc::new(SkipIndexPruner {
             column: column.clone(),
             data_type: field.data_type().clone(),

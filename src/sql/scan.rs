@@ -360,8 +360,12 @@ fn column_statistics(reads: &[(&PartPlan, Range<usize>)], name: &str) -> Result<
         let (min, max) = (part.min(c), part.max(c));
         // Nested values keep no min/max (and DataFusion has none for some,
         // maps): their null counts are exact all the same.
-        let unordered =
-            crate::encoding::layout_of(min.data_type()) == Some(crate::encoding::Layout::Nested);
+        let unordered = crate::encoding::layout_of(min.data_type())
+            == Some(crate::encoding::Layout::Nested)
+            || matches!(
+                min.data_type(),
+                arrow::datatypes::DataType::RunEndEncoded(..)
+            );
         for g in range.clone() {
             let granule_nulls = counts.value(g) as usize;
             nulls += granule_nulls;

@@ -60,6 +60,7 @@ impl InsertWriter {
         if batch.num_rows() == 0 {
             return Ok(());
         }
+        let batch = self.to_storage(batch)?;
         self.buffered_rows += batch.num_rows();
         self.buffered_bytes += sliced_bytes(&batch);
         self.buffer.push(batch);
@@ -71,6 +72,32 @@ impl InsertWriter {
             self.checked_flush(max_rows).await?;
         }
         Ok(())
+    }
+
+    /// `batch` (of the table's types) with the types parts store:
+    /// dictionary and run-end encoded columns as their values, before they
+    /// are buffered, sorted and interleaved (which could overflow narrow
+    /// dictionary keys).
+    fn to_storage(&self, batch: RecordBatch) -> Result<RecordBatch> {
+        let storage = &self.base.storage_schema;
+        if Arc::ptr_eq(storage, &self.base.schema) {
+            return Ok(batch);
+        }
+        let columns = batch
+            .columns()
+            .iter()
+            .zip(storage.fields())
+            .map(|(c, f)| match c.data_type() == f.data_type() {
+                true => Ok(c.clone()),
+                false => arrow::compute::cast(c, f.data_type()),
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let rows = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+        Ok(RecordBatch::try_new_with_options(
+            storage.clone(),
+            columns,
+            &rows,
+        )?)
     }
 
     /// An error once a flush failed: the statement is half written.
@@ -145,7 +172,7 @@ impl InsertWriter {
         if self.buffer.is_empty() {
             return Ok(());
         }
-        let schema = self.base.schema.clone();
+        let schema = self.base.storage_schema.clone();
         let (mut taken, mut rest) = (Vec::new(), Vec::new());
         let mut rows = 0;
         for batch in std::mem::take(&mut self.buffer) {
@@ -189,7 +216,7 @@ impl InsertWriter {
             let mut writer = PartWriter::new(
                 self.table.storage(),
                 &name,
-                self.base.schema.clone(),
+                self.base.storage_schema.clone(),
                 self.layout.clone(),
                 0,
                 Table::component_builders(&self.base),

@@ -586,16 +586,16 @@ impl Table {
         let layout = Table::part_layout(base);
         let remapped = remapped_text_indexes(base, &plan).await?;
         let options = &base.options;
-        let mut builders = crate::index::skip_builders(&base.schema, &options.skip_indexes);
+        let mut builders = crate::index::skip_builders(&base.storage_schema, &options.skip_indexes);
         let mut rebuilt = options.text.indexes.clone();
         rebuilt.retain(|column, _| !remapped.iter().any(|r| &r.0 == column));
-        builders.extend(crate::index::text_builders(&base.schema, &rebuilt));
+        builders.extend(crate::index::text_builders(&base.storage_schema, &rebuilt));
         let name = new_part_name();
         self.begin_write(&name);
         let mut writer = PartWriter::new(
             &self.storage,
             &name,
-            base.schema.clone(),
+            base.storage_schema.clone(),
             layout.clone(),
             level,
             builders,
@@ -603,7 +603,7 @@ impl Table {
         let written = async {
             let map = merge_into(
                 &plan,
-                &base.schema,
+                &base.storage_schema,
                 &layout.key,
                 &mut writer,
                 layout.granularity,

@@ -44,6 +44,10 @@ pub struct Snapshot {
     pub timestamp_ms: i64,
     /// Columns with their metadata, and the schema's metadata.
     pub schema: SchemaRef,
+    /// The same columns with the types parts store them as (dictionary and
+    /// run-end encoded columns as their values); parts are written, merged
+    /// and indexed in it, and read back as `schema`.
+    pub storage_schema: SchemaRef,
     pub options: TableOptions,
     pub parts: Vec<PartEntry>,
     /// The stored definition (defaults, constraints, options as written).
@@ -85,6 +89,7 @@ impl Snapshot {
         Ok(Snapshot {
             version: state.version,
             timestamp_ms: state.timestamp_ms,
+            storage_schema: schema::storage_schema(&schema),
             schema,
             options,
             columns,
@@ -320,7 +325,7 @@ impl Table {
     ) -> Result<Arc<PartIndex>> {
         let storage = self.storage_for(entry)?;
         let stored = self.index_at(&storage, &entry.name).await?;
-        if !snapshot.definition.altered() {
+        if stored.holds(&snapshot.columns) {
             return Ok(stored);
         }
         let key = format!(
@@ -436,7 +441,7 @@ impl Table {
 
     /// How new parts of `snapshot`'s table are laid out.
     pub fn part_layout(snapshot: &Snapshot) -> PartLayout {
-        let schema = &snapshot.schema;
+        let schema = &snapshot.storage_schema;
         let options = &snapshot.options;
         PartLayout {
             granularity: options.granularity,
@@ -452,9 +457,10 @@ impl Table {
     /// Builders of the components a new part of `snapshot`'s table gets.
     pub fn component_builders(snapshot: &Snapshot) -> Vec<Box<dyn ComponentBuilder>> {
         let options = &snapshot.options;
-        let mut builders = crate::index::skip_builders(&snapshot.schema, &options.skip_indexes);
+        let mut builders =
+            crate::index::skip_builders(&snapshot.storage_schema, &options.skip_indexes);
         builders.extend(crate::index::text_builders(
-            &snapshot.schema,
+            &snapshot.storage_schema,
             &options.text.indexes,
         ));
         builders

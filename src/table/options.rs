@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use arrow::datatypes::{DataType, Field, Schema};
 
-use crate::encoding::{CodecChain, Layout, layout_of};
+use crate::encoding::{CodecChain, Layout, layout_of, rows_bound, storage_type};
 use crate::error::{Error, Result};
 use crate::index::skip::SkipSpec;
 use crate::index::text::bm25::Bm25;
@@ -229,7 +229,7 @@ impl TableOptions {
                         .parse::<SkipSpec>()
                         .map_err(|e| Error::option(key, e))?;
                     let field = schema.field_with_name(&column).expect("found above");
-                    spec.check(field.data_type())
+                    spec.check(&stored(field))
                         .map_err(|e| Error::option(key, format!("column '{column}': {e}")))?;
                     parsed.skip_indexes.insert(column, spec);
                 }
@@ -249,7 +249,7 @@ impl TableOptions {
                         .map_err(|e| Error::option(key, e))?;
                     let field = schema.field_with_name(&column).expect("found above");
                     codec
-                        .check(field.data_type())
+                        .check(&stored(field))
                         .map_err(|e| Error::option(key, format!("column '{column}': {e}")))?;
                     parsed.codecs.insert(column, codec);
                 }
@@ -267,6 +267,25 @@ impl TableOptions {
             }
         }
         parsed.text.bm25 = Bm25::new(k1, b)?;
+        // A dictionary's keys (a run-end type's ends) must index every row
+        // of a granule, which a read casts back to them.
+        for field in schema.fields() {
+            if let Some(bound) = rows_bound(field.data_type())
+                && bound < parsed.granularity
+            {
+                return Err(Error::option(
+                    "granularity",
+                    format!(
+                        "{} rows a granule, but column '{}' of type {} indexes at most {bound} \
+                         rows or values in one; use wider keys or a 'granularity' of at most \
+                         {bound}",
+                        parsed.granularity,
+                        field.name(),
+                        field.data_type()
+                    ),
+                ));
+            }
+        }
         Ok(parsed)
     }
 
@@ -354,7 +373,7 @@ impl TableOptions {
     pub fn codec(&self, field: &Field) -> CodecChain {
         self.codecs.get(field.name()).cloned().unwrap_or_else(|| {
             let leading_key = self.order_by.first() == Some(field.name());
-            CodecChain::default_for(field.data_type(), leading_key)
+            CodecChain::default_for(&stored(field), leading_key)
         })
     }
 
@@ -369,6 +388,17 @@ impl TableOptions {
             })
             .collect()
     }
+}
+
+/// The type `field`'s values are stored as (their own for any type the
+/// table accepts but dictionaries and run-end encoded types).
+fn stored(field: &Field) -> DataType {
+    storage_type(field.data_type()).unwrap_or_else(|| field.data_type().clone())
+}
+
+/// Whether a column is stored as another type (dictionary, run-end).
+fn stored_as_other(data_type: &DataType) -> bool {
+    storage_type(data_type).is_some_and(|t| t != *data_type)
 }
 
 fn parse_count(key: &str, value: &str, min: usize, max: usize) -> Result<usize> {
@@ -445,12 +475,13 @@ fn parse_order_by(value: &str, schema: &Schema) -> Result<Vec<String>> {
             .field_with_name(&column)
             .expect("found above")
             .data_type();
-        if matches!(layout_of(data_type), Some(Layout::Nested)) {
+        if matches!(layout_of(data_type), Some(Layout::Nested)) || stored_as_other(data_type) {
             return Err(Error::option(
                 "order_by",
                 format!(
                     "column '{column}' has type {data_type}; a sort key orders by scalar \
-                     values (a field of a struct can be a column of its own)"
+                     values of their own type (a field of a struct can be a column of its \
+                     own; a dictionary or run-end encoded column can be cast to its values)"
                 ),
             ));
         }

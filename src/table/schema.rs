@@ -8,7 +8,7 @@ use std::sync::Arc;
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 
-use crate::encoding::layout_of;
+use crate::encoding::storage_type;
 use crate::error::{Error, Result};
 use crate::part::index::parse_type;
 
@@ -141,7 +141,7 @@ impl Definition {
 /// Rejects columns whose type this format version cannot store.
 pub fn check_supported(schema: &Schema) -> Result<()> {
     for field in schema.fields() {
-        if layout_of(field.data_type()).is_none() {
+        if storage_type(field.data_type()).is_none() {
             return Err(Error::UnsupportedType {
                 column: field.name().clone(),
                 data_type: field.data_type().to_string(),
@@ -149,6 +149,25 @@ pub fn check_supported(schema: &Schema) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `schema` with each column's type as stored (see
+/// [`crate::encoding::storage_type`]); the same schema when no column is
+/// stored as another type.
+pub fn storage_schema(schema: &SchemaRef) -> SchemaRef {
+    let stored = |f: &Field| storage_type(f.data_type()).filter(|t| t != f.data_type());
+    if !schema.fields().iter().any(|f| stored(f).is_some()) {
+        return schema.clone();
+    }
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match stored(f) {
+            Some(t) => f.as_ref().clone().with_data_type(t),
+            None => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
 pub fn to_defs(schema: &Schema) -> Vec<FieldDef> {

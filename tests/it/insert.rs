@@ -264,3 +264,66 @@ async fn a_table_without_columns_counts_its_rows() {
     let n = counted[0].column(0).as_primitive::<Int64Type>().value(0);
     assert_eq!(n, 12);
 }
+
+/// A dictionary column with narrow keys: refused while a granule could
+/// hold more distinct values than its keys index, stored by value and read
+/// back as the declared dictionary type otherwise, through a merge too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_narrow_dictionary_is_bounded_by_the_granularity() {
+    let dictionary = DataType::Dictionary(Box::new(DataType::Int8), Box::new(DataType::Utf8));
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("d", dictionary.clone(), true),
+    ]));
+    let options = |granularity: &str| {
+        let map: HashMap<String, String> = [("order_by", "id"), ("granularity", granularity)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        TableOptions::parse(&map, &schema)
+    };
+    let error = options("8192").unwrap_err().to_string();
+    assert!(
+        error.contains("column 'd' of type Dictionary(Int8, Utf8) indexes at most 128"),
+        "{error}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let table = Table::create(
+        "t",
+        crate::common::local_storage(dir.path()),
+        schema.clone(),
+        options("128").unwrap(),
+    )
+    .await
+    .unwrap();
+    for commit in 0..3i64 {
+        let ids: Vec<i64> = (0..1000).map(|i| i * 3 + commit).collect();
+        let values = StringArray::from_iter(
+            ids.iter()
+                .map(|i| (i % 11 != 0).then(|| format!("v{}", i % 100))),
+        );
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(ids)),
+                arrow::compute::cast(&values, &dictionary).unwrap(),
+            ],
+        )
+        .unwrap();
+        let mut writer = table.insert();
+        writer.write(batch).await.unwrap();
+        writer.commit().await.unwrap();
+    }
+    table.optimize(true).await.unwrap();
+    let ctx = crate::common::context(2);
+    ctx.register_table("t", Arc::new(DiagonTableProvider::new(table)))
+        .unwrap();
+    let got = crate::common::query(
+        &ctx,
+        "SELECT count(d) AS n, count(DISTINCT d) AS k, min(d) AS lo, max(d) AS hi FROM t",
+    )
+    .await;
+    assert!(got.contains("| 2727 | 100 | v0 | v99 |"), "{got}");
+    let got = crate::common::query(&ctx, "SELECT arrow_typeof(d) AS t FROM t LIMIT 1").await;
+    assert!(got.contains("| Dictionary(Int8, Utf8) |"), "{got}");
+}

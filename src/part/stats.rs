@@ -11,8 +11,9 @@ use std::sync::Arc;
 
 use arrow::array::{
     Array, ArrayRef, AsArray, BinaryArray, BooleanArray, FixedSizeBinaryArray, LargeBinaryArray,
-    LargeStringArray, PrimitiveArray, StringArray, downcast_primitive_array,
+    LargeStringArray, PrimitiveArray, StringArray, StructArray, downcast_primitive_array,
 };
+use arrow::buffer::NullBuffer;
 use arrow::compute::kernels::aggregate;
 use arrow::datatypes::{ArrowPrimitiveType, DataType};
 
@@ -101,8 +102,47 @@ pub fn min_max(array: &dyn Array) -> Result<(ArrayRef, ArrayRef)> {
                 Arc::new(BooleanArray::from(vec![aggregate::max_boolean(a)])) as ArrayRef,
             ))
         }
+        DataType::Struct(_) => struct_min_max(array.as_struct()),
         _ => Ok((unknown(data_type), unknown(data_type)))
     )
+}
+
+/// Field by field statistics of a struct: each field's minimum and maximum
+/// over the rows where the struct is not NULL (`s.a` of a NULL struct is
+/// NULL), as a one-row struct. Leaf by leaf bounds also bound the structs
+/// in DataFusion's field-by-field order, but only the leaves are used for
+/// pruning (`s.a > 5`). A row that cannot be built (a NOT NULL field with
+/// no value) is a NULL struct: unknown.
+fn struct_min_max(array: &StructArray) -> Result<(ArrayRef, ArrayRef)> {
+    let fields = array.fields();
+    let (mut mins, mut maxs) = (Vec::new(), Vec::new());
+    for (field, child) in fields.iter().zip(array.columns()) {
+        let child = with_parent_nulls(child, array.nulls())?;
+        let (min, max) = min_max(child.as_ref())?;
+        mins.push(arrow::compute::cast(&min, field.data_type())?);
+        maxs.push(arrow::compute::cast(&max, field.data_type())?);
+    }
+    let build = |values: Vec<ArrayRef>| -> ArrayRef {
+        match StructArray::try_new(fields.clone(), values, None) {
+            Ok(row) => Arc::new(row),
+            Err(_) => arrow::array::new_null_array(array.data_type(), 1),
+        }
+    };
+    match fields.is_empty() {
+        true => Ok((unknown(array.data_type()), unknown(array.data_type()))),
+        false => Ok((build(mins), build(maxs))),
+    }
+}
+
+/// `child` with its parent's NULLs added to its own: the values a field
+/// access sees.
+pub fn with_parent_nulls(child: &ArrayRef, parent: Option<&NullBuffer>) -> Result<ArrayRef> {
+    let Some(parent) = parent.filter(|n| n.null_count() > 0) else {
+        return Ok(child.clone());
+    };
+    let nulls = NullBuffer::union(Some(parent), child.nulls());
+    let data = child.to_data().into_builder().nulls(nulls).build()?;
+    Ok(arrow::array::make_array(data))
 }
 
 /// Row `row` of `array` as a one-row array with its own memory.

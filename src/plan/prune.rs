@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanArray};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray};
 use arrow::compute::cast;
 use arrow::datatypes::DataType;
 use async_trait::async_trait;
@@ -176,19 +176,44 @@ pub struct GranuleStats<'a> {
     pub part: &'a PartIndex,
 }
 
+/// Joins a struct column and the fields of a path to one of its leaves in
+/// the names pruning gives leaves (`s` `\u{1f}` `a` for `s.a`).
+pub const LEAF_SEPARATOR: char = '\u{1f}';
+
 impl GranuleStats<'_> {
     fn position(&self, column: &Column) -> Option<usize> {
         self.part.column_position(&column.name)
+    }
+
+    /// A column's statistic `stat`, or a struct leaf's (its field in the
+    /// struct's statistic, NULL where the struct's is). Whole nested
+    /// values have none: only leaves are compared.
+    fn values(
+        &self,
+        column: &Column,
+        stat: fn(&PartIndex, usize) -> &ArrayRef,
+    ) -> Option<ArrayRef> {
+        let mut path = column.name.split(LEAF_SEPARATOR);
+        let c = self.part.column_position(path.next()?)?;
+        let mut array = stat(self.part, c).clone();
+        for name in path {
+            let parent = array.as_struct_opt()?;
+            let child = parent.column_by_name(name)?;
+            array = crate::part::stats::with_parent_nulls(child, parent.nulls()).ok()?;
+        }
+        let nested =
+            crate::encoding::layout_of(array.data_type()) == Some(crate::encoding::Layout::Nested);
+        (!nested).then_some(array)
     }
 }
 
 impl PruningStatistics for GranuleStats<'_> {
     fn min_values(&self, column: &Column) -> Option<ArrayRef> {
-        self.position(column).map(|c| self.part.min(c).clone())
+        self.values(column, PartIndex::min)
     }
 
     fn max_values(&self, column: &Column) -> Option<ArrayRef> {
-        self.position(column).map(|c| self.part.max(c).clone())
+        self.values(column, PartIndex::max)
     }
 
     fn num_containers(&self) -> usize {
@@ -196,6 +221,7 @@ impl PruningStatistics for GranuleStats<'_> {
     }
 
     fn null_counts(&self, column: &Column) -> Option<ArrayRef> {
+        // A leaf's NULLs are not counted (the struct's are).
         let c = self.position(column)?;
         cast(self.part.null_counts(c), &DataType::UInt64).ok()
     }

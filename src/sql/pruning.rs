@@ -9,16 +9,17 @@
 
 use std::sync::Arc;
 
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::Session;
-use datafusion::common::DFSchema;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{Column, DFSchema, ScalarValue};
 use datafusion::error::Result;
 use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::physical_optimizer::pruning::{PruningPredicate, PruningPredicateBuilder};
 
 use super::skipping;
-use crate::plan::prune::Stats;
+use crate::plan::prune::{LEAF_SEPARATOR, Stats};
 use crate::plan::{Pruner, SkipIndexPruner, StatsPruner};
 use crate::table::TableOptions;
 
@@ -83,9 +84,68 @@ fn predicate(
     let Some(expr) = conjunction(exprs) else {
         return Ok(None);
     };
+    let mut leaves = Vec::new();
+    let expr = struct_leaves(expr, schema, &mut leaves)?;
+    let schema = match leaves.is_empty() {
+        true => schema.clone(),
+        false => {
+            let mut fields: Vec<Field> =
+                schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+            fields.extend(leaves);
+            Arc::new(Schema::new(fields))
+        }
+    };
     let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
     let physical = state.create_physical_expr(expr, &df_schema)?;
     Ok(PruningPredicateBuilder::new()
-        .with_file_schema(schema.clone())
+        .with_file_schema(schema)
         .build(physical))
+}
+
+/// `expr` with each access to a struct's field (`s.a`, `s['a']['b']`,
+/// `get_field(s, 'a')`) replaced by a column of its own, named by the path
+/// (see [`LEAF_SEPARATOR`]) and added to `leaves`, whose min/max the
+/// granule statistics give (see `plan::prune::GranuleStats`).
+fn struct_leaves(expr: Expr, schema: &Schema, leaves: &mut Vec<Field>) -> Result<Expr> {
+    let transformed = expr.transform_up(|e| {
+        let Expr::ScalarFunction(call) = &e else {
+            return Ok(Transformed::no(e));
+        };
+        let (Some(Expr::Column(column)), Some(Expr::Literal(name, _))) =
+            (call.args.first(), call.args.get(1))
+        else {
+            return Ok(Transformed::no(e));
+        };
+        let (Some(name), 2, "get_field") = (text(name), call.args.len(), call.name()) else {
+            return Ok(Transformed::no(e));
+        };
+        let parent = schema
+            .field_with_name(&column.name)
+            .ok()
+            .or_else(|| leaves.iter().find(|f| f.name() == &column.name));
+        let Some(DataType::Struct(fields)) = parent.map(|f| f.data_type()) else {
+            return Ok(Transformed::no(e));
+        };
+        let Some(field) = fields.iter().find(|f| f.name() == name) else {
+            return Ok(Transformed::no(e));
+        };
+        let leaf = format!("{}{LEAF_SEPARATOR}{name}", column.name);
+        if !leaves.iter().any(|f| f.name() == &leaf) {
+            leaves.push(Field::new(&leaf, field.data_type().clone(), true));
+        }
+        Ok(Transformed::yes(Expr::Column(Column::new(
+            column.relation.clone(),
+            leaf,
+        ))))
+    })?;
+    Ok(transformed.data)
+}
+
+fn text(value: &ScalarValue) -> Option<&str> {
+    match value {
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => Some(s),
+        _ => None,
+    }
 }

@@ -170,12 +170,15 @@ fn nested_column(values: &[Option<i64>], data_type: &DataType) -> ArrayRef {
             ))
         }
         DataType::Struct(fields) => {
+            // Under a NULL struct its fields hold values (a reader must not
+            // see them): 40, beyond every real value.
+            let numbers: Vec<Option<i64>> = values.iter().map(|v| v.or(Some(40))).collect();
             let strings: Vec<Option<i64>> =
-                values.iter().map(|v| v.filter(|x| x % 4 != 0)).collect();
+                numbers.iter().map(|v| v.filter(|x| x % 4 != 0)).collect();
             Arc::new(StructArray::new(
                 fields.clone(),
                 vec![
-                    column(values, &DataType::Int32),
+                    column(&numbers, &DataType::Int32),
                     column(&strings, &DataType::Utf8),
                 ],
                 nulls,
@@ -405,7 +408,22 @@ fn to_expr(p: &Pred, schema: &Schema, all: &[ArrayRef]) -> Expr {
     let name = |c: usize| col(format!("\"{}\"", schema.field(c).name()));
     match p {
         Pred::Cmp { column, op, row } => {
-            let (c, v) = (name(*column), lit(literal(all, *column, *row)));
+            let (c, v) = match schema.field(*column).data_type() {
+                // A struct's field, as `s.a > 3` (pruned by its leaf min/max).
+                DataType::Struct(_) => {
+                    let value = match literal(all, *column, *row) {
+                        ScalarValue::Struct(s) if s.is_valid(0) => {
+                            ScalarValue::try_from_array(s.column(0), 0).unwrap()
+                        }
+                        _ => ScalarValue::Int32(None),
+                    };
+                    (
+                        datafusion::functions::core::expr_fn::get_field(name(*column), "a"),
+                        lit(value),
+                    )
+                }
+                _ => (name(*column), lit(literal(all, *column, *row))),
+            };
             match op {
                 0 => c.eq(v),
                 1 => c.not_eq(v),

@@ -103,6 +103,18 @@ impl PartIndex {
     /// Whether the part holds exactly `columns` (ids, names and types):
     /// then it needs no conforming.
     pub fn holds(&self, columns: &[TableColumn]) -> bool {
+        self.holds_as(columns, |t| t.clone())
+    }
+
+    /// Whether the part stores exactly `columns` as a new part would (a
+    /// dictionary column as its values): a merge has nothing to change.
+    pub fn stores(&self, columns: &[TableColumn]) -> bool {
+        self.holds_as(columns, |t| {
+            crate::encoding::storage_type(t).unwrap_or_else(|| t.clone())
+        })
+    }
+
+    fn holds_as(&self, columns: &[TableColumn], stored: impl Fn(&DataType) -> DataType) -> bool {
         self.meta.columns.len() == columns.len()
             && self
                 .meta
@@ -113,7 +125,7 @@ impl PartIndex {
                 .all(|(i, (c, t))| {
                     self.column_id(i) == t.id
                         && c.name == t.name
-                        && *self.data_type(i) == t.data_type
+                        && *self.data_type(i) == stored(&t.data_type)
                 })
     }
 
@@ -225,7 +237,13 @@ impl PartIndex {
                 continue;
             };
             for at in [self.stat_position(i, 0), self.stat_position(i, 1)] {
-                arrays[at] = arrow::compute::cast(&arrays[at], to)?;
+                // The granule statistics of a whole part as one dictionary
+                // (or run-end) array could overflow narrow keys: those
+                // columns' statistics become unknown.
+                arrays[at] = match crate::encoding::rows_bound(to) {
+                    Some(_) => new_null_array(to, arrays[at].len()),
+                    None => arrow::compute::cast(&arrays[at], to)?,
+                };
                 fields[at] = Field::new(fields[at].name(), to.clone(), true);
             }
         }

@@ -76,7 +76,8 @@ pub fn parse_alter(ctx: &SessionContext, sql: &str) -> Result<Option<AlterTable>
 }
 
 /// Applies `alter` to the diagon table it names; returns the table's new
-/// version (0 when `IF EXISTS` found no table or nothing changed).
+/// version (its current one when nothing changed, 0 when `IF EXISTS`
+/// found no table).
 pub async fn alter_table(ctx: &SessionContext, alter: &AlterTable) -> Result<u64> {
     let normalize = ctx
         .state()
@@ -107,7 +108,8 @@ pub async fn alter_table(ctx: &SessionContext, alter: &AlterTable) -> Result<u64
         }
     }
     if changes.is_empty() {
-        return Ok(0); // IF [NOT] EXISTS left nothing to do
+        // IF [NOT] EXISTS left nothing to do: no new version.
+        return Ok(table.cached_snapshot().version);
     }
     let version = table
         .alter_all(&changes)

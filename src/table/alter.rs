@@ -177,8 +177,10 @@ impl Definition {
                     let cast = arrow::compute::cast(&value, data_type)?;
                     next.schema[at].fill = Some(encode_fill(&cast, &field)?);
                 }
+                let stored =
+                    crate::encoding::storage_type(data_type).unwrap_or_else(|| data_type.clone());
                 if let Some(codec) = options.codecs.get(column)
-                    && codec.check(data_type).is_err()
+                    && codec.check(&stored).is_err()
                 {
                     // A transform for the old width: the new type's default.
                     options.codecs.remove(column);

@@ -475,7 +475,7 @@ impl Table {
                 let stored = self
                     .index_at(&self.storage_for(entry)?, &entry.name)
                     .await?;
-                needed |= missing || missing_text || !stored.holds(&snapshot.columns);
+                needed |= missing || missing_text || !stored.stores(&snapshot.columns);
             }
             match needed && self.merge_parts(&snapshot, &all).await?.is_some() {
                 true => 1,

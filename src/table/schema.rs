@@ -141,14 +141,30 @@ impl Definition {
 /// Rejects columns whose type this format version cannot store.
 pub fn check_supported(schema: &Schema) -> Result<()> {
     for field in schema.fields() {
-        if storage_type(field.data_type()).is_none() {
-            return Err(Error::UnsupportedType {
-                column: field.name().clone(),
-                data_type: field.data_type().to_string(),
-            });
+        let unsupported = || Error::UnsupportedType {
+            column: field.name().clone(),
+            data_type: field.data_type().to_string(),
+        };
+        let stored = storage_type(field.data_type()).ok_or_else(unsupported)?;
+        if stored != *field.data_type() && !reads_back(&stored, field.data_type()) {
+            return Err(unsupported());
         }
     }
     Ok(())
+}
+
+/// Whether values stored as `stored` cast back to exactly `declared`
+/// (Arrow packs dictionaries of scalar values only, and builds run-end
+/// types with fixed field flags).
+fn reads_back(stored: &arrow::datatypes::DataType, declared: &arrow::datatypes::DataType) -> bool {
+    use arrow::datatypes::DataType::*;
+    let scalar = !matches!(
+        stored,
+        Boolean | Duration(_) | Interval(_) | Decimal256(_, _)
+    ) && crate::encoding::layout_of(stored) != Some(crate::encoding::Layout::Nested);
+    scalar
+        && arrow::compute::cast(&arrow::array::new_null_array(stored, 1), declared)
+            .is_ok_and(|a| a.data_type() == declared)
 }
 
 /// `schema` with each column's type as stored (see

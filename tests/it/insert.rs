@@ -296,25 +296,32 @@ async fn a_narrow_dictionary_is_bounded_by_the_granularity() {
     )
     .await
     .unwrap();
+    // A part of 18,000 distinct values, more granules (of 128 rows) than
+    // Int8 keys index: its granule statistics must not be one dictionary.
     for commit in 0..3i64 {
-        let ids: Vec<i64> = (0..1000).map(|i| i * 3 + commit).collect();
-        let values = StringArray::from_iter(
-            ids.iter()
-                .map(|i| (i % 11 != 0).then(|| format!("v{}", i % 100))),
-        );
-        let batch = RecordBatch::try_new(
-            schema.clone(),
-            vec![
-                Arc::new(Int64Array::from(ids)),
-                arrow::compute::cast(&values, &dictionary).unwrap(),
-            ],
-        )
-        .unwrap();
         let mut writer = table.insert();
-        writer.write(batch).await.unwrap();
+        // Batches of 100 rows: each fits Int8 keys.
+        for chunk in 0..60i64 {
+            let ids: Vec<i64> = (chunk * 100..(chunk + 1) * 100)
+                .map(|i| i * 3 + commit)
+                .collect();
+            let values =
+                StringArray::from_iter(ids.iter().map(|i| (i % 11 != 0).then(|| format!("v{i}"))));
+            let batch = RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(Int64Array::from(ids)),
+                    arrow::compute::cast(&values, &dictionary).unwrap(),
+                ],
+            )
+            .unwrap();
+            writer.write(batch).await.unwrap();
+        }
         writer.commit().await.unwrap();
     }
-    table.optimize(true).await.unwrap();
+    assert_eq!(table.optimize(true).await.unwrap().0, 1);
+    // A part stored as a new one would be is not rewritten again.
+    assert_eq!(table.optimize(true).await.unwrap().0, 0);
     let ctx = crate::common::context(2);
     ctx.register_table("t", Arc::new(DiagonTableProvider::new(table)))
         .unwrap();
@@ -323,7 +330,35 @@ async fn a_narrow_dictionary_is_bounded_by_the_granularity() {
         "SELECT count(d) AS n, count(DISTINCT d) AS k, min(d) AS lo, max(d) AS hi FROM t",
     )
     .await;
-    assert!(got.contains("| 2727 | 100 | v0 | v99 |"), "{got}");
+    assert!(got.contains("| 16363 | 16363 | v1 | v9998 |"), "{got}");
+    let got = crate::common::query(&ctx, "SELECT count(*) AS n FROM t WHERE d = 'v777'").await;
+    assert!(got.contains("| 1 |"), "{got}");
     let got = crate::common::query(&ctx, "SELECT arrow_typeof(d) AS t FROM t LIMIT 1").await;
     assert!(got.contains("| Dictionary(Int8, Utf8) |"), "{got}");
+}
+
+/// Dictionaries of values Arrow cannot pack back (booleans, nested
+/// values) are refused at CREATE, not written and then unreadable.
+#[tokio::test]
+async fn a_dictionary_that_cannot_be_read_back_is_refused() {
+    for value in [DataType::Boolean, DataType::new_list(DataType::Int32, true)] {
+        let dictionary = DataType::Dictionary(Box::new(DataType::Int32), Box::new(value));
+        let schema = Arc::new(Schema::new(vec![Field::new("d", dictionary.clone(), true)]));
+        let dir = tempfile::tempdir().unwrap();
+        let error = Table::create(
+            "t",
+            crate::common::local_storage(dir.path()),
+            schema,
+            TableOptions::default(),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains(&format!(
+                "column 'd' has type {dictionary}, which diagon does not support"
+            )),
+            "{error}"
+        );
+    }
 }

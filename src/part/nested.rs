@@ -13,8 +13,9 @@
 //! Lengths rather than offsets for the reason strings store them: runs of
 //! equal lengths compress to almost nothing. A child holds exactly the
 //! rows its parent addresses (the sum of the lengths; `rows × size` for a
-//! fixed-size list; `rows` for a struct's fields), with every value under
-//! a NULL parent kept as it was, so a granule reads back as it was written.
+//! fixed-size list; `rows` for a struct's fields). Values under a NULL list
+//! row are kept as they were; a field under a NULL struct is stored NULL,
+//! which is what reading the field means.
 //! Offsets, validity and children share the block's codec, mark and
 //! checksum with the rest of the granule.
 
@@ -63,7 +64,12 @@ pub fn encode(array: &dyn Array, out: &mut Vec<u8>) -> Result<()> {
             encode_child(list.values().slice(0, needed).as_ref(), out)
         }
         DataType::Struct(_) => {
-            for field in array.as_struct().columns() {
+            let parent = array.as_struct();
+            for field in parent.columns() {
+                // A field of a NULL struct is NULL (`s.a` of a NULL `s`, as
+                // Parquet reads it), whatever value the writer left there:
+                // DataFusion's get_field would hand that value out.
+                let field = super::stats::with_parent_nulls(field, parent.nulls())?;
                 encode_child(field.as_ref(), out)?;
             }
             Ok(())

@@ -140,9 +140,8 @@ pub fn with_parent_nulls(child: &ArrayRef, parent: Option<&NullBuffer>) -> Resul
     let Some(parent) = parent.filter(|n| n.null_count() > 0) else {
         return Ok(child.clone());
     };
-    let nulls = NullBuffer::union(Some(parent), child.nulls());
-    let data = child.to_data().into_builder().nulls(nulls).build()?;
-    Ok(arrow::array::make_array(data))
+    let parent_null = BooleanArray::new(!parent.inner(), None);
+    Ok(arrow::compute::nullif(child.as_ref(), &parent_null)?)
 }
 
 /// Row `row` of `array` as a one-row array with its own memory.

@@ -41,6 +41,11 @@ const HEADER_LEN: usize = 16;
 /// header claiming more is damaged, and is rejected before its rows size
 /// any allocation.
 pub const MAX_GRANULE_ROWS: usize = 1 << 20;
+
+/// Values a nested column's child block may hold when transformed: a
+/// transform's output is allocated from the row count alone, which a
+/// damaged header must not make huge.
+pub const MAX_TRANSFORMED_CHILD_ROWS: usize = 16 * MAX_GRANULE_ROWS;
 const LAYOUT_FIXED: u32 = 0;
 const LAYOUT_BOOLEAN: u32 = 1;
 /// Varlen with offsets (format v1 writers); still read.
@@ -51,6 +56,13 @@ const LAYOUT_VARLEN: u32 = 3;
 const LAYOUT_VARLEN_DICT: u32 = 4;
 /// Lists, structs and maps (see [`super::nested`]).
 const LAYOUT_NESTED: u32 = 5;
+/// Fixed-width values as a dictionary: nested columns' children only.
+const LAYOUT_FIXED_DICT: u32 = 6;
+/// Floating-point values as byte planes (the first byte of every value,
+/// then the second, ...), as Parquet's BYTE_STREAM_SPLIT: exponents and
+/// high mantissa bytes repeat, and the compressor sees them together.
+/// Nested columns' children only.
+const LAYOUT_FIXED_SPLIT: u32 = 7;
 
 /// Dictionary index encodings (the "index width" word): 1 and 2 are raw
 /// bytes per index (written first), 3 is t64-packed u16 indices.
@@ -74,6 +86,26 @@ fn push_padded(out: &mut Vec<u8>, bytes: &[u8]) {
 /// Serialises `array` (any offset, any length) into `out`, passing fixed-width
 /// values through `transforms` (checked against the type at CREATE).
 pub fn encode(array: &dyn Array, transforms: &[Transform], out: &mut Vec<u8>) -> Result<()> {
+    encode_as(array, transforms, false, out)
+}
+
+/// Serialises a nested column's child: fixed-width values take a
+/// dictionary when few distinct ones repeat (a status, a rounded
+/// latency), as Parquet's dictionary pages, else `transforms`.
+pub(super) fn encode_child(
+    array: &dyn Array,
+    transforms: &[Transform],
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    encode_as(array, transforms, true, out)
+}
+
+fn encode_as(
+    array: &dyn Array,
+    transforms: &[Transform],
+    fixed_dictionary: bool,
+    out: &mut Vec<u8>,
+) -> Result<()> {
     let layout = layout_of(array.data_type())
         .ok_or_else(|| Error::Schema(format!("cannot encode type {}", array.data_type())))?;
     let rows = array.len();
@@ -87,7 +119,22 @@ pub fn encode(array: &dyn Array, transforms: &[Transform], out: &mut Vec<u8>) ->
         _ => None,
     };
     let dictionary = varlen.as_deref().and_then(Dictionary::build);
+    let data = array.to_data();
+    let fixed = match layout {
+        Layout::Fixed(width) if fixed_dictionary => {
+            let values = &data.buffers()[0].as_slice()[data.offset() * width..][..rows * width];
+            FixedDictionary::build(values, width)
+        }
+        _ => None,
+    };
+    let transforms = if fixed.is_some() { &[][..] } else { transforms };
+    let split = fixed_dictionary
+        && fixed.is_none()
+        && transforms.is_empty()
+        && value_kind(array.data_type()) == Some(ValueKind::Float);
     let layout_id = match layout {
+        Layout::Fixed(_) if fixed.is_some() => LAYOUT_FIXED_DICT,
+        Layout::Fixed(_) if split => LAYOUT_FIXED_SPLIT,
         Layout::Fixed(_) => LAYOUT_FIXED,
         Layout::Boolean => LAYOUT_BOOLEAN,
         Layout::VarLen if dictionary.is_some() => LAYOUT_VARLEN_DICT,
@@ -118,11 +165,16 @@ pub fn encode(array: &dyn Array, transforms: &[Transform], out: &mut Vec<u8>) ->
         push_padded(out, bytes.as_slice());
     }
     match layout {
-        Layout::Fixed(width) => {
-            let data = array.to_data();
-            let values = &data.buffers()[0].as_slice()[data.offset() * width..][..rows * width];
-            encode_values(values, width, &transforms, out);
-        }
+        Layout::Fixed(width) => match fixed {
+            Some(dictionary) => dictionary.encode(width, out),
+            None => {
+                let values = &data.buffers()[0].as_slice()[data.offset() * width..][..rows * width];
+                match split {
+                    true => split_bytes(values, width, out),
+                    false => encode_values(values, width, &transforms, out),
+                }
+            }
+        },
         Layout::Boolean => {
             let values = array.as_boolean().values().sliced();
             out.extend_from_slice(values.as_slice());
@@ -190,6 +242,120 @@ impl<'a> Dictionary<'a> {
         let raw: Vec<u8> = self.indices.iter().flat_map(|i| i.to_le_bytes()).collect();
         Transform::T64.encode(&raw, 2, ValueKind::Unsigned, out);
     }
+}
+
+/// Appends `values` (`width` bytes each) as byte planes.
+fn split_bytes(values: &[u8], width: usize, out: &mut Vec<u8>) {
+    let rows = values.len() / width;
+    let start = out.len();
+    out.resize(start + values.len(), 0);
+    let planes = &mut out[start..];
+    for (i, value) in values.chunks_exact(width).enumerate() {
+        for (j, byte) in value.iter().enumerate() {
+            planes[j * rows + i] = *byte;
+        }
+    }
+}
+
+/// Inverts [`split_bytes`] for `rows` values of `width` bytes.
+fn join_bytes(planes: &[u8], rows: usize, width: usize) -> Buffer {
+    // Aligned for any value type, as Arrow requires.
+    let mut values = MutableBuffer::from_len_zeroed(rows * width);
+    for (i, value) in values.as_slice_mut().chunks_exact_mut(width).enumerate() {
+        for (j, byte) in value.iter_mut().enumerate() {
+            *byte = planes[j * rows + i];
+        }
+    }
+    values.into()
+}
+
+/// The distinct fixed-width values of a granule and each row's index.
+struct FixedDictionary<'a> {
+    entries: Vec<&'a [u8]>,
+    indices: Vec<u16>,
+}
+
+impl<'a> FixedDictionary<'a> {
+    /// A dictionary when it pays: at most 65,536 entries, taking at most
+    /// [`DICT_MAX_FRACTION`] of the plain values with two-byte indices.
+    fn build(values: &'a [u8], width: usize) -> Option<Self> {
+        let rows = values.len() / width.max(1);
+        if width < 2 || rows < 64 {
+            return None;
+        }
+        let plain = values.len() as f64;
+        let mut seen: std::collections::HashMap<&[u8], u16> = std::collections::HashMap::new();
+        let mut entries = Vec::new();
+        let mut indices = Vec::with_capacity(rows);
+        for value in values.chunks_exact(width) {
+            let index = match seen.get(value) {
+                Some(&i) => i,
+                None => {
+                    let i = u16::try_from(entries.len()).ok()?;
+                    if ((entries.len() + 1) * width + rows * 2) as f64 > plain * DICT_MAX_FRACTION {
+                        return None;
+                    }
+                    seen.insert(value, i);
+                    entries.push(value);
+                    i
+                }
+            };
+            indices.push(index);
+        }
+        Some(FixedDictionary { entries, indices })
+    }
+
+    fn encode(&self, width: usize, out: &mut Vec<u8>) {
+        out.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(width as u32).to_le_bytes());
+        out.resize(pad16(out.len()), 0);
+        for e in &self.entries {
+            out.extend_from_slice(e);
+        }
+        out.resize(pad16(out.len()), 0);
+        let raw: Vec<u8> = self.indices.iter().flat_map(|i| i.to_le_bytes()).collect();
+        Transform::T64.encode(&raw, 2, ValueKind::Unsigned, out);
+    }
+}
+
+/// Rebuilds fixed-width values from a [`FixedDictionary`] at `pos`.
+fn decode_fixed_dictionary(
+    bytes: &[u8],
+    pos: usize,
+    rows: usize,
+    width: usize,
+) -> std::result::Result<Buffer, String> {
+    let word = |at: usize| -> std::result::Result<usize, String> {
+        bytes
+            .get(at..at + 4)
+            .map(|w| u32::from_le_bytes(w.try_into().unwrap()) as usize)
+            .ok_or_else(|| "dictionary header truncated".to_string())
+    };
+    let (count, stored_width) = (word(pos)?, word(pos + 4)?);
+    if stored_width != width {
+        return Err(format!(
+            "dictionary of {stored_width}-byte values for a {width}-byte type"
+        ));
+    }
+    let entries_at = pad16(pos + 8);
+    let entries = bytes
+        .get(entries_at..entries_at + count * width)
+        .ok_or("dictionary entries truncated")?;
+    let indices_at = pad16(entries_at + count * width);
+    let packed = bytes
+        .get(indices_at..)
+        .ok_or("dictionary indices truncated")?;
+    let indices = crate::encoding::transform::decode_t64_u16(packed, rows)
+        .map_err(|e| format!("dictionary indices: {e}"))?;
+    let mut values = MutableBuffer::with_capacity(rows * width);
+    for &i in &indices {
+        let at = usize::from(i) * width;
+        let entry = entries
+            .get(at..at + width)
+            .ok_or_else(|| format!("dictionary index {i} of {count} entries"))?;
+        values.extend_from_slice(entry);
+    }
+    Ok(values.into())
 }
 
 /// Runs the transform chain over `values`; each stage after the first sees
@@ -394,6 +560,11 @@ fn decode_block(
                 "block holds {rows} values; its parent addresses {expected}"
             ));
         }
+        Some(_) if rows > MAX_TRANSFORMED_CHILD_ROWS && layout_word >> 8 != 0 => {
+            return Err(format!(
+                "transformed block claims {rows} values; at most {MAX_TRANSFORMED_CHILD_ROWS}"
+            ));
+        }
         _ => {}
     }
     let layout_id = layout_word & 0xff;
@@ -405,6 +576,12 @@ fn decode_block(
         .map(|id| Transform::from_id(*id).ok_or_else(|| format!("unknown transform id {id}")))
         .collect::<std::result::Result<Vec<_>, String>>()?;
     let expected_id = match layout {
+        Layout::Fixed(_) if layout_id == LAYOUT_FIXED_DICT && expected_rows.is_some() => {
+            LAYOUT_FIXED_DICT
+        }
+        Layout::Fixed(_) if layout_id == LAYOUT_FIXED_SPLIT && expected_rows.is_some() => {
+            LAYOUT_FIXED_SPLIT
+        }
         Layout::Fixed(_) => LAYOUT_FIXED,
         Layout::Boolean => LAYOUT_BOOLEAN,
         Layout::VarLen if layout_id == LAYOUT_VARLEN_OFFSETS => LAYOUT_VARLEN_OFFSETS,
@@ -448,6 +625,18 @@ fn decode_block(
     };
     let builder = |dt: DataType| ArrayData::builder(dt).len(rows).nulls(nulls.clone());
     let data = match layout {
+        Layout::Fixed(width) if layout_id == LAYOUT_FIXED_DICT => {
+            if rows > MAX_TRANSFORMED_CHILD_ROWS {
+                return Err(format!("dictionary block claims {rows} values"));
+            }
+            let values = decode_fixed_dictionary(bytes, pos, rows, width)?;
+            builder(data_type.clone()).add_buffer(values).build()
+        }
+        Layout::Fixed(width) if layout_id == LAYOUT_FIXED_SPLIT => {
+            need(pos, rows * width)?;
+            let values = join_bytes(&bytes[pos..pos + rows * width], rows, width);
+            builder(data_type.clone()).add_buffer(values).build()
+        }
         Layout::Fixed(width) if !transforms.is_empty() => {
             let kind = value_kind(data_type).unwrap_or(ValueKind::Unsigned);
             let values = decode_values(&bytes[pos..], rows, width, kind, &transforms)?;

@@ -29,6 +29,7 @@ use arrow::buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::{DataType, FieldRef};
 
 use super::column;
+use crate::encoding::{Transform, ValueKind};
 use crate::error::{Error, Result};
 
 /// Elements a granule's child may hold at most: list offsets are 32-bit.
@@ -105,7 +106,19 @@ fn encode_lengths<O: OffsetSizeTrait>(offsets: &[O], out: &mut Vec<u8>) -> Resul
 fn encode_child(child: &dyn Array, out: &mut Vec<u8>) -> Result<()> {
     let at = out.len();
     out.extend_from_slice(&[0; 16]);
-    column::encode(child, &[], out)?;
+    // A leaf of fixed-width values takes a dictionary when few distinct
+    // ones repeat, else integers take the t64 a column of them would; the
+    // block's compressor follows. Each child block records its own layout,
+    // so the decoder needs no configuration.
+    let transforms = match crate::encoding::codec::value_kind(child.data_type()) {
+        Some(ValueKind::Signed | ValueKind::Unsigned)
+            if child.len() <= column::MAX_TRANSFORMED_CHILD_ROWS =>
+        {
+            vec![Transform::T64]
+        }
+        _ => Vec::new(),
+    };
+    column::encode_child(child, &transforms, out)?;
     let len = (out.len() - at - 16) as u64;
     out[at..at + 8].copy_from_slice(&len.to_le_bytes());
     out.resize(pad16(out.len()), 0);

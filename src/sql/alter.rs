@@ -224,16 +224,7 @@ async fn column(
     ctx: &SessionContext,
     def: &ColumnDef,
 ) -> Result<(Field, Option<(String, ArrayRef)>)> {
-    let plan = ctx
-        .state()
-        .create_logical_plan(&format!(
-            "CREATE EXTERNAL TABLE diagon_alter_column ({def}) STORED AS {} LOCATION 'unused'",
-            super::FORMAT_NAME
-        ))
-        .await?;
-    let LogicalPlan::Ddl(DdlStatement::CreateExternalTable(create)) = plan else {
-        return plan_err!("column definition {def} did not plan");
-    };
+    let create = plan_column(ctx, &def.to_string()).await?;
     let field = create.schema.field(0).as_ref().clone();
     let Some((_, expr)) = create.column_defaults.into_iter().next() else {
         return Ok((field, None));
@@ -271,7 +262,16 @@ async fn arrow_type(
     ctx: &SessionContext,
     data_type: &SqlType,
 ) -> Result<arrow::datatypes::DataType> {
-    let def = format!("c {data_type}");
+    let create = plan_column(ctx, &format!("c {data_type}")).await?;
+    Ok(create.schema.field(0).data_type().clone())
+}
+
+/// The one-column CREATE EXTERNAL TABLE DataFusion plans for the column
+/// definition `def` (planned only, nothing is created).
+async fn plan_column(
+    ctx: &SessionContext,
+    def: &str,
+) -> Result<datafusion::logical_expr::CreateExternalTable> {
     let plan = ctx
         .state()
         .create_logical_plan(&format!(
@@ -280,10 +280,8 @@ async fn arrow_type(
         ))
         .await?;
     match plan {
-        LogicalPlan::Ddl(DdlStatement::CreateExternalTable(create)) => {
-            Ok(create.schema.field(0).data_type().clone())
-        }
-        _ => plan_err!("type {data_type} did not plan"),
+        LogicalPlan::Ddl(DdlStatement::CreateExternalTable(create)) => Ok(*create),
+        _ => plan_err!("column definition {def} did not plan"),
     }
 }
 

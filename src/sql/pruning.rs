@@ -12,7 +12,7 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::Session;
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::{Column, DFSchema, ScalarValue};
+use datafusion::common::{Column, DFSchema};
 use datafusion::error::Result;
 use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::utils::conjunction;
@@ -116,7 +116,8 @@ fn struct_leaves(expr: Expr, schema: &Schema, leaves: &mut Vec<Field>) -> Result
         else {
             return Ok(Transformed::no(e));
         };
-        let (Some(name), 2, "get_field") = (text(name), call.args.len(), call.name()) else {
+        let (Some(name), 2, "get_field") = (skipping::text(name), call.args.len(), call.name())
+        else {
             return Ok(Transformed::no(e));
         };
         let parent = schema
@@ -139,13 +140,4 @@ fn struct_leaves(expr: Expr, schema: &Schema, leaves: &mut Vec<Field>) -> Result
         ))))
     })?;
     Ok(transformed.data)
-}
-
-fn text(value: &ScalarValue) -> Option<&str> {
-    match value {
-        ScalarValue::Utf8(Some(s))
-        | ScalarValue::LargeUtf8(Some(s))
-        | ScalarValue::Utf8View(Some(s)) => Some(s),
-        _ => None,
-    }
 }

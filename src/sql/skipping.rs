@@ -233,7 +233,8 @@ fn list_values(value: &ScalarValue) -> Option<Vec<ScalarValue>> {
         .collect()
 }
 
-fn text(value: &ScalarValue) -> Option<&str> {
+/// The text of a string literal.
+pub(crate) fn text(value: &ScalarValue) -> Option<&str> {
     match value {
         ScalarValue::Utf8(Some(s))
         | ScalarValue::LargeUtf8(Some(s))

@@ -280,10 +280,11 @@ impl<'a> FixedDictionary<'a> {
     /// [`DICT_MAX_FRACTION`] of the plain values with two-byte indices.
     fn build(values: &'a [u8], width: usize) -> Option<Self> {
         let rows = values.len() / width.max(1);
-        if width < 2 || rows < 64 {
+        // The decoder refuses more (its output is sized by the count).
+        if width < 2 || !(64..=MAX_TRANSFORMED_CHILD_ROWS).contains(&rows) {
             return None;
         }
-        let plain = values.len() as f64;
+        let budget = values.len() as f64 * DICT_MAX_FRACTION;
         let mut seen: std::collections::HashMap<&[u8], u16> = std::collections::HashMap::new();
         let mut entries = Vec::new();
         let mut indices = Vec::with_capacity(rows);
@@ -292,7 +293,7 @@ impl<'a> FixedDictionary<'a> {
                 Some(&i) => i,
                 None => {
                     let i = u16::try_from(entries.len()).ok()?;
-                    if ((entries.len() + 1) * width + rows * 2) as f64 > plain * DICT_MAX_FRACTION {
+                    if ((entries.len() + 1) * width) as f64 > budget {
                         return None;
                     }
                     seen.insert(value, i);
@@ -302,7 +303,10 @@ impl<'a> FixedDictionary<'a> {
             };
             indices.push(index);
         }
-        Some(FixedDictionary { entries, indices })
+        // Indices are t64-packed: about log2(entries) bits a row.
+        let bits = usize::BITS - (entries.len().max(2) - 1).leading_zeros();
+        let size = entries.len() * width + rows * bits as usize / 8;
+        (size as f64 <= budget).then_some(FixedDictionary { entries, indices })
     }
 
     fn encode(&self, width: usize, out: &mut Vec<u8>) {
@@ -347,7 +351,12 @@ fn decode_fixed_dictionary(
         .ok_or("dictionary indices truncated")?;
     let indices = crate::encoding::transform::decode_t64_u16(packed, rows)
         .map_err(|e| format!("dictionary indices: {e}"))?;
-    let mut values = MutableBuffer::with_capacity(rows * width);
+    // Sized by untrusted counts: at most what a block can hold.
+    let size = rows
+        .checked_mul(width)
+        .filter(|n| *n <= u32::MAX as usize)
+        .ok_or_else(|| format!("dictionary block of {rows} values of {width} bytes"))?;
+    let mut values = MutableBuffer::with_capacity(size);
     for &i in &indices {
         let at = usize::from(i) * width;
         let entry = entries

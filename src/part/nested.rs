@@ -174,9 +174,15 @@ pub fn decode(
             )
         }
         DataType::Struct(fields) => {
+            // A field of a NULL struct reads as NULL whatever the block
+            // holds (blocks written before fields were stored so).
             let children = fields
                 .iter()
-                .map(|field| decode_child(payload, &mut pos, field, rows))
+                .map(|field| {
+                    let child = decode_child(payload, &mut pos, field, rows)?;
+                    super::stats::with_parent_nulls(&child, nulls.as_ref())
+                        .map_err(|e| format!("field '{}': {e}", field.name()))
+                })
                 .collect::<std::result::Result<Vec<_>, String>>()?;
             Arc::new(
                 StructArray::try_new_with_length(fields.clone(), children, nulls, rows)

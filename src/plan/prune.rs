@@ -193,6 +193,13 @@ impl GranuleStats<'_> {
         column: &Column,
         stat: fn(&PartIndex, usize) -> &ArrayRef,
     ) -> Option<ArrayRef> {
+        // A column's own name first, even one holding the separator.
+        if let Some(c) = self.position(column) {
+            let array = stat(self.part, c);
+            let nested = crate::encoding::layout_of(array.data_type())
+                == Some(crate::encoding::Layout::Nested);
+            return (!nested).then(|| array.clone());
+        }
         let mut path = column.name.split(LEAF_SEPARATOR);
         let c = self.part.column_position(path.next()?)?;
         let mut array = stat(self.part, c).clone();

@@ -131,6 +131,10 @@ fn struct_leaves(expr: Expr, schema: &Schema, leaves: &mut Vec<Field>) -> Result
             return Ok(Transformed::no(e));
         };
         let leaf = format!("{}{LEAF_SEPARATOR}{name}", column.name);
+        // A name holding the separator would make the path ambiguous.
+        if name.contains(LEAF_SEPARATOR) || schema.field_with_name(&leaf).is_ok() {
+            return Ok(Transformed::no(e));
+        }
         if !leaves.iter().any(|f| f.name() == &leaf) {
             leaves.push(Field::new(&leaf, field.data_type().clone(), true));
         }

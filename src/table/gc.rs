@@ -66,6 +66,12 @@ impl<'a> InFlight<'a> {
     pub(crate) fn adopt(&mut self, names: impl IntoIterator<Item = String>) {
         self.names.extend(names);
     }
+
+    /// Hands the names on still registered (to a guard that `adopt`s them
+    /// with no await in between).
+    pub(crate) fn keep(mut self) {
+        self.names.clear();
+    }
 }
 
 impl Drop for InFlight<'_> {

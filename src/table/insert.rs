@@ -30,6 +30,9 @@ pub struct InsertWriter {
     /// Whether a flush failed or was cancelled: some of the statement's
     /// rows are in parts and others are lost, so it must not commit.
     failed: bool,
+    /// The part being written, registered in flight: released if the
+    /// write fails, or is cancelled and the writer dropped.
+    writing: Option<String>,
 }
 
 impl InsertWriter {
@@ -45,6 +48,7 @@ impl InsertWriter {
             parts: Vec::new(),
             rows: 0,
             failed: false,
+            writing: None,
         }
     }
 
@@ -213,6 +217,7 @@ impl InsertWriter {
             // cleanup never takes the files of a part still being written.
             let name = new_part_name();
             self.table.begin_write(&name);
+            self.writing = Some(name.clone());
             let mut writer = PartWriter::new(
                 self.table.storage(),
                 &name,
@@ -237,9 +242,11 @@ impl InsertWriter {
                 Ok(part) => part,
                 Err(e) => {
                     self.table.end_writes([&name]);
+                    self.writing = None;
                     return Err(self.context(e));
                 }
             };
+            self.writing = None;
             self.rows += part.meta.rows;
             self.parts.push(PartEntry::new(&part, 0));
         }
@@ -318,6 +325,7 @@ impl Drop for InsertWriter {
     /// the next cleanup may take.
     fn drop(&mut self) {
         self.table.end_writes(self.parts.iter().map(|p| &p.name));
+        self.table.end_writes(self.writing.iter());
     }
 }
 

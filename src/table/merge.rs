@@ -591,7 +591,9 @@ impl Table {
         rebuilt.retain(|column, _| !remapped.iter().any(|r| &r.0 == column));
         builders.extend(crate::index::text_builders(&base.storage_schema, &rebuilt));
         let name = new_part_name();
-        self.begin_write(&name);
+        // Released on error or cancellation; kept for the caller on success.
+        let mut in_flight = super::gc::InFlight::new(self);
+        in_flight.begin(name.clone());
         let mut writer = PartWriter::new(
             &self.storage,
             &name,
@@ -631,13 +633,9 @@ impl Table {
             writer.finish().await
         }
         .await;
-        match written {
-            Ok(part) => Ok(Some(PartEntry::new(&part, level))),
-            Err(e) => {
-                self.end_writes([&name]);
-                Err(e)
-            }
-        }
+        let part = written?;
+        in_flight.keep();
+        Ok(Some(PartEntry::new(&part, level)))
     }
 }
 

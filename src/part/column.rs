@@ -119,11 +119,17 @@ fn encode_as(
         _ => None,
     };
     let dictionary = varlen.as_deref().and_then(Dictionary::build);
-    let data = array.to_data();
+    // Fixed-width values, read in place (other layouts need no ArrayData).
+    let data = matches!(layout, Layout::Fixed(_)).then(|| array.to_data());
+    let fixed_values = match (layout, &data) {
+        (Layout::Fixed(width), Some(data)) => {
+            Some(&data.buffers()[0].as_slice()[data.offset() * width..][..rows * width])
+        }
+        _ => None,
+    };
     let fixed = match layout {
         Layout::Fixed(width) if fixed_dictionary => {
-            let values = &data.buffers()[0].as_slice()[data.offset() * width..][..rows * width];
-            FixedDictionary::build(values, width)
+            fixed_values.and_then(|values| FixedDictionary::build(values, width))
         }
         _ => None,
     };
@@ -168,7 +174,7 @@ fn encode_as(
         Layout::Fixed(width) => match fixed {
             Some(dictionary) => dictionary.encode(width, out),
             None => {
-                let values = &data.buffers()[0].as_slice()[data.offset() * width..][..rows * width];
+                let values = fixed_values.unwrap_or_default();
                 match split {
                     true => split_bytes(values, width, out),
                     false => encode_values(values, width, &transforms, out),
@@ -322,6 +328,14 @@ impl<'a> FixedDictionary<'a> {
     }
 }
 
+/// The little-endian u32 of a dictionary header at `at`.
+fn dictionary_word(bytes: &[u8], at: usize) -> std::result::Result<usize, String> {
+    bytes
+        .get(at..at + 4)
+        .map(|w| u32::from_le_bytes(w.try_into().unwrap()) as usize)
+        .ok_or_else(|| "dictionary header truncated".to_string())
+}
+
 /// Rebuilds fixed-width values from a [`FixedDictionary`] at `pos`.
 fn decode_fixed_dictionary(
     bytes: &[u8],
@@ -329,12 +343,7 @@ fn decode_fixed_dictionary(
     rows: usize,
     width: usize,
 ) -> std::result::Result<Buffer, String> {
-    let word = |at: usize| -> std::result::Result<usize, String> {
-        bytes
-            .get(at..at + 4)
-            .map(|w| u32::from_le_bytes(w.try_into().unwrap()) as usize)
-            .ok_or_else(|| "dictionary header truncated".to_string())
-    };
+    let word = |at: usize| dictionary_word(bytes, at);
     let (count, stored_width) = (word(pos)?, word(pos + 4)?);
     if stored_width != width {
         return Err(format!(
@@ -715,12 +724,7 @@ fn decode_dictionary(
     data_type: &DataType,
 ) -> std::result::Result<ArrayRef, String> {
     let bytes = payload.as_slice();
-    let word = |at: usize| -> std::result::Result<usize, String> {
-        bytes
-            .get(at..at + 4)
-            .map(|w| u32::from_le_bytes(w.try_into().unwrap()) as usize)
-            .ok_or_else(|| "dictionary header truncated".to_string())
-    };
+    let word = |at: usize| dictionary_word(bytes, at);
     let (count, width) = (word(pos)?, word(pos + 4)?);
     if !(1..=DICT_INDEX_PACKED as usize).contains(&width) {
         return Err(format!("dictionary index width {width}"));

@@ -30,6 +30,11 @@ pub enum Error {
     },
     /// An Arrow kernel failed.
     Arrow(arrow::error::ArrowError),
+    /// A request or a value that is not valid (a series id 0, an empty
+    /// tag name, a key range whose minimum exceeds its maximum).
+    Invalid(String),
+    /// Refused for now: memory is at its bound until a flush frees it.
+    Overloaded(String),
     /// Adds context (table, part) to an inner error.
     Context { context: String, source: Box<Error> },
 }
@@ -117,6 +122,8 @@ impl fmt::Display for Error {
             Error::Query { at, reason } => write!(f, "search query, position {at}: {reason}"),
             Error::Store { path, source } => write!(f, "storage error at '{path}': {source}"),
             Error::Arrow(e) => write!(f, "{e}"),
+            Error::Invalid(msg) => write!(f, "{msg}"),
+            Error::Overloaded(msg) => write!(f, "{msg}"),
             Error::Context { context, source } => write!(f, "{context}: {source}"),
         }
     }

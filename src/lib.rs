@@ -9,12 +9,15 @@
 //! - [`plan`]: the scan plan as data, and the pruners that build it
 //! - [`table`]: the commit log, snapshots, inserts, mutations, merges
 //! - [`sql`]: the DataFusion glue (table factory, provider, scan, sink)
+//! - [`sidx`]: a secondary index with user keys per series, on tables
+//!   (it builds its filters with the SQL layer's pruning)
 
 pub mod encoding;
 pub mod error;
 pub mod index;
 pub mod part;
 pub mod plan;
+pub mod sidx;
 pub mod sql;
 pub mod storage;
 pub(crate) mod sync;

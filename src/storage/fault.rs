@@ -94,6 +94,13 @@ impl Faults {
         self.fail_reads.store(fail, Ordering::SeqCst);
     }
 
+    /// Fails write number `n` (counted from the first write ever) and every
+    /// write after it, from now on.
+    pub fn fail_from(&self, n: usize, strike: Strike) {
+        self.strike.store(strike as u8, Ordering::SeqCst);
+        self.fail_at.store(n, Ordering::SeqCst);
+    }
+
     /// Lets writes pass again, as a store does once a transient failure
     /// (a full disk freed, a network back) is over.
     pub fn revive(&self) {

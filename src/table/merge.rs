@@ -23,7 +23,7 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use arrow::array::{RecordBatch, RecordBatchOptions};
+use arrow::array::{BooleanArray, RecordBatch, RecordBatchOptions};
 use arrow::buffer::BooleanBuffer;
 use arrow::compute::{SortOptions, interleave_record_batch};
 use arrow::datatypes::SchemaRef;
@@ -259,6 +259,7 @@ pub async fn merge_into(
     key: &[usize],
     writer: &mut PartWriter,
     chunk_rows: usize,
+    keep: Option<&KeepRows>,
 ) -> Result<RowMap> {
     if plan.parts.len() > u16::MAX as usize {
         return Err(Error::Table(format!(
@@ -325,10 +326,10 @@ pub async fn merge_into(
         }
         sift_down(&mut heap, 0, &cursors, &less);
         if chunk.is_full() {
-            chunk.flush(writer, &mut cursors).await?;
+            chunk.flush(writer, &mut cursors, keep).await?;
         }
     }
-    chunk.flush(writer, &mut cursors).await?;
+    chunk.flush(writer, &mut cursors, keep).await?;
     Ok(map)
 }
 
@@ -367,7 +368,12 @@ impl Chunk {
 
     /// Writes the gathered rows and starts over with only the batches the
     /// cursors still read from.
-    async fn flush(&mut self, writer: &mut PartWriter, cursors: &mut [Cursor<'_>]) -> Result<()> {
+    async fn flush(
+        &mut self,
+        writer: &mut PartWriter,
+        cursors: &mut [Cursor<'_>],
+        keep: Option<&KeepRows>,
+    ) -> Result<()> {
         if !self.indices.is_empty() {
             let out = match self.batches.first() {
                 // A table without columns: only the count of rows to keep
@@ -382,7 +388,13 @@ impl Chunk {
                 }
             };
             self.indices.clear();
-            writer.write(&out).await?;
+            let out = match keep {
+                Some(keep) => arrow::compute::filter_record_batch(&out, &keep(&out)?)?,
+                None => out,
+            };
+            if out.num_rows() > 0 {
+                writer.write(&out).await?;
+            }
         }
         self.batches.clear();
         for (i, cursor) in cursors.iter_mut().enumerate() {
@@ -523,19 +535,21 @@ impl Table {
         base: &Arc<Snapshot>,
         names: &[String],
     ) -> Result<Option<u64>> {
-        let sources: Vec<PartEntry> = base
-            .parts
-            .iter()
-            .filter(|p| names.contains(&p.name))
-            .cloned()
-            .collect();
-        let level = sources.iter().map(|p| p.level).max().unwrap_or(0) + 1;
-        let merged = self
-            .write_merged(base, &sources, level)
-            .await
-            .map_err(|e| e.context(format!("table '{}': merge", self.name())))?;
+        let sources = sources_of(base, names);
+        let merged = self.write_merged(base, &sources, None).await?;
+        self.commit_merged(&sources, merged).await
+    }
+
+    /// Commits `merged` in place of `sources`, or discards it and returns
+    /// `None` if a concurrent commit removed or changed one of them.
+    pub(crate) async fn commit_merged(
+        self: &Arc<Self>,
+        sources: &[PartEntry],
+        merged: Option<PartEntry>,
+    ) -> Result<Option<u64>> {
         let mut in_flight = super::gc::InFlight::new(self);
         in_flight.adopt(merged.iter().map(|p| p.name.clone()));
+        let names: Vec<&String> = sources.iter().map(|s| &s.name).collect();
         let committed = self
             .commit_checked("MERGE", |current| {
                 let unchanged = sources.iter().all(|s| {
@@ -552,7 +566,7 @@ impl Table {
                 let mut parts = Vec::with_capacity(current.parts.len());
                 let mut placed = false;
                 for p in &current.parts {
-                    if names.contains(&p.name) {
+                    if names.contains(&&p.name) {
                         if !placed && let Some(m) = &merged {
                             parts.push(m.clone());
                         }
@@ -570,13 +584,27 @@ impl Table {
         Ok(committed)
     }
 
-    /// Streams the live rows of `sources` into one new part; `None` when
-    /// every row was deleted.
-    async fn write_merged(
+    /// Streams the live rows of `sources` into one new part, uncommitted
+    /// (registered in flight until [`Self::commit_merged`] takes it); rows
+    /// for which `keep` is false are left out. `None` when no row is left.
+    pub(crate) async fn write_merged(
+        self: &Arc<Self>,
+        base: &Arc<Snapshot>,
+        sources: &[PartEntry],
+        keep: Option<&KeepRows>,
+    ) -> Result<Option<PartEntry>> {
+        let level = sources.iter().map(|p| p.level).max().unwrap_or(0) + 1;
+        self.write_merged_at(base, sources, level, keep)
+            .await
+            .map_err(|e| e.context(format!("table '{}': merge", self.name())))
+    }
+
+    async fn write_merged_at(
         self: &Arc<Self>,
         base: &Arc<Snapshot>,
         sources: &[PartEntry],
         level: u32,
+        keep: Option<&KeepRows>,
     ) -> Result<Option<PartEntry>> {
         let plan = self.plan(base, sources, &[]).await?;
         let live: u64 = plan.parts.iter().map(PartPlan::rows_read).sum();
@@ -585,6 +613,11 @@ impl Table {
         }
         let layout = Table::part_layout(base);
         let remapped = remapped_text_indexes(base, &plan).await?;
+        if keep.is_some() && !remapped.is_empty() {
+            return Err(Error::Table(
+                "a merge that drops rows cannot remap text indexes".into(),
+            ));
+        }
         let options = &base.options;
         let mut builders = crate::index::skip_builders(&base.storage_schema, &options.skip_indexes);
         let mut rebuilt = options.text.indexes.clone();
@@ -609,8 +642,12 @@ impl Table {
                 &layout.key,
                 &mut writer,
                 layout.granularity,
+                keep,
             )
             .await?;
+            if writer.rows() == 0 {
+                return Ok(None);
+            }
             if !remapped.is_empty() {
                 let maps = map.row_maps().ok_or_else(|| {
                     Error::Table(format!(
@@ -630,14 +667,28 @@ impl Table {
                     writer.add_component(index);
                 }
             }
-            writer.finish().await
+            writer.finish().await.map(Some)
         }
         .await;
-        let part = written?;
+        let Some(part) = written? else {
+            return Ok(None);
+        };
         in_flight.keep();
         Ok(Some(PartEntry::new(&part, level)))
     }
 }
+
+/// The entries of `base` named in `names`, in snapshot order.
+pub(crate) fn sources_of(base: &Snapshot, names: &[String]) -> Vec<PartEntry> {
+    base.parts
+        .iter()
+        .filter(|p| names.contains(&p.name))
+        .cloned()
+        .collect()
+}
+
+/// Which rows of a batch a merge keeps (a filter evaluated per output chunk).
+pub type KeepRows = dyn Fn(&RecordBatch) -> Result<BooleanArray> + Send + Sync;
 
 /// The text indexes a merge remaps rather than rebuilds: each declared
 /// column whose index every input has (built with the declared analyzer),

@@ -25,7 +25,7 @@ pub use insert::InsertWriter;
 pub use log::{Commit, Deletes, PartEntry, TableState};
 pub use merge::set_background_merge_threads;
 pub use mutate::RowMatcher;
-pub use options::{MergeOptions, TableOptions};
+pub use options::{Backpressure, MergeOptions, SidxOptions, TableOptions};
 pub use schema::{ConstraintDef, Definition, Extras};
 pub use search::{SearchHit, TextTarget};
 

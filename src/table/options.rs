@@ -45,6 +45,9 @@ pub const KNOWN_OPTIONS: &[&str] = &[
     "old_parts_lifetime",
     "checkpoint_interval",
     "log_retention",
+    "sidx",
+    "sidx.memory_limit",
+    "sidx.backpressure",
 ];
 
 /// The text search options of a table: its text-indexed columns with
@@ -125,6 +128,50 @@ pub struct TableOptions {
     pub checkpoint_interval: u64,
     /// Seconds commit files are kept once a newer checkpoint covers them.
     pub log_retention: u64,
+    /// Set for a secondary index table (`'sidx' 'true'`, see `crate::sidx`).
+    pub sidx: Option<SidxOptions>,
+}
+
+/// The columns every secondary index table has, in this order, before its
+/// tags: the series, the user's ordering key, the payload, and the write
+/// sequence that orders equal keys (hidden from SQL).
+pub const SIDX_COLUMNS: [(&str, DataType); 4] = [
+    ("series_id", DataType::UInt64),
+    ("key", DataType::Int64),
+    ("data", DataType::Binary),
+    ("_seq", DataType::UInt64),
+];
+
+/// The sort key of a secondary index table.
+pub const SIDX_ORDER_BY: [&str; 3] = ["series_id", "key", "_seq"];
+
+/// What a write does when memory parts hold `memory_limit` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backpressure {
+    /// Waits until a flush frees memory.
+    Wait,
+    /// Fails at once with an error saying to flush.
+    Error,
+}
+
+/// The settings of a secondary index table (`sidx.*` options).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SidxOptions {
+    /// Bytes memory parts may hold before writes apply backpressure
+    /// (default 256 MiB).
+    pub memory_limit: usize,
+    pub backpressure: Backpressure,
+}
+
+pub const DEFAULT_SIDX_MEMORY_LIMIT: usize = 256 << 20;
+
+impl Default for SidxOptions {
+    fn default() -> Self {
+        SidxOptions {
+            memory_limit: DEFAULT_SIDX_MEMORY_LIMIT,
+            backpressure: Backpressure::Wait,
+        }
+    }
 }
 
 /// Commits between checkpoints (Delta Lake checkpoints every 10 commits,
@@ -151,6 +198,7 @@ impl Default for TableOptions {
             old_parts_lifetime: DEFAULT_OLD_PARTS_LIFETIME,
             checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
             log_retention: DEFAULT_LOG_RETENTION,
+            sidx: None,
         }
     }
 }
@@ -161,6 +209,8 @@ impl TableOptions {
         let mut parsed = TableOptions::default();
         let mut analyzers: Vec<(String, String, Analyzer)> = Vec::new();
         let (mut k1, mut b) = (parsed.text.bm25.k1, parsed.text.bm25.b);
+        let mut sidx: Option<bool> = None;
+        let mut sidx_options = SidxOptions::default();
         let mut keys: Vec<_> = options.iter().collect();
         keys.sort();
         for (key, value) in keys {
@@ -207,6 +257,22 @@ impl TableOptions {
                 }
                 "log_retention" => {
                     parsed.log_retention = parse_count(key, value, 0, 315_360_000)? as u64;
+                }
+                "sidx" => sidx = Some(parse_bool(key, value)?),
+                "sidx.memory_limit" => {
+                    sidx_options.memory_limit = parse_count(key, value, 1, usize::MAX)?;
+                }
+                "sidx.backpressure" => {
+                    sidx_options.backpressure = match value.trim().to_ascii_lowercase().as_str() {
+                        "wait" => Backpressure::Wait,
+                        "error" => Backpressure::Error,
+                        _ => {
+                            return Err(Error::option(
+                                key,
+                                format!("'{value}' is not 'wait' or 'error'"),
+                            ));
+                        }
+                    };
                 }
                 "text_index" => {
                     for name in value.split(',').map(str::trim) {
@@ -267,6 +333,16 @@ impl TableOptions {
             }
         }
         parsed.text.bm25 = Bm25::new(k1, b)?;
+        let sidx_set = options
+            .keys()
+            .any(|k| k.to_ascii_lowercase().starts_with("sidx."));
+        match sidx {
+            Some(true) => parsed.sidx = Some(check_sidx(&parsed, sidx_options, schema)?),
+            _ if sidx_set => {
+                return Err(Error::option("sidx", "'sidx.*' options need 'sidx' 'true'"));
+            }
+            _ => {}
+        }
         // A dictionary's keys (a run-end type's ends) must index every row
         // of a granule, which a read casts back to them.
         for field in schema.fields() {
@@ -359,6 +435,15 @@ impl TableOptions {
         for (column, codec) in &self.codecs {
             map.insert(format!("codec.{column}"), codec.to_string());
         }
+        if let Some(sidx) = &self.sidx {
+            map.insert("sidx".into(), "true".into());
+            map.insert("sidx.memory_limit".into(), sidx.memory_limit.to_string());
+            let backpressure = match sidx.backpressure {
+                Backpressure::Wait => "wait",
+                Backpressure::Error => "error",
+            };
+            map.insert("sidx.backpressure".into(), backpressure.into());
+        }
         map
     }
 
@@ -387,6 +472,86 @@ impl TableOptions {
                     .map_err(|_| Error::option("order_by", format!("no column '{name}'")))
             })
             .collect()
+    }
+}
+
+/// Checks a secondary index table: its fixed columns first, then tags of
+/// the types a tag takes, sorted by (series, key, write sequence), with no
+/// text index and no background merges (merges are the user's call).
+fn check_sidx(parsed: &TableOptions, sidx: SidxOptions, schema: &Schema) -> Result<SidxOptions> {
+    let fields = schema.fields();
+    for (i, (name, data_type)) in SIDX_COLUMNS.iter().enumerate() {
+        let found = fields.get(i);
+        let fits = found
+            .is_some_and(|f| f.name() == name && f.data_type() == data_type && !f.is_nullable());
+        if !fits {
+            return Err(Error::option(
+                "sidx",
+                format!(
+                    "a secondary index table starts with the columns series_id BIGINT \
+                     UNSIGNED NOT NULL, key BIGINT NOT NULL, data BYTEA NOT NULL and _seq \
+                     BIGINT UNSIGNED NOT NULL; column {} is {}",
+                    i + 1,
+                    found.map_or("missing".to_string(), |f| format!(
+                        "'{}' {}{}",
+                        f.name(),
+                        f.data_type(),
+                        if f.is_nullable() { "" } else { " NOT NULL" }
+                    ))
+                ),
+            ));
+        }
+    }
+    for field in &fields[SIDX_COLUMNS.len()..] {
+        if !is_tag_type(field.data_type()) || !field.is_nullable() {
+            return Err(Error::option(
+                "sidx",
+                format!(
+                    "tag '{}' has type {}{}; a tag is a nullable VARCHAR, BIGINT, BYTEA or a \
+                     list of one of them",
+                    field.name(),
+                    field.data_type(),
+                    if field.is_nullable() { "" } else { " NOT NULL" }
+                ),
+            ));
+        }
+    }
+    if parsed.order_by != SIDX_ORDER_BY {
+        return Err(Error::option(
+            "order_by",
+            format!(
+                "a secondary index table is ordered by {}, not '{}'",
+                SIDX_ORDER_BY.join(","),
+                parsed.order_by.join(",")
+            ),
+        ));
+    }
+    if !parsed.text.indexes.is_empty() {
+        return Err(Error::option(
+            "text_index",
+            "a secondary index table has no text index",
+        ));
+    }
+    if parsed.merge.background {
+        return Err(Error::option(
+            "merge.background",
+            "a secondary index table merges when its user says (merge.background false)",
+        ));
+    }
+    Ok(sidx)
+}
+
+/// The types a secondary index tag may have.
+pub fn is_tag_type(data_type: &DataType) -> bool {
+    match data_type {
+        DataType::Utf8 | DataType::Int64 | DataType::Binary => true,
+        DataType::List(item) => {
+            matches!(
+                item.data_type(),
+                DataType::Utf8 | DataType::Int64 | DataType::Binary
+            )
+        }
+        _ => false,
     }
 }
 

@@ -22,6 +22,7 @@ mod merge;
 mod postings;
 mod query;
 mod scan;
+mod sidx;
 mod skip;
 mod stats;
 mod storage;

@@ -91,7 +91,7 @@ async fn check_merge(parts: Vec<Vec<Option<i64>>>, keyed: bool, wide: bool, dele
     let layout = Table::part_layout(&snapshot);
     let name = diagon::part::writer::new_part_name();
     let mut writer = PartWriter::new(&storage, &name, schema(), layout.clone(), 1, Vec::new());
-    let map = merge_into(&plan, &schema(), &layout.key, &mut writer, 5)
+    let map = merge_into(&plan, &schema(), &layout.key, &mut writer, 5, None)
         .await
         .unwrap();
 

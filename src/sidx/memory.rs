@@ -1,0 +1,188 @@
+//! Memory parts: each write becomes one immutable, sorted batch that
+//! queries read until a flush persists it; and the bound on the bytes they
+//! hold.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use arrow::array::{AsArray, RecordBatch, UInt64Array};
+use arrow::compute::{SortColumn, lexsort_to_indices, take_record_batch};
+use arrow::datatypes::{Int64Type, UInt64Type};
+
+use crate::error::{Error, Result};
+use crate::table::Backpressure;
+
+/// The rows of one write, sorted by (series_id, key, _seq).
+///
+/// Invariant: `series` lists each series of `batch` once, ascending, with
+/// the rows it holds, which are contiguous, sorted by (key, _seq) and
+/// disjoint from the other series' rows.
+#[derive(Debug)]
+pub struct MemPart {
+    /// Unique in the process, increasing in write order.
+    pub id: u64,
+    /// Columns `series_id`, `key`, `data`, `_seq`, then the tags of the
+    /// write (a memory part may lack tags added after it was written).
+    pub batch: RecordBatch,
+    pub series: Vec<(u64, Range<usize>)>,
+    /// Memory the batch holds (what the bound counts).
+    pub bytes: usize,
+    pub min_key: i64,
+    pub max_key: i64,
+}
+
+impl MemPart {
+    /// Sorts `batch` (with its `_seq` column) into a memory part.
+    pub fn new(id: u64, batch: RecordBatch) -> Result<MemPart> {
+        let column = |name: &str| batch.column_by_name(name).expect("a sidx batch").clone();
+        let sort: Vec<SortColumn> = ["series_id", "key", "_seq"]
+            .iter()
+            .map(|name| SortColumn {
+                values: column(name),
+                options: None,
+            })
+            .collect();
+        let order = lexsort_to_indices(&sort, None)?;
+        let batch = take_record_batch(&batch, &order)?;
+        let series_ids = batch
+            .column_by_name("series_id")
+            .expect("a sidx batch")
+            .as_primitive::<UInt64Type>()
+            .clone();
+        let keys = batch
+            .column_by_name("key")
+            .expect("a sidx batch")
+            .as_primitive::<Int64Type>()
+            .clone();
+        Ok(MemPart {
+            id,
+            series: runs(&series_ids),
+            bytes: batch.get_array_memory_size(),
+            min_key: arrow::compute::min(&keys).unwrap_or(0),
+            max_key: arrow::compute::max(&keys).unwrap_or(0),
+            batch,
+        })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.batch.num_rows()
+    }
+
+    /// The rows of `series`, if it has any here.
+    pub fn run(&self, series: u64) -> Option<Range<usize>> {
+        let at = self
+            .series
+            .binary_search_by_key(&series, |(s, _)| *s)
+            .ok()?;
+        Some(self.series[at].1.clone())
+    }
+}
+
+/// Each series of a sorted column with its rows.
+fn runs(series: &UInt64Array) -> Vec<(u64, Range<usize>)> {
+    let values = series.values();
+    let mut runs: Vec<(u64, Range<usize>)> = Vec::new();
+    let mut start = 0;
+    while start < values.len() {
+        let s = values[start];
+        let end = start + values[start..].partition_point(|&v| v == s);
+        runs.push((s, start..end));
+        start = end;
+    }
+    runs
+}
+
+/// The bytes memory parts may hold. A write reserves its part's bytes
+/// before it becomes visible; a flush releases them.
+#[derive(Debug)]
+pub struct MemoryBudget {
+    limit: usize,
+    mode: Backpressure,
+    used: std::sync::Mutex<usize>,
+    freed: tokio::sync::Notify,
+    /// Writes that waited for a flush (for stats).
+    pub waits: std::sync::atomic::AtomicU64,
+}
+
+impl MemoryBudget {
+    pub fn new(limit: usize, mode: Backpressure) -> Self {
+        MemoryBudget {
+            limit,
+            mode,
+            used: std::sync::Mutex::new(0),
+            freed: tokio::sync::Notify::new(),
+            waits: Default::default(),
+        }
+    }
+
+    pub fn used(&self) -> usize {
+        *crate::sync::lock(&self.used)
+    }
+
+    /// Reserves `bytes`, waiting for a flush or failing (as configured)
+    /// while the bound would be passed. A write larger than the bound on
+    /// its own is let in when nothing else is held, or it could never be.
+    pub async fn reserve(&self, bytes: usize) -> Result<Reservation<'_>> {
+        let mut waited = false;
+        loop {
+            let notified = self.freed.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut used = crate::sync::lock(&self.used);
+                if *used == 0 || *used + bytes <= self.limit {
+                    *used += bytes;
+                    return Ok(Reservation {
+                        budget: self,
+                        bytes,
+                    });
+                }
+                if self.mode == Backpressure::Error {
+                    return Err(Error::Overloaded(format!(
+                        "memory parts hold {} bytes and this write needs {bytes} more, over the \
+                         limit of {} ('sidx.memory_limit'); flush, or wait with \
+                         'sidx.backpressure' 'wait'",
+                        *used, self.limit
+                    )));
+                }
+            }
+            if !waited {
+                waited = true;
+                self.waits
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            notified.await;
+        }
+    }
+
+    /// Gives back bytes a flush persisted.
+    pub fn release(&self, bytes: usize) {
+        let mut used = crate::sync::lock(&self.used);
+        *used = used.saturating_sub(bytes);
+        drop(used);
+        self.freed.notify_waiters();
+    }
+}
+
+/// Bytes reserved for a write not yet visible: given back if the write
+/// fails before its memory part is introduced.
+pub struct Reservation<'a> {
+    budget: &'a MemoryBudget,
+    bytes: usize,
+}
+
+impl Reservation<'_> {
+    /// The memory part now holds the bytes; a flush releases them.
+    pub fn commit(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.budget.release(self.bytes);
+    }
+}
+
+/// Parts a snapshot reads from memory, oldest first.
+pub type MemParts = Arc<Vec<Arc<MemPart>>>;

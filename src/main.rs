@@ -37,7 +37,15 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    if let Err(e) = main_inner().await {
+    let result = main_inner().await;
+    // Secondary indexes keep INSERTed rows in memory until flushed: a
+    // session that ends persists them.
+    let flushed = diagon::sidx::flush_all().await;
+    if let Err(e) = result {
+        println!("Error: {e}");
+        return ExitCode::FAILURE;
+    }
+    if let Err(e) = flushed {
         println!("Error: {e}");
         return ExitCode::FAILURE;
     }

@@ -178,6 +178,26 @@ fn registry() -> &'static Mutex<HashMap<String, Weak<Sidx>>> {
     REGISTRY.get_or_init(Default::default)
 }
 
+/// Flushes every index open in this process (a CLI session ending);
+/// returns the elements flushed, or the first failure after trying all.
+pub async fn flush_all() -> Result<u64> {
+    let open: Vec<Arc<Sidx>> = crate::sync::lock(registry())
+        .values()
+        .filter_map(Weak::upgrade)
+        .collect();
+    let mut flushed = 0;
+    let mut failure = None;
+    for index in open {
+        match index.flush().await {
+            Ok(n) => flushed += n,
+            Err(e) => {
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    failure.map_or(Ok(flushed), Err)
+}
+
 /// A local directory by its path; another store by its handle (two
 /// handles of one bucket are not known to be the same).
 fn location_key(storage: &Storage) -> String {
@@ -348,6 +368,11 @@ impl Sidx {
             true => Err(self.context(Error::Table("the index is closed".into()))),
             false => Ok(()),
         }
+    }
+
+    /// The table's columns now (with `_seq`); tags are only appended.
+    pub fn schema(&self) -> arrow::datatypes::SchemaRef {
+        self.introducer.current().disk.schema.clone()
     }
 
     /// The tags and their types.

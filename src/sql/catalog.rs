@@ -333,7 +333,7 @@ impl DiagonSchema {
             }
             writer.commit().await?;
         }
-        Ok(Arc::new(DiagonTableProvider::new(table)))
+        super::sidx::provider_for(table).await
     }
 }
 
@@ -371,7 +371,7 @@ impl SchemaProvider for DiagonSchema {
         let Some(table) = Table::open(name, storage).await? else {
             return Ok(None);
         };
-        let provider: Arc<dyn TableProvider> = Arc::new(DiagonTableProvider::new(table));
+        let provider = super::sidx::provider_for(table).await?;
         let mut tables = crate::sync::write(&self.tables);
         Ok(Some(
             tables.entry(name.to_string()).or_insert(provider).clone(),

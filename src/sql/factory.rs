@@ -12,7 +12,6 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::CreateExternalTable;
 
 use super::definition;
-use super::provider::DiagonTableProvider;
 use crate::error::Error;
 use crate::index::skip::SkipSpec;
 use crate::storage::Storage;
@@ -86,8 +85,15 @@ impl TableProviderFactory for DiagonTableFactory {
             )));
         }
         let storage = resolve_storage(state, location)?;
-        let options = table_options(cmd);
-        let schema: SchemaRef = Arc::new(cmd.schema.as_arrow().clone());
+        let mut options = table_options(cmd);
+        let mut schema: SchemaRef = Arc::new(cmd.schema.as_arrow().clone());
+        // A secondary index: its hidden column and implied options.
+        let sidx = super::sidx::declare(&mut options, &schema);
+        if let Some(declared) = &sidx
+            && !schema.fields().is_empty()
+        {
+            schema = declared.clone();
+        }
         let existing = Table::open(&name, storage.clone()).await?;
         let table = match existing {
             Some(table) => {
@@ -110,6 +116,9 @@ impl TableProviderFactory for DiagonTableFactory {
                 )));
             }
             None => {
+                if sidx.is_some() {
+                    super::sidx::creation_defaults(&mut options, &schema);
+                }
                 let parsed =
                     TableOptions::parse(&options, &schema).map_err(|e| plan_error(&name, e))?;
                 let extras = definition::extras(
@@ -120,7 +129,7 @@ impl TableProviderFactory for DiagonTableFactory {
                 Table::create_with(&name, storage, schema, parsed, &extras).await?
             }
         };
-        Ok(Arc::new(DiagonTableProvider::new(table)))
+        super::sidx::provider_for(table).await
     }
 }
 

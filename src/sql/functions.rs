@@ -222,8 +222,14 @@ pub(crate) async fn diagon_provider(
     let Some(provider) = provider else {
         return plan_err!("table '{table}' not found");
     };
-    let diagon = (provider.as_ref() as &dyn std::any::Any).downcast_ref::<DiagonTableProvider>();
-    match diagon.map(|d| d.table().clone()) {
+    let any = provider.as_ref() as &dyn std::any::Any;
+    let diagon = match any.downcast_ref::<DiagonTableProvider>() {
+        Some(d) => Some(d.table().clone()),
+        None => any
+            .downcast_ref::<super::sidx::SidxProvider>()
+            .map(|s| s.table().clone()),
+    };
+    match diagon {
         Some(diagon) => Ok((provider, diagon)),
         None => plan_err!("table '{table}' is not a diagon table"),
     }
@@ -301,7 +307,7 @@ impl PartitionStream for OptimizeStream {
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let (table, full) = (self.table.clone(), self.full);
         let run = async move {
-            let (merges, before, after) = table.optimize(full).await?;
+            let (merges, before, after) = optimize(&table, full).await?;
             let columns: Vec<ArrayRef> = vec![
                 Arc::new(StringArray::from(vec![table.name().to_string()])),
                 Arc::new(UInt64Array::from(vec![merges as u64])),
@@ -315,6 +321,25 @@ impl PartitionStream for OptimizeStream {
             futures::stream::once(run),
         ))
     }
+}
+
+/// Merges a table now: a secondary index through its own merge (its
+/// snapshot coordinator must introduce the result), others by
+/// [`Table::optimize`].
+async fn optimize(table: &Arc<Table>, full: bool) -> Result<(usize, usize, usize)> {
+    if table.cached_snapshot().options.sidx.is_none() {
+        return Ok(table.optimize(full).await?);
+    }
+    let index = crate::sidx::Sidx::for_table(table.clone(), None).await?;
+    let parts = match full {
+        true => crate::sidx::MergeSelection::All,
+        false => crate::sidx::MergeSelection::Policy,
+    };
+    let outcome = index
+        .merge(crate::sidx::MergeRequest { parts, keep: None })
+        .await?;
+    table.collect_garbage().await?;
+    Ok((outcome.merges, outcome.parts_before, outcome.parts_after))
 }
 
 fn parts_batch(snapshot: &Snapshot, indexes: &[Arc<PartIndex>]) -> Result<RecordBatch> {

@@ -13,6 +13,7 @@ pub mod provider;
 pub mod pruning;
 pub mod scan;
 pub mod search;
+pub mod sidx;
 pub mod sink;
 pub mod skipping;
 pub mod text;
@@ -62,6 +63,7 @@ pub fn register(ctx: &SessionContext) {
     );
     ctx.register_udtf("diagon_search", Arc::new(search::DiagonSearchFunction));
     ctx.register_udtf("diagon_alter", Arc::new(alter::DiagonAlterFunction));
+    ctx.register_udtf("diagon_flush", Arc::new(sidx::DiagonFlushFunction));
     ctx.register_udf(text::MatchFunction::udf().as_ref().clone());
     ctx.register_udf(text::Bm25Function::udf().as_ref().clone());
     ctx.register_udf(highlight::HighlightFunction::udf().as_ref().clone());

@@ -214,7 +214,7 @@ impl Query {
     fn sql(&self, order: Order, limit: Option<usize>) -> String {
         let ids: Vec<String> = self.series.iter().map(u64::to_string).collect();
         let dir = match order {
-            Order::Asc => "",
+            Order::Asc | Order::Unordered => "",
             Order::Desc => " DESC",
         };
         format!(
@@ -235,7 +235,9 @@ fn rows(batches: &[RecordBatch]) -> Vec<(u64, i64, Vec<u8>)> {
     for b in batches {
         let s = b.column(0).as_primitive::<arrow::datatypes::UInt64Type>();
         let k = b.column(1).as_primitive::<arrow::datatypes::Int64Type>();
-        let d = b.column(2).as_binary::<i32>();
+        // DataFusion reads Parquet binary as views.
+        let d = arrow::compute::cast(b.column(2), &DataType::Binary).unwrap();
+        let d = d.as_binary::<i32>();
         for i in 0..b.num_rows() {
             out.push((s.value(i), k.value(i), d.value(i).to_vec()));
         }

@@ -159,9 +159,16 @@ pub struct Sidx {
     /// One flush at a time, one merge at a time.
     flush_lock: tokio::sync::Mutex<()>,
     merge_lock: tokio::sync::Mutex<()>,
+    /// Held (shared) by every write while it runs, so `close` can wait
+    /// for those it must flush.
+    writers: tokio::sync::RwLock<()>,
     session: datafusion::execution::SessionState,
     counters: stats::Counters,
     closed: AtomicBool,
+    /// Set when a flush's commit may or may not have landed: the memory
+    /// parts cannot be kept (their rows may be on disk) nor dropped (they
+    /// may not); only a reopen, which finds the committed state, is sure.
+    poisoned: AtomicBool,
 }
 
 impl std::fmt::Debug for Sidx {
@@ -335,9 +342,11 @@ impl Sidx {
             schema_lock: Default::default(),
             flush_lock: Default::default(),
             merge_lock: Default::default(),
+            writers: Default::default(),
             session,
             counters: Default::default(),
             closed: AtomicBool::new(false),
+            poisoned: AtomicBool::new(false),
             table,
         });
         let mut registry = crate::sync::lock(registry());
@@ -364,6 +373,13 @@ impl Sidx {
     }
 
     fn check_open(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::SeqCst) {
+            return Err(self.context(Error::Table(
+                "a flush failed with an unknown outcome; reopen the index, which finds the \
+                 committed state"
+                    .into(),
+            )));
+        }
         match self.closed.load(Ordering::SeqCst) {
             true => Err(self.context(Error::Table("the index is closed".into()))),
             false => Ok(()),
@@ -401,6 +417,7 @@ impl Sidx {
     /// `data` (Binary) and tags (any other column, of a tag type); visible
     /// to queries when this returns.
     pub async fn write_batch(&self, batch: RecordBatch) -> Result<()> {
+        let _writing = self.writers.read().await;
         self.check_open()?;
         let ctx = |e: Error| self.context(e);
         element::validate(&batch).map_err(ctx)?;
@@ -408,6 +425,21 @@ impl Sidx {
             return Ok(());
         }
         self.ensure_tags(&batch.schema()).await.map_err(ctx)?;
+        let rows = batch.num_rows() as u64;
+        let stored = self.stored(&batch).map_err(ctx)?;
+        let id = self.next_memory_part.fetch_add(1, Ordering::SeqCst);
+        let part = MemPart::new(id, stored).map_err(ctx)?;
+        let reservation = self.budget.reserve(part.bytes).await.map_err(ctx)?;
+        self.introducer.introduce_memory(Arc::new(part));
+        reservation.commit();
+        self.counters.written(rows);
+        Ok(())
+    }
+
+    /// A validated batch as stored: the fixed columns with a write
+    /// sequence number for each element, then its tags in their stored
+    /// types (a list's item field as the index names it).
+    fn stored(&self, batch: &RecordBatch) -> Result<RecordBatch> {
         let rows = batch.num_rows() as u64;
         let first = self.next_seq.fetch_add(rows, Ordering::SeqCst);
         let seq: ArrayRef = Arc::new(UInt64Array::from_iter_values(first..first + rows));
@@ -421,19 +453,43 @@ impl Sidx {
             });
         }
         for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
-            if !element::is_reserved(field.name()) {
-                fields.push(Field::new(field.name(), field.data_type().clone(), true));
-                columns.push(column.clone());
+            if element::is_reserved(field.name()) {
+                continue;
             }
+            let t = TagType::of(field.data_type()).expect("validated");
+            let column = match column.data_type() == &t.data_type() {
+                true => column.clone(),
+                false => arrow::compute::cast(column, &t.data_type())?,
+            };
+            fields.push(t.field(field.name()));
+            columns.push(column);
         }
-        let stored = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
-        let id = self.next_memory_part.fetch_add(1, Ordering::SeqCst);
-        let part = MemPart::new(id, stored).map_err(ctx)?;
-        let reservation = self.budget.reserve(part.bytes).await.map_err(ctx)?;
-        self.introducer.introduce_memory(Arc::new(part));
-        reservation.commit();
-        self.counters.written(rows);
-        Ok(())
+        Ok(RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            columns,
+        )?)
+    }
+
+    /// Starts a write straight to disk parts, committed as one version by
+    /// [`BulkWrite::commit`]: for loads larger than memory parts may hold
+    /// (an `INSERT ... SELECT`). Tags are those of `schema`; no tag is
+    /// added until the write ends.
+    pub async fn bulk_write(&self, schema: &Schema) -> Result<BulkWrite<'_>> {
+        self.check_open()?;
+        let ctx = |e: Error| self.context(e);
+        self.ensure_tags(schema).await.map_err(ctx)?;
+        let writing = self.writers.read().await;
+        let schema_guard = self.schema_lock.lock().await;
+        let base = self.table.snapshot().await.map_err(ctx)?;
+        let writer = self.table.insert_on(base.clone());
+        Ok(BulkWrite {
+            index: self,
+            _writing: writing,
+            _schema: schema_guard,
+            base,
+            writer,
+            rows: 0,
+        })
     }
 
     /// Adds the tags of `schema` the table lacks (ALTER TABLE ADD COLUMN,
@@ -453,7 +509,7 @@ impl Sidx {
                     ))
                 })?;
                 match known.field_with_name(field.name()) {
-                    Ok(f) if f.data_type() == field.data_type() => {}
+                    Ok(f) if TagType::of(f.data_type()) == Some(t) => {}
                     Ok(f) => {
                         return Err(Error::Invalid(format!(
                             "tag '{}' is {:?}; this write gives it as {t:?}",
@@ -517,8 +573,23 @@ impl Sidx {
     /// Persists every memory part as one committed table version; returns
     /// the elements flushed. A failure leaves the memory parts in place
     /// (and visible); a crash before the commit leaves the table as it was.
-    pub async fn flush(&self) -> Result<u64> {
+    /// The flush runs to its end even if the caller stops waiting.
+    pub async fn flush(self: &Arc<Self>) -> Result<u64> {
+        let index = self.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => handle
+                .spawn(async move { index.flush_now().await })
+                .await
+                .map_err(|e| self.context(Error::Table(format!("the flush task failed: {e}"))))?,
+            Err(_) => index.flush_now().await,
+        }
+    }
+
+    async fn flush_now(&self) -> Result<u64> {
         let _flush = self.flush_lock.lock().await;
+        if self.poisoned.load(Ordering::SeqCst) {
+            return self.check_open().map(|_| 0);
+        }
         let started = Instant::now();
         let memory = self.introducer.current().memory.clone();
         if memory.is_empty() {
@@ -538,15 +609,36 @@ impl Sidx {
             rows += part.rows() as u64;
         }
         writer.flush_all().await.map_err(ctx)?;
+        let names = writer.part_names();
         let _disk = self.introducer.disk.lock().await;
-        writer.commit().await.map_err(ctx)?;
-        let (pin, disk) = self.table.pinned_snapshot().await.map_err(ctx)?;
+        if let Err(e) = writer.commit().await {
+            self.landed(&names).await.map_err(|_| ctx(e))?;
+        }
+        // From the commit on, nothing may fail before the memory parts
+        // give way to the version holding their rows: no I/O here.
+        let disk = self.table.cached_snapshot();
+        let pin = self.table.pin(disk.version);
         let flushed: Vec<u64> = memory.iter().map(|m| m.id).collect();
         self.introducer.introduce_disk(disk, pin, &flushed);
         self.budget
             .release(memory.iter().map(|m| m.bytes).sum::<usize>());
         self.counters.flushed(rows, started.elapsed());
         Ok(rows)
+    }
+
+    /// After a commit reported failure: `Ok` if its parts `names` are in
+    /// the newest version all the same (the write landed, its reply was
+    /// lost), `Err` if not. When the log cannot be read either, the outcome
+    /// is unknown and the index refuses further work until reopened.
+    async fn landed(&self, names: &[String]) -> Result<()> {
+        match self.table.snapshot().await {
+            Ok(now) if names.iter().all(|n| now.parts.iter().any(|p| &p.name == n)) => Ok(()),
+            Ok(_) => Err(Error::Table("not committed".into())),
+            Err(e) => {
+                self.poisoned.store(true, Ordering::SeqCst);
+                Err(e)
+            }
+        }
     }
 
     /// Merges disk parts into one and commits the replacement atomically;
@@ -616,13 +708,30 @@ impl Sidx {
         Ok(outcome)
     }
 
-    /// Flushes, then refuses later writes and queries through this handle
-    /// (and every handle of this process sharing it).
-    pub async fn close(&self) -> Result<()> {
-        self.flush().await?;
+    /// Refuses later writes and queries through this handle (and every
+    /// handle of this process sharing it), waits for the writes under way,
+    /// and flushes. If the flush fails, the index stays open.
+    pub async fn close(self: &Arc<Self>) -> Result<()> {
         self.closed.store(true, Ordering::SeqCst);
+        // A write under way may be waiting for memory: flush once to let
+        // it finish, wait for it, then flush what it wrote.
+        let flushed = async {
+            self.flush().await?;
+            drop(self.writers.write().await);
+            self.flush().await
+        };
+        if let Err(e) = flushed.await {
+            self.closed.store(false, Ordering::SeqCst);
+            return Err(e);
+        }
         let key = location_key(self.table.storage());
-        crate::sync::lock(registry()).remove(&key);
+        let mut registry = crate::sync::lock(registry());
+        let ours = registry
+            .get(&key)
+            .is_some_and(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(self)));
+        if ours {
+            registry.remove(&key);
+        }
         Ok(())
     }
 
@@ -685,4 +794,63 @@ async fn max_seq(table: &Table, disk: &crate::table::Snapshot) -> Result<u64> {
         }
     }
     Ok(max)
+}
+
+/// A write straight to disk parts (see [`Sidx::bulk_write`]): nothing is
+/// visible until [`Self::commit`]; dropped uncommitted, nothing is written.
+pub struct BulkWrite<'a> {
+    index: &'a Sidx,
+    _writing: tokio::sync::RwLockReadGuard<'a, ()>,
+    _schema: tokio::sync::MutexGuard<'a, ()>,
+    base: Arc<crate::table::Snapshot>,
+    writer: crate::table::InsertWriter,
+    rows: u64,
+}
+
+impl BulkWrite<'_> {
+    /// Adds a batch (columns as [`Sidx::write_batch`] takes them, tags
+    /// among those the write started with).
+    pub async fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        let index = self.index;
+        let ctx = |e: Error| index.context(e);
+        element::validate(&batch).map_err(ctx)?;
+        for field in batch.schema().fields() {
+            let known = self.base.schema.field_with_name(field.name());
+            if known.ok().map(|f| TagType::of(f.data_type()))
+                != Some(TagType::of(field.data_type()))
+            {
+                return Err(ctx(Error::Invalid(format!(
+                    "tag '{}' ({}) is not one this write started with",
+                    field.name(),
+                    field.data_type()
+                ))));
+            }
+        }
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let stored = index.stored(&batch).map_err(ctx)?;
+        self.rows += batch.num_rows() as u64;
+        self.writer
+            .write(conform(&stored, &self.base.schema)?)
+            .await
+            .map_err(ctx)
+    }
+
+    /// Commits every element written as one version; returns their number.
+    pub async fn commit(mut self) -> Result<u64> {
+        let index = self.index;
+        let ctx = |e: Error| index.context(e);
+        self.writer.flush_all().await.map_err(ctx)?;
+        let names = self.writer.part_names();
+        let _disk = index.introducer.disk.lock().await;
+        if let Err(e) = self.writer.commit().await {
+            index.landed(&names).await.map_err(|_| ctx(e))?;
+        }
+        let disk = index.table.cached_snapshot();
+        let pin = index.table.pin(disk.version);
+        index.introducer.introduce_disk(disk, pin, &[]);
+        index.counters.written(self.rows);
+        Ok(self.rows)
+    }
 }

@@ -47,6 +47,9 @@ pub enum Order {
     Asc,
     /// The exact reverse of `Asc`.
     Desc,
+    /// Any order: parts are streamed as stored, with no merge (the
+    /// cheapest way to read many elements, as SQL does for aggregates).
+    Unordered,
 }
 
 /// What a query asks for.
@@ -67,6 +70,9 @@ pub struct QueryRequest {
     pub batch_size: usize,
     /// Drops an element whose `data` equals that of one returned before.
     pub distinct_data: bool,
+    /// Returns the `data` column (default true; false leaves it out and
+    /// does not read it unless `distinct_data` needs it).
+    pub data: bool,
 }
 
 pub const DEFAULT_BATCH_SIZE: usize = 1024;
@@ -83,6 +89,7 @@ impl Default for QueryRequest {
             limit: None,
             batch_size: DEFAULT_BATCH_SIZE,
             distinct_data: false,
+            data: true,
         }
     }
 }
@@ -269,7 +276,22 @@ pub(crate) struct Merge {
     min_key: Option<i64>,
     max_key: Option<i64>,
     metrics: Arc<QueryMetrics>,
+    /// What an unordered scan has left to read.
+    unordered: Option<Unordered>,
 }
+
+/// An unordered scan's place: memory parts first, then each disk part's
+/// granule ranges.
+struct Unordered {
+    memory: VecDeque<Arc<super::memory::MemPart>>,
+    /// (part, granules) still to read, in order.
+    granules: VecDeque<(usize, std::ops::Range<usize>)>,
+    /// Rows read and filtered, not yet emitted.
+    rows: VecDeque<RecordBatch>,
+}
+
+/// Granules an unordered scan reads per request.
+const UNORDERED_GRANULES: usize = 8;
 
 /// Plans `request` on `snapshot`: disk parts pruned by key range, series
 /// and tag filter, runs set up, nothing read yet.
@@ -286,10 +308,15 @@ pub(crate) async fn start(
     series.sort_unstable();
     series.dedup();
     // Columns to read: the fixed ones, the projected tags, the filtered ones.
-    let mut names: Vec<String> = ["series_id", "key", "_seq", "data"]
+    let mut names: Vec<String> = ["series_id", "key", "_seq"]
         .iter()
         .map(|s| s.to_string())
         .collect();
+    // Read when returned or compared; always at position 3 when read.
+    let data = request.data || request.distinct_data;
+    if data {
+        names.push("data".into());
+    }
     for tag in &request.tags {
         if super::element::is_reserved(tag) || schema.field_with_name(tag).is_err() {
             return Err(Error::Invalid(format!(
@@ -327,6 +354,15 @@ pub(crate) async fn start(
     conditions.extend(request.max_key.map(|m| key().lt_eq(lit(m))));
     conditions.extend(filter_expr);
     let mut pruning = conditions.clone();
+    let unordered = request.order == Order::Unordered;
+    // Runs select their series; a scan with no runs filters rows by it.
+    if unordered && !series.is_empty() {
+        let ids = series
+            .iter()
+            .map(|&s| lit(ScalarValue::UInt64(Some(s))))
+            .collect();
+        conditions.push(Expr::Column(Column::new_unqualified("series_id")).in_list(ids, false));
+    }
     // Longer lists do not prune (DataFusion's pruning skips them); runs
     // are found from each granule's series range anyway.
     if !series.is_empty() && series.len() <= 20 {
@@ -355,7 +391,10 @@ pub(crate) async fn start(
         .iter()
         .map(|p| projection(p, &read_schema))
         .collect::<Result<Vec<_>>>()?;
-    let mut output = vec![0, 1, 3];
+    let mut output = vec![0, 1];
+    if request.data {
+        output.push(3);
+    }
     output.extend(request.tags.iter().map(|t| {
         names
             .iter()
@@ -386,9 +425,14 @@ pub(crate) async fn start(
         min_key: request.min_key,
         max_key: request.max_key,
         metrics: metrics.clone(),
+        unordered: None,
     };
-    merge.add_disk_runs(&series, request).await?;
-    merge.add_memory_runs(&series)?;
+    if unordered {
+        merge.start_unordered();
+    } else {
+        merge.add_disk_runs(&series, request).await?;
+        merge.add_memory_runs(&series)?;
+    }
     let stream = futures::stream::try_unfold(merge, |mut merge| async move {
         let batch = merge.next_batch().await?;
         Ok(batch.map(|b| (b, merge)))
@@ -741,11 +785,110 @@ impl Merge {
         let n = before_next.max(1).min(room);
         let slice = batch.slice(pos, n);
         self.runs[run].pos += n;
+        self.take(slice)
+    }
+
+    fn start_unordered(&mut self) {
+        let mut granules = VecDeque::new();
+        for (p, part) in self.plan.parts.iter().enumerate() {
+            for range in part.read_ranges() {
+                let mut start = range.start;
+                while start < range.end {
+                    let end = (start + UNORDERED_GRANULES).min(range.end);
+                    granules.push_back((p, start..end));
+                    start = end;
+                }
+            }
+        }
+        let m = &self.metrics;
+        m.disk_parts
+            .store(self.plan.parts.len() as u64, Ordering::Relaxed);
+        m.granules_total
+            .store(self.plan.granules_total() as u64, Ordering::Relaxed);
+        m.granules_planned
+            .store(self.plan.granules_read() as u64, Ordering::Relaxed);
+        m.memory_parts
+            .store(self.snapshot.memory.len() as u64, Ordering::Relaxed);
+        self.unordered = Some(Unordered {
+            memory: self.snapshot.memory.iter().cloned().collect(),
+            granules,
+            rows: VecDeque::new(),
+        });
+    }
+
+    /// The next rows of an unordered scan, filtered; `None` at the end.
+    async fn next_unordered(&mut self) -> Result<Option<RecordBatch>> {
+        let Some(scan) = self.unordered.as_mut() else {
+            return Ok(None);
+        };
+        if let Some(rows) = scan.rows.pop_front() {
+            return Ok(Some(rows));
+        }
+        if let Some(part) = scan.memory.pop_front() {
+            let batch = self.conform(&part.batch)?;
+            return Ok(Some(self.filter(batch)?));
+        }
+        let Some((p, range)) = scan.granules.pop_front() else {
+            return Ok(None);
+        };
+        let part = &self.plan.parts[p];
+        let mut stats = ReadStats::default();
+        let read = read_granules(
+            part,
+            &self.projections[p],
+            &self.read_schema,
+            range.clone(),
+            &mut stats,
+        )
+        .await
+        .map_err(|e| e.context(format!("part '{}'", part.name())))?;
+        self.metrics
+            .granules_read
+            .fetch_add(range.len() as u64, Ordering::Relaxed);
+        self.metrics
+            .bytes_read
+            .fetch_add(stats.bytes_read, Ordering::Relaxed);
+        let mut rows = VecDeque::new();
+        for g in read {
+            rows.push_back(self.filter(g.batch)?);
+        }
+        let scan = self.unordered.as_mut().expect("checked above");
+        scan.rows = rows;
+        Ok(Some(RecordBatch::new_empty(self.read_schema.clone())))
+    }
+
+    /// Fills the pending output from an unordered scan.
+    async fn fill_unordered(&mut self) -> Result<()> {
+        while self.remaining > 0 && self.pending_rows < self.batch_size {
+            let Some(rows) = self.next_unordered().await? else {
+                return Ok(());
+            };
+            let mut at = 0;
+            while at < rows.num_rows() && self.remaining > 0 {
+                let room = self.remaining.min(self.batch_size - self.pending_rows);
+                if room == 0 {
+                    // The batch is full: keep the rest for the next one.
+                    let rest = rows.slice(at, rows.num_rows() - at);
+                    let scan = self.unordered.as_mut().expect("an unordered scan");
+                    scan.rows.push_front(rest);
+                    return Ok(());
+                }
+                let n = room.min(rows.num_rows() - at);
+                self.take(rows.slice(at, n))?;
+                at += n;
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds `slice` (rows in output order) to the pending output, without
+    /// repeated data when asked.
+    fn take(&mut self, slice: RecordBatch) -> Result<()> {
         let slice = match &mut self.seen {
             None => slice,
             Some(seen) => {
                 let data = slice.column(3).as_binary::<i32>();
-                let keep: arrow::array::BooleanArray = (0..n)
+                let keep: arrow::array::BooleanArray = (0..slice.num_rows())
                     .map(|i| Some(seen.insert(data.value(i).to_vec())))
                     .collect();
                 filter_record_batch(&slice, &keep)?
@@ -762,7 +905,11 @@ impl Merge {
 
     /// The next batch of results, `None` at the end.
     async fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
-        while self.remaining > 0 && self.pending_rows < self.batch_size {
+        if self.unordered.is_some() {
+            self.fill_unordered().await?;
+        }
+        while self.unordered.is_none() && self.remaining > 0 && self.pending_rows < self.batch_size
+        {
             let Some(Reverse((key, run))) = self.heap.pop() else {
                 break;
             };

@@ -62,7 +62,11 @@ pub fn declare(options: &mut HashMap<String, String>, schema: &Schema) -> Option
     let mut fields: Vec<Field> = schema
         .fields()
         .iter()
-        .map(|f| f.as_ref().clone().with_data_type(tag_storage_type(f.data_type())))
+        .map(|f| {
+            f.as_ref()
+                .clone()
+                .with_data_type(tag_storage_type(f.data_type()))
+        })
         .collect();
     if !fields.iter().any(|f| f.name() == "_seq") {
         let at = fields
@@ -105,8 +109,7 @@ pub fn creation_defaults(options: &mut HashMap<String, String>, schema: &Schema)
     );
     for field in schema.fields() {
         let t = TagType::of(field.data_type());
-        if !crate::sidx::element::is_reserved(field.name())
-            && t.is_some_and(|t| t != TagType::Int)
+        if !crate::sidx::element::is_reserved(field.name()) && t.is_some_and(|t| t != TagType::Int)
         {
             set_default(
                 options,
@@ -217,13 +220,17 @@ impl TableProvider for SidxProvider {
             .map(|f| f.name().clone())
             .filter(|n| !crate::sidx::element::is_reserved(n))
             .collect();
-        let (request, empty) = pushed.request(tags);
+        let (mut request, empty) = pushed.request(tags);
+        request.data = projected.field_with_name("data").is_ok();
+        // Unordered until a sort asks for an order (`try_pushdown_sort`):
+        // declared up front, the order would make DataFusion keep it
+        // through plans that do not need it, and the merge costs memory.
         let exec = SidxScanExec::new(
             self.index.clone(),
             request,
             empty,
             projected,
-            Order::Asc,
+            Order::Unordered,
             limit,
         );
         Ok(Arc::new(exec))
@@ -327,7 +334,10 @@ impl Pushed {
             _ => Some(TagFilter::And(self.tags)),
         };
         let request = QueryRequest {
-            series_ids: self.series.map(|s| s.into_iter().collect()).unwrap_or_default(),
+            series_ids: self
+                .series
+                .map(|s| s.into_iter().collect())
+                .unwrap_or_default(),
             min_key: if empty { None } else { self.min_key },
             max_key: if empty { None } else { self.max_key },
             filter,
@@ -414,7 +424,11 @@ fn series_condition(expr: &Expr) -> Option<Vec<u64>> {
         && !list.negated
         && column_name(&list.expr) == Some("series_id")
     {
-        return list.list.iter().map(|e| literal(e).and_then(as_u64)).collect();
+        return list
+            .list
+            .iter()
+            .map(|e| literal(e).and_then(as_u64))
+            .collect();
     }
     None
 }
@@ -472,9 +486,8 @@ fn tag_condition(expr: &Expr, schema: &Schema) -> Option<TagFilter> {
             match (t, op) {
                 (TagType::Int, _) => {
                     let v = as_i64(v)?;
-                    let range = |min: Option<i64>, max: Option<i64>| {
-                        Some(TagFilter::range(name, min, max))
-                    };
+                    let range =
+                        |min: Option<i64>, max: Option<i64>| Some(TagFilter::range(name, min, max));
                     match op {
                         Operator::Eq => Some(TagFilter::eq(name, v)),
                         Operator::GtEq => range(Some(v), None),
@@ -570,12 +583,16 @@ fn tag_value(t: TagType, v: &ScalarValue) -> Option<TagValue> {
     match (t, v) {
         (
             TagType::Str,
-            ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)) | ScalarValue::LargeUtf8(Some(s)),
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::Utf8View(Some(s))
+            | ScalarValue::LargeUtf8(Some(s)),
         ) => Some(TagValue::Str(s.clone())),
         (TagType::Int, v) => as_i64(v).map(TagValue::Int),
         (
             TagType::Bytes,
-            ScalarValue::Binary(Some(b)) | ScalarValue::BinaryView(Some(b)) | ScalarValue::LargeBinary(Some(b)),
+            ScalarValue::Binary(Some(b))
+            | ScalarValue::BinaryView(Some(b))
+            | ScalarValue::LargeBinary(Some(b)),
         ) => Some(TagValue::Bytes(b.clone())),
         _ => None,
     }
@@ -639,6 +656,9 @@ impl SidxScanExec {
 
 /// The order of the scan's rows: by key, then series, in `order`.
 fn equivalence(schema: &SchemaRef, order: Order) -> EquivalenceProperties {
+    if order == Order::Unordered {
+        return EquivalenceProperties::new(schema.clone());
+    }
     let options = arrow::compute::SortOptions {
         descending: order == Order::Desc,
         nulls_first: false,
@@ -648,7 +668,9 @@ fn equivalence(schema: &SchemaRef, order: Order) -> EquivalenceProperties {
         let Ok(at) = schema.index_of(name) else {
             break;
         };
-        let column = Arc::new(datafusion::physical_expr::expressions::Column::new(name, at));
+        let column = Arc::new(datafusion::physical_expr::expressions::Column::new(
+            name, at,
+        ));
         sort.push(PhysicalSortExpr::new(column, options));
     }
     match LexOrdering::new(sort) {
@@ -674,6 +696,7 @@ impl DisplayAs for SidxScanExec {
         let order = match r.order {
             Order::Asc => "asc",
             Order::Desc => "desc",
+            Order::Unordered => "none",
         };
         write!(f, ", order={order}")?;
         if let Some(limit) = r.limit {
@@ -742,14 +765,10 @@ impl ExecutionPlan for SidxScanExec {
                 metrics,
                 query: query_metrics,
             };
-            Ok::<_, DataFusionError>(
-                stream
-                    .map_err(DataFusionError::from)
-                    .map(move |batch| {
-                        let _keep = &done;
-                        batch.and_then(|b| project(&b, &out))
-                    }),
-            )
+            Ok::<_, DataFusionError>(stream.map_err(DataFusionError::from).map(move |batch| {
+                let _keep = &done;
+                batch.and_then(|b| project(&b, &out))
+            }))
         })
         .try_flatten();
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
@@ -884,34 +903,41 @@ impl DataSink for SidxSink {
         mut data: SendableRecordBatchStream,
         _context: &Arc<TaskContext>,
     ) -> Result<u64> {
+        // A statement of up to SINK_ROWS rows becomes one memory part; a
+        // larger one goes straight to disk parts committed as one version,
+        // so it is atomic and never waits on memory only a flush frees.
         let mut buffer: Vec<RecordBatch> = Vec::new();
         let mut buffered = 0;
-        let mut rows = 0u64;
-        let mut parts = 0;
-        loop {
-            let next = data.next().await.transpose()?;
-            if let Some(batch) = &next {
-                buffered += batch.num_rows();
-                buffer.push(batch.clone());
-            }
-            if buffered > 0 && (buffered >= SINK_ROWS || next.is_none()) {
-                let batch = concat_batches(&data.schema(), &buffer)?;
-                let batch = cast_to(&batch, &self.schema)?;
-                self.index.write_batch(batch).await?;
-                rows += buffered as u64;
-                parts += 1;
+        let mut bulk = None;
+        while let Some(batch) = data.next().await.transpose()? {
+            buffered += batch.num_rows();
+            buffer.push(cast_to(&batch, &self.schema)?);
+            if buffered >= SINK_ROWS {
+                let writer = match &mut bulk {
+                    Some(writer) => writer,
+                    None => bulk.insert(self.index.bulk_write(&self.schema).await?),
+                };
+                writer.write(concat_batches(&self.schema, &buffer)?).await?;
                 buffer.clear();
                 buffered = 0;
             }
-            if next.is_none() {
-                break;
-            }
         }
+        let (rows, how) = match bulk {
+            Some(mut writer) => {
+                if buffered > 0 {
+                    writer.write(concat_batches(&self.schema, &buffer)?).await?;
+                }
+                (writer.commit().await?, "disk_rows_written")
+            }
+            None if buffered > 0 => {
+                let batch = concat_batches(&self.schema, &buffer)?;
+                self.index.write_batch(batch).await?;
+                (buffered as u64, "memory_rows_written")
+            }
+            None => (0, "memory_rows_written"),
+        };
         MetricBuilder::new(&self.metrics)
-            .global_counter("memory_parts_written")
-            .add(parts);
-        MetricBuilder::new(&self.metrics)
-            .global_counter("rows_written")
+            .global_counter(how)
             .add(rows as usize);
         Ok(rows)
     }
@@ -1030,7 +1056,9 @@ impl PartitionStream for FlushStream {
             let flushed = index.flush().await?;
             let parts = index.stats().await?.disk_parts;
             let columns: Vec<ArrayRef> = vec![
-                Arc::new(arrow::array::StringArray::from(vec![index.name().to_string()])),
+                Arc::new(arrow::array::StringArray::from(vec![
+                    index.name().to_string(),
+                ])),
                 Arc::new(UInt64Array::from(vec![flushed])),
                 Arc::new(UInt64Array::from(vec![parts as u64])),
             ];

@@ -253,6 +253,12 @@ impl InsertWriter {
         Ok(())
     }
 
+    /// The names of the parts written so far (all of them after
+    /// [`Self::flush_all`]).
+    pub fn part_names(&self) -> Vec<String> {
+        self.parts.iter().map(|p| p.name.clone()).collect()
+    }
+
     /// Parts written so far, plus one if rows are still buffered.
     pub fn pending_parts(&self) -> usize {
         self.parts.len() + usize::from(!self.buffer.is_empty())

@@ -123,22 +123,31 @@ fn matches(f: &TagFilter, r: &Row) -> bool {
 
 /// The rows of a query's batches.
 fn rows_of(batches: &[RecordBatch], tags: &[String]) -> Vec<Out> {
+    rows_with(batches, tags, true)
+}
+
+/// The rows of a query's batches (`data` empty when not returned).
+fn rows_with(batches: &[RecordBatch], tags: &[String], with_data: bool) -> Vec<Out> {
+    let first_tag = 2 + usize::from(with_data);
     let mut out = Vec::new();
     for b in batches {
         assert_eq!(
             b.num_columns(),
-            3 + tags.len(),
+            first_tag + tags.len(),
             "columns of {:?}",
             b.schema()
         );
         let series = b.column(0).as_primitive::<UInt64Type>();
         let keys = b.column(1).as_primitive::<Int64Type>();
-        let data = b.column(2).as_binary::<i32>();
         for i in 0..b.num_rows() {
+            let data = match with_data {
+                true => b.column(2).as_binary::<i32>().value(i).to_vec(),
+                false => Vec::new(),
+            };
             let tags = (0..tags.len())
-                .map(|t| tag_value(b.column(3 + t).as_ref(), i))
+                .map(|t| tag_value(b.column(first_tag + t).as_ref(), i))
                 .collect();
-            out.push((series.value(i), keys.value(i), data.value(i).to_vec(), tags));
+            out.push((series.value(i), keys.value(i), data, tags));
         }
     }
     out
@@ -199,9 +208,43 @@ async fn check(index: &Sidx, reference: &Reference, q: &QueryRequest) {
         assert!(b.num_rows() > 0, "an empty batch");
         assert!(b.num_rows() <= q.batch_size, "a batch over the batch size");
     }
-    let got = rows_of(&batches, &q.tags);
-    let want = reference.query(q);
-    assert_eq!(got, want, "query {q:?}");
+    let mut got = rows_with(&batches, &q.tags, q.data);
+    let strip = |mut rows: Vec<Out>| {
+        if !q.data {
+            rows.iter_mut().for_each(|r| r.2.clear());
+        }
+        rows
+    };
+    if q.order != Order::Unordered {
+        assert_eq!(got, strip(reference.query(q)), "query {q:?}");
+        return;
+    }
+    // Any order: the rows are some `limit` of those that match.
+    let all = QueryRequest {
+        order: Order::Asc,
+        limit: None,
+        ..q.clone()
+    };
+    let mut want = strip(reference.query(&all));
+    let key = |r: &Out| (r.0, r.1, r.2.clone(), format!("{:?}", r.3));
+    got.sort_by_key(key);
+    want.sort_by_key(key);
+    assert_eq!(
+        got.len(),
+        want.len().min(q.limit.unwrap_or(usize::MAX)),
+        "query {q:?}"
+    );
+    let mut at = 0;
+    for row in &got {
+        while at < want.len() && key(&want[at]) != key(row) {
+            at += 1;
+        }
+        assert!(
+            at < want.len(),
+            "query {q:?} returned {row:?}, which does not match"
+        );
+        at += 1;
+    }
 }
 
 fn options(granularity: usize) -> Options {
@@ -636,18 +679,40 @@ async fn a_limited_query_reads_only_the_granules_it_needs() {
     }
 }
 
+/// An index over a table whose replaced parts are deleted at once when no
+/// reader holds them (no grace period for other processes).
+async fn index_without_grace(dir: &std::path::Path, granularity: usize) -> Arc<Sidx> {
+    let options = Options {
+        granularity,
+        ..Options::default()
+    };
+    let mut table_options = diagon::sidx::table_options(&options, &[]);
+    table_options.old_parts_lifetime = 0;
+    let schema = Arc::new(arrow::datatypes::Schema::new(
+        diagon::table::options::SIDX_COLUMNS
+            .iter()
+            .map(|(n, t)| arrow::datatypes::Field::new(*n, t.clone(), false))
+            .collect::<Vec<_>>(),
+    ));
+    let table = diagon::Table::create("t", storage(dir), schema, table_options)
+        .await
+        .unwrap();
+    Sidx::for_table(table, None).await.unwrap()
+}
+
+fn part_dirs(dir: &std::path::Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir.join("parts"))
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_stream_midway_releases_its_snapshot() {
     let dir = tempfile::tempdir().unwrap();
-    let index = Sidx::create(
-        storage(dir.path()),
-        Options {
-            granularity: 8,
-            ..Options::default()
-        },
-    )
-    .await
-    .unwrap();
+    let index = index_without_grace(dir.path(), 8).await;
     let elements: Vec<Element> = (0..500)
         .map(|i| Element::new(1 + i % 4, i as i64, format!("{i}").into_bytes()))
         .collect();
@@ -655,26 +720,42 @@ async fn cancelling_a_stream_midway_releases_its_snapshot() {
         index.write(chunk).await.unwrap();
         index.flush().await.unwrap();
     }
+    let before = part_dirs(dir.path());
+    assert_eq!(before.len(), 5, "{before:?}");
     let mut stream = index
         .query(QueryRequest::new().batch_size(10))
         .await
         .unwrap();
     let first = stream.next().await.unwrap().unwrap();
     assert_eq!(first.num_rows(), 10);
-    drop(stream);
-    // The merge replaces the parts the stream was reading; with the stream
-    // gone, their files are deleted once cleanup runs.
+    // The merge replaces the parts the stream reads: while it lives, they
+    // stay; once it is dropped mid-way, cleanup deletes them.
     index.merge(MergeRequest::default()).await.unwrap();
-    let cleaned = index.table().collect_garbage().await.unwrap();
-    let stats = index.stats().await.unwrap();
-    assert_eq!(stats.disk_parts, 1);
+    index.table().collect_garbage().await.unwrap();
+    assert!(
+        before.is_subset(&part_dirs(dir.path())),
+        "parts deleted under a reader"
+    );
+    let rest: usize = stream
+        .by_ref()
+        .take(2)
+        .map(|b| b.unwrap().num_rows())
+        .collect::<Vec<_>>()
+        .await
+        .iter()
+        .sum();
+    assert_eq!(rest, 20, "the stream goes on over its snapshot");
+    drop(stream);
+    index.table().collect_garbage().await.unwrap();
+    let after = part_dirs(dir.path());
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert!(after.is_disjoint(&before));
     let rows: usize = run(&index, &QueryRequest::new())
         .await
         .iter()
         .map(RecordBatch::num_rows)
         .sum();
     assert_eq!(rows, 500);
-    let _ = cleaned;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -899,9 +980,11 @@ fn query() -> impl Strategy<Value = QueryRequest> {
         1usize..6,
         proptest::bool::ANY,
         proptest::bool::ANY,
+        0u8..3,
+        proptest::bool::ANY,
     )
         .prop_map(
-            |(series, min, width, filter, desc, limit, batch, distinct, project)| {
+            |(series, min, width, filter, _desc, limit, batch, distinct, project, order, data)| {
                 let series: BTreeSet<u64> = series;
                 QueryRequest {
                     series_ids: series.into_iter().collect(),
@@ -912,10 +995,12 @@ fn query() -> impl Strategy<Value = QueryRequest> {
                         true => vec!["labels".into(), "svc".into(), "n".into()],
                         false => vec![],
                     },
-                    order: if desc { Order::Desc } else { Order::Asc },
+                    order: [Order::Asc, Order::Desc, Order::Unordered][order as usize],
                     limit,
                     batch_size: batch,
-                    distinct_data: distinct,
+                    // Which repeat an unordered scan drops is unspecified.
+                    distinct_data: distinct && order != 2,
+                    data,
                 }
             },
         )
@@ -998,4 +1083,230 @@ proptest! {
             .unwrap()
             .block_on(replay(ops));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_its_caller_abandons_still_completes_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = Sidx::create(storage(dir.path()), options(4)).await.unwrap();
+    let mut reference = Reference::default();
+    for round in 0..5 {
+        let elements: Vec<Element> = (0..200)
+            .map(|i| {
+                Element::new(
+                    1 + i % 7,
+                    (i * 13 % 50) as i64,
+                    format!("{round}-{i}").into_bytes(),
+                )
+            })
+            .collect();
+        index.write(&elements).await.unwrap();
+        reference.write(&elements);
+        // Abandoned at once: the flush goes on in its own task.
+        let _ = tokio::time::timeout(std::time::Duration::from_micros(1), index.flush()).await;
+        check(&index, &reference, &QueryRequest::new()).await;
+    }
+    index.flush().await.unwrap();
+    reference.flush();
+    check(&index, &reference, &QueryRequest::new()).await;
+    assert_eq!(index.stats().await.unwrap().memory_parts, 0);
+    drop(index);
+    let index = Sidx::open(storage(dir.path()), options(4)).await.unwrap();
+    check(&index, &reference, &QueryRequest::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_flushes_merges_and_queries_see_each_element_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = Sidx::create(storage(dir.path()), options(16))
+        .await
+        .unwrap();
+    const WRITERS: u64 = 3;
+    const ROUNDS: u64 = 40;
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let index = index.clone();
+        tasks.push(tokio::spawn(async move {
+            for r in 0..ROUNDS {
+                let elements: Vec<Element> = (0..25)
+                    .map(|i| {
+                        // A new tag now and then: schema changes race too.
+                        let e = Element::new(
+                            1 + (w * 7 + i) % 11,
+                            (r * 25 + i) as i64,
+                            format!("{w}-{r}-{i}").into_bytes(),
+                        );
+                        match r % 10 {
+                            9 => e.tag(format!("t{w}{r}"), i as i64),
+                            _ => e.tag("svc", "x"),
+                        }
+                    })
+                    .collect();
+                index.write(&elements).await.unwrap();
+            }
+        }));
+    }
+    let maintenance = {
+        let index = index.clone();
+        tokio::spawn(async move {
+            for i in 0..30 {
+                index.flush().await.unwrap();
+                if i % 5 == 4 {
+                    index.merge(MergeRequest::default()).await.unwrap();
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let reader = {
+        let index = index.clone();
+        tokio::spawn(async move {
+            let mut last = 0;
+            for _ in 0..60 {
+                let batches = run(&index, &QueryRequest::new().order(Order::Desc)).await;
+                let rows = rows_of(&batches, &[]);
+                let distinct: HashSet<&Vec<u8>> = rows.iter().map(|r| &r.2).collect();
+                assert_eq!(distinct.len(), rows.len(), "an element seen twice");
+                assert!(
+                    rows.len() >= last,
+                    "elements went missing: {} after {last}",
+                    rows.len()
+                );
+                assert!(
+                    rows.windows(2)
+                        .all(|w| (w[0].1, w[0].0) >= (w[1].1, w[1].0))
+                );
+                last = rows.len();
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    for t in tasks {
+        t.await.unwrap();
+    }
+    maintenance.await.unwrap();
+    reader.await.unwrap();
+    index.flush().await.unwrap();
+    let total = (WRITERS * ROUNDS * 25) as usize;
+    let rows = rows_of(&run(&index, &QueryRequest::new()).await, &[]);
+    assert_eq!(rows.len(), total);
+    drop(index);
+    let index = Sidx::open(storage(dir.path()), options(16)).await.unwrap();
+    let rows = rows_of(&run(&index, &QueryRequest::new()).await, &[]);
+    assert_eq!(rows.len(), total);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_waits_for_a_write_blocked_on_memory_and_keeps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let waiting = Options {
+        memory_limit: 16 << 10,
+        backpressure: Backpressure::Wait,
+        ..Options::default()
+    };
+    let index = Sidx::create(storage(dir.path()), waiting.clone())
+        .await
+        .unwrap();
+    let chunk = |n: usize| -> Vec<Element> {
+        (0..100)
+            .map(|i| Element::new(1, (n * 1000 + i) as i64, vec![1u8; 100]))
+            .collect()
+    };
+    index.write(&chunk(0)).await.unwrap();
+    let blocked = {
+        let index = index.clone();
+        tokio::spawn(async move { index.write(&chunk(1)).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(!blocked.is_finished(), "the second write did not wait");
+    tokio::time::timeout(std::time::Duration::from_secs(30), index.close())
+        .await
+        .expect("close deadlocked")
+        .unwrap();
+    blocked.await.unwrap().unwrap();
+    assert!(index.write(&chunk(2)).await.is_err());
+    drop(index);
+    let index = Sidx::open(storage(dir.path()), waiting).await.unwrap();
+    let rows: usize = run(&index, &QueryRequest::new())
+        .await
+        .iter()
+        .map(RecordBatch::num_rows)
+        .sum();
+    assert_eq!(rows, 200, "close lost a write it let finish");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_write_commits_once_and_orders_with_memory_parts() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = Sidx::create(storage(dir.path()), options(8)).await.unwrap();
+    let mut reference = Reference::default();
+    let first: Vec<Element> = (0..30)
+        .map(|i| {
+            Element::new(1 + i % 3, i as i64 % 5, format!("m{i}").into_bytes()).tag("svc", "a")
+        })
+        .collect();
+    index.write(&first).await.unwrap();
+    reference.write(&first);
+    let bulk_elements: Vec<Element> = (0..300)
+        .map(|i| {
+            Element::new(1 + i % 3, i as i64 % 5, format!("b{i}").into_bytes()).tag("svc", "b")
+        })
+        .collect();
+    let batch = diagon::sidx::element::to_batch(&bulk_elements).unwrap();
+    let versions = index.stats().await.unwrap().version;
+    let mut bulk = index.bulk_write(&batch.schema()).await.unwrap();
+    for i in 0..3 {
+        bulk.write(batch.slice(i * 100, 100)).await.unwrap();
+    }
+    // Nothing visible before the commit.
+    assert_eq!(
+        rows_of(&run(&index, &QueryRequest::new()).await, &[]).len(),
+        30
+    );
+    assert_eq!(bulk.commit().await.unwrap(), 300);
+    reference.write(&bulk_elements);
+    assert_eq!(
+        index.stats().await.unwrap().version,
+        versions + 1,
+        "one commit"
+    );
+    let q = QueryRequest::new().tags(["svc"]);
+    check(&index, &reference, &q).await;
+    check(&index, &reference, &q.clone().order(Order::Desc)).await;
+    // A list tag whose item field is named otherwise is the same tag type.
+    let item = arrow::datatypes::Field::new("element", arrow::datatypes::DataType::Utf8, false);
+    let values = arrow::array::StringArray::from(vec!["x"]);
+    let list = arrow::array::ListArray::new(
+        Arc::new(item),
+        arrow::buffer::OffsetBuffer::from_lengths([1]),
+        Arc::new(values),
+        None,
+    );
+    index
+        .write(&[Element::new(1, 1, b"l".to_vec()).tag("labels", vec!["y"])])
+        .await
+        .unwrap();
+    let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+        arrow::datatypes::Field::new("series_id", arrow::datatypes::DataType::UInt64, false),
+        arrow::datatypes::Field::new("key", arrow::datatypes::DataType::Int64, false),
+        arrow::datatypes::Field::new("data", arrow::datatypes::DataType::Binary, false),
+        arrow::datatypes::Field::new("labels", list.data_type().clone(), true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(arrow::array::UInt64Array::from(vec![1u64])),
+            Arc::new(arrow::array::Int64Array::from(vec![2i64])),
+            Arc::new(arrow::array::BinaryArray::from_vec(vec![b"m"])),
+            Arc::new(list),
+        ],
+    )
+    .unwrap();
+    index.write_batch(batch).await.unwrap();
+    let found = run(
+        &index,
+        &QueryRequest::new().filter(TagFilter::eq("labels", "x")),
+    )
+    .await;
+    assert_eq!(rows_of(&found, &[]).len(), 1);
 }

@@ -108,19 +108,6 @@ fn storage(dir: &Path) -> diagon::storage::Storage {
     diagon::storage::Storage::local(dir).unwrap()
 }
 
-fn dir_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            match e.file_type().unwrap().is_dir() {
-                true => dir_bytes(&e.path()),
-                false => e.metadata().unwrap().len(),
-            }
-        })
-        .sum()
-}
-
 fn prepare(runtime: &tokio::runtime::Runtime) -> PathBuf {
     let dir = data_dir();
     let done = dir.join("done");
@@ -299,11 +286,23 @@ fn bench(c: &mut Criterion) {
         .build()
         .unwrap();
     let dir = prepare(&runtime);
+    // The live parts' bytes (merged-away parts wait for cleanup on disk).
+    let live = |name: &str| {
+        runtime.block_on(async {
+            let table = Table::open(name, storage(&dir.join(name)))
+                .await
+                .unwrap()
+                .unwrap();
+            let snapshot = table.snapshot().await.unwrap();
+            snapshot.parts.iter().map(|p| p.bytes).sum::<u64>()
+        })
+    };
+    let parquet = std::fs::metadata(dir.join("sorted.parquet")).unwrap().len();
+    let (sidx, plain) = (live("sidx"), live("plain"));
     println!(
-        "bytes: sidx {}, plain diagon {}, parquet {}",
-        dir_bytes(&dir.join("sidx")),
-        dir_bytes(&dir.join("plain")),
-        std::fs::metadata(dir.join("sorted.parquet")).unwrap().len()
+        "bytes: sidx {sidx} ({:.3}x parquet), plain diagon {plain} ({:.3}x), parquet {parquet}",
+        sidx as f64 / parquet as f64,
+        plain as f64 / parquet as f64
     );
     let config = || SessionConfig::new().with_target_partitions(2);
     let engines: Vec<(&str, Engine)> = runtime.block_on(async {

@@ -277,7 +277,9 @@ impl Sidx {
     }
 
     /// Opens the index at `storage`; its declared tags must match (new ones
-    /// are added); `memory_limit` and `backpressure` apply to this opening.
+    /// are added); `memory_limit` and `backpressure` apply to this opening
+    /// (when the process has the index open already, the open one is
+    /// returned as it is, with its settings).
     pub async fn open(storage: Storage, options: Options) -> Result<Arc<Sidx>> {
         if let Some(open) = Self::registered(&storage) {
             open.declare(&options.tags).await?;

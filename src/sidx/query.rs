@@ -264,9 +264,10 @@ pub(crate) struct Merge {
     desc: bool,
     runs: Vec<Run>,
     heap: BinaryHeap<Reverse<(HeapKey, usize)>>,
-    /// Disk granules read and filtered, with the runs still to take rows
-    /// from them.
-    granules: HashMap<(usize, usize), (RecordBatch, usize)>,
+    /// Disk granules read and filtered, until the last run needing them
+    /// has taken its rows.
+    granules: HashMap<(usize, usize), RecordBatch>,
+    /// The runs still to take rows from each disk granule.
     users: HashMap<(usize, usize), usize>,
     pending: Vec<RecordBatch>,
     pending_rows: usize,
@@ -289,6 +290,9 @@ struct Unordered {
     /// Rows read and filtered, not yet emitted.
     rows: VecDeque<RecordBatch>,
 }
+
+/// Granules an ordered query without a limit reads per request.
+const READ_AHEAD: usize = 16;
 
 /// Granules an unordered scan reads per request.
 const UNORDERED_GRANULES: usize = 8;
@@ -660,13 +664,36 @@ impl Merge {
     /// Granule `g` of part `p`, read and filtered, kept while runs still
     /// need it.
     async fn granule(&mut self, p: usize, g: usize) -> Result<RecordBatch> {
-        if let Some((batch, users)) = self.granules.get_mut(&(p, g)) {
-            let batch = batch.clone();
-            *users -= 1;
-            if *users == 0 {
-                self.granules.remove(&(p, g));
+        if !self.granules.contains_key(&(p, g)) {
+            self.read_ahead(p, g).await?;
+        }
+        // Each run takes each of its granules once: the last one frees it.
+        let users = self.users.entry((p, g)).or_insert(1);
+        *users = users.saturating_sub(1);
+        let batch = match *users {
+            0 => self.granules.remove(&(p, g)),
+            _ => self.granules.get(&(p, g)).cloned(),
+        };
+        Ok(batch.unwrap_or_else(|| RecordBatch::new_empty(self.read_schema.clone())))
+    }
+
+    /// Reads granule `g` of part `p` into the cache, with (when the query
+    /// has no limit, so every needed granule will be read) the needed
+    /// granules after it in the order of the runs, in one request per
+    /// column: runs of neighbouring series share their boundary granules.
+    async fn read_ahead(&mut self, p: usize, g: usize) -> Result<()> {
+        let needed = |g: usize| {
+            self.users.get(&(p, g)).is_some_and(|&u| u > 0) && !self.granules.contains_key(&(p, g))
+        };
+        let (mut first, mut last) = (g, g);
+        if self.remaining == usize::MAX {
+            while last - first + 1 < READ_AHEAD {
+                match self.desc {
+                    false if needed(last + 1) => last += 1,
+                    true if first > 0 && needed(first - 1) => first -= 1,
+                    _ => break,
+                }
             }
-            return Ok(batch);
         }
         let part: &PartPlan = &self.plan.parts[p];
         let mut stats = ReadStats::default();
@@ -674,24 +701,22 @@ impl Merge {
             part,
             &self.projections[p],
             &self.read_schema,
-            g..g + 1,
+            first..last + 1,
             &mut stats,
         )
         .await
         .map_err(|e| e.context(format!("part '{}'", part.name())))?;
-        self.metrics.granules_read.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .granules_read
+            .fetch_add((last + 1 - first) as u64, Ordering::Relaxed);
         self.metrics
             .bytes_read
             .fetch_add(stats.bytes_read, Ordering::Relaxed);
-        let batch = match read.into_iter().next() {
-            Some(g) => self.filter(g.batch)?,
-            None => RecordBatch::new_empty(self.read_schema.clone()),
-        };
-        let users = self.users.get(&(p, g)).copied().unwrap_or(1);
-        if users > 1 {
-            self.granules.insert((p, g), (batch.clone(), users - 1));
+        for granule in read {
+            let batch = self.filter(granule.batch)?;
+            self.granules.insert((p, granule.granule), batch);
         }
-        Ok(batch)
+        Ok(())
     }
 
     /// Loads the run's next rows; false when it has none left.

@@ -87,14 +87,35 @@ impl TableProviderFactory for DiagonTableFactory {
         let storage = resolve_storage(state, location)?;
         let mut options = table_options(cmd);
         let mut schema: SchemaRef = Arc::new(cmd.schema.as_arrow().clone());
-        // A secondary index: its hidden column and implied options.
+        let existing = Table::open(&name, storage.clone()).await?;
+        // A secondary index: its hidden column and implied options, whether
+        // this statement or the existing table says it is one.
+        let existing_sidx = existing
+            .as_ref()
+            .map(|t| t.cached_snapshot().options.sidx.is_some());
+        let stated_sidx = options
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("sidx"))
+            .map(|(_, v)| v.trim().eq_ignore_ascii_case("true"));
+        if let (Some(stated), Some(found)) = (stated_sidx, existing_sidx)
+            && stated != found
+        {
+            return Err(DataFusionError::Plan(format!(
+                "table '{name}': option 'sidx' is '{stated}' but the existing table at '{}' {} a \
+                 secondary index",
+                storage.display(),
+                if found { "is" } else { "is not" }
+            )));
+        }
+        if existing_sidx == Some(true) && stated_sidx.is_none() {
+            options.insert("sidx".into(), "true".into());
+        }
         let sidx = super::sidx::declare(&mut options, &schema);
         if let Some(declared) = &sidx
             && !schema.fields().is_empty()
         {
             schema = declared.clone();
         }
-        let existing = Table::open(&name, storage.clone()).await?;
         let table = match existing {
             Some(table) => {
                 let (added, text) = check_reopen(&name, &table, &schema, &options)?;

@@ -41,6 +41,9 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// How the context of a commit whose outcome is unknown begins.
+pub const UNKNOWN_OUTCOME: &str = "the outcome of commit";
+
 impl Error {
     pub fn corrupt(file: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::Corrupt {
@@ -90,6 +93,17 @@ impl Error {
         Error::Store {
             path: path.into(),
             source: source.into(),
+        }
+    }
+
+    /// True when a commit was written but whether it landed is unknown
+    /// (its write failed and reading it back failed too).
+    pub fn is_unknown_outcome(&self) -> bool {
+        match self {
+            Error::Context { context, source } => {
+                context.starts_with(UNKNOWN_OUTCOME) || source.is_unknown_outcome()
+            }
+            _ => false,
         }
     }
 

@@ -102,6 +102,16 @@ pub struct MemoryBudget {
     freed: tokio::sync::Notify,
     /// Writes that waited for a flush (for stats).
     pub waits: std::sync::atomic::AtomicU64,
+    /// Set when the index closes (every waiting write gets in, to be
+    /// flushed by the close) or fails (every waiting write gets an error).
+    gate: std::sync::Mutex<Gate>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    Bounded,
+    Open,
+    Failed,
 }
 
 impl MemoryBudget {
@@ -112,6 +122,7 @@ impl MemoryBudget {
             used: std::sync::Mutex::new(0),
             freed: tokio::sync::Notify::new(),
             waits: Default::default(),
+            gate: std::sync::Mutex::new(Gate::Bounded),
         }
     }
 
@@ -129,8 +140,12 @@ impl MemoryBudget {
             let mut notified = std::pin::pin!(notified);
             notified.as_mut().enable();
             {
+                let gate = *crate::sync::lock(&self.gate);
+                if gate == Gate::Failed {
+                    return Err(Error::Table("the index failed; reopen it".into()));
+                }
                 let mut used = crate::sync::lock(&self.used);
-                if *used == 0 || *used + bytes <= self.limit {
+                if *used == 0 || *used + bytes <= self.limit || gate == Gate::Open {
                     *used += bytes;
                     return Ok(Reservation {
                         budget: self,
@@ -153,6 +168,37 @@ impl MemoryBudget {
             }
             notified.await;
         }
+    }
+
+    /// Reserves `bytes` only if that stays within the bound now.
+    pub fn try_reserve(&self, bytes: usize) -> Option<Reservation<'_>> {
+        let mut used = crate::sync::lock(&self.used);
+        if *used == 0 || *used + bytes <= self.limit {
+            *used += bytes;
+            return Some(Reservation {
+                budget: self,
+                bytes,
+            });
+        }
+        None
+    }
+
+    /// Lets every write in past the bound (the index is closing and will
+    /// flush them).
+    pub fn open_gate(&self) {
+        *crate::sync::lock(&self.gate) = Gate::Open;
+        self.freed.notify_waiters();
+    }
+
+    /// Back to bounded (a close that failed).
+    pub fn close_gate(&self) {
+        *crate::sync::lock(&self.gate) = Gate::Bounded;
+    }
+
+    /// Fails every waiting and later write.
+    pub fn fail(&self) {
+        *crate::sync::lock(&self.gate) = Gate::Failed;
+        self.freed.notify_waiters();
     }
 
     /// Gives back bytes a flush persisted.

@@ -438,6 +438,17 @@ impl Sidx {
         Ok(())
     }
 
+    /// Writes a batch like [`Self::write_batch`], but when memory parts
+    /// are full it flushes them first instead of waiting or failing: for
+    /// SQL sessions, where nobody else may be there to flush.
+    pub async fn write_batch_flushing(self: &Arc<Self>, batch: RecordBatch) -> Result<()> {
+        let bytes = batch.get_array_memory_size();
+        if self.budget.try_reserve(bytes).is_none() {
+            self.flush().await?;
+        }
+        self.write_batch(batch).await
+    }
+
     /// A validated batch as stored: the fixed columns with a write
     /// sequence number for each element, then its tags in their stored
     /// types (a list's item field as the index names it).
@@ -477,17 +488,21 @@ impl Sidx {
     /// (an `INSERT ... SELECT`). Tags are those of `schema`; no tag is
     /// added until the write ends.
     pub async fn bulk_write(&self, schema: &Schema) -> Result<BulkWrite<'_>> {
-        self.check_open()?;
         let ctx = |e: Error| self.context(e);
+        self.check_open()?;
         self.ensure_tags(schema).await.map_err(ctx)?;
         let writing = self.writers.read().await;
-        let schema_guard = self.schema_lock.lock().await;
-        let base = self.table.snapshot().await.map_err(ctx)?;
+        self.check_open()?;
+        // The base's schema holds the tags; a tag added before the commit
+        // makes the commit fail (the parts lack its column).
+        let base = {
+            let _schema = self.schema_lock.lock().await;
+            self.table.snapshot().await.map_err(ctx)?
+        };
         let writer = self.table.insert_on(base.clone());
         Ok(BulkWrite {
             index: self,
             _writing: writing,
-            _schema: schema_guard,
             base,
             writer,
             rows: 0,
@@ -613,8 +628,10 @@ impl Sidx {
         writer.flush_all().await.map_err(ctx)?;
         let names = writer.part_names();
         let _disk = self.introducer.disk.lock().await;
-        if let Err(e) = writer.commit().await {
-            self.landed(&names).await.map_err(|_| ctx(e))?;
+        if let Err(e) = writer.commit().await
+            && self.landed(&names, &e).await.is_err()
+        {
+            return Err(ctx(e));
         }
         // From the commit on, nothing may fail before the memory parts
         // give way to the version holding their rows: no I/O here.
@@ -628,18 +645,41 @@ impl Sidx {
         Ok(rows)
     }
 
-    /// After a commit reported failure: `Ok` if its parts `names` are in
-    /// the newest version all the same (the write landed, its reply was
-    /// lost), `Err` if not. When the log cannot be read either, the outcome
-    /// is unknown and the index refuses further work until reopened.
-    async fn landed(&self, names: &[String]) -> Result<()> {
+    /// After a flush's commit reported `error`: `Ok` if its parts `names`
+    /// are in the newest version all the same (the write landed, its reply
+    /// was lost), `Err` if not. When that cannot be known (the commit's
+    /// outcome is unknown and the log cannot be read), the index fails:
+    /// its memory parts can be neither kept (their rows may be on disk) nor
+    /// dropped (they may not); a reopen finds the committed state.
+    async fn landed(&self, names: &[String], error: &Error) -> Result<()> {
         match self.table.snapshot().await {
             Ok(now) if names.iter().all(|n| now.parts.iter().any(|p| &p.name == n)) => Ok(()),
             Ok(_) => Err(Error::Table("not committed".into())),
-            Err(e) => {
-                self.poisoned.store(true, Ordering::SeqCst);
+            Err(e) if error.is_unknown_outcome() => {
+                self.fail();
                 Err(e)
             }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Refuses all further work (see `landed`), lets waiting writes fail,
+    /// and leaves the location to a new opening.
+    fn fail(&self) {
+        self.poisoned.store(true, Ordering::SeqCst);
+        self.budget.fail();
+        self.unregister();
+    }
+
+    /// Removes this index from the process's registry (only itself).
+    fn unregister(&self) {
+        let key = location_key(self.table.storage());
+        let mut registry = crate::sync::lock(registry());
+        let ours = registry
+            .get(&key)
+            .is_some_and(|w| std::ptr::eq(w.as_ptr(), self as *const Sidx));
+        if ours {
+            registry.remove(&key);
         }
     }
 
@@ -711,29 +751,36 @@ impl Sidx {
     }
 
     /// Refuses later writes and queries through this handle (and every
-    /// handle of this process sharing it), waits for the writes under way,
-    /// and flushes. If the flush fails, the index stays open.
+    /// handle of this process sharing it), lets the writes under way finish
+    /// (past the memory bound if they were waiting), flushes, and leaves the
+    /// location to a new opening. If the flush fails, the index stays open.
+    /// Runs to its end even if the caller stops waiting. A [`BulkWrite`]
+    /// must end before its task closes the index.
     pub async fn close(self: &Arc<Self>) -> Result<()> {
+        let index = self.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => handle
+                .spawn(async move { index.close_now().await })
+                .await
+                .map_err(|e| self.context(Error::Table(format!("the close task failed: {e}"))))?,
+            Err(_) => index.close_now().await,
+        }
+    }
+
+    async fn close_now(self: &Arc<Self>) -> Result<()> {
+        if self.poisoned.load(Ordering::SeqCst) {
+            self.closed.store(true, Ordering::SeqCst);
+            return self.check_open();
+        }
         self.closed.store(true, Ordering::SeqCst);
-        // A write under way may be waiting for memory: flush once to let
-        // it finish, wait for it, then flush what it wrote.
-        let flushed = async {
-            self.flush().await?;
-            drop(self.writers.write().await);
-            self.flush().await
-        };
-        if let Err(e) = flushed.await {
+        self.budget.open_gate();
+        drop(self.writers.write().await);
+        if let Err(e) = self.flush_now().await {
+            self.budget.close_gate();
             self.closed.store(false, Ordering::SeqCst);
             return Err(e);
         }
-        let key = location_key(self.table.storage());
-        let mut registry = crate::sync::lock(registry());
-        let ours = registry
-            .get(&key)
-            .is_some_and(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(self)));
-        if ours {
-            registry.remove(&key);
-        }
+        self.unregister();
         Ok(())
     }
 
@@ -803,7 +850,6 @@ async fn max_seq(table: &Table, disk: &crate::table::Snapshot) -> Result<u64> {
 pub struct BulkWrite<'a> {
     index: &'a Sidx,
     _writing: tokio::sync::RwLockReadGuard<'a, ()>,
-    _schema: tokio::sync::MutexGuard<'a, ()>,
     base: Arc<crate::table::Snapshot>,
     writer: crate::table::InsertWriter,
     rows: u64,
@@ -844,11 +890,10 @@ impl BulkWrite<'_> {
         let index = self.index;
         let ctx = |e: Error| index.context(e);
         self.writer.flush_all().await.map_err(ctx)?;
-        let names = self.writer.part_names();
         let _disk = index.introducer.disk.lock().await;
-        if let Err(e) = self.writer.commit().await {
-            index.landed(&names).await.map_err(|_| ctx(e))?;
-        }
+        // No memory part holds these rows: a commit that landed unseen is
+        // introduced by the next change, never twice.
+        self.writer.commit().await.map_err(ctx)?;
         let disk = index.table.cached_snapshot();
         let pin = index.table.pin(disk.version);
         index.introducer.introduce_disk(disk, pin, &[]);

@@ -24,7 +24,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
-use arrow::array::{ArrayRef, AsArray, RecordBatch, UInt32Array, new_null_array};
+use arrow::array::{
+    ArrayRef, AsArray, Int64Array, RecordBatch, UInt32Array, UInt64Array, new_null_array,
+};
 use arrow::compute::{concat_batches, filter_record_batch, take_record_batch};
 use arrow::datatypes::{Field, Int64Type, Schema, SchemaRef, UInt64Type};
 use datafusion::common::{Column, DFSchema, ScalarValue};
@@ -279,6 +281,9 @@ pub(crate) struct Merge {
     metrics: Arc<QueryMetrics>,
     /// What an unordered scan has left to read.
     unordered: Option<Unordered>,
+    /// Whether the query has a limit (and may stop before reading all the
+    /// granules it planned).
+    limited: bool,
 }
 
 /// An unordered scan's place: memory parts first, then each disk part's
@@ -430,9 +435,10 @@ pub(crate) async fn start(
         max_key: request.max_key,
         metrics: metrics.clone(),
         unordered: None,
+        limited: request.limit.is_some(),
     };
     if unordered {
-        merge.start_unordered();
+        merge.start_unordered(&series)?;
     } else {
         merge.add_disk_runs(&series, request).await?;
         merge.add_memory_runs(&series)?;
@@ -461,17 +467,8 @@ impl Merge {
             .store(self.plan.granules_read() as u64, Ordering::Relaxed);
         for p in 0..self.plan.parts.len() {
             let part = &self.plan.parts[p];
-            let index = &part.index;
-            let series_at = index.column_position("series_id").ok_or_else(|| {
-                Error::corrupt(part.name(), "a secondary index part has no series_id")
-            })?;
-            let key_at = index
-                .column_position("key")
-                .ok_or_else(|| Error::corrupt(part.name(), "a secondary index part has no key"))?;
-            let mins = index.min(series_at).as_primitive::<UInt64Type>().clone();
-            let maxs = index.max(series_at).as_primitive::<UInt64Type>().clone();
-            let key_mins = index.min(key_at).as_primitive::<Int64Type>().clone();
-            let key_maxs = index.max(key_at).as_primitive::<Int64Type>().clone();
+            let (mins, maxs) = series_bounds(part)?;
+            let (key_mins, key_maxs) = key_bounds(part)?;
             let planned: Vec<usize> = (0..part.granules.len())
                 .filter(|&g| part.granules[g].is_read())
                 .collect();
@@ -686,7 +683,7 @@ impl Merge {
             self.users.get(&(p, g)).is_some_and(|&u| u > 0) && !self.granules.contains_key(&(p, g))
         };
         let (mut first, mut last) = (g, g);
-        if self.remaining == usize::MAX {
+        if !self.limited {
             while last - first + 1 < READ_AHEAD {
                 match self.desc {
                     false if needed(last + 1) => last += 1,
@@ -813,10 +810,23 @@ impl Merge {
         self.take(slice)
     }
 
-    fn start_unordered(&mut self) {
+    /// Queues the planned granules of every disk part (those whose series
+    /// range holds a requested series, when some are), in runs.
+    fn start_unordered(&mut self, series: &[u64]) -> Result<()> {
         let mut granules = VecDeque::new();
         for (p, part) in self.plan.parts.iter().enumerate() {
-            for range in part.read_ranges() {
+            let (mins, maxs) = series_bounds(part)?;
+            let read: Vec<bool> = (0..part.granules.len())
+                .map(|g| {
+                    part.granules[g].is_read()
+                        && (series.is_empty() || {
+                            // Any requested series within [min, max].
+                            let at = series.partition_point(|&s| s < mins.value(g));
+                            at < series.len() && series[at] <= maxs.value(g)
+                        })
+                })
+                .collect();
+            for range in crate::part::index::ranges_of(&read) {
                 let mut start = range.start;
                 while start < range.end {
                     let end = (start + UNORDERED_GRANULES).min(range.end);
@@ -839,6 +849,7 @@ impl Merge {
             granules,
             rows: VecDeque::new(),
         });
+        Ok(())
     }
 
     /// The next rows of an unordered scan, filtered; `None` at the end.
@@ -960,6 +971,43 @@ impl Merge {
             .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
         Ok(Some(batch))
     }
+}
+
+/// Each granule's smallest and largest series id in `part`.
+fn series_bounds(part: &PartPlan) -> Result<(UInt64Array, UInt64Array)> {
+    let index = &part.index;
+    let damaged = || {
+        Error::corrupt(
+            part.name(),
+            "a secondary index part without series_id statistics",
+        )
+    };
+    let at = index.column_position("series_id").ok_or_else(damaged)?;
+    let min = index
+        .min(at)
+        .as_primitive_opt::<UInt64Type>()
+        .ok_or_else(damaged)?;
+    let max = index
+        .max(at)
+        .as_primitive_opt::<UInt64Type>()
+        .ok_or_else(damaged)?;
+    Ok((min.clone(), max.clone()))
+}
+
+/// Each granule's smallest and largest key in `part`.
+fn key_bounds(part: &PartPlan) -> Result<(Int64Array, Int64Array)> {
+    let index = &part.index;
+    let damaged = || Error::corrupt(part.name(), "a secondary index part without key statistics");
+    let at = index.column_position("key").ok_or_else(damaged)?;
+    let min = index
+        .min(at)
+        .as_primitive_opt::<Int64Type>()
+        .ok_or_else(damaged)?;
+    let max = index
+        .max(at)
+        .as_primitive_opt::<Int64Type>()
+        .ok_or_else(damaged)?;
+    Ok((min.clone(), max.clone()))
 }
 
 /// The number of leading positions of `0..len` where `pred` holds (it

@@ -93,10 +93,7 @@ impl TableProviderFactory for DiagonTableFactory {
         let existing_sidx = existing
             .as_ref()
             .map(|t| t.cached_snapshot().options.sidx.is_some());
-        let stated_sidx = options
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("sidx"))
-            .map(|(_, v)| v.trim().eq_ignore_ascii_case("true"));
+        let stated_sidx = super::sidx::stated_sidx(&options);
         if let (Some(stated), Some(found)) = (stated_sidx, existing_sidx)
             && stated != found
         {

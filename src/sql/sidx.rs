@@ -51,9 +51,7 @@ use crate::table::options::SIDX_ORDER_BY;
 /// Returns the schema with `_seq`, or `None` for a table that is not a
 /// secondary index.
 pub fn declare(options: &mut HashMap<String, String>, schema: &Schema) -> Option<SchemaRef> {
-    let is_sidx = options
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("sidx") && v.trim().eq_ignore_ascii_case("true"));
+    let is_sidx = stated_sidx(options) == Some(true);
     if !is_sidx {
         return None;
     }
@@ -79,6 +77,15 @@ pub fn declare(options: &mut HashMap<String, String>, schema: &Schema) -> Option
         fields,
         schema.metadata().clone(),
     )))
+}
+
+/// What the `sidx` option says, if given (a value that is not a boolean
+/// reads as given, for the options parser to refuse).
+pub fn stated_sidx(options: &HashMap<String, String>) -> Option<bool> {
+    let (key, value) = options
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("sidx"))?;
+    Some(crate::table::options::parse_bool(key, value).unwrap_or(true))
 }
 
 /// SQL's string and binary types as a tag stores them (`VARCHAR` is
@@ -931,7 +938,7 @@ impl DataSink for SidxSink {
             }
             None if buffered > 0 => {
                 let batch = concat_batches(&self.schema, &buffer)?;
-                self.index.write_batch(batch).await?;
+                self.index.write_batch_flushing(batch).await?;
                 (buffered as u64, "memory_rows_written")
             }
             None => (0, "memory_rows_written"),

@@ -635,7 +635,8 @@ impl Table {
                         return Err(ctx(match written {
                             Err(e) if read_error.is_not_found() => e,
                             Err(e) => e.context(format!(
-                                "the outcome of commit {} is unknown",
+                                "{} {} is unknown",
+                                crate::error::UNKNOWN_OUTCOME,
                                 commit.version
                             )),
                             Ok(_) => read_error,

@@ -580,7 +580,8 @@ fn parse_count(key: &str, value: &str, min: usize, max: usize) -> Result<usize> 
     Ok(n)
 }
 
-fn parse_bool(key: &str, value: &str) -> Result<bool> {
+/// A boolean option: true/1/on or false/0/off.
+pub fn parse_bool(key: &str, value: &str) -> Result<bool> {
     match value.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "on" => Ok(true),
         "false" | "0" | "off" => Ok(false),

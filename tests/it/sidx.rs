@@ -1213,17 +1213,32 @@ async fn close_waits_for_a_write_blocked_on_memory_and_keeps_it() {
             .collect()
     };
     index.write(&chunk(0)).await.unwrap();
-    let blocked = {
-        let index = index.clone();
-        tokio::spawn(async move { index.write(&chunk(1)).await })
-    };
+    // Two writes wait for memory: a flush admits only one of them.
+    let blocked: Vec<_> = (1..3)
+        .map(|n| {
+            let index = index.clone();
+            tokio::spawn(async move { index.write(&chunk(n)).await })
+        })
+        .collect();
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    assert!(!blocked.is_finished(), "the second write did not wait");
+    assert!(
+        blocked.iter().all(|b| !b.is_finished()),
+        "a write did not wait"
+    );
     tokio::time::timeout(std::time::Duration::from_secs(30), index.close())
         .await
         .expect("close deadlocked")
         .unwrap();
-    blocked.await.unwrap().unwrap();
+    for b in blocked {
+        b.await.unwrap().unwrap();
+    }
+    assert!(
+        index
+            .bulk_write(&arrow::datatypes::Schema::empty())
+            .await
+            .is_err(),
+        "a closed index takes a bulk write"
+    );
     assert!(index.write(&chunk(2)).await.is_err());
     drop(index);
     let index = Sidx::open(storage(dir.path()), waiting).await.unwrap();
@@ -1232,7 +1247,7 @@ async fn close_waits_for_a_write_blocked_on_memory_and_keeps_it() {
         .iter()
         .map(RecordBatch::num_rows)
         .sum();
-    assert_eq!(rows, 200, "close lost a write it let finish");
+    assert_eq!(rows, 300, "close lost a write it let finish");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

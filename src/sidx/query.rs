@@ -24,9 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
-use arrow::array::{
-    ArrayRef, AsArray, Int64Array, RecordBatch, UInt32Array, UInt64Array, new_null_array,
-};
+use arrow::array::{AsArray, Int64Array, PrimitiveArray, RecordBatch, UInt32Array, UInt64Array};
 use arrow::compute::{concat_batches, filter_record_batch, take_record_batch};
 use arrow::datatypes::{Field, Int64Type, Schema, SchemaRef, UInt64Type};
 use datafusion::common::{Column, DFSchema, ScalarValue};
@@ -619,16 +617,7 @@ impl Merge {
     /// `batch` (a memory part's columns) as `read_schema`: tags added after
     /// it was written are NULL.
     fn conform(&self, batch: &RecordBatch) -> Result<RecordBatch> {
-        let columns: Vec<ArrayRef> = self
-            .read_schema
-            .fields()
-            .iter()
-            .map(|f| match batch.column_by_name(f.name()) {
-                Some(c) => c.clone(),
-                None => new_null_array(f.data_type(), batch.num_rows()),
-            })
-            .collect();
-        Ok(RecordBatch::try_new(self.read_schema.clone(), columns)?)
+        super::conform(batch, &self.read_schema)
     }
 
     /// The rows of `batch` the key range and tag filter keep.
@@ -975,38 +964,29 @@ impl Merge {
 
 /// Each granule's smallest and largest series id in `part`.
 fn series_bounds(part: &PartPlan) -> Result<(UInt64Array, UInt64Array)> {
-    let index = &part.index;
-    let damaged = || {
-        Error::corrupt(
-            part.name(),
-            "a secondary index part without series_id statistics",
-        )
-    };
-    let at = index.column_position("series_id").ok_or_else(damaged)?;
-    let min = index
-        .min(at)
-        .as_primitive_opt::<UInt64Type>()
-        .ok_or_else(damaged)?;
-    let max = index
-        .max(at)
-        .as_primitive_opt::<UInt64Type>()
-        .ok_or_else(damaged)?;
-    Ok((min.clone(), max.clone()))
+    bounds::<UInt64Type>(part, "series_id")
 }
 
 /// Each granule's smallest and largest key in `part`.
 fn key_bounds(part: &PartPlan) -> Result<(Int64Array, Int64Array)> {
+    bounds::<Int64Type>(part, "key")
+}
+
+/// Each granule's min and max of `column` in `part`.
+fn bounds<T: arrow::datatypes::ArrowPrimitiveType>(
+    part: &PartPlan,
+    column: &str,
+) -> Result<(PrimitiveArray<T>, PrimitiveArray<T>)> {
     let index = &part.index;
-    let damaged = || Error::corrupt(part.name(), "a secondary index part without key statistics");
-    let at = index.column_position("key").ok_or_else(damaged)?;
-    let min = index
-        .min(at)
-        .as_primitive_opt::<Int64Type>()
-        .ok_or_else(damaged)?;
-    let max = index
-        .max(at)
-        .as_primitive_opt::<Int64Type>()
-        .ok_or_else(damaged)?;
+    let damaged = || {
+        Error::corrupt(
+            part.name(),
+            format!("a secondary index part without {column} statistics"),
+        )
+    };
+    let at = index.column_position(column).ok_or_else(damaged)?;
+    let min = index.min(at).as_primitive_opt::<T>().ok_or_else(damaged)?;
+    let max = index.max(at).as_primitive_opt::<T>().ok_or_else(damaged)?;
     Ok((min.clone(), max.clone()))
 }
 

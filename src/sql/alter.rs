@@ -23,12 +23,9 @@ use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TablePr
 use datafusion::common::{DataFusionError, ScalarValue, TableReference, plan_err};
 use datafusion::dataframe::DataFrame;
 use datafusion::error::Result;
-use datafusion::execution::{SendableRecordBatchStream, SessionState, TaskContext};
+use datafusion::execution::SessionState;
 use datafusion::logical_expr::{DdlStatement, Expr, LogicalPlan, TableType};
-use datafusion::physical_expr::LexOrdering;
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::{DFParser, Statement};
 use datafusion::sql::planner::{IdentNormalizer, object_name_to_table_reference};
@@ -386,54 +383,18 @@ impl TableProvider for AlterFunctionTable {
                 self.operations
             );
         };
-        let stream = Arc::new(AlterStream {
-            ctx,
-            alter,
-            table: self.table.clone(),
-        });
-        Ok(Arc::new(StreamingTableExec::try_new(
-            alter_schema(),
-            vec![stream],
-            projection,
-            Vec::<LexOrdering>::new(),
-            false,
-            None,
-        )?))
-    }
-}
-
-/// Runs the ALTER when the plan executes, so EXPLAIN changes nothing.
-struct AlterStream {
-    ctx: SessionContext,
-    alter: AlterTable,
-    table: String,
-}
-
-impl std::fmt::Debug for AlterStream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "AlterStream({})", self.alter)
-    }
-}
-
-impl PartitionStream for AlterStream {
-    fn schema(&self) -> &SchemaRef {
-        static SCHEMA: std::sync::OnceLock<SchemaRef> = std::sync::OnceLock::new();
-        SCHEMA.get_or_init(alter_schema)
-    }
-
-    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let (ctx, alter, table) = (self.ctx.clone(), self.alter.clone(), self.table.clone());
-        let run = async move {
-            let version = alter_table(&ctx, &alter).await?;
-            let columns: Vec<ArrayRef> = vec![
-                Arc::new(StringArray::from(vec![table])),
-                Arc::new(UInt64Array::from(vec![version])),
-            ];
-            Ok(RecordBatch::try_new(alter_schema(), columns)?)
-        };
-        Box::pin(RecordBatchStreamAdapter::new(
-            alter_schema(),
-            futures::stream::once(run),
-        ))
+        let table = self.table.clone();
+        let what = format!("diagon_alter({table}, {alter})");
+        super::functions::deferred(alter_schema(), projection, what, move || {
+            let (ctx, alter, table) = (ctx.clone(), alter.clone(), table.clone());
+            Box::pin(async move {
+                let version = alter_table(&ctx, &alter).await?;
+                let columns: Vec<ArrayRef> = vec![
+                    Arc::new(StringArray::from(vec![table])),
+                    Arc::new(UInt64Array::from(vec![version])),
+                ];
+                Ok(RecordBatch::try_new(alter_schema(), columns)?)
+            })
+        })
     }
 }

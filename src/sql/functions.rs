@@ -21,6 +21,7 @@ use datafusion::physical_expr::LexOrdering;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
+use futures::future::BoxFuture;
 
 use super::provider::DiagonTableProvider;
 use crate::part::PartIndex;
@@ -259,15 +260,20 @@ impl TableProvider for ListingTable {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let table = self.resolve(state).await?;
         if let Listing::Optimize(full) = self.listing {
-            let stream = Arc::new(OptimizeStream { table, full });
-            return Ok(Arc::new(StreamingTableExec::try_new(
-                optimize_schema(),
-                vec![stream],
-                projection,
-                Vec::<LexOrdering>::new(),
-                false,
-                None,
-            )?));
+            let what = format!("diagon_optimize({})", table.name());
+            return deferred(optimize_schema(), projection, what, move || {
+                let table = table.clone();
+                Box::pin(async move {
+                    let (merges, before, after) = optimize(&table, full).await?;
+                    let columns: Vec<ArrayRef> = vec![
+                        Arc::new(StringArray::from(vec![table.name().to_string()])),
+                        Arc::new(UInt64Array::from(vec![merges as u64])),
+                        Arc::new(UInt64Array::from(vec![before as u64])),
+                        Arc::new(UInt64Array::from(vec![after as u64])),
+                    ];
+                    Ok(RecordBatch::try_new(optimize_schema(), columns)?)
+                })
+            });
         }
         let snapshot = table.snapshot().await?;
         let indexes = table.part_indexes(&snapshot).await?;
@@ -290,35 +296,54 @@ impl TableProvider for ListingTable {
     }
 }
 
-/// Runs the merge when the plan executes, not when it is planned, so
-/// EXPLAIN of `diagon_optimize` changes nothing.
-#[derive(Debug)]
-struct OptimizeStream {
-    table: Arc<Table>,
-    full: bool,
+/// Computes a batch when the plan executes.
+type Run = Box<dyn Fn() -> BoxFuture<'static, Result<RecordBatch>> + Send + Sync>;
+
+/// A one-partition plan whose one batch `run` computes when the plan
+/// executes, not when it is planned: EXPLAIN of a table function that acts
+/// (merges, flushes, alters) changes nothing.
+pub(crate) fn deferred(
+    schema: SchemaRef,
+    projection: Option<&Vec<usize>>,
+    what: String,
+    run: impl Fn() -> BoxFuture<'static, Result<RecordBatch>> + Send + Sync + 'static,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let stream = Arc::new(Deferred {
+        schema: schema.clone(),
+        what,
+        run: Box::new(run),
+    });
+    Ok(Arc::new(StreamingTableExec::try_new(
+        schema,
+        vec![stream],
+        projection,
+        Vec::<LexOrdering>::new(),
+        false,
+        None,
+    )?))
 }
 
-impl PartitionStream for OptimizeStream {
+struct Deferred {
+    schema: SchemaRef,
+    what: String,
+    run: Run,
+}
+
+impl std::fmt::Debug for Deferred {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.what)
+    }
+}
+
+impl PartitionStream for Deferred {
     fn schema(&self) -> &SchemaRef {
-        static SCHEMA: std::sync::OnceLock<SchemaRef> = std::sync::OnceLock::new();
-        SCHEMA.get_or_init(optimize_schema)
+        &self.schema
     }
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let (table, full) = (self.table.clone(), self.full);
-        let run = async move {
-            let (merges, before, after) = optimize(&table, full).await?;
-            let columns: Vec<ArrayRef> = vec![
-                Arc::new(StringArray::from(vec![table.name().to_string()])),
-                Arc::new(UInt64Array::from(vec![merges as u64])),
-                Arc::new(UInt64Array::from(vec![before as u64])),
-                Arc::new(UInt64Array::from(vec![after as u64])),
-            ];
-            Ok(RecordBatch::try_new(optimize_schema(), columns)?)
-        };
         Box::pin(RecordBatchStreamAdapter::new(
-            optimize_schema(),
-            futures::stream::once(run),
+            self.schema.clone(),
+            futures::stream::once((self.run)()),
         ))
     }
 }

@@ -35,7 +35,6 @@ use datafusion::physical_expr::{EquivalenceProperties, LexOrdering, PhysicalSort
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PhysicalExpr, PlanProperties,
     SortOrderPushdownResult,
@@ -953,21 +952,7 @@ impl DataSink for SidxSink {
 /// `batch` with the types of `schema` (an INSERT's strings may come as
 /// views).
 fn cast_to(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
-    let columns = batch
-        .columns()
-        .iter()
-        .zip(schema.fields())
-        .map(|(c, f)| match c.data_type() == f.data_type() {
-            true => Ok(c.clone()),
-            false => arrow::compute::cast(c, f.data_type()),
-        })
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    let rows = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-    Ok(RecordBatch::try_new_with_options(
-        schema.clone(),
-        columns,
-        &rows,
-    )?)
+    Ok(crate::table::schema::cast_batch(batch, schema)?)
 }
 
 /// `diagon_flush('t')`: persists a secondary index's memory parts.
@@ -1031,49 +1016,22 @@ impl TableProvider for FlushTable {
                 table.name()
             );
         };
-        let stream = Arc::new(FlushStream {
-            index: sidx.index().clone(),
-        });
-        Ok(Arc::new(StreamingTableExec::try_new(
-            flush_schema(),
-            vec![stream],
-            projection,
-            Vec::<LexOrdering>::new(),
-            false,
-            None,
-        )?))
-    }
-}
-
-/// Flushes when the plan runs, not when it is planned.
-#[derive(Debug)]
-struct FlushStream {
-    index: Arc<Sidx>,
-}
-
-impl PartitionStream for FlushStream {
-    fn schema(&self) -> &SchemaRef {
-        static SCHEMA: std::sync::OnceLock<SchemaRef> = std::sync::OnceLock::new();
-        SCHEMA.get_or_init(flush_schema)
-    }
-
-    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let index = self.index.clone();
-        let run = async move {
-            let flushed = index.flush().await?;
-            let parts = index.stats().await?.disk_parts;
-            let columns: Vec<ArrayRef> = vec![
-                Arc::new(arrow::array::StringArray::from(vec![
-                    index.name().to_string(),
-                ])),
-                Arc::new(UInt64Array::from(vec![flushed])),
-                Arc::new(UInt64Array::from(vec![parts as u64])),
-            ];
-            Ok(RecordBatch::try_new(flush_schema(), columns)?)
-        };
-        Box::pin(RecordBatchStreamAdapter::new(
-            flush_schema(),
-            futures::stream::once(run),
-        ))
+        let index = sidx.index().clone();
+        let what = format!("diagon_flush({})", index.name());
+        super::functions::deferred(flush_schema(), projection, what, move || {
+            let index = index.clone();
+            Box::pin(async move {
+                let flushed = index.flush().await?;
+                let parts = index.stats().await?.disk_parts;
+                let columns: Vec<ArrayRef> = vec![
+                    Arc::new(arrow::array::StringArray::from(vec![
+                        index.name().to_string(),
+                    ])),
+                    Arc::new(UInt64Array::from(vec![flushed])),
+                    Arc::new(UInt64Array::from(vec![parts as u64])),
+                ];
+                Ok(RecordBatch::try_new(flush_schema(), columns)?)
+            })
+        })
     }
 }

@@ -87,21 +87,7 @@ impl InsertWriter {
         if Arc::ptr_eq(storage, &self.base.schema) {
             return Ok(batch);
         }
-        let columns = batch
-            .columns()
-            .iter()
-            .zip(storage.fields())
-            .map(|(c, f)| match c.data_type() == f.data_type() {
-                true => Ok(c.clone()),
-                false => arrow::compute::cast(c, f.data_type()),
-            })
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        let rows = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-        Ok(RecordBatch::try_new_with_options(
-            storage.clone(),
-            columns,
-            &rows,
-        )?)
+        super::schema::cast_batch(&batch, storage)
     }
 
     /// An error once a flush failed: the statement is half written.

@@ -201,3 +201,26 @@ pub fn to_defs(schema: &Schema) -> Vec<FieldDef> {
         })
         .collect()
 }
+
+/// `batch` with the column types of `schema` (same columns in the same
+/// order), casting those that differ.
+pub fn cast_batch(
+    batch: &arrow::array::RecordBatch,
+    schema: &arrow::datatypes::SchemaRef,
+) -> crate::error::Result<arrow::array::RecordBatch> {
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| match c.data_type() == f.data_type() {
+            true => Ok(c.clone()),
+            false => arrow::compute::cast(c, f.data_type()),
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let rows = arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    Ok(arrow::array::RecordBatch::try_new_with_options(
+        schema.clone(),
+        columns,
+        &rows,
+    )?)
+}

@@ -453,9 +453,8 @@ pub(crate) async fn start(
 }
 
 impl Merge {
-    /// A run per requested series in each disk part, over the planned
-    /// granules whose series range holds it.
-    async fn add_disk_runs(&mut self, series: &[u64], request: &QueryRequest) -> Result<()> {
+    /// What the plan holds, for the metrics.
+    fn record_plan(&self) {
         let m = &self.metrics;
         m.disk_parts
             .store(self.plan.parts.len() as u64, Ordering::Relaxed);
@@ -463,6 +462,14 @@ impl Merge {
             .store(self.plan.granules_total() as u64, Ordering::Relaxed);
         m.granules_planned
             .store(self.plan.granules_read() as u64, Ordering::Relaxed);
+        m.memory_parts
+            .store(self.snapshot.memory.len() as u64, Ordering::Relaxed);
+    }
+
+    /// A run per requested series in each disk part, over the planned
+    /// granules whose series range holds it.
+    async fn add_disk_runs(&mut self, series: &[u64], request: &QueryRequest) -> Result<()> {
+        self.record_plan();
         for p in 0..self.plan.parts.len() {
             let part = &self.plan.parts[p];
             let (mins, maxs) = series_bounds(part)?;
@@ -569,9 +576,6 @@ impl Merge {
     /// (memory parts are bounded and already decoded).
     fn add_memory_runs(&mut self, series: &[u64]) -> Result<()> {
         let memory = self.snapshot.memory.clone();
-        self.metrics
-            .memory_parts
-            .store(memory.len() as u64, Ordering::Relaxed);
         for part in memory.iter() {
             let batch = self.conform(&part.batch)?;
             let batch = self.filter(batch)?;
@@ -824,15 +828,7 @@ impl Merge {
                 }
             }
         }
-        let m = &self.metrics;
-        m.disk_parts
-            .store(self.plan.parts.len() as u64, Ordering::Relaxed);
-        m.granules_total
-            .store(self.plan.granules_total() as u64, Ordering::Relaxed);
-        m.granules_planned
-            .store(self.plan.granules_read() as u64, Ordering::Relaxed);
-        m.memory_parts
-            .store(self.snapshot.memory.len() as u64, Ordering::Relaxed);
+        self.record_plan();
         self.unordered = Some(Unordered {
             memory: self.snapshot.memory.iter().cloned().collect(),
             granules,

@@ -172,8 +172,12 @@ impl MemoryBudget {
 
     /// Reserves `bytes` only if that stays within the bound now.
     pub fn try_reserve(&self, bytes: usize) -> Option<Reservation<'_>> {
+        let gate = *crate::sync::lock(&self.gate);
+        if gate == Gate::Failed {
+            return None;
+        }
         let mut used = crate::sync::lock(&self.used);
-        if *used == 0 || *used + bytes <= self.limit {
+        if *used == 0 || *used + bytes <= self.limit || gate == Gate::Open {
             *used += bytes;
             return Some(Reservation {
                 budget: self,
@@ -190,9 +194,12 @@ impl MemoryBudget {
         self.freed.notify_waiters();
     }
 
-    /// Back to bounded (a close that failed).
+    /// Back to bounded (a close that failed), unless the index failed.
     pub fn close_gate(&self) {
-        *crate::sync::lock(&self.gate) = Gate::Bounded;
+        let mut gate = crate::sync::lock(&self.gate);
+        if *gate == Gate::Open {
+            *gate = Gate::Bounded;
+        }
     }
 
     /// Fails every waiting and later write.

@@ -162,6 +162,7 @@ pub struct Sidx {
     /// Held (shared) by every write while it runs, so `close` can wait
     /// for those it must flush.
     writers: tokio::sync::RwLock<()>,
+    close_lock: tokio::sync::Mutex<()>,
     session: datafusion::execution::SessionState,
     counters: stats::Counters,
     closed: AtomicBool,
@@ -345,6 +346,7 @@ impl Sidx {
             flush_lock: Default::default(),
             merge_lock: Default::default(),
             writers: Default::default(),
+            close_lock: Default::default(),
             session,
             counters: Default::default(),
             closed: AtomicBool::new(false),
@@ -419,6 +421,12 @@ impl Sidx {
     /// `data` (Binary) and tags (any other column, of a tag type); visible
     /// to queries when this returns.
     pub async fn write_batch(&self, batch: RecordBatch) -> Result<()> {
+        self.write_memory_part(batch, false).await
+    }
+
+    /// Writes `batch` as a memory part; with `flush_when_full`, memory
+    /// parts are flushed first when this one would not fit.
+    async fn write_memory_part(&self, batch: RecordBatch, flush_when_full: bool) -> Result<()> {
         let _writing = self.writers.read().await;
         self.check_open()?;
         let ctx = |e: Error| self.context(e);
@@ -431,7 +439,21 @@ impl Sidx {
         let stored = self.stored(&batch).map_err(ctx)?;
         let id = self.next_memory_part.fetch_add(1, Ordering::SeqCst);
         let part = MemPart::new(id, stored).map_err(ctx)?;
-        let reservation = self.budget.reserve(part.bytes).await.map_err(ctx)?;
+        let fits = match flush_when_full {
+            true => self.budget.try_reserve(part.bytes),
+            false => None,
+        };
+        let reservation = match fits {
+            Some(reservation) => reservation,
+            None => {
+                // A flush never waits for writers: safe while this one is
+                // under way.
+                if flush_when_full {
+                    self.flush_now().await?;
+                }
+                self.budget.reserve(part.bytes).await.map_err(ctx)?
+            }
+        };
         self.introducer.introduce_memory(Arc::new(part));
         reservation.commit();
         self.counters.written(rows);
@@ -441,12 +463,8 @@ impl Sidx {
     /// Writes a batch like [`Self::write_batch`], but when memory parts
     /// are full it flushes them first instead of waiting or failing: for
     /// SQL sessions, where nobody else may be there to flush.
-    pub async fn write_batch_flushing(self: &Arc<Self>, batch: RecordBatch) -> Result<()> {
-        let bytes = batch.get_array_memory_size();
-        if self.budget.try_reserve(bytes).is_none() {
-            self.flush().await?;
-        }
-        self.write_batch(batch).await
+    pub async fn write_batch_flushing(&self, batch: RecordBatch) -> Result<()> {
+        self.write_memory_part(batch, true).await
     }
 
     /// A validated batch as stored: the fixed columns with a write
@@ -768,6 +786,12 @@ impl Sidx {
     }
 
     async fn close_now(self: &Arc<Self>) -> Result<()> {
+        // One close at a time: a failing close must not reopen an index
+        // another close finished.
+        let _closing = self.close_lock.lock().await;
+        if self.closed.load(Ordering::SeqCst) && !self.poisoned.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         if self.poisoned.load(Ordering::SeqCst) {
             self.closed.store(true, Ordering::SeqCst);
             return self.check_open();

@@ -639,7 +639,12 @@ impl Table {
                                 crate::error::UNKNOWN_OUTCOME,
                                 commit.version
                             )),
-                            Ok(_) => read_error,
+                            // A lost race may be a write that landed.
+                            Ok(_) => read_error.context(format!(
+                                "{} {} is unknown",
+                                crate::error::UNKNOWN_OUTCOME,
+                                commit.version
+                            )),
                         }));
                     }
                 },

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use arrow::array::{AsArray, Int64Array, PrimitiveArray, RecordBatch, UInt32Array, UInt64Array};
-use arrow::compute::{concat_batches, filter_record_batch, take_record_batch};
+use arrow::compute::{filter_record_batch, take_record_batch};
 use arrow::datatypes::{Field, Int64Type, Schema, SchemaRef, UInt64Type};
 use datafusion::common::{Column, DFSchema, ScalarValue};
 use datafusion::logical_expr::{Expr, lit};
@@ -232,6 +232,9 @@ struct Run {
     /// Rows loaded and not yet emitted from `pos` on, in output order.
     batch: Option<RecordBatch>,
     pos: usize,
+    /// Where `batch` sits among the output's source batches, once it gave
+    /// a row to the batch being gathered.
+    slot: Option<usize>,
 }
 
 /// A run's place in the heap: the (key, phase, series, seq) of its next
@@ -260,7 +263,6 @@ pub(crate) struct Merge {
     row_filter: Option<Arc<dyn PhysicalExpr>>,
     /// Positions in `read_schema` of the output columns.
     output: Vec<usize>,
-    output_schema: SchemaRef,
     desc: bool,
     runs: Vec<Run>,
     heap: BinaryHeap<Reverse<(HeapKey, usize)>>,
@@ -269,8 +271,14 @@ pub(crate) struct Merge {
     granules: HashMap<(usize, usize), RecordBatch>,
     /// The runs still to take rows from each disk granule.
     users: HashMap<(usize, usize), usize>,
-    pending: Vec<RecordBatch>,
-    pending_rows: usize,
+    /// The batch being gathered: (slot, row) pairs over the source batches
+    /// (projected to the output columns) in `slots`. Rows are picked one
+    /// by one from interleaving runs, so they are gathered by index and
+    /// copied once, not sliced and concatenated.
+    slots: Vec<RecordBatch>,
+    indices: Vec<(usize, usize)>,
+    /// Rows of `indices` already counted against the limit.
+    counted: usize,
     remaining: usize,
     batch_size: usize,
     seen: Option<HashSet<Vec<u8>>>,
@@ -418,14 +426,14 @@ pub(crate) async fn start(
         projections,
         row_filter,
         output,
-        output_schema: output_schema.clone(),
         desc,
         runs: Vec::new(),
         heap: BinaryHeap::new(),
         granules: HashMap::new(),
         users: HashMap::new(),
-        pending: Vec::new(),
-        pending_rows: 0,
+        slots: Vec::new(),
+        indices: Vec::new(),
+        counted: 0,
         remaining: request.limit.unwrap_or(usize::MAX),
         batch_size: request.batch_size,
         seen: request.distinct_data.then(HashSet::new),
@@ -512,6 +520,7 @@ impl Merge {
                     source: Source::Disk { part: p, granules },
                     batch: None,
                     pos: 0,
+                    slot: None,
                 });
                 let run = self.runs.len() - 1;
                 self.metrics.runs.fetch_add(1, Ordering::Relaxed);
@@ -601,6 +610,7 @@ impl Merge {
                     source: Source::Memory { rows: Some(rows) },
                     batch: None,
                     pos: 0,
+                    slot: None,
                 });
                 let run = self.runs.len() - 1;
                 self.metrics.runs.fetch_add(1, Ordering::Relaxed);
@@ -717,6 +727,7 @@ impl Merge {
                     Some(rows) => {
                         self.runs[run].batch = Some(rows);
                         self.runs[run].pos = 0;
+                        self.runs[run].slot = None;
                         return Ok(true);
                     }
                     None => return Ok(false),
@@ -731,6 +742,7 @@ impl Merge {
             if rows.num_rows() > 0 {
                 self.runs[run].batch = Some(rows);
                 self.runs[run].pos = 0;
+                self.runs[run].slot = None;
                 return Ok(true);
             }
         }
@@ -796,11 +808,19 @@ impl Merge {
         };
         // The top of the heap precedes every other run's rows: at least
         // its first row goes.
-        let room = self.remaining.min(self.batch_size - self.pending_rows);
+        let room = self.remaining.min(self.batch_size - self.indices.len());
         let n = before_next.max(1).min(room);
-        let slice = batch.slice(pos, n);
+        let slot = match self.runs[run].slot {
+            Some(slot) => slot,
+            None => {
+                let slot = self.slot_for(&batch)?;
+                self.runs[run].slot = Some(slot);
+                slot
+            }
+        };
         self.runs[run].pos += n;
-        self.take(slice)
+        self.push_rows(slot, &batch, pos..pos + n);
+        Ok(())
     }
 
     /// Queues the planned granules of every disk part (those whose series
@@ -880,13 +900,13 @@ impl Merge {
 
     /// Fills the pending output from an unordered scan.
     async fn fill_unordered(&mut self) -> Result<()> {
-        while self.remaining > 0 && self.pending_rows < self.batch_size {
+        while self.remaining > 0 && self.indices.len() < self.batch_size {
             let Some(rows) = self.next_unordered().await? else {
                 return Ok(());
             };
             let mut at = 0;
             while at < rows.num_rows() && self.remaining > 0 {
-                let room = self.remaining.min(self.batch_size - self.pending_rows);
+                let room = self.remaining.min(self.batch_size - self.indices.len());
                 if room == 0 {
                     // The batch is full: keep the rest for the next one.
                     let rest = rows.slice(at, rows.num_rows() - at);
@@ -905,23 +925,34 @@ impl Merge {
     /// Adds `slice` (rows in output order) to the pending output, without
     /// repeated data when asked.
     fn take(&mut self, slice: RecordBatch) -> Result<()> {
-        let slice = match &mut self.seen {
-            None => slice,
-            Some(seen) => {
-                let data = slice.column(3).as_binary::<i32>();
-                let keep: arrow::array::BooleanArray = (0..slice.num_rows())
-                    .map(|i| Some(seen.insert(data.value(i).to_vec())))
-                    .collect();
-                filter_record_batch(&slice, &keep)?
-            }
-        };
-        let kept = slice.num_rows();
-        if kept > 0 {
-            self.pending.push(slice.project(&self.output)?);
-            self.pending_rows += kept;
-            self.remaining -= kept;
-        }
+        let slot = self.slot_for(&slice)?;
+        self.push_rows(slot, &slice, 0..slice.num_rows());
         Ok(())
+    }
+
+    /// Makes `batch` (read columns) a source of the batch being gathered.
+    fn slot_for(&mut self, batch: &RecordBatch) -> Result<usize> {
+        self.slots.push(batch.project(&self.output)?);
+        Ok(self.slots.len() - 1)
+    }
+
+    /// Adds rows `rows` of `batch` (in slot `slot`) to the batch being
+    /// gathered, without repeated data when asked.
+    fn push_rows(&mut self, slot: usize, batch: &RecordBatch, rows: std::ops::Range<usize>) {
+        match &mut self.seen {
+            None => self.indices.extend(rows.map(|i| (slot, i))),
+            Some(seen) => {
+                let data = batch.column(3).as_binary::<i32>();
+                self.indices.extend(
+                    rows.filter(|&i| seen.insert(data.value(i).to_vec()))
+                        .map(|i| (slot, i)),
+                );
+            }
+        }
+        self.remaining = self
+            .remaining
+            .saturating_sub(self.indices.len() - self.counted);
+        self.counted = self.indices.len();
     }
 
     /// The next batch of results, `None` at the end.
@@ -929,7 +960,7 @@ impl Merge {
         if self.unordered.is_some() {
             self.fill_unordered().await?;
         }
-        while self.unordered.is_none() && self.remaining > 0 && self.pending_rows < self.batch_size
+        while self.unordered.is_none() && self.remaining > 0 && self.indices.len() < self.batch_size
         {
             let Some(Reverse((key, run))) = self.heap.pop() else {
                 break;
@@ -945,12 +976,17 @@ impl Merge {
             self.emit(run)?;
             self.requeue(run);
         }
-        if self.pending.is_empty() {
+        if self.indices.is_empty() {
             return Ok(None);
         }
-        let batch = concat_batches(&self.output_schema, &self.pending)?;
-        self.pending.clear();
-        self.pending_rows = 0;
+        let sources: Vec<&RecordBatch> = self.slots.iter().collect();
+        let batch = arrow::compute::interleave_record_batch(&sources, &self.indices)?;
+        self.slots.clear();
+        self.indices.clear();
+        self.counted = 0;
+        for run in &mut self.runs {
+            run.slot = None;
+        }
         self.metrics
             .rows_emitted
             .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);

@@ -2,21 +2,15 @@
 //! queries read until a flush persists it; and the bound on the bytes they
 //! hold.
 
-use std::ops::Range;
-use std::sync::Arc;
-
-use arrow::array::{AsArray, RecordBatch, UInt64Array};
+use arrow::array::{AsArray, RecordBatch};
 use arrow::compute::{SortColumn, lexsort_to_indices, take_record_batch};
-use arrow::datatypes::{Int64Type, UInt64Type};
+use arrow::datatypes::Int64Type;
 
 use crate::error::{Error, Result};
 use crate::table::Backpressure;
 
-/// The rows of one write, sorted by (series_id, key, _seq).
-///
-/// Invariant: `series` lists each series of `batch` once, ascending, with
-/// the rows it holds, which are contiguous, sorted by (key, _seq) and
-/// disjoint from the other series' rows.
+/// The rows of one write, sorted by (series_id, key, _seq): each series'
+/// rows are contiguous and sorted by (key, _seq).
 #[derive(Debug)]
 pub struct MemPart {
     /// Unique in the process, increasing in write order.
@@ -24,7 +18,6 @@ pub struct MemPart {
     /// Columns `series_id`, `key`, `data`, `_seq`, then the tags of the
     /// write (a memory part may lack tags added after it was written).
     pub batch: RecordBatch,
-    pub series: Vec<(u64, Range<usize>)>,
     /// Memory the batch holds (what the bound counts).
     pub bytes: usize,
     pub min_key: i64,
@@ -44,11 +37,6 @@ impl MemPart {
             .collect();
         let order = lexsort_to_indices(&sort, None)?;
         let batch = take_record_batch(&batch, &order)?;
-        let series_ids = batch
-            .column_by_name("series_id")
-            .expect("a sidx batch")
-            .as_primitive::<UInt64Type>()
-            .clone();
         let keys = batch
             .column_by_name("key")
             .expect("a sidx batch")
@@ -56,7 +44,6 @@ impl MemPart {
             .clone();
         Ok(MemPart {
             id,
-            series: runs(&series_ids),
             bytes: batch.get_array_memory_size(),
             min_key: arrow::compute::min(&keys).unwrap_or(0),
             max_key: arrow::compute::max(&keys).unwrap_or(0),
@@ -67,29 +54,6 @@ impl MemPart {
     pub fn rows(&self) -> usize {
         self.batch.num_rows()
     }
-
-    /// The rows of `series`, if it has any here.
-    pub fn run(&self, series: u64) -> Option<Range<usize>> {
-        let at = self
-            .series
-            .binary_search_by_key(&series, |(s, _)| *s)
-            .ok()?;
-        Some(self.series[at].1.clone())
-    }
-}
-
-/// Each series of a sorted column with its rows.
-fn runs(series: &UInt64Array) -> Vec<(u64, Range<usize>)> {
-    let values = series.values();
-    let mut runs: Vec<(u64, Range<usize>)> = Vec::new();
-    let mut start = 0;
-    while start < values.len() {
-        let s = values[start];
-        let end = start + values[start..].partition_point(|&v| v == s);
-        runs.push((s, start..end));
-        start = end;
-    }
-    runs
 }
 
 /// The bytes memory parts may hold. A write reserves its part's bytes
@@ -236,6 +200,3 @@ impl Drop for Reservation<'_> {
         self.budget.release(self.bytes);
     }
 }
-
-/// Parts a snapshot reads from memory, oldest first.
-pub type MemParts = Arc<Vec<Arc<MemPart>>>;

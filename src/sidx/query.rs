@@ -277,8 +277,6 @@ pub(crate) struct Merge {
     /// copied once, not sliced and concatenated.
     slots: Vec<RecordBatch>,
     indices: Vec<(usize, usize)>,
-    /// Rows of `indices` already counted against the limit.
-    counted: usize,
     remaining: usize,
     batch_size: usize,
     seen: Option<HashSet<Vec<u8>>>,
@@ -433,7 +431,6 @@ pub(crate) async fn start(
         users: HashMap::new(),
         slots: Vec::new(),
         indices: Vec::new(),
-        counted: 0,
         remaining: request.limit.unwrap_or(usize::MAX),
         batch_size: request.batch_size,
         seen: request.distinct_data.then(HashSet::new),
@@ -939,6 +936,7 @@ impl Merge {
     /// Adds rows `rows` of `batch` (in slot `slot`) to the batch being
     /// gathered, without repeated data when asked.
     fn push_rows(&mut self, slot: usize, batch: &RecordBatch, rows: std::ops::Range<usize>) {
+        let before = self.indices.len();
         match &mut self.seen {
             None => self.indices.extend(rows.map(|i| (slot, i))),
             Some(seen) => {
@@ -949,10 +947,7 @@ impl Merge {
                 );
             }
         }
-        self.remaining = self
-            .remaining
-            .saturating_sub(self.indices.len() - self.counted);
-        self.counted = self.indices.len();
+        self.remaining -= self.indices.len() - before;
     }
 
     /// The next batch of results, `None` at the end.
@@ -983,7 +978,6 @@ impl Merge {
         let batch = arrow::compute::interleave_record_batch(&sources, &self.indices)?;
         self.slots.clear();
         self.indices.clear();
-        self.counted = 0;
         for run in &mut self.runs {
             run.slot = None;
         }

@@ -654,10 +654,6 @@ impl SidxScanExec {
             limit,
         )
     }
-
-    pub fn request(&self) -> &QueryRequest {
-        &self.request
-    }
 }
 
 /// The order of the scan's rows: by key, then series, in `order`.

@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::index::skip::SkipSpec;
 use crate::storage::Storage;
 use crate::table::options::TextSearch;
-use crate::table::{Table, TableOptions};
+use crate::table::{Table, TableOptions, TierOptions};
 
 /// Option namespaces that configure object stores, not the table; the CLI
 /// consumes them when it registers the store for LOCATION.
@@ -115,7 +115,7 @@ impl TableProviderFactory for DiagonTableFactory {
         }
         let table = match existing {
             Some(table) => {
-                let (added, text) = check_reopen(&name, &table, &schema, &options)?;
+                let (added, text, tiers) = check_reopen(&name, &table, &schema, &options)?;
                 if !schema.fields().is_empty() {
                     check_extras(&name, &table, &schema, cmd)?;
                 }
@@ -124,6 +124,9 @@ impl TableProviderFactory for DiagonTableFactory {
                 }
                 if let Some(text) = text {
                     table.set_text_search(text).await?;
+                }
+                if let Some(tiers) = tiers {
+                    table.set_tiers(tiers).await?;
                 }
                 table
             }
@@ -147,6 +150,8 @@ impl TableProviderFactory for DiagonTableFactory {
                 Table::create_with(&name, storage, schema, parsed, &extras).await?
             }
         };
+        attach_locations(state, &table)?;
+        table.start_mover();
         super::sidx::provider_for(table).await
     }
 }
@@ -154,9 +159,10 @@ impl TableProviderFactory for DiagonTableFactory {
 /// A reopen may restate the columns and options, but must not contradict
 /// what the table stores: diagon never silently ignores a declaration. The
 /// changes a reopen may make are to declare new skip indexes, returned to
-/// be added, and to declare text search options (text indexes added,
-/// analyzers, BM25 parameters, the default operator changed), returned
-/// when they change the table's.
+/// be added, to declare text search options (text indexes added,
+/// analyzers, BM25 parameters, the default operator changed), and to set
+/// the cold location and move policy (`cold_location`, `move_*`), each
+/// returned when it changes the table's.
 fn check_reopen(
     name: &str,
     table: &Table,
@@ -166,6 +172,27 @@ fn check_reopen(
     let mut added = Vec::new();
     let mut text = None;
     let snapshot = table.cached_snapshot();
+    // Tier options are checked together with the stored ones (a policy
+    // stated alone relies on the stored cold location).
+    let (tier_options, options): (HashMap<String, String>, HashMap<String, String>) = options
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .partition(|(k, _)| is_tier_option(k));
+    let options = &options;
+    let mut tiers = None;
+    if !tier_options.is_empty() {
+        let mut merged: HashMap<String, String> = snapshot.options.to_map().into_iter().collect();
+        merged.extend(
+            tier_options
+                .into_iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v)),
+        );
+        let declared =
+            TableOptions::parse(&merged, &snapshot.schema).map_err(|e| plan_error(name, e))?;
+        if declared.tiers != snapshot.options.tiers {
+            tiers = Some(declared.tiers);
+        }
+    }
     if !schema.fields().is_empty() {
         let stored = snapshot.schema.fields();
         let same = stored.len() == schema.fields().len()
@@ -211,12 +238,44 @@ fn check_reopen(
             }
         }
     }
-    Ok((added, text))
+    Ok((added, text, tiers))
 }
 
 /// What a reopen declares anew: skip indexes to add, and the text search
-/// options when they differ from the table's.
-type Reopened = (Vec<(String, SkipSpec)>, Option<TextSearch>);
+/// and tier options when they differ from the table's.
+type Reopened = (
+    Vec<(String, SkipSpec)>,
+    Option<TextSearch>,
+    Option<TierOptions>,
+);
+
+/// Whether `key` is one of the tier options a reopen may change.
+fn is_tier_option(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    key == "cold_location" || key.starts_with("move_")
+}
+
+/// Gives `table` the storage of its cold location and of every location
+/// its parts live at, through the session's object stores.
+fn attach_locations(state: &dyn Session, table: &Table) -> Result<()> {
+    let snapshot = table.cached_snapshot();
+    let mut locations: std::collections::BTreeSet<String> = snapshot
+        .parts
+        .iter()
+        .filter_map(|p| p.location.clone())
+        .collect();
+    locations.extend(snapshot.options.tiers.cold_location.clone());
+    for location in locations {
+        let storage = resolve_storage(state, &location).map_err(|e| {
+            DataFusionError::Plan(format!(
+                "table '{}': cold location '{location}': {e}",
+                table.name()
+            ))
+        })?;
+        table.attach_location(&location, storage);
+    }
+    Ok(())
+}
 
 /// The table's text search options with what a reopen states: columns
 /// named in `text_index` are added (those not named are kept), a stated

@@ -1,8 +1,9 @@
 //! Operations as table functions: `diagon_parts('t')` lists a table's live
 //! parts, `diagon_columns('t')` its columns with their codecs and sizes,
 //! `diagon_terms('t', 'col' [, 'prefix'])` a text index's terms with the
-//! live rows holding each, and `diagon_optimize('t' [, final])` merges
-//! parts when executed.
+//! live rows holding each, `diagon_optimize('t' [, final])` merges parts
+//! and `diagon_move('t', 'cold' | 'hot' [, 'part'])` moves them between
+//! tiers, when executed.
 
 use std::sync::Arc;
 
@@ -25,6 +26,7 @@ use futures::future::BoxFuture;
 
 use super::provider::DiagonTableProvider;
 use crate::part::PartIndex;
+use crate::table::tier::Tier;
 use crate::table::{PartEntry, Snapshot, Table};
 
 /// Which listing a function produces.
@@ -34,6 +36,11 @@ enum Listing {
     Columns,
     /// Merge now; `true` merges everything into one part.
     Optimize(bool),
+    /// Move parts (one, or all not there yet) to a tier.
+    Move {
+        tier: Tier,
+        part: Option<String>,
+    },
     /// A text-indexed column's terms starting with a prefix.
     Terms {
         column: String,
@@ -66,6 +73,15 @@ impl DiagonListingFunction {
         }
     }
 
+    pub fn move_parts() -> Self {
+        DiagonListingFunction {
+            listing: Listing::Move {
+                tier: Tier::Cold,
+                part: None,
+            },
+        }
+    }
+
     pub fn terms() -> Self {
         DiagonListingFunction {
             listing: Listing::Terms {
@@ -80,6 +96,7 @@ impl DiagonListingFunction {
             Listing::Parts => "diagon_parts",
             Listing::Columns => "diagon_columns",
             Listing::Optimize(_) => "diagon_optimize",
+            Listing::Move { .. } => "diagon_move",
             Listing::Terms { .. } => "diagon_terms",
         }
     }
@@ -110,6 +127,23 @@ impl TableFunctionImpl for DiagonListingFunction {
                 return plan_err!(
                     "diagon_terms() takes a table name, a text-indexed column and \
                      optionally a prefix, as strings, e.g. diagon_terms('docs', 'body', 'wire')"
+                );
+            }
+            ([t, tier, rest @ ..], Listing::Move { .. })
+                if name(t).is_some()
+                    && name(tier).is_some()
+                    && rest.len() <= 1
+                    && rest.iter().all(|p| name(p).is_some()) =>
+            {
+                let tier = Tier::parse(&name(tier).expect("checked"))
+                    .map_err(|e| DataFusionError::Plan(format!("diagon_move(): {e}")))?;
+                let part = rest.first().and_then(name);
+                (name(t), Listing::Move { tier, part })
+            }
+            (_, Listing::Move { .. }) => {
+                return plan_err!(
+                    "diagon_move() takes a table name, a tier ('cold' or 'hot') and optionally \
+                     a part name, as strings, e.g. diagon_move('logs', 'cold')"
                 );
             }
             ([t], listing) if name(t).is_some() => (name(t), listing),
@@ -164,6 +198,17 @@ fn parts_schema() -> SchemaRef {
             false,
         ),
         Field::new("components", DataType::Utf8, false),
+        Field::new("tier", DataType::Utf8, false),
+        Field::new("location", DataType::Utf8, true),
+    ]))
+}
+
+fn move_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("table", DataType::Utf8, false),
+        Field::new("tier", DataType::Utf8, false),
+        Field::new("parts_moved", DataType::UInt64, false),
+        Field::new("bytes_moved", DataType::UInt64, false),
     ]))
 }
 
@@ -243,6 +288,7 @@ impl TableProvider for ListingTable {
             Listing::Parts => parts_schema(),
             Listing::Columns => columns_schema(),
             Listing::Optimize(_) => optimize_schema(),
+            Listing::Move { .. } => move_schema(),
             Listing::Terms { .. } => terms_schema(),
         }
     }
@@ -275,6 +321,24 @@ impl TableProvider for ListingTable {
                 })
             });
         }
+        if let Listing::Move { tier, part } = &self.listing {
+            let what = format!("diagon_move({}, {})", table.name(), tier.name());
+            let (tier, part) = (*tier, part.clone());
+            return deferred(move_schema(), projection, what, move || {
+                let (table, part) = (table.clone(), part.clone());
+                Box::pin(async move {
+                    let names = part.map(|p| vec![p]);
+                    let moved = table.move_parts(tier, names.as_deref()).await?;
+                    let columns: Vec<ArrayRef> = vec![
+                        Arc::new(StringArray::from(vec![table.name().to_string()])),
+                        Arc::new(StringArray::from(vec![tier.name()])),
+                        Arc::new(UInt64Array::from(vec![moved.parts as u64])),
+                        Arc::new(UInt64Array::from(vec![moved.bytes])),
+                    ];
+                    Ok(RecordBatch::try_new(move_schema(), columns)?)
+                })
+            });
+        }
         let snapshot = table.snapshot().await?;
         let indexes = table.part_indexes(&snapshot).await?;
         let batch = match &self.listing {
@@ -288,7 +352,7 @@ impl TableProvider for ListingTable {
                 ];
                 RecordBatch::try_new(terms_schema(), columns)?
             }
-            Listing::Optimize(_) => unreachable!("handled above"),
+            Listing::Optimize(_) | Listing::Move { .. } => unreachable!("handled above"),
         };
         let exec =
             MemorySourceConfig::try_new_exec(&[vec![batch]], self.schema(), projection.cloned())?;
@@ -430,6 +494,12 @@ fn parts_batch(snapshot: &Snapshot, indexes: &[Arc<PartIndex>]) -> Result<Record
                 .collect();
             components.join(", ")
         }))),
+        Arc::new(StringArray::from_iter_values(
+            entries.iter().map(|p| Tier::of(p).name()),
+        )),
+        Arc::new(StringArray::from_iter(
+            entries.iter().map(|p| p.location.as_deref()),
+        )),
     ];
     RecordBatch::try_new(parts_schema(), columns).map_err(DataFusionError::from)
 }

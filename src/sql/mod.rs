@@ -41,7 +41,7 @@ pub const FORMAT_NAME: &str = "DIAGON";
 
 /// Installs diagon on a session: the `STORED AS DIAGON` table factory, the
 /// `diagon_parts`, `diagon_columns`, `diagon_terms`, `diagon_search`,
-/// `diagon_optimize` and `diagon_alter` table functions, the text search functions `match`,
+/// `diagon_optimize`, `diagon_move` and `diagon_alter` table functions, the text search functions `match`,
 /// `bm25` and `highlight` with the analyzer rule that ties them to their
 /// columns, and the `diagon.*` settings.
 pub fn register(ctx: &SessionContext) {
@@ -56,6 +56,10 @@ pub fn register(ctx: &SessionContext) {
     ctx.register_udtf(
         "diagon_optimize",
         Arc::new(functions::DiagonListingFunction::optimize()),
+    );
+    ctx.register_udtf(
+        "diagon_move",
+        Arc::new(functions::DiagonListingFunction::move_parts()),
     );
     ctx.register_udtf(
         "diagon_terms",

@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::TryStreamExt;
-use object_store::buffered::BufWriter;
+use futures::stream::FuturesUnordered;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
-use tokio::io::AsyncWriteExt;
+use object_store::{
+    MultipartUpload, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UploadPart,
+};
 
 use super::{Backend, DirListing, FileInfo, FileWriter};
 use crate::error::{Error, Result};
@@ -125,11 +126,11 @@ impl Backend for ObjectBackend {
     }
 
     async fn create(&self, name: &str) -> Result<Box<dyn FileWriter>> {
-        Ok(Box::new(ObjectWriter {
-            writer: Some(BufWriter::new(self.store.clone(), self.path(name))),
-            location: self.location(name),
-            written: 0,
-        }))
+        Ok(Box::new(ObjectWriter::new(
+            self.store.clone(),
+            self.path(name),
+            self.location(name),
+        )))
     }
 
     async fn put_if_absent(&self, name: &str, bytes: Bytes) -> Result<bool> {
@@ -201,36 +202,133 @@ impl Backend for ObjectBackend {
     }
 }
 
+/// Bytes a multipart upload sends per part (S3 needs at least 5 MiB for
+/// every part but the last), and the size up to which a file goes up in
+/// one PUT.
+const PART_BYTES: usize = 10 << 20;
+/// Parts of one upload in flight at once.
+const PARTS_IN_FLIGHT: usize = 4;
+
 /// Buffers small files into one PUT and streams large ones as a multipart
-/// upload, which is aborted if the writer is dropped unfinished.
+/// upload of [`PART_BYTES`] parts, several in flight. An upload that fails
+/// (a part, or its completion, after the client's retries) is aborted, as
+/// is one whose writer is dropped unfinished, so the store keeps no parts.
 struct ObjectWriter {
-    writer: Option<BufWriter>,
+    store: Arc<dyn ObjectStore>,
+    path: Path,
     location: String,
+    /// Bytes not yet sent, at most a part's worth.
+    buffer: Vec<Bytes>,
+    buffered: usize,
+    upload: Option<Box<dyn MultipartUpload>>,
+    parts: FuturesUnordered<UploadPart>,
     written: u64,
+}
+
+impl ObjectWriter {
+    fn new(store: Arc<dyn ObjectStore>, path: Path, location: String) -> Self {
+        ObjectWriter {
+            store,
+            path,
+            location,
+            buffer: Vec::new(),
+            buffered: 0,
+            upload: None,
+            parts: FuturesUnordered::new(),
+            written: 0,
+        }
+    }
+
+    fn error(&self, e: object_store::Error) -> Error {
+        Error::store(self.location.clone(), e)
+    }
+
+    /// The buffered bytes as one payload.
+    fn take_buffer(&mut self) -> PutPayload {
+        self.buffered = 0;
+        std::mem::take(&mut self.buffer).into_iter().collect()
+    }
+
+    /// Sends a part, waiting for room among the parts in flight.
+    async fn send_part(&mut self, part: PutPayload) -> Result<()> {
+        if self.upload.is_none() {
+            let upload = self
+                .store
+                .put_multipart(&self.path)
+                .await
+                .map_err(|e| self.error(e))?;
+            self.upload = Some(upload);
+        }
+        let upload = self.upload.as_mut().expect("started above");
+        self.parts.push(upload.put_part(part));
+        while self.parts.len() >= PARTS_IN_FLIGHT {
+            self.next_part().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for one part in flight; a failed part aborts the upload.
+    async fn next_part(&mut self) -> Result<()> {
+        match self.parts.next().await {
+            None | Some(Ok(_)) => Ok(()),
+            Some(Err(e)) => {
+                let error = self.error(e);
+                self.abort().await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Abandons the upload: parts in flight are dropped, those sent removed.
+    async fn abort(&mut self) {
+        self.parts = FuturesUnordered::new();
+        if let Some(mut upload) = self.upload.take()
+            && let Err(e) = upload.abort().await
+        {
+            log::warn!("aborting the upload of '{}': {e}", self.location);
+        }
+    }
 }
 
 #[async_trait]
 impl FileWriter for ObjectWriter {
-    async fn write(&mut self, bytes: Bytes) -> Result<()> {
-        let writer = self
-            .writer
-            .as_mut()
-            .ok_or_else(|| Error::store(self.location.clone(), "file writer already failed"))?;
+    async fn write(&mut self, mut bytes: Bytes) -> Result<()> {
         self.written += bytes.len() as u64;
-        writer
-            .put(bytes)
-            .await
-            .map_err(|e| Error::store(self.location.clone(), e))
+        while self.buffered + bytes.len() >= PART_BYTES {
+            let fill = bytes.split_to(PART_BYTES - self.buffered);
+            self.buffer.push(fill);
+            let part = self.take_buffer();
+            self.send_part(part).await?;
+        }
+        if !bytes.is_empty() {
+            self.buffered += bytes.len();
+            self.buffer.push(bytes);
+        }
+        Ok(())
     }
 
     async fn finish(mut self: Box<Self>) -> Result<u64> {
-        let mut writer = self
-            .writer
-            .take()
-            .ok_or_else(|| Error::store(self.location.clone(), "file writer already failed"))?;
-        if let Err(e) = writer.shutdown().await {
-            let _ = writer.abort().await;
-            return Err(Error::store(self.location.clone(), e));
+        if self.upload.is_none() {
+            let payload = self.take_buffer();
+            self.store
+                .put(&self.path, payload)
+                .await
+                .map_err(|e| self.error(e))?;
+            return Ok(self.written);
+        }
+        if self.buffered > 0 {
+            let part = self.take_buffer();
+            self.send_part(part).await?;
+        }
+        while !self.parts.is_empty() {
+            self.next_part().await?;
+        }
+        let mut upload = self.upload.take().expect("started");
+        if let Err(e) = upload.complete().await {
+            let error = self.error(e);
+            self.upload = Some(upload);
+            self.abort().await;
+            return Err(error);
         }
         Ok(self.written)
     }
@@ -238,12 +336,16 @@ impl FileWriter for ObjectWriter {
 
 impl Drop for ObjectWriter {
     fn drop(&mut self) {
-        let Some(mut writer) = self.writer.take() else {
+        let Some(mut upload) = self.upload.take() else {
             return;
         };
+        self.parts = FuturesUnordered::new();
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let location = self.location.clone();
             handle.spawn(async move {
-                let _ = writer.abort().await;
+                if let Err(e) = upload.abort().await {
+                    log::warn!("aborting the upload of '{location}': {e}");
+                }
             });
         }
     }

@@ -83,8 +83,32 @@ impl Drop for InFlight<'_> {
 /// Files replaced at some version, waiting for their readers.
 #[derive(Debug, Default)]
 pub(crate) struct Retired {
-    /// Part directory name or mask file path → version that replaced it.
+    /// [`tier_key`] of a part directory or mask file → version that
+    /// replaced it.
     pub entries: HashMap<String, u64>,
+}
+
+/// Names a part directory or mask file path in one tier: the path itself
+/// in the table's own directory, prefixed by the location elsewhere (a
+/// part moved between tiers has a copy in each under one name).
+pub(crate) fn tier_key(location: Option<&str>, name: &str) -> String {
+    match location {
+        None => name.to_string(),
+        Some(location) => format!("{location}|{name}"),
+    }
+}
+
+/// The longest the cold tiers go uncleaned while the table is busy (ms):
+/// cleaning lists the cold location, a request per thousand files.
+pub const COLD_CLEANUP_PERIOD_MS: i64 = 300_000;
+
+/// What one tier's cleanup deleted.
+#[derive(Default)]
+struct Deleted {
+    /// File paths, and the tier keys of files and part directories.
+    files: Vec<String>,
+    parts: Vec<String>,
+    keys: Vec<String>,
 }
 
 impl Table {
@@ -110,37 +134,47 @@ impl Table {
     }
 
     /// Records the parts and masks of `base` that `next` (committed as
-    /// `version`) no longer references: readers of older versions may
-    /// still need them.
+    /// `version`) no longer references, in the tier each was in: readers
+    /// of older versions may still need them.
     pub(crate) fn retire_replaced(
         &self,
         base: &super::Snapshot,
         next: &[super::PartEntry],
         version: u64,
     ) {
-        let kept: HashSet<(&str, Option<&str>)> = next
+        let kept: HashSet<(&str, Option<&str>, Option<&str>)> = next
             .iter()
-            .map(|p| (p.name.as_str(), p.deletes.as_ref().map(|d| d.file.as_str())))
+            .map(|p| {
+                (
+                    p.name.as_str(),
+                    p.deletes.as_ref().map(|d| d.file.as_str()),
+                    p.location.as_deref(),
+                )
+            })
             .collect();
-        let names: HashSet<&str> = next.iter().map(|p| p.name.as_str()).collect();
+        let dirs: HashSet<(&str, Option<&str>)> = next
+            .iter()
+            .map(|p| (p.name.as_str(), p.location.as_deref()))
+            .collect();
         let mut retired = crate::sync::lock(&self.retired);
         for p in &base.parts {
             let mask = p.deletes.as_ref().map(|d| d.file.as_str());
-            if kept.contains(&(p.name.as_str(), mask)) {
+            let location = p.location.as_deref();
+            if kept.contains(&(p.name.as_str(), mask, location)) {
                 continue;
             }
             let mut gone = Vec::new();
             if let Some(file) = mask {
                 gone.push(mask_path(&p.name, file));
             }
-            if !names.contains(p.name.as_str()) {
+            if !dirs.contains(&(p.name.as_str(), location)) {
                 gone.push(p.name.clone());
             }
             // The clock of `old_parts_lifetime` starts when a cleanup first
             // sees the file unreferenced, not here: this may be an attempt
             // that loses its commit.
             for name in gone {
-                retired.entries.insert(name, version);
+                retired.entries.insert(tier_key(location, &name), version);
             }
         }
     }
@@ -157,13 +191,13 @@ impl Table {
         }
     }
 
-    /// Forgets cached indexes, masks and skip indexes of deleted files, so a
-    /// long-running process does not keep every merged-away part in memory.
-    fn evict(&self, files: &[String], parts: &[String]) {
+    /// Forgets cached indexes, masks and skip indexes of files deleted from
+    /// `storage`, so a long-running process does not keep every
+    /// merged-away part in memory.
+    fn evict(storage: &crate::storage::Storage, files: &[String], parts: &[String]) {
         if files.is_empty() && parts.is_empty() {
             return;
         }
-        let storage = self.storage();
         let prefixes: Vec<String> = files
             .iter()
             .map(|file| format!("{}#", storage.cache_key(file)))
@@ -176,12 +210,9 @@ impl Table {
         storage.cache().remove_prefixes(&prefixes);
     }
 
-    /// Deletes files this process wrote for a change that was not committed.
-    /// Failures are left for [`Table::collect_garbage`].
-    pub(crate) async fn delete_files(&self, files: Vec<String>, parts: &[super::PartEntry]) {
-        for f in files {
-            let _ = self.storage().delete(&f).await;
-        }
+    /// Deletes parts this process wrote (locally) for a change that was not
+    /// committed. Failures are left for [`Table::collect_garbage`].
+    pub(crate) async fn delete_parts(&self, parts: &[super::PartEntry]) {
         for p in parts {
             let _ = self.delete_part_files(&p.name).await;
         }
@@ -203,6 +234,7 @@ impl Table {
     /// the replaced parts kept for their lifetime included: after every
     /// merge of a table taking many small inserts, the listing grew with
     /// the parts awaiting deletion (ClickHouse cleans on a timer too).
+    /// Cold tiers are cleaned at most every [`COLD_CLEANUP_PERIOD_MS`].
     pub async fn collect_garbage_when_due(&self) -> Result<usize> {
         let options = &self.cached_snapshot().options;
         let lifetime_ms = (options.old_parts_lifetime as i64)
@@ -212,7 +244,9 @@ impl Table {
         let last = self.last_cleanup_ms.load(Ordering::Relaxed);
         if now.saturating_sub(last) >= lifetime_ms {
             self.last_cleanup_ms.store(now, Ordering::Relaxed);
-            return self.collect_garbage().await;
+            let last_cold = self.last_cold_cleanup_ms.load(Ordering::Relaxed);
+            let cold = now.saturating_sub(last_cold) >= COLD_CLEANUP_PERIOD_MS;
+            return self.collect_garbage_in(cold).await;
         }
         let retention_ms = (options.log_retention as i64).saturating_mul(1000);
         self.clean_log(retention_ms, self.oldest_pin()).await
@@ -221,95 +255,77 @@ impl Table {
     /// Deletes unreferenced files that no reader can need any more: replaced
     /// ones whose readers in this process are gone, anything unreferenced
     /// for longer than `old_parts_lifetime`, and log files older than the
-    /// second newest checkpoint and `log_retention`. Returns the number of
-    /// files deleted.
+    /// second newest checkpoint and `log_retention`; in the table's own
+    /// directory and in every cold location this handle can reach (a
+    /// failure there is logged, not returned: the local cleanup stands).
+    /// Returns the number of files deleted.
     pub async fn collect_garbage(&self) -> Result<usize> {
+        self.collect_garbage_in(true).await
+    }
+
+    async fn collect_garbage_in(&self, cold: bool) -> Result<usize> {
         // The order matters. A file listed here was written by a writer that
         // had registered it as in flight; if it is no longer in flight when
         // the set is copied, its commit (if any) is in the snapshot read
         // after that. So nothing committed or being written is deleted.
-        let mut dirs: BTreeMap<String, (Vec<String>, i64)> = BTreeMap::new();
-        for f in self.storage().list("parts").await? {
-            let Some(part) = f.name.split('/').nth(1) else {
-                continue;
-            };
-            let entry = dirs.entry(part.to_string()).or_default();
-            entry.0.push(f.name.clone());
-            entry.1 = entry.1.max(f.modified_ms);
+        let local = self.storage().list("parts").await?;
+        let mut tiers = Vec::new();
+        if cold {
+            self.last_cold_cleanup_ms.store(now_ms(), Ordering::Relaxed);
+            for (location, storage) in self.cold_tiers() {
+                match storage.list("parts").await {
+                    Ok(files) => tiers.push((location, storage, files)),
+                    Err(e) => ::log::warn!(
+                        "table '{}': cleanup of cold location '{location}' skipped: {e}",
+                        self.name()
+                    ),
+                }
+            }
         }
         let inflight = crate::sync::lock(&self.inflight).clone();
         let snapshot = self.snapshot().await?;
-        let oldest_pin = self.oldest_pin();
-
-        let lifetime_ms = i64::try_from(snapshot.options.old_parts_lifetime)
-            .ok()
-            .and_then(|s| s.checked_mul(1000))
-            .unwrap_or(i64::MAX);
-        let now = now_ms();
-        let mut referenced: HashSet<String> = HashSet::new();
-        for p in &snapshot.parts {
-            referenced.insert(p.name.clone());
-            if let Some(d) = &p.deletes {
-                referenced.insert(mask_path(&p.name, &d.file));
-            }
-        }
-        let protected = |name: &str| {
-            let retired = crate::sync::lock(&self.retired);
-            retired
-                .entries
-                .get(name)
-                .is_some_and(|&at| oldest_pin.is_some_and(|pin| pin < at))
-        };
-        // Old enough: the files were written, and this handle has known them
-        // unreferenced, at least `old_parts_lifetime` ago. The second clock
-        // protects readers in other processes of parts replaced just now.
         let mut since = crate::sync::lock(&self.unreferenced_since).clone();
-        let mut old = |name: &str, modified: i64| {
-            let first_seen = *since.entry(name.to_string()).or_insert(now);
-            now.saturating_sub(modified) >= lifetime_ms
-                && now.saturating_sub(first_seen) >= lifetime_ms
+        let mut sweep = Sweep {
+            table: self,
+            inflight: &inflight,
+            snapshot: &snapshot,
+            oldest_pin: self.oldest_pin(),
+            lifetime_ms: i64::try_from(snapshot.options.old_parts_lifetime)
+                .ok()
+                .and_then(|s| s.checked_mul(1000))
+                .unwrap_or(i64::MAX),
+            now: now_ms(),
+            since: &mut since,
         };
-        let mut deleted = Vec::new(); // file paths
-        let mut deleted_parts = Vec::new();
-        for (part, (files, newest)) in dirs {
-            if inflight.contains(&part) {
-                continue;
-            }
-            if referenced.contains(&part) {
-                // A live part: only superseded deletion masks can go.
-                for f in files {
-                    let is_mask = f.rsplit('/').next().is_some_and(|n| n.starts_with("del_"));
-                    let keep = referenced.contains(&f) || inflight.contains(&f) || protected(&f);
-                    if is_mask && !keep && old(&f, newest) {
-                        self.storage().delete(&f).await?;
-                        deleted.push(f);
-                    }
+        let deleted = sweep.tier(self.storage(), None, local).await?;
+        let mut count = deleted.files.len();
+        let mut keys = deleted.keys;
+        for (location, storage, files) in tiers {
+            match sweep.tier(&storage, Some(&location), files).await {
+                Ok(deleted) => {
+                    count += deleted.files.len();
+                    keys.extend(deleted.keys);
                 }
-            } else if !protected(&part) && old(&part, newest) {
-                for f in &files {
-                    self.storage().delete(f).await?;
-                }
-                self.storage()
-                    .remove_empty_dir(&crate::part::part_dir(&part))
-                    .await?;
-                deleted.extend(files);
-                deleted_parts.push(part);
+                Err(e) => ::log::warn!(
+                    "table '{}': cleanup of cold location '{location}' failed: {e}",
+                    self.name()
+                ),
             }
         }
         {
             let mut retired = crate::sync::lock(&self.retired);
-            for name in deleted.iter().chain(&deleted_parts) {
-                retired.entries.remove(name);
-                since.remove(name);
+            for key in &keys {
+                retired.entries.remove(key);
+                since.remove(key);
             }
         }
-        self.evict(&deleted, &deleted_parts);
-        // Remembered first sightings, minus what is gone or referenced again.
-        since.retain(|name, _| !referenced.contains(name));
+        // Remembered first sightings, minus what is referenced again.
+        let referenced = referenced_keys(&snapshot);
+        since.retain(|key, _| !referenced.contains(key));
         *crate::sync::lock(&self.unreferenced_since) = since;
         let retention_ms = (snapshot.options.log_retention as i64).saturating_mul(1000);
-        let log_files = self.clean_log(retention_ms, oldest_pin).await?;
-        Ok(deleted.len() + log_files)
+        let log_files = self.clean_log(retention_ms, self.oldest_pin()).await?;
+        Ok(count + log_files)
     }
 
     /// Cleans the log when that can delete something: a checkpoint landed
@@ -332,5 +348,109 @@ impl Table {
         let cleaned = super::log::clean(self.storage(), retention_ms, oldest_pin).await?;
         *crate::sync::lock(&self.log_cleanup) = Some((pointer, cleaned));
         Ok(cleaned.deleted)
+    }
+}
+
+/// The tier keys of every part directory and mask file `snapshot` names.
+fn referenced_keys(snapshot: &super::Snapshot) -> HashSet<String> {
+    let mut referenced = HashSet::new();
+    for p in &snapshot.parts {
+        let location = p.location.as_deref();
+        referenced.insert(tier_key(location, &p.name));
+        if let Some(d) = &p.deletes {
+            referenced.insert(tier_key(location, &mask_path(&p.name, &d.file)));
+        }
+    }
+    referenced
+}
+
+/// One cleanup's view, applied to each tier in turn.
+struct Sweep<'a> {
+    table: &'a Table,
+    inflight: &'a HashSet<String>,
+    snapshot: &'a super::Snapshot,
+    oldest_pin: Option<u64>,
+    lifetime_ms: i64,
+    now: i64,
+    /// When this handle first saw each unreferenced file (by tier key).
+    since: &'a mut HashMap<String, i64>,
+}
+
+impl Sweep<'_> {
+    /// Whether a reader of a pinned version may still need the file.
+    fn protected(&self, key: &str) -> bool {
+        let retired = crate::sync::lock(&self.table.retired);
+        retired
+            .entries
+            .get(key)
+            .is_some_and(|&at| self.oldest_pin.is_some_and(|pin| pin < at))
+    }
+
+    /// Old enough: the files were written, and this handle has known them
+    /// unreferenced, at least `old_parts_lifetime` ago. The second clock
+    /// protects readers in other processes of parts replaced just now.
+    fn old(&mut self, key: &str, modified: i64) -> bool {
+        let first_seen = *self.since.entry(key.to_string()).or_insert(self.now);
+        self.now.saturating_sub(modified) >= self.lifetime_ms
+            && self.now.saturating_sub(first_seen) >= self.lifetime_ms
+    }
+
+    /// Deletes what is garbage among `files` (the listing of `parts/` of
+    /// the tier at `location`, `None` for the table's own directory).
+    async fn tier(
+        &mut self,
+        storage: &crate::storage::Storage,
+        location: Option<&str>,
+        files: Vec<crate::storage::FileInfo>,
+    ) -> Result<Deleted> {
+        let mut dirs: BTreeMap<String, (Vec<String>, i64)> = BTreeMap::new();
+        for f in files {
+            let Some(part) = f.name.split('/').nth(1) else {
+                continue;
+            };
+            let entry = dirs.entry(part.to_string()).or_default();
+            entry.0.push(f.name.clone());
+            entry.1 = entry.1.max(f.modified_ms);
+        }
+        let referenced = referenced_keys(self.snapshot);
+        let mut deleted = Deleted::default();
+        for (part, (files, newest)) in dirs {
+            // A name being written is protected in every tier: a move
+            // writes a live part's name into another.
+            if self.inflight.contains(&part) {
+                continue;
+            }
+            let part_key = tier_key(location, &part);
+            if referenced.contains(&part_key) {
+                // A live part: only superseded deletion masks can go.
+                for f in files {
+                    let key = tier_key(location, &f);
+                    let is_mask = f.rsplit('/').next().is_some_and(|n| n.starts_with("del_"));
+                    let keep = referenced.contains(&key)
+                        || self.inflight.contains(&f)
+                        || self.protected(&key);
+                    if is_mask && !keep && self.old(&key, newest) {
+                        storage.delete(&f).await?;
+                        deleted.keys.push(key);
+                        deleted.files.push(f);
+                    }
+                }
+            } else if !self.protected(&part_key) && self.old(&part_key, newest) {
+                for f in &files {
+                    storage.delete(f).await?;
+                }
+                storage
+                    .remove_empty_dir(&crate::part::part_dir(&part))
+                    .await?;
+                deleted
+                    .keys
+                    .extend(files.iter().map(|f| tier_key(location, f)));
+                deleted.keys.push(part_key);
+                deleted.files.extend(files);
+                deleted.parts.push(part);
+            }
+        }
+        Table::evict(storage, &deleted.files, &deleted.parts);
+        Ok(deleted)
     }
 }

@@ -269,6 +269,7 @@ impl InsertWriter {
         self.table.end_writes(parts.iter().map(|p| &p.name));
         committed?;
         self.table.schedule_merge();
+        self.table.schedule_moves();
         Ok(self.rows)
     }
 

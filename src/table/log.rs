@@ -51,9 +51,14 @@ pub struct PartEntry {
     /// The part's deletion mask as of this version, if rows were deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletes: Option<Deletes>,
-    /// Where the part's files live, when not in the table's own directory.
+    /// Where the part's files live, when not in the table's own directory:
+    /// the cold location it was moved to (see `table::tier`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
+    /// When the newest of its rows was committed, for a part that merged
+    /// parts (`created_ms` otherwise): the part's age by commit time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest_row_ms: Option<i64>,
 }
 
 /// A deletion mask file of a part and how many rows it deletes.
@@ -88,7 +93,13 @@ impl PartEntry {
             created_ms: now_ms(),
             deletes: None,
             location: None,
+            newest_row_ms: None,
         }
+    }
+
+    /// When the newest of the part's rows was committed.
+    pub fn newest_commit_ms(&self) -> i64 {
+        self.newest_row_ms.unwrap_or(self.created_ms)
     }
 
     /// Rows a scan of this part returns.

@@ -67,9 +67,10 @@ pub fn choose_merge(parts: &[PartEntry], options: &MergeOptions) -> Option<Vec<S
         let size = (p.bytes as f64).max(floor);
         ((size / floor).ln() / ratio.ln()).floor() as u32
     };
+    // Merges write local parts: cold ones stay as they are.
     let mut candidates: Vec<&PartEntry> = parts
         .iter()
-        .filter(|p| p.bytes < options.max_part_bytes)
+        .filter(|p| p.bytes < options.max_part_bytes && p.location.is_none())
         .collect();
     candidates.sort_by_key(|p| (tier(p), p.bytes, p.created_ms));
     // The lowest tier with enough parts: small merges first keep the count
@@ -455,17 +456,23 @@ impl Table {
         }
     }
 
-    /// Merges now: by the policy, or with `full` every part (and every part
-    /// with deleted rows) into one. Returns (merges, parts before, parts after).
+    /// Merges now: by the policy, or with `full` every part on local disk
+    /// (and every one with deleted rows) into one; parts in the cold tier
+    /// are left as they are. Returns (merges, parts before, parts after).
     pub async fn optimize(self: &Arc<Self>, full: bool) -> Result<(usize, usize, usize)> {
         let before = self.snapshot().await?.parts.len();
         let merges = if full {
             let _running = self.merge_lock.lock().await;
             let (_pin, snapshot) = self.pinned_snapshot().await?;
-            let all: Vec<String> = snapshot.parts.iter().map(|p| p.name.clone()).collect();
-            let mut needed = all.len() > 1 || snapshot.parts.iter().any(|p| p.deletes.is_some());
+            let hot: Vec<&PartEntry> = snapshot
+                .parts
+                .iter()
+                .filter(|p| p.location.is_none())
+                .collect();
+            let all: Vec<String> = hot.iter().map(|p| p.name.clone()).collect();
+            let mut needed = all.len() > 1 || hot.iter().any(|p| p.deletes.is_some());
             // A part lacking a declared index component is rewritten to build it.
-            for entry in &snapshot.parts {
+            for &entry in &hot {
                 let index = self.entry_index(&snapshot, entry).await?;
                 let missing = snapshot
                     .options
@@ -579,7 +586,7 @@ impl Table {
             })
             .await?;
         if committed.is_none() {
-            self.delete_files(Vec::new(), merged.as_slice()).await;
+            self.delete_parts(merged.as_slice()).await;
         }
         Ok(committed)
     }
@@ -674,7 +681,9 @@ impl Table {
             return Ok(None);
         };
         in_flight.keep();
-        Ok(Some(PartEntry::new(&part, level)))
+        let mut entry = PartEntry::new(&part, level);
+        entry.newest_row_ms = sources.iter().map(PartEntry::newest_commit_ms).max();
+        Ok(Some(entry))
     }
 }
 

@@ -13,6 +13,7 @@ pub mod options;
 pub mod schema;
 pub mod search;
 pub mod text;
+pub mod tier;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -25,7 +26,7 @@ pub use insert::InsertWriter;
 pub use log::{Commit, Deletes, PartEntry, TableState};
 pub use merge::set_background_merge_threads;
 pub use mutate::RowMatcher;
-pub use options::{Backpressure, MergeOptions, SidxOptions, TableOptions};
+pub use options::{Backpressure, MergeOptions, SidxOptions, TableOptions, TierOptions};
 pub use schema::{ConstraintDef, Definition, Extras};
 pub use search::{SearchHit, TextTarget};
 
@@ -143,6 +144,15 @@ pub struct Table {
     log_cleanup: Mutex<Option<(Option<u64>, log::Cleaned)>>,
     /// When the last background cleanup started (ms since the epoch).
     last_cleanup_ms: std::sync::atomic::AtomicI64,
+    /// Storage of the cold locations this handle can reach, by location
+    /// (see `tier`).
+    locations: RwLock<std::collections::BTreeMap<String, Storage>>,
+    /// One move at a time per table handle.
+    move_lock: tokio::sync::Mutex<()>,
+    /// Whether the periodic move policy check runs (see `tier`).
+    mover_started: std::sync::atomic::AtomicBool,
+    /// When the cold tiers were last cleaned (ms since the epoch).
+    last_cold_cleanup_ms: std::sync::atomic::AtomicI64,
     /// Set by DROP TABLE: no commit may land after it.
     dropped: std::sync::atomic::AtomicBool,
     /// Dropped with the last handle of this table; see [`Table::on_release`].
@@ -233,6 +243,10 @@ impl Table {
             unreferenced_since: Mutex::new(HashMap::new()),
             log_cleanup: Mutex::new(None),
             last_cleanup_ms: std::sync::atomic::AtomicI64::new(0),
+            locations: RwLock::new(Default::default()),
+            move_lock: tokio::sync::Mutex::new(()),
+            mover_started: std::sync::atomic::AtomicBool::new(false),
+            last_cold_cleanup_ms: std::sync::atomic::AtomicI64::new(0),
             dropped: std::sync::atomic::AtomicBool::new(false),
             released: Mutex::new(Vec::new()),
         }
@@ -293,15 +307,19 @@ impl Table {
         current.clone()
     }
 
-    /// Where the files of `entry` live: the table's own directory unless
-    /// the entry names another location.
+    /// Where the files of `entry` live: the table's own directory, or the
+    /// cold location the entry names (attached with
+    /// [`Table::attach_location`]).
     pub fn storage_for(&self, entry: &PartEntry) -> Result<Storage> {
         match &entry.location {
             None => Ok(self.storage.clone()),
-            Some(location) => Err(Error::Table(format!(
-                "table '{}': part '{}' lives at location '{location}', which this build does not know",
-                self.name, entry.name
-            ))),
+            Some(location) => self.location_storage(location).ok_or_else(|| {
+                Error::Table(format!(
+                    "table '{}': part '{}' lives at '{location}', which this session cannot \
+                     reach (register an object store for it)",
+                    self.name, entry.name
+                ))
+            }),
         }
     }
 
@@ -555,6 +573,19 @@ impl Table {
             .commit_attempts("ALTER", &mut |base| Some(base.parts.clone()), &|o| {
                 TableOptions {
                     text: text.clone(),
+                    ..o.clone()
+                }
+            })
+            .await?;
+        Ok(version.expect("an unconditional commit is never refused"))
+    }
+
+    /// Sets the cold location and the move policy.
+    pub async fn set_tiers(&self, tiers: options::TierOptions) -> Result<u64> {
+        let version = self
+            .commit_attempts("ALTER", &mut |base| Some(base.parts.clone()), &|o| {
+                TableOptions {
+                    tiers: tiers.clone(),
                     ..o.clone()
                 }
             })

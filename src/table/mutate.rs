@@ -44,6 +44,9 @@ struct Touched {
     name: String,
     before: Option<Deletes>,
     after: Deletes,
+    /// The tier the part was in, where its new mask was written.
+    location: Option<String>,
+    storage: crate::storage::Storage,
 }
 
 const MAX_ATTEMPTS: usize = 8;
@@ -132,6 +135,8 @@ impl Table {
                 name: entry.name.clone(),
                 before: entry.deletes.clone(),
                 after,
+                location: entry.location.clone(),
+                storage: part.storage.clone(),
             });
         }
         drop(plan);
@@ -154,7 +159,8 @@ impl Table {
                 let mut parts = current.parts.clone();
                 for t in &touched {
                     let p = parts.iter_mut().find(|p| p.name == t.name)?;
-                    if p.deletes != t.before {
+                    // A part moved meanwhile lacks the new mask where it is now.
+                    if p.deletes != t.before || p.location != t.location {
                         return None;
                     }
                     p.deletes = Some(t.after.clone());
@@ -166,10 +172,11 @@ impl Table {
         if committed.is_none() {
             // Lost to a concurrent change of a touched part: what this attempt
             // wrote is garbage now.
-            let files = touched
-                .iter()
-                .map(|t| deletes::mask_path(&t.name, &t.after.file));
-            self.delete_files(files.collect(), &new_parts).await;
+            for t in &touched {
+                let path = deletes::mask_path(&t.name, &t.after.file);
+                let _ = t.storage.delete(&path).await;
+            }
+            self.delete_parts(&new_parts).await;
             return Ok(None);
         }
         Ok(Some(matched_total))

@@ -48,6 +48,10 @@ pub const KNOWN_OPTIONS: &[&str] = &[
     "sidx",
     "sidx.memory_limit",
     "sidx.backpressure",
+    "cold_location",
+    "move_after",
+    "move_time_column",
+    "move_when_local_bytes_above",
 ];
 
 /// The text search options of a table: its text-indexed columns with
@@ -130,6 +134,33 @@ pub struct TableOptions {
     pub log_retention: u64,
     /// Set for a secondary index table (`'sidx' 'true'`, see `crate::sidx`).
     pub sidx: Option<SidxOptions>,
+    /// Where old parts go, and when (see `table::tier`).
+    pub tiers: TierOptions,
+}
+
+/// The cold tier and the policy that moves parts to it (`cold_location`,
+/// `move_*` options; see `table::tier`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TierOptions {
+    /// The table's own prefix of object storage (`s3://bucket/logs`), as
+    /// a URL the session's object stores resolve; no trailing `/`.
+    pub cold_location: Option<String>,
+    /// Parts whose newest row is older than this many seconds move cold.
+    pub move_after: Option<u64>,
+    /// The timestamp or date column a part's newest row is dated by (the
+    /// largest value the part holds); by the commit that wrote the row
+    /// when not set.
+    pub move_time_column: Option<String>,
+    /// While the table's parts on local disk hold more bytes than this,
+    /// the oldest move cold.
+    pub move_when_local_bytes_above: Option<u64>,
+}
+
+impl TierOptions {
+    /// Whether a policy moves parts (and so a background mover runs).
+    pub fn has_policy(&self) -> bool {
+        self.move_after.is_some() || self.move_when_local_bytes_above.is_some()
+    }
 }
 
 /// The columns every secondary index table has, in this order, before its
@@ -199,6 +230,7 @@ impl Default for TableOptions {
             checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
             log_retention: DEFAULT_LOG_RETENTION,
             sidx: None,
+            tiers: TierOptions::default(),
         }
     }
 }
@@ -274,6 +306,20 @@ impl TableOptions {
                         }
                     };
                 }
+                "cold_location" => {
+                    let location = value.trim().trim_end_matches('/');
+                    if location.is_empty() {
+                        return Err(Error::option(key, "an empty location"));
+                    }
+                    parsed.tiers.cold_location = Some(location.to_string());
+                }
+                "move_after" => parsed.tiers.move_after = Some(parse_duration(key, value)?),
+                "move_time_column" => {
+                    parsed.tiers.move_time_column = Some(time_column(key, value.trim(), schema)?);
+                }
+                "move_when_local_bytes_above" => {
+                    parsed.tiers.move_when_local_bytes_above = Some(parse_bytes(key, value)?);
+                }
                 "text_index" => {
                     for name in value.split(',').map(str::trim) {
                         let column = text_column(key, name, schema)?;
@@ -342,6 +388,29 @@ impl TableOptions {
                 return Err(Error::option("sidx", "'sidx.*' options need 'sidx' 'true'"));
             }
             _ => {}
+        }
+        let tiers = &parsed.tiers;
+        if tiers.cold_location.is_none() {
+            let policy = [
+                ("move_after", tiers.move_after.is_some()),
+                ("move_time_column", tiers.move_time_column.is_some()),
+                (
+                    "move_when_local_bytes_above",
+                    tiers.move_when_local_bytes_above.is_some(),
+                ),
+            ];
+            if let Some((option, _)) = policy.iter().find(|(_, set)| *set) {
+                return Err(Error::option(
+                    *option,
+                    "moving parts needs a 'cold_location' to move them to",
+                ));
+            }
+        }
+        if tiers.move_time_column.is_some() && tiers.move_after.is_none() {
+            return Err(Error::option(
+                "move_time_column",
+                "dates parts for 'move_after', which is not set",
+            ));
         }
         // A dictionary's keys (a run-end type's ends) must index every row
         // of a granule, which a read casts back to them.
@@ -443,6 +512,19 @@ impl TableOptions {
                 Backpressure::Error => "error",
             };
             map.insert("sidx.backpressure".into(), backpressure.into());
+        }
+        let tiers = &self.tiers;
+        if let Some(location) = &tiers.cold_location {
+            map.insert("cold_location".into(), location.clone());
+        }
+        if let Some(seconds) = tiers.move_after {
+            map.insert("move_after".into(), format!("{seconds}s"));
+        }
+        if let Some(column) = &tiers.move_time_column {
+            map.insert("move_time_column".into(), column.clone());
+        }
+        if let Some(bytes) = tiers.move_when_local_bytes_above {
+            map.insert("move_when_local_bytes_above".into(), bytes.to_string());
         }
         map
     }
@@ -588,6 +670,80 @@ pub fn parse_bool(key: &str, value: &str) -> Result<bool> {
         _ => Err(Error::option(
             key,
             format!("'{value}' is not true or false"),
+        )),
+    }
+}
+
+/// A duration: a whole number with a unit, `s`, `m`, `h`, `d` or `w`
+/// (`7d`, `12h`); a bare number is seconds.
+pub fn parse_duration(key: &str, value: &str) -> Result<u64> {
+    let value = value.trim();
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let unit_seconds: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => {
+            return Err(Error::option(
+                key,
+                format!("'{value}' is not a duration such as '45s', '30m', '12h', '7d' or '2w'"),
+            ));
+        }
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit_seconds))
+        .ok_or_else(|| Error::option(key, format!("'{value}' is not a duration such as '7d'")))
+}
+
+/// A size in bytes: a whole number with an optional unit, decimal (`KB`,
+/// `MB`, `GB`, `TB`: powers of 1000) or binary (`KiB`, `MiB`, `GiB`,
+/// `TiB`: powers of 1024), case-insensitive.
+pub fn parse_bytes(key: &str, value: &str) -> Result<u64> {
+    let value = value.trim();
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        _ => {
+            return Err(Error::option(
+                key,
+                format!("'{value}' is not a size such as '500MB', '100GB' or '64GiB'"),
+            ));
+        }
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| Error::option(key, format!("'{value}' is not a size such as '100GB'")))
+}
+
+/// A column parts can be dated by: a timestamp or a date.
+fn time_column(key: &str, name: &str, schema: &Schema) -> Result<String> {
+    let column = find_column(key, name, schema)?;
+    let field = schema.field_with_name(&column).expect("found above");
+    match field.data_type() {
+        DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 => Ok(column),
+        other => Err(Error::option(
+            key,
+            format!("column '{column}' has type {other}; parts are dated by a timestamp or date"),
         )),
     }
 }

@@ -21,6 +21,7 @@ mod log;
 mod merge;
 mod postings;
 mod query;
+mod s3;
 mod scan;
 mod sidx;
 mod skip;
@@ -29,6 +30,7 @@ mod storage;
 mod terminfo;
 mod text_index;
 mod text_search;
+mod tier;
 
 /// Notes the largest allocation of watched threads (see `limits`).
 #[global_allocator]

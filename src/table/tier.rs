@@ -1,0 +1,502 @@
+//! Tiers: where a part's files live. New parts are written to the table's
+//! own directory (the hot tier, on local disk); old ones move to the
+//! table's cold location (object storage) by policy or by hand, and back.
+//! A part entry's `location` names the cold location a part lives at
+//! (`None`: the table's own directory), under the same `parts/<name>/`
+//! path; [`Table::storage_for`] resolves it.
+//!
+//! A move copies the part's files (its index, column files, components
+//! and current deletion mask, as its index lists them), reads each back
+//! and compares it with what was sent, commits the entry at its new
+//! location, and leaves the old copy to cleanup, which deletes it once
+//! readers of older versions are done with it. A crash or an error at any
+//! step loses nothing: until the commit, the old copy is the live one and
+//! the new one is garbage that cleanup finds by listing the target's
+//! `parts/`; after it, the reverse. Large files go up as multipart uploads
+//! (retried by the store's client, aborted on failure).
+//!
+//! Writes never go to the cold tier directly: inserts and merges write
+//! local parts (merges take hot parts only), so an unreachable store never
+//! blocks ingestion. A `DELETE` touching a cold part writes its new mask
+//! beside it, in the cold location.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use arrow::array::{Array, Int64Array};
+use arrow::datatypes::{DataType, TimeUnit};
+use xxhash_rust::xxh64::Xxh64;
+
+use super::gc::InFlight;
+use super::log::now_ms;
+use super::options::TierOptions;
+use super::{PartEntry, Snapshot, Table};
+use crate::error::{Error, Result};
+use crate::part::index::INDEX_FILE;
+use crate::part::{PartIndex, part_dir};
+use crate::storage::Storage;
+
+/// Where a part lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// The table's own directory (local disk).
+    Hot,
+    /// The table's cold location (object storage).
+    Cold,
+}
+
+impl Tier {
+    pub fn of(entry: &PartEntry) -> Tier {
+        match entry.location {
+            None => Tier::Hot,
+            Some(_) => Tier::Cold,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Tier::Hot => "hot",
+            Tier::Cold => "cold",
+        }
+    }
+
+    /// `hot` or `cold`, any case.
+    pub fn parse(value: &str) -> Result<Tier> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "hot" => Ok(Tier::Hot),
+            "cold" => Ok(Tier::Cold),
+            _ => Err(Error::Invalid(format!(
+                "'{value}' is not a tier: 'hot' or 'cold'"
+            ))),
+        }
+    }
+}
+
+/// What moves did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Moved {
+    /// Parts committed at their new location.
+    pub parts: usize,
+    /// Bytes of their files copied.
+    pub bytes: u64,
+}
+
+/// Files are copied in pieces of this size: a move holds one in memory.
+const COPY_PIECE: u64 = 8 << 20;
+
+/// How often a table with a move policy checks it, absent other triggers
+/// (ms); see [`set_move_check_period`].
+static MOVE_CHECK_PERIOD_MS: AtomicU64 = AtomicU64::new(60_000);
+
+/// Sets how often tables with a move policy check it in the background
+/// (default one minute): parts age without any write to notice it.
+pub fn set_move_check_period(period: Duration) {
+    MOVE_CHECK_PERIOD_MS.store(period.as_millis().max(1) as u64, Ordering::Relaxed);
+}
+
+/// The parts `options`' policy moves cold now, oldest first: hot parts
+/// whose newest row is older than `move_after`, then the oldest others
+/// while the hot tier holds more than `move_when_local_bytes_above`.
+/// `newest_row_ms` dates each hot part (by its time column or commit).
+pub fn choose_moves(
+    parts: &[PartEntry],
+    newest_row_ms: &HashMap<String, i64>,
+    options: &TierOptions,
+    now_ms: i64,
+) -> Vec<String> {
+    if options.cold_location.is_none() {
+        return Vec::new();
+    }
+    let mut hot: Vec<(&PartEntry, i64)> = parts
+        .iter()
+        .filter(|p| p.location.is_none())
+        .map(|p| {
+            let newest = newest_row_ms
+                .get(&p.name)
+                .copied()
+                .unwrap_or_else(|| p.newest_commit_ms());
+            (p, newest)
+        })
+        .collect();
+    hot.sort_by_key(|(p, newest)| (*newest, p.created_ms));
+    let mut local_bytes: u64 = hot.iter().map(|(p, _)| p.bytes).sum();
+    let mut chosen = Vec::new();
+    for (part, newest) in hot {
+        let aged = options.move_after.is_some_and(|after| {
+            now_ms.saturating_sub(newest) >= (after as i64).saturating_mul(1000)
+        });
+        let over = options
+            .move_when_local_bytes_above
+            .is_some_and(|limit| local_bytes > limit);
+        if aged || over {
+            chosen.push(part.name.clone());
+            local_bytes -= part.bytes;
+        }
+    }
+    chosen
+}
+
+/// The newest value of a timestamp or date column of a part, in ms since
+/// the epoch, from its granules' max statistics; `None` when the part
+/// holds no value of it.
+fn newest_value_ms(index: &PartIndex, column: &str) -> Option<i64> {
+    let position = index.column_position(column)?;
+    let max = index.max(position);
+    let as_ms = match max.data_type() {
+        DataType::Timestamp(_, _) => arrow::compute::cast(
+            &arrow::compute::cast(max, &DataType::Timestamp(TimeUnit::Millisecond, None)).ok()?,
+            &DataType::Int64,
+        ),
+        DataType::Date32 | DataType::Date64 => arrow::compute::cast(
+            &arrow::compute::cast(max, &DataType::Date64).ok()?,
+            &DataType::Int64,
+        ),
+        _ => return None,
+    }
+    .ok()?;
+    let values = as_ms.as_any().downcast_ref::<Int64Array>()?;
+    arrow::compute::max(values)
+}
+
+/// The files of a part, as its index lists them: names inside the part
+/// directory, with their lengths where the index records them.
+fn part_files(index: &PartIndex, entry: &PartEntry) -> BTreeMap<String, Option<u64>> {
+    let meta = &index.meta;
+    let mut files = BTreeMap::new();
+    files.insert(INDEX_FILE.to_string(), None);
+    for column in &meta.columns {
+        files.insert(column.file.clone(), Some(column.file_len));
+    }
+    for component in &meta.components {
+        files.insert(component.file.clone(), Some(component.length));
+    }
+    for skip in &meta.skip_indexes {
+        files.insert(skip.file.clone(), None);
+    }
+    if let Some(deletes) = &entry.deletes {
+        files.insert(deletes.file.clone(), None);
+    }
+    files
+}
+
+/// Copies `path` from `source` to `target` in pieces, then reads what
+/// landed back and compares its length and hash with what was read from
+/// the source. Returns the bytes copied.
+async fn copy_verified(source: &Storage, target: &Storage, path: &str, len: u64) -> Result<u64> {
+    let mut sent = Xxh64::new(0);
+    let mut writer = target.create(path).await?;
+    let mut offset = 0;
+    while offset < len {
+        let end = (offset + COPY_PIECE).min(len);
+        let piece = source.get_range(path, offset..end, len).await?;
+        sent.update(&piece);
+        writer.write(piece).await?;
+        offset = end;
+    }
+    let written = writer.finish().await?;
+    let landed = target.size(path).await?;
+    if written != len || landed != Some(len) {
+        return Err(Error::store(
+            target.location(path),
+            format!("copied {len} bytes, {} landed", landed.unwrap_or(0)),
+        ));
+    }
+    let mut received = Xxh64::new(0);
+    let mut offset = 0;
+    while offset < len {
+        let end = (offset + COPY_PIECE).min(len);
+        received.update(&target.get_range(path, offset..end, len).await?);
+        offset = end;
+    }
+    if received.digest() != sent.digest() {
+        return Err(Error::store(
+            target.location(path),
+            "the copy differs from the part's file (checksum mismatch)",
+        ));
+    }
+    Ok(len)
+}
+
+impl Table {
+    /// Lets this handle reach parts at `location` (the table's
+    /// `cold_location`, or one parts were moved to before it changed)
+    /// through `storage`.
+    pub fn attach_location(&self, location: &str, storage: Storage) {
+        let location = location.trim_end_matches('/').to_string();
+        crate::sync::write(&self.locations).insert(location, storage);
+    }
+
+    /// The storage attached for `location`, if any.
+    pub(crate) fn location_storage(&self, location: &str) -> Option<Storage> {
+        crate::sync::read(&self.locations).get(location).cloned()
+    }
+
+    /// Every cold location this handle can reach, with its storage.
+    pub(crate) fn cold_tiers(&self) -> Vec<(String, Storage)> {
+        crate::sync::read(&self.locations)
+            .iter()
+            .map(|(l, s)| (l.clone(), s.clone()))
+            .collect()
+    }
+
+    /// Moves parts to `to`: those named in `names`, or every part not yet
+    /// there. A part already there is left alone; a name no live part has
+    /// is an error. Parts are moved one at a time, each committed on its
+    /// own, so an error keeps the moves before it.
+    pub async fn move_parts(self: &Arc<Self>, to: Tier, names: Option<&[String]>) -> Result<Moved> {
+        let _moving = self.move_lock.lock().await;
+        let (pin, snapshot) = self.pinned_snapshot().await?;
+        let entries: Vec<PartEntry> = match names {
+            None => snapshot.parts.clone(),
+            Some(names) => {
+                let mut entries = Vec::with_capacity(names.len());
+                for name in names {
+                    let entry = snapshot.parts.iter().find(|p| &p.name == name);
+                    entries.push(entry.cloned().ok_or_else(|| {
+                        Error::Table(format!(
+                            "table '{}': no live part '{name}' (see diagon_parts)",
+                            self.name()
+                        ))
+                    })?);
+                }
+                entries
+            }
+        };
+        let moved = self.move_entries(&snapshot, &entries, to).await;
+        drop(pin);
+        self.after_moves(moved).await
+    }
+
+    /// Applies the table's move policy once; returns what moved.
+    pub async fn move_by_policy(self: &Arc<Self>) -> Result<Moved> {
+        let _moving = self.move_lock.lock().await;
+        let (pin, snapshot) = self.pinned_snapshot().await?;
+        let tiers = &snapshot.options.tiers;
+        if !tiers.has_policy() {
+            return Ok(Moved::default());
+        }
+        let mut dates = HashMap::new();
+        if let Some(column) = &tiers.move_time_column {
+            for entry in snapshot.parts.iter().filter(|p| p.location.is_none()) {
+                let index = self.entry_index(&snapshot, entry).await?;
+                if let Some(newest) = newest_value_ms(&index, column) {
+                    dates.insert(entry.name.clone(), newest);
+                }
+            }
+        }
+        let names = choose_moves(&snapshot.parts, &dates, tiers, now_ms());
+        let entries: Vec<PartEntry> = snapshot
+            .parts
+            .iter()
+            .filter(|p| names.contains(&p.name))
+            .cloned()
+            .collect();
+        let moved = self.move_entries(&snapshot, &entries, Tier::Cold).await;
+        drop(pin);
+        self.after_moves(moved).await
+    }
+
+    /// Cleans up after moves (once the mover's own pin is gone, the old
+    /// copies of moved parts go now unless older readers remain).
+    async fn after_moves(&self, moved: Result<Moved>) -> Result<Moved> {
+        if moved.as_ref().is_ok_and(|m| m.parts > 0)
+            && let Err(e) = self.collect_garbage().await
+        {
+            log::warn!("table '{}': cleanup after a move failed: {e}", self.name());
+        }
+        moved
+    }
+
+    async fn move_entries(
+        self: &Arc<Self>,
+        snapshot: &Snapshot,
+        entries: &[PartEntry],
+        to: Tier,
+    ) -> Result<Moved> {
+        let target_location =
+            match to {
+                Tier::Hot => None,
+                Tier::Cold => Some(snapshot.options.tiers.cold_location.clone().ok_or_else(
+                    || {
+                        Error::Table(format!(
+                            "table '{}' has no 'cold_location' to move parts to",
+                            self.name()
+                        ))
+                    },
+                )?),
+            };
+        let mut moved = Moved::default();
+        for entry in entries {
+            if entry.location == target_location {
+                continue;
+            }
+            if let Some(bytes) = self.move_part(entry, target_location.as_deref()).await? {
+                moved.parts += 1;
+                moved.bytes += bytes;
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Copies `entry`'s files to `target` (a cold location, or `None` for
+    /// the table's own directory), verifies them and commits the entry
+    /// there. Returns the bytes copied, or `None` when a concurrent change
+    /// of the part (a merge, a DELETE, another move) won: the copy is then
+    /// discarded and the part stays as that change left it.
+    async fn move_part(
+        self: &Arc<Self>,
+        entry: &PartEntry,
+        target: Option<&str>,
+    ) -> Result<Option<u64>> {
+        let ctx = |e: Error| {
+            e.context(format!(
+                "table '{}', part '{}': move to {}",
+                self.name(),
+                entry.name,
+                target.unwrap_or("the table's directory")
+            ))
+        };
+        let source = self.storage_for(entry).map_err(ctx)?;
+        let target_storage = match target {
+            None => self.storage().clone(),
+            Some(location) => self.location_storage(location).ok_or_else(|| {
+                ctx(Error::Table(format!(
+                    "cold location '{location}' is not reachable from this session (register \
+                     an object store for it)"
+                )))
+            })?,
+        };
+        let index = self.index_at(&source, &entry.name).await.map_err(ctx)?;
+        let dir = part_dir(&entry.name);
+        // Protects the copy from cleanup (in every tier) until committed.
+        let mut in_flight = InFlight::new(self);
+        in_flight.begin(entry.name.clone());
+        let mut copied_paths = Vec::new();
+        let copied = async {
+            let mut bytes = 0;
+            for (file, len) in part_files(&index, entry) {
+                let path = format!("{dir}/{file}");
+                let len = match len {
+                    Some(len) => len,
+                    None => source.size(&path).await?.ok_or_else(|| {
+                        Error::corrupt(source.location(&path), "the part's file is missing")
+                    })?,
+                };
+                copied_paths.push(path.clone());
+                bytes += copy_verified(&source, &target_storage, &path, len).await?;
+            }
+            target_storage.sync(copied_paths.clone()).await?;
+            Ok::<_, Error>(bytes)
+        }
+        .await;
+        let bytes = match copied {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                self.discard_copy(entry, target, &target_storage, &copied_paths)
+                    .await;
+                return Err(ctx(e));
+            }
+        };
+        let target_location = target.map(str::to_string);
+        let committed = self
+            .commit_checked("MOVE", |current| {
+                let mut parts = current.parts.clone();
+                let part = parts.iter_mut().find(|p| {
+                    p.name == entry.name
+                        && p.deletes == entry.deletes
+                        && p.location == entry.location
+                })?;
+                part.location = target_location.clone();
+                Some(parts)
+            })
+            .await
+            .map_err(ctx)?;
+        match committed {
+            Some(_) => Ok(Some(bytes)),
+            None => {
+                self.discard_copy(entry, target, &target_storage, &copied_paths)
+                    .await;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Deletes the files a move copied and did not commit, unless the
+    /// newest version has the part at the target after all (another
+    /// process moved it too, writing the same bytes under the same names).
+    /// Failures leave the files to cleanup.
+    async fn discard_copy(
+        &self,
+        entry: &PartEntry,
+        target: Option<&str>,
+        storage: &Storage,
+        paths: &[String],
+    ) {
+        let Ok(current) = self.snapshot().await else {
+            return;
+        };
+        let live_there = current
+            .parts
+            .iter()
+            .any(|p| p.name == entry.name && p.location.as_deref() == target);
+        if live_there {
+            return;
+        }
+        for path in paths {
+            let _ = storage.delete(path).await;
+        }
+        let _ = storage.remove_empty_dir(&part_dir(&entry.name)).await;
+    }
+
+    /// Applies the move policy in the background, if the table has one and
+    /// a tokio runtime is running; errors are logged (nothing is lost: a
+    /// failed move leaves the part where it was).
+    pub fn schedule_moves(self: &Arc<Self>) {
+        if !self.cached_snapshot().options.tiers.has_policy() {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let table = self.clone();
+        handle.spawn(async move {
+            if let Err(e) = table.move_by_policy().await {
+                log::warn!("moving parts of table '{}' failed: {e}", table.name());
+            }
+        });
+    }
+
+    /// Starts checking the move policy periodically (see
+    /// [`set_move_check_period`]) until the last handle of the table is
+    /// dropped. Once per handle; a no-op for a table without a policy
+    /// (a reopen that sets one starts it) or without a tokio runtime.
+    pub fn start_mover(self: &Arc<Self>) {
+        if !self.cached_snapshot().options.tiers.has_policy() {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.mover_started.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let table: Weak<Table> = Arc::downgrade(self);
+        handle.spawn(async move {
+            loop {
+                let period = MOVE_CHECK_PERIOD_MS.load(Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(period)).await;
+                let Some(table) = table.upgrade() else {
+                    return;
+                };
+                if !table.cached_snapshot().options.tiers.has_policy() {
+                    continue;
+                }
+                if let Err(e) = table.move_by_policy().await {
+                    log::warn!("moving parts of table '{}' failed: {e}", table.name());
+                }
+            }
+        });
+    }
+}

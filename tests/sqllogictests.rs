@@ -3,6 +3,10 @@
 //! `${__TEST_DIR__}`, a fresh directory per file; each `connection NAME` is a
 //! new session over the same directory (how reopening is tested).
 //!
+//! An S3 server on loopback (`tests/it/s3.rs`) serves every file; files
+//! reach it at `${S3_ENDPOINT}` (bucket `diagon`, keys `diagon-test` /
+//! `diagon-test-secret`).
+//!
 //! `cargo test --test sqllogictests -- NAME` runs only files whose path
 //! contains NAME; `--complete` rewrites the expected results of those files
 //! from what diagon returns (review the diff before committing it).
@@ -18,6 +22,10 @@ use async_trait::async_trait;
 use datafusion::error::DataFusionError;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType, Normalizer, Runner};
+
+#[allow(dead_code)]
+#[path = "it/s3.rs"]
+mod s3;
 
 struct Diagon {
     ctx: SessionContext,
@@ -215,6 +223,7 @@ async fn main() -> ExitCode {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
     let dir = root.join("sql-tests");
+    let server = s3::S3Server::start().await;
     let (mut passed, mut failed) = (0, 0);
     for path in slt_files(&dir) {
         let name = path.to_string_lossy().to_string();
@@ -228,6 +237,7 @@ async fn main() -> ExitCode {
                 let dir = dir.clone();
                 async move { Ok(Diagon::new(dir.as_deref())) }
             });
+            runner.set_var("S3_ENDPOINT".into(), server.endpoint.clone());
             runner.with_normalizer(normalizer);
             runner.with_validator(validator);
             let label = match mode {

@@ -57,9 +57,6 @@ pub async fn exec_sql(ctx: &SessionContext, print_options: &PrintOptions, sql: &
             if let Some(alter) = as_alter(&statement) {
                 diagon::sql::alter::alter_table(ctx, alter).await?;
             } else {
-                if let Statement::CreateExternalTable(create) = &statement {
-                    super::stores::register(ctx, create).await?;
-                }
                 let plan = ctx.state().statement_to_plan(statement).await?;
                 ctx.execute_logical_plan(plan).await?.collect().await?;
             }

@@ -2,4 +2,3 @@
 
 pub mod args;
 pub mod exec;
-pub mod stores;

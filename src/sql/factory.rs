@@ -84,6 +84,7 @@ impl TableProviderFactory for DiagonTableFactory {
                 "table '{name}': WITH ORDER is not supported; declare the sort key with OPTIONS ('order_by' 'col1,col2')"
             )));
         }
+        super::stores::ensure(state, location, &cmd.options).await?;
         let storage = resolve_storage(state, location)?;
         let mut options = table_options(cmd);
         let mut schema: SchemaRef = Arc::new(cmd.schema.as_arrow().clone());
@@ -150,7 +151,7 @@ impl TableProviderFactory for DiagonTableFactory {
                 Table::create_with(&name, storage, schema, parsed, &extras).await?
             }
         };
-        attach_locations(state, &table)?;
+        attach_locations(state, &table, &cmd.options).await?;
         table.start_mover();
         super::sidx::provider_for(table).await
     }
@@ -256,8 +257,13 @@ fn is_tier_option(key: &str) -> bool {
 }
 
 /// Gives `table` the storage of its cold location and of every location
-/// its parts live at, through the session's object stores.
-fn attach_locations(state: &dyn Session, table: &Table) -> Result<()> {
+/// its parts live at, through the session's object stores (built from the
+/// statement's `options` where the session has none).
+async fn attach_locations(
+    state: &dyn Session,
+    table: &Table,
+    options: &HashMap<String, String>,
+) -> Result<()> {
     let snapshot = table.cached_snapshot();
     let mut locations: std::collections::BTreeSet<String> = snapshot
         .parts
@@ -266,6 +272,7 @@ fn attach_locations(state: &dyn Session, table: &Table) -> Result<()> {
         .collect();
     locations.extend(snapshot.options.tiers.cold_location.clone());
     for location in locations {
+        super::stores::ensure(state, &location, options).await?;
         let storage = resolve_storage(state, &location).map_err(|e| {
             DataFusionError::Plan(format!(
                 "table '{}': cold location '{location}': {e}",

@@ -16,6 +16,7 @@ pub mod search;
 pub mod sidx;
 pub mod sink;
 pub mod skipping;
+pub mod stores;
 pub mod text;
 pub mod topk;
 

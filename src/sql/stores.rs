@@ -1,16 +1,15 @@
-//! Object stores for the URLs a diagon `CREATE EXTERNAL TABLE` names (its
-//! LOCATION and `cold_location`), built from the URL, the statement's
-//! `aws.*`, `gcp.*` and `azure.*` options and the usual environment
-//! variables, as datafusion-cli builds them for its own tables, and
-//! registered with the session before the statement is planned.
+//! Object stores for the URLs a diagon `CREATE EXTERNAL TABLE` reaches (its
+//! LOCATION, its cold location, where its parts live), built from the URL,
+//! the statement's `aws.*`, `gcp.*` and `azure.*` options and the usual
+//! environment variables, as datafusion-cli builds them for its own
+//! tables, and registered with the session.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use datafusion::catalog::Session;
 use datafusion::config::ExtensionOptions;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::prelude::SessionContext;
-use datafusion::sql::parser::CreateExternalTable;
-use datafusion::sql::sqlparser::ast::Value;
 use datafusion_cli::object_storage::{
     AwsOptions, GcpOptions, get_gcs_object_store_builder, get_s3_object_store_builder,
 };
@@ -19,39 +18,46 @@ use object_store::http::HttpBuilder;
 use object_store::{ClientOptions, ObjectStore};
 use url::Url;
 
-/// Registers a store for each URL `create` names that needs one.
-pub async fn register(ctx: &SessionContext, create: &CreateExternalTable) -> Result<()> {
-    let options: Vec<(String, String)> = create
-        .options
+/// Makes sure the session reaches `location` (a table's LOCATION or cold
+/// location) through an object store. A store is built from the URL,
+/// `options` (the statement's, `aws.*` and the like, with or without
+/// DataFusion's `format.` prefix) and the environment, and registered for
+/// the URL's bucket, when the statement states options for its scheme or
+/// the session has no store for it yet. Local paths and schemes diagon
+/// does not build stores for are left to the session.
+pub async fn ensure(
+    state: &dyn Session,
+    location: &str,
+    options: &HashMap<String, String>,
+) -> Result<()> {
+    let Ok(url) = Url::parse(location) else {
+        return Ok(()); // a local path
+    };
+    let options: Vec<(String, String)> = options
         .iter()
-        .map(|(k, v)| (k.to_ascii_lowercase(), text(v)))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
         .collect();
-    let mut locations = create.locations.clone();
-    locations.extend(
-        options
-            .iter()
-            .filter(|(k, _)| k.strip_prefix("format.").unwrap_or(k) == "cold_location")
-            .map(|(_, v)| v.clone()),
-    );
-    for location in locations {
-        let Ok(url) = Url::parse(&location) else {
-            continue; // a local path
-        };
-        if let Some(store) = build(&url, &options)
-            .await
-            .map_err(|e| DataFusionError::Plan(format!("object store for '{location}': {e}")))?
-        {
-            ctx.register_object_store(&url, store);
-        }
+    let stated = scheme_prefix(url.scheme()).is_some_and(|p| scoped(&options, p).next().is_some());
+    let registry = &state.runtime_env().object_store_registry;
+    if !stated && registry.get_store(&url).is_ok() {
+        return Ok(());
+    }
+    let store = build(&url, &options)
+        .await
+        .map_err(|e| DataFusionError::Plan(format!("object store for '{location}': {e}")))?;
+    if let Some(store) = store {
+        state.runtime_env().register_object_store(&url, store);
     }
     Ok(())
 }
 
-/// An option's value as written.
-fn text(value: &Value) -> String {
-    match value {
-        Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => s.clone(),
-        other => other.to_string(),
+/// The option namespace of a scheme's stores.
+fn scheme_prefix(scheme: &str) -> Option<&'static str> {
+    match scheme {
+        "s3" | "s3a" => Some("aws."),
+        "gs" | "gcs" => Some("gcp."),
+        "az" | "azure" | "abfs" | "abfss" | "adl" => Some("azure."),
+        _ => None,
     }
 }
 
@@ -72,8 +78,9 @@ async fn build(url: &Url, options: &[(String, String)]) -> Result<Option<Arc<dyn
     let store: Arc<dyn ObjectStore> = match url.scheme() {
         "s3" | "s3a" => {
             let mut aws = AwsOptions::default();
+            // Keys as datafusion-cli's options take them: `aws.region`.
             for (key, value) in scoped(options, "aws.") {
-                aws.set(key, value)?;
+                aws.set(&format!("aws.{key}"), value)?;
             }
             Arc::new(
                 get_s3_object_store_builder(url, &aws, false)
@@ -84,7 +91,7 @@ async fn build(url: &Url, options: &[(String, String)]) -> Result<Option<Arc<dyn
         "gs" | "gcs" => {
             let mut gcp = GcpOptions::default();
             for (key, value) in scoped(options, "gcp.") {
-                gcp.set(key, value)?;
+                gcp.set(&format!("gcp.{key}"), value)?;
             }
             Arc::new(get_gcs_object_store_builder(url, &gcp)?.build()?)
         }

@@ -40,16 +40,13 @@ use crate::table::alter::SchemaChange;
 /// Runs `sql` as `SessionContext::sql` does, and also an `ALTER TABLE`
 /// of a diagon table, which DataFusion cannot plan (its result is empty).
 pub async fn sql(ctx: &SessionContext, sql: &str) -> Result<DataFrame> {
-    match parse_one(ctx, sql) {
-        Some(Statement::Statement(statement)) => {
-            if let datafusion::sql::sqlparser::ast::Statement::AlterTable(alter) = *statement {
-                alter_table(ctx, &alter).await?;
-                return ctx.read_empty();
-            }
+    match parse_alter(ctx, sql)? {
+        Some(alter) => {
+            alter_table(ctx, &alter).await?;
+            ctx.read_empty()
         }
-        _ => {}
+        None => ctx.sql(sql).await,
     }
-    ctx.sql(sql).await
 }
 
 /// The one statement `sql` is, if it parses as one.

@@ -577,3 +577,47 @@ fn wide_batch(from: i64, n: i64, ts_ms: i64) -> RecordBatch {
     )
     .unwrap()
 }
+
+/// Transient failures (a few 503s, a slow store) are retried by the
+/// client: the answers do not change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_store_failures_are_retried() {
+    let server = S3Server::start().await;
+    let now = diagon::table::log::now_ms();
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.url("transient");
+    let local = Storage::local(dir.path()).unwrap();
+    let table = Table::create(
+        "t",
+        local.clone(),
+        schema(),
+        options(&[("cold_location", &url)]),
+    )
+    .await
+    .unwrap();
+    table.attach_location(&url, cold(&server, "transient"));
+    insert(&table, &five_batches(now)).await;
+    let expected = answers(&table).await;
+    table.move_parts(Tier::Cold, None).await.unwrap();
+
+    let reopened = Table::open("t", local.clone()).await.unwrap().unwrap();
+    reopened.attach_location(&url, cold(&server, "transient"));
+    server.control.set_latency(Duration::from_millis(2));
+    let (_, gets_before, bytes_before) = server.control.counts();
+    // The third GET and the two after it fail; each is retried.
+    server.control.inject(
+        Fault::new(Some("GET"), "/transient/", FaultKind::Status(503))
+            .skip(2)
+            .times(3),
+    );
+    assert_eq!(answers(&reopened).await, expected);
+    let (_, gets, bytes) = server.control.counts();
+    assert_eq!(
+        server
+            .control
+            .failed
+            .load(std::sync::atomic::Ordering::Relaxed),
+        3
+    );
+    assert!(gets > gets_before && bytes > bytes_before);
+}

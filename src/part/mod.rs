@@ -18,5 +18,5 @@ pub mod stats;
 pub mod writer;
 
 pub use index::{PartIndex, PartMeta};
-pub use reader::{ReadStats, read_granules, read_index};
+pub use reader::{ReadStats, granule_reads, read_granules, read_index};
 pub use writer::{PartLayout, PartWriter, part_dir, write_part};

@@ -77,6 +77,29 @@ fn repeat(value: &ArrayRef, rows: usize, data_type: &DataType) -> Result<ArrayRe
     })
 }
 
+/// What reading granules `granules` of columns `projection` (positions in
+/// the part) reads: per column stored in the part, its file (in the
+/// storage's terms), the byte range and the file's length.
+pub fn granule_reads(
+    part: &PartIndex,
+    projection: &[usize],
+    granules: Range<usize>,
+) -> Vec<(String, Range<u64>, u64)> {
+    let dir = part_dir(&part.meta.name);
+    projection
+        .iter()
+        .filter(|&&c| part.fill(c).is_none())
+        .map(|&c| {
+            let meta = &part.meta.columns[c];
+            (
+                format!("{dir}/{}", meta.file),
+                part.mark_range(c, granules.start, granules.end),
+                meta.file_len,
+            )
+        })
+        .collect()
+}
+
 /// Reads granules `granules` of columns `projection` (positions in the part),
 /// returning one batch per granule with `schema` (the projected table schema).
 pub async fn read_granules(

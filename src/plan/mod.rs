@@ -100,6 +100,8 @@ pub struct PartInput {
     pub index: Arc<PartIndex>,
     /// Where the part's files live.
     pub storage: Storage,
+    /// The cold location the part lives at; `None` on local disk.
+    pub location: Option<String>,
     /// Deleted rows (bit set = deleted), if any.
     pub mask: Option<Arc<BooleanBuffer>>,
 }
@@ -109,6 +111,8 @@ pub struct PartInput {
 pub struct PartPlan {
     pub index: Arc<PartIndex>,
     pub storage: Storage,
+    /// The cold location the part lives at; `None` on local disk.
+    pub location: Option<String>,
     pub mask: Option<Arc<BooleanBuffer>>,
     /// One entry per granule of the part.
     pub granules: Vec<Granule>,
@@ -324,6 +328,7 @@ pub async fn build(parts: Vec<PartInput>, pruners: &[Arc<dyn Pruner>]) -> Result
         plan.parts.push(PartPlan {
             index: part.index,
             storage: part.storage,
+            location: part.location,
             mask: part.mask,
             granules,
         });

@@ -253,7 +253,7 @@ type Reopened = (
 /// Whether `key` is one of the tier options a reopen may change.
 fn is_tier_option(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    key == "cold_location" || key.starts_with("move_")
+    key == "cold_location" || key.starts_with("move_") || key.starts_with("cache_")
 }
 
 /// Gives `table` the storage of its cold location and of every location

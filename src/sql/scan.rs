@@ -42,10 +42,16 @@ use crate::plan::text::ScanScores;
 use crate::plan::{
     Granule, GranuleBatch, PartPlan, ScanPlan, ScanTask, SkipReason, StatsPruner, read_granules,
 };
+use crate::storage::counts::{StoreCounts, counted as store_counted};
 
 /// Granules fetched per read request; bounds memory per partition while
 /// keeping requests large enough for object stores.
 const GRANULES_PER_READ: usize = 8;
+
+/// Bytes of cold parts a partition announces ahead of its reads (see
+/// `storage::read_ahead`): announced in rounds once half is read, so each
+/// round's ranges merge into large requests.
+const READ_AHEAD_BYTES: u64 = 16 << 20;
 
 /// The order of a scan that emits rows by a score, best first.
 #[derive(Debug, Clone)]
@@ -417,10 +423,15 @@ impl DataSource for DiagonSource {
             remaining: self.fetch,
             metrics,
             runtime,
+            announced: VecDeque::new(),
+            store: Arc::default(),
+            parts_seen: Default::default(),
         };
         let stream = futures::stream::try_unfold(state, |mut state| async move {
-            let batches = state.next_batches().await?;
-            Ok::<_, DataFusionError>(batches.map(|b| (b, state)))
+            let before = state.store_totals();
+            let batches = store_counted(state.store.clone(), state.next_batches()).await;
+            state.record_store(before);
+            Ok::<_, DataFusionError>(batches?.map(|b| (b, state)))
         })
         .map_ok(|batches| futures::stream::iter(batches.into_iter().map(Ok)))
         .try_flatten();
@@ -697,6 +708,15 @@ struct PartitionMetrics {
     bytes_read: Count,
     rows_read: Count,
     granules_read: Count,
+    /// Parts read on local disk and in the cold tier.
+    hot_parts: Count,
+    cold_parts: Count,
+    /// Object-store requests sent and bytes they returned (cold parts).
+    cold_requests: Count,
+    cold_bytes_fetched: Count,
+    /// Blocks the local read cache served, and did not hold.
+    cold_cache_hits: Count,
+    cold_cache_misses: Count,
     granules_pruned_dynamic: Count,
     dynamic_filter_rebuilds: Count,
     decode_time: Time,
@@ -721,6 +741,12 @@ impl PartitionMetrics {
             bytes_read: counter("bytes_read"),
             rows_read: counter("rows_read"),
             granules_read: counter("granules_read"),
+            hot_parts: counter("hot_parts_read"),
+            cold_parts: counter("cold_parts_read"),
+            cold_requests: counter("cold_requests"),
+            cold_bytes_fetched: counter("cold_bytes_fetched"),
+            cold_cache_hits: counter("cold_cache_hits"),
+            cold_cache_misses: counter("cold_cache_misses"),
             granules_pruned_dynamic: counter("granules_pruned_by_dynamic_filter"),
             dynamic_filter_rebuilds: counter("dynamic_filter_rebuilds"),
             decode_time: MetricBuilder::new(metrics).subset_time("decode_time", partition),
@@ -816,6 +842,13 @@ struct ReadState {
     remaining: Option<usize>,
     metrics: PartitionMetrics,
     runtime: RuntimePruner,
+    /// Bytes each read at the front of `reads` announced (0 for reads of
+    /// local parts): these reads were announced, the others not yet.
+    announced: VecDeque<u64>,
+    /// What this partition's reads cost the object store so far.
+    store: Arc<StoreCounts>,
+    /// The parts read so far, local and cold.
+    parts_seen: std::collections::HashSet<usize>,
 }
 
 impl ReadState {
@@ -869,11 +902,88 @@ impl ReadState {
         }
     }
 
+    /// The object-store counters as they stand.
+    fn store_totals(&self) -> [u64; 4] {
+        let s = &self.store;
+        [
+            s.requests(),
+            s.bytes_fetched(),
+            s.cache_hits(),
+            s.cache_misses(),
+        ]
+    }
+
+    /// Adds what the object store did since `before` to the metrics.
+    fn record_store(&self, before: [u64; 4]) {
+        let now = self.store_totals();
+        let m = &self.metrics;
+        for (metric, (b, n)) in [
+            &m.cold_requests,
+            &m.cold_bytes_fetched,
+            &m.cold_cache_hits,
+            &m.cold_cache_misses,
+        ]
+        .into_iter()
+        .zip(before.into_iter().zip(now))
+        {
+            metric.add(n.saturating_sub(b) as usize);
+        }
+    }
+
+    /// Announces the coming reads of cold parts to their storage, up to
+    /// [`READ_AHEAD_BYTES`] ahead of the reader, in rounds: once less than
+    /// half of that is announced and unread, the next round goes out, one
+    /// announcement per file with all of its ranges, which the store
+    /// merges into few requests.
+    fn announce(&mut self) {
+        let mut ahead: u64 = self.announced.iter().sum();
+        if ahead >= READ_AHEAD_BYTES / 2 {
+            return;
+        }
+        let mut round: HashMap<(usize, String), (Vec<Range<u64>>, u64)> = HashMap::new();
+        while self.announced.len() < self.reads.len() && ahead < READ_AHEAD_BYTES {
+            let (part, range) = self.reads[self.announced.len()].clone();
+            let plan = &self.source.plan.parts[part];
+            let mut bytes = 0;
+            if plan.location.is_some()
+                && let Ok(columns) = crate::plan::projection(plan, &self.source.read_schema)
+            {
+                for (file, range, len) in crate::part::granule_reads(&plan.index, &columns, range) {
+                    bytes += range.end - range.start;
+                    round
+                        .entry((part, file))
+                        .or_insert((Vec::new(), len))
+                        .0
+                        .push(range);
+                }
+            }
+            self.announced.push_back(bytes);
+            ahead += bytes;
+        }
+        for ((part, file), (ranges, len)) in round {
+            self.source.plan.parts[part]
+                .storage
+                .prefetch(&file, &ranges, len);
+        }
+    }
+
     /// The next granules to read. Under a LIMIT, only as many granules as
     /// the remaining rows need (from the end when reading backwards), so an
     /// `ORDER BY key LIMIT n` reads about n rows per partition.
     fn next_read(&mut self) -> Option<(usize, Range<usize>)> {
+        // No read-ahead under a LIMIT: the reads stop when it is met.
+        if self.remaining.is_none() {
+            self.announce();
+        }
         let (part, range) = self.reads.pop_front()?;
+        self.announced.pop_front();
+        if self.parts_seen.insert(part) {
+            let metric = match self.source.plan.parts[part].location {
+                Some(_) => &self.metrics.cold_parts,
+                None => &self.metrics.hot_parts,
+            };
+            metric.add(1);
+        }
         let Some(remaining) = self.remaining else {
             return Some((part, range));
         };

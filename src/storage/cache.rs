@@ -229,6 +229,10 @@ impl Backend for CachedBackend {
         Ok(bytes)
     }
 
+    fn prefetch(&self, path: &str, ranges: &[Range<u64>], file_len: u64) {
+        self.inner.prefetch(path, ranges, file_len);
+    }
+
     async fn size(&self, path: &str) -> Result<Option<u64>> {
         self.inner.size(path).await
     }

@@ -215,6 +215,24 @@ impl Backend for FaultInjection {
         self.count_read(self.inner.get_range(path, range).await)
     }
 
+    async fn get_ranges(
+        &self,
+        path: &str,
+        ranges: &[Range<u64>],
+        file_len: u64,
+    ) -> Result<Vec<Bytes>> {
+        self.check_reads(path)?;
+        let parts = self.inner.get_ranges(path, ranges, file_len).await?;
+        for bytes in &parts {
+            self.count_read(Ok(bytes.clone()))?;
+        }
+        Ok(parts)
+    }
+
+    fn prefetch(&self, path: &str, ranges: &[Range<u64>], file_len: u64) {
+        self.inner.prefetch(path, ranges, file_len);
+    }
+
     async fn size(&self, path: &str) -> Result<Option<u64>> {
         self.check_reads(path)?;
         self.inner.size(path).await

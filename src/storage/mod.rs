@@ -14,10 +14,13 @@
 //! writer wins) and pointers that are hints (`_log/_last_checkpoint`).
 
 pub mod cache;
+pub mod counts;
+pub mod disk_cache;
 pub mod fault;
 pub mod local;
 pub mod memory;
 pub mod object;
+pub mod read_ahead;
 
 use std::fmt;
 use std::ops::Range;
@@ -82,6 +85,23 @@ pub trait Backend: fmt::Debug + Send + Sync {
     /// Reads exactly `range` of a file. A missing file is
     /// [`Error::NotFound`]; a file shorter than the range is corrupt.
     async fn get_range(&self, path: &str, range: Range<u64>) -> Result<Bytes>;
+
+    /// Reads several ranges of a file `file_len` bytes long, in order.
+    /// Stores where a request costs a round trip merge nearby ranges and
+    /// send several at once; a read cache fetches whole blocks.
+    async fn get_ranges(
+        &self,
+        path: &str,
+        ranges: &[Range<u64>],
+        _file_len: u64,
+    ) -> Result<Vec<Bytes>> {
+        futures::future::try_join_all(ranges.iter().map(|r| self.get_range(path, r.clone()))).await
+    }
+
+    /// A hint that `ranges` of a file `file_len` bytes long will be read
+    /// soon: a backend that reads ahead starts fetching them (see
+    /// [`read_ahead`]); others ignore it.
+    fn prefetch(&self, _path: &str, _ranges: &[Range<u64>], _file_len: u64) {}
 
     /// The length of a file, or `None` if it does not exist.
     async fn size(&self, path: &str) -> Result<Option<u64>>;
@@ -186,6 +206,32 @@ impl Storage {
         }
     }
 
+    /// The same directory with range reads kept in the local read cache
+    /// `cache` (see [`disk_cache`]), under `namespace` (the location).
+    pub fn with_disk_cache(&self, cache: Arc<disk_cache::DiskCache>, namespace: &str) -> Self {
+        let backend = Arc::new(disk_cache::DiskCachedBackend::new(
+            self.backend.clone(),
+            cache,
+            namespace,
+        ));
+        Storage {
+            backend,
+            id: unique_id(),
+            ..self.clone()
+        }
+    }
+
+    /// The same directory reading ahead what readers announce (see
+    /// [`read_ahead`]), holding at most `budget` bytes not yet read.
+    pub fn with_read_ahead(&self, budget: u64) -> Self {
+        let backend = Arc::new(read_ahead::ReadAhead::new(self.backend.clone(), budget));
+        Storage {
+            backend,
+            id: unique_id(),
+            ..self.clone()
+        }
+    }
+
     /// The same directory through a backend that fails as `faults` says.
     pub fn with_faults(&self, faults: Arc<Faults>) -> Self {
         let backend = Arc::new(FaultInjection::new(self.backend.clone(), faults));
@@ -267,10 +313,48 @@ impl Storage {
                 format!("read of {range:?} beyond recorded length {file_len}"),
             ));
         }
-        match self.backend.get_range(&self.path(name), range).await {
+        let read = self
+            .backend
+            .get_ranges(&self.path(name), std::slice::from_ref(&range), file_len)
+            .await;
+        match read {
+            Err(Error::NotFound { path }) => Err(Error::corrupt(path, "file is missing")),
+            Err(e) => Err(e),
+            Ok(mut parts) => parts
+                .pop()
+                .ok_or_else(|| Error::store(self.location(name), "a read returned no bytes")),
+        }
+    }
+
+    /// Reads `ranges` of a file whose recorded length is `file_len` (see
+    /// [`Storage::get_range`]), nearby ones merged where a request costs a
+    /// round trip.
+    pub async fn get_ranges(
+        &self,
+        name: &str,
+        ranges: &[Range<u64>],
+        file_len: u64,
+    ) -> Result<Vec<Bytes>> {
+        if let Some(range) = ranges.iter().find(|r| r.start > r.end || r.end > file_len) {
+            return Err(Error::corrupt(
+                self.location(name),
+                format!("read of {range:?} beyond recorded length {file_len}"),
+            ));
+        }
+        match self
+            .backend
+            .get_ranges(&self.path(name), ranges, file_len)
+            .await
+        {
             Err(Error::NotFound { path }) => Err(Error::corrupt(path, "file is missing")),
             other => other,
         }
+    }
+
+    /// A hint that `ranges` of a file `file_len` bytes long will be read
+    /// soon.
+    pub fn prefetch(&self, name: &str, ranges: &[Range<u64>], file_len: u64) {
+        self.backend.prefetch(&self.path(name), ranges, file_len);
     }
 
     /// The length of a file, or `None` if there is none.

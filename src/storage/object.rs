@@ -14,7 +14,7 @@ use object_store::{
     MultipartUpload, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UploadPart,
 };
 
-use super::{Backend, DirListing, FileInfo, FileWriter};
+use super::{Backend, DirListing, FileInfo, FileWriter, counts};
 use crate::error::{Error, Result};
 
 #[derive(Debug)]
@@ -76,12 +76,33 @@ impl Backend for ObjectBackend {
             .get(&self.path(name))
             .await
             .map_err(|e| self.error(name, e))?;
-        result.bytes().await.map_err(|e| self.error(name, e))
+        let bytes = result.bytes().await.map_err(|e| self.error(name, e))?;
+        counts::request(bytes.len() as u64);
+        Ok(bytes)
+    }
+
+    async fn get_ranges(
+        &self,
+        name: &str,
+        ranges: &[Range<u64>],
+        _file_len: u64,
+    ) -> Result<Vec<Bytes>> {
+        // Ranges less than 1 MiB apart are one request; up to ten at once.
+        object_store::coalesce_ranges(
+            ranges,
+            |range| self.get_range(name, range),
+            object_store::OBJECT_STORE_COALESCE_DEFAULT,
+        )
+        .await
     }
 
     async fn get_range(&self, name: &str, range: Range<u64>) -> Result<Bytes> {
         let want = range.end - range.start;
-        match self.store.get_range(&self.path(name), range.clone()).await {
+        let fetched = self.store.get_range(&self.path(name), range.clone()).await;
+        if let Ok(bytes) = &fetched {
+            counts::request(bytes.len() as u64);
+        }
+        match fetched {
             Ok(bytes) if bytes.len() as u64 == want => Ok(bytes),
             Ok(bytes) => Err(Error::corrupt(
                 self.location(name),

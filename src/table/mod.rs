@@ -144,9 +144,8 @@ pub struct Table {
     log_cleanup: Mutex<Option<(Option<u64>, log::Cleaned)>>,
     /// When the last background cleanup started (ms since the epoch).
     last_cleanup_ms: std::sync::atomic::AtomicI64,
-    /// Storage of the cold locations this handle can reach, by location
-    /// (see `tier`).
-    locations: RwLock<std::collections::BTreeMap<String, Storage>>,
+    /// The cold locations this handle can reach, by location (see `tier`).
+    locations: RwLock<std::collections::BTreeMap<String, tier::ColdStorage>>,
     /// One move at a time per table handle.
     move_lock: tokio::sync::Mutex<()>,
     /// Whether the periodic move policy check runs (see `tier`).
@@ -431,6 +430,7 @@ impl Table {
             Ok::<_, Error>(PartInput {
                 index: self.entry_index(snapshot, entry).await?,
                 storage: self.storage_for(entry)?,
+                location: entry.location.clone(),
                 mask: self.deletion_mask(entry).await?,
             })
         });

@@ -37,6 +37,7 @@ use crate::error::{Error, Result};
 use crate::part::index::INDEX_FILE;
 use crate::part::{PartIndex, part_dir};
 use crate::storage::Storage;
+use crate::storage::disk_cache::DiskCache;
 
 /// Where a part lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +86,21 @@ pub struct Moved {
 
 /// Files are copied in pieces of this size: a move holds one in memory.
 const COPY_PIECE: u64 = 8 << 20;
+
+/// The read cache's directory inside a local table's, by default.
+pub const CACHE_DIR: &str = "_cache";
+
+/// Bytes read ahead of queries of one cold location, at most.
+const READ_AHEAD_BUDGET: u64 = 256 << 20;
+
+/// A cold location as this handle reaches it.
+#[derive(Debug, Clone)]
+pub(crate) struct ColdStorage {
+    /// As attached: for moves and cleanup.
+    store: Storage,
+    /// Through read-ahead and the local read cache: for queries.
+    reader: Storage,
+}
 
 /// How often a table with a move policy checks it, absent other triggers
 /// (ms); see [`set_move_check_period`].
@@ -222,22 +238,52 @@ async fn copy_verified(source: &Storage, target: &Storage, path: &str, len: u64)
 impl Table {
     /// Lets this handle reach parts at `location` (the table's
     /// `cold_location`, or one parts were moved to before it changed)
-    /// through `storage`.
+    /// through `storage`. Queries read it ahead of need and through the
+    /// local read cache (`cache_location`, `cache_max_bytes`); moves and
+    /// cleanup use it as given.
     pub fn attach_location(&self, location: &str, storage: Storage) {
         let location = location.trim_end_matches('/').to_string();
-        crate::sync::write(&self.locations).insert(location, storage);
+        let options = self.cached_snapshot().options.tiers.clone();
+        let mut reader = storage.clone();
+        let cache_dir = match &options.cache_location {
+            Some(dir) => Some(std::path::PathBuf::from(dir)),
+            None => self.storage().local_dir().map(|d| d.join(CACHE_DIR)),
+        };
+        if let Some(dir) = cache_dir.filter(|_| options.cache_max_bytes > 0) {
+            match DiskCache::open(&dir, options.cache_max_bytes) {
+                Ok(cache) => reader = reader.with_disk_cache(cache, &location),
+                Err(e) => log::warn!(
+                    "table '{}': no read cache for '{location}': {e}",
+                    self.name()
+                ),
+            }
+        }
+        let cold = ColdStorage {
+            reader: reader.with_read_ahead(READ_AHEAD_BUDGET),
+            store: storage,
+        };
+        crate::sync::write(&self.locations).insert(location, cold);
     }
 
-    /// The storage attached for `location`, if any.
+    /// The storage queries read parts at `location` through, if attached.
     pub(crate) fn location_storage(&self, location: &str) -> Option<Storage> {
-        crate::sync::read(&self.locations).get(location).cloned()
+        crate::sync::read(&self.locations)
+            .get(location)
+            .map(|c| c.reader.clone())
+    }
+
+    /// The storage of `location` as attached (moves, cleanup).
+    fn location_store(&self, location: &str) -> Option<Storage> {
+        crate::sync::read(&self.locations)
+            .get(location)
+            .map(|c| c.store.clone())
     }
 
     /// Every cold location this handle can reach, with its storage.
     pub(crate) fn cold_tiers(&self) -> Vec<(String, Storage)> {
         crate::sync::read(&self.locations)
             .iter()
-            .map(|(l, s)| (l.clone(), s.clone()))
+            .map(|(l, c)| (l.clone(), c.store.clone()))
             .collect()
     }
 
@@ -358,15 +404,25 @@ impl Table {
                 target.unwrap_or("the table's directory")
             ))
         };
-        let source = self.storage_for(entry).map_err(ctx)?;
+        let unreachable = |location: &str| {
+            ctx(Error::Table(format!(
+                "cold location '{location}' is not reachable from this session (register an \
+                 object store for it)"
+            )))
+        };
+        // Copies bypass the read cache and read-ahead: they read each byte
+        // once, and must read back what landed in the store itself.
+        let source = match &entry.location {
+            None => self.storage().clone(),
+            Some(location) => self
+                .location_store(location)
+                .ok_or_else(|| unreachable(location))?,
+        };
         let target_storage = match target {
             None => self.storage().clone(),
-            Some(location) => self.location_storage(location).ok_or_else(|| {
-                ctx(Error::Table(format!(
-                    "cold location '{location}' is not reachable from this session (register \
-                     an object store for it)"
-                )))
-            })?,
+            Some(location) => self
+                .location_store(location)
+                .ok_or_else(|| unreachable(location))?,
         };
         let index = self.index_at(&source, &entry.name).await.map_err(ctx)?;
         let dir = part_dir(&entry.name);

@@ -101,7 +101,7 @@ const QUERIES: &[&str] = &[
 
 /// Every query's answer.
 async fn answers(table: &Arc<Table>) -> Vec<String> {
-    let ctx = SessionContext::new();
+    let ctx = crate::common::context(2);
     ctx.register_table("t", Arc::new(DiagonTableProvider::new(table.clone())))
         .unwrap();
     let mut out = Vec::new();
@@ -620,4 +620,115 @@ async fn transient_store_failures_are_retried() {
         3
     );
     assert!(gets > gets_before && bytes > bytes_before);
+}
+
+/// The numbers EXPLAIN ANALYZE shows for `metric`, summed over the scan's
+/// partitions.
+async fn metric(table: &Arc<Table>, sql: &str, metric: &str) -> u64 {
+    let ctx = crate::common::context(2);
+    ctx.register_table("t", Arc::new(DiagonTableProvider::new(table.clone())))
+        .unwrap();
+    let plan = crate::common::query(&ctx, &format!("EXPLAIN ANALYZE {sql}")).await;
+    let key = format!("{metric}=");
+    plan.split(|c: char| c == ',' || c == ' ' || c == '[' || c == ']')
+        .filter_map(|w| w.strip_prefix(&key))
+        .map(|v| v.parse::<u64>().unwrap_or(0))
+        .sum()
+}
+
+/// Cold reads are few requests (the scan announces what it will read and
+/// the store merges it), go through the local read cache, which serves the
+/// next query and the next process without a request and refetches an
+/// entry it finds damaged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_reads_are_merged_cached_and_checked() {
+    let server = S3Server::start().await;
+    let now = diagon::table::log::now_ms();
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.url("cached");
+    let local = Storage::local(dir.path()).unwrap();
+    let table = Table::create(
+        "t",
+        local.clone(),
+        schema(),
+        options(&[("cold_location", &url), ("codec.s", "none")]),
+    )
+    .await
+    .unwrap();
+    table.attach_location(&url, cold(&server, "cached"));
+    // One part of 400 granules, its string column 16 cache blocks.
+    insert(&table, &[batch(0, 100_000, now)]).await;
+    let expected = answers(&table).await;
+    table.move_parts(Tier::Cold, None).await.unwrap();
+    drop(table);
+
+    let sql = "SELECT count(*), sum(id), max(length(s)) FROM t";
+    let open = || async {
+        let table = Table::open("t", local.clone()).await.unwrap().unwrap();
+        table.attach_location(&url, cold(&server, "cached"));
+        table
+    };
+    let table = open().await;
+    let (_, gets_before, _) = server.control.counts();
+    assert!(metric(&table, sql, "cold_parts_read").await >= 1);
+    let (_, gets, _) = server.control.counts();
+    let first = gets - gets_before;
+    // The part index, each column's envelope (header and footer), and a
+    // few merged requests per column and partition for its 400 granules
+    // (50 reads of 8 granules).
+    // Without read-ahead, 20.
+    assert!(first > 0 && first <= 14, "{first} GETs for a cold scan");
+    assert_eq!(answers(&table).await, expected);
+    // Cached now: no request.
+    let (_, gets_before, _) = server.control.counts();
+    assert_eq!(metric(&table, sql, "cold_requests").await, 0);
+    assert!(metric(&table, sql, "cold_cache_hits").await > 0);
+    assert_eq!(server.control.counts().1, gets_before);
+    drop(table);
+
+    // A new process finds the cache as the last one left it.
+    let table = open().await;
+    let (_, gets_before, _) = server.control.counts();
+    assert_eq!(answers(&table).await, expected);
+    assert_eq!(
+        server.control.counts().1,
+        gets_before,
+        "cached across a restart"
+    );
+    drop(table);
+
+    // A damaged entry is found, dropped and fetched again.
+    let cache = dir.path().join(diagon::table::tier::CACHE_DIR);
+    let mut files: Vec<std::path::PathBuf> = walk_files(&cache);
+    files.sort();
+    assert!(!files.is_empty());
+    for file in files.iter().filter(|f| f.to_string_lossy().ends_with(".0")) {
+        let mut bytes = std::fs::read(file).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x5a;
+        std::fs::write(file, bytes).unwrap();
+    }
+    let table = open().await;
+    let (_, gets_before, _) = server.control.counts();
+    assert_eq!(answers(&table).await, expected);
+    assert!(
+        server.control.counts().1 > gets_before,
+        "damaged entries refetched"
+    );
+    let (_, gets_before, _) = server.control.counts();
+    assert_eq!(answers(&table).await, expected);
+    assert_eq!(server.control.counts().1, gets_before, "and cached again");
+}
+
+fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk_files(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
 }

@@ -16,6 +16,7 @@ use crate::error::Error;
 use crate::index::skip::SkipSpec;
 use crate::storage::Storage;
 use crate::table::options::TextSearch;
+use crate::table::tier::ReadCache;
 use crate::table::{Table, TableOptions, TierOptions};
 
 /// Option namespaces that configure object stores, not the table; the CLI
@@ -40,11 +41,41 @@ pub fn resolve_storage(state: &dyn Session, location: &str) -> Result<Storage> {
     Ok(Storage::new(store, url.prefix().clone(), url.as_str()))
 }
 
+/// Options of this session's handle on the table, not stored with it: the
+/// local read cache of its cold parts (a setting of the machine).
+const READ_CACHE_OPTIONS: &[&str] = &["cache_location", "cache_max_bytes"];
+
+/// The read cache the statement's `cache_location` and `cache_max_bytes`
+/// ask for.
+fn read_cache(name: &str, cmd: &CreateExternalTable) -> Result<ReadCache> {
+    let mut cache = ReadCache::default();
+    for (key, value) in &cmd.options {
+        match key
+            .strip_prefix("format.")
+            .unwrap_or(key)
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "cache_location" => cache.dir = Some(value.trim().into()),
+            "cache_max_bytes" => {
+                cache.max_bytes = crate::table::options::parse_bytes(key, value)
+                    .map_err(|e| plan_error(name, e))?;
+            }
+            _ => {}
+        }
+    }
+    Ok(cache)
+}
+
 /// The table's own options, with DataFusion's `format.` prefix removed.
 fn table_options(cmd: &CreateExternalTable) -> HashMap<String, String> {
     cmd.options
         .iter()
         .filter(|(k, _)| !STORE_OPTION_PREFIXES.iter().any(|p| k.starts_with(p)))
+        .filter(|(k, _)| {
+            let key = k.strip_prefix("format.").unwrap_or(k).to_ascii_lowercase();
+            !READ_CACHE_OPTIONS.contains(&key.as_str())
+        })
         .map(|(k, v)| {
             (
                 k.strip_prefix("format.").unwrap_or(k).to_string(),
@@ -151,7 +182,7 @@ impl TableProviderFactory for DiagonTableFactory {
                 Table::create_with(&name, storage, schema, parsed, &extras).await?
             }
         };
-        attach_locations(state, &table, &cmd.options).await?;
+        attach_locations(state, &table, &cmd.options, &read_cache(&name, cmd)?).await?;
         table.start_mover();
         super::sidx::provider_for(table).await
     }
@@ -253,7 +284,7 @@ type Reopened = (
 /// Whether `key` is one of the tier options a reopen may change.
 fn is_tier_option(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    key == "cold_location" || key.starts_with("move_") || key.starts_with("cache_")
+    key == "cold_location" || key.starts_with("move_")
 }
 
 /// Gives `table` the storage of its cold location and of every location
@@ -263,6 +294,7 @@ async fn attach_locations(
     state: &dyn Session,
     table: &Table,
     options: &HashMap<String, String>,
+    cache: &ReadCache,
 ) -> Result<()> {
     let snapshot = table.cached_snapshot();
     let mut locations: std::collections::BTreeSet<String> = snapshot
@@ -279,7 +311,7 @@ async fn attach_locations(
                 table.name()
             ))
         })?;
-        table.attach_location(&location, storage);
+        table.attach_location_with(&location, storage, cache);
     }
     Ok(())
 }

@@ -53,6 +53,9 @@ const GRANULES_PER_READ: usize = 8;
 /// round's ranges merge into large requests.
 const READ_AHEAD_BYTES: u64 = 16 << 20;
 
+/// Ranges of one file to announce, and the file's length.
+type Announcement = (Vec<Range<u64>>, u64);
+
 /// The order of a scan that emits rows by a score, best first.
 #[derive(Debug, Clone)]
 pub(crate) struct ScoreOrder {
@@ -940,7 +943,8 @@ impl ReadState {
         if ahead >= READ_AHEAD_BYTES / 2 {
             return;
         }
-        let mut round: HashMap<(usize, String), (Vec<Range<u64>>, u64)> = HashMap::new();
+        // (part, file) → the ranges of it to announce, and its length.
+        let mut round: HashMap<(usize, String), Announcement> = HashMap::new();
         while self.announced.len() < self.reads.len() && ahead < READ_AHEAD_BYTES {
             let (part, range) = self.reads[self.announced.len()].clone();
             let plan = &self.source.plan.parts[part];

@@ -43,7 +43,7 @@ const HEADER_LEN: usize = 4 + 1 + 8 + 8;
 #[derive(Debug)]
 pub struct DiskCache {
     dir: PathBuf,
-    capacity: u64,
+    capacity: std::sync::atomic::AtomicU64,
     index: Mutex<Index>,
 }
 
@@ -114,6 +114,7 @@ impl DiskCache {
         let dir = dir.canonicalize().map_err(|e| Error::store(what, e))?;
         let mut open = crate::sync::lock(OPEN.get_or_init(Default::default));
         if let Some(cache) = open.get(&dir).and_then(Weak::upgrade) {
+            cache.set_capacity(capacity);
             return Ok(cache);
         }
         let mut found = Vec::new();
@@ -126,7 +127,7 @@ impl DiskCache {
         }
         let cache = Arc::new(DiskCache {
             dir: dir.clone(),
-            capacity,
+            capacity: capacity.into(),
             index: Mutex::new(index),
         });
         let gone = crate::sync::lock(&cache.index).evict(capacity);
@@ -140,7 +141,15 @@ impl DiskCache {
     }
 
     pub fn capacity(&self) -> u64 {
-        self.capacity
+        self.capacity.load(Ordering::Relaxed)
+    }
+
+    /// Changes the bound (the last opener's wins), evicting what no longer
+    /// fits.
+    pub fn set_capacity(&self, capacity: u64) {
+        self.capacity.store(capacity, Ordering::Relaxed);
+        let gone = crate::sync::lock(&self.index).evict(capacity);
+        self.delete(&gone);
     }
 
     /// Bytes the cache holds now.
@@ -205,7 +214,7 @@ impl DiskCache {
         let gone = {
             let mut index = crate::sync::lock(&self.index);
             index.insert(key.to_string(), sealed.len() as u64);
-            index.evict(self.capacity)
+            index.evict(self.capacity())
         };
         self.delete(&gone);
     }

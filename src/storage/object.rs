@@ -244,6 +244,8 @@ struct ObjectWriter {
     upload: Option<Box<dyn MultipartUpload>>,
     parts: FuturesUnordered<UploadPart>,
     written: u64,
+    /// Set by the first failure: the file can no longer be completed.
+    failed: bool,
 }
 
 impl ObjectWriter {
@@ -257,6 +259,17 @@ impl ObjectWriter {
             upload: None,
             parts: FuturesUnordered::new(),
             written: 0,
+            failed: false,
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        match self.failed {
+            true => Err(Error::store(
+                self.location.clone(),
+                "an earlier write of this file failed",
+            )),
+            false => Ok(()),
         }
     }
 
@@ -273,12 +286,15 @@ impl ObjectWriter {
     /// Sends a part, waiting for room among the parts in flight.
     async fn send_part(&mut self, part: PutPayload) -> Result<()> {
         if self.upload.is_none() {
+            // Failed until the upload starts (a cancelled start too).
+            self.failed = true;
             let upload = self
                 .store
                 .put_multipart(&self.path)
                 .await
                 .map_err(|e| self.error(e))?;
             self.upload = Some(upload);
+            self.failed = false;
         }
         let upload = self.upload.as_mut().expect("started above");
         self.parts.push(upload.put_part(part));
@@ -301,12 +317,16 @@ impl ObjectWriter {
     }
 
     /// Abandons the upload: parts in flight are dropped, those sent removed.
+    /// The upload stays in `self` until aborted, so a cancelled abort is
+    /// completed by `Drop`.
     async fn abort(&mut self) {
+        self.failed = true;
         self.parts = FuturesUnordered::new();
-        if let Some(mut upload) = self.upload.take()
-            && let Err(e) = upload.abort().await
-        {
-            log::warn!("aborting the upload of '{}': {e}", self.location);
+        if let Some(upload) = self.upload.as_mut() {
+            if let Err(e) = upload.abort().await {
+                log::warn!("aborting the upload of '{}': {e}", self.location);
+            }
+            self.upload = None;
         }
     }
 }
@@ -314,6 +334,7 @@ impl ObjectWriter {
 #[async_trait]
 impl FileWriter for ObjectWriter {
     async fn write(&mut self, mut bytes: Bytes) -> Result<()> {
+        self.check()?;
         self.written += bytes.len() as u64;
         while self.buffered + bytes.len() >= PART_BYTES {
             let fill = bytes.split_to(PART_BYTES - self.buffered);
@@ -329,6 +350,7 @@ impl FileWriter for ObjectWriter {
     }
 
     async fn finish(mut self: Box<Self>) -> Result<u64> {
+        self.check()?;
         if self.upload.is_none() {
             let payload = self.take_buffer();
             self.store
@@ -344,13 +366,22 @@ impl FileWriter for ObjectWriter {
         while !self.parts.is_empty() {
             self.next_part().await?;
         }
-        let mut upload = self.upload.take().expect("started");
-        if let Err(e) = upload.complete().await {
+        // Kept in `self` while completing: cancelled here, `Drop` aborts.
+        let completed = match self.upload.as_mut() {
+            Some(upload) => upload.complete().await,
+            None => {
+                return Err(self.error(object_store::Error::Generic {
+                    store: "diagon",
+                    source: "the upload was lost".into(),
+                }));
+            }
+        };
+        if let Err(e) = completed {
             let error = self.error(e);
-            self.upload = Some(upload);
             self.abort().await;
             return Err(error);
         }
+        self.upload = None;
         Ok(self.written)
     }
 }

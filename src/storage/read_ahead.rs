@@ -37,6 +37,8 @@ struct Announced {
     /// Bytes of it read so far: reads of one announced range are disjoint,
     /// so it is done once they add up to its length.
     read: u64,
+    /// Bytes of the budget it holds.
+    charge: u64,
     at: Instant,
 }
 
@@ -44,6 +46,27 @@ impl Announced {
     fn len(&self) -> u64 {
         self.range.end - self.range.start
     }
+}
+
+/// Bytes fetching `ranges` costs once ranges up to 1 MiB apart are merged.
+fn merged_bytes(ranges: &[Range<u64>]) -> u64 {
+    let mut sorted = ranges.to_vec();
+    sorted.sort_unstable_by_key(|r| r.start);
+    let mut total = 0;
+    let mut current: Option<Range<u64>> = None;
+    for r in sorted {
+        current = match current {
+            Some(c) if r.start <= c.end + object_store::OBJECT_STORE_COALESCE_DEFAULT => {
+                Some(c.start..c.end.max(r.end))
+            }
+            Some(c) => {
+                total += c.end - c.start;
+                Some(r)
+            }
+            None => Some(r),
+        };
+    }
+    total + current.map_or(0, |c| c.end - c.start)
 }
 
 #[derive(Default)]
@@ -58,7 +81,7 @@ impl Pending {
         self.announced.retain(|a| {
             let keep = now.duration_since(a.at) < UNREAD_TTL;
             if !keep {
-                freed += a.len();
+                freed += a.charge;
             }
             keep
         });
@@ -74,7 +97,7 @@ impl Pending {
         a.read += range.end - range.start;
         let found = (a.bytes.clone(), a.range.start);
         if a.read >= a.len() {
-            self.bytes -= a.len();
+            self.bytes -= a.charge;
             self.announced.swap_remove(i);
         }
         Some(found)
@@ -140,6 +163,7 @@ impl Backend for ReadAhead {
     ) -> Result<Vec<Bytes>> {
         let taken: Vec<Option<(Fetched, u64)>> = {
             let mut pending = crate::sync::lock(&self.pending);
+            pending.drop_stale(Instant::now());
             ranges.iter().map(|r| pending.take(path, r)).collect()
         };
         let mut out: Vec<Option<Bytes>> = Vec::with_capacity(ranges.len());
@@ -191,7 +215,9 @@ impl Backend for ReadAhead {
             })
             .cloned()
             .collect();
-        let total: u64 = new.iter().map(|r| r.end - r.start).sum();
+        // Charged as fetched: the store merges ranges up to 1 MiB apart,
+        // and the gaps come along.
+        let total = merged_bytes(&new);
         if new.is_empty() || pending.bytes + total > self.budget {
             return;
         }
@@ -208,6 +234,8 @@ impl Backend for ReadAhead {
         }
         .boxed()
         .shared();
+        // Each range is charged its length, the first also the gaps.
+        let gaps = total - new.iter().map(|r| r.end - r.start).sum::<u64>();
         for (i, range) in new.into_iter().enumerate() {
             let all = all.clone();
             let bytes: Fetched = async move { all.await.and_then(|parts| parts.get(i).cloned()) }
@@ -215,6 +243,7 @@ impl Backend for ReadAhead {
                 .shared();
             pending.announced.push(Announced {
                 path: path.to_string(),
+                charge: range.end - range.start + if i == 0 { gaps } else { 0 },
                 range,
                 bytes,
                 read: 0,

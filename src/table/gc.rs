@@ -12,7 +12,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use super::Table;
-use super::deletes::mask_path;
 use super::log::now_ms;
 use crate::error::Result;
 
@@ -88,14 +87,31 @@ pub(crate) struct Retired {
     pub entries: HashMap<String, u64>,
 }
 
-/// Names a part directory or mask file path in one tier: the path itself
-/// in the table's own directory, prefixed by the location elsewhere (a
-/// part moved between tiers has a copy in each under one name).
-pub(crate) fn tier_key(location: Option<&str>, name: &str) -> String {
+/// Names a part directory or mask file in one tier: its path from the
+/// tier's root (`parts/<name>`, `moved/<id>/parts/<name>/del_...`),
+/// prefixed by the location outside the table's own directory.
+pub(crate) fn tier_key(location: Option<&str>, path: &str) -> String {
     match location {
-        None => name.to_string(),
-        Some(location) => format!("{location}|{name}"),
+        None => path.to_string(),
+        Some(location) => format!("{location}|{path}"),
     }
+}
+
+/// The directory of the part a file listed under a tier's root belongs to
+/// (`parts/<name>` or `moved/<id>/parts/<name>`), if any.
+fn part_dir_of(file: &str) -> Option<&str> {
+    let segments = match file.starts_with(&format!("{}/", super::log::MOVED_DIR)) {
+        true => 4,
+        false => 2,
+    };
+    let mut end = 0;
+    for (i, segment) in file.split('/').enumerate() {
+        if i == segments {
+            return Some(&file[..end - 1]);
+        }
+        end += segment.len() + 1;
+    }
+    None
 }
 
 /// The longest the cold tiers go uncleaned while the table is busy (ms):
@@ -105,9 +121,10 @@ pub const COLD_CLEANUP_PERIOD_MS: i64 = 300_000;
 /// What one tier's cleanup deleted.
 #[derive(Default)]
 struct Deleted {
-    /// File paths, and the tier keys of files and part directories.
+    /// File paths and part directories, from the tier's root.
     files: Vec<String>,
     parts: Vec<String>,
+    /// Their tier keys.
     keys: Vec<String>,
 }
 
@@ -142,39 +159,23 @@ impl Table {
         next: &[super::PartEntry],
         version: u64,
     ) {
-        let kept: HashSet<(&str, Option<&str>, Option<&str>)> = next
-            .iter()
-            .map(|p| {
-                (
-                    p.name.as_str(),
-                    p.deletes.as_ref().map(|d| d.file.as_str()),
-                    p.location.as_deref(),
-                )
-            })
-            .collect();
-        let dirs: HashSet<(&str, Option<&str>)> = next
-            .iter()
-            .map(|p| (p.name.as_str(), p.location.as_deref()))
-            .collect();
+        let kept = referenced_keys(next);
         let mut retired = crate::sync::lock(&self.retired);
         for p in &base.parts {
-            let mask = p.deletes.as_ref().map(|d| d.file.as_str());
             let location = p.location.as_deref();
-            if kept.contains(&(p.name.as_str(), mask, location)) {
-                continue;
-            }
-            let mut gone = Vec::new();
-            if let Some(file) = mask {
-                gone.push(mask_path(&p.name, file));
-            }
-            if !dirs.contains(&(p.name.as_str(), location)) {
-                gone.push(p.name.clone());
+            let dir = p.dir_path();
+            let mut gone = vec![dir.clone()];
+            if let Some(d) = &p.deletes {
+                gone.push(format!("{dir}/{}", d.file));
             }
             // The clock of `old_parts_lifetime` starts when a cleanup first
             // sees the file unreferenced, not here: this may be an attempt
             // that loses its commit.
-            for name in gone {
-                retired.entries.insert(tier_key(location, &name), version);
+            for path in gone {
+                let key = tier_key(location, &path);
+                if !kept.contains(&key) {
+                    retired.entries.insert(key, version);
+                }
             }
         }
     }
@@ -191,9 +192,10 @@ impl Table {
         }
     }
 
-    /// Forgets cached indexes, masks and skip indexes of files deleted from
-    /// `storage`, so a long-running process does not keep every
-    /// merged-away part in memory.
+    /// Forgets cached indexes, masks and skip indexes of files and part
+    /// directories (paths from the tier's root) deleted from `storage`, so
+    /// a long-running process does not keep every merged-away part in
+    /// memory.
     fn evict(storage: &crate::storage::Storage, files: &[String], parts: &[String]) {
         if files.is_empty() && parts.is_empty() {
             return;
@@ -204,7 +206,7 @@ impl Table {
             .chain(
                 parts
                     .iter()
-                    .map(|part| format!("{}/", storage.cache_key(&crate::part::part_dir(part)))),
+                    .map(|dir| format!("{}/", storage.cache_key(dir))),
             )
             .collect();
         storage.cache().remove_prefixes(&prefixes);
@@ -268,13 +270,13 @@ impl Table {
         // had registered it as in flight; if it is no longer in flight when
         // the set is copied, its commit (if any) is in the snapshot read
         // after that. So nothing committed or being written is deleted.
-        let local = self.storage().list("parts").await?;
+        let local = list_parts(self.storage()).await?;
         let mut tiers = Vec::new();
         if cold {
             self.last_cold_cleanup_ms.store(now_ms(), Ordering::Relaxed);
-            for (location, storage) in self.cold_tiers() {
-                match storage.list("parts").await {
-                    Ok(files) => tiers.push((location, storage, files)),
+            for (location, storage, reader) in self.cold_tiers().await {
+                match list_parts(&storage).await {
+                    Ok(files) => tiers.push((location, storage, reader, files)),
                     Err(e) => ::log::warn!(
                         "table '{}': cleanup of cold location '{location}' skipped: {e}",
                         self.name()
@@ -297,11 +299,13 @@ impl Table {
             now: now_ms(),
             since: &mut since,
         };
-        let deleted = sweep.tier(self.storage(), None, local).await?;
+        let deleted = sweep
+            .tier(self.storage(), self.storage(), None, local)
+            .await?;
         let mut count = deleted.files.len();
         let mut keys = deleted.keys;
-        for (location, storage, files) in tiers {
-            match sweep.tier(&storage, Some(&location), files).await {
+        for (location, storage, reader, files) in tiers {
+            match sweep.tier(&storage, &reader, Some(&location), files).await {
                 Ok(deleted) => {
                     count += deleted.files.len();
                     keys.extend(deleted.keys);
@@ -320,7 +324,7 @@ impl Table {
             }
         }
         // Remembered first sightings, minus what is referenced again.
-        let referenced = referenced_keys(&snapshot);
+        let referenced = referenced_keys(&snapshot.parts);
         since.retain(|key, _| !referenced.contains(key));
         *crate::sync::lock(&self.unreferenced_since) = since;
         let retention_ms = (snapshot.options.log_retention as i64).saturating_mul(1000);
@@ -351,15 +355,24 @@ impl Table {
     }
 }
 
-/// The tier keys of every part directory and mask file `snapshot` names.
-fn referenced_keys(snapshot: &super::Snapshot) -> HashSet<String> {
+/// The files under a tier's root that belong to parts: `parts/` and
+/// `moved/`.
+async fn list_parts(storage: &crate::storage::Storage) -> Result<Vec<crate::storage::FileInfo>> {
+    let mut files = storage.list("parts").await?;
+    files.extend(storage.list(super::log::MOVED_DIR).await?);
+    Ok(files)
+}
+
+/// The tier keys of every part directory and mask file `parts` name.
+fn referenced_keys(parts: &[super::PartEntry]) -> HashSet<String> {
     let mut referenced = HashSet::new();
-    for p in &snapshot.parts {
+    for p in parts {
         let location = p.location.as_deref();
-        referenced.insert(tier_key(location, &p.name));
+        let dir = p.dir_path();
         if let Some(d) = &p.deletes {
-            referenced.insert(tier_key(location, &mask_path(&p.name, &d.file)));
+            referenced.insert(tier_key(location, &format!("{dir}/{}", d.file)));
         }
+        referenced.insert(tier_key(location, &dir));
     }
     referenced
 }
@@ -395,33 +408,36 @@ impl Sweep<'_> {
             && self.now.saturating_sub(first_seen) >= self.lifetime_ms
     }
 
-    /// Deletes what is garbage among `files` (the listing of `parts/` of
-    /// the tier at `location`, `None` for the table's own directory).
+    /// Deletes what is garbage among `files` (the listing of `parts/` and
+    /// `moved/` of the tier at `location`, `None` for the table's own
+    /// directory, through `storage`); forgets what `reader` cached of it.
     async fn tier(
         &mut self,
         storage: &crate::storage::Storage,
+        reader: &crate::storage::Storage,
         location: Option<&str>,
         files: Vec<crate::storage::FileInfo>,
     ) -> Result<Deleted> {
         let mut dirs: BTreeMap<String, (Vec<String>, i64)> = BTreeMap::new();
         for f in files {
-            let Some(part) = f.name.split('/').nth(1) else {
+            let Some(dir) = part_dir_of(&f.name) else {
                 continue;
             };
-            let entry = dirs.entry(part.to_string()).or_default();
+            let entry = dirs.entry(dir.to_string()).or_default();
             entry.0.push(f.name.clone());
             entry.1 = entry.1.max(f.modified_ms);
         }
-        let referenced = referenced_keys(self.snapshot);
+        let referenced = referenced_keys(&self.snapshot.parts);
         let mut deleted = Deleted::default();
-        for (part, (files, newest)) in dirs {
-            // A name being written is protected in every tier: a move
-            // writes a live part's name into another.
-            if self.inflight.contains(&part) {
+        for (dir, (files, newest)) in dirs {
+            // Being written: a part an insert or merge writes (by name), a
+            // move's fresh copy (by directory).
+            let name = dir.rsplit('/').next().unwrap_or(&dir);
+            if self.inflight.contains(name) || self.inflight.contains(&dir) {
                 continue;
             }
-            let part_key = tier_key(location, &part);
-            if referenced.contains(&part_key) {
+            let dir_key = tier_key(location, &dir);
+            if referenced.contains(&dir_key) {
                 // A live part: only superseded deletion masks can go.
                 for f in files {
                     let key = tier_key(location, &f);
@@ -435,22 +451,24 @@ impl Sweep<'_> {
                         deleted.files.push(f);
                     }
                 }
-            } else if !self.protected(&part_key) && self.old(&part_key, newest) {
+            } else if !self.protected(&dir_key) && self.old(&dir_key, newest) {
                 for f in &files {
                     storage.delete(f).await?;
                 }
-                storage
-                    .remove_empty_dir(&crate::part::part_dir(&part))
-                    .await?;
+                storage.remove_empty_dir(&dir).await?;
+                if let Some((moved, _)) = dir.rsplit_once("/parts/") {
+                    storage.remove_empty_dir(&format!("{moved}/parts")).await?;
+                    storage.remove_empty_dir(moved).await?;
+                }
                 deleted
                     .keys
                     .extend(files.iter().map(|f| tier_key(location, f)));
-                deleted.keys.push(part_key);
+                deleted.keys.push(dir_key);
                 deleted.files.extend(files);
-                deleted.parts.push(part);
+                deleted.parts.push(dir);
             }
         }
-        Table::evict(storage, &deleted.files, &deleted.parts);
+        Table::evict(reader, &deleted.files, &deleted.parts);
         Ok(deleted)
     }
 }

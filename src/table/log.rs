@@ -59,6 +59,21 @@ pub struct PartEntry {
     /// parts (`created_ms` otherwise): the part's age by commit time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub newest_row_ms: Option<i64>,
+    /// The directory inside its tier that holds the part's
+    /// `parts/<name>/`, for a part a move copied (`moved/<id>`, fresh for
+    /// every copy, so a copy never meets an older one of the same part);
+    /// the tier's root otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<String>,
+}
+
+/// The directory of moved copies inside a tier.
+pub const MOVED_DIR: &str = "moved";
+
+/// Whether `dir` can be a part entry's `dir`: `moved/<one plain name>`.
+pub fn is_moved_dir(dir: &str) -> bool {
+    dir.split_once('/')
+        .is_some_and(|(top, id)| top == MOVED_DIR && crate::storage::is_plain_name(id))
 }
 
 /// A deletion mask file of a part and how many rows it deletes.
@@ -94,6 +109,16 @@ impl PartEntry {
             deletes: None,
             location: None,
             newest_row_ms: None,
+            dir: None,
+        }
+    }
+
+    /// The part's directory relative to its tier's root.
+    pub fn dir_path(&self) -> String {
+        let parts = crate::part::part_dir(&self.name);
+        match &self.dir {
+            None => parts,
+            Some(dir) => format!("{dir}/{parts}"),
         }
     }
 
@@ -296,7 +321,11 @@ impl Commit {
         let added = self.added.iter().map(|p| &p.part);
         listed
             .chain(added)
-            .flat_map(|p| std::iter::once(&p.name).chain(p.deletes.as_ref().map(|d| &d.file)))
+            .flat_map(|p| {
+                std::iter::once(&p.name)
+                    .chain(p.deletes.as_ref().map(|d| &d.file))
+                    .chain(p.dir.iter())
+            })
             .chain(&self.removed)
     }
 }
@@ -334,16 +363,16 @@ async fn read_json<T: serde::de::DeserializeOwned>(
     Ok((value, location))
 }
 
-/// Checks what a log file read holds: plain part and file names only (a
-/// crafted log cannot point reads outside the table), and the version its
-/// name promises.
+/// Checks what a log file read holds: plain part and file names and
+/// `moved/<name>` directories only (a crafted log cannot point reads
+/// outside the table), and the version its name promises.
 fn check_entry<'a>(
     location: &str,
     mut names: impl Iterator<Item = &'a String>,
     version: u64,
     expected: u64,
 ) -> Result<()> {
-    if let Some(name) = names.find(|n| !crate::storage::is_plain_name(n)) {
+    if let Some(name) = names.find(|n| !crate::storage::is_plain_name(n) && !is_moved_dir(n)) {
         return Err(Error::corrupt(
             location,
             format!("invalid part or file name '{name}'"),
@@ -385,10 +414,11 @@ pub async fn write_commit(storage: &Storage, commit: &Commit) -> Result<bool> {
 async fn read_checkpoint(storage: &Storage, version: u64) -> Result<TableState> {
     let (state, location): (TableState, _) =
         read_json(storage, &checkpoint_file(version), FileKind::Checkpoint).await?;
-    let names = state
-        .parts
-        .iter()
-        .flat_map(|p| std::iter::once(&p.name).chain(p.deletes.as_ref().map(|d| &d.file)));
+    let names = state.parts.iter().flat_map(|p| {
+        std::iter::once(&p.name)
+            .chain(p.deletes.as_ref().map(|d| &d.file))
+            .chain(p.dir.iter())
+    });
     check_entry(&location, names, state.version, version)?;
     Ok(state)
 }

@@ -559,12 +559,9 @@ impl Table {
         let names: Vec<&String> = sources.iter().map(|s| &s.name).collect();
         let committed = self
             .commit_checked("MERGE", |current| {
-                let unchanged = sources.iter().all(|s| {
-                    current
-                        .parts
-                        .iter()
-                        .any(|p| p.name == s.name && p.deletes == s.deletes)
-                });
+                // A source moved meanwhile is no longer a local part to
+                // merge: the move stands, the merge is dropped.
+                let unchanged = sources.iter().all(|s| current.parts.contains(s));
                 if !unchanged {
                     return None;
                 }

@@ -310,16 +310,20 @@ impl Table {
     /// cold location the entry names (attached with
     /// [`Table::attach_location`]).
     pub fn storage_for(&self, entry: &PartEntry) -> Result<Storage> {
-        match &entry.location {
-            None => Ok(self.storage.clone()),
+        let tier = match &entry.location {
+            None => self.storage.clone(),
             Some(location) => self.location_storage(location).ok_or_else(|| {
                 Error::Table(format!(
                     "table '{}': part '{}' lives at '{location}', which this session cannot \
                      reach (register an object store for it)",
                     self.name, entry.name
                 ))
-            }),
-        }
+            })?,
+        };
+        Ok(match &entry.dir {
+            None => tier,
+            Some(dir) => tier.at(dir),
+        })
     }
 
     /// The indexes of every part of `snapshot`, in snapshot order.

@@ -44,8 +44,10 @@ struct Touched {
     name: String,
     before: Option<Deletes>,
     after: Deletes,
-    /// The tier the part was in, where its new mask was written.
+    /// The tier and directory the part was in, where its new mask was
+    /// written.
     location: Option<String>,
+    dir: Option<String>,
     storage: crate::storage::Storage,
 }
 
@@ -128,14 +130,15 @@ impl Table {
             matched_total += matched_rows.len() as u64;
             let new_mask = union(part.mask.as_deref(), entry.rows as usize, &matched_rows);
             let file = deletes::new_mask_file();
-            let path = deletes::mask_path(&entry.name, &file);
-            in_flight.begin(path);
+            // Registered by its path from the tier's root, as cleanup lists it.
+            in_flight.begin(format!("{}/{file}", entry.dir_path()));
             let after = deletes::write_mask(&part.storage, &entry.name, &file, &new_mask).await?;
             touched.push(Touched {
                 name: entry.name.clone(),
                 before: entry.deletes.clone(),
                 after,
                 location: entry.location.clone(),
+                dir: entry.dir.clone(),
                 storage: part.storage.clone(),
             });
         }
@@ -160,7 +163,7 @@ impl Table {
                 for t in &touched {
                     let p = parts.iter_mut().find(|p| p.name == t.name)?;
                     // A part moved meanwhile lacks the new mask where it is now.
-                    if p.deletes != t.before || p.location != t.location {
+                    if p.deletes != t.before || p.location != t.location || p.dir != t.dir {
                         return None;
                     }
                     p.deletes = Some(t.after.clone());

@@ -52,8 +52,6 @@ pub const KNOWN_OPTIONS: &[&str] = &[
     "move_after",
     "move_time_column",
     "move_when_local_bytes_above",
-    "cache_location",
-    "cache_max_bytes",
 ];
 
 /// The text search options of a table: its text-indexed columns with
@@ -140,10 +138,9 @@ pub struct TableOptions {
     pub tiers: TierOptions,
 }
 
-/// The cold tier, the policy that moves parts to it and the local cache of
-/// what is read from it (`cold_location`, `move_*`, `cache_*` options; see
-/// `table::tier`).
-#[derive(Debug, Clone, PartialEq)]
+/// The cold tier and the policy that moves parts to it (`cold_location`,
+/// `move_*` options; see `table::tier`).
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TierOptions {
     /// The table's own prefix of object storage (`s3://bucket/logs`), as
     /// a URL the session's object stores resolve; no trailing `/`.
@@ -157,28 +154,10 @@ pub struct TierOptions {
     /// While the table's parts on local disk hold more bytes than this,
     /// the oldest move cold.
     pub move_when_local_bytes_above: Option<u64>,
-    /// The local directory caching what reads of cold parts fetched
-    /// (default: `_cache` in the table's directory, when that is local).
-    pub cache_location: Option<String>,
-    /// Bytes that cache holds at most (0: no cache).
-    pub cache_max_bytes: u64,
 }
 
-/// The local read cache's bound unless `cache_max_bytes` says otherwise.
-pub const DEFAULT_CACHE_MAX_BYTES: u64 = 1 << 30;
-
-impl Default for TierOptions {
-    fn default() -> Self {
-        TierOptions {
-            cold_location: None,
-            move_after: None,
-            move_time_column: None,
-            move_when_local_bytes_above: None,
-            cache_location: None,
-            cache_max_bytes: DEFAULT_CACHE_MAX_BYTES,
-        }
-    }
-}
+/// The longest `move_after`: 100 years, in seconds.
+const MAX_MOVE_AFTER: u64 = 100 * 366 * 86_400;
 
 impl TierOptions {
     /// Whether a policy moves parts (and so a background mover runs).
@@ -337,21 +316,19 @@ impl TableOptions {
                     }
                     parsed.tiers.cold_location = Some(location.to_string());
                 }
-                "move_after" => parsed.tiers.move_after = Some(parse_duration(key, value)?),
+                "move_after" => {
+                    let seconds = parse_duration(key, value)?;
+                    if seconds > MAX_MOVE_AFTER {
+                        return Err(Error::option(key, format!("'{value}' is over 100 years")));
+                    }
+                    parsed.tiers.move_after = Some(seconds);
+                }
                 "move_time_column" => {
                     parsed.tiers.move_time_column = Some(time_column(key, value.trim(), schema)?);
                 }
                 "move_when_local_bytes_above" => {
                     parsed.tiers.move_when_local_bytes_above = Some(parse_bytes(key, value)?);
                 }
-                "cache_location" => {
-                    let dir = value.trim();
-                    if dir.is_empty() {
-                        return Err(Error::option(key, "an empty directory"));
-                    }
-                    parsed.tiers.cache_location = Some(dir.to_string());
-                }
-                "cache_max_bytes" => parsed.tiers.cache_max_bytes = parse_bytes(key, value)?,
                 "text_index" => {
                     for name in value.split(',').map(str::trim) {
                         let column = text_column(key, name, schema)?;
@@ -557,12 +534,6 @@ impl TableOptions {
         }
         if let Some(bytes) = tiers.move_when_local_bytes_above {
             map.insert("move_when_local_bytes_above".into(), bytes.to_string());
-        }
-        if let Some(dir) = &tiers.cache_location {
-            map.insert("cache_location".into(), dir.clone());
-        }
-        if tiers.cache_max_bytes != DEFAULT_CACHE_MAX_BYTES {
-            map.insert("cache_max_bytes".into(), tiers.cache_max_bytes.to_string());
         }
         map
     }

@@ -2,18 +2,26 @@
 //! own directory (the hot tier, on local disk); old ones move to the
 //! table's cold location (object storage) by policy or by hand, and back.
 //! A part entry's `location` names the cold location a part lives at
-//! (`None`: the table's own directory), under the same `parts/<name>/`
-//! path; [`Table::storage_for`] resolves it.
+//! (`None`: the table's own directory) and its `dir` the directory there
+//! holding its `parts/<name>/`; [`Table::storage_for`] resolves both.
 //!
 //! A move copies the part's files (its index, column files, components
-//! and current deletion mask, as its index lists them), reads each back
-//! and compares it with what was sent, commits the entry at its new
-//! location, and leaves the old copy to cleanup, which deletes it once
-//! readers of older versions are done with it. A crash or an error at any
-//! step loses nothing: until the commit, the old copy is the live one and
-//! the new one is garbage that cleanup finds by listing the target's
-//! `parts/`; after it, the reverse. Large files go up as multipart uploads
-//! (retried by the store's client, aborted on failure).
+//! and current deletion mask, as its index lists them) into a fresh
+//! directory of the target tier, `moved/<id>/`, reads each back and
+//! compares it with what was sent, commits the entry there, and leaves the
+//! old copy to cleanup, which deletes it once readers of older versions
+//! are done with it. The fresh directory is written by this move only:
+//! no older copy of the part, no cleanup and no other mover can touch it
+//! until it is committed. A crash or an error at any step loses nothing:
+//! until the commit the old copy is the live one and the new one garbage
+//! that cleanup finds by listing the target's `moved/`; after it, the
+//! reverse. Large files go up as multipart uploads (retried by the store's
+//! client, aborted on failure).
+//!
+//! A cold location belongs to one table: the first move writes a marker,
+//! `_diagon_table`, naming the table's own directory, and moves and
+//! cleanup refuse a location whose marker names another, or that overlaps
+//! the table's own directory.
 //!
 //! Writes never go to the cold tier directly: inserts and merges write
 //! local parts (merges take hot parts only), so an unreachable store never
@@ -30,7 +38,7 @@ use arrow::datatypes::{DataType, TimeUnit};
 use xxhash_rust::xxh64::Xxh64;
 
 use super::gc::InFlight;
-use super::log::now_ms;
+use super::log::{MOVED_DIR, now_ms};
 use super::options::TierOptions;
 use super::{PartEntry, Snapshot, Table};
 use crate::error::{Error, Result};
@@ -93,6 +101,9 @@ pub const CACHE_DIR: &str = "_cache";
 /// Bytes read ahead of queries of one cold location, at most.
 const READ_AHEAD_BUDGET: u64 = 256 << 20;
 
+/// The marker naming the table a cold location belongs to.
+pub const OWNER_FILE: &str = "_diagon_table";
+
 /// A cold location as this handle reaches it.
 #[derive(Debug, Clone)]
 pub(crate) struct ColdStorage {
@@ -100,6 +111,30 @@ pub(crate) struct ColdStorage {
     store: Storage,
     /// Through read-ahead and the local read cache: for queries.
     reader: Storage,
+}
+
+/// Where and how much a handle caches of what it reads from cold
+/// locations, on local disk (see `storage::disk_cache`). A setting of the
+/// machine, not of the table: it is given when a location is attached.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadCache {
+    /// The cache's directory; by default `_cache` in the table's own
+    /// directory when that is local (else no cache).
+    pub dir: Option<std::path::PathBuf>,
+    /// Bytes it holds at most (0: no cache).
+    pub max_bytes: u64,
+}
+
+/// The read cache's bound unless set otherwise.
+pub const DEFAULT_CACHE_MAX_BYTES: u64 = 1 << 30;
+
+impl Default for ReadCache {
+    fn default() -> Self {
+        ReadCache {
+            dir: None,
+            max_bytes: DEFAULT_CACHE_MAX_BYTES,
+        }
+    }
 }
 
 /// How often a table with a move policy checks it, absent other triggers
@@ -176,6 +211,17 @@ fn newest_value_ms(index: &PartIndex, column: &str) -> Option<i64> {
     arrow::compute::max(values)
 }
 
+/// Deletes a move's copy that was not committed: its directory is fresh,
+/// written by that move only. Failures leave the files to cleanup.
+async fn discard_copy(destination: &Storage, part: &str, paths: &[String]) {
+    for path in paths {
+        let _ = destination.delete(path).await;
+    }
+    let _ = destination.remove_empty_dir(&part_dir(part)).await;
+    let _ = destination.remove_empty_dir("parts").await;
+    let _ = destination.remove_empty_dir("").await;
+}
+
 /// The files of a part, as its index lists them: names inside the part
 /// directory, with their lengths where the index records them.
 fn part_files(index: &PartIndex, entry: &PartEntry) -> BTreeMap<String, Option<u64>> {
@@ -238,19 +284,23 @@ async fn copy_verified(source: &Storage, target: &Storage, path: &str, len: u64)
 impl Table {
     /// Lets this handle reach parts at `location` (the table's
     /// `cold_location`, or one parts were moved to before it changed)
-    /// through `storage`. Queries read it ahead of need and through the
-    /// local read cache (`cache_location`, `cache_max_bytes`); moves and
-    /// cleanup use it as given.
+    /// through `storage`, with the default read cache.
     pub fn attach_location(&self, location: &str, storage: Storage) {
+        self.attach_location_with(location, storage, &ReadCache::default());
+    }
+
+    /// Lets this handle reach parts at `location` through `storage`.
+    /// Queries read it ahead of need and through the local read cache
+    /// `cache`; moves and cleanup use it as given.
+    pub fn attach_location_with(&self, location: &str, storage: Storage, cache: &ReadCache) {
         let location = location.trim_end_matches('/').to_string();
-        let options = self.cached_snapshot().options.tiers.clone();
         let mut reader = storage.clone();
-        let cache_dir = match &options.cache_location {
-            Some(dir) => Some(std::path::PathBuf::from(dir)),
+        let cache_dir = match &cache.dir {
+            Some(dir) => Some(dir.clone()),
             None => self.storage().local_dir().map(|d| d.join(CACHE_DIR)),
         };
-        if let Some(dir) = cache_dir.filter(|_| options.cache_max_bytes > 0) {
-            match DiskCache::open(&dir, options.cache_max_bytes) {
+        if let Some(dir) = cache_dir.filter(|_| cache.max_bytes > 0) {
+            match DiskCache::open(&dir, cache.max_bytes) {
                 Ok(cache) => reader = reader.with_disk_cache(cache, &location),
                 Err(e) => log::warn!(
                     "table '{}': no read cache for '{location}': {e}",
@@ -279,12 +329,70 @@ impl Table {
             .map(|c| c.store.clone())
     }
 
-    /// Every cold location this handle can reach, with its storage.
-    pub(crate) fn cold_tiers(&self) -> Vec<(String, Storage)> {
-        crate::sync::read(&self.locations)
+    /// Every cold location this handle can reach and that belongs to this
+    /// table, with its storage as attached and as queries read it.
+    pub(crate) async fn cold_tiers(&self) -> Vec<(String, Storage, Storage)> {
+        let attached: Vec<(String, ColdStorage)> = crate::sync::read(&self.locations)
             .iter()
-            .map(|(l, c)| (l.clone(), c.store.clone()))
-            .collect()
+            .map(|(l, c)| (l.clone(), c.clone()))
+            .collect();
+        let mut tiers = Vec::new();
+        for (location, cold) in attached {
+            match self.check_owner(&location, &cold.store, false).await {
+                Ok(true) => tiers.push((location, cold.store, cold.reader)),
+                Ok(false) => {} // nothing moved there yet
+                Err(e) => log::warn!("table '{}': {e}", self.name()),
+            }
+        }
+        tiers
+    }
+
+    /// The identity a cold location's marker holds: the table's own
+    /// directory (canonical when local).
+    fn identity(&self) -> String {
+        self.storage()
+            .local_dir()
+            .and_then(|d| d.canonicalize().ok())
+            .map(|d| d.display().to_string())
+            .unwrap_or_else(|| self.storage().display().to_string())
+    }
+
+    /// Whether `store` (the cold location `location`) belongs to this
+    /// table: its marker names it. With `claim`, a location without a
+    /// marker is claimed (before a first move); without, it is `false`.
+    /// A location that overlaps the table's own directory, or whose
+    /// marker names another table, is an error.
+    async fn check_owner(&self, location: &str, store: &Storage, claim: bool) -> Result<bool> {
+        let ours = self.identity();
+        let theirs = store
+            .local_dir()
+            .and_then(|d| d.canonicalize().ok())
+            .map(|d| d.display().to_string())
+            .unwrap_or_else(|| store.display().to_string());
+        let (a, b) = (ours.trim_end_matches('/'), theirs.trim_end_matches('/'));
+        if a == b || a.starts_with(&format!("{b}/")) || b.starts_with(&format!("{a}/")) {
+            return Err(Error::Table(format!(
+                "cold location '{location}' overlaps the table's own directory '{ours}'; give \
+                 the cold tier a location of its own"
+            )));
+        }
+        let owner = match store.get(OWNER_FILE).await {
+            Ok(bytes) => bytes,
+            Err(e) if e.is_not_found() && claim => {
+                store.put_if_absent(OWNER_FILE, ours.clone()).await?;
+                store.get(OWNER_FILE).await?
+            }
+            Err(e) if e.is_not_found() => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        if owner.as_ref() != ours.as_bytes() {
+            return Err(Error::Table(format!(
+                "cold location '{location}' belongs to the table at '{}'; give each table a \
+                 cold location of its own",
+                String::from_utf8_lossy(&owner)
+            )));
+        }
+        Ok(true)
     }
 
     /// Moves parts to `to`: those named in `names`, or every part not yet
@@ -386,11 +494,12 @@ impl Table {
         Ok(moved)
     }
 
-    /// Copies `entry`'s files to `target` (a cold location, or `None` for
-    /// the table's own directory), verifies them and commits the entry
-    /// there. Returns the bytes copied, or `None` when a concurrent change
-    /// of the part (a merge, a DELETE, another move) won: the copy is then
-    /// discarded and the part stays as that change left it.
+    /// Copies `entry`'s files into a fresh directory of `target` (a cold
+    /// location, or `None` for the table's own directory), verifies them
+    /// and commits the entry there. Returns the bytes copied, or `None`
+    /// when a concurrent change of the part (a merge, a DELETE, another
+    /// move) won: the copy is then deleted and the part stays as that
+    /// change left it.
     async fn move_part(
         self: &Arc<Self>,
         entry: &PartEntry,
@@ -412,28 +521,40 @@ impl Table {
         };
         // Copies bypass the read cache and read-ahead: they read each byte
         // once, and must read back what landed in the store itself.
-        let source = match &entry.location {
-            None => self.storage().clone(),
+        let tier_store = |location: &Option<String>| match location {
+            None => Ok(self.storage().clone()),
             Some(location) => self
                 .location_store(location)
-                .ok_or_else(|| unreachable(location))?,
+                .ok_or_else(|| unreachable(location)),
         };
-        let target_storage = match target {
-            None => self.storage().clone(),
-            Some(location) => self
-                .location_store(location)
-                .ok_or_else(|| unreachable(location))?,
+        let source_tier = tier_store(&entry.location)?;
+        let source = match &entry.dir {
+            None => source_tier,
+            Some(dir) => source_tier.at(dir),
         };
+        let target_tier = tier_store(&target.map(str::to_string))?;
+        if let Some(location) = target {
+            self.check_owner(location, &target_tier, true)
+                .await
+                .map_err(ctx)?;
+        }
+        let dir = format!("{MOVED_DIR}/m_{}", uuid::Uuid::new_v4().simple());
+        let moved = PartEntry {
+            location: target.map(str::to_string),
+            dir: Some(dir.clone()),
+            ..entry.clone()
+        };
+        let destination = target_tier.at(&dir);
         let index = self.index_at(&source, &entry.name).await.map_err(ctx)?;
-        let dir = part_dir(&entry.name);
-        // Protects the copy from cleanup (in every tier) until committed.
+        // Protects the copy from cleanup until committed (or discarded).
         let mut in_flight = InFlight::new(self);
-        in_flight.begin(entry.name.clone());
+        in_flight.begin(moved.dir_path());
         let mut copied_paths = Vec::new();
         let copied = async {
             let mut bytes = 0;
+            let part = part_dir(&entry.name);
             for (file, len) in part_files(&index, entry) {
-                let path = format!("{dir}/{file}");
+                let path = format!("{part}/{file}");
                 let len = match len {
                     Some(len) => len,
                     None => source.size(&path).await?.ok_or_else(|| {
@@ -441,30 +562,24 @@ impl Table {
                     })?,
                 };
                 copied_paths.push(path.clone());
-                bytes += copy_verified(&source, &target_storage, &path, len).await?;
+                bytes += copy_verified(&source, &destination, &path, len).await?;
             }
-            target_storage.sync(copied_paths.clone()).await?;
+            destination.sync(copied_paths.clone()).await?;
             Ok::<_, Error>(bytes)
         }
         .await;
         let bytes = match copied {
             Ok(bytes) => bytes,
             Err(e) => {
-                self.discard_copy(entry, target, &target_storage, &copied_paths)
-                    .await;
+                discard_copy(&destination, &entry.name, &copied_paths).await;
                 return Err(ctx(e));
             }
         };
-        let target_location = target.map(str::to_string);
         let committed = self
             .commit_checked("MOVE", |current| {
                 let mut parts = current.parts.clone();
-                let part = parts.iter_mut().find(|p| {
-                    p.name == entry.name
-                        && p.deletes == entry.deletes
-                        && p.location == entry.location
-                })?;
-                part.location = target_location.clone();
+                let part = parts.iter_mut().find(|p| *p == entry)?;
+                *part = moved.clone();
                 Some(parts)
             })
             .await
@@ -472,38 +587,10 @@ impl Table {
         match committed {
             Some(_) => Ok(Some(bytes)),
             None => {
-                self.discard_copy(entry, target, &target_storage, &copied_paths)
-                    .await;
+                discard_copy(&destination, &entry.name, &copied_paths).await;
                 Ok(None)
             }
         }
-    }
-
-    /// Deletes the files a move copied and did not commit, unless the
-    /// newest version has the part at the target after all (another
-    /// process moved it too, writing the same bytes under the same names).
-    /// Failures leave the files to cleanup.
-    async fn discard_copy(
-        &self,
-        entry: &PartEntry,
-        target: Option<&str>,
-        storage: &Storage,
-        paths: &[String],
-    ) {
-        let Ok(current) = self.snapshot().await else {
-            return;
-        };
-        let live_there = current
-            .parts
-            .iter()
-            .any(|p| p.name == entry.name && p.location.as_deref() == target);
-        if live_there {
-            return;
-        }
-        for path in paths {
-            let _ = storage.delete(path).await;
-        }
-        let _ = storage.remove_empty_dir(&part_dir(&entry.name)).await;
     }
 
     /// Applies the move policy in the background, if the table has one and
@@ -516,6 +603,11 @@ impl Table {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        // A move running now applies the policy again when it is done
+        // (the periodic check); waiting tasks would only pile up.
+        if self.move_lock.try_lock().is_err() {
+            return;
+        }
         let table = self.clone();
         handle.spawn(async move {
             if let Err(e) = table.move_by_policy().await {

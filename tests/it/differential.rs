@@ -595,7 +595,12 @@ async fn check(case: Case) {
         );
         table.attach_location(&url, cold);
         let snapshot = table.snapshot().await.unwrap();
-        let names: Vec<String> = snapshot.parts.iter().step_by(2).map(|p| p.name.clone()).collect();
+        let names: Vec<String> = snapshot
+            .parts
+            .iter()
+            .step_by(2)
+            .map(|p| p.name.clone())
+            .collect();
         table
             .move_parts(diagon::table::tier::Tier::Cold, Some(&names))
             .await

@@ -121,18 +121,24 @@ async fn tiers(table: &Table) -> Vec<(String, Tier)> {
         .collect()
 }
 
-/// The part directories holding files in a listing of `storage`.
+/// The parts with files in `storage` (under `parts/`, or a move's
+/// `moved/<id>/parts/`), by name, once per directory.
 async fn part_dirs(storage: &Storage) -> Vec<String> {
-    let mut dirs: Vec<String> = storage
-        .list("parts")
-        .await
-        .unwrap()
+    let mut files = storage.list("parts").await.unwrap();
+    files.extend(storage.list("moved").await.unwrap());
+    let mut dirs: Vec<(String, String)> = files
         .into_iter()
-        .filter_map(|f| f.name.split('/').nth(1).map(str::to_string))
+        .filter_map(|f| {
+            let (dir, rest) = f.name.split_once("parts/")?;
+            let name = rest.split('/').next()?;
+            Some((dir.to_string(), name.to_string()))
+        })
         .collect();
     dirs.sort();
     dirs.dedup();
-    dirs
+    let mut names: Vec<String> = dirs.into_iter().map(|(_, name)| name).collect();
+    names.sort();
+    names
 }
 
 /// Checks that each tier holds exactly the directories of its live parts.
@@ -191,7 +197,7 @@ async fn parts_move_cold_and_back_with_the_same_answers() {
         server
             .files("t1")
             .iter()
-            .any(|f| f.starts_with(&format!("t1/parts/{}/", names[1])))
+            .any(|f| f.starts_with("t1/moved/") && f.contains(&format!("/parts/{}/", names[1])))
     );
 
     // A reopen finds them there.
@@ -230,7 +236,8 @@ async fn parts_move_cold_and_back_with_the_same_answers() {
     assert_eq!(table.move_parts(Tier::Hot, None).await.unwrap().parts, 5);
     assert_eq!(answers(&table).await, after_delete, "all hot again");
     assert_no_strays(&table, &local, &cold(&server, "t1")).await;
-    assert!(server.files("t1").is_empty(), "{:?}", server.files("t1"));
+    // Only the marker naming the table the location belongs to is left.
+    assert_eq!(server.files("t1"), ["t1/_diagon_table"]);
 
     // Errors name what is wrong.
     let err = table
@@ -630,7 +637,7 @@ async fn metric(table: &Arc<Table>, sql: &str, metric: &str) -> u64 {
         .unwrap();
     let plan = crate::common::query(&ctx, &format!("EXPLAIN ANALYZE {sql}")).await;
     let key = format!("{metric}=");
-    plan.split(|c: char| c == ',' || c == ' ' || c == '[' || c == ']')
+    plan.split([',', ' ', '[', ']'])
         .filter_map(|w| w.strip_prefix(&key))
         .map(|v| v.parse::<u64>().unwrap_or(0))
         .sum()
@@ -731,4 +738,115 @@ fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// A query running while its parts move, back and forth, reads the copies
+/// of its snapshot to the end: each move writes a fresh directory, and
+/// cleanup keeps the old copies until the query is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_outlives_moves_of_its_parts() {
+    use futures::StreamExt;
+    let server = S3Server::start().await;
+    let now = diagon::table::log::now_ms();
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.url("racing");
+    let local = Storage::local(dir.path()).unwrap();
+    let table = Table::create(
+        "t",
+        local.clone(),
+        schema(),
+        options(&[("cold_location", &url)]),
+    )
+    .await
+    .unwrap();
+    table.attach_location(&url, cold(&server, "racing"));
+    insert(&table, &five_batches(now)).await;
+    let expected = answers(&table).await;
+
+    let ctx = SessionContext::new_with_config(
+        datafusion::prelude::SessionConfig::new()
+            .with_batch_size(100)
+            .with_target_partitions(1),
+    );
+    ctx.register_table("t", Arc::new(DiagonTableProvider::new(table.clone())))
+        .unwrap();
+    let mut stream = ctx
+        .sql("SELECT id FROM t")
+        .await
+        .unwrap()
+        .execute_stream()
+        .await
+        .unwrap();
+    let mut rows = stream.next().await.unwrap().unwrap().num_rows();
+    for to in [Tier::Cold, Tier::Hot, Tier::Cold] {
+        table.move_parts(to, None).await.unwrap();
+        table.collect_garbage().await.unwrap();
+    }
+    while let Some(batch) = stream.next().await {
+        rows += batch.unwrap().num_rows();
+    }
+    assert_eq!(rows, 15_000);
+    drop(stream);
+    table.collect_garbage().await.unwrap();
+    assert_eq!(answers(&table).await, expected);
+    assert_no_strays(&table, &local, &cold(&server, "racing")).await;
+}
+
+/// A cold location belongs to one table, and never overlaps the table's
+/// own directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_location_belongs_to_one_table() {
+    let server = S3Server::start().await;
+    let now = diagon::table::log::now_ms();
+    let url = server.url("shared");
+    let mut tables = Vec::new();
+    let mut dirs = Vec::new();
+    for _ in 0..2 {
+        let dir = tempfile::tempdir().unwrap();
+        let table = Table::create(
+            "t",
+            Storage::local(dir.path()).unwrap(),
+            schema(),
+            options(&[("cold_location", &url)]),
+        )
+        .await
+        .unwrap();
+        table.attach_location(&url, cold(&server, "shared"));
+        insert(&table, &five_batches(now)[..1]).await;
+        tables.push(table);
+        dirs.push(dir);
+    }
+    tables[0].move_parts(Tier::Cold, None).await.unwrap();
+    let err = tables[1]
+        .move_parts(Tier::Cold, None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("belongs to the table at"), "{err}");
+    // Its cleanup leaves the other table's parts alone.
+    tables[1].collect_garbage().await.unwrap();
+    assert_eq!(answers(&tables[0]).await.len(), QUERIES.len());
+    assert_eq!(part_dirs(&cold(&server, "shared")).await.len(), 1);
+
+    // The table's own directory as its cold location.
+    let dir = tempfile::tempdir().unwrap();
+    let own = format!("file://{}", dir.path().display());
+    let local = Storage::local(dir.path()).unwrap();
+    let table = Table::create(
+        "t",
+        local.clone(),
+        schema(),
+        options(&[("cold_location", &own)]),
+    )
+    .await
+    .unwrap();
+    table.attach_location(&own, local.clone());
+    insert(&table, &five_batches(now)[..1]).await;
+    let err = table
+        .move_parts(Tier::Cold, None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("overlaps the table's own directory"), "{err}");
+    assert!(tiers(&table).await.iter().all(|t| t.1 == Tier::Hot));
 }

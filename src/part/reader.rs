@@ -42,29 +42,49 @@ pub async fn read_index(storage: &Storage, part: &str) -> Result<PartIndex> {
     Ok(index)
 }
 
-/// Checks a column file's header and footer magic and its length, which
-/// granule reads alone would not notice (a truncated footer, a file of the
-/// wrong kind or a newer format version).
-async fn check_column_envelope(storage: &Storage, file: &str, file_len: u64) -> Result<()> {
-    let location = storage.location(file);
+/// The ranges of a column file's envelope a first read checks: its header
+/// and its end marker. A recorded length shorter than the envelope is
+/// damage.
+fn envelope_ranges(location: &str, file_len: u64) -> Result<[Range<u64>; 2]> {
     let min_len = (ENVELOPE_HEADER_LEN + ENVELOPE_FOOTER_LEN) as u64;
     if file_len < min_len {
         return Err(Error::corrupt(
-            &location,
+            location,
             "recorded length is shorter than the envelope",
         ));
     }
-    let header = storage
-        .get_range(file, 0..ENVELOPE_HEADER_LEN as u64, file_len)
+    Ok([0..ENVELOPE_HEADER_LEN as u64, file_len - 4..file_len])
+}
+
+/// Reads `range` of a column file, checking with the first read of each
+/// file its header and footer magic (a file of the wrong kind or a newer
+/// format version, a truncated footer), which granule reads alone would
+/// not notice: in one request with the data where the store merges them.
+async fn read_column(
+    storage: &Storage,
+    part: &PartIndex,
+    column: usize,
+    file: &str,
+    range: Range<u64>,
+) -> Result<Bytes> {
+    let file_len = part.meta.columns[column].file_len;
+    if part.envelope_checked[column].get().is_some() {
+        return storage.get_range(file, range, file_len).await;
+    }
+    let location = storage.location(file);
+    let [header, footer] = envelope_ranges(&location, file_len)?;
+    let mut read = storage
+        .get_ranges(file, &[header, range, footer], file_len)
         .await?;
+    let (Some(footer), Some(data), Some(header)) = (read.pop(), read.pop(), read.pop()) else {
+        return Err(Error::store(location, "a read returned too few ranges"));
+    };
     envelope::check_header(&location, FileKind::ColumnData, &header)?;
-    let footer = storage
-        .get_range(file, file_len - 4..file_len, file_len)
-        .await?;
     if !envelope::is_end_magic(&footer) {
         return Err(Error::corrupt(&location, "truncated or damaged footer"));
     }
-    Ok(())
+    let _ = part.envelope_checked[column].set(());
+    Ok(data)
 }
 
 /// `rows` copies of the one-row `value`, as `data_type`.
@@ -79,23 +99,27 @@ fn repeat(value: &ArrayRef, rows: usize, data_type: &DataType) -> Result<ArrayRe
 
 /// What reading granules `granules` of columns `projection` (positions in
 /// the part) reads: per column stored in the part, its file (in the
-/// storage's terms), the byte range and the file's length.
+/// storage's terms), the byte ranges and the file's length. A file's first
+/// read also reads its envelope's header and end marker, which are then
+/// among its ranges.
 pub fn granule_reads(
     part: &PartIndex,
     projection: &[usize],
     granules: Range<usize>,
-) -> Vec<(String, Range<u64>, u64)> {
+) -> Vec<(String, Vec<Range<u64>>, u64)> {
     let dir = part_dir(&part.meta.name);
     projection
         .iter()
         .filter(|&&c| part.fill(c).is_none())
         .map(|&c| {
             let meta = &part.meta.columns[c];
-            (
-                format!("{dir}/{}", meta.file),
-                part.mark_range(c, granules.start, granules.end),
-                meta.file_len,
-            )
+            let mut ranges = vec![part.mark_range(c, granules.start, granules.end)];
+            if part.envelope_checked[c].get().is_none()
+                && let Ok(envelope) = envelope_ranges("", meta.file_len)
+            {
+                ranges.extend(envelope);
+            }
+            (format!("{dir}/{}", meta.file), ranges, meta.file_len)
         })
         .collect()
 }
@@ -119,11 +143,7 @@ pub async fn read_granules(
             if part.fill(c).is_some() {
                 return Ok(Bytes::new()); // a column the part lacks: no file
             }
-            if part.envelope_checked[c].get().is_none() {
-                check_column_envelope(storage, &file, meta.file_len).await?;
-                let _ = part.envelope_checked[c].set(());
-            }
-            storage.get_range(&file, range, meta.file_len).await
+            read_column(storage, part, c, &file, range).await
         }
     });
     let column_bytes: Vec<Bytes> = futures::future::try_join_all(fetches).await?;

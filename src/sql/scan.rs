@@ -952,13 +952,15 @@ impl ReadState {
             if plan.location.is_some()
                 && let Ok(columns) = crate::plan::projection(plan, &self.source.read_schema)
             {
-                for (file, range, len) in crate::part::granule_reads(&plan.index, &columns, range) {
-                    bytes += range.end - range.start;
-                    round
-                        .entry((part, file))
-                        .or_insert((Vec::new(), len))
-                        .0
-                        .push(range);
+                for (file, ranges, len) in crate::part::granule_reads(&plan.index, &columns, range)
+                {
+                    bytes += ranges.iter().map(|r| r.end - r.start).sum::<u64>();
+                    let announced = &mut round.entry((part, file)).or_insert((Vec::new(), len)).0;
+                    for range in ranges {
+                        if !announced.contains(&range) {
+                            announced.push(range);
+                        }
+                    }
                 }
             }
             self.announced.push_back(bytes);

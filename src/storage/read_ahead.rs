@@ -166,34 +166,43 @@ impl Backend for ReadAhead {
             pending.drop_stale(Instant::now());
             ranges.iter().map(|r| pending.take(path, r)).collect()
         };
-        let mut out: Vec<Option<Bytes>> = Vec::with_capacity(ranges.len());
-        for (range, taken) in ranges.iter().zip(taken) {
-            let bytes = match taken {
-                Some((fetched, start)) => fetched
-                    .await
-                    .map(|b| b.slice((range.start - start) as usize..(range.end - start) as usize)),
-                None => None,
+        // What no announcement covers is fetched while the announced
+        // bytes arrive: one round trip, not two.
+        let unannounced: Vec<Range<u64>> = ranges
+            .iter()
+            .zip(&taken)
+            .filter(|(_, t)| t.is_none())
+            .map(|(r, _)| r.clone())
+            .collect();
+        let was_announced: Vec<bool> = taken.iter().map(Option::is_some).collect();
+        let announced =
+            futures::future::join_all(ranges.iter().zip(taken).map(|(range, taken)| async move {
+                let (fetched, start) = taken?;
+                let bytes = fetched.await?;
+                Some(bytes.slice((range.start - start) as usize..(range.end - start) as usize))
+            }));
+        let direct = async {
+            match unannounced.is_empty() {
+                true => Ok(Vec::new()),
+                false => self.inner.get_ranges(path, &unannounced, file_len).await,
+            }
+        };
+        let (announced, direct) = futures::join!(announced, direct);
+        let mut direct = direct?.into_iter();
+        // Announced ranges whose fetch failed are read again here, and
+        // report their own errors.
+        let mut out = Vec::with_capacity(ranges.len());
+        for ((range, bytes), announced) in ranges.iter().zip(announced).zip(was_announced) {
+            let bytes = match (announced, bytes) {
+                (true, Some(bytes)) => bytes,
+                (true, None) => self.inner.get_range(path, range.clone()).await?,
+                (false, _) => direct.next().ok_or_else(|| {
+                    crate::error::Error::store(path.to_string(), "a read returned too few ranges")
+                })?,
             };
             out.push(bytes);
         }
-        let missing: Vec<Range<u64>> = ranges
-            .iter()
-            .zip(&out)
-            .filter(|(_, b)| b.is_none())
-            .map(|(r, _)| r.clone())
-            .collect();
-        if missing.is_empty() {
-            return Ok(out.into_iter().flatten().collect());
-        }
-        let mut fetched = self
-            .inner
-            .get_ranges(path, &missing, file_len)
-            .await?
-            .into_iter();
-        Ok(out
-            .into_iter()
-            .map(|b| b.or_else(|| fetched.next()).unwrap_or_default())
-            .collect())
+        Ok(out)
     }
 
     fn prefetch(&self, path: &str, ranges: &[Range<u64>], file_len: u64) {

@@ -270,12 +270,16 @@ impl Table {
         // had registered it as in flight; if it is no longer in flight when
         // the set is copied, its commit (if any) is in the snapshot read
         // after that. So nothing committed or being written is deleted.
-        let local = list_parts(self.storage()).await?;
+        // Moves into the table's directory need a table with tiers.
+        let current = self.cached_snapshot();
+        let tiered = current.options.tiers.cold_location.is_some()
+            || current.parts.iter().any(|p| p.dir.is_some());
+        let local = list_parts(self.storage(), true, tiered).await?;
         let mut tiers = Vec::new();
         if cold {
             self.last_cold_cleanup_ms.store(now_ms(), Ordering::Relaxed);
             for (location, storage, reader) in self.cold_tiers().await {
-                match list_parts(&storage).await {
+                match list_parts(&storage, false, true).await {
                     Ok(files) => tiers.push((location, storage, reader, files)),
                     Err(e) => ::log::warn!(
                         "table '{}': cleanup of cold location '{location}' skipped: {e}",
@@ -355,11 +359,21 @@ impl Table {
     }
 }
 
-/// The files under a tier's root that belong to parts: `parts/` and
-/// `moved/`.
-async fn list_parts(storage: &crate::storage::Storage) -> Result<Vec<crate::storage::FileInfo>> {
-    let mut files = storage.list("parts").await?;
-    files.extend(storage.list(super::log::MOVED_DIR).await?);
+/// The files under a tier's root that belong to parts: `parts/` (written
+/// by inserts and merges, in the table's own directory only) and, with
+/// `moved`, `moved/` (written by moves).
+async fn list_parts(
+    storage: &crate::storage::Storage,
+    root: bool,
+    moved: bool,
+) -> Result<Vec<crate::storage::FileInfo>> {
+    let mut files = match root {
+        true => storage.list("parts").await?,
+        false => Vec::new(),
+    };
+    if moved {
+        files.extend(storage.list(super::log::MOVED_DIR).await?);
+    }
     Ok(files)
 }
 

@@ -426,30 +426,49 @@ impl Table {
     /// Applies the table's move policy once; returns what moved.
     pub async fn move_by_policy(self: &Arc<Self>) -> Result<Moved> {
         let _moving = self.move_lock.lock().await;
-        let (pin, snapshot) = self.pinned_snapshot().await?;
+        let mut total = Moved::default();
+        // Until the policy has nothing left: parts inserted while a move
+        // ran (whose own triggers found the mover busy) are seen next round.
+        loop {
+            let (pin, snapshot) = self.pinned_snapshot().await?;
+            let entries = self.policy_moves(&snapshot).await?;
+            if entries.is_empty() {
+                break;
+            }
+            let moved = self.move_entries(&snapshot, &entries, Tier::Cold).await;
+            drop(pin);
+            let moved = self.after_moves(moved).await?;
+            if moved.parts == 0 {
+                break; // every move lost to a concurrent change: next time
+            }
+            total.parts += moved.parts;
+            total.bytes += moved.bytes;
+        }
+        Ok(total)
+    }
+
+    /// The parts of `snapshot` the move policy moves cold now.
+    async fn policy_moves(&self, snapshot: &Snapshot) -> Result<Vec<PartEntry>> {
         let tiers = &snapshot.options.tiers;
         if !tiers.has_policy() {
-            return Ok(Moved::default());
+            return Ok(Vec::new());
         }
         let mut dates = HashMap::new();
         if let Some(column) = &tiers.move_time_column {
             for entry in snapshot.parts.iter().filter(|p| p.location.is_none()) {
-                let index = self.entry_index(&snapshot, entry).await?;
+                let index = self.entry_index(snapshot, entry).await?;
                 if let Some(newest) = newest_value_ms(&index, column) {
                     dates.insert(entry.name.clone(), newest);
                 }
             }
         }
         let names = choose_moves(&snapshot.parts, &dates, tiers, now_ms());
-        let entries: Vec<PartEntry> = snapshot
+        Ok(snapshot
             .parts
             .iter()
             .filter(|p| names.contains(&p.name))
             .cloned()
-            .collect();
-        let moved = self.move_entries(&snapshot, &entries, Tier::Cold).await;
-        drop(pin);
-        self.after_moves(moved).await
+            .collect())
     }
 
     /// Cleans up after moves (once the mover's own pin is gone, the old

@@ -311,6 +311,10 @@ async fn attach_locations(
                 table.name()
             ))
         })?;
+        table
+            .check_location(&location, &storage)
+            .await
+            .map_err(|e| DataFusionError::Plan(e.to_string()))?;
         table.attach_location_with(&location, storage, cache);
     }
     Ok(())

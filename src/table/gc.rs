@@ -89,11 +89,15 @@ pub(crate) struct Retired {
 
 /// Names a part directory or mask file in one tier: its path from the
 /// tier's root (`parts/<name>`, `moved/<id>/parts/<name>/del_...`),
-/// prefixed by the location outside the table's own directory.
+/// prefixed by the location outside the table's own directory. A move's
+/// directory is unique wherever it lies, so its path alone names it: a
+/// location reached under two spellings (a path and its `file://` URL)
+/// can never see the other's live parts as garbage.
 pub(crate) fn tier_key(location: Option<&str>, path: &str) -> String {
+    let moved = path.starts_with(&format!("{}/", super::log::MOVED_DIR));
     match location {
-        None => path.to_string(),
-        Some(location) => format!("{location}|{path}"),
+        Some(location) if !moved => format!("{location}|{path}"),
+        _ => path.to_string(),
     }
 }
 

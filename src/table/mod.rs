@@ -150,6 +150,8 @@ pub struct Table {
     move_lock: tokio::sync::Mutex<()>,
     /// Whether the periodic move policy check runs (see `tier`).
     mover_started: std::sync::atomic::AtomicBool,
+    /// Whether a policy run is scheduled and not started yet.
+    move_scheduled: std::sync::atomic::AtomicBool,
     /// When the cold tiers were last cleaned (ms since the epoch).
     last_cold_cleanup_ms: std::sync::atomic::AtomicI64,
     /// Set by DROP TABLE: no commit may land after it.
@@ -245,6 +247,7 @@ impl Table {
             locations: RwLock::new(Default::default()),
             move_lock: tokio::sync::Mutex::new(()),
             mover_started: std::sync::atomic::AtomicBool::new(false),
+            move_scheduled: std::sync::atomic::AtomicBool::new(false),
             last_cold_cleanup_ms: std::sync::atomic::AtomicI64::new(0),
             dropped: std::sync::atomic::AtomicBool::new(false),
             released: Mutex::new(Vec::new()),

@@ -211,6 +211,33 @@ fn newest_value_ms(index: &PartIndex, column: &str) -> Option<i64> {
     arrow::compute::max(values)
 }
 
+/// Where `storage` is, spelled one way: a local directory canonical (or,
+/// not there yet, with `.` and `..` resolved by name), a URL without
+/// trailing `/`.
+fn place_of(storage: &Storage) -> String {
+    match storage.local_dir() {
+        Some(dir) => match dir.canonicalize() {
+            Ok(dir) => dir.display().to_string(),
+            Err(_) => {
+                let mut clean = std::path::PathBuf::new();
+                for part in std::path::absolute(&dir).unwrap_or(dir).components() {
+                    match part {
+                        std::path::Component::CurDir => {}
+                        std::path::Component::ParentDir => {
+                            clean.pop();
+                        }
+                        other => clean.push(other),
+                    }
+                }
+                clean.display().to_string()
+            }
+        },
+        None => storage.display().trim_end_matches('/').to_string(),
+    }
+    .trim_end_matches('/')
+    .to_string()
+}
+
 /// Deletes a move's copy that was not committed: its directory is fresh,
 /// written by that move only. Failures leave the files to cleanup.
 async fn discard_copy(destination: &Storage, part: &str, paths: &[String]) {
@@ -347,14 +374,29 @@ impl Table {
         tiers
     }
 
+    /// Checks that parts may be read from `location` through `storage`
+    /// (before attaching it, for a location the log names): its marker
+    /// names this table, or it has none and is the table's current cold
+    /// location (its first move claims it). A log naming another place
+    /// (crafted, or a location claimed by another table since) is refused.
+    pub async fn check_location(&self, location: &str, storage: &Storage) -> Result<()> {
+        let location = location.trim_end_matches('/');
+        let current = self.cached_snapshot().options.tiers.cold_location.clone();
+        let owned = self.check_owner(location, storage, false).await?;
+        if !owned && current.as_deref() != Some(location) {
+            return Err(Error::Table(format!(
+                "table '{}': parts are recorded at '{location}', but no marker there names this \
+                 table",
+                self.name()
+            )));
+        }
+        Ok(())
+    }
+
     /// The identity a cold location's marker holds: the table's own
     /// directory (canonical when local).
     fn identity(&self) -> String {
-        self.storage()
-            .local_dir()
-            .and_then(|d| d.canonicalize().ok())
-            .map(|d| d.display().to_string())
-            .unwrap_or_else(|| self.storage().display().to_string())
+        place_of(self.storage())
     }
 
     /// Whether `store` (the cold location `location`) belongs to this
@@ -364,12 +406,8 @@ impl Table {
     /// marker names another table, is an error.
     async fn check_owner(&self, location: &str, store: &Storage, claim: bool) -> Result<bool> {
         let ours = self.identity();
-        let theirs = store
-            .local_dir()
-            .and_then(|d| d.canonicalize().ok())
-            .map(|d| d.display().to_string())
-            .unwrap_or_else(|| store.display().to_string());
-        let (a, b) = (ours.trim_end_matches('/'), theirs.trim_end_matches('/'));
+        let theirs = place_of(store);
+        let (a, b) = (ours.as_str(), theirs.as_str());
         if a == b || a.starts_with(&format!("{b}/")) || b.starts_with(&format!("{a}/")) {
             return Err(Error::Table(format!(
                 "cold location '{location}' overlaps the table's own directory '{ours}'; give \
@@ -584,6 +622,17 @@ impl Table {
                 bytes += copy_verified(&source, &destination, &path, len).await?;
             }
             destination.sync(copied_paths.clone()).await?;
+            // As an insert does: a copy that took longer than
+            // `old_parts_lifetime` may have met another handle's cleanup.
+            for path in &copied_paths {
+                if destination.size(path).await?.is_none() {
+                    return Err(Error::Table(format!(
+                        "'{}' vanished before the move committed (the copy took longer than \
+                         old_parts_lifetime and another handle cleaned it up)",
+                        destination.location(path)
+                    )));
+                }
+            }
             Ok::<_, Error>(bytes)
         }
         .await;
@@ -622,13 +671,16 @@ impl Table {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        // A move running now applies the policy again when it is done
-        // (the periodic check); waiting tasks would only pile up.
-        if self.move_lock.try_lock().is_err() {
+        // At most one run waits while one runs: more would only pile up.
+        if self.move_scheduled.swap(true, Ordering::SeqCst) {
             return;
         }
         let table = self.clone();
         handle.spawn(async move {
+            let _moving = table.move_lock.lock().await;
+            // Triggers from now on schedule the next run.
+            table.move_scheduled.store(false, Ordering::SeqCst);
+            drop(_moving);
             if let Err(e) = table.move_by_policy().await {
                 log::warn!("moving parts of table '{}' failed: {e}", table.name());
             }

@@ -850,3 +850,54 @@ async fn a_cold_location_belongs_to_one_table() {
     assert!(err.contains("overlaps the table's own directory"), "{err}");
     assert!(tiers(&table).await.iter().all(|t| t.1 == Tier::Hot));
 }
+
+/// One cold location under two spellings (a path, then its `file://` URL):
+/// cleanup through either never takes the other's live parts for garbage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_location_renamed_keeps_its_parts() {
+    let now = diagon::table::log::now_ms();
+    let dir = tempfile::tempdir().unwrap();
+    let cold_dir = tempfile::tempdir().unwrap();
+    let path = cold_dir.path().display().to_string();
+    let url = format!("file://{path}");
+    let local = Storage::local(dir.path()).unwrap();
+    let table = Table::create(
+        "t",
+        local.clone(),
+        schema(),
+        options(&[("cold_location", &path)]),
+    )
+    .await
+    .unwrap();
+    table.attach_location(&path, Storage::local(cold_dir.path()).unwrap());
+    insert(&table, &five_batches(now)).await;
+    let expected = answers(&table).await;
+    table.move_parts(Tier::Cold, None).await.unwrap();
+    let mut tiers_options = table.cached_snapshot().options.tiers.clone();
+    tiers_options.cold_location = Some(url.clone());
+    table.set_tiers(tiers_options).await.unwrap();
+    table.attach_location(&url, Storage::local(cold_dir.path()).unwrap());
+    let names: Vec<String> = tiers(&table).await.into_iter().map(|t| t.0).collect();
+    table
+        .move_parts(Tier::Hot, Some(&names[..1]))
+        .await
+        .unwrap();
+    table
+        .move_parts(Tier::Cold, Some(&names[..1]))
+        .await
+        .unwrap();
+    table.collect_garbage().await.unwrap();
+    table.collect_garbage().await.unwrap();
+    assert_eq!(answers(&table).await, expected);
+    // A log naming a place no marker there gives to this table is refused.
+    let stranger = tempfile::tempdir().unwrap();
+    let err = table
+        .check_location(
+            &stranger.path().display().to_string(),
+            &Storage::local(stranger.path()).unwrap(),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no marker there names this table"), "{err}");
+}

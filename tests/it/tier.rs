@@ -91,6 +91,33 @@ fn cold(server: &S3Server, prefix: &str) -> Storage {
     )
 }
 
+/// A table in a fresh local directory with its cold location at `prefix`
+/// of `server` (and `extra` options), attached.
+struct Tiered {
+    dir: tempfile::TempDir,
+    local: Storage,
+    url: String,
+    table: Arc<Table>,
+}
+
+async fn tiered(server: &S3Server, prefix: &str, extra: &[(&str, &str)]) -> Tiered {
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.url(prefix);
+    let local = Storage::local(dir.path()).unwrap();
+    let mut all = vec![("cold_location", url.as_str())];
+    all.extend_from_slice(extra);
+    let table = Table::create("t", local.clone(), schema(), options(&all))
+        .await
+        .unwrap();
+    table.attach_location(&url, cold(server, prefix));
+    Tiered {
+        dir,
+        local,
+        url,
+        table,
+    }
+}
+
 const QUERIES: &[&str] = &[
     "SELECT count(*), sum(id), count(s), min(ts), max(ts) FROM t",
     "SELECT id, s FROM t WHERE id BETWEEN 2990 AND 3010 ORDER BY id",
@@ -283,32 +310,22 @@ async fn the_policy_moves_parts_by_age_and_by_local_bytes() {
     assert_eq!(table.move_by_policy().await.unwrap().parts, 0);
 
     // By commit age: every part was committed just now.
-    let dir = tempfile::tempdir().unwrap();
-    let url = server.url("by_commit");
-    let table = Table::create(
-        "t",
-        Storage::local(dir.path()).unwrap(),
-        schema(),
-        options(&[("cold_location", &url), ("move_after", "1h")]),
-    )
-    .await
-    .unwrap();
-    table.attach_location(&url, cold(&server, "by_commit"));
+    let Tiered {
+        dir: _dir,
+        local: _local,
+        url: _url,
+        table,
+    } = tiered(&server, "by_commit", &[("move_after", "1h")]).await;
     insert(&table, &five_batches(now)).await;
     assert_eq!(table.move_by_policy().await.unwrap().parts, 0);
 
     // By local bytes: the oldest move until the rest fits.
-    let dir = tempfile::tempdir().unwrap();
-    let url = server.url("by_bytes");
-    let table = Table::create(
-        "t",
-        Storage::local(dir.path()).unwrap(),
-        schema(),
-        options(&[("cold_location", &url)]),
-    )
-    .await
-    .unwrap();
-    table.attach_location(&url, cold(&server, "by_bytes"));
+    let Tiered {
+        dir: _dir,
+        local: _local,
+        url: _url,
+        table,
+    } = tiered(&server, "by_bytes", &[]).await;
     insert(&table, &five_batches(now)).await;
     let snapshot = table.snapshot().await.unwrap();
     let sizes: Vec<u64> = snapshot.parts.iter().map(|p| p.bytes).collect();
@@ -324,17 +341,12 @@ async fn the_policy_moves_parts_by_age_and_by_local_bytes() {
     );
 
     // In the background, checked periodically.
-    let dir = tempfile::tempdir().unwrap();
-    let url = server.url("background");
-    let table = Table::create(
-        "t",
-        Storage::local(dir.path()).unwrap(),
-        schema(),
-        options(&[("cold_location", &url), ("move_after", "0s")]),
-    )
-    .await
-    .unwrap();
-    table.attach_location(&url, cold(&server, "background"));
+    let Tiered {
+        dir: _dir,
+        local: _local,
+        url: _url,
+        table,
+    } = tiered(&server, "background", &[("move_after", "0s")]).await;
     insert(&table, &five_batches(now)).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while tiers(&table).await.iter().any(|t| t.1 == Tier::Hot) {
@@ -504,18 +516,12 @@ async fn a_failing_store_gives_errors_not_partial_answers() {
 async fn a_multipart_upload_failing_midway_is_aborted() {
     let server = S3Server::start().await;
     let now = diagon::table::log::now_ms();
-    let dir = tempfile::tempdir().unwrap();
-    let url = server.url("multipart");
-    let local = Storage::local(dir.path()).unwrap();
-    let table = Table::create(
-        "t",
-        local.clone(),
-        schema(),
-        options(&[("cold_location", &url), ("codec.s", "none")]),
-    )
-    .await
-    .unwrap();
-    table.attach_location(&url, cold(&server, "multipart"));
+    let Tiered {
+        dir: _dir,
+        local,
+        url,
+        table,
+    } = tiered(&server, "multipart", &[("codec.s", "none")]).await;
     // One part whose string column is over 20 MiB: a multipart upload.
     let big: Vec<RecordBatch> = (0..4)
         .map(|i| wide_batch(i * 50_000, 50_000, now))
@@ -591,18 +597,12 @@ fn wide_batch(from: i64, n: i64, ts_ms: i64) -> RecordBatch {
 async fn transient_store_failures_are_retried() {
     let server = S3Server::start().await;
     let now = diagon::table::log::now_ms();
-    let dir = tempfile::tempdir().unwrap();
-    let url = server.url("transient");
-    let local = Storage::local(dir.path()).unwrap();
-    let table = Table::create(
-        "t",
-        local.clone(),
-        schema(),
-        options(&[("cold_location", &url)]),
-    )
-    .await
-    .unwrap();
-    table.attach_location(&url, cold(&server, "transient"));
+    let Tiered {
+        dir: _dir,
+        local,
+        url,
+        table,
+    } = tiered(&server, "transient", &[]).await;
     insert(&table, &five_batches(now)).await;
     let expected = answers(&table).await;
     table.move_parts(Tier::Cold, None).await.unwrap();
@@ -651,18 +651,12 @@ async fn metric(table: &Arc<Table>, sql: &str, metric: &str) -> u64 {
 async fn cold_reads_are_merged_cached_and_checked() {
     let server = S3Server::start().await;
     let now = diagon::table::log::now_ms();
-    let dir = tempfile::tempdir().unwrap();
-    let url = server.url("cached");
-    let local = Storage::local(dir.path()).unwrap();
-    let table = Table::create(
-        "t",
-        local.clone(),
-        schema(),
-        options(&[("cold_location", &url), ("codec.s", "none")]),
-    )
-    .await
-    .unwrap();
-    table.attach_location(&url, cold(&server, "cached"));
+    let Tiered {
+        dir,
+        local,
+        url,
+        table,
+    } = tiered(&server, "cached", &[("codec.s", "none")]).await;
     // One part of 400 granules, its string column 16 cache blocks.
     insert(&table, &[batch(0, 100_000, now)]).await;
     let expected = answers(&table).await;
@@ -748,18 +742,12 @@ async fn a_query_outlives_moves_of_its_parts() {
     use futures::StreamExt;
     let server = S3Server::start().await;
     let now = diagon::table::log::now_ms();
-    let dir = tempfile::tempdir().unwrap();
-    let url = server.url("racing");
-    let local = Storage::local(dir.path()).unwrap();
-    let table = Table::create(
-        "t",
-        local.clone(),
-        schema(),
-        options(&[("cold_location", &url)]),
-    )
-    .await
-    .unwrap();
-    table.attach_location(&url, cold(&server, "racing"));
+    let Tiered {
+        dir: _dir,
+        local,
+        url: _url,
+        table,
+    } = tiered(&server, "racing", &[]).await;
     insert(&table, &five_batches(now)).await;
     let expected = answers(&table).await;
 

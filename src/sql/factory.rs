@@ -311,11 +311,19 @@ async fn attach_locations(
                 table.name()
             ))
         })?;
-        table
-            .check_location(&location, &storage)
-            .await
-            .map_err(|e| DataFusionError::Plan(e.to_string()))?;
-        table.attach_location_with(&location, storage, cache);
+        // A location that cannot be checked (a store down) or is not the
+        // table's is not attached: the table still opens, and reads of its
+        // parts there fail saying why.
+        match table.check_location(&location, &storage).await {
+            Ok(()) => table.attach_location_with(&location, storage, cache),
+            Err(e) => {
+                log::warn!(
+                    "table '{}': cold location '{location}' not attached: {e}",
+                    table.name()
+                );
+                table.refuse_location(&location, e.to_string());
+            }
+        }
     }
     Ok(())
 }

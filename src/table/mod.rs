@@ -146,6 +146,8 @@ pub struct Table {
     last_cleanup_ms: std::sync::atomic::AtomicI64,
     /// The cold locations this handle can reach, by location (see `tier`).
     locations: RwLock<std::collections::BTreeMap<String, tier::ColdStorage>>,
+    /// Cold locations not attached, with the reason (see `tier`).
+    refused: RwLock<std::collections::BTreeMap<String, String>>,
     /// One move at a time per table handle.
     move_lock: tokio::sync::Mutex<()>,
     /// Whether the periodic move policy check runs (see `tier`).
@@ -245,6 +247,7 @@ impl Table {
             log_cleanup: Mutex::new(None),
             last_cleanup_ms: std::sync::atomic::AtomicI64::new(0),
             locations: RwLock::new(Default::default()),
+            refused: RwLock::new(Default::default()),
             move_lock: tokio::sync::Mutex::new(()),
             mover_started: std::sync::atomic::AtomicBool::new(false),
             move_scheduled: std::sync::atomic::AtomicBool::new(false),
@@ -316,9 +319,12 @@ impl Table {
         let tier = match &entry.location {
             None => self.storage.clone(),
             Some(location) => self.location_storage(location).ok_or_else(|| {
+                let why = self.refusal(location).unwrap_or_else(|| {
+                    "no object store for it is registered in this session".into()
+                });
                 Error::Table(format!(
-                    "table '{}': part '{}' lives at '{location}', which this session cannot \
-                     reach (register an object store for it)",
+                    "table '{}': part '{}' lives at '{location}', which this handle cannot \
+                     read: {why}",
                     self.name, entry.name
                 ))
             })?,

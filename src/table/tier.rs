@@ -104,6 +104,15 @@ const READ_AHEAD_BUDGET: u64 = 256 << 20;
 /// The marker naming the table a cold location belongs to.
 pub const OWNER_FILE: &str = "_diagon_table";
 
+/// Clears a table's scheduled-move flag when dropped.
+struct Scheduled(Arc<Table>);
+
+impl Drop for Scheduled {
+    fn drop(&mut self) {
+        self.0.move_scheduled.store(false, Ordering::SeqCst);
+    }
+}
+
 /// A cold location as this handle reaches it.
 #[derive(Debug, Clone)]
 pub(crate) struct ColdStorage {
@@ -216,26 +225,41 @@ fn newest_value_ms(index: &PartIndex, column: &str) -> Option<i64> {
 /// trailing `/`.
 fn place_of(storage: &Storage) -> String {
     match storage.local_dir() {
-        Some(dir) => match dir.canonicalize() {
-            Ok(dir) => dir.display().to_string(),
-            Err(_) => {
-                let mut clean = std::path::PathBuf::new();
-                for part in std::path::absolute(&dir).unwrap_or(dir).components() {
-                    match part {
-                        std::path::Component::CurDir => {}
-                        std::path::Component::ParentDir => {
-                            clean.pop();
-                        }
-                        other => clean.push(other),
-                    }
-                }
-                clean.display().to_string()
-            }
-        },
-        None => storage.display().trim_end_matches('/').to_string(),
+        Some(dir) => canonical_path(&dir).display().to_string(),
+        None => storage.display().to_string(),
     }
     .trim_end_matches('/')
     .to_string()
+}
+
+/// `dir` canonical: its longest existing ancestor resolved (symbolic
+/// links included), the rest appended with `.` and `..` resolved by name.
+fn canonical_path(dir: &std::path::Path) -> std::path::PathBuf {
+    let absolute = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let mut clean = std::path::PathBuf::new();
+    for part in absolute.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                clean.pop();
+            }
+            other => clean.push(other),
+        }
+    }
+    let mut existing = clean.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(found) = existing.canonicalize() {
+            return rest.iter().rev().fold(found, |path, name| path.join(name));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => return clean,
+        }
+    }
 }
 
 /// Deletes a move's copy that was not committed: its directory is fresh,
@@ -340,6 +364,19 @@ impl Table {
             store: storage,
         };
         crate::sync::write(&self.locations).insert(location, cold);
+    }
+
+    /// Records why `location` was not attached, for the errors of reads
+    /// of parts there (an unreachable store, a marker naming another
+    /// table): the table opens and serves everything else.
+    pub fn refuse_location(&self, location: &str, reason: String) {
+        let location = location.trim_end_matches('/').to_string();
+        crate::sync::write(&self.refused).insert(location, reason);
+    }
+
+    /// Why `location` was not attached, if it was refused.
+    pub(crate) fn refusal(&self, location: &str) -> Option<String> {
+        crate::sync::read(&self.refused).get(location).cloned()
     }
 
     /// The storage queries read parts at `location` through, if attached.
@@ -676,10 +713,13 @@ impl Table {
             return;
         }
         let table = self.clone();
+        // Cleared however the task ends, even dropped unpolled (a runtime
+        // shutting down): else no insert would trigger the policy again.
+        let scheduled = Scheduled(table.clone());
         handle.spawn(async move {
             let _moving = table.move_lock.lock().await;
             // Triggers from now on schedule the next run.
-            table.move_scheduled.store(false, Ordering::SeqCst);
+            drop(scheduled);
             drop(_moving);
             if let Err(e) = table.move_by_policy().await {
                 log::warn!("moving parts of table '{}' failed: {e}", table.name());

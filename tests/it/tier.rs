@@ -889,3 +889,68 @@ async fn a_cold_location_renamed_keeps_its_parts() {
         .to_string();
     assert!(err.contains("no marker there names this table"), "{err}");
 }
+
+/// A reopen while the cold store refuses requests still opens the table:
+/// inserts (local) go on, and a query that needs the cold parts fails
+/// naming the location and why, never answering without them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reopen_with_the_store_down_still_takes_inserts() {
+    let server = S3Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store_options = format!(
+        "'aws.endpoint' '{}', 'aws.allow_http' 'true', 'aws.region' 'us-east-1', \
+         'aws.access_key_id' 'diagon-test', 'aws.secret_access_key' 'diagon-test-secret'",
+        server.endpoint
+    );
+    let location = dir.path().join("t").display().to_string();
+    let ctx = crate::common::context(2);
+    crate::common::query(
+        &ctx,
+        &format!(
+            "CREATE EXTERNAL TABLE t (id BIGINT NOT NULL) STORED AS DIAGON LOCATION '{location}' \
+             OPTIONS ('cold_location' 's3://diagon/down', {store_options})"
+        ),
+    )
+    .await;
+    crate::common::query(&ctx, "INSERT INTO t VALUES (1), (2)").await;
+    crate::common::query(&ctx, "SELECT * FROM diagon_move('t', 'cold')").await;
+
+    // Every request to the cold location is refused (403: not retried).
+    server
+        .control
+        .inject(Fault::new(None, "/down/", FaultKind::Status(403)));
+    let ctx = crate::common::context(2);
+    crate::common::query(
+        &ctx,
+        &format!(
+            "CREATE EXTERNAL TABLE t STORED AS DIAGON LOCATION '{location}' \
+             OPTIONS ({store_options})"
+        ),
+    )
+    .await;
+    crate::common::query(&ctx, "INSERT INTO t VALUES (3)").await;
+    let err = ctx
+        .sql("SELECT count(*) FROM t")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("s3://diagon/down") && err.contains("'t'"),
+        "{err}"
+    );
+    server.control.clear_faults();
+    let ctx = crate::common::context(2);
+    crate::common::query(
+        &ctx,
+        &format!(
+            "CREATE EXTERNAL TABLE t STORED AS DIAGON LOCATION '{location}' \
+             OPTIONS ({store_options})"
+        ),
+    )
+    .await;
+    let count = crate::common::query(&ctx, "SELECT count(*), sum(id) FROM t").await;
+    assert!(count.contains("| 3 ") && count.contains("| 6 "), "{count}");
+}

@@ -49,22 +49,21 @@ pub async fn sql(ctx: &SessionContext, sql: &str) -> Result<DataFrame> {
     }
 }
 
-/// The one statement `sql` is, if it parses as one.
-fn parse_one(ctx: &SessionContext, sql: &str) -> Option<Statement> {
-    let state = ctx.state();
-    let dialect_name = &state.config().options().sql_parser.dialect;
-    let dialect = datafusion::sql::sqlparser::dialect::dialect_from_str(dialect_name)?;
-    // Statements DataFusion's parser rejects are left for it to report.
-    let mut statements = DFParser::parse_sql_with_dialect(sql, dialect.as_ref()).ok()?;
-    if statements.len() != 1 {
-        return None;
-    }
-    statements.pop_front()
-}
-
 /// The ALTER TABLE `sql` is, if it is one statement and that.
 pub fn parse_alter(ctx: &SessionContext, sql: &str) -> Result<Option<AlterTable>> {
-    match parse_one(ctx, sql) {
+    let state = ctx.state();
+    let dialect_name = &state.config().options().sql_parser.dialect;
+    let Some(dialect) = datafusion::sql::sqlparser::dialect::dialect_from_str(dialect_name) else {
+        return Ok(None);
+    };
+    // Statements DataFusion's parser rejects are left for it to report.
+    let Ok(mut statements) = DFParser::parse_sql_with_dialect(sql, dialect.as_ref()) else {
+        return Ok(None);
+    };
+    if statements.len() != 1 {
+        return Ok(None);
+    }
+    match statements.pop_front() {
         Some(Statement::Statement(statement)) => match *statement {
             datafusion::sql::sqlparser::ast::Statement::AlterTable(alter) => Ok(Some(alter)),
             _ => Ok(None),

@@ -17,10 +17,8 @@ pub struct StoreCounts {
     pub bytes_fetched: AtomicU64,
     /// Blocks the local read cache served.
     pub cache_hits: AtomicU64,
-    /// Blocks it did not hold (fetched, then kept).
+    /// Blocks it did not hold or held damaged (fetched, then kept).
     pub cache_misses: AtomicU64,
-    /// Blocks it held damaged (checksum or length wrong): dropped, refetched.
-    pub cache_damaged: AtomicU64,
 }
 
 impl StoreCounts {
@@ -38,10 +36,6 @@ impl StoreCounts {
 
     pub fn cache_misses(&self) -> u64 {
         self.cache_misses.load(Ordering::Relaxed)
-    }
-
-    pub fn cache_damaged(&self) -> u64 {
-        self.cache_damaged.load(Ordering::Relaxed)
     }
 }
 
@@ -67,14 +61,9 @@ pub async fn scoped<F: Future>(counts: Option<Arc<StoreCounts>>, work: F) -> F::
     }
 }
 
-/// Adds to the running scope's counters.
-pub(crate) fn record(f: impl FnOnce(&StoreCounts)) {
-    let _ = COUNTS.try_with(|c| f(c));
-}
-
-/// Adds one request that returned `bytes`.
+/// Adds one request that returned `bytes` to the running scope's counters.
 pub(crate) fn request(bytes: u64) {
-    record(|c| {
+    let _ = COUNTS.try_with(|c| {
         c.requests.fetch_add(1, Ordering::Relaxed);
         c.bytes_fetched.fetch_add(bytes, Ordering::Relaxed);
     });

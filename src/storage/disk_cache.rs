@@ -185,9 +185,6 @@ impl DiskCache {
                     "read cache entry '{}' is damaged; fetching it again",
                     file.display()
                 );
-                counts::record(|c| {
-                    c.cache_damaged.fetch_add(1, Ordering::Relaxed);
-                });
                 crate::sync::lock(&self.index).remove(key);
                 let _ = std::fs::remove_file(&file);
                 None

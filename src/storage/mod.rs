@@ -307,28 +307,16 @@ impl Storage {
     /// beyond it, a missing file and a short file are all reported as damage
     /// to the table, before anything is allocated for the read.
     pub async fn get_range(&self, name: &str, range: Range<u64>, file_len: u64) -> Result<Bytes> {
-        if range.start > range.end || range.end > file_len {
-            return Err(Error::corrupt(
-                self.location(name),
-                format!("read of {range:?} beyond recorded length {file_len}"),
-            ));
-        }
-        let read = self
-            .backend
-            .get_ranges(&self.path(name), std::slice::from_ref(&range), file_len)
-            .await;
-        match read {
-            Err(Error::NotFound { path }) => Err(Error::corrupt(path, "file is missing")),
-            Err(e) => Err(e),
-            Ok(mut parts) => parts
-                .pop()
-                .ok_or_else(|| Error::store(self.location(name), "a read returned no bytes")),
-        }
+        let mut read = self
+            .get_ranges(name, std::slice::from_ref(&range), file_len)
+            .await?;
+        read.pop()
+            .ok_or_else(|| Error::store(self.location(name), "a read returned no bytes"))
     }
 
-    /// Reads `ranges` of a file whose recorded length is `file_len` (see
-    /// [`Storage::get_range`]), nearby ones merged where a request costs a
-    /// round trip.
+    /// Reads `ranges` of a file whose recorded length is `file_len`,
+    /// nearby ones merged where a request costs a round trip; checked as
+    /// [`Storage::get_range`] checks one.
     pub async fn get_ranges(
         &self,
         name: &str,

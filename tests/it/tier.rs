@@ -629,18 +629,35 @@ async fn transient_store_failures_are_retried() {
     assert!(gets > gets_before && bytes > bytes_before);
 }
 
-/// The numbers EXPLAIN ANALYZE shows for `metric`, summed over the scan's
-/// partitions.
-async fn metric(table: &Arc<Table>, sql: &str, metric: &str) -> u64 {
+/// The metrics EXPLAIN ANALYZE of one run of `sql` shows, each summed
+/// over the plan's operators and partitions.
+async fn metrics(table: &Arc<Table>, sql: &str) -> HashMap<String, u64> {
     let ctx = crate::common::context(2);
     ctx.register_table("t", Arc::new(DiagonTableProvider::new(table.clone())))
         .unwrap();
     let plan = crate::common::query(&ctx, &format!("EXPLAIN ANALYZE {sql}")).await;
-    let key = format!("{metric}=");
-    plan.split([',', ' ', '[', ']'])
-        .filter_map(|w| w.strip_prefix(&key))
-        .map(|v| v.parse::<u64>().unwrap_or(0))
-        .sum()
+    // Sizes print as `1.5 MB` (DataFusion's human-readable bytes).
+    let words: Vec<&str> = plan
+        .split([',', ' ', '[', ']'])
+        .filter(|w| !w.is_empty())
+        .collect();
+    let mut out = HashMap::new();
+    for (i, word) in words.iter().enumerate() {
+        let Some((name, value)) = word.split_once('=') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        let scale = match words.get(i + 1).copied() {
+            Some("KB") => 1024.0,
+            Some("MB") => 1024.0 * 1024.0,
+            Some("GB") => 1024.0 * 1024.0 * 1024.0,
+            _ => 1.0,
+        };
+        *out.entry(name.to_string()).or_default() += (value * scale) as u64;
+    }
+    out
 }
 
 /// Cold reads are few requests (the scan announces what it will read and
@@ -670,10 +687,27 @@ async fn cold_reads_are_merged_cached_and_checked() {
         table
     };
     let table = open().await;
-    let (_, gets_before, _) = server.control.counts();
-    assert!(metric(&table, sql, "cold_parts_read").await >= 1);
-    let (_, gets, _) = server.control.counts();
+    let (_, gets_before, bytes_before) = server.control.counts();
+    let cold = metrics(&table, sql).await;
+    let (_, gets, bytes) = server.control.counts();
     let first = gets - gets_before;
+    // Per tier: the part read is cold, and what it cost the store is the
+    // server's count (but the part index, read before the scan).
+    assert!(
+        cold["cold_parts_read"] >= 1 && cold["hot_parts_read"] == 0,
+        "{cold:?}"
+    );
+    assert_eq!(cold["cold_requests"], first - 1, "{cold:?}");
+    let fetched = cold["cold_bytes_fetched"];
+    let served = (bytes - bytes_before) as f64;
+    assert!(
+        fetched > 0 && fetched as f64 <= served * 1.05,
+        "{cold:?} of {served}"
+    );
+    assert!(
+        cold["cold_cache_misses"] > 0 && cold["cold_cache_hits"] == 0,
+        "{cold:?}"
+    );
     // The part index, each column's envelope (header and footer), and a
     // few merged requests per column and partition for its 400 granules
     // (50 reads of 8 granules).
@@ -682,8 +716,12 @@ async fn cold_reads_are_merged_cached_and_checked() {
     assert_eq!(answers(&table).await, expected);
     // Cached now: no request.
     let (_, gets_before, _) = server.control.counts();
-    assert_eq!(metric(&table, sql, "cold_requests").await, 0);
-    assert!(metric(&table, sql, "cold_cache_hits").await > 0);
+    let warm = metrics(&table, sql).await;
+    assert_eq!(warm["cold_requests"], 0, "{warm:?}");
+    assert!(
+        warm["cold_cache_hits"] > 0 && warm["cold_cache_misses"] == 0,
+        "{warm:?}"
+    );
     assert_eq!(server.control.counts().1, gets_before);
     drop(table);
 
@@ -719,6 +757,13 @@ async fn cold_reads_are_merged_cached_and_checked() {
     let (_, gets_before, _) = server.control.counts();
     assert_eq!(answers(&table).await, expected);
     assert_eq!(server.control.counts().1, gets_before, "and cached again");
+    // A local part reads as hot.
+    insert(&table, &[batch(200_000, 10, now)]).await;
+    let mixed = metrics(&table, sql).await;
+    assert!(
+        mixed["hot_parts_read"] >= 1 && mixed["cold_parts_read"] >= 1,
+        "{mixed:?}"
+    );
 }
 
 fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
